@@ -1,0 +1,16 @@
+//! skywave: a store-and-forward proof-of-work blockchain node for slow, lossy,
+//! half-duplex radio links.
+//!
+//! Layer map (top to bottom):
+//! - `cli`, `api`: the command line and the HTTP API.
+//! - `driver`: the tokio event loop, the only place with time and I/O. It owns the
+//!   [`node::Node`], the links and the store.
+//! - `node`: the sans-IO core. It never reads a clock, a socket or an RNG; the driver
+//!   feeds it events with the current time and drains what it wants sent.
+//! - `chain`: blocks, transactions, validation, state, mempool, fork choice.
+//! - `wire`: messages, envelope, CRC, framing.
+//! - `store`: SQLite persistence (WAL), called synchronously by the chain so nothing is
+//!   reported accepted before it is durable.
+
+pub mod chain;
+pub mod wire;

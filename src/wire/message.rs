@@ -1,0 +1,180 @@
+//! The messages nodes exchange. Each variant's body is postcard-encoded behind the
+//! envelope (see `wire::envelope` and docs/PROTOCOL.md); the envelope's kind byte says
+//! which variant follows.
+
+use crate::chain::types::{Block, Hash, Header, Transaction};
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Limits checked on every decoded message (before any work is done with it).
+pub mod limits {
+    /// Entries in a block locator.
+    pub const MAX_LOCATOR: usize = 64;
+    /// Headers in one `Headers` message.
+    pub const MAX_HEADERS: usize = 1000;
+    /// Items in one `Inv`, `GetData` or `NotFound`.
+    pub const MAX_INV: usize = 500;
+    /// Bytes of a callsign string.
+    pub const MAX_CALLSIGN: usize = 9;
+    /// Bytes of a user agent string.
+    pub const MAX_USER_AGENT: usize = 64;
+    /// Bytes of a reject reason.
+    pub const MAX_REASON: usize = 160;
+}
+
+/// Feature bits announced in `Hello`.
+pub mod features {
+    /// Serves full blocks (not a header-only station).
+    pub const FULL_BLOCKS: u64 = 1 << 0;
+}
+
+/// What an inventory entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InvKind {
+    /// A block, by header hash.
+    Block,
+    /// A transaction, by transaction id.
+    Tx,
+}
+
+/// One inventory entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InvItem {
+    /// Block or transaction.
+    pub kind: InvKind,
+    /// Its id.
+    pub hash: Hash,
+}
+
+/// First message on every connection, sent by both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Network id (first four bytes of the genesis hash); must match the envelope's.
+    pub network: [u8; 4],
+    /// Height of the sender's best chain.
+    pub height: u64,
+    /// Hash of the sender's best block.
+    pub tip: Hash,
+    /// Cumulative work of the sender's best chain.
+    pub work: u128,
+    /// The sender's node public key (Ed25519), a stable identity across links.
+    pub node_id: [u8; 32],
+    /// The operator's callsign, if any ("N0CALL-1"); required on radio links.
+    pub callsign: String,
+    /// Feature bits, see [`features`].
+    pub features: u64,
+    /// Random per-connection value: receiving our own nonce back means we dialled ourselves.
+    pub nonce: u64,
+    /// Software name and version, for logs.
+    pub user_agent: String,
+}
+
+/// A refusal or complaint, sent before disconnecting or alongside a dropped item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Machine-readable reason code, see [`RejectCode`].
+    pub code: RejectCode,
+    /// Human-readable reason.
+    pub reason: String,
+    /// The block or transaction concerned, if any.
+    pub about: Option<Hash>,
+}
+
+/// Why something was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// Undecodable or out-of-limits message.
+    Malformed,
+    /// Block or transaction failed validation.
+    Invalid,
+    /// Different network id.
+    WrongNetwork,
+    /// Protocol version not supported.
+    Version,
+    /// Message out of sequence (e.g. before the handshake).
+    Protocol,
+    /// Duplicate connection or self-connection.
+    Duplicate,
+    /// Too much, too fast.
+    RateLimited,
+}
+
+/// Headers-first sync: the receiver answers with headers after the first locator hash it
+/// has on its best chain, up to `max` (capped at [`limits::MAX_HEADERS`]), stopping at
+/// `stop` if given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetHeaders {
+    /// Hashes from the requester's tip back to genesis, densest near the tip.
+    pub locator: Vec<Hash>,
+    /// Stop after this header (None: as many as allowed).
+    pub stop: Option<Hash>,
+    /// Most headers wanted.
+    pub max: u16,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Handshake.
+    Hello(Hello),
+    /// Liveness probe.
+    Ping(u64),
+    /// Answer to `Ping` with the same value.
+    Pong(u64),
+    /// "I have these": announces new blocks and transactions by id.
+    Inv(Vec<InvItem>),
+    /// "Send me these."
+    GetData(Vec<InvItem>),
+    /// Headers-first sync request, see [`GetHeaders`].
+    GetHeaders(GetHeaders),
+    /// Answer to `GetHeaders`, in chain order.
+    Headers(Vec<Header>),
+    /// A full block.
+    Block(Block),
+    /// A transaction.
+    Tx(Transaction),
+    /// Answer to `GetData` for items the sender does not have.
+    NotFound(Vec<InvItem>),
+    /// Refusal, see [`Reject`].
+    Reject(Reject),
+}
+
+impl Message {
+    /// The envelope kind byte of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => 1,
+            Message::Ping(_) => 2,
+            Message::Pong(_) => 3,
+            Message::Inv(_) => 4,
+            Message::GetData(_) => 5,
+            Message::GetHeaders(_) => 6,
+            Message::Headers(_) => 7,
+            Message::Block(_) => 8,
+            Message::Tx(_) => 9,
+            Message::NotFound(_) => 10,
+            Message::Reject(_) => 11,
+        }
+    }
+
+    /// Short name for logs and statistics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Ping(_) => "ping",
+            Message::Pong(_) => "pong",
+            Message::Inv(_) => "inv",
+            Message::GetData(_) => "getdata",
+            Message::GetHeaders(_) => "getheaders",
+            Message::Headers(_) => "headers",
+            Message::Block(_) => "block",
+            Message::Tx(_) => "tx",
+            Message::NotFound(_) => "notfound",
+            Message::Reject(_) => "reject",
+        }
+    }
+}

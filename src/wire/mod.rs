@@ -1,0 +1,5 @@
+//! The wire protocol: messages, the envelope around them, and stream framing.
+
+pub mod message;
+
+pub use message::Message;
