@@ -14,3 +14,12 @@
 
 pub mod chain;
 pub mod wire;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod keys;
+pub mod link;
+pub mod node;
+pub mod rng;
+pub mod sim;

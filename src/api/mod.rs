@@ -1,0 +1,210 @@
+//! The HTTP API (axum), loopback by default. Handlers take the node lock briefly and wake
+//! the driver after a change so that what the node queued goes out at once.
+
+use crate::chain::{Address, Block, Hash, Transaction};
+use crate::driver::{now_ms, Shared};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Build the API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/status", get(status))
+        .route("/api/blocks/{id}", get(block))
+        .route("/api/tx/{id}", get(tx_get))
+        .route("/api/tx", axum::routing::post(tx_post))
+        .route("/api/mempool", get(mempool))
+        .route("/api/accounts/{addr}", get(account))
+        .with_state(shared)
+}
+
+/// An error answer: status code and a JSON `{"error": ...}` body.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+fn internal(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+/// `GET /api/status` body.
+#[derive(Serialize)]
+pub struct Status {
+    /// Network name.
+    pub network: String,
+    /// Network id (hex).
+    pub network_id: String,
+    /// Best chain height.
+    pub height: u64,
+    /// Best block hash.
+    pub tip: Hash,
+    /// Cumulative work of the best chain (decimal string: it may exceed 2^53).
+    pub work: String,
+    /// Height of the best known header chain (ahead of `height` while syncing).
+    pub header_height: u64,
+    /// Transactions waiting in the mempool.
+    pub mempool: usize,
+    /// Operator's callsign.
+    pub callsign: String,
+    /// Node public key (hex).
+    pub node_id: String,
+    /// Peer sessions.
+    pub peers: Vec<crate::node::PeerSummary>,
+    /// Links.
+    pub links: Vec<crate::driver::LinkStatus>,
+    /// Peers disconnected for misbehaviour since start.
+    pub misbehaviours: u64,
+    /// Software version.
+    pub version: String,
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
+    let links = s.links.lock().map(|l| l.clone()).unwrap_or_default();
+    let node = s.node();
+    let chain = node.chain();
+    let tip = chain.tip();
+    Json(Status {
+        network: chain.params().name.to_string(),
+        network_id: hex::encode(chain.params().network_id()),
+        height: tip.height,
+        tip: tip.hash,
+        work: tip.work.to_string(),
+        header_height: chain.best_header().height,
+        mempool: chain.mempool_len(),
+        callsign: node.config().callsign.clone(),
+        node_id: hex::encode(node.config().node_id),
+        peers: node.peers(now_ms()),
+        links,
+        misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+fn block_json(b: &Block, main_chain: bool) -> Value {
+    json!({
+        "hash": b.hash(),
+        "height": b.header.height,
+        "main_chain": main_chain,
+        "size": b.encoded_len(),
+        "header": b.header,
+        "coinbase": b.coinbase,
+        "txs": b.txs.iter().map(|t| tx_json(t)).collect::<Vec<_>>(),
+    })
+}
+
+fn tx_json(t: &Transaction) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(t.id()));
+    }
+    v
+}
+
+async fn block(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let node = s.node();
+    let chain = node.chain();
+    let hash = if let Ok(h) = id.parse::<u64>() {
+        chain
+            .main_hash_at(h)
+            .ok_or_else(|| not_found(format!("no block at height {h}")))?
+    } else {
+        Hash::from_hex(&id).map_err(|_| bad("expected a height or a 64-hex-digit block hash"))?
+    };
+    let b = chain
+        .block(&hash)
+        .map_err(|e| internal(e.to_string()))?
+        .ok_or_else(|| not_found(format!("no block {hash}")))?;
+    Ok(Json(block_json(&b, chain.is_on_main_chain(&hash))))
+}
+
+async fn tx_get(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = Hash::from_hex(&id).map_err(|_| bad("expected a 64-hex-digit transaction id"))?;
+    let node = s.node();
+    let chain = node.chain();
+    match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
+        Some((tx, Some((block, height)))) => Ok(Json(json!({
+            "tx": tx_json(&tx), "status": "confirmed", "block": block, "height": height,
+            "confirmations": chain.tip().height.saturating_sub(height) + 1,
+        }))),
+        Some((tx, None)) => Ok(Json(json!({ "tx": tx_json(&tx), "status": "mempool" }))),
+        None => Err(not_found(format!("no transaction {id}"))),
+    }
+}
+
+async fn tx_post(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<Transaction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(tx) = body.map_err(|e| bad(format!("not a transaction: {e}")))?;
+    let res = s.node().submit_tx(now_ms(), tx);
+    s.wake.notify_one();
+    match res {
+        Ok(id) => Ok(Json(json!({ "id": id, "status": "accepted" }))),
+        Err(e) => Err(bad(format!("transaction refused: {e}"))),
+    }
+}
+
+async fn mempool(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let node = s.node();
+    let txs = node.chain().mempool_txs();
+    Json(json!({
+        "count": txs.len(),
+        "txs": txs.iter().map(tx_json).collect::<Vec<_>>(),
+    }))
+}
+
+async fn account(
+    State(s): State<Arc<Shared>>,
+    Path(addr): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = Address::from_hex(&addr).map_err(|_| bad("expected a 64-hex-digit address"))?;
+    let node = s.node();
+    let acct = node.chain().account(&a);
+    Ok(Json(json!({
+        "address": a,
+        "balance": acct.balance,
+        "nonce": acct.nonce,
+        "next_nonce": node.chain().next_nonce(&a),
+    })))
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

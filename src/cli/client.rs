@@ -1,0 +1,138 @@
+//! Commands that talk to a running node through its HTTP API.
+
+use crate::chain::{NetworkParams, Transaction};
+use crate::config::{self, Config};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// The API base URL the node running on `dir` recorded.
+fn api_base(dir: &Path) -> Result<String> {
+    let f = dir.join(config::API_ADDR_FILE);
+    let addr = std::fs::read_to_string(&f).with_context(|| {
+        format!(
+            "no running node found for {} (start one with `skywave --data-dir {} run`)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    Ok(format!("http://{}", addr.trim()))
+}
+
+fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let mut req = client.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {url} (is it running?)"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.context("node sent a non-JSON answer")?;
+        if !status.is_success() {
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
+            bail!("node answered {status}: {msg}");
+        }
+        Ok(v)
+    })
+}
+
+fn get(url: &str) -> Result<Value> {
+    request(reqwest::Method::GET, url, None)
+}
+
+/// `skywave status`.
+pub fn status(dir: &Path, as_json: bool) -> Result<()> {
+    let v = get(&format!("{}/api/status", api_base(dir)?))?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    let s = |k: &str| v.get(k).map(|x| x.to_string().trim_matches('"').to_string());
+    println!(
+        "network {}  height {}  tip {}",
+        s("network").unwrap_or_default(),
+        s("height").unwrap_or_default(),
+        s("tip").unwrap_or_default()
+    );
+    println!(
+        "mempool {} tx  callsign {}",
+        s("mempool").unwrap_or_default(),
+        s("callsign").unwrap_or_default()
+    );
+    if let Some(links) = v.get("links").and_then(Value::as_array) {
+        for l in links {
+            println!(
+                "link {} {} {}",
+                l["id"],
+                l["url"].as_str().unwrap_or(""),
+                if l["up"].as_bool().unwrap_or(false) { "up" } else { "down" }
+            );
+        }
+    }
+    if let Some(peers) = v.get("peers").and_then(Value::as_array) {
+        println!("{} peer(s)", peers.len());
+        for p in peers {
+            println!(
+                "  peer {} {} {} height {} {}",
+                p["id"],
+                p["remote"].as_str().unwrap_or(""),
+                p["callsign"].as_str().unwrap_or(""),
+                p["height"],
+                if p["ready"].as_bool().unwrap_or(false) { "ready" } else { "handshaking" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `skywave wallet balance`.
+pub fn balance(dir: &Path, as_json: bool) -> Result<()> {
+    let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let addr = crate::keys::address(&key);
+    let v = get(&format!("{}/api/accounts/{addr}", api_base(dir)?))?;
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{} {}", v["balance"], addr);
+    }
+    Ok(())
+}
+
+/// `skywave tx send`.
+pub fn send(dir: &Path, to: &str, amount: u64, fee: Option<u64>, as_json: bool) -> Result<()> {
+    let cfg = Config::load(dir)?;
+    let params = NetworkParams::by_name(&cfg.network).context("unknown network")?;
+    let to = super::parse_address(to)?;
+    let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let from = crate::keys::address(&key);
+    let base = api_base(dir)?;
+    let acct = get(&format!("{base}/api/accounts/{from}"))?;
+    let nonce = acct["next_nonce"]
+        .as_u64()
+        .context("node did not report a nonce")?;
+    let fee = fee.unwrap_or(params.min_relay_fee);
+    let tx = Transaction::sign(params.network_id(), &key, to, amount, fee, nonce);
+    let v = request(
+        reqwest::Method::POST,
+        &format!("{base}/api/tx"),
+        Some(serde_json::to_value(&tx)?),
+    )?;
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{}", v["id"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The command line.
+
+mod client;
+mod demo;
+
+use crate::chain::{pow, Address, Chain, NetworkParams};
+use crate::config::{self, Config, DirLock};
+use crate::driver::{self, now_ms, DriverOptions};
+use crate::link::LinkUrl;
+use crate::node::{Node, NodeConfig};
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// skywave: a store-and-forward blockchain node for slow, lossy radio links.
+#[derive(Parser, Debug)]
+#[command(name = "skywave", version, about)]
+pub struct Cli {
+    /// Data directory (config, keys, store). Default: $SKYWAVE_DATA_DIR or the per-user
+    /// data directory + "skywave".
+    #[arg(long, global = true, env = "SKYWAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "skywave=debug".
+    #[arg(long, global = true, env = "SKYWAVE_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a data directory: config, node key, wallet key, store.
+    Init {
+        /// Network: main or regtest.
+        #[arg(long, default_value = "main")]
+        network: String,
+        /// Your callsign with SSID (identifies the station on radio links).
+        #[arg(long)]
+        callsign: String,
+        /// Links to put in the config (repeatable).
+        #[arg(long = "link")]
+        links: Vec<String>,
+        /// API listen address to put in the config.
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Run the node until Ctrl-C or SIGTERM.
+    Run {
+        /// API listen address (overrides the config).
+        #[arg(long)]
+        api: Option<String>,
+        /// Extra links (repeatable), in addition to those in the config.
+        #[arg(long = "link")]
+        links: Vec<String>,
+        /// Mine continuously, paying this data directory's wallet.
+        #[arg(long)]
+        mine: bool,
+    },
+    /// Mine blocks into the local store (no node may be running on it).
+    Mine {
+        /// How many blocks.
+        #[arg(long, default_value_t = 1)]
+        blocks: u64,
+    },
+    /// Show the running node's status.
+    Status,
+    /// Wallet commands.
+    Wallet {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: WalletCmd,
+    },
+    /// Transaction commands.
+    Tx {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: TxCmd,
+    },
+    /// Show skywave at work with nothing to configure: several nodes in this process,
+    /// relaying freshly mined blocks and a transaction.
+    Demo {
+        /// Number of nodes, in a line.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Blocks to mine before finishing.
+        #[arg(long, default_value_t = 5)]
+        blocks: u64,
+    },
+}
+
+/// `wallet` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum WalletCmd {
+    /// Print this wallet's address (offline).
+    Address,
+    /// Ask the running node for this wallet's balance.
+    Balance,
+}
+
+/// `tx` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TxCmd {
+    /// Sign a transfer with this wallet and submit it to the running node.
+    Send {
+        /// Recipient address (64 hex digits).
+        #[arg(long)]
+        to: String,
+        /// Amount in base units.
+        #[arg(long)]
+        amount: u64,
+        /// Fee in base units (default: the network's minimum relay fee).
+        #[arg(long)]
+        fee: Option<u64>,
+    },
+}
+
+/// Set up logging to stderr.
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run the parsed command line.
+pub fn main(cli: Cli) -> Result<()> {
+    init_tracing(&cli.log);
+    let dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    match cli.cmd {
+        Cmd::Init {
+            network,
+            callsign,
+            links,
+            api,
+        } => init(&dir, &network, &callsign, links, api, cli.json),
+        Cmd::Run { api, links, mine } => run(&dir, api, links, mine),
+        Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
+        Cmd::Status => client::status(&dir, cli.json),
+        Cmd::Wallet { cmd: WalletCmd::Address } => {
+            let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+            let addr = crate::keys::address(&key);
+            if cli.json {
+                println!("{}", json!({ "address": addr }));
+            } else {
+                println!("{addr}");
+            }
+            Ok(())
+        }
+        Cmd::Wallet { cmd: WalletCmd::Balance } => client::balance(&dir, cli.json),
+        Cmd::Tx {
+            cmd: TxCmd::Send { to, amount, fee },
+        } => client::send(&dir, &to, amount, fee, cli.json),
+        Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
+    }
+}
+
+fn init(
+    dir: &Path,
+    network: &str,
+    callsign: &str,
+    links: Vec<String>,
+    api: Option<String>,
+    as_json: bool,
+) -> Result<()> {
+    let params = NetworkParams::by_name(network).with_context(|| {
+        format!(
+            "unknown network '{network}' (known: {})",
+            NetworkParams::names().join(", ")
+        )
+    })?;
+    let callsign = config::normalize_callsign(callsign)?;
+    for l in &links {
+        LinkUrl::parse(l).map_err(anyhow::Error::msg)?;
+    }
+    if dir.join(config::CONFIG_FILE).exists() {
+        bail!("{} already holds a skywave config", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cfg = Config {
+        network: network.to_string(),
+        callsign,
+        links,
+        api: api.unwrap_or_else(|| format!("127.0.0.1:{}", params.default_port + 80)),
+        mine: false,
+    };
+    let node_key = crate::keys::generate();
+    let wallet_key = crate::keys::generate();
+    crate::keys::save(&dir.join(config::NODE_KEY_FILE), &node_key)?;
+    crate::keys::save(&dir.join(config::WALLET_KEY_FILE), &wallet_key)?;
+    let store = Store::open(&dir.join(config::STORE_FILE))?;
+    let chain = Chain::open(params, store)?;
+    cfg.save(dir)?;
+    let addr = crate::keys::address(&wallet_key);
+    if as_json {
+        println!(
+            "{}",
+            json!({"data_dir": dir, "network": cfg.network, "callsign": cfg.callsign,
+                   "address": addr, "genesis": chain.tip().hash})
+        );
+    } else {
+        println!("created {} for network {}", dir.display(), cfg.network);
+        println!("callsign: {}", cfg.callsign);
+        println!("wallet address: {addr}");
+        println!("next: skywave --data-dir {} run", dir.display());
+    }
+    Ok(())
+}
+
+/// Open the data directory's chain (the caller holds the lock).
+fn open_chain(dir: &Path, cfg: &Config) -> Result<Chain> {
+    let params = NetworkParams::by_name(&cfg.network)
+        .with_context(|| format!("unknown network '{}'", cfg.network))?;
+    let store = Store::open(&dir.join(config::STORE_FILE))?;
+    Ok(Chain::open(params, store)?)
+}
+
+fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
+    let cfg = Config::load(dir)?;
+    let _lock = DirLock::acquire(dir)?;
+    let mut chain = open_chain(dir, &cfg)?;
+    let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let to = crate::keys::address(&key);
+    let mut mined = Vec::new();
+    for _ in 0..blocks {
+        let mut block = chain.block_template(to, now_ms() / 1000);
+        while !pow::mine(&mut block.header, 1_000_000) {}
+        let hash = block.hash();
+        let height = block.header.height;
+        let txs = block.txs.len();
+        chain.submit_block(block, now_ms() / 1000)?;
+        if !as_json {
+            println!("mined block {height} {hash} ({txs} transactions)");
+        }
+        mined.push(json!({"height": height, "hash": hash, "txs": txs}));
+    }
+    if as_json {
+        println!("{}", json!({ "mined": mined, "height": chain.tip().height }));
+    }
+    Ok(())
+}
+
+fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) -> Result<()> {
+    let cfg = Config::load(dir)?;
+    let lock = DirLock::acquire(dir)?;
+    let mut urls = Vec::new();
+    for l in cfg.links.iter().chain(extra_links.iter()) {
+        urls.push(LinkUrl::parse(l).map_err(anyhow::Error::msg)?);
+    }
+    let chain = open_chain(dir, &cfg)?;
+    let node_key = crate::keys::load(&dir.join(config::NODE_KEY_FILE))?;
+    let wallet = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let node = Node::new(
+        chain,
+        NodeConfig {
+            node_id: node_key.verifying_key().to_bytes(),
+            callsign: cfg.callsign.clone(),
+            seed: rand::random(),
+            user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),
+        },
+    );
+    let api_addr = api.unwrap_or(cfg.api.clone());
+    let mine_to = (mine || cfg.mine).then(|| crate::keys::address(&wallet));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&api_addr)
+            .await
+            .with_context(|| format!("cannot bind the API to {api_addr}"))?;
+        let bound = listener.local_addr()?;
+        let addr_file = dir.join(config::API_ADDR_FILE);
+        std::fs::write(&addr_file, bound.to_string())
+            .with_context(|| format!("cannot write {}", addr_file.display()))?;
+        let (shared, drive) = driver::start(
+            node,
+            DriverOptions {
+                links: urls,
+                mine_to,
+            },
+        );
+        {
+            let n = shared.node();
+            let tip = n.chain().tip();
+            tracing::info!(
+                network = n.chain().params().name,
+                height = tip.height,
+                tip = %tip.hash,
+                api = %bound,
+                mining = mine_to.is_some(),
+                "skywave node running"
+            );
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        let driver_task = tokio::spawn(drive);
+        shutdown_signal().await;
+        tracing::info!("signal received, stopping");
+        driver::stop(&shared);
+        let _ = stop_tx.send(());
+        let _ = driver_task.await;
+        let _ = api_task.await;
+        let _ = std::fs::remove_file(&addr_file);
+        drop(lock);
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+/// Parse an address argument with a clear error.
+pub(crate) fn parse_address(s: &str) -> Result<Address> {
+    Address::from_hex(s).map_err(|_| anyhow::anyhow!("'{s}' is not an address (64 hex digits)"))
+}

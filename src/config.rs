@@ -1,0 +1,172 @@
+//! The data directory: config file, keys, store, and the files a running node leaves for
+//! the other commands (its API address, its lock).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Config file name inside the data directory.
+pub const CONFIG_FILE: &str = "skywave.toml";
+/// Node identity key.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// Wallet key.
+pub const WALLET_KEY_FILE: &str = "wallet.key";
+/// SQLite store.
+pub const STORE_FILE: &str = "chain.sqlite";
+/// Written by `run`: the address its API listens on.
+pub const API_ADDR_FILE: &str = "api.addr";
+/// Held (flock) by the process that owns the store.
+pub const LOCK_FILE: &str = "skywave.lock";
+
+/// `skywave.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Network name (`main`, `regtest`).
+    pub network: String,
+    /// Operator's callsign with SSID, e.g. `N0CALL-1`; sent to peers, required on radio.
+    #[serde(default)]
+    pub callsign: String,
+    /// Links to open at start (URLs).
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Address of the HTTP API (loopback by default).
+    #[serde(default = "default_api")]
+    pub api: String,
+    /// Mine continuously while running.
+    #[serde(default)]
+    pub mine: bool,
+}
+
+fn default_api() -> String {
+    "127.0.0.1:7380".to_string()
+}
+
+impl Config {
+    /// Read `DIR/skywave.toml`.
+    pub fn load(dir: &Path) -> Result<Config> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (create the data directory with `skywave --data-dir {} init`)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let cfg: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        if crate::chain::NetworkParams::by_name(&cfg.network).is_none() {
+            bail!(
+                "{}: unknown network '{}' (known: {})",
+                path.display(),
+                cfg.network,
+                crate::chain::NetworkParams::names().join(", ")
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Write `DIR/skywave.toml`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self)?;
+        let path = dir.join(CONFIG_FILE);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// The default data directory: `$SKYWAVE_DATA_DIR`, else the user's data dir + `skywave`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SKYWAVE_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("skywave")
+}
+
+/// Validate a callsign with optional SSID (`N0CALL`, `N0CALL-7`): 1-6 letters/digits,
+/// SSID 0-15, as AX.25 allows. Returns it uppercased.
+pub fn normalize_callsign(s: &str) -> Result<String> {
+    let up = s.trim().to_ascii_uppercase();
+    let (call, ssid) = match up.split_once('-') {
+        Some((c, s)) => (c, Some(s)),
+        None => (up.as_str(), None),
+    };
+    if call.is_empty() || call.len() > 6 || !call.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("callsign '{s}': expected 1-6 letters and digits, optionally -SSID");
+    }
+    if let Some(ssid) = ssid {
+        match ssid.parse::<u8>() {
+            Ok(n) if n <= 15 => {}
+            _ => bail!("callsign '{s}': SSID must be 0-15"),
+        }
+    }
+    Ok(up)
+}
+
+/// An exclusive lock on the data directory, released when dropped (or when the process
+/// dies, however it dies: the kernel drops flocks).
+pub struct DirLock(#[allow(dead_code)] std::fs::File);
+
+impl DirLock {
+    /// Take the lock or explain who holds it.
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => Ok(DirLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "a skywave node is already running on {} (stop it first, or talk to it with `status`)",
+                dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callsigns_are_checked_and_uppercased() {
+        assert_eq!(normalize_callsign("n0call-1").unwrap(), "N0CALL-1");
+        assert_eq!(normalize_callsign("W1AW").unwrap(), "W1AW");
+        assert!(normalize_callsign("TOOLONGX").is_err());
+        assert!(normalize_callsign("N0CALL-16").is_err());
+        assert!(normalize_callsign("N0 CALL").is_err());
+        assert!(normalize_callsign("").is_err());
+    }
+
+    #[test]
+    fn config_round_trips_and_rejects_unknown_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            network: "regtest".into(),
+            callsign: "N0CALL-1".into(),
+            links: vec!["tcp-listen://127.0.0.1:1".into()],
+            api: default_api(),
+            mine: false,
+        };
+        cfg.save(dir.path()).unwrap();
+        assert_eq!(Config::load(dir.path()).unwrap(), cfg);
+        std::fs::write(dir.path().join(CONFIG_FILE), "network = \"nope\"\n").unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("unknown network"), "{e}");
+    }
+
+    #[test]
+    fn second_lock_on_a_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = DirLock::acquire(dir.path()).unwrap();
+        let e = DirLock::acquire(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("already running"), "{e}");
+    }
+}

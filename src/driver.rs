@@ -1,0 +1,303 @@
+//! The tokio driver: the only place with time and I/O. It owns the node (behind a mutex
+//! that the API and the miner also take briefly), runs the link tasks, feeds the node
+//! what they report with the current time, and carries out what the node asks.
+
+use crate::chain::{pow, Address};
+use crate::link::{self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds};
+use crate::node::{Node, NodeEvent};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{broadcast, mpsc, Notify};
+use tracing::{debug, info, warn};
+
+/// Commands queued per link task.
+const LINK_QUEUE: usize = 4096;
+/// Events queued from all links.
+const EVENT_QUEUE: usize = 4096;
+
+/// Milliseconds since the Unix epoch: the node's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A link as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkStatus {
+    /// Link id.
+    pub id: LinkId,
+    /// Its URL.
+    pub url: String,
+    /// Up (listening, dialling, open) or not.
+    pub up: bool,
+    /// Capabilities once up.
+    pub caps: Option<LinkCaps>,
+    /// Last error, if it went down.
+    pub error: Option<String>,
+}
+
+/// State shared by the driver, the API and the miner.
+pub struct Shared {
+    node: Mutex<Node>,
+    /// Wakes the driver after someone else changed the node (API submit, mined block).
+    pub wake: Notify,
+    /// Links and their state.
+    pub links: Mutex<Vec<LinkStatus>>,
+    /// Node events, for progress displays (the demo); lagging receivers just miss some.
+    pub events: broadcast::Sender<NodeEvent>,
+    /// Set when the node is shutting down.
+    pub stopping: AtomicBool,
+    /// Misbehaviour reports since start.
+    pub misbehaviours: AtomicU64,
+}
+
+impl Shared {
+    /// Lock the node. A panic while holding the lock does not make the node unusable:
+    /// the chain's own invariants are kept by the store transactions, not by the mutex.
+    pub fn node(&self) -> MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Options for [`run`].
+pub struct DriverOptions {
+    /// Links to open.
+    pub links: Vec<LinkUrl>,
+    /// Mine continuously, paying this address.
+    pub mine_to: Option<Address>,
+}
+
+/// Start the driver. Returns the shared state and a future that runs until `shutdown`
+/// resolves.
+pub fn start(
+    node: Node,
+    opts: DriverOptions,
+) -> (Arc<Shared>, impl std::future::Future<Output = ()>) {
+    let (events_tx, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        node: Mutex::new(node),
+        wake: Notify::new(),
+        links: Mutex::new(Vec::new()),
+        events: events_tx,
+        stopping: AtomicBool::new(false),
+        misbehaviours: AtomicU64::new(0),
+    });
+    let fut = drive(shared.clone(), opts);
+    (shared, fut)
+}
+
+/// Ask a running driver to stop (it then aborts its links and returns).
+pub fn stop(shared: &Shared) {
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.wake.notify_one();
+}
+
+async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
+    let peer_ids = PeerIds::default();
+    let mut link_cmds: HashMap<LinkId, mpsc::Sender<LinkCommand>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for (i, url) in opts.links.iter().enumerate() {
+        let id = i as LinkId + 1;
+        let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
+        link_cmds.insert(id, cmd_tx);
+        let ctx = LinkContext {
+            id,
+            events: ev_tx.clone(),
+            commands: cmd_rx,
+            peer_ids: peer_ids.clone(),
+        };
+        if let Ok(mut l) = shared.links.lock() {
+            l.push(LinkStatus {
+                id,
+                url: url.to_string(),
+                up: false,
+                caps: None,
+                error: None,
+            });
+        }
+        tasks.push(match url.clone() {
+            LinkUrl::TcpDial(a) => tokio::spawn(link::tcp::run_dial(a, ctx)),
+            LinkUrl::TcpListen(a) => tokio::spawn(link::tcp::run_listen(a, ctx)),
+        });
+    }
+    drop(ev_tx);
+
+    let miner = opts.mine_to.map(|addr| {
+        let s = shared.clone();
+        std::thread::spawn(move || mine_loop(s, addr))
+    });
+
+    let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
+    loop {
+        flush(&shared, &link_cmds, &mut peer_link).await;
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let deadline = shared.node().poll_timeout();
+        let wait = deadline.saturating_sub(now_ms()).min(60_000);
+        tokio::select! {
+            ev = ev_rx.recv() => match ev {
+                Some(ev) => on_link_event(&shared, ev, &mut peer_link),
+                None => {
+                    // Every link task ended (none configured): run on timers alone.
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                        _ = shared.wake.notified() => {}
+                    }
+                    shared.node().handle_timeout(now_ms());
+                }
+            },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
+                shared.node().handle_timeout(now_ms());
+            }
+            _ = shared.wake.notified() => {}
+        }
+    }
+    info!("shutting down");
+    for t in &tasks {
+        t.abort();
+    }
+    if let Some(m) = miner {
+        let _ = tokio::task::spawn_blocking(move || m.join()).await;
+    }
+}
+
+fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId, LinkId>) {
+    let now = now_ms();
+    match ev {
+        LinkEvent::Up { link, caps } => {
+            if let Ok(mut l) = shared.links.lock() {
+                if let Some(s) = l.iter_mut().find(|s| s.id == link) {
+                    s.up = true;
+                    s.caps = Some(caps.clone());
+                    s.error = None;
+                }
+            }
+            shared.node().link_up(link, caps);
+        }
+        LinkEvent::Down { link, reason } => {
+            warn!(link, "link down: {reason}");
+            if let Ok(mut l) = shared.links.lock() {
+                if let Some(s) = l.iter_mut().find(|s| s.id == link) {
+                    s.up = false;
+                    s.error = Some(reason);
+                }
+            }
+            shared.node().link_down(link);
+        }
+        LinkEvent::PeerUp {
+            link,
+            peer,
+            remote,
+            outbound,
+        } => {
+            debug!(link, peer, %remote, outbound, "peer session open");
+            peer_link.insert(peer, link);
+            shared
+                .node()
+                .peer_connected(now, peer, link, remote, outbound);
+        }
+        LinkEvent::Frame { peer, bytes } => shared.node().handle_frame(now, peer, &bytes),
+        LinkEvent::PeerDown { peer, reason } => {
+            debug!(peer, %reason, "peer session closed");
+            peer_link.remove(&peer);
+            shared.node().peer_disconnected(now, peer);
+        }
+    }
+}
+
+/// Carry out everything the node has queued.
+async fn flush(
+    shared: &Shared,
+    link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
+    peer_link: &mut HashMap<PeerId, LinkId>,
+) {
+    let (transmits, events) = {
+        let mut node = shared.node();
+        let mut t = Vec::new();
+        while let Some(x) = node.poll_transmit() {
+            t.push(x);
+        }
+        let mut e = Vec::new();
+        while let Some(x) = node.poll_event() {
+            e.push(x);
+        }
+        (t, e)
+    };
+    for t in transmits {
+        if let Some(cmd) = peer_link.get(&t.peer).and_then(|l| link_cmds.get(l)) {
+            let _ = cmd
+                .send(LinkCommand::Send {
+                    peer: t.peer,
+                    bytes: t.bytes,
+                })
+                .await;
+        }
+    }
+    for e in events {
+        match &e {
+            NodeEvent::Disconnect { peer, reason } => {
+                info!(peer, "disconnecting peer: {reason}");
+                if let Some(cmd) = peer_link.get(peer).and_then(|l| link_cmds.get(l)) {
+                    let _ = cmd.send(LinkCommand::Disconnect { peer: *peer }).await;
+                }
+            }
+            NodeEvent::Misbehaviour { .. } => {
+                shared.misbehaviours.fetch_add(1, Ordering::Relaxed);
+            }
+            NodeEvent::TipChanged { tip, from, .. } => {
+                info!(height = tip.height, tip = %tip.hash, from = ?from, "new tip");
+            }
+            NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
+            NodeEvent::PeerReady { .. } => {}
+        }
+        let _ = shared.events.send(e);
+    }
+}
+
+/// Grind blocks on the current tip until the node stops. Runs on its own thread: hashing
+/// must not stall the event loop.
+fn mine_loop(shared: Arc<Shared>, to: Address) {
+    const BATCH: u64 = 100_000;
+    let pacing = shared.node().chain().params().mine_pacing_ms;
+    let mut last_found = 0u64;
+    while !shared.stopping.load(Ordering::SeqCst) {
+        if pacing > 0 {
+            let due = last_found + pacing;
+            let now = now_ms();
+            if now < due {
+                std::thread::sleep(std::time::Duration::from_millis((due - now).min(200)));
+                continue;
+            }
+        }
+        let (mut block, tip) = {
+            let node = shared.node();
+            let chain = node.chain();
+            (chain.block_template(to, now_ms() / 1000), chain.tip().hash)
+        };
+        let found = loop {
+            if pow::mine(&mut block.header, BATCH) {
+                break true;
+            }
+            if shared.stopping.load(Ordering::SeqCst) || shared.node().chain().tip().hash != tip {
+                break false;
+            }
+        };
+        if !found {
+            continue;
+        }
+        let height = block.header.height;
+        let res = shared.node().submit_block(now_ms(), block);
+        match res {
+            Ok(_) => info!(height, "mined a block"),
+            Err(e) => warn!(height, "mined block refused: {e}"),
+        }
+        last_found = now_ms();
+        shared.wake.notify_one();
+    }
+}

@@ -1,0 +1,173 @@
+//! Links: the transports at the edge. Each link runs as its own tokio task, reports what
+//! it can carry ([`LinkCaps`]) and the peers it reaches, and moves whole envelopes; the
+//! core never sees a socket and never decides anything from a link's name.
+
+pub mod tcp;
+
+use serde::Serialize;
+use std::fmt;
+use tokio::sync::mpsc;
+
+/// Identifies a link within one driver.
+pub type LinkId = u32;
+/// Identifies one peer session (a TCP connection, a station heard on a radio channel).
+pub type PeerId = u64;
+
+/// What a link can carry; the core sizes and paces its traffic from these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinkCaps {
+    /// Largest envelope the link moves in one piece (bytes).
+    pub mtu: usize,
+    /// Line rate in bit/s; 0 means fast enough not to matter (TCP).
+    pub bitrate_bps: u64,
+    /// Only one side can transmit at a time.
+    pub half_duplex: bool,
+    /// Everything sent is heard by every station on the channel.
+    pub broadcast: bool,
+    /// Carries text only (binary must be encoded).
+    pub text_only: bool,
+    /// Peers are sessions that open and close (TCP), not stations heard in passing.
+    pub connection_oriented: bool,
+    /// An amateur-radio link: identify by callsign, never encrypt.
+    pub radio: bool,
+}
+
+impl LinkCaps {
+    /// A TCP connection.
+    pub fn tcp() -> LinkCaps {
+        LinkCaps {
+            mtu: crate::wire::envelope::MAX_MESSAGE_LEN,
+            bitrate_bps: 0,
+            half_duplex: false,
+            broadcast: false,
+            text_only: false,
+            connection_oriented: true,
+            radio: false,
+        }
+    }
+}
+
+/// A link address, as written in config, on the command line and in the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkUrl {
+    /// `tcp://host:port`: dial a peer, redial when the connection drops.
+    TcpDial(String),
+    /// `tcp-listen://addr:port`: accept peers.
+    TcpListen(String),
+}
+
+impl LinkUrl {
+    /// Parse a link URL; the error names the supported schemes.
+    pub fn parse(s: &str) -> Result<LinkUrl, String> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("link '{s}' is not a URL (expected scheme://...)"))?;
+        let hostport = rest.trim_end_matches('/');
+        let check_hostport = |hp: &str| -> Result<String, String> {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| format!("link '{s}': expected host:port"))?;
+            if host.is_empty() {
+                return Err(format!("link '{s}': empty host"));
+            }
+            port.parse::<u16>()
+                .map_err(|_| format!("link '{s}': bad port '{port}'"))?;
+            Ok(hp.to_string())
+        };
+        match scheme {
+            "tcp" => Ok(LinkUrl::TcpDial(check_hostport(hostport)?)),
+            "tcp-listen" => Ok(LinkUrl::TcpListen(check_hostport(hostport)?)),
+            other => Err(format!(
+                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LinkUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkUrl::TcpDial(a) => write!(f, "tcp://{a}"),
+            LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
+        }
+    }
+}
+
+/// What a link task tells the driver.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The link is usable (a listener bound, a dialer started).
+    Up { link: LinkId, caps: LinkCaps },
+    /// The link failed; it may come back.
+    Down { link: LinkId, reason: String },
+    /// A peer session opened.
+    PeerUp {
+        link: LinkId,
+        peer: PeerId,
+        remote: String,
+        outbound: bool,
+    },
+    /// One whole envelope from a peer.
+    Frame { peer: PeerId, bytes: Vec<u8> },
+    /// A peer session closed.
+    PeerDown { peer: PeerId, reason: String },
+}
+
+/// What the driver asks of a link task.
+#[derive(Debug)]
+pub enum LinkCommand {
+    /// Send one envelope to a peer.
+    Send { peer: PeerId, bytes: Vec<u8> },
+    /// Close a peer session after what is already queued has been written.
+    Disconnect { peer: PeerId },
+}
+
+/// Hands out process-unique peer ids, so peers of all links share one id space.
+#[derive(Clone, Default)]
+pub struct PeerIds(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl PeerIds {
+    /// The next unused id (starting at 1).
+    pub fn next(&self) -> PeerId {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+}
+
+/// Everything a link task needs from the driver.
+pub struct LinkContext {
+    /// This link's id.
+    pub id: LinkId,
+    /// Where to report events.
+    pub events: mpsc::Sender<LinkEvent>,
+    /// Commands from the driver.
+    pub commands: mpsc::Receiver<LinkCommand>,
+    /// Shared peer id allocator.
+    pub peer_ids: PeerIds,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcp_urls_and_names_supported_schemes() {
+        assert_eq!(
+            LinkUrl::parse("tcp://127.0.0.1:7300").unwrap(),
+            LinkUrl::TcpDial("127.0.0.1:7300".into())
+        );
+        assert_eq!(
+            LinkUrl::parse("tcp-listen://0.0.0.0:7300/").unwrap(),
+            LinkUrl::TcpListen("0.0.0.0:7300".into())
+        );
+        assert_eq!(
+            LinkUrl::parse("tcp://[::1]:7300").unwrap().to_string(),
+            "tcp://[::1]:7300"
+        );
+        let e = LinkUrl::parse("carrier-pigeon://x:1").unwrap_err();
+        assert!(e.contains("unsupported scheme"), "{e}");
+        assert!(LinkUrl::parse("tcp://host").is_err());
+        assert!(LinkUrl::parse("tcp://host:99999").is_err());
+        assert!(LinkUrl::parse("127.0.0.1:7300").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
+//! backoff. Envelopes travel length-prefixed (see `wire::stream`).
+
+use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use crate::wire::stream::{frame, StreamDecoder};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Envelopes queued for one connection before it counts as too slow and is dropped.
+const CONN_QUEUE: usize = 1024;
+/// Longest wait for a TCP connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redial backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+enum ConnCmd {
+    Send(Vec<u8>),
+    Close,
+}
+
+/// Routes driver commands to connection tasks.
+#[derive(Default)]
+struct Conns(HashMap<PeerId, mpsc::Sender<ConnCmd>>);
+
+impl Conns {
+    fn dispatch(&mut self, cmd: LinkCommand) {
+        match cmd {
+            LinkCommand::Send { peer, bytes } => {
+                if let Some(tx) = self.0.get(&peer) {
+                    if tx.try_send(ConnCmd::Send(bytes)).is_err() {
+                        // A peer that cannot keep up is dropped rather than buffered without
+                        // bound; dropping the sender closes the connection.
+                        warn!(peer, "send queue full; closing slow connection");
+                        self.0.remove(&peer);
+                    }
+                }
+            }
+            LinkCommand::Disconnect { peer } => {
+                if let Some(tx) = self.0.remove(&peer) {
+                    let _ = tx.try_send(ConnCmd::Close);
+                }
+            }
+        }
+    }
+}
+
+/// Run one connection until either side closes it. Reports `PeerUp` first and exactly one
+/// `PeerDown` at the end.
+fn spawn_conn(
+    stream: TcpStream,
+    link: LinkId,
+    peer: PeerId,
+    remote: String,
+    outbound: bool,
+    events: mpsc::Sender<LinkEvent>,
+) -> (mpsc::Sender<ConnCmd>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ConnCmd>(CONN_QUEUE);
+    let _ = stream.set_nodelay(true);
+    let handle = tokio::spawn(async move {
+        if events
+            .send(LinkEvent::PeerUp {
+                link,
+                peer,
+                remote: remote.clone(),
+                outbound,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let (mut rd, mut wr) = stream.into_split();
+        let reader_events = events.clone();
+        let mut reader = tokio::spawn(async move {
+            let mut dec = StreamDecoder::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) => return "closed by peer".to_string(),
+                    Ok(n) => n,
+                    Err(e) => return format!("read error: {e}"),
+                };
+                dec.push(&buf[..n]);
+                while let Some(item) = dec.next_frame() {
+                    match item {
+                        Ok(bytes) => {
+                            if reader_events
+                                .send(LinkEvent::Frame { peer, bytes })
+                                .await
+                                .is_err()
+                            {
+                                return "driver stopped".to_string();
+                            }
+                        }
+                        Err(e) => return format!("bad stream framing: {e}"),
+                    }
+                }
+            }
+        });
+        let reason = loop {
+            tokio::select! {
+                r = &mut reader => {
+                    break r.unwrap_or_else(|e| format!("reader failed: {e}"));
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(ConnCmd::Send(bytes)) => {
+                        if let Err(e) = wr.write_all(&frame(&bytes)).await {
+                            break format!("write error: {e}");
+                        }
+                    }
+                    Some(ConnCmd::Close) | None => {
+                        // Whatever was queued before the close has been written above.
+                        let _ = wr.shutdown().await;
+                        break "closed by us".to_string();
+                    }
+                }
+            }
+        };
+        reader.abort();
+        debug!(peer, %remote, %reason, "tcp connection ended");
+        let _ = events.send(LinkEvent::PeerDown { peer, reason }).await;
+    });
+    (tx, handle)
+}
+
+/// `tcp-listen://addr`: accept connections until the driver goes away.
+pub async fn run_listen(addr: String, mut ctx: LinkContext) {
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ctx
+                .events
+                .send(LinkEvent::Down {
+                    link: ctx.id,
+                    reason: format!("cannot listen on {addr}: {e}"),
+                })
+                .await;
+            return;
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(addr.clone());
+    info!(link = ctx.id, %local, "listening for TCP peers");
+    let _ = ctx
+        .events
+        .send(LinkEvent::Up {
+            link: ctx.id,
+            caps: LinkCaps::tcp(),
+        })
+        .await;
+    let mut conns = Conns::default();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => match acc {
+                Ok((stream, remote)) => {
+                    let peer = ctx.peer_ids.next();
+                    let (tx, _) = spawn_conn(stream, ctx.id, peer, remote.to_string(), false, ctx.events.clone());
+                    conns.0.insert(peer, tx);
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(link = ctx.id, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            cmd = ctx.commands.recv() => match cmd {
+                Some(cmd) => conns.dispatch(cmd),
+                None => return,
+            }
+        }
+    }
+}
+
+/// `tcp://addr`: keep one connection to `addr` open, redialling with backoff.
+pub async fn run_dial(addr: String, mut ctx: LinkContext) {
+    let _ = ctx
+        .events
+        .send(LinkEvent::Up {
+            link: ctx.id,
+            caps: LinkCaps::tcp(),
+        })
+        .await;
+    let mut backoff = BACKOFF_MIN;
+    let mut conns = Conns::default();
+    loop {
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr));
+        tokio::pin!(connect);
+        let stream = loop {
+            tokio::select! {
+                r = &mut connect => break r,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => conns.dispatch(cmd),
+                    None => return,
+                }
+            }
+        };
+        match stream {
+            Ok(Ok(stream)) => {
+                let started = tokio::time::Instant::now();
+                let peer = ctx.peer_ids.next();
+                info!(link = ctx.id, %addr, peer, "connected");
+                let (tx, mut handle) =
+                    spawn_conn(stream, ctx.id, peer, addr.clone(), true, ctx.events.clone());
+                conns.0.insert(peer, tx);
+                loop {
+                    tokio::select! {
+                        _ = &mut handle => break,
+                        cmd = ctx.commands.recv() => match cmd {
+                            Some(cmd) => conns.dispatch(cmd),
+                            None => return,
+                        }
+                    }
+                }
+                conns.0.remove(&peer);
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            Ok(Err(e)) => debug!(link = ctx.id, %addr, "dial failed: {e}"),
+            Err(_) => debug!(link = ctx.id, %addr, "dial timed out"),
+        }
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => conns.dispatch(cmd),
+                    None => return,
+                }
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Bind-free check used by tests and the CLI: does `PeerIds` hand out distinct ids?
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_are_unique() {
+        let ids = PeerIds::default();
+        let a = ids.next();
+        let b = ids.clone().next();
+        assert_ne!(a, b);
+    }
+}

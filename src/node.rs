@@ -1,0 +1,974 @@
+//! The sans-IO core. `Node` holds the chain and the state of every peer session and
+//! decides what to send; it never reads a clock, a socket or an RNG. The driver (or a
+//! simulator) calls `peer_connected`, `handle_frame`, `handle_timeout` with the current
+//! time in milliseconds, then drains `poll_transmit` and `poll_event`.
+//!
+//! Sync is headers-first: a peer with more work is asked for headers after our locator,
+//! the headers are checked (proof of work, linkage, timestamps) before any block body is
+//! requested, and bodies are fetched in a bounded window. New blocks and transactions are
+//! announced by id (`Inv`) and fetched only by those who lack them.
+
+use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction, TxOutcome};
+use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::rng::Rng;
+use crate::wire::envelope::{self, WireError};
+use crate::wire::message::{
+    features, limits, GetHeaders, Hello, InvItem, InvKind, Message, Reject, RejectCode,
+    PROTOCOL_VERSION,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use tracing::{debug, info, warn};
+
+/// How often the core wants `handle_timeout`.
+const TICK_MS: u64 = 1000;
+/// A peer that has not completed the handshake by then is dropped.
+const HANDSHAKE_TIMEOUT_MS: u64 = 30_000;
+/// Ping a peer that has been quiet this long.
+const PING_AFTER_MS: u64 = 60_000;
+/// Drop a peer that has been silent this long (it would have answered a ping).
+const SILENCE_TIMEOUT_MS: u64 = 180_000;
+/// Block bodies requested from one peer at once.
+const BLOCK_WINDOW: usize = 16;
+/// Base time allowed for a requested block to arrive.
+const BLOCK_TIMEOUT_MS: u64 = 30_000;
+/// Re-ask for headers if an answer has not come by then.
+const HEADERS_TIMEOUT_MS: u64 = 60_000;
+/// Block bodies served per `GetData`: keeps one request from queueing megabytes.
+const MAX_BLOCKS_PER_GETDATA: usize = 32;
+/// Ids remembered per peer as already known to it (so we do not announce them back).
+const KNOWN_CAP: usize = 4096;
+/// Pending outbound messages in total before the core stops queueing (and drops peers).
+const MAX_QUEUED_TRANSMITS: usize = 10_000;
+
+/// Static settings of a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Ed25519 public key of the node: its identity in `Hello`.
+    pub node_id: [u8; 32],
+    /// Operator's callsign, sent in `Hello` (identification on radio links).
+    pub callsign: String,
+    /// Seed for nonces and message ids (from the OS, or the simulation's seed).
+    pub seed: u64,
+    /// Software name/version.
+    pub user_agent: String,
+}
+
+/// Envelope bytes to send to one peer.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Destination peer session.
+    pub peer: PeerId,
+    /// One whole envelope.
+    pub bytes: Vec<u8>,
+}
+
+/// Things the driver must act on or may report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    /// Close this peer session (after sending what was queued for it).
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A peer misbehaved (also followed by `Disconnect`); the driver counts it.
+    Misbehaviour {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on the link.
+        remote: String,
+        /// What it did.
+        reason: String,
+    },
+    /// The handshake with a peer completed.
+    PeerReady {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on the link.
+        remote: String,
+        /// Its callsign (may be empty on TCP).
+        callsign: String,
+        /// Its height at handshake time.
+        height: u64,
+    },
+    /// The best chain changed.
+    TipChanged {
+        /// The new tip.
+        tip: TipInfo,
+        /// Blocks connected by this change.
+        connected: usize,
+        /// Blocks disconnected (non-zero on a reorg).
+        disconnected: usize,
+        /// The peer the block came from (None: mined or submitted locally).
+        from: Option<PeerId>,
+    },
+    /// A transaction entered the mempool.
+    TxAccepted {
+        /// Its id.
+        id: Hash,
+        /// The peer it came from (None: submitted locally).
+        from: Option<PeerId>,
+    },
+}
+
+/// Per-peer traffic counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStats {
+    /// Envelope bytes received.
+    pub bytes_in: u64,
+    /// Envelope bytes sent.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Messages sent.
+    pub msgs_out: u64,
+}
+
+/// A peer as shown by the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSummary {
+    /// Session id.
+    pub id: PeerId,
+    /// Link it came in on.
+    pub link: LinkId,
+    /// Address on that link.
+    pub remote: String,
+    /// We dialled it.
+    pub outbound: bool,
+    /// Handshake completed.
+    pub ready: bool,
+    /// Its callsign from `Hello`.
+    pub callsign: String,
+    /// Its user agent from `Hello`.
+    pub user_agent: String,
+    /// Best height we know it has.
+    pub height: u64,
+    /// Milliseconds since it last sent anything.
+    pub idle_ms: u64,
+    /// Traffic counters.
+    pub stats: PeerStats,
+}
+
+struct Peer {
+    link: LinkId,
+    remote: String,
+    outbound: bool,
+    connected_at: u64,
+    hello_nonce: u64,
+    hello: Option<Hello>,
+    closing: bool,
+    best_height: u64,
+    best_work: u128,
+    last_recv: u64,
+    ping: Option<(u64, u64)>,
+    headers_asked_at: Option<u64>,
+    known: HashSet<Hash>,
+    known_order: VecDeque<Hash>,
+    stats: PeerStats,
+}
+
+impl Peer {
+    fn ready(&self) -> bool {
+        self.hello.is_some() && !self.closing
+    }
+
+    fn learn(&mut self, h: Hash) {
+        if self.known.insert(h) {
+            self.known_order.push_back(h);
+            if self.known_order.len() > KNOWN_CAP {
+                if let Some(old) = self.known_order.pop_front() {
+                    self.known.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The sans-IO node.
+pub struct Node {
+    chain: Chain,
+    cfg: NodeConfig,
+    rng: Rng,
+    network: [u8; 4],
+    next_msg_id: u64,
+    // Ordered, so that everything derived from iterating peers is deterministic.
+    peers: BTreeMap<PeerId, Peer>,
+    links: HashMap<LinkId, LinkCaps>,
+    in_flight: HashMap<Hash, (PeerId, u64)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    next_tick: u64,
+}
+
+impl Node {
+    /// A node over `chain`.
+    pub fn new(chain: Chain, cfg: NodeConfig) -> Node {
+        let mut rng = Rng::new(cfg.seed);
+        let next_msg_id = rng.next_u64() >> 16;
+        let network = chain.params().network_id();
+        Node {
+            chain,
+            cfg,
+            rng,
+            network,
+            next_msg_id,
+            peers: BTreeMap::new(),
+            links: HashMap::new(),
+            in_flight: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_tick: 0,
+        }
+    }
+
+    /// The chain (read-only).
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// A link came up with these capabilities.
+    pub fn link_up(&mut self, link: LinkId, caps: LinkCaps) {
+        self.links.insert(link, caps);
+    }
+
+    /// A link went away; its peers are reported separately.
+    pub fn link_down(&mut self, link: LinkId) {
+        self.links.remove(&link);
+    }
+
+    /// Capabilities of the links that are up.
+    pub fn links(&self) -> &HashMap<LinkId, LinkCaps> {
+        &self.links
+    }
+
+    /// A peer session opened: we greet it first.
+    pub fn peer_connected(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        link: LinkId,
+        remote: String,
+        outbound: bool,
+    ) {
+        let nonce = self.rng.next_u64();
+        self.peers.insert(
+            peer,
+            Peer {
+                link,
+                remote,
+                outbound,
+                connected_at: now,
+                hello_nonce: nonce,
+                hello: None,
+                closing: false,
+                best_height: 0,
+                best_work: 0,
+                last_recv: now,
+                ping: None,
+                headers_asked_at: None,
+                known: HashSet::new(),
+                known_order: VecDeque::new(),
+                stats: PeerStats::default(),
+            },
+        );
+        let tip = self.chain.tip();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            network: self.network,
+            height: tip.height,
+            tip: tip.hash,
+            work: tip.work,
+            node_id: self.cfg.node_id,
+            callsign: self.cfg.callsign.clone(),
+            features: features::FULL_BLOCKS,
+            nonce,
+            user_agent: self.cfg.user_agent.clone(),
+        };
+        self.send(peer, Message::Hello(hello));
+    }
+
+    /// A peer session closed.
+    pub fn peer_disconnected(&mut self, _now: u64, peer: PeerId) {
+        self.peers.remove(&peer);
+        self.in_flight.retain(|_, (p, _)| *p != peer);
+        // Bodies it was fetching are re-requested from others on the next tick.
+    }
+
+    /// One whole envelope from `peer`.
+    pub fn handle_frame(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.closing {
+            return;
+        }
+        p.last_recv = now;
+        p.stats.bytes_in += bytes.len() as u64;
+        p.stats.msgs_in += 1;
+        let env = match envelope::decode(bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                let code = match e {
+                    WireError::UnsupportedVersion(_) => RejectCode::Version,
+                    _ => RejectCode::Malformed,
+                };
+                self.misbehave(peer, code, format!("undecodable message: {e}"), None);
+                return;
+            }
+        };
+        if env.network != self.network {
+            self.misbehave(
+                peer,
+                RejectCode::WrongNetwork,
+                format!(
+                    "wrong network: peer speaks network {}, this node is {} ({})",
+                    hex::encode(env.network),
+                    self.chain.params().name,
+                    hex::encode(self.network)
+                ),
+                None,
+            );
+            return;
+        }
+        let msg = env.message;
+        let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
+        match msg {
+            Message::Hello(h) => self.on_hello(now, peer, h),
+            _ if !ready => {
+                let name = msg.name();
+                self.misbehave(
+                    peer,
+                    RejectCode::Protocol,
+                    format!("'{name}' before the handshake"),
+                    None,
+                );
+            }
+            Message::Ping(n) => self.send(peer, Message::Pong(n)),
+            Message::Pong(n) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.ping.is_some_and(|(nonce, _)| nonce == n) {
+                        p.ping = None;
+                    }
+                }
+            }
+            Message::Inv(items) => self.on_inv(now, peer, items),
+            Message::GetData(items) => self.on_getdata(peer, items),
+            Message::GetHeaders(gh) => {
+                let max = (gh.max as usize).min(limits::MAX_HEADERS);
+                let headers = self.chain.headers_after(&gh.locator, gh.stop, max);
+                self.send(peer, Message::Headers(headers));
+            }
+            Message::Headers(headers) => self.on_headers(now, peer, headers),
+            Message::Block(block) => {
+                let hash = block.hash();
+                self.in_flight.remove(&hash);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.learn(hash);
+                    p.best_height = p.best_height.max(block.header.height);
+                }
+                self.accept_block(now, Some(peer), block);
+                self.request_blocks(now);
+            }
+            Message::Tx(tx) => self.on_tx(now, peer, tx),
+            Message::NotFound(items) => {
+                for it in items {
+                    if self.in_flight.get(&it.hash).is_some_and(|(p, _)| *p == peer) {
+                        self.in_flight.remove(&it.hash);
+                    }
+                }
+            }
+            Message::Reject(r) => {
+                let remote = self.remote(peer);
+                warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
+            }
+        }
+    }
+
+    /// Periodic work: timeouts, pings, re-requests.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK_MS;
+        let mut drop = Vec::new();
+        let mut pings = Vec::new();
+        for (&id, p) in &self.peers {
+            if p.closing {
+                continue;
+            }
+            if p.hello.is_none() && now.saturating_sub(p.connected_at) > HANDSHAKE_TIMEOUT_MS {
+                drop.push((id, "no handshake within 30 s".to_string()));
+            } else if now.saturating_sub(p.last_recv) > SILENCE_TIMEOUT_MS {
+                drop.push((id, "silent for 180 s".to_string()));
+            } else if p.hello.is_some()
+                && p.ping.is_none()
+                && now.saturating_sub(p.last_recv) > PING_AFTER_MS
+            {
+                pings.push(id);
+            }
+        }
+        for (id, reason) in drop {
+            self.disconnect(id, reason);
+        }
+        for id in pings {
+            let n = self.rng.next_u64();
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.ping = Some((n, now));
+            }
+            self.send(id, Message::Ping(n));
+        }
+        // Requests that took too long go back to the pool.
+        self.in_flight.retain(|_, (_, deadline)| *deadline > now);
+        // Keep syncing with whoever is ahead.
+        let best = self.chain.best_header().work;
+        let ahead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.ready()
+                    && p.best_work > best
+                    && p.headers_asked_at
+                        .is_none_or(|t| now.saturating_sub(t) > HEADERS_TIMEOUT_MS)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ahead {
+            self.ask_headers(now, id, None);
+        }
+        self.request_blocks(now);
+    }
+
+    /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_tick
+    }
+
+    /// Next envelope to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// A transaction submitted locally (API, wallet): validated, stored, announced.
+    pub fn submit_tx(&mut self, now: u64, tx: Transaction) -> Result<Hash, ChainError> {
+        let id = tx.id();
+        match self.chain.submit_tx(tx, now / 1000)? {
+            TxOutcome::Accepted => {
+                self.events.push_back(NodeEvent::TxAccepted { id, from: None });
+                self.announce(None, InvItem {
+                    kind: InvKind::Tx,
+                    hash: id,
+                });
+            }
+            TxOutcome::Duplicate => {}
+        }
+        Ok(id)
+    }
+
+    /// A block mined locally.
+    pub fn submit_block(
+        &mut self,
+        now: u64,
+        block: crate::chain::Block,
+    ) -> Result<BlockOutcome, ChainError> {
+        let out = self.chain.submit_block(block, now / 1000)?;
+        self.after_block(None, &out);
+        Ok(out)
+    }
+
+    /// Peers for the API.
+    pub fn peers(&self, now: u64) -> Vec<PeerSummary> {
+        let mut v: Vec<PeerSummary> = self
+            .peers
+            .iter()
+            .map(|(&id, p)| PeerSummary {
+                id,
+                link: p.link,
+                remote: p.remote.clone(),
+                outbound: p.outbound,
+                ready: p.ready(),
+                callsign: p.hello.as_ref().map(|h| h.callsign.clone()).unwrap_or_default(),
+                user_agent: p
+                    .hello
+                    .as_ref()
+                    .map(|h| h.user_agent.clone())
+                    .unwrap_or_default(),
+                height: p.best_height,
+                idle_ms: now.saturating_sub(p.last_recv),
+                stats: p.stats.clone(),
+            })
+            .collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    // ----- message handlers -----
+
+    fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        if self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+            self.misbehave(peer, RejectCode::Protocol, "second hello".into(), None);
+            return;
+        }
+        if h.network != self.network {
+            self.misbehave(
+                peer,
+                RejectCode::WrongNetwork,
+                format!(
+                    "wrong network in hello: {} (this node is {} {})",
+                    hex::encode(h.network),
+                    self.chain.params().name,
+                    hex::encode(self.network)
+                ),
+                None,
+            );
+            return;
+        }
+        if h.version != PROTOCOL_VERSION {
+            self.misbehave(
+                peer,
+                RejectCode::Version,
+                format!(
+                    "protocol version {} not supported (we speak {PROTOCOL_VERSION})",
+                    h.version
+                ),
+                None,
+            );
+            return;
+        }
+        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.cfg.node_id
+        {
+            self.reject_and_close(peer, RejectCode::Duplicate, "connected to ourselves".into());
+            return;
+        }
+        if self
+            .peers
+            .iter()
+            .any(|(&id, p)| id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == h.node_id))
+        {
+            self.reject_and_close(
+                peer,
+                RejectCode::Duplicate,
+                "already connected to this node".into(),
+            );
+            return;
+        }
+        let (remote, height) = {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return;
+            };
+            p.best_height = h.height;
+            p.best_work = h.work;
+            p.learn(h.tip);
+            let out = (p.remote.clone(), h.height);
+            p.hello = Some(h.clone());
+            out
+        };
+        info!(peer, %remote, callsign = %h.callsign, height, agent = %h.user_agent, "peer ready");
+        self.events.push_back(NodeEvent::PeerReady {
+            peer,
+            remote,
+            callsign: h.callsign.clone(),
+            height,
+        });
+        if h.work > self.chain.best_header().work {
+            self.ask_headers(now, peer, None);
+        }
+        // Offer what we hold for relay: a peer that was away may lack it.
+        let items: Vec<InvItem> = self
+            .chain
+            .mempool_txs()
+            .iter()
+            .take(limits::MAX_INV)
+            .map(|tx| InvItem {
+                kind: InvKind::Tx,
+                hash: tx.id(),
+            })
+            .collect();
+        if !items.is_empty() {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                for it in &items {
+                    p.learn(it.hash);
+                }
+            }
+            self.send(peer, Message::Inv(items));
+        }
+    }
+
+    fn on_inv(&mut self, now: u64, peer: PeerId, items: Vec<InvItem>) {
+        let mut want_headers = false;
+        let mut want = Vec::new();
+        for it in items {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.learn(it.hash);
+            }
+            match it.kind {
+                InvKind::Block => {
+                    if !self.chain.has_header(&it.hash) {
+                        want_headers = true;
+                    }
+                }
+                InvKind::Tx => {
+                    if self.chain.mempool_get(&it.hash).is_none()
+                        && !self.in_flight.contains_key(&it.hash)
+                    {
+                        self.in_flight
+                            .insert(it.hash, (peer, now + BLOCK_TIMEOUT_MS));
+                        want.push(it);
+                    }
+                }
+            }
+        }
+        if want_headers {
+            self.ask_headers(now, peer, None);
+        }
+        if !want.is_empty() {
+            self.send(peer, Message::GetData(want));
+        }
+    }
+
+    fn on_getdata(&mut self, peer: PeerId, items: Vec<InvItem>) {
+        let mut missing = Vec::new();
+        let mut blocks_sent = 0;
+        for it in items {
+            match it.kind {
+                InvKind::Block => {
+                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA {
+                        missing.push(it);
+                        continue;
+                    }
+                    match self.chain.block(&it.hash) {
+                        Ok(Some(b)) => {
+                            blocks_sent += 1;
+                            self.send(peer, Message::Block(b));
+                        }
+                        Ok(None) => missing.push(it),
+                        Err(e) => {
+                            warn!("store error reading block {}: {e}", it.hash);
+                            missing.push(it);
+                        }
+                    }
+                }
+                InvKind::Tx => match self.chain.mempool_get(&it.hash) {
+                    Some(tx) => self.send(peer, Message::Tx(tx)),
+                    None => missing.push(it),
+                },
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.learn(it.hash);
+            }
+        }
+        if !missing.is_empty() {
+            self.send(peer, Message::NotFound(missing));
+        }
+    }
+
+    fn on_headers(&mut self, now: u64, peer: PeerId, headers: Vec<crate::chain::Header>) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.headers_asked_at = None;
+        }
+        let Some(last) = headers.last().cloned() else {
+            return;
+        };
+        match self.chain.accept_headers(&headers, now / 1000) {
+            Ok(new) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.best_height = p.best_height.max(last.height);
+                    for h in &headers {
+                        p.learn(h.hash());
+                    }
+                }
+                debug!(peer, got = headers.len(), new, to = last.height, "headers");
+                if headers.len() >= limits::MAX_HEADERS {
+                    self.ask_headers(now, peer, Some(last.hash()));
+                }
+                self.request_blocks(now);
+            }
+            Err(e) if e.is_peer_fault() => {
+                self.misbehave(peer, RejectCode::Invalid, format!("invalid headers: {e}"), None)
+            }
+            Err(e) => warn!("could not store headers: {e}"),
+        }
+    }
+
+    fn on_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
+        let id = tx.id();
+        self.in_flight.remove(&id);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.learn(id);
+        }
+        if !tx.verify(self.network) {
+            self.misbehave(
+                peer,
+                RejectCode::Invalid,
+                format!("transaction {id}: bad signature"),
+                Some(id),
+            );
+            return;
+        }
+        match self.chain.submit_tx(tx, now / 1000) {
+            Ok(TxOutcome::Accepted) => {
+                debug!(peer, %id, "tx accepted");
+                self.events.push_back(NodeEvent::TxAccepted {
+                    id,
+                    from: Some(peer),
+                });
+                self.announce(Some(peer), InvItem {
+                    kind: InvKind::Tx,
+                    hash: id,
+                });
+            }
+            Ok(TxOutcome::Duplicate) => {}
+            // A well-signed transaction can fail policy or state checks without any fault
+            // of the peer (it may have seen a block we have not): refuse it, keep the peer.
+            Err(e) => {
+                debug!(peer, %id, "tx refused: {e}");
+                self.send(
+                    peer,
+                    Message::Reject(Reject {
+                        code: RejectCode::Invalid,
+                        reason: truncate(&e.to_string(), limits::MAX_REASON),
+                        about: Some(id),
+                    }),
+                );
+            }
+        }
+    }
+
+    // ----- sync helpers -----
+
+    fn ask_headers(&mut self, now: u64, peer: PeerId, from: Option<Hash>) {
+        let mut locator = Vec::with_capacity(limits::MAX_LOCATOR);
+        if let Some(h) = from {
+            locator.push(h);
+        }
+        for h in self.chain.locator() {
+            if locator.len() >= limits::MAX_LOCATOR {
+                break;
+            }
+            if Some(h) != from {
+                locator.push(h);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.headers_asked_at = Some(now);
+        }
+        self.send(
+            peer,
+            Message::GetHeaders(GetHeaders {
+                locator,
+                stop: None,
+                max: limits::MAX_HEADERS as u16,
+            }),
+        );
+    }
+
+    /// Fetch missing bodies of the best header chain, a bounded window per peer.
+    fn request_blocks(&mut self, now: u64) {
+        let missing = self.chain.missing_blocks(256);
+        if missing.is_empty() {
+            return;
+        }
+        let mut per_peer: HashMap<PeerId, Vec<InvItem>> = HashMap::new();
+        let mut load: HashMap<PeerId, usize> = HashMap::new();
+        for (p, _) in self.in_flight.values() {
+            *load.entry(*p).or_default() += 1;
+        }
+        for hash in missing {
+            if self.in_flight.contains_key(&hash) {
+                continue;
+            }
+            let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
+            // Least-loaded ready peer that has (or claims) a chain that high.
+            let pick = self
+                .peers
+                .iter()
+                .filter(|(id, p)| {
+                    p.ready()
+                        && (p.best_height >= height || p.known.contains(&hash))
+                        && load.get(*id).copied().unwrap_or(0) < BLOCK_WINDOW
+                })
+                .min_by_key(|(id, _)| (load.get(*id).copied().unwrap_or(0), **id))
+                .map(|(&id, _)| id);
+            let Some(id) = pick else {
+                continue;
+            };
+            *load.entry(id).or_default() += 1;
+            self.in_flight.insert(hash, (id, now + BLOCK_TIMEOUT_MS));
+            per_peer.entry(id).or_default().push(InvItem {
+                kind: InvKind::Block,
+                hash,
+            });
+        }
+        let mut ids: Vec<PeerId> = per_peer.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(items) = per_peer.remove(&id) {
+                self.send(id, Message::GetData(items));
+            }
+        }
+    }
+
+    fn accept_block(&mut self, now: u64, from: Option<PeerId>, block: crate::chain::Block) {
+        let hash = block.hash();
+        match self.chain.submit_block(block, now / 1000) {
+            Ok(out) => {
+                if matches!(out, BlockOutcome::Orphan) {
+                    if let Some(peer) = from {
+                        self.ask_headers(now, peer, None);
+                    }
+                }
+                self.after_block(from, &out);
+            }
+            Err(e) if e.is_peer_fault() => {
+                if let Some(peer) = from {
+                    self.misbehave(
+                        peer,
+                        RejectCode::Invalid,
+                        format!("invalid block {hash}: {e}"),
+                        Some(hash),
+                    );
+                }
+            }
+            Err(e) => warn!("could not store block {hash}: {e}"),
+        }
+    }
+
+    fn after_block(&mut self, from: Option<PeerId>, out: &BlockOutcome) {
+        if let BlockOutcome::Connected {
+            tip,
+            connected,
+            disconnected,
+        } = out
+        {
+            if !disconnected.is_empty() {
+                info!(
+                    disconnected = disconnected.len(),
+                    connected = connected.len(),
+                    height = tip.height,
+                    tip = %tip.hash,
+                    "reorganised to a chain with more work"
+                );
+            }
+            self.events.push_back(NodeEvent::TipChanged {
+                tip: tip.clone(),
+                connected: connected.len(),
+                disconnected: disconnected.len(),
+                from,
+            });
+            self.announce(
+                from,
+                InvItem {
+                    kind: InvKind::Block,
+                    hash: tip.hash,
+                },
+            );
+        }
+    }
+
+    // ----- output helpers -----
+
+    /// Announce an item to every ready peer that does not already know it.
+    fn announce(&mut self, except: Option<PeerId>, item: InvItem) {
+        let mut targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(&id, p)| Some(id) != except && p.ready() && !p.known.contains(&item.hash))
+            .map(|(&id, _)| id)
+            .collect();
+        targets.sort_unstable();
+        for id in targets {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.learn(item.hash);
+            }
+            self.send(id, Message::Inv(vec![item]));
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, msg: Message) {
+        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+            // The driver is not draining: shed the peer rather than grow without bound.
+            self.disconnect(peer, "output queue overflow".into());
+            return;
+        }
+        let id = self.next_msg_id;
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        let bytes = envelope::encode(self.network, id, &msg);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.stats.bytes_out += bytes.len() as u64;
+            p.stats.msgs_out += 1;
+        }
+        self.transmits.push_back(Transmit { peer, bytes });
+    }
+
+    fn remote(&self, peer: PeerId) -> String {
+        self.peers
+            .get(&peer)
+            .map(|p| p.remote.clone())
+            .unwrap_or_default()
+    }
+
+    fn reject_and_close(&mut self, peer: PeerId, code: RejectCode, reason: String) {
+        self.send(
+            peer,
+            Message::Reject(Reject {
+                code,
+                reason: truncate(&reason, limits::MAX_REASON),
+                about: None,
+            }),
+        );
+        self.disconnect(peer, reason);
+    }
+
+    /// Refuse, report and disconnect a peer that broke the rules.
+    fn misbehave(&mut self, peer: PeerId, code: RejectCode, reason: String, about: Option<Hash>) {
+        let remote = self.remote(peer);
+        warn!(peer, %remote, "misbehaving peer: {reason}");
+        self.send(
+            peer,
+            Message::Reject(Reject {
+                code,
+                reason: truncate(&reason, limits::MAX_REASON),
+                about,
+            }),
+        );
+        self.events.push_back(NodeEvent::Misbehaviour {
+            peer,
+            remote,
+            reason: reason.clone(),
+        });
+        self.disconnect(peer, reason);
+    }
+
+    fn disconnect(&mut self, peer: PeerId, reason: String) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.closing {
+                return;
+            }
+            p.closing = true;
+        }
+        self.in_flight.retain(|_, (p, _)| *p != peer);
+        self.events.push_back(NodeEvent::Disconnect { peer, reason });
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

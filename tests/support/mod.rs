@@ -1,0 +1,240 @@
+//! Helpers for integration tests that run the real `skywave` binary.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skywave"))
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Minimal HTTP/1.0 request against loopback; returns (status, JSON body).
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// One node's data directory and, while running, its process.
+pub struct TestNode {
+    pub name: String,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub port: u16,
+}
+
+impl TestNode {
+    /// `skywave init` on a fresh directory (regtest).
+    pub fn init(name: &str, callsign: &str) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join(name);
+        let port = free_port();
+        let n = TestNode {
+            name: name.to_string(),
+            log: tmp.path().join(format!("{name}.log")),
+            dir,
+            _tmp: tmp,
+            child: None,
+            port,
+        };
+        let out = n.cli(&[
+            "init",
+            "--network",
+            "regtest",
+            "--callsign",
+            callsign,
+            "--link",
+            &format!("tcp-listen://127.0.0.1:{port}"),
+        ]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        n
+    }
+
+    /// `tcp://` URL that reaches this node.
+    pub fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Run a CLI command on this data directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env("SKYWAVE_LOG", "info")
+            .output()
+            .expect("run skywave")
+    }
+
+    /// Run a CLI command that must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{} {:?} failed: {}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `skywave run` with extra arguments; waits until the API answers.
+    pub fn start(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let _ = std::fs::remove_file(self.dir.join("api.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(bin())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["run", "--api", "127.0.0.1:0"])
+            .args(extra)
+            .env("SKYWAVE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skywave run");
+        self.child = Some(child);
+        let up = wait_for(Duration::from_secs(20), || {
+            let addr = std::fs::read_to_string(self.dir.join("api.addr")).ok()?;
+            http(addr.trim(), "GET", "/api/health", None).filter(|(c, _)| *c == 200)
+        });
+        assert!(up.is_some(), "{} did not start; log:\n{}", self.name, self.log_text());
+    }
+
+    /// The API address of the running node.
+    pub fn api(&self) -> String {
+        std::fs::read_to_string(self.dir.join("api.addr"))
+            .expect("api.addr")
+            .trim()
+            .to_string()
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self) -> Value {
+        http(&self.api(), "GET", "/api/status", None)
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null)
+    }
+
+    /// Current height, if the API answers.
+    pub fn height(&self) -> Option<u64> {
+        self.status()["height"].as_u64()
+    }
+
+    /// Current tip hash.
+    pub fn tip(&self) -> String {
+        self.status()["tip"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Balance of `addr` as this node sees it.
+    pub fn balance_of(&self, addr: &str) -> Option<u64> {
+        http(&self.api(), "GET", &format!("/api/accounts/{addr}"), None)?.1["balance"].as_u64()
+    }
+
+    /// Wallet address (offline command).
+    pub fn address(&self) -> String {
+        self.ok(&["wallet", "address"])
+    }
+
+    /// Graceful stop (SIGTERM) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let end = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > end {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("{} did not stop on SIGTERM; log:\n{}", self.name, self.log_text());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Process id of the running node.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Everything the node logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory of the running node in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Is `path` present (for skip messages)?
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
