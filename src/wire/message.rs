@@ -2,6 +2,7 @@
 //! envelope (see `wire::envelope` and docs/PROTOCOL.md); the envelope's kind byte says
 //! which variant follows.
 
+use super::envelope::WireError;
 use crate::chain::types::{Block, Hash, Header, Transaction};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,9 @@ pub mod limits {
     pub const MAX_USER_AGENT: usize = 64;
     /// Bytes of a reject reason.
     pub const MAX_REASON: usize = 160;
+    /// Transactions in one `Block`: a wire sanity cap far above any network's consensus
+    /// limit, so a block's consensus check never sees an absurd count.
+    pub const MAX_BLOCK_TXS: usize = 1000;
 }
 
 /// Feature bits announced in `Hello`.
@@ -163,18 +167,69 @@ impl Message {
 
     /// Short name for logs and statistics.
     pub fn name(&self) -> &'static str {
+        // The kind byte is the single source of the kind-to-name mapping.
+        Self::kind_name(self.kind()).unwrap_or("unknown")
+    }
+
+    /// Name of the message with envelope kind byte `kind`, or `None` for an unknown kind.
+    pub fn kind_name(kind: u8) -> Option<&'static str> {
+        Some(match kind {
+            1 => "hello",
+            2 => "ping",
+            3 => "pong",
+            4 => "inv",
+            5 => "getdata",
+            6 => "getheaders",
+            7 => "headers",
+            8 => "block",
+            9 => "tx",
+            10 => "notfound",
+            11 => "reject",
+            _ => return None,
+        })
+    }
+
+    /// Check the wire limits in [`limits`]; `wire::envelope::decode` calls this on every
+    /// message it returns. Consensus rules (block size, tx count per network) are the
+    /// chain's business, not checked here.
+    pub fn check_limits(&self) -> Result<(), WireError> {
+        use limits::*;
         match self {
-            Message::Hello(_) => "hello",
-            Message::Ping(_) => "ping",
-            Message::Pong(_) => "pong",
-            Message::Inv(_) => "inv",
-            Message::GetData(_) => "getdata",
-            Message::GetHeaders(_) => "getheaders",
-            Message::Headers(_) => "headers",
-            Message::Block(_) => "block",
-            Message::Tx(_) => "tx",
-            Message::NotFound(_) => "notfound",
-            Message::Reject(_) => "reject",
+            Message::Hello(h) => {
+                check_callsign(&h.callsign)?;
+                limit("hello.user_agent bytes", h.user_agent.len(), MAX_USER_AGENT)
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Tx(_) => Ok(()),
+            Message::Inv(v) => limit("inv items", v.len(), MAX_INV),
+            Message::GetData(v) => limit("getdata items", v.len(), MAX_INV),
+            Message::NotFound(v) => limit("notfound items", v.len(), MAX_INV),
+            Message::GetHeaders(g) => {
+                limit("getheaders.locator hashes", g.locator.len(), MAX_LOCATOR)
+            }
+            Message::Headers(v) => limit("headers count", v.len(), MAX_HEADERS),
+            Message::Block(b) => limit("block.txs count", b.txs.len(), MAX_BLOCK_TXS),
+            Message::Reject(r) => limit("reject.reason bytes", r.reason.len(), MAX_REASON),
         }
+    }
+}
+
+fn limit(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+    if len > max {
+        Err(WireError::Limit { what, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// A callsign is empty (no radio identity) or up to [`limits::MAX_CALLSIGN`] bytes of
+/// `[A-Z0-9-]`: what AX.25, VARA and JS8 can all carry.
+fn check_callsign(c: &str) -> Result<(), WireError> {
+    limit("hello.callsign bytes", c.len(), limits::MAX_CALLSIGN)?;
+    if c.bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(WireError::BadCallsign(c.to_owned()))
     }
 }

@@ -1,0 +1,1 @@
+//! The worked examples of docs/PROTOCOL.md, byte for byte.
