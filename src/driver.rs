@@ -203,6 +203,7 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
                 .peer_connected(now, peer, link, remote, outbound);
         }
         LinkEvent::Frame { peer, bytes } => shared.node().handle_frame(now, peer, &bytes),
+        LinkEvent::Garbage { peer, reason } => shared.node().peer_garbage(now, peer, reason),
         LinkEvent::PeerDown { peer, reason } => {
             debug!(peer, %reason, "peer session closed");
             peer_link.remove(&peer);

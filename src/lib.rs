@@ -23,3 +23,4 @@ pub mod link;
 pub mod node;
 pub mod rng;
 pub mod sim;
+pub mod store;

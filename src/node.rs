@@ -391,6 +391,14 @@ impl Node {
         }
     }
 
+    /// The link could not frame what `peer` sent (a bad length prefix, a broken KISS
+    /// escape): the same as an undecodable message.
+    pub fn peer_garbage(&mut self, _now: u64, peer: PeerId, reason: String) {
+        if self.peers.get(&peer).is_some_and(|p| !p.closing) {
+            self.misbehave(peer, RejectCode::Malformed, reason, None);
+        }
+    }
+
     /// Periodic work: timeouts, pings, re-requests.
     pub fn handle_timeout(&mut self, now: u64) {
         if now < self.next_tick {
@@ -835,7 +843,7 @@ impl Node {
                     self.misbehave(
                         peer,
                         RejectCode::Invalid,
-                        format!("invalid block {hash}: {e}"),
+                        format!("invalid block: {e}"),
                         Some(hash),
                     );
                 }
@@ -859,6 +867,20 @@ impl Node {
                     tip = %tip.hash,
                     "reorganised to a chain with more work"
                 );
+            }
+            if !disconnected.is_empty() {
+                // Transactions of the replaced blocks are back in the mempool: offer them
+                // again, since peers that saw them mined may have dropped them.
+                let ids: Vec<Hash> = self
+                    .chain
+                    .mempool_txs()
+                    .iter()
+                    .take(limits::MAX_INV)
+                    .map(Transaction::id)
+                    .collect();
+                for id in ids {
+                    self.announce(from, InvItem { kind: InvKind::Tx, hash: id });
+                }
             }
             self.events.push_back(NodeEvent::TipChanged {
                 tip: tip.clone(),

@@ -110,6 +110,8 @@ pub enum LinkEvent {
     },
     /// One whole envelope from a peer.
     Frame { peer: PeerId, bytes: Vec<u8> },
+    /// A peer sent bytes the link could not even frame (the session is closing).
+    Garbage { peer: PeerId, reason: String },
     /// A peer session closed.
     PeerDown { peer: PeerId, reason: String },
 }

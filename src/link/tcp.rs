@@ -1,7 +1,9 @@
 //! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
 //! backoff. Envelopes travel length-prefixed (see `wire::stream`).
 
-use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
+#[cfg(test)]
+use super::PeerIds;
 use crate::wire::stream::{frame, StreamDecoder};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,11 +34,18 @@ impl Conns {
         match cmd {
             LinkCommand::Send { peer, bytes } => {
                 if let Some(tx) = self.0.get(&peer) {
-                    if tx.try_send(ConnCmd::Send(bytes)).is_err() {
-                        // A peer that cannot keep up is dropped rather than buffered without
-                        // bound; dropping the sender closes the connection.
-                        warn!(peer, "send queue full; closing slow connection");
-                        self.0.remove(&peer);
+                    match tx.try_send(ConnCmd::Send(bytes)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // A peer that cannot keep up is dropped rather than buffered
+                            // without bound; dropping the sender closes the connection.
+                            warn!(peer, "send queue full; closing slow connection");
+                            self.0.remove(&peer);
+                        }
+                        // The connection already ended; its PeerDown is on the way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.0.remove(&peer);
+                        }
                     }
                 }
             }
@@ -97,7 +106,13 @@ fn spawn_conn(
                                 return "driver stopped".to_string();
                             }
                         }
-                        Err(e) => return format!("bad stream framing: {e}"),
+                        Err(e) => {
+                            let reason = format!("bad stream framing: {e}");
+                            let _ = reader_events
+                                .send(LinkEvent::Garbage { peer, reason: reason.clone() })
+                                .await;
+                            return reason;
+                        }
                     }
                 }
             }

@@ -1,7 +1,10 @@
 //! The wire protocol: messages, the envelope around them, and stream framing.
 //! docs/PROTOCOL.md describes the bytes; the tests in `examples` keep it honest.
 
+pub mod ax25;
 pub mod envelope;
+pub mod frag;
+pub mod kiss;
 pub mod message;
 pub mod stream;
 

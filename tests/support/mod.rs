@@ -1,6 +1,9 @@
 //! Helpers for integration tests that run the real `skywave` binary.
 #![allow(dead_code)]
 
+pub mod direwolf;
+pub mod kiss_tcp;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
