@@ -13,4 +13,5 @@
 //!   reported accepted before it is durable.
 
 pub mod chain;
+pub mod store;
 pub mod wire;
