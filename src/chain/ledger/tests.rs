@@ -273,3 +273,559 @@ fn reorg_to_heavier_branch() {
     assert_eq!(c.mempool_len(), 0);
     assert_eq!(c.find_tx(&t.id()).unwrap(), None);
 }
+
+/// A chain with `blocks` mined by key 1, using `params`.
+fn funded(params: NetworkParams, blocks: usize) -> Chain {
+    let mut c = Chain::open(params, Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..blocks {
+        mine_tip(&mut c, 1);
+    }
+    c
+}
+
+fn reason_of(e: &ChainError) -> Option<&ValidationError> {
+    match e {
+        ChainError::InvalidBlock { reason, .. } | ChainError::InvalidHeader { reason, .. } => {
+            Some(reason)
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_block_rule_rejects() {
+    let mut p = params::regtest();
+    p.max_block_txs = 3;
+    p.max_block_bytes = 560;
+    let c0 = funded(p, 2);
+    let tip = c0.tip();
+    let now = tip.time + 100;
+    let t = |c: &Chain, amount, nonce| tx(c, 1, 2, amount, 1000, nonce);
+    let good = block_on(&c0, tip.hash, 3, vec![t(&c0, 10, 0)], tip.time + 1);
+    type Mutate = Box<dyn Fn(&Chain, &mut Block) -> bool>;
+    type Expect = fn(&ValidationError) -> bool;
+    // Each case mutates a good block; `true` means re-mine afterwards.
+    let cases: Vec<(&str, Mutate, Expect)> = vec![
+        (
+            "bad pow",
+            Box::new(|_, b| {
+                while pow::check_pow(&b.header) {
+                    b.header.nonce += 1;
+                }
+                false
+            }),
+            |r| matches!(r, ValidationError::BadPow),
+        ),
+        (
+            "bad merkle",
+            Box::new(|_, b| {
+                b.header.merkle_root = Hash([7; 32]);
+                assert!(pow::mine(&mut b.header, 1_000_000));
+                false
+            }),
+            |r| matches!(r, ValidationError::BadMerkle),
+        ),
+        (
+            "bad signature",
+            Box::new(|_, b| {
+                b.txs[0].sig.0[5] ^= 1;
+                true
+            }),
+            |r| matches!(r, ValidationError::BadSignature(_)),
+        ),
+        (
+            "overspend",
+            Box::new(|c, b| {
+                b.txs = vec![tx(c, 1, 2, 3 * c.params().subsidy(1), 1000, 0)];
+                true
+            }),
+            |r| matches!(r, ValidationError::Overspend { .. }),
+        ),
+        (
+            "wrong nonce",
+            Box::new(|c, b| {
+                b.txs = vec![tx(c, 1, 2, 10, 1000, 1)];
+                true
+            }),
+            |r| {
+                matches!(
+                    r,
+                    ValidationError::BadNonce {
+                        expected: 0,
+                        got: 1,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "sender without funds",
+            Box::new(|c, b| {
+                b.txs = vec![tx(c, 9, 2, 10, 1000, 0)];
+                true
+            }),
+            |r| matches!(r, ValidationError::Overspend { balance: 0, .. }),
+        ),
+        (
+            "amount overflow",
+            Box::new(|c, b| {
+                b.txs = vec![tx(c, 1, 2, u64::MAX, 1000, 0)];
+                b.coinbase.amount = c.params().subsidy(3);
+                true
+            }),
+            |r| matches!(r, ValidationError::AmountOverflow(_)),
+        ),
+        (
+            "coinbase amount",
+            Box::new(|_, b| {
+                b.coinbase.amount += 1;
+                true
+            }),
+            |r| matches!(r, ValidationError::CoinbaseAmount { .. }),
+        ),
+        (
+            "coinbase height",
+            Box::new(|_, b| {
+                b.coinbase.height += 1;
+                true
+            }),
+            |r| matches!(r, ValidationError::CoinbaseHeight { .. }),
+        ),
+        (
+            "duplicate tx",
+            Box::new(|_, b| {
+                b.txs.push(b.txs[0].clone());
+                true
+            }),
+            |r| matches!(r, ValidationError::DuplicateTx(_)),
+        ),
+        (
+            "too many txs",
+            Box::new(|c, b| {
+                b.txs = (0..4).map(|n| tx(c, 1, 2, 10, 1000, n)).collect();
+                true
+            }),
+            |r| matches!(r, ValidationError::TooManyTxs { count: 4, max: 3 }),
+        ),
+        (
+            "too big",
+            Box::new(|c, b| {
+                // Three transactions with maximal varints exceed 560 bytes.
+                b.txs = (0..3)
+                    .map(|n| tx(c, n as u8 + 1, 2, u64::MAX / 2, u64::MAX / 2, u64::MAX - n))
+                    .collect();
+                true
+            }),
+            |r| matches!(r, ValidationError::TooBig { .. }),
+        ),
+        (
+            "version",
+            Box::new(|_, b| {
+                b.header.version = 2;
+                true
+            }),
+            |r| matches!(r, ValidationError::BadVersion(2)),
+        ),
+        (
+            "bits",
+            Box::new(|_, b| {
+                b.header.bits = 0x207f_fffe;
+                true
+            }),
+            |r| matches!(r, ValidationError::BadBits { .. }),
+        ),
+        (
+            "height",
+            Box::new(|_, b| {
+                b.header.height += 1;
+                b.coinbase.height += 1;
+                true
+            }),
+            |r| matches!(r, ValidationError::BadHeight { .. }),
+        ),
+        (
+            "time too old",
+            Box::new(|c, b| {
+                b.header.time = c.header(&c.main_hash_at(1).unwrap()).unwrap().time;
+                true
+            }),
+            |r| matches!(r, ValidationError::TimeTooOld { .. }),
+        ),
+        (
+            "time too far in the future",
+            Box::new(move |c, b| {
+                b.header.time = now + c.params().max_future_secs + 1;
+                true
+            }),
+            |r| matches!(r, ValidationError::TimeTooNew { .. }),
+        ),
+    ];
+    for (name, mutate, expect) in cases {
+        let mut c = funded(c0.params().clone(), 2);
+        let mut b = good.clone();
+        if mutate(&c, &mut b) {
+            remine(&mut b);
+        }
+        let err = c.submit_block(b.clone(), now).expect_err(name);
+        let r = reason_of(&err).unwrap_or_else(|| panic!("{name}: {err}"));
+        assert!(expect(r), "{name}: got {err}");
+        assert_eq!(
+            err.is_peer_fault(),
+            !matches!(r, ValidationError::TimeTooNew { .. }),
+            "{name}"
+        );
+        assert!(err.to_string().starts_with("block "), "{err}");
+        assert_eq!(c.tip(), tip, "{name}");
+        // The honest block still connects afterwards.
+        assert!(matches!(
+            c.submit_block(good.clone(), now).unwrap(),
+            BlockOutcome::Connected { .. }
+        ));
+    }
+}
+
+#[test]
+fn wrong_body_does_not_condemn_header() {
+    let c0 = funded(params::regtest(), 2);
+    let tip = c0.tip();
+    let good = block_on(
+        &c0,
+        tip.hash,
+        3,
+        vec![tx(&c0, 1, 2, 10, 1000, 0)],
+        tip.time + 1,
+    );
+    let mut c = funded(params::regtest(), 2);
+    c.accept_headers(std::slice::from_ref(&good.header), tip.time)
+        .unwrap();
+    let mut forged = good.clone();
+    forged.txs = vec![tx(&c0, 1, 2, 11, 1000, 0)];
+    let err = c.submit_block(forged, tip.time).unwrap_err();
+    assert_eq!(reason_of(&err), Some(&ValidationError::BadMerkle));
+    assert!(!c.is_invalid(&good.hash()));
+    assert!(matches!(
+        c.submit_block(good, tip.time).unwrap(),
+        BlockOutcome::Connected { .. }
+    ));
+}
+
+#[test]
+fn invalid_header_chain_rejected() {
+    let c0 = funded(params::regtest(), 3);
+    let mut c = new_chain();
+    let hs = c0.headers_after(&c.locator(), None, 10);
+    // Out of order: parent unknown, not a peer fault.
+    let err = c.accept_headers(&hs[1..], T0).unwrap_err();
+    assert!(matches!(err, ChainError::UnknownParent { .. }));
+    assert!(!err.is_peer_fault());
+    let mut bad = hs.clone();
+    bad[1].bits = 0x2000_ffff;
+    assert!(pow::mine(&mut bad[1], 1_000_000));
+    let err = c.accept_headers(&bad, T0 + 100).unwrap_err();
+    assert!(matches!(
+        reason_of(&err),
+        Some(ValidationError::BadBits { .. })
+    ));
+    assert!(err.is_peer_fault());
+    // The valid first header was kept.
+    assert_eq!(c.best_header().height, 1);
+}
+
+fn replay(c: &Chain) -> Chain {
+    let mut r = new_chain();
+    for h in 1..=c.tip().height {
+        let b = c.block(&c.main_hash_at(h).unwrap()).unwrap().unwrap();
+        r.submit_block(b, T0 + 1_000_000).unwrap();
+    }
+    r
+}
+
+#[test]
+fn reorg_returns_still_valid_txs_to_mempool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    let fork = c.tip();
+    let t0 = tx(&c, 1, 2, 100, 1000, 0);
+    let t1 = tx(&c, 1, 2, 200, 5000, 1);
+    c.submit_tx(t0.clone(), T0).unwrap();
+    mine_tip(&mut c, 1); // confirms t0
+    c.submit_tx(t1.clone(), T0).unwrap(); // pending on top of t0
+    assert_eq!(c.next_nonce(&addr(1)), 2);
+    let bs = branch(&c, fork.hash, 4, 2, fork.time);
+    assert_eq!(
+        c.submit_block(bs[0].clone(), T0).unwrap(),
+        BlockOutcome::SideChain
+    );
+    match c.submit_block(bs[1].clone(), T0).unwrap() {
+        BlockOutcome::Connected { disconnected, .. } => assert_eq!(disconnected.len(), 1),
+        o => panic!("{o:?}"),
+    }
+    // t0 is unconfirmed again and t1 still chains on it; t1 pays more so comes first.
+    assert_eq!(c.mempool_txs(), vec![t1.clone(), t0.clone()]);
+    assert_eq!(c.find_tx(&t0.id()).unwrap(), Some((t0.clone(), None)));
+    assert_eq!(c.next_nonce(&addr(1)), 2);
+    // The template still respects nonce order.
+    let tpl = c.block_template(addr(3), T0 + 100);
+    assert_eq!(tpl.txs, vec![t0.clone(), t1.clone()]);
+    // State equals replaying the winning branch from scratch.
+    assert_eq!(c.accounts(), replay(&c).accounts());
+    // And all of it survives a restart.
+    let (tip, accounts, mempool) = (c.tip(), c.accounts().clone(), c.mempool_txs());
+    drop(c);
+    let c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    assert_eq!(c.tip(), tip);
+    assert_eq!(c.accounts(), &accounts);
+    assert_eq!(c.mempool_txs(), mempool);
+}
+
+#[test]
+fn equal_work_keeps_first_seen() {
+    let mut c = new_chain();
+    let g = c.tip().hash;
+    let a = mine_tip(&mut c, 1);
+    let b = branch(&c, g, 2, 1, T0);
+    assert_eq!(
+        c.submit_block(b[0].clone(), T0).unwrap(),
+        BlockOutcome::SideChain
+    );
+    assert_eq!(c.tip().hash, a.hash());
+}
+
+#[test]
+fn invalid_block_on_heavier_branch_falls_back() {
+    let mut c = new_chain();
+    let a1 = mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    let tip = c.tip();
+    let accounts = c.accounts().clone();
+    // Branch from a1: b2 ok, b3 overspends (valid signature, so it passes body checks),
+    // b4 and b5 build on it.
+    let b2 = block_on(&c, a1.hash(), 5, vec![], a1.header.time + 1);
+    c.submit_block(b2.clone(), T0).unwrap();
+    let b3 = block_on(
+        &c,
+        b2.hash(),
+        5,
+        vec![tx(&c, 9, 2, 1, 1000, 0)],
+        b2.header.time + 1,
+    );
+    assert_eq!(
+        c.submit_block(b3.clone(), T0).unwrap(),
+        BlockOutcome::SideChain
+    );
+    let b4 = block_on(&c, b3.hash(), 5, vec![], b3.header.time + 1);
+    let err = c.submit_block(b4.clone(), T0).unwrap_err();
+    assert!(
+        matches!(err, ChainError::KnownInvalid(h) if h == b4.hash()),
+        "{err}"
+    );
+    assert!(c.is_invalid(&b3.hash()));
+    assert!(c.is_invalid(&b4.hash()));
+    assert!(!c.is_invalid(&b2.hash()));
+    assert_eq!(c.tip(), tip);
+    assert_eq!(c.accounts(), &accounts);
+    assert_eq!(c.best_header().hash, tip.hash);
+    // Children of invalid blocks are refused.
+    let b5 = block_on(&c, b4.hash(), 5, vec![], b4.header.time + 1);
+    assert!(matches!(
+        c.submit_block(b5.clone(), T0),
+        Err(ChainError::KnownInvalid(_))
+    ));
+    assert!(matches!(
+        c.accept_headers(&[b5.header], T0),
+        Err(ChainError::KnownInvalid(_))
+    ));
+}
+
+#[test]
+fn orphans_connect_when_parent_arrives() {
+    let src = funded(params::regtest(), 4);
+    let blocks: Vec<Block> = (1..=4)
+        .map(|h| src.block(&src.main_hash_at(h).unwrap()).unwrap().unwrap())
+        .collect();
+    let mut c = new_chain();
+    for b in blocks[1..].iter().rev() {
+        assert_eq!(c.submit_block(b.clone(), T0).unwrap(), BlockOutcome::Orphan);
+        assert!(c.has_block(&b.hash()));
+        assert!(!c.has_header(&b.hash()));
+    }
+    assert_eq!(
+        c.submit_block(blocks[3].clone(), T0).unwrap(),
+        BlockOutcome::Duplicate
+    );
+    assert_eq!(c.orphan_count(), 3);
+    match c.submit_block(blocks[0].clone(), T0).unwrap() {
+        BlockOutcome::Connected { connected, tip, .. } => {
+            assert_eq!(
+                connected,
+                blocks.iter().map(Block::hash).collect::<Vec<_>>()
+            );
+            assert_eq!(tip, src.tip());
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(c.orphan_count(), 0);
+}
+
+fn limited(limits: MempoolLimits, blocks: usize) -> Chain {
+    let mut c =
+        Chain::open_with_limits(params::regtest(), Store::open_in_memory().unwrap(), limits)
+            .unwrap();
+    for i in 0..blocks {
+        mine_tip(&mut c, 1 + (i % 4) as u8);
+    }
+    c
+}
+
+fn refused(r: Result<TxOutcome, ChainError>) -> MempoolReject {
+    match r {
+        Err(ChainError::TxRefused { reason, .. }) => reason,
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn mempool_policy() {
+    let mut c = limited(MempoolLimits::default(), 1);
+    let bal = c.account(&addr(1)).balance;
+    // Fee floor.
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 2, 1, 999, 0), T0)),
+        MempoolReject::FeeTooLow {
+            fee: 999,
+            min: 1000
+        }
+    ));
+    // Gap.
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 2, 1, 1000, 1), T0)),
+        MempoolReject::NonceGap {
+            expected: 0,
+            got: 1
+        }
+    ));
+    c.submit_tx(tx(&c, 1, 2, 1, 1000, 0), T0).unwrap();
+    // Double spend of nonce 0.
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 3, 1, 9000, 0), T0)),
+        MempoolReject::Conflict { .. }
+    ));
+    // Pending spends must fit the balance together.
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 2, bal - 1000, 1000, 1), T0)),
+        MempoolReject::InsufficientFunds { .. }
+    ));
+    c.submit_tx(tx(&c, 1, 2, bal - 3000, 1000, 1), T0).unwrap();
+    // Bad signature is a peer fault; policy refusals are not.
+    let mut bad = tx(&c, 1, 2, 1, 1000, 2);
+    bad.amount = 2;
+    let err = c.submit_tx(bad, T0).unwrap_err();
+    assert!(matches!(err, ChainError::InvalidTx { .. }) && err.is_peer_fault());
+    assert!(!ChainError::TxRefused {
+        id: Hash::ZERO,
+        reason: MempoolReject::Full { lowest: 1 }
+    }
+    .is_peer_fault());
+    // Already-confirmed nonce.
+    mine_tip(&mut c, 4);
+    assert_eq!(c.mempool_len(), 0);
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 3, 1, 1000, 1), T0)),
+        MempoolReject::NonceTooLow {
+            confirmed: 2,
+            got: 1
+        }
+    ));
+}
+
+#[test]
+fn mempool_per_sender_cap_and_chain() {
+    let limits = MempoolLimits {
+        max_per_sender: 3,
+        ..MempoolLimits::default()
+    };
+    let mut c = limited(limits, 1);
+    for n in 0..3 {
+        c.submit_tx(tx(&c, 1, 2, 1, 1000 + n, n), T0).unwrap();
+    }
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 1, 2, 1, 1000, 3), T0)),
+        MempoolReject::TooManyPending { max: 3 }
+    ));
+    assert_eq!(c.next_nonce(&addr(1)), 3);
+}
+
+#[test]
+fn mempool_full_evicts_lowest_fee() {
+    let limits = MempoolLimits {
+        max_txs: 3,
+        ..MempoolLimits::default()
+    };
+    let mut c = limited(limits, 4); // keys 1..4 each have one subsidy
+    let a = tx(&c, 1, 9, 1, 3000, 0);
+    let b = tx(&c, 2, 9, 1, 1000, 0);
+    let d = tx(&c, 3, 9, 1, 2000, 0);
+    for t in [&a, &b, &d] {
+        c.submit_tx(t.clone(), T0).unwrap();
+    }
+    assert_eq!(c.mempool_txs(), vec![a.clone(), d.clone(), b.clone()]);
+    // Not above the lowest fee: refused.
+    assert!(matches!(
+        refused(c.submit_tx(tx(&c, 4, 9, 1, 1000, 0), T0)),
+        MempoolReject::Full { lowest: 1000 }
+    ));
+    // Above: the cheapest goes.
+    let e = tx(&c, 4, 9, 1, 1500, 0);
+    c.submit_tx(e.clone(), T0).unwrap();
+    assert_eq!(c.mempool_txs(), vec![a, d, e]);
+    assert_eq!(c.mempool_get(&b.id()), None);
+    assert_eq!(c.mempool_len(), 3);
+}
+
+#[test]
+fn mempool_revalidated_after_conflicting_block() {
+    let mut c = limited(MempoolLimits::default(), 1);
+    let tip = c.tip();
+    let mine = tx(&c, 1, 2, 5, 1000, 0);
+    let next = tx(&c, 1, 2, 6, 1000, 1);
+    c.submit_tx(mine.clone(), T0).unwrap();
+    c.submit_tx(next.clone(), T0).unwrap();
+    // A block confirms a different nonce-0 spend of key 1.
+    let other = tx(&c, 1, 3, 7, 1000, 0);
+    let b = block_on(&c, tip.hash, 4, vec![other], tip.time + 1);
+    c.submit_block(b, T0).unwrap();
+    // `mine` is a double spend now; `next` (nonce 1) is valid on the new tip and stays.
+    assert_eq!(c.mempool_get(&mine.id()), None);
+    assert_eq!(c.mempool_txs(), vec![next]);
+}
+
+#[test]
+fn template_respects_limits_and_is_valid() {
+    let mut p = params::regtest();
+    p.max_block_txs = 5;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..4 {
+        mine_tip(&mut c, 1);
+    }
+    for n in 0..8 {
+        c.submit_tx(tx(&c, 1, 2, 1, 1000 + n, n), T0).unwrap();
+    }
+    let b = mine_tip(&mut c, 2);
+    assert_eq!(b.txs.len(), 5);
+    assert_eq!(
+        b.txs.iter().map(|t| t.nonce).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(c.mempool_len(), 3);
+    assert_eq!(
+        c.account(&addr(2)).balance,
+        5 + c.params().subsidy(5) + 5010
+    );
+    // Template time never falls to or below the median of recent blocks.
+    let tpl = c.block_template(addr(2), 0);
+    assert!(tpl.header.time > c.tip().time - 100);
+}
