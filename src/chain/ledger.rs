@@ -616,14 +616,28 @@ impl Chain {
         if self.orphans.contains(&hash) {
             return Ok(BlockOutcome::Duplicate);
         }
-        self.check_block_alone(&block)?;
+        if let Err(e) = self.check_block_alone(&block) {
+            if !matches!(
+                e,
+                ChainError::InvalidBlock {
+                    reason: ValidationError::BadMerkle,
+                    ..
+                }
+            ) {
+                self.drop_orphans_of(hash);
+            }
+            return Err(e);
+        }
         if !self.index.contains_key(&block.header.prev) {
             tracing::debug!(%hash, prev = %block.header.prev, "orphan block");
             self.orphans.insert(block);
             return Ok(BlockOutcome::Orphan);
         }
         let old_tip = self.tip_hash();
-        self.accept_body(block, now)?;
+        if let Err(e) = self.accept_body(block, now) {
+            self.drop_orphans_of(hash);
+            return Err(e);
+        }
         // Orphans waiting for this block (and their own children) can now be indexed.
         let mut queue = vec![hash];
         while let Some(parent) = queue.pop() {
@@ -631,7 +645,10 @@ impl Chain {
                 let ch = child.hash();
                 match self.accept_body(child, now) {
                     Ok(()) => queue.push(ch),
-                    Err(e) => tracing::debug!(block = %ch, "dropped orphan: {e}"),
+                    Err(e) => {
+                        tracing::debug!(block = %ch, "dropped orphan: {e}");
+                        self.drop_orphans_of(ch);
+                    }
                 }
             }
         }
@@ -656,6 +673,16 @@ impl Chain {
             connected,
             disconnected,
         })
+    }
+
+    /// Drop orphans descending from a block we refused: they can never connect.
+    fn drop_orphans_of(&mut self, root: Hash) {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            for b in self.orphans.take_children(&h) {
+                stack.push(b.hash());
+            }
+        }
     }
 
     /// Context-free block checks. A body failure other than a merkle mismatch condemns

@@ -30,21 +30,31 @@ fn tx(c: &Chain, from: u8, to: u8, amount: u64, fee: u64, nonce: u64) -> Transac
 
 /// A mined block on `parent` paying `miner`, with `txs`, at `time`.
 fn block_on(c: &Chain, parent: Hash, miner: u8, txs: Vec<Transaction>, time: u64) -> Block {
-    let p = c.header(&parent).unwrap();
+    block_after(c.params(), &c.header(&parent).unwrap(), miner, txs, time)
+}
+
+/// A mined block after the header `p`.
+fn block_after(
+    params: &NetworkParams,
+    p: &Header,
+    miner: u8,
+    txs: Vec<Transaction>,
+    time: u64,
+) -> Block {
     let height = p.height + 1;
     let fees: u64 = txs.iter().map(|t| t.fee).sum();
     let coinbase = Coinbase {
         height,
         to: addr(miner),
-        amount: c.params().subsidy(height) + fees,
+        amount: params.subsidy(height) + fees,
     };
     let mut b = Block {
         header: Header {
             version: 1,
-            prev: parent,
+            prev: p.hash(),
             merkle_root: Hash::ZERO,
             time,
-            bits: c.params().pow_limit_bits,
+            bits: params.pow_limit_bits,
             nonce: 0,
             height,
         },
@@ -828,4 +838,122 @@ fn template_respects_limits_and_is_valid() {
     // Template time never falls to or below the median of recent blocks.
     let tpl = c.block_template(addr(2), 0);
     assert!(tpl.header.time > c.tip().time - 100);
+}
+
+mod prop {
+    use super::*;
+    use crate::chain::state::Overlay;
+    use proptest::prelude::*;
+
+    struct Built {
+        block: Block,
+        state: HashMap<Address, Account>,
+        valid: bool,
+        work: u128,
+    }
+
+    /// Build a random block tree. Each step: (parent pick, miner, send a tx?, make it
+    /// invalid?). Returns blocks in creation order (parents first).
+    fn build(c: &Chain, steps: &[(usize, u8, bool, bool)]) -> Vec<Built> {
+        let g = c.params().genesis.clone();
+        let mut all = vec![Built {
+            work: pow::work(g.header.bits),
+            block: g,
+            state: HashMap::new(),
+            valid: true,
+        }];
+        for &(pick, miner, send, corrupt) in steps {
+            let parent = &all[pick % all.len()];
+            let ph = &parent.block.header;
+            let mut txs = Vec::new();
+            let sender = 1 + (pick % 3) as u8;
+            let acc = parent.state.get(&addr(sender)).copied().unwrap_or_default();
+            if send && acc.balance >= 4000 {
+                let nonce = if corrupt { acc.nonce + 1 } else { acc.nonce };
+                txs.push(tx(c, sender, miner, acc.balance / 3, 1000, nonce));
+            }
+            let bad = corrupt && !txs.is_empty();
+            let b = block_after(c.params(), ph, miner, txs, ph.time + 1 + (pick % 3) as u64);
+            let mut ov = Overlay::new(&parent.state);
+            let ok = validate::apply_block(c.params(), &mut ov, &b).is_ok();
+            if parent.valid {
+                assert_eq!(ok, !bad);
+            }
+            let (changes, _) = ov.into_parts();
+            let mut state = parent.state.clone();
+            apply_changes(&mut state, &changes);
+            all.push(Built {
+                work: parent.work + pow::work(b.header.bits),
+                valid: parent.valid && ok,
+                block: b,
+                state,
+            });
+        }
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn competing_branches_match_replay(
+            steps in proptest::collection::vec((0usize..64, 1u8..4, any::<bool>(), proptest::bool::weighted(0.15)), 1..24),
+            order in proptest::collection::vec(any::<u64>(), 24),
+        ) {
+            let mut c = new_chain();
+            let built = build(&c, &steps);
+            // Submit in a random order: exercises orphans, side chains and reorgs.
+            let mut idx: Vec<usize> = (1..built.len()).collect();
+            idx.sort_by_key(|&i| order[i % order.len()] ^ i as u64);
+            for &i in &idx {
+                let r = c.submit_block(built[i].block.clone(), T0 + 10_000_000);
+                if built[i].valid {
+                    prop_assert!(r.is_ok(), "valid block refused: {:?}", r);
+                } else {
+                    prop_assert!(r.is_err() || !c.is_on_main_chain(&built[i].block.hash()));
+                }
+            }
+            prop_assert_eq!(c.orphan_count(), 0);
+            // The tip carries the most work of all valid blocks.
+            let best = built.iter().filter(|b| b.valid).map(|b| b.work).max().unwrap();
+            prop_assert_eq!(c.tip().work, best);
+            let tip = built.iter().find(|b| b.block.hash() == c.tip().hash).unwrap();
+            prop_assert!(tip.valid);
+            // Accounts equal the independent model and a replay of the main chain.
+            prop_assert_eq!(c.accounts(), &tip.state);
+            let r = replay(&c);
+            prop_assert_eq!(c.accounts(), r.accounts());
+            for b in built.iter().filter(|b| !b.valid) {
+                prop_assert!(!c.is_on_main_chain(&b.block.hash()));
+            }
+        }
+    }
+}
+
+#[test]
+fn orphans_of_invalid_blocks_are_dropped() {
+    let mut c = new_chain();
+    let a1 = mine_tip(&mut c, 1);
+    let bad = block_on(
+        &c,
+        a1.hash(),
+        5,
+        vec![tx(&c, 9, 2, 1, 1000, 0)],
+        a1.header.time + 1,
+    );
+    let child = block_on(&c, a1.hash(), 5, vec![], a1.header.time + 1);
+    // `child` re-parented onto `bad`, and a grandchild: both orphans until `bad` arrives.
+    let child = block_after(c.params(), &bad.header, 5, child.txs, bad.header.time + 1);
+    let grandchild = block_after(c.params(), &child.header, 5, vec![], child.header.time + 1);
+    assert_eq!(
+        c.submit_block(grandchild, T0).unwrap(),
+        BlockOutcome::Orphan
+    );
+    assert_eq!(
+        c.submit_block(child.clone(), T0).unwrap(),
+        BlockOutcome::Orphan
+    );
+    assert!(c.submit_block(bad.clone(), T0).is_err());
+    assert!(c.is_invalid(&bad.hash()));
+    assert_eq!(c.orphan_count(), 0);
+    assert_eq!(c.tip().hash, a1.hash());
 }
