@@ -531,6 +531,10 @@ impl Chain {
             });
         };
         if parent.status == BlockStatus::Invalid {
+            // Remember it, so its own children are refused instead of becoming orphans.
+            if validate::check_header_alone(header).is_ok() {
+                self.remember_invalid(header)?;
+            }
             return Err(ChainError::KnownInvalid(hash));
         }
         let parent_work = parent.work;
@@ -675,6 +679,35 @@ impl Chain {
         })
     }
 
+    /// Add a header (whose parent is indexed) to the index as invalid, and persist it.
+    fn remember_invalid(&mut self, header: &Header) -> Result<(), ChainError> {
+        let hash = header.hash();
+        let Some(parent) = self.index.get(&header.prev) else {
+            return Ok(());
+        };
+        if self.index.contains_key(&hash) {
+            return self.mark_invalid(hash);
+        }
+        let work = parent.work.saturating_add(pow::work(header.bits));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.index.insert(
+            hash,
+            Node {
+                header: header.clone(),
+                work,
+                status: BlockStatus::Invalid,
+                has_body: false,
+                seq,
+                connectable: false,
+            },
+        );
+        self.children.entry(header.prev).or_default().push(hash);
+        self.store.put_headers(&[(header.clone(), work, seq)])?;
+        self.store.mark_invalid(&[hash])?;
+        Ok(())
+    }
+
     /// Drop orphans descending from a block we refused: they can never connect.
     fn drop_orphans_of(&mut self, root: Hash) {
         let mut stack = vec![root];
@@ -692,8 +725,12 @@ impl Chain {
         validate::check_header_alone(&block.header)
             .map_err(|reason| ChainError::InvalidBlock { hash, reason })?;
         if let Err(reason) = validate::check_body(&self.params, block, self.network_id) {
-            if reason != ValidationError::BadMerkle && self.index.contains_key(&hash) {
-                self.mark_invalid(hash)?;
+            if reason != ValidationError::BadMerkle {
+                if self.index.contains_key(&hash) {
+                    self.mark_invalid(hash)?;
+                } else {
+                    self.remember_invalid(&block.header)?;
+                }
             }
             return Err(ChainError::InvalidBlock { hash, reason });
         }

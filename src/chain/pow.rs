@@ -306,10 +306,15 @@ pub fn next_bits(
     let Some(prev) = target_from_bits(prev_bits) else {
         return params.pow_limit_bits;
     };
-    let scaled = prev
-        .checked_mul_u64(actual)
-        .and_then(|m| m.checked_div_u64(expected))
-        .unwrap_or(U256::MAX);
+    // Multiply first for precision; a target too large for that loses nothing that
+    // matters by dividing first.
+    let scaled = match prev.checked_mul_u64(actual) {
+        Some(m) => m.checked_div_u64(expected),
+        None => prev
+            .checked_div_u64(expected)
+            .and_then(|d| d.checked_mul_u64(actual)),
+    }
+    .unwrap_or(U256::MAX);
     let new = if scaled > limit {
         limit
     } else if scaled.is_zero() {
@@ -426,6 +431,17 @@ mod tests {
         // Never easier than the limit.
         let b = next_bits(&p, h, p.pow_limit_bits, 0, expected * 100);
         assert_eq!(b, p.pow_limit_bits);
+    }
+
+    #[test]
+    fn retarget_of_a_huge_target_does_not_overflow() {
+        let mut p = params::regtest();
+        p.retarget_interval = 4;
+        p.block_interval_secs = 1000;
+        let limit = target_from_bits(p.pow_limit_bits).unwrap();
+        let b = next_bits(&p, 4, p.pow_limit_bits, 0, 1);
+        assert_eq!(b, bits_from_target(&limit.checked_div_u64(4).unwrap()));
+        assert_eq!(b, 0x201f_ffff);
     }
 
     #[test]

@@ -957,3 +957,68 @@ fn orphans_of_invalid_blocks_are_dropped() {
     assert_eq!(c.orphan_count(), 0);
     assert_eq!(c.tip().hash, a1.hash());
 }
+
+#[test]
+fn resumes_interrupted_reorg_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    let g = c.tip().hash;
+    for _ in 0..3 {
+        mine_tip(&mut c, 1);
+    }
+    let a3 = c.tip();
+    let bs = branch(&c, g, 2, 4, T0);
+    for b in &bs[..3] {
+        c.submit_block(b.clone(), T0).unwrap();
+    }
+    drop(c);
+    // Simulate a crash in the middle of switching to the b branch: b4's body stored and
+    // a3 disconnected, nothing connected yet.
+    {
+        let mut s = Store::open(&path).unwrap();
+        let undo = s.get_undo(&a3.hash).unwrap().unwrap();
+        s.disconnect_block(&crate::store::DisconnectWrite {
+            hash: a3.hash,
+            height: 3,
+            accounts: &undo.prev,
+            tx_ids: &[],
+        })
+        .unwrap();
+        s.put_block(&bs[3], 5 * pow::work(bs[3].header.bits), 1000)
+            .unwrap();
+    }
+    let c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    assert_eq!(c.tip().hash, bs[3].hash());
+    assert_eq!(c.account(&addr(1)), Account::default());
+    assert_eq!(c.account(&addr(2)).balance, 4 * c.params().subsidy(1));
+    assert_eq!(c.accounts(), replay(&c).accounts());
+}
+
+#[test]
+fn retarget_enforced_by_chain() {
+    let mut p = params::regtest();
+    p.retarget_interval = 4;
+    p.block_interval_secs = 1000; // blocks come every 10 s: far too fast
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..3 {
+        mine_tip(&mut c, 1);
+    }
+    let limit = c.params().pow_limit_bits;
+    let expected = c.next_bits();
+    assert_ne!(expected, limit);
+    // Clamped at 4x harder than the limit.
+    let quarter = pow::target_from_bits(limit).unwrap().checked_div_u64(4);
+    assert_eq!(expected, pow::bits_from_target(&quarter.unwrap()));
+    let tip = c.tip();
+    let stale = block_on(&c, tip.hash, 1, vec![], tip.time + 1);
+    let err = c.submit_block(stale, T0).unwrap_err();
+    assert!(
+        matches!(reason_of(&err), Some(ValidationError::BadBits { .. })),
+        "{err}"
+    );
+    let b = mine_tip(&mut c, 1);
+    assert_eq!(b.header.bits, expected);
+    // Between retargets the bits carry over.
+    assert_eq!(c.next_bits(), expected);
+}
