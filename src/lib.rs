@@ -13,6 +13,7 @@
 //!   reported accepted before it is durable.
 
 pub mod chain;
+pub mod store;
 pub mod wire;
 pub mod api;
 pub mod cli;

@@ -309,6 +309,8 @@ impl Block {
 
     /// Size of the block in its postcard wire encoding: the figure block size limits apply to.
     pub fn encoded_len(&self) -> usize {
-        postcard::to_stdvec(self).map(|v| v.len()).unwrap_or(usize::MAX)
+        postcard::to_stdvec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
     }
 }

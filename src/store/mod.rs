@@ -1,0 +1,569 @@
+//! SQLite persistence: the block tree, the active chain, accounts, undo data, the
+//! mempool, a transaction index, peers and general metadata.
+//!
+//! One file in WAL mode with `synchronous=FULL`: when a write method returns `Ok` the
+//! change survives a crash or power loss. Each block connect or disconnect is a single
+//! SQLite transaction, so the main chain, accounts and undo data always agree.
+//!
+//! Hashes and addresses are 32-byte BLOBs; headers, bodies, transactions and undo records
+//! are postcard BLOBs; u64 values are stored as i64 with the same bits.
+
+mod schema;
+
+use crate::chain::state::{Account, Undo};
+use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub use schema::SCHEMA_VERSION;
+
+/// A store failure: SQLite errors, undecodable rows, schema mismatches.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row could not be decoded: the file is damaged or was written by other software.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The file was written by a newer version of skywave.
+    #[error("store schema version {found} is newer than this build supports ({supported}); upgrade skywave")]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Status of a block row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// Header known, body not stored.
+    HeaderOnly,
+    /// Header and body stored.
+    HaveBody,
+    /// Breaks a consensus rule, or descends from a block that does.
+    Invalid,
+}
+
+impl BlockStatus {
+    fn to_i64(self) -> i64 {
+        match self {
+            BlockStatus::HeaderOnly => 0,
+            BlockStatus::HaveBody => 1,
+            BlockStatus::Invalid => 2,
+        }
+    }
+    fn from_i64(v: i64) -> Result<Self> {
+        match v {
+            0 => Ok(BlockStatus::HeaderOnly),
+            1 => Ok(BlockStatus::HaveBody),
+            2 => Ok(BlockStatus::Invalid),
+            _ => Err(StoreError::Corrupt(format!("unknown block status {v}"))),
+        }
+    }
+}
+
+/// One row of the block index as loaded at startup.
+#[derive(Clone, Debug)]
+pub struct IndexRow {
+    /// Block hash.
+    pub hash: Hash,
+    /// Header.
+    pub header: Header,
+    /// Cumulative work up to and including this block.
+    pub work: u128,
+    /// Status.
+    pub status: BlockStatus,
+    /// Whether the body is stored.
+    pub has_body: bool,
+    /// First-seen order.
+    pub seq: u64,
+}
+
+/// What a block connect writes, in one transaction.
+pub struct ConnectWrite<'a> {
+    /// The block.
+    pub hash: Hash,
+    /// Its height.
+    pub height: u64,
+    /// New values of the touched accounts (empty accounts are deleted).
+    pub accounts: &'a [(Address, Account)],
+    /// Undo record.
+    pub undo: &'a Undo,
+    /// Ids of the block's transactions (indexed, and removed from the mempool).
+    pub tx_ids: &'a [Hash],
+}
+
+/// What a block disconnect writes, in one transaction.
+pub struct DisconnectWrite<'a> {
+    /// The block (must be the current main-chain tip).
+    pub hash: Hash,
+    /// Its height.
+    pub height: u64,
+    /// Restored account values (empty accounts are deleted).
+    pub accounts: &'a [(Address, Account)],
+    /// Ids of the block's transactions (removed from the index).
+    pub tx_ids: &'a [Hash],
+}
+
+#[derive(Serialize, Deserialize)]
+struct BodyOwned {
+    coinbase: Coinbase,
+    txs: Vec<Transaction>,
+}
+
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    coinbase: &'a Coinbase,
+    txs: &'a [Transaction],
+}
+
+fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(|e| StoreError::Corrupt(format!("encode: {e}")))
+}
+
+fn dec<'a, T: Deserialize<'a>>(b: &'a [u8], what: &str) -> Result<T> {
+    postcard::from_bytes(b).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn hash_of(b: &[u8]) -> Result<Hash> {
+    let arr: [u8; 32] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", b.len())))?;
+    Ok(Hash(arr))
+}
+
+fn work_of(b: &[u8]) -> Result<u128> {
+    let arr: [u8; 16] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("work of {} bytes", b.len())))?;
+    Ok(u128::from_be_bytes(arr))
+}
+
+fn write_accounts(tx: &rusqlite::Transaction<'_>, accounts: &[(Address, Account)]) -> Result<()> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO accounts(address, balance, nonce) VALUES (?1, ?2, ?3)
+         ON CONFLICT(address) DO UPDATE SET balance = excluded.balance, nonce = excluded.nonce",
+    )?;
+    let mut del = tx.prepare_cached("DELETE FROM accounts WHERE address = ?1")?;
+    for (a, acc) in accounts {
+        if acc.is_empty() {
+            del.execute([&a.0[..]])?;
+        } else {
+            put.execute(params![&a.0[..], acc.balance as i64, acc.nonce as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// The node's SQLite database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path`, and migrate it to the current
+    /// schema. Fails if the file was written by a newer schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, true)
+    }
+
+    /// A private in-memory database, for tests and simulations.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        Self::init(conn, false)
+    }
+
+    fn init(conn: Connection, wal: bool) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if wal {
+            let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Corrupt(format!(
+                    "could not enable WAL mode (got {mode})"
+                )));
+            }
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        let mut store = Store { conn };
+        schema::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    /// The underlying connection, for tables owned by other modules (add their schema
+    /// as a migration in `store::schema`).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Mutable access to the underlying connection (for transactions).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// A metadata value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Set a metadata value (durable on return).
+    pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Insert or update a peer.
+    pub fn upsert_peer(&mut self, addr: &str, last_seen: u64, info: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO peers(addr, last_seen, info) VALUES (?1, ?2, ?3)
+             ON CONFLICT(addr) DO UPDATE SET last_seen = excluded.last_seen, info = excluded.info",
+            params![addr, last_seen as i64, info],
+        )?;
+        Ok(())
+    }
+
+    /// All peers: (address, last seen, info), most recently seen first.
+    pub fn peers(&self) -> Result<Vec<(String, u64, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT addr, last_seen, info FROM peers ORDER BY last_seen DESC, addr")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Genesis setup for a fresh store, in one transaction: network metadata, the genesis
+    /// block on the main chain, and its coinbase credit.
+    pub fn init_genesis(
+        &mut self,
+        network: &str,
+        genesis: &Block,
+        work: u128,
+        accounts: &[(Address, Account)],
+    ) -> Result<()> {
+        let hash = genesis.hash();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('network', ?1), ('genesis', ?2)",
+            params![network.as_bytes(), &hash.0[..]],
+        )?;
+        Self::insert_block_row(&tx, genesis, work, 0, Some(genesis))?;
+        tx.execute(
+            "INSERT INTO main_chain(height, hash) VALUES (0, ?1)",
+            [&hash.0[..]],
+        )?;
+        write_accounts(&tx, accounts)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_block_row(
+        tx: &rusqlite::Transaction<'_>,
+        block_header: &Block,
+        work: u128,
+        seq: u64,
+        body: Option<&Block>,
+    ) -> Result<()> {
+        let header = &block_header.header;
+        let hash = header.hash();
+        let body_bytes = match body {
+            Some(b) => Some(enc(&BodyRef {
+                coinbase: &b.coinbase,
+                txs: &b.txs,
+            })?),
+            None => None,
+        };
+        let status = if body.is_some() {
+            BlockStatus::HaveBody
+        } else {
+            BlockStatus::HeaderOnly
+        };
+        tx.execute(
+            "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                &hash.0[..],
+                header.height as i64,
+                &header.prev.0[..],
+                &work.to_be_bytes()[..],
+                enc(header)?,
+                body_bytes,
+                status.to_i64(),
+                seq as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Add headers to the index (status header-only), in one transaction.
+    pub fn put_headers(&mut self, rows: &[(Header, u128, u64)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0, ?6)",
+            )?;
+            for (h, work, seq) in rows {
+                st.execute(params![
+                    &h.hash().0[..],
+                    h.height as i64,
+                    &h.prev.0[..],
+                    &work.to_be_bytes()[..],
+                    enc(h)?,
+                    *seq as i64,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store a block body (adding the header row if new); status becomes have-body.
+    pub fn put_block(&mut self, block: &Block, work: u128, seq: u64) -> Result<()> {
+        let hash = block.hash();
+        let body = enc(&BodyRef {
+            coinbase: &block.coinbase,
+            txs: &block.txs,
+        })?;
+        let tx = self.conn.transaction()?;
+        let updated = tx.execute(
+            "UPDATE blocks SET body = ?2, status = 1 WHERE hash = ?1",
+            params![&hash.0[..], body],
+        )?;
+        if updated == 0 {
+            Self::insert_block_row(&tx, block, work, seq, Some(block))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mark blocks invalid, in one transaction.
+    pub fn mark_invalid(&mut self, hashes: &[Hash]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE blocks SET status = 2 WHERE hash = ?1")?;
+            for h in hashes {
+                st.execute([&h.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A stored block (header and body), if its body is stored.
+    pub fn get_block(&self, hash: &Hash) -> Result<Option<Block>> {
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = self
+            .conn
+            .query_row(
+                "SELECT header, body FROM blocks WHERE hash = ?1",
+                [&hash.0[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((hb, Some(bb))) = row else {
+            return Ok(None);
+        };
+        let header: Header = dec(&hb, "header")?;
+        let body: BodyOwned = dec(&bb, "block body")?;
+        Ok(Some(Block {
+            header,
+            coinbase: body.coinbase,
+            txs: body.txs,
+        }))
+    }
+
+    /// The whole block index, in insertion order (parents before children).
+    pub fn load_index(&self) -> Result<Vec<IndexRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT hash, header, work, status, body IS NOT NULL, seq FROM blocks
+             ORDER BY height, seq",
+        )?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let hash = hash_of(&r.get::<_, Vec<u8>>(0)?)?;
+            let header: Header = dec(&r.get::<_, Vec<u8>>(1)?, "header")?;
+            if header.hash() != hash {
+                return Err(StoreError::Corrupt(format!("header of block {hash}")));
+            }
+            out.push(IndexRow {
+                hash,
+                header,
+                work: work_of(&r.get::<_, Vec<u8>>(2)?)?,
+                status: BlockStatus::from_i64(r.get(3)?)?,
+                has_body: r.get(4)?,
+                seq: r.get::<_, i64>(5)? as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Main chain hashes by height, genesis first.
+    pub fn load_main_chain(&self) -> Result<Vec<Hash>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT height, hash FROM main_chain ORDER BY height")?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let h: i64 = r.get(0)?;
+            if h as usize != out.len() {
+                return Err(StoreError::Corrupt(format!("main chain gap at height {h}")));
+            }
+            out.push(hash_of(&r.get::<_, Vec<u8>>(1)?)?);
+        }
+        Ok(out)
+    }
+
+    /// All stored accounts.
+    pub fn load_accounts(&self) -> Result<Vec<(Address, Account)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT address, balance, nonce FROM accounts")?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let a = Address(hash_of(&r.get::<_, Vec<u8>>(0)?)?.0);
+            out.push((
+                a,
+                Account {
+                    balance: r.get::<_, i64>(1)? as u64,
+                    nonce: r.get::<_, i64>(2)? as u64,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The stored mempool, in the order it was added.
+    pub fn load_mempool(&self) -> Result<Vec<Transaction>> {
+        let mut st = self.conn.prepare("SELECT tx FROM mempool ORDER BY rowid")?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(dec(&r.get::<_, Vec<u8>>(0)?, "mempool tx")?);
+        }
+        Ok(out)
+    }
+
+    /// Undo record of a connected block.
+    pub fn get_undo(&self, hash: &Hash) -> Result<Option<Undo>> {
+        let b: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT data FROM undo WHERE hash = ?1",
+                [&hash.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        b.map(|b| dec(&b, "undo")).transpose()
+    }
+
+    /// Block containing a main-chain transaction.
+    pub fn tx_block(&self, txid: &Hash) -> Result<Option<Hash>> {
+        let b: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT block FROM tx_index WHERE txid = ?1",
+                [&txid.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        b.map(|b| hash_of(&b)).transpose()
+    }
+
+    /// Connect a block to the main chain: chain row, accounts, undo, tx index and
+    /// mempool removals in one transaction.
+    pub fn connect_block(&mut self, w: &ConnectWrite<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO main_chain(height, hash) VALUES (?1, ?2)",
+            params![w.height as i64, &w.hash.0[..]],
+        )?;
+        write_accounts(&tx, w.accounts)?;
+        tx.execute(
+            "INSERT INTO undo(hash, data) VALUES (?1, ?2)",
+            params![&w.hash.0[..], enc(w.undo)?],
+        )?;
+        {
+            let mut ix = tx.prepare_cached("INSERT INTO tx_index(txid, block) VALUES (?1, ?2)")?;
+            let mut mp = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
+            for id in w.tx_ids {
+                ix.execute(params![&id.0[..], &w.hash.0[..]])?;
+                mp.execute([&id.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Disconnect the main-chain tip: chain row, accounts, undo and tx index, in one
+    /// transaction.
+    pub fn disconnect_block(&mut self, w: &DisconnectWrite<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM main_chain WHERE height = ?1 AND hash = ?2",
+            params![w.height as i64, &w.hash.0[..]],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "block {} is not the main chain block at height {}",
+                w.hash, w.height
+            )));
+        }
+        write_accounts(&tx, w.accounts)?;
+        tx.execute("DELETE FROM undo WHERE hash = ?1", [&w.hash.0[..]])?;
+        {
+            let mut ix = tx.prepare_cached("DELETE FROM tx_index WHERE txid = ?1")?;
+            for id in w.tx_ids {
+                ix.execute([&id.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Add and remove mempool transactions in one transaction.
+    pub fn update_mempool(&mut self, add: &[&Transaction], remove: &[Hash]) -> Result<()> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
+            for id in remove {
+                del.execute([&id.0[..]])?;
+            }
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
+            )?;
+            for t in add {
+                ins.execute(params![&t.id().0[..], enc(*t)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! Schema migrations, applied in order. The schema version is SQLite's `user_version`.
+//!
+//! To change the schema, append a migration; never edit one that has shipped.
+
+use super::{Result, StoreError};
+use rusqlite::Connection;
+
+/// Migrations: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: chain, mempool, peers.
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value BLOB NOT NULL
+     );
+     CREATE TABLE blocks (
+         hash   BLOB PRIMARY KEY,
+         height INTEGER NOT NULL,
+         prev   BLOB NOT NULL,
+         work   BLOB NOT NULL,       -- cumulative work, u128 big-endian
+         header BLOB NOT NULL,       -- postcard Header
+         body   BLOB,                -- postcard (coinbase, txs); NULL until received
+         status INTEGER NOT NULL,    -- 0 header only, 1 have body, 2 invalid
+         seq    INTEGER NOT NULL     -- first-seen order, breaks work ties
+     );
+     CREATE INDEX blocks_prev ON blocks(prev);
+     CREATE TABLE main_chain (
+         height INTEGER PRIMARY KEY,
+         hash   BLOB NOT NULL UNIQUE REFERENCES blocks(hash)
+     );
+     CREATE TABLE accounts (
+         address BLOB PRIMARY KEY,
+         balance INTEGER NOT NULL,   -- u64 bits
+         nonce   INTEGER NOT NULL
+     );
+     CREATE TABLE undo (
+         hash BLOB PRIMARY KEY REFERENCES blocks(hash),
+         data BLOB NOT NULL          -- postcard Undo
+     );
+     CREATE TABLE mempool (
+         txid BLOB PRIMARY KEY,
+         tx   BLOB NOT NULL          -- postcard Transaction
+     );
+     CREATE TABLE tx_index (
+         txid  BLOB PRIMARY KEY,
+         block BLOB NOT NULL REFERENCES blocks(hash)
+     );
+     CREATE TABLE peers (
+         addr      TEXT PRIMARY KEY,
+         last_seen INTEGER NOT NULL,
+         info      TEXT NOT NULL DEFAULT ''
+     );",
+];
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Bring the database up to [`SCHEMA_VERSION`]; each migration is its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+use super::*;
+
+#[test]
+fn meta_round_trip() {
+    let mut s = Store::open_in_memory().unwrap();
+    assert_eq!(s.get_meta("x").unwrap(), None);
+    s.set_meta("x", b"one").unwrap();
+    s.set_meta("x", b"two").unwrap();
+    assert_eq!(s.get_meta("x").unwrap(), Some(b"two".to_vec()));
+}
+
+#[test]
+fn peers_upsert_and_list() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.upsert_peer("tcp://a:1", 10, "{}").unwrap();
+    s.upsert_peer("tcp://b:1", 20, "").unwrap();
+    s.upsert_peer("tcp://a:1", 30, "{\"x\":1}").unwrap();
+    assert_eq!(
+        s.peers().unwrap(),
+        vec![
+            ("tcp://a:1".to_string(), 30, "{\"x\":1}".to_string()),
+            ("tcp://b:1".to_string(), 20, String::new()),
+        ]
+    );
+}
+
+#[test]
+fn file_store_uses_wal_and_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db")).unwrap();
+    let mode: String = s
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = s
+        .conn()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "FULL");
+    let fk: i64 = s
+        .conn()
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+}
+
+#[test]
+fn refuses_newer_schema_and_reopens_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.set_meta("k", b"v").unwrap();
+    }
+    {
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.get_meta("k").unwrap(), Some(b"v".to_vec()));
+        s.conn()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    match Store::open(&path) {
+        Err(e @ StoreError::TooNew { .. }) => assert!(e.to_string().contains("newer")),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a newer schema"),
+    }
+}
