@@ -3,7 +3,9 @@
 //! what they report with the current time, and carries out what the node asks.
 
 use crate::chain::{pow, Address};
-use crate::link::{self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds};
+use crate::link::{
+    self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds,
+};
 use crate::node::{Node, NodeEvent};
 use serde::Serialize;
 use std::collections::HashMap;

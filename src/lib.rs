@@ -12,10 +12,8 @@
 //! - `store`: SQLite persistence (WAL), called synchronously by the chain so nothing is
 //!   reported accepted before it is durable.
 
-pub mod chain;
-pub mod store;
-pub mod wire;
 pub mod api;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod driver;
@@ -25,3 +23,4 @@ pub mod node;
 pub mod rng;
 pub mod sim;
 pub mod store;
+pub mod wire;

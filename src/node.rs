@@ -379,7 +379,11 @@ impl Node {
             Message::Tx(tx) => self.on_tx(now, peer, tx),
             Message::NotFound(items) => {
                 for it in items {
-                    if self.in_flight.get(&it.hash).is_some_and(|(p, _)| *p == peer) {
+                    if self
+                        .in_flight
+                        .get(&it.hash)
+                        .is_some_and(|(p, _)| *p == peer)
+                    {
                         self.in_flight.remove(&it.hash);
                     }
                 }
@@ -473,11 +477,15 @@ impl Node {
         let id = tx.id();
         match self.chain.submit_tx(tx, now / 1000)? {
             TxOutcome::Accepted => {
-                self.events.push_back(NodeEvent::TxAccepted { id, from: None });
-                self.announce(None, InvItem {
-                    kind: InvKind::Tx,
-                    hash: id,
-                });
+                self.events
+                    .push_back(NodeEvent::TxAccepted { id, from: None });
+                self.announce(
+                    None,
+                    InvItem {
+                        kind: InvKind::Tx,
+                        hash: id,
+                    },
+                );
             }
             TxOutcome::Duplicate => {}
         }
@@ -506,7 +514,11 @@ impl Node {
                 remote: p.remote.clone(),
                 outbound: p.outbound,
                 ready: p.ready(),
-                callsign: p.hello.as_ref().map(|h| h.callsign.clone()).unwrap_or_default(),
+                callsign: p
+                    .hello
+                    .as_ref()
+                    .map(|h| h.callsign.clone())
+                    .unwrap_or_default(),
                 user_agent: p
                     .hello
                     .as_ref()
@@ -554,16 +566,13 @@ impl Node {
             );
             return;
         }
-        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.cfg.node_id
-        {
+        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.cfg.node_id {
             self.reject_and_close(peer, RejectCode::Duplicate, "connected to ourselves".into());
             return;
         }
-        if self
-            .peers
-            .iter()
-            .any(|(&id, p)| id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == h.node_id))
-        {
+        if self.peers.iter().any(|(&id, p)| {
+            id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == h.node_id)
+        }) {
             self.reject_and_close(
                 peer,
                 RejectCode::Duplicate,
@@ -702,9 +711,12 @@ impl Node {
                 }
                 self.request_blocks(now);
             }
-            Err(e) if e.is_peer_fault() => {
-                self.misbehave(peer, RejectCode::Invalid, format!("invalid headers: {e}"), None)
-            }
+            Err(e) if e.is_peer_fault() => self.misbehave(
+                peer,
+                RejectCode::Invalid,
+                format!("invalid headers: {e}"),
+                None,
+            ),
             Err(e) => warn!("could not store headers: {e}"),
         }
     }
@@ -731,10 +743,13 @@ impl Node {
                     id,
                     from: Some(peer),
                 });
-                self.announce(Some(peer), InvItem {
-                    kind: InvKind::Tx,
-                    hash: id,
-                });
+                self.announce(
+                    Some(peer),
+                    InvItem {
+                        kind: InvKind::Tx,
+                        hash: id,
+                    },
+                );
             }
             Ok(TxOutcome::Duplicate) => {}
             // A well-signed transaction can fail policy or state checks without any fault
@@ -879,11 +894,17 @@ impl Node {
                     .map(Transaction::id)
                     .collect();
                 for id in ids {
-                    self.announce(from, InvItem { kind: InvKind::Tx, hash: id });
+                    self.announce(
+                        None,
+                        InvItem {
+                            kind: InvKind::Tx,
+                            hash: id,
+                        },
+                    );
                 }
             }
             self.events.push_back(NodeEvent::TipChanged {
-                tip: tip.clone(),
+                tip: *tip,
                 connected: connected.len(),
                 disconnected: disconnected.len(),
                 from,
@@ -980,7 +1001,8 @@ impl Node {
             p.closing = true;
         }
         self.in_flight.retain(|_, (p, _)| *p != peer);
-        self.events.push_back(NodeEvent::Disconnect { peer, reason });
+        self.events
+            .push_back(NodeEvent::Disconnect { peer, reason });
     }
 }
 

@@ -73,12 +73,15 @@ pub struct Sim {
 
 impl Sim {
     /// `n` nodes on `params`, with in-memory stores, seeded from `seed`.
-    pub fn new(params: &NetworkParams, n: usize, seed: u64) -> Result<Sim, crate::chain::ChainError> {
+    pub fn new(
+        params: &NetworkParams,
+        n: usize,
+        seed: u64,
+    ) -> Result<Sim, crate::chain::ChainError> {
         let mut rng = Rng::new(seed);
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            let store = Store::open_in_memory()
-                .map_err(|e| crate::chain::ChainError::from(e))?;
+            let store = Store::open_in_memory().map_err(crate::chain::ChainError::from)?;
             let chain = Chain::open(params.clone(), store)?;
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -159,7 +162,10 @@ impl Sim {
 
     /// Bytes carried by a link in both directions.
     pub fn link_bytes(&self, link: usize) -> u64 {
-        self.links.get(link).map(|l| l.bytes[0] + l.bytes[1]).unwrap_or(0)
+        self.links
+            .get(link)
+            .map(|l| l.bytes[0] + l.bytes[1])
+            .unwrap_or(0)
     }
 
     /// Mine one block on node `i` paying `to` (regtest difficulty) and submit it there.
@@ -238,7 +244,12 @@ impl Sim {
     /// Advance the virtual clock to `until`, delivering messages and firing timers.
     pub fn run_until(&mut self, until: u64) {
         loop {
-            let next_timer = self.nodes.iter().map(|n| n.poll_timeout()).min().unwrap_or(u64::MAX);
+            let next_timer = self
+                .nodes
+                .iter()
+                .map(|n| n.poll_timeout())
+                .min()
+                .unwrap_or(u64::MAX);
             let next_msg = self.queue.peek().map(|Reverse(d)| d.at).unwrap_or(u64::MAX);
             let next = next_timer.min(next_msg).max(self.now);
             if next > until {
@@ -311,7 +322,15 @@ mod tests {
         for _ in 0..6 {
             sim.mine(1, addr(2));
         }
-        sim.connect(0, 1, LinkSpec { latency_ms: 50, bitrate_bps: 9600, loss_ppm: 0 });
+        sim.connect(
+            0,
+            1,
+            LinkSpec {
+                latency_ms: 50,
+                bitrate_bps: 9600,
+                loss_ppm: 0,
+            },
+        );
         sim.run_for(30_000);
         assert!(sim.converged());
         assert_eq!(sim.nodes[0].chain().tip().height, 6);
@@ -325,12 +344,25 @@ mod tests {
             let p = params::regtest();
             let mut sim = Sim::new(&p, 3, seed).unwrap();
             sim.connect(0, 1, LinkSpec::fast());
-            sim.connect(1, 2, LinkSpec { latency_ms: 100, bitrate_bps: 1200, loss_ppm: 0 });
+            sim.connect(
+                1,
+                2,
+                LinkSpec {
+                    latency_ms: 100,
+                    bitrate_bps: 1200,
+                    loss_ppm: 0,
+                },
+            );
             for _ in 0..3 {
                 sim.mine(0, addr(3));
                 sim.run_for(10_000);
             }
-            (sim.nodes[2].chain().tip().hash, sim.link_bytes(0), sim.link_bytes(1), sim.events.len())
+            (
+                sim.nodes[2].chain().tip().hash,
+                sim.link_bytes(0),
+                sim.link_bytes(1),
+                sim.events.len(),
+            )
         };
         assert_eq!(run(11), run(11));
     }

@@ -28,7 +28,10 @@ fn send_and_expect_close(port: u16, bytes: &[u8]) -> Vec<u8> {
                 if e.kind() == std::io::ErrorKind::ConnectionReset {
                     return got;
                 }
-                panic!("node did not close the connection within {:?}: {e}", start.elapsed());
+                panic!(
+                    "node did not close the connection within {:?}: {e}",
+                    start.elapsed()
+                );
             }
         }
     }
@@ -62,7 +65,9 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     let net = params::regtest().network_id();
 
     // 1. Random bytes.
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     send_and_expect_close(a.port, &garbage);
 
     // 2. A length prefix of 4 GiB.
@@ -70,7 +75,11 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
 
     // 3. A block with bad proof of work, after a proper handshake.
     let p = params::regtest();
-    let coinbase = Coinbase { height: 1, to: Address([1; 32]), amount: p.subsidy(1) };
+    let coinbase = Coinbase {
+        height: 1,
+        to: Address([1; 32]),
+        amount: p.subsidy(1),
+    };
     let mut header = Header {
         version: 1,
         prev: p.genesis_hash(),
@@ -83,7 +92,11 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     while pow::check_pow(&header) {
         header.nonce += 1;
     }
-    let bad_block = Block { header, coinbase, txs: vec![] };
+    let bad_block = Block {
+        header,
+        coinbase,
+        txs: vec![],
+    };
     let mut msg = framed(net, 1, &hello(net));
     msg.extend(framed(net, 2, &Message::Block(bad_block)));
     let reply = send_and_expect_close(a.port, &msg);
@@ -122,9 +135,15 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     }
     let status = a.status();
     assert_eq!(status["height"], 5, "node still serves");
-    assert!(status["misbehaviours"].as_u64().unwrap_or(0) >= 4, "{status}");
+    assert!(
+        status["misbehaviours"].as_u64().unwrap_or(0) >= 4,
+        "{status}"
+    );
     if let Some(rss) = a.rss_kib() {
-        assert!(rss < rss0 + 64 * 1024, "memory grew from {rss0} KiB to {rss} KiB");
+        assert!(
+            rss < rss0 + 64 * 1024,
+            "memory grew from {rss0} KiB to {rss} KiB"
+        );
     }
 
     // An honest peer still syncs.
@@ -133,7 +152,11 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     let synced = wait_for(Duration::from_secs(15), || {
         (b.height() == Some(5)).then_some(())
     });
-    assert!(synced.is_some(), "honest peer did not sync; log:\n{}", b.log_text());
+    assert!(
+        synced.is_some(),
+        "honest peer did not sync; log:\n{}",
+        b.log_text()
+    );
     assert_eq!(b.tip(), a.tip());
     let _ = Hash::ZERO;
 }

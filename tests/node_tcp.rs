@@ -31,13 +31,20 @@ fn empty_node_syncs_over_tcp_and_transactions_are_mined_on_both() {
     assert_eq!(a.height(), Some(20));
     let started = std::time::Instant::now();
     b.start(&["--link", &a.url()]);
-    assert!(wait_height(&b, 20, 15), "B did not sync; log:\n{}", b.log_text());
+    assert!(
+        wait_height(&b, 20, 15),
+        "B did not sync; log:\n{}",
+        b.log_text()
+    );
     assert_eq!(b.tip(), a.tip(), "B is on a different tip");
     eprintln!("B synced 20 blocks in {:?}", started.elapsed());
     let status = b.status();
     assert_eq!(status["network"], "regtest");
     assert_eq!(status["peers"].as_array().map(|p| p.len()), Some(1));
-    assert!(status["links"][0]["url"].as_str().unwrap_or("").starts_with("tcp-listen://"));
+    assert!(status["links"][0]["url"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("tcp-listen://"));
 
     // A now mines continuously; B's link redials after A's restart.
     a.stop();
@@ -46,18 +53,46 @@ fn empty_node_syncs_over_tcp_and_transactions_are_mined_on_both() {
     let b_addr = b.address();
 
     // Fund B from A, then B sends part of it back.
-    let tx1 = a.ok(&["tx", "send", "--to", &b_addr, "--amount", "500000", "--fee", "1000"]);
+    let tx1 = a.ok(&[
+        "tx", "send", "--to", &b_addr, "--amount", "500000", "--fee", "1000",
+    ]);
     assert_eq!(tx1.len(), 64, "tx send prints the id: {tx1}");
-    assert!(wait_confirmed(&a, &tx1, 30), "tx1 not mined; log:\n{}", a.log_text());
-    assert!(wait_confirmed(&b, &tx1, 30), "tx1 not on B; log:\n{}", b.log_text());
-    assert_eq!(b.ok(&["wallet", "balance"]).split_whitespace().next(), Some("500000"));
+    assert!(
+        wait_confirmed(&a, &tx1, 30),
+        "tx1 not mined; log:\n{}",
+        a.log_text()
+    );
+    assert!(
+        wait_confirmed(&b, &tx1, 30),
+        "tx1 not on B; log:\n{}",
+        b.log_text()
+    );
+    assert_eq!(
+        b.ok(&["wallet", "balance"]).split_whitespace().next(),
+        Some("500000")
+    );
 
-    let tx2 = b.ok(&["tx", "send", "--to", &a_addr, "--amount", "120000", "--fee", "2000"]);
-    assert!(wait_confirmed(&a, &tx2, 30), "tx2 (sent on B) not mined by A; logs:\nA:\n{}\nB:\n{}", a.log_text(), b.log_text());
+    let tx2 = b.ok(&[
+        "tx", "send", "--to", &a_addr, "--amount", "120000", "--fee", "2000",
+    ]);
+    assert!(
+        wait_confirmed(&a, &tx2, 30),
+        "tx2 (sent on B) not mined by A; logs:\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     assert!(wait_confirmed(&b, &tx2, 30));
     let expect = 500_000 - 120_000 - 2_000;
-    assert_eq!(a.balance_of(&b_addr), Some(expect), "A's view of B's balance");
-    assert_eq!(b.balance_of(&b_addr), Some(expect), "B's view of its balance");
+    assert_eq!(
+        a.balance_of(&b_addr),
+        Some(expect),
+        "A's view of B's balance"
+    );
+    assert_eq!(
+        b.balance_of(&b_addr),
+        Some(expect),
+        "B's view of its balance"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&b.ok(&["--json", "wallet", "balance"])).expect("json balance");
     assert_eq!(json["balance"].as_u64(), Some(expect));
@@ -78,10 +113,16 @@ fn nodes_that_forked_converge_on_most_work_and_displaced_txs_return_to_mempool()
     a.ok(&["mine", "--blocks", "3"]);
     a.start(&[]);
     b.start(&["--link", &a.url()]);
-    assert!(wait_height(&b, 3, 15), "B did not sync; log:\n{}", b.log_text());
+    assert!(
+        wait_height(&b, 3, 15),
+        "B did not sync; log:\n{}",
+        b.log_text()
+    );
     b.stop();
     // Apart, A accepts a transaction paying B (funded by the common history).
-    let txid = a.ok(&["tx", "send", "--to", &b_addr, "--amount", "777", "--fee", "1500"]);
+    let txid = a.ok(&[
+        "tx", "send", "--to", &b_addr, "--amount", "777", "--fee", "1500",
+    ]);
     a.stop();
 
     // Apart: A mines 5 more (with the tx), B mines 8 more.
@@ -97,16 +138,27 @@ fn nodes_that_forked_converge_on_most_work_and_displaced_txs_return_to_mempool()
     b.start(&[]);
     let b_tip = b.tip();
     a.start(&["--link", &b.url()]);
-    assert!(wait_height(&a, 11, 20), "A did not reorg; log:\n{}", a.log_text());
+    assert!(
+        wait_height(&a, 11, 20),
+        "A did not reorg; log:\n{}",
+        a.log_text()
+    );
     assert_eq!(a.tip(), b_tip);
     assert_eq!(b.tip(), b_tip, "B must keep its own heavier chain");
     assert!(a.log_text().contains("reorganised"), "A logs the reorg");
     // The displaced transaction is back in A's mempool (and relayed to B's).
     let (_, tx) = support::http(&a.api(), "GET", &format!("/api/tx/{txid}"), None).unwrap();
-    assert_eq!(tx["status"], "mempool", "displaced tx back in A's mempool: {tx}");
+    assert_eq!(
+        tx["status"], "mempool",
+        "displaced tx back in A's mempool: {tx}"
+    );
     let in_b = wait_for(Duration::from_secs(10), || {
         let (_, m) = support::http(&b.api(), "GET", "/api/mempool", None)?;
-        m["txs"].as_array()?.iter().any(|t| t["id"] == txid.as_str()).then_some(())
+        m["txs"]
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == txid.as_str())
+            .then_some(())
     });
     assert!(in_b.is_some(), "displaced tx relayed to B");
 }
@@ -115,8 +167,21 @@ fn nodes_that_forked_converge_on_most_work_and_displaced_txs_return_to_mempool()
 fn a_node_killed_with_sigkill_restarts_with_its_chain() {
     let mut a = TestNode::init("a", "N0CALL-1");
     a.start(&["--mine"]);
-    assert!(wait_height(&a, 3, 20), "no blocks mined; log:\n{}", a.log_text());
-    let txid = a.ok(&["tx", "send", "--to", &"ab".repeat(32), "--amount", "5", "--fee", "1000"]);
+    assert!(
+        wait_height(&a, 3, 20),
+        "no blocks mined; log:\n{}",
+        a.log_text()
+    );
+    let txid = a.ok(&[
+        "tx",
+        "send",
+        "--to",
+        &"ab".repeat(32),
+        "--amount",
+        "5",
+        "--fee",
+        "1000",
+    ]);
     let h = a.height().unwrap();
     let (_, blk) = support::http(&a.api(), "GET", &format!("/api/blocks/{h}"), None).unwrap();
     a.kill9();

@@ -112,7 +112,7 @@ fn block_json(b: &Block, main_chain: bool) -> Value {
         "size": b.encoded_len(),
         "header": b.header,
         "coinbase": b.coinbase,
-        "txs": b.txs.iter().map(|t| tx_json(t)).collect::<Vec<_>>(),
+        "txs": b.txs.iter().map(tx_json).collect::<Vec<_>>(),
     })
 }
 

@@ -274,7 +274,7 @@ pub fn work(bits: u32) -> u128 {
 /// to the parent of `next_height`.
 pub fn retarget_window(params: &NetworkParams, next_height: u64) -> Option<(u64, u64)> {
     let n = params.retarget_interval;
-    if n == 0 || next_height == 0 || next_height % n != 0 {
+    if n == 0 || next_height == 0 || !next_height.is_multiple_of(n) {
         return None;
     }
     let first = next_height.saturating_sub(n + 1);

@@ -59,7 +59,10 @@ pub fn status(dir: &Path, as_json: bool) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let s = |k: &str| v.get(k).map(|x| x.to_string().trim_matches('"').to_string());
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| x.to_string().trim_matches('"').to_string())
+    };
     println!(
         "network {}  height {}  tip {}",
         s("network").unwrap_or_default(),
@@ -77,7 +80,11 @@ pub fn status(dir: &Path, as_json: bool) -> Result<()> {
                 "link {} {} {}",
                 l["id"],
                 l["url"].as_str().unwrap_or(""),
-                if l["up"].as_bool().unwrap_or(false) { "up" } else { "down" }
+                if l["up"].as_bool().unwrap_or(false) {
+                    "up"
+                } else {
+                    "down"
+                }
             );
         }
     }
@@ -90,7 +97,11 @@ pub fn status(dir: &Path, as_json: bool) -> Result<()> {
                 p["remote"].as_str().unwrap_or(""),
                 p["callsign"].as_str().unwrap_or(""),
                 p["height"],
-                if p["ready"].as_bool().unwrap_or(false) { "ready" } else { "handshaking" }
+                if p["ready"].as_bool().unwrap_or(false) {
+                    "ready"
+                } else {
+                    "handshaking"
+                }
             );
         }
     }

@@ -77,18 +77,37 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         tokio::spawn(async move {
             while let Ok(ev) = rx.recv().await {
                 match ev {
-                    NodeEvent::TipChanged { tip, from, disconnected, .. } => {
+                    NodeEvent::TipChanged {
+                        tip,
+                        from,
+                        disconnected,
+                        ..
+                    } => {
                         let how = if from.is_some() { "received" } else { "mined" };
                         let reorg = if disconnected > 0 {
                             format!(" (reorg: {disconnected} replaced)")
                         } else {
                             String::new()
                         };
-                        say(&name, format!("{how} block {} {}{reorg}", tip.height, &tip.hash.to_hex()[..16]));
+                        say(
+                            &name,
+                            format!(
+                                "{how} block {} {}{reorg}",
+                                tip.height,
+                                &tip.hash.to_hex()[..16]
+                            ),
+                        );
                     }
                     NodeEvent::TxAccepted { id, from } => {
-                        let how = if from.is_some() { "relayed" } else { "submitted" };
-                        say(&name, format!("tx {} {how} into mempool", &id.to_hex()[..16]));
+                        let how = if from.is_some() {
+                            "relayed"
+                        } else {
+                            "submitted"
+                        };
+                        say(
+                            &name,
+                            format!("tx {} {how} into mempool", &id.to_hex()[..16]),
+                        );
                     }
                     NodeEvent::PeerReady { callsign, .. } => {
                         say(&name, format!("handshake done with {callsign}"))
@@ -118,16 +137,19 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
                 let nonce = node.chain().next_nonce(&miner_addr);
                 Transaction::sign(net, &miner, to, 1_000_000, params.min_relay_fee, nonce)
             };
-            let id = nodes[last].node().submit_tx(now_ms(), tx).context("demo tx refused")?;
+            let id = nodes[last]
+                .node()
+                .submit_tx(now_ms(), tx)
+                .context("demo tx refused")?;
             nodes[last].wake.notify_one();
             tx_id = Some(id);
         }
         let tips: Vec<_> = nodes.iter().map(|s| s.node().chain().tip()).collect();
         let agree = tips.iter().all(|t| t.hash == tips[0].hash);
         let confirmed = tx_id.is_some_and(|id| {
-            nodes.iter().all(|s| {
-                matches!(s.node().chain().find_tx(&id), Ok(Some((_, Some(_)))))
-            })
+            nodes
+                .iter()
+                .all(|s| matches!(s.node().chain().find_tx(&id), Ok(Some((_, Some(_))))))
         });
         if agree && confirmed && tips[0].height >= blocks {
             break;
@@ -149,17 +171,27 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
     }
     let id = tx_id.map(|t| t.to_hex()).unwrap_or_default();
     if as_json {
-        println!("{}", json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true}));
+        println!(
+            "{}",
+            json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true})
+        );
     } else {
         println!("\nsummary after {secs:.1}s:");
         for r in &rows {
             println!(
                 "  node{}  height {}  tip {}  peers {}  sent {} B  received {} B",
-                r["node"], r["height"], &r["tip"].as_str().unwrap_or("")[..16.min(r["tip"].as_str().unwrap_or("").len())],
-                r["peers"], r["bytes_out"], r["bytes_in"]
+                r["node"],
+                r["height"],
+                &r["tip"].as_str().unwrap_or("")[..16.min(r["tip"].as_str().unwrap_or("").len())],
+                r["peers"],
+                r["bytes_out"],
+                r["bytes_in"]
             );
         }
-        println!("  all {n} nodes agree on the tip; tx {} confirmed everywhere", &id[..16.min(id.len())]);
+        println!(
+            "  all {n} nodes agree on the tip; tx {} confirmed everywhere",
+            &id[..16.min(id.len())]
+        );
     }
     Ok(())
 }

@@ -136,7 +136,10 @@ pub fn init_tracing(filter: &str) {
 /// Run the parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
     init_tracing(&cli.log);
-    let dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    let dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
     match cli.cmd {
         Cmd::Init {
             network,
@@ -147,7 +150,9 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Run { api, links, mine } => run(&dir, api, links, mine),
         Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
         Cmd::Status => client::status(&dir, cli.json),
-        Cmd::Wallet { cmd: WalletCmd::Address } => {
+        Cmd::Wallet {
+            cmd: WalletCmd::Address,
+        } => {
             let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
             let addr = crate::keys::address(&key);
             if cli.json {
@@ -157,7 +162,9 @@ pub fn main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Wallet { cmd: WalletCmd::Balance } => client::balance(&dir, cli.json),
+        Cmd::Wallet {
+            cmd: WalletCmd::Balance,
+        } => client::balance(&dir, cli.json),
         Cmd::Tx {
             cmd: TxCmd::Send { to, amount, fee },
         } => client::send(&dir, &to, amount, fee, cli.json),
@@ -245,7 +252,10 @@ fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
         mined.push(json!({"height": height, "hash": hash, "txs": txs}));
     }
     if as_json {
-        println!("{}", json!({ "mined": mined, "height": chain.tip().height }));
+        println!(
+            "{}",
+            json!({ "mined": mined, "height": chain.tip().height })
+        );
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
 //! backoff. Envelopes travel length-prefixed (see `wire::stream`).
 
-use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
 #[cfg(test)]
 use super::PeerIds;
+use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
 use crate::wire::stream::{frame, StreamDecoder};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -109,7 +109,10 @@ fn spawn_conn(
                         Err(e) => {
                             let reason = format!("bad stream framing: {e}");
                             let _ = reader_events
-                                .send(LinkEvent::Garbage { peer, reason: reason.clone() })
+                                .send(LinkEvent::Garbage {
+                                    peer,
+                                    reason: reason.clone(),
+                                })
                                 .await;
                             return reason;
                         }

@@ -87,7 +87,11 @@ impl TestNode {
             "--link",
             &format!("tcp-listen://127.0.0.1:{port}"),
         ]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         n
     }
 
@@ -144,7 +148,12 @@ impl TestNode {
             let addr = std::fs::read_to_string(self.dir.join("api.addr")).ok()?;
             http(addr.trim(), "GET", "/api/health", None).filter(|(c, _)| *c == 200)
         });
-        assert!(up.is_some(), "{} did not start; log:\n{}", self.name, self.log_text());
+        assert!(
+            up.is_some(),
+            "{} did not start; log:\n{}",
+            self.name,
+            self.log_text()
+        );
     }
 
     /// The API address of the running node.
@@ -185,7 +194,10 @@ impl TestNode {
     /// Graceful stop (SIGTERM) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let end = Instant::now() + Duration::from_secs(15);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -194,7 +206,11 @@ impl TestNode {
                 if Instant::now() > end {
                     let _ = c.kill();
                     let _ = c.wait();
-                    panic!("{} did not stop on SIGTERM; log:\n{}", self.name, self.log_text());
+                    panic!(
+                        "{} did not stop on SIGTERM; log:\n{}",
+                        self.name,
+                        self.log_text()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
