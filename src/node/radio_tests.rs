@@ -19,6 +19,9 @@ fn radio_caps() -> LinkCaps {
     }
 }
 
+/// A frame on the air: arrival time, sequence, sender, receiver (None: everyone), bytes.
+type InFlight = (u64, u64, usize, Option<usize>, Vec<u8>);
+
 struct Air {
     nodes: Vec<Node>,
     /// (observer, station) -> the observer's peer id for that station.
@@ -27,8 +30,7 @@ struct Air {
     busy_until: u64,
     rng: Rng,
     loss_ppm: u64,
-    /// (arrival time, seq, from, to or None for all, bytes)
-    queue: Vec<(u64, u64, usize, Option<usize>, Vec<u8>)>,
+    queue: Vec<InFlight>,
     seq: u64,
     frames: u64,
     lost: u64,
@@ -110,8 +112,8 @@ impl Air {
             return;
         }
         let pid = self.peer_id(to, from);
-        if !self.heard.contains_key(&(to, from)) {
-            self.heard.insert((to, from), pid);
+        if let std::collections::btree_map::Entry::Vacant(e) = self.heard.entry((to, from)) {
+            e.insert(pid);
             let call = format!("N0CALL-{}", from + 1);
             self.nodes[to].peer_connected(self.now, pid, LINK, call, false);
         }
