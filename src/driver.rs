@@ -71,6 +71,8 @@ pub struct DriverOptions {
     pub links: Vec<LinkUrl>,
     /// Mine continuously, paying this address.
     pub mine_to: Option<Address>,
+    /// Station callsign for radio links.
+    pub callsign: String,
 }
 
 /// Start the driver. Returns the shared state and a future that runs until `shutdown`
@@ -112,6 +114,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
             events: ev_tx.clone(),
             commands: cmd_rx,
             peer_ids: peer_ids.clone(),
+            callsign: opts.callsign.clone(),
         };
         if let Ok(mut l) = shared.links.lock() {
             l.push(LinkStatus {

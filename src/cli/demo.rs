@@ -69,6 +69,7 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
             DriverOptions {
                 links,
                 mine_to: (i == 0).then_some(miner_addr),
+                callsign: format!("N0CALL-{}", i + 1),
             },
         );
         tokio::spawn(fut);

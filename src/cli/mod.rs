@@ -295,6 +295,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             DriverOptions {
                 links: urls,
                 mine_to,
+                callsign: cfg.callsign.clone(),
             },
         );
         {

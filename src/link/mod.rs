@@ -123,6 +123,8 @@ pub enum LinkCommand {
     Send { peer: PeerId, bytes: Vec<u8> },
     /// Close a peer session after what is already queued has been written.
     Disconnect { peer: PeerId },
+    /// Send one packet to every station on a broadcast link (beacons, announcements).
+    Broadcast { bytes: Vec<u8> },
 }
 
 /// Hands out process-unique peer ids, so peers of all links share one id space.
@@ -146,6 +148,8 @@ pub struct LinkContext {
     pub commands: mpsc::Receiver<LinkCommand>,
     /// Shared peer id allocator.
     pub peer_ids: PeerIds,
+    /// The station's callsign (with SSID), used as the source address on radio links.
+    pub callsign: String,
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ impl Conns {
                     }
                 }
             }
+            // TCP has no broadcast medium; the core sends per peer on such links.
+            LinkCommand::Broadcast { .. } => {}
             LinkCommand::Disconnect { peer } => {
                 if let Some(tx) = self.0.remove(&peer) {
                     let _ = tx.try_send(ConnCmd::Close);
