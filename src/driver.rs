@@ -128,6 +128,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         tasks.push(match url.clone() {
             LinkUrl::TcpDial(a) => tokio::spawn(link::tcp::run_dial(a, ctx)),
             LinkUrl::TcpListen(a) => tokio::spawn(link::tcp::run_listen(a, ctx)),
+            LinkUrl::Kiss(k) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
         });
     }
     drop(ev_tx);

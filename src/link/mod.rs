@@ -2,6 +2,7 @@
 //! it can carry ([`LinkCaps`]) and the peers it reaches, and moves whole envelopes; the
 //! core never sees a socket and never decides anything from a link's name.
 
+pub mod kiss;
 pub mod tcp;
 
 use serde::Serialize;
@@ -54,6 +55,8 @@ pub enum LinkUrl {
     TcpDial(String),
     /// `tcp-listen://addr:port`: accept peers.
     TcpListen(String),
+    /// `kiss+tcp://host:port?...` or `kiss+serial:///dev/ttyUSB0?baud=9600&...`: a TNC.
+    Kiss(kiss::KissLinkConfig),
 }
 
 impl LinkUrl {
@@ -63,6 +66,9 @@ impl LinkUrl {
         let (scheme, rest) = s
             .split_once("://")
             .ok_or_else(|| format!("link '{s}' is not a URL (expected scheme://...)"))?;
+        if matches!(scheme, "kiss+tcp" | "kiss+serial") {
+            return kiss::KissLinkConfig::parse_url(s).map(LinkUrl::Kiss);
+        }
         let hostport = rest.trim_end_matches('/');
         let check_hostport = |hp: &str| -> Result<String, String> {
             let (host, port) = hp
@@ -79,7 +85,7 @@ impl LinkUrl {
             "tcp" => Ok(LinkUrl::TcpDial(check_hostport(hostport)?)),
             "tcp-listen" => Ok(LinkUrl::TcpListen(check_hostport(hostport)?)),
             other => Err(format!(
-                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen)"
+                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial)"
             )),
         }
     }
@@ -90,6 +96,7 @@ impl fmt::Display for LinkUrl {
         match self {
             LinkUrl::TcpDial(a) => write!(f, "tcp://{a}"),
             LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
+            LinkUrl::Kiss(k) => write!(f, "{k}"),
         }
     }
 }

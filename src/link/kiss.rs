@@ -1,0 +1,1446 @@
+//! KISS links: a TNC (hardware on a serial port, or Direwolf over TCP) carrying AX.25 UI
+//! frames. Each frame's information field is one packet for the core; stations are
+//! identified by callsign, and every frame we send carries ours as the source address.
+//!
+//! `kiss+tcp://host:port` and `kiss+serial:///dev/ttyUSB0` take query parameters, see
+//! [`KissLinkConfig::parse_url`].
+
+use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use crate::wire::ax25::{self, Ax25Error, Callsign, BROADCAST};
+use crate::wire::kiss::{self, KissCommand, KissDecoder};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Serial speed when the URL gives none.
+pub const DEFAULT_BAUD: u32 = 9600;
+/// AX.25 information bytes per frame when the URL gives no `paclen` (Direwolf's default).
+pub const DEFAULT_PACLEN: usize = 256;
+/// Smallest and largest `paclen` accepted.
+pub const PACLEN_RANGE: (usize, usize) = (32, 2048);
+/// Channel bit rate when the URL gives none (1200 baud AFSK).
+pub const DEFAULT_BITRATE: u64 = 1200;
+
+/// Stations remembered at once; the least recently heard is forgotten beyond this.
+const MAX_STATIONS: usize = 256;
+/// KISS frames waiting to be written to the TNC.
+const OUT_QUEUE: usize = 64;
+/// Longest wait for a TCP connect to the TNC.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reopen backoff bounds; a session that lasted longer than `BACKOFF_RESET` resets it.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// A digipeated copy of a frame heard directly within this window is a duplicate.
+const DUP_WINDOW: Duration = Duration::from_secs(30);
+/// Recently delivered frames remembered for duplicate suppression.
+const DUP_MEMORY: usize = 64;
+/// AX.25 header of a UI frame without digipeaters: two addresses, control, PID.
+const UI_HEADER: usize = 7 * 2 + 2;
+
+/// How the TNC is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KissTransport {
+    /// KISS over TCP (`host:port`), e.g. Direwolf's KISSPORT.
+    Tcp(String),
+    /// A serial device (USB TNC, Bluetooth serial, a pty).
+    Serial {
+        /// Device path, e.g. `/dev/ttyUSB0`.
+        path: String,
+        /// Line speed.
+        baud: u32,
+    },
+}
+
+impl fmt::Display for KissTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KissTransport::Tcp(a) => write!(f, "{a}"),
+            KissTransport::Serial { path, baud } => write!(f, "{path} at {baud} baud"),
+        }
+    }
+}
+
+/// A KISS link as given by its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KissLinkConfig {
+    /// Where the TNC is.
+    pub transport: KissTransport,
+    /// KISS port (0-15) used for sending and listened to.
+    pub port: u8,
+    /// TXDELAY to set on open (10 ms units); `None` leaves the TNC's setting.
+    pub txdelay: Option<u8>,
+    /// Persistence byte to set on open (p = (v+1)/256).
+    pub persist: Option<u8>,
+    /// Slot time to set on open (10 ms units).
+    pub slottime: Option<u8>,
+    /// TX tail to set on open (10 ms units).
+    pub txtail: Option<u8>,
+    /// Largest AX.25 information field we send, i.e. the MTU the core sees.
+    pub paclen: usize,
+    /// Channel bit rate, reported to the core for pacing.
+    pub bitrate: u64,
+    /// Digipeater path for everything we send.
+    pub via: Vec<Callsign>,
+    /// Full duplex (the TNC is told so on open); half duplex otherwise.
+    pub full_duplex: bool,
+}
+
+impl KissLinkConfig {
+    /// A config with every parameter at its default.
+    pub fn new(transport: KissTransport) -> KissLinkConfig {
+        KissLinkConfig {
+            transport,
+            port: 0,
+            txdelay: None,
+            persist: None,
+            slottime: None,
+            txtail: None,
+            paclen: DEFAULT_PACLEN,
+            bitrate: DEFAULT_BITRATE,
+            via: Vec::new(),
+            full_duplex: false,
+        }
+    }
+
+    /// Parse `kiss+tcp://host:port?...` or `kiss+serial:///dev/path?...`.
+    ///
+    /// Parameters: `baud` (serial only), `port` (0-15), `txdelay`, `persist`, `slottime`,
+    /// `txtail` (0-255, KISS units), `paclen` (32-2048), `bitrate`, `via` (comma-separated
+    /// digipeaters), `duplex` (`half` or `full`). Errors name the offending parameter.
+    pub fn parse_url(s: &str) -> Result<KissLinkConfig, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
+        let transport = match url.scheme() {
+            "kiss+tcp" => {
+                let host = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| format!("link '{s}': expected kiss+tcp://host:port"))?;
+                let port = url.port().ok_or_else(|| {
+                    format!("link '{s}': missing TCP port (kiss+tcp://host:port)")
+                })?;
+                if !matches!(url.path(), "" | "/") {
+                    return Err(format!("link '{s}': unexpected path '{}'", url.path()));
+                }
+                KissTransport::Tcp(format!("{host}:{port}"))
+            }
+            "kiss+serial" => {
+                let host = url.host_str().unwrap_or("");
+                let path = percent_decode(url.path())
+                    .ok_or_else(|| format!("link '{s}': device path is not valid UTF-8"))?;
+                // `kiss+serial://COM3` names a Windows port in the host position.
+                let path = match (host.is_empty(), path.as_str()) {
+                    (true, "" | "/") => {
+                        return Err(format!(
+                            "link '{s}': missing device (kiss+serial:///dev/ttyUSB0)"
+                        ))
+                    }
+                    (true, _) => path,
+                    (false, "" | "/") => host.to_string(),
+                    (false, _) => {
+                        return Err(format!(
+                            "link '{s}': device must be a local path (kiss+serial:///dev/...)"
+                        ))
+                    }
+                };
+                KissTransport::Serial {
+                    path,
+                    baud: DEFAULT_BAUD,
+                }
+            }
+            other => return Err(format!("link '{s}': not a KISS scheme '{other}'")),
+        };
+        let mut cfg = KissLinkConfig::new(transport);
+        let mut seen: Vec<String> = Vec::new();
+        for (k, v) in url.query_pairs() {
+            if seen.iter().any(|x| *x == k) {
+                return Err(format!("link '{s}': parameter '{k}' given twice"));
+            }
+            seen.push(k.to_string());
+            let bad = |why: &str| format!("link '{s}': bad {k}='{v}': {why}");
+            let byte = || v.parse::<u8>().map_err(|_| bad("expected 0-255"));
+            match k.as_ref() {
+                "baud" => match &mut cfg.transport {
+                    KissTransport::Serial { baud, .. } => {
+                        *baud = v
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|b| *b > 0)
+                            .ok_or_else(|| bad("expected a serial speed such as 9600"))?;
+                    }
+                    KissTransport::Tcp(_) => return Err(bad("only kiss+serial has a baud rate")),
+                },
+                "port" => {
+                    cfg.port = v
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|p| *p <= 15)
+                        .ok_or_else(|| bad("expected a KISS port 0-15"))?;
+                }
+                "txdelay" => cfg.txdelay = Some(byte()?),
+                "persist" => cfg.persist = Some(byte()?),
+                "slottime" => cfg.slottime = Some(byte()?),
+                "txtail" => cfg.txtail = Some(byte()?),
+                "paclen" => {
+                    let (lo, hi) = PACLEN_RANGE;
+                    cfg.paclen = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|p| (lo..=hi).contains(p))
+                        .ok_or_else(|| bad(&format!("expected {lo}-{hi} bytes")))?;
+                }
+                "bitrate" => {
+                    cfg.bitrate = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|b| (1..=100_000_000).contains(b))
+                        .ok_or_else(|| bad("expected bits per second, e.g. 1200 or 9600"))?;
+                }
+                "via" => {
+                    let digis = v
+                        .split(',')
+                        .filter(|d| !d.is_empty())
+                        .map(|d| d.parse::<Callsign>().map_err(|e| bad(&e.to_string())))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if digis.len() > ax25::MAX_DIGIS {
+                        return Err(bad(&format!("at most {} digipeaters", ax25::MAX_DIGIS)));
+                    }
+                    cfg.via = digis;
+                }
+                "duplex" => {
+                    cfg.full_duplex = match v.as_ref() {
+                        "half" => false,
+                        "full" => true,
+                        _ => return Err(bad("expected half or full")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "link '{s}': unknown parameter '{k}' (known: baud, port, txdelay, \
+                         persist, slottime, txtail, paclen, bitrate, via, duplex)"
+                    ))
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// What the link reports to the core. The MTU is `paclen`, less whatever the address
+    /// field would push past the largest frame a TNC takes.
+    pub fn caps(&self) -> LinkCaps {
+        let room = ax25::MAX_FRAME_LEN - UI_HEADER - 7 * self.via.len();
+        LinkCaps {
+            mtu: self.paclen.min(room),
+            bitrate_bps: self.bitrate,
+            half_duplex: !self.full_duplex,
+            broadcast: true,
+            text_only: false,
+            connection_oriented: false,
+            radio: true,
+        }
+    }
+
+    /// KISS parameter frames sent on every open (only those configured).
+    pub fn param_frames(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let p = self.port;
+        if let Some(v) = self.txdelay {
+            kiss::tx_delay(p, v, &mut out);
+        }
+        if let Some(v) = self.persist {
+            kiss::persistence(p, v, &mut out);
+        }
+        if let Some(v) = self.slottime {
+            kiss::slot_time(p, v, &mut out);
+        }
+        if let Some(v) = self.txtail {
+            kiss::tx_tail(p, v, &mut out);
+        }
+        if self.full_duplex {
+            kiss::full_duplex(p, true, &mut out);
+        }
+        out
+    }
+}
+
+/// Canonical form: defaults are omitted, parameters in a fixed order.
+impl fmt::Display for KissLinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut q: Vec<String> = Vec::new();
+        match &self.transport {
+            KissTransport::Tcp(a) => write!(f, "kiss+tcp://{a}")?,
+            KissTransport::Serial { path, baud } => {
+                write!(f, "kiss+serial://{}", percent_encode_path(path))?;
+                if *baud != DEFAULT_BAUD {
+                    q.push(format!("baud={baud}"));
+                }
+            }
+        }
+        if self.port != 0 {
+            q.push(format!("port={}", self.port));
+        }
+        for (name, v) in [
+            ("txdelay", self.txdelay),
+            ("persist", self.persist),
+            ("slottime", self.slottime),
+            ("txtail", self.txtail),
+        ] {
+            if let Some(v) = v {
+                q.push(format!("{name}={v}"));
+            }
+        }
+        if self.paclen != DEFAULT_PACLEN {
+            q.push(format!("paclen={}", self.paclen));
+        }
+        if self.bitrate != DEFAULT_BITRATE {
+            q.push(format!("bitrate={}", self.bitrate));
+        }
+        if !self.via.is_empty() {
+            let v: Vec<String> = self.via.iter().map(|c| c.to_string()).collect();
+            q.push(format!("via={}", v.join(",")));
+        }
+        if self.full_duplex {
+            q.push("duplex=full".into());
+        }
+        if !q.is_empty() {
+            write!(f, "?{}", q.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `%XX` decoding for device paths (the `url` crate encodes spaces and the like).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~:+@,=".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A byte stream to a TNC: a TCP socket, a serial port, or an in-memory pipe in tests.
+pub trait KissIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> KissIo for T {}
+
+/// Open the transport; the error names the device or address and the OS error.
+pub async fn open_transport(t: &KissTransport) -> Result<Box<dyn KissIo>, String> {
+    match t {
+        KissTransport::Tcp(addr) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Ok(Box::new(s))
+                }
+                Ok(Err(e)) => Err(format!("cannot connect to KISS TNC at {addr}: {e}")),
+                Err(_) => Err(format!("cannot connect to KISS TNC at {addr}: timed out")),
+            }
+        }
+        KissTransport::Serial { path, baud } => {
+            let builder = tokio_serial::new(path, *baud);
+            match tokio_serial::SerialStream::open(&builder) {
+                Ok(s) => Ok(Box::new(s)),
+                Err(e) => Err(format!(
+                    "cannot open {path} at {baud} baud: {}",
+                    serial_error(&e)
+                )),
+            }
+        }
+    }
+}
+
+/// serialport's errors wrap the OS error in prose of its own; keep just the OS part.
+fn serial_error(e: &tokio_serial::Error) -> String {
+    match e.kind {
+        tokio_serial::ErrorKind::Io(kind) => std::io::Error::from(kind).to_string(),
+        _ => e.description.clone(),
+    }
+}
+
+/// Counters of what the link ignored, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KissStats {
+    /// KISS or AX.25 frames that did not decode.
+    pub malformed: u64,
+    /// Valid AX.25 frames that are not UI (connected-mode traffic on the channel).
+    pub non_ui: u64,
+    /// UI frames with another PID, or addressed to another station.
+    pub not_for_us: u64,
+    /// Frames on another KISS port, or non-data KISS frames.
+    pub other_kiss: u64,
+    /// Our own frames heard back (digipeated echoes).
+    pub own: u64,
+    /// Digipeated copies of frames already delivered.
+    pub duplicates: u64,
+    /// Frames dropped on transmit (too long, queue full, unknown peer).
+    pub tx_dropped: u64,
+}
+
+struct Station {
+    peer: PeerId,
+    last_heard: u64,
+}
+
+struct Outgoing {
+    kiss: Vec<u8>,
+    broadcast: bool,
+}
+
+/// Why a session with the TNC ended.
+enum End {
+    /// The driver went away: stop the task.
+    Stopped,
+    /// The stream failed or closed: report Down and reopen.
+    Lost(String),
+}
+
+/// State that outlives one session: who we have heard, and the counters.
+struct Link {
+    cfg: KissLinkConfig,
+    me: Callsign,
+    ids: PeerIds,
+    stations: HashMap<Callsign, Station>,
+    by_peer: HashMap<PeerId, Callsign>,
+    tick: u64,
+    recent: VecDeque<(Instant, Callsign, u32)>,
+    queue: VecDeque<Outgoing>,
+    stats: KissStats,
+}
+
+impl Link {
+    fn new(cfg: KissLinkConfig, me: Callsign, ids: PeerIds) -> Link {
+        Link {
+            cfg,
+            me,
+            ids,
+            stations: HashMap::new(),
+            by_peer: HashMap::new(),
+            tick: 0,
+            recent: VecDeque::new(),
+            queue: VecDeque::new(),
+            stats: KissStats::default(),
+        }
+    }
+
+    /// Queue a frame for the TNC. Over capacity, broadcasts are the first to go: a lost
+    /// announcement is repeated anyway, a directed frame may be part of a transfer.
+    fn enqueue(&mut self, dst: Callsign, info: &[u8], broadcast: bool) {
+        let mtu = self.cfg.caps().mtu;
+        if info.len() > mtu {
+            warn!(
+                len = info.len(),
+                mtu, "packet longer than the link MTU dropped"
+            );
+            self.stats.tx_dropped += 1;
+            return;
+        }
+        let frame = match ax25::encode_ui(&self.me, &dst, &self.cfg.via, info) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("cannot build AX.25 frame: {e}");
+                self.stats.tx_dropped += 1;
+                return;
+            }
+        };
+        let mut out = Vec::with_capacity(frame.len() + 8);
+        kiss::encode_data(self.cfg.port, &frame, &mut out);
+        if self.queue.len() >= OUT_QUEUE {
+            let victim = self.queue.iter().position(|o| o.broadcast).unwrap_or(0);
+            warn!(
+                broadcast = self.queue.get(victim).is_some_and(|o| o.broadcast),
+                "TNC queue full; dropping the oldest frame"
+            );
+            self.queue.remove(victim);
+            self.stats.tx_dropped += 1;
+        }
+        self.queue.push_back(Outgoing {
+            kiss: out,
+            broadcast,
+        });
+    }
+
+    /// Carry out a driver command. Returns events to report.
+    fn command(&mut self, cmd: LinkCommand, up: bool) -> Vec<LinkEvent> {
+        match cmd {
+            LinkCommand::Send { peer, bytes } => match self.by_peer.get(&peer) {
+                Some(&dst) if up => self.enqueue(dst, &bytes, false),
+                _ => self.stats.tx_dropped += 1,
+            },
+            LinkCommand::Broadcast { bytes } => {
+                if up {
+                    self.enqueue(BROADCAST, &bytes, true);
+                } else {
+                    self.stats.tx_dropped += 1;
+                }
+            }
+            LinkCommand::Disconnect { peer } => {
+                if let Some(call) = self.by_peer.remove(&peer) {
+                    self.stations.remove(&call);
+                    return vec![LinkEvent::PeerDown {
+                        peer,
+                        reason: format!("{call} forgotten"),
+                    }];
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// One KISS frame from the TNC. Returns events to report.
+    fn received(&mut self, link: LinkId, f: kiss::KissFrame) -> Vec<LinkEvent> {
+        if f.port != self.cfg.port || f.kiss_command() != Some(KissCommand::Data) {
+            self.stats.other_kiss += 1;
+            return Vec::new();
+        }
+        let ui = match ax25::decode_ui(&f.payload) {
+            Ok(ui) => ui,
+            Err(Ax25Error::NotUi(kind)) => {
+                self.stats.non_ui += 1;
+                debug!(%kind, "ignoring non-UI AX.25 frame");
+                return Vec::new();
+            }
+            Err(e) => {
+                self.stats.malformed += 1;
+                debug!("malformed AX.25 frame: {e}");
+                return Vec::new();
+            }
+        };
+        if ui.src == self.me {
+            self.stats.own += 1;
+            return Vec::new();
+        }
+        if ui.pid != ax25::PID_NO_L3 || (ui.dst != self.me && ui.dst != BROADCAST) {
+            self.stats.not_for_us += 1;
+            return Vec::new();
+        }
+        // With a digipeater path the same frame is heard direct and again repeated; only
+        // a repeated copy is checked, so a sender's own retransmission is never swallowed.
+        let sum = crate::wire::envelope::CRC32.checksum(&ui.info);
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > DUP_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if ui.digis.iter().any(|d| d.repeated)
+            && self
+                .recent
+                .iter()
+                .any(|(_, c, s)| *c == ui.src && *s == sum)
+        {
+            self.stats.duplicates += 1;
+            return Vec::new();
+        }
+        if self.recent.len() >= DUP_MEMORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, ui.src, sum));
+
+        let mut events = Vec::new();
+        self.tick += 1;
+        let peer = match self.stations.get_mut(&ui.src) {
+            Some(st) => {
+                st.last_heard = self.tick;
+                st.peer
+            }
+            None => {
+                if self.stations.len() >= MAX_STATIONS {
+                    let oldest = self
+                        .stations
+                        .iter()
+                        .min_by_key(|(_, st)| st.last_heard)
+                        .map(|(c, st)| (*c, st.peer));
+                    if let Some((call, peer)) = oldest {
+                        self.stations.remove(&call);
+                        self.by_peer.remove(&peer);
+                        events.push(LinkEvent::PeerDown {
+                            peer,
+                            reason: format!("{call} not heard for a while (station table full)"),
+                        });
+                    }
+                }
+                // Ids come from the shared allocator so they never clash across links.
+                let peer = self.ids.next();
+                self.stations.insert(
+                    ui.src,
+                    Station {
+                        peer,
+                        last_heard: self.tick,
+                    },
+                );
+                self.by_peer.insert(peer, ui.src);
+                events.push(LinkEvent::PeerUp {
+                    link,
+                    peer,
+                    remote: ui.src.to_string(),
+                    outbound: false,
+                });
+                peer
+            }
+        };
+        events.push(LinkEvent::Frame {
+            peer,
+            bytes: ui.info,
+        });
+        events
+    }
+
+    /// Forget every station (the channel is gone); returns their PeerDowns.
+    fn forget_all(&mut self, reason: &str) -> Vec<LinkEvent> {
+        self.stations.clear();
+        self.queue.clear();
+        self.by_peer
+            .drain()
+            .map(|(peer, _)| LinkEvent::PeerDown {
+                peer,
+                reason: reason.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// Report events; false once the driver has gone.
+async fn emit(ctx: &LinkContext, events: Vec<LinkEvent>) -> bool {
+    for ev in events {
+        if ctx.events.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Run a KISS link until the driver goes away: open the TNC, move frames, and reopen
+/// with backoff whenever the TNC is lost or cannot be opened.
+pub async fn run_kiss(cfg: KissLinkConfig, ctx: LinkContext) {
+    run_with(cfg, ctx, |t| async move { open_transport(&t).await }).await
+}
+
+/// [`run_kiss`] with the transport opener supplied (tests use in-memory pipes).
+async fn run_with<O, F>(cfg: KissLinkConfig, mut ctx: LinkContext, mut open: O)
+where
+    O: FnMut(KissTransport) -> F,
+    F: std::future::Future<Output = Result<Box<dyn KissIo>, String>>,
+{
+    let me = match ctx.callsign.parse::<Callsign>() {
+        Ok(c) => c,
+        Err(e) => {
+            // Transmitting without identification is not allowed on amateur bands, so the
+            // link stays down; commands are still drained so the driver never blocks.
+            let reason = format!(
+                "KISS link needs the station callsign as source address ('{}': {e})",
+                ctx.callsign
+            );
+            let _ = ctx
+                .events
+                .send(LinkEvent::Down {
+                    link: ctx.id,
+                    reason,
+                })
+                .await;
+            while ctx.commands.recv().await.is_some() {}
+            return;
+        }
+    };
+    let mut link = Link::new(cfg, me, ctx.peer_ids.clone());
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let opening = open(link.cfg.transport.clone());
+        tokio::pin!(opening);
+        let opened = loop {
+            tokio::select! {
+                r = &mut opening => break r,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => {
+                        let evs = link.command(cmd, false);
+                        if !emit(&ctx, evs).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        };
+        let reason = match opened {
+            Ok(io) => {
+                let started = Instant::now();
+                info!(link = ctx.id, tnc = %link.cfg.transport, "KISS TNC open");
+                let end = session(io, &mut link, &mut ctx).await;
+                if started.elapsed() > BACKOFF_RESET {
+                    backoff = BACKOFF_MIN;
+                }
+                match end {
+                    End::Stopped => return,
+                    End::Lost(why) => format!("KISS TNC {} lost: {why}", link.cfg.transport),
+                }
+            }
+            Err(e) => e,
+        };
+        debug!(link = ctx.id, %reason, retry_s = backoff.as_secs(), "KISS link down");
+        let mut evs = vec![LinkEvent::Down {
+            link: ctx.id,
+            reason: reason.clone(),
+        }];
+        evs.extend(link.forget_all(&reason));
+        if !emit(&ctx, evs).await {
+            return;
+        }
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => {
+                        let evs = link.command(cmd, false);
+                        if !emit(&ctx, evs).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One open TNC: configure it, report Up, then move frames until the stream fails.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    link: &mut Link,
+    ctx: &mut LinkContext,
+) -> End {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let params = link.cfg.param_frames();
+    if !params.is_empty() {
+        if let Err(e) = wr.write_all(&params).await {
+            return End::Lost(format!("cannot send KISS parameters: {e}"));
+        }
+    }
+    let up = LinkEvent::Up {
+        link: ctx.id,
+        caps: link.cfg.caps(),
+    };
+    if !emit(ctx, vec![up]).await {
+        return End::Stopped;
+    }
+    let mut dec = KissDecoder::with_max_frame(ax25::MAX_FRAME_LEN);
+    let mut buf = vec![0u8; 4096];
+    // The frame being written; a partial write resumes at `off`, keeping KISS framing whole.
+    let mut cur: Vec<u8> = Vec::new();
+    let mut off = 0;
+    loop {
+        if off >= cur.len() {
+            match link.queue.pop_front() {
+                Some(o) => {
+                    cur = o.kiss;
+                    off = 0;
+                }
+                None => {
+                    cur.clear();
+                    off = 0;
+                }
+            }
+        }
+        let writing = off < cur.len();
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return End::Lost("closed by the TNC".into()),
+                Ok(n) => {
+                    dec.push(&buf[..n]);
+                    while let Some(item) = dec.next_frame() {
+                        match item {
+                            Ok(f) => {
+                                let evs = link.received(ctx.id, f);
+                                if !emit(ctx, evs).await {
+                                    return End::Stopped;
+                                }
+                            }
+                            Err(e) => {
+                                link.stats.malformed += 1;
+                                debug!(link = ctx.id, "malformed KISS frame: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(e) => return End::Lost(format!("read error: {e}")),
+            },
+            r = wr.write(&cur[off..]), if writing => match r {
+                Ok(0) => return End::Lost("closed by the TNC".into()),
+                Ok(n) => off += n,
+                Err(e) => return End::Lost(format!("write error: {e}")),
+            },
+            cmd = ctx.commands.recv() => match cmd {
+                Some(cmd) => {
+                    let evs = link.command(cmd, true);
+                    if !emit(ctx, evs).await {
+                        return End::Stopped;
+                    }
+                }
+                None => return End::Stopped,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::LinkUrl;
+    use crate::wire::kiss::KissFrame;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    fn call(s: &str) -> Callsign {
+        s.parse().expect("test callsign")
+    }
+
+    fn parse(s: &str) -> KissLinkConfig {
+        match LinkUrl::parse(s) {
+            Ok(LinkUrl::Kiss(k)) => k,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn parse_err(s: &str) -> String {
+        LinkUrl::parse(s).expect_err(s)
+    }
+
+    #[test]
+    fn parses_kiss_urls_with_every_parameter() {
+        let k = parse(
+            "kiss+serial:///dev/ttyUSB0?baud=57600&port=2&txdelay=30&persist=63&slottime=10\
+             &txtail=2&paclen=128&bitrate=9600&via=WIDE1-1,wide2-1&duplex=full",
+        );
+        assert_eq!(
+            k.transport,
+            KissTransport::Serial {
+                path: "/dev/ttyUSB0".into(),
+                baud: 57600
+            }
+        );
+        assert_eq!(k.port, 2);
+        assert_eq!(
+            (k.txdelay, k.persist, k.slottime, k.txtail),
+            (Some(30), Some(63), Some(10), Some(2))
+        );
+        assert_eq!((k.paclen, k.bitrate, k.full_duplex), (128, 9600, true));
+        assert_eq!(k.via, vec![call("WIDE1-1"), call("WIDE2-1")]);
+        let caps = k.caps();
+        assert_eq!((caps.mtu, caps.bitrate_bps), (128, 9600));
+        assert!(caps.radio && caps.broadcast && !caps.half_duplex && !caps.connection_oriented);
+
+        let d = parse("kiss+tcp://127.0.0.1:8001");
+        assert_eq!(
+            d,
+            KissLinkConfig::new(KissTransport::Tcp("127.0.0.1:8001".into()))
+        );
+        let caps = d.caps();
+        assert_eq!(
+            (caps.mtu, caps.bitrate_bps, caps.half_duplex),
+            (256, 1200, true)
+        );
+        assert!(
+            d.param_frames().is_empty(),
+            "nothing configured, nothing sent"
+        );
+        assert_eq!(
+            parse("kiss+serial:///dev/ttyACM0").transport,
+            KissTransport::Serial {
+                path: "/dev/ttyACM0".into(),
+                baud: DEFAULT_BAUD
+            }
+        );
+        assert_eq!(
+            parse("kiss+serial://COM3?baud=19200").transport,
+            KissTransport::Serial {
+                path: "COM3".into(),
+                baud: 19200
+            }
+        );
+        assert_eq!(
+            parse("kiss+tcp://[::1]:8001").transport,
+            KissTransport::Tcp("[::1]:8001".into())
+        );
+    }
+
+    #[test]
+    fn display_is_canonical_and_round_trips() {
+        for (input, canon) in [
+            ("kiss+tcp://127.0.0.1:8001/", "kiss+tcp://127.0.0.1:8001"),
+            (
+                "kiss+serial:///dev/ttyUSB0?baud=9600&duplex=half",
+                "kiss+serial:///dev/ttyUSB0",
+            ),
+            (
+                "kiss+serial:///dev/serial/by-id/usb-Mobilinkd%20TNC3?paclen=128&baud=38400",
+                "kiss+serial:///dev/serial/by-id/usb-Mobilinkd%20TNC3?baud=38400&paclen=128",
+            ),
+            (
+                "kiss+tcp://tnc.local:8001?via=wide1-1&txdelay=40&duplex=full&port=1",
+                "kiss+tcp://tnc.local:8001?port=1&txdelay=40&via=WIDE1-1&duplex=full",
+            ),
+        ] {
+            let k = parse(input);
+            assert_eq!(LinkUrl::Kiss(k.clone()).to_string(), canon, "{input}");
+            assert_eq!(parse(canon), k, "{canon}");
+        }
+        assert_eq!(
+            parse("kiss+serial:///dev/serial/by-id/usb-Mobilinkd%20TNC3").transport,
+            KissTransport::Serial {
+                path: "/dev/serial/by-id/usb-Mobilinkd TNC3".into(),
+                baud: DEFAULT_BAUD
+            }
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (url, needle) in [
+            ("kiss+tcp://127.0.0.1:8001?port=16", "port"),
+            ("kiss+tcp://127.0.0.1:8001?txdelay=256", "txdelay"),
+            ("kiss+tcp://127.0.0.1:8001?persist=-1", "persist"),
+            ("kiss+tcp://127.0.0.1:8001?slottime=x", "slottime"),
+            ("kiss+tcp://127.0.0.1:8001?txtail=", "txtail"),
+            ("kiss+tcp://127.0.0.1:8001?paclen=31", "paclen"),
+            ("kiss+tcp://127.0.0.1:8001?paclen=2049", "paclen"),
+            ("kiss+tcp://127.0.0.1:8001?bitrate=0", "bitrate"),
+            ("kiss+tcp://127.0.0.1:8001?via=WIDE1-1,NOT_A_CALL", "via"),
+            ("kiss+tcp://127.0.0.1:8001?via=A,B,C,D,E,F,G,H,I", "via"),
+            ("kiss+tcp://127.0.0.1:8001?duplex=maybe", "duplex"),
+            ("kiss+tcp://127.0.0.1:8001?baud=9600", "baud"),
+            ("kiss+serial:///dev/ttyUSB0?baud=fast", "baud"),
+            ("kiss+serial:///dev/ttyUSB0?bogus=1", "bogus"),
+            ("kiss+serial:///dev/ttyUSB0?port=1&port=2", "port"),
+            ("kiss+tcp://127.0.0.1", "port"),
+            ("kiss+tcp://127.0.0.1:99999", "port"),
+            ("kiss+serial://", "device"),
+            ("kiss+serial://host/dev/ttyUSB0", "device"),
+        ] {
+            let e = parse_err(url);
+            assert!(
+                e.contains(needle),
+                "{url}: error '{e}' should name '{needle}'"
+            );
+        }
+        let e = parse_err("kiss+udp://127.0.0.1:1");
+        assert!(e.contains("kiss+tcp") && e.contains("kiss+serial"), "{e}");
+        assert!(parse("kiss+tcp://h:1?via=A,B,C,D,E,F,G,H").via.len() == ax25::MAX_DIGIS);
+    }
+
+    #[test]
+    fn mtu_leaves_room_for_the_address_field() {
+        let k = parse("kiss+tcp://h:1?paclen=2048&via=WIDE1-1,WIDE2-2");
+        let mtu = k.caps().mtu;
+        assert!(mtu < 2048);
+        let frame = ax25::encode_ui(&call("N0CALL-15"), &BROADCAST, &k.via, &vec![0; mtu]);
+        assert!(frame.is_ok(), "a full-MTU frame must still encode");
+    }
+
+    // --- the link over an in-memory TNC -------------------------------------------------
+
+    const ME: &str = "N0CALL-1";
+
+    fn kiss_ui(src: &str, dst: &Callsign, info: &[u8]) -> Vec<u8> {
+        let frame = ax25::encode_ui(&call(src), dst, &[], info).expect("encode");
+        let mut out = Vec::new();
+        kiss::encode_data(0, &frame, &mut out);
+        out
+    }
+
+    struct Harness {
+        events: mpsc::Receiver<LinkEvent>,
+        commands: mpsc::Sender<LinkCommand>,
+        /// TNC ends of the pipes handed to the link, one per open.
+        tncs: mpsc::Receiver<DuplexStream>,
+        /// Opens to fail before the next succeeds.
+        fail: Arc<Mutex<usize>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(url: &str, callsign: &str) -> Harness {
+        let cfg = parse(url);
+        let (ev_tx, events) = mpsc::channel(64);
+        let (commands, cmd_rx) = mpsc::channel(64);
+        let (tnc_tx, tncs) = mpsc::channel(4);
+        let fail = Arc::new(Mutex::new(0usize));
+        let f2 = fail.clone();
+        let ctx = LinkContext {
+            id: 7,
+            events: ev_tx,
+            commands: cmd_rx,
+            peer_ids: PeerIds::default(),
+            callsign: callsign.into(),
+        };
+        let task = tokio::spawn(run_with(cfg, ctx, move |_t| {
+            let tnc_tx = tnc_tx.clone();
+            let f2 = f2.clone();
+            async move {
+                {
+                    let mut n = f2.lock().map_err(|_| "poisoned".to_string())?;
+                    if *n > 0 {
+                        *n -= 1;
+                        return Err("cannot open /dev/fake: No such file or directory".into());
+                    }
+                }
+                let (ours, theirs) = tokio::io::duplex(512);
+                tnc_tx.send(theirs).await.map_err(|e| e.to_string())?;
+                Ok(Box::new(ours) as Box<dyn KissIo>)
+            }
+        }));
+        Harness {
+            events,
+            commands,
+            tncs,
+            fail,
+            task,
+        }
+    }
+
+    impl Harness {
+        async fn event(&mut self) -> LinkEvent {
+            tokio::time::timeout(Duration::from_secs(120), self.events.recv())
+                .await
+                .expect("event in time")
+                .expect("link alive")
+        }
+
+        async fn no_event(&mut self) {
+            let r = tokio::time::timeout(Duration::from_millis(200), self.events.recv()).await;
+            assert!(r.is_err(), "unexpected event {r:?}");
+        }
+
+        async fn tnc(&mut self) -> DuplexStream {
+            let t = self.tncs.recv().await.expect("link opened the TNC");
+            match self.event().await {
+                LinkEvent::Up { link: 7, caps } => assert!(caps.radio),
+                e => panic!("expected Up, got {e:?}"),
+            }
+            t
+        }
+
+        /// A station's first frame: PeerUp then Frame; returns its peer id.
+        async fn heard(&mut self, from: &str, info: &[u8]) -> PeerId {
+            let peer = match self.event().await {
+                LinkEvent::PeerUp {
+                    link: 7,
+                    peer,
+                    remote,
+                    outbound: false,
+                } if remote == from => peer,
+                e => panic!("expected PeerUp from {from}, got {e:?}"),
+            };
+            self.frame(peer, info).await;
+            peer
+        }
+
+        async fn frame(&mut self, want_peer: PeerId, info: &[u8]) {
+            match self.event().await {
+                LinkEvent::Frame { peer, bytes } => {
+                    assert_eq!(peer, want_peer);
+                    assert_eq!(bytes, info);
+                }
+                e => panic!("expected Frame, got {e:?}"),
+            }
+        }
+    }
+
+    /// Next KISS frame the link wrote to the TNC.
+    async fn written(tnc: &mut DuplexStream, dec: &mut KissDecoder) -> KissFrame {
+        let mut buf = [0u8; 512];
+        loop {
+            if let Some(f) = dec.next_frame() {
+                return f.expect("link writes valid KISS");
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), tnc.read(&mut buf))
+                .await
+                .expect("link wrote in time")
+                .expect("read pipe");
+            assert!(n > 0, "link closed the pipe");
+            dec.push(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn heard_station_becomes_a_peer_and_sends_are_identified() {
+        let mut h = start("kiss+tcp://tnc:8001?txdelay=30&persist=63", ME);
+        let mut tnc = h.tncs.recv().await.expect("opened");
+        let mut dec = KissDecoder::new();
+        // Parameters go out before anything else, on every open.
+        assert_eq!(
+            written(&mut tnc, &mut dec).await,
+            KissFrame {
+                port: 0,
+                command: KissCommand::TxDelay as u8,
+                payload: vec![30]
+            }
+        );
+        assert_eq!(written(&mut tnc, &mut dec).await.payload, vec![63]);
+        match h.event().await {
+            LinkEvent::Up { caps, .. } => assert_eq!(caps.mtu, 256),
+            e => panic!("{e:?}"),
+        }
+
+        tnc.write_all(&kiss_ui("N0CALL-2", &BROADCAST, b"hello all"))
+            .await
+            .expect("write");
+        let peer = h.heard("N0CALL-2", b"hello all").await;
+        // A directed frame to us from the same station: no second PeerUp.
+        tnc.write_all(&kiss_ui("N0CALL-2", &call(ME), b"just you"))
+            .await
+            .expect("write");
+        h.frame(peer, b"just you").await;
+
+        h.commands
+            .send(LinkCommand::Send {
+                peer,
+                bytes: b"reply".to_vec(),
+            })
+            .await
+            .expect("send");
+        let f = written(&mut tnc, &mut dec).await;
+        assert_eq!((f.port, f.command), (0, 0));
+        let ui = ax25::decode_ui(&f.payload).expect("UI frame");
+        assert_eq!((ui.src, ui.dst), (call(ME), call("N0CALL-2")));
+        assert_eq!((ui.pid, ui.info.as_slice()), (0xF0, &b"reply"[..]));
+        assert!(ui.digis.is_empty());
+
+        h.commands
+            .send(LinkCommand::Broadcast {
+                bytes: b"beacon".to_vec(),
+            })
+            .await
+            .expect("send");
+        let ui = ax25::decode_ui(&written(&mut tnc, &mut dec).await.payload).expect("UI");
+        assert_eq!((ui.src, ui.dst), (call(ME), BROADCAST));
+        assert_eq!(ui.info, b"beacon");
+
+        // Too long for the MTU: dropped, not truncated or split.
+        h.commands
+            .send(LinkCommand::Send {
+                peer,
+                bytes: vec![1; 257],
+            })
+            .await
+            .expect("send");
+        h.commands
+            .send(LinkCommand::Send {
+                peer,
+                bytes: vec![2; 256],
+            })
+            .await
+            .expect("send");
+        let ui = ax25::decode_ui(&written(&mut tnc, &mut dec).await.payload).expect("UI");
+        assert_eq!(ui.info, vec![2; 256]);
+
+        // Disconnect forgets the station; hearing it again makes it new.
+        h.commands
+            .send(LinkCommand::Disconnect { peer })
+            .await
+            .expect("send");
+        assert!(matches!(h.event().await, LinkEvent::PeerDown { peer: p, .. } if p == peer));
+        tnc.write_all(&kiss_ui("N0CALL-2", &BROADCAST, b"again"))
+            .await
+            .expect("write");
+        let again = h.heard("N0CALL-2", b"again").await;
+        assert_ne!(again, peer);
+        h.task.abort();
+    }
+
+    #[tokio::test]
+    async fn digipeater_path_is_used_on_transmit() {
+        let mut h = start("kiss+tcp://tnc:8001?via=WIDE1-1,WIDE2-1&port=3", ME);
+        let mut tnc = h.tnc().await;
+        h.commands
+            .send(LinkCommand::Broadcast { bytes: vec![9] })
+            .await
+            .expect("send");
+        let f = written(&mut tnc, &mut KissDecoder::new()).await;
+        assert_eq!(f.port, 3);
+        let ui = ax25::decode_ui(&f.payload).expect("UI");
+        let path: Vec<Callsign> = ui.digis.iter().map(|v| v.call).collect();
+        assert_eq!(path, vec![call("WIDE1-1"), call("WIDE2-1")]);
+        h.task.abort();
+    }
+
+    #[tokio::test]
+    async fn frames_not_for_us_and_garbage_are_ignored_without_harm() {
+        let mut h = start("kiss+tcp://tnc:8001", ME);
+        let mut tnc = h.tnc().await;
+        let mut junk = Vec::new();
+        // Another station's directed frame, our own echo, a wrong SSID for us.
+        junk.extend(kiss_ui("N0CALL-2", &call("N0CALL-3"), b"not ours"));
+        junk.extend(kiss_ui(ME, &BROADCAST, b"echo"));
+        junk.extend(kiss_ui("N0CALL-2", &call("N0CALL-9"), b"wrong ssid"));
+        // A SABM (connected mode), a UI with another PID, a frame on KISS port 1.
+        let mut sabm = call("N0CALL-1").to_address_bytes(true, false).to_vec();
+        sabm.extend(call("N0CALL-2").to_address_bytes(false, true));
+        sabm.push(0x3F);
+        kiss::encode_data(0, &sabm, &mut junk);
+        let mut other_pid =
+            ax25::encode_ui(&call("N0CALL-2"), &BROADCAST, &[], b"x").expect("encode");
+        other_pid[15] = 0xCF;
+        kiss::encode_data(0, &other_pid, &mut junk);
+        let ok = ax25::encode_ui(&call("N0CALL-2"), &BROADCAST, &[], b"p1").expect("encode");
+        kiss::encode_data(1, &ok, &mut junk);
+        // Line noise: bad escapes, truncated addresses, oversized frame, lone FENDs.
+        junk.extend([0xC0, 0x00, 0xDB, 0x01, 0xC0, 0xC0, 0xC0]);
+        junk.extend([0xC0, 0x00, 0x96, 0x70, 0x9A, 0xC0]);
+        junk.push(0xC0);
+        junk.push(0x00);
+        junk.extend(std::iter::repeat_n(0x41, 5000));
+        junk.push(0xC0);
+        junk.extend([0x12, 0x34, 0xFF, 0xDB]);
+        for chunk in junk.chunks(97) {
+            tnc.write_all(chunk).await.expect("write");
+        }
+        h.no_event().await;
+        // The link still works after all that.
+        tnc.write_all(&kiss_ui("N0CALL-2", &call(ME), b"still here"))
+            .await
+            .expect("write");
+        h.heard("N0CALL-2", b"still here").await;
+        h.task.abort();
+    }
+
+    #[tokio::test]
+    async fn random_bytes_never_kill_the_link() {
+        let mut h = start("kiss+tcp://tnc:8001", ME);
+        let mut tnc = h.tnc().await;
+        let mut x: u32 = 0x1234_5678;
+        let mut noise = Vec::with_capacity(64 * 1024);
+        for _ in 0..64 * 1024 {
+            // xorshift: reproducible noise, biased towards KISS special bytes.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push(match x % 16 {
+                0 => 0xC0,
+                1 => 0xDB,
+                _ => (x >> 8) as u8,
+            });
+        }
+        tnc.write_all(&noise).await.expect("write");
+        // Whatever the noise decoded to is the core's business; drain it.
+        while tokio::time::timeout(Duration::from_millis(200), h.events.recv())
+            .await
+            .is_ok()
+        {}
+        tnc.write_all(&kiss_ui("N0CALL-5", &call(ME), b"after noise"))
+            .await
+            .expect("write");
+        loop {
+            match h.event().await {
+                LinkEvent::Frame { bytes, .. } if bytes == b"after noise" => break,
+                LinkEvent::Down { reason, .. } => panic!("link went down: {reason}"),
+                _ => {}
+            }
+        }
+        h.task.abort();
+    }
+
+    #[tokio::test]
+    async fn lost_tnc_reports_down_forgets_stations_and_reopens() {
+        let mut h = start("kiss+tcp://tnc:8001", ME);
+        let mut tnc = h.tnc().await;
+        tnc.write_all(&kiss_ui("N0CALL-2", &BROADCAST, b"hi"))
+            .await
+            .expect("write");
+        let peer = h.heard("N0CALL-2", b"hi").await;
+        *h.fail.lock().expect("lock") = 1;
+        drop(tnc);
+        match h.event().await {
+            LinkEvent::Down { reason, .. } => {
+                assert!(
+                    reason.contains("tnc:8001") && reason.contains("closed"),
+                    "{reason}"
+                )
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(h.event().await, LinkEvent::PeerDown { peer: p, .. } if p == peer));
+        // Sends while down are dropped without blocking.
+        for _ in 0..200 {
+            h.commands
+                .send(LinkCommand::Send {
+                    peer,
+                    bytes: vec![1],
+                })
+                .await
+                .expect("send");
+        }
+        let t0 = Instant::now();
+        match h.event().await {
+            LinkEvent::Down { reason, .. } => assert!(reason.contains("/dev/fake"), "{reason}"),
+            e => panic!("{e:?}"),
+        }
+        let mut tnc = h.tnc().await;
+        // Backoff 1 s, then 2 s before the second attempt.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(2900),
+            "{:?}",
+            t0.elapsed()
+        );
+        let mut dec = KissDecoder::new();
+        tnc.write_all(&kiss_ui("N0CALL-2", &BROADCAST, b"back"))
+            .await
+            .expect("write");
+        let peer2 = h.heard("N0CALL-2", b"back").await;
+        h.commands
+            .send(LinkCommand::Send {
+                peer: peer2,
+                bytes: b"ok".to_vec(),
+            })
+            .await
+            .expect("send");
+        let ui = ax25::decode_ui(&written(&mut tnc, &mut dec).await.payload).expect("UI");
+        assert_eq!(ui.info, b"ok", "nothing sent while down was queued");
+        h.task.abort();
+    }
+
+    #[tokio::test]
+    async fn invalid_callsign_keeps_the_link_down_but_drains_commands() {
+        let mut h = start("kiss+tcp://tnc:8001", "");
+        match h.event().await {
+            LinkEvent::Down { reason, .. } => assert!(reason.contains("callsign"), "{reason}"),
+            e => panic!("{e:?}"),
+        }
+        for _ in 0..200 {
+            h.commands
+                .send(LinkCommand::Broadcast { bytes: vec![1] })
+                .await
+                .expect("drained");
+        }
+        assert!(h.tncs.try_recv().is_err(), "never opened the TNC");
+        h.task.abort();
+    }
+
+    // --- state without I/O -----------------------------------------------------------
+
+    fn state() -> Link {
+        Link::new(parse("kiss+tcp://t:1"), call(ME), PeerIds::default())
+    }
+
+    fn rx(link: &mut Link, src: &str, info: &[u8]) -> Vec<LinkEvent> {
+        let frame = ax25::encode_ui(&call(src), &BROADCAST, &[], info).expect("encode");
+        link.received(
+            1,
+            KissFrame {
+                port: 0,
+                command: 0,
+                payload: frame,
+            },
+        )
+    }
+
+    #[test]
+    fn station_table_is_bounded_and_evicts_least_recently_heard() {
+        let mut l = state();
+        let name = |i: usize| format!("S{i}-{}", i % 16);
+        for i in 0..MAX_STATIONS {
+            assert_eq!(rx(&mut l, &name(i), b"x").len(), 2);
+        }
+        // Station 0 speaks again, so station 1 is now the least recently heard.
+        assert_eq!(rx(&mut l, &name(0), b"y").len(), 1);
+        let evs = rx(&mut l, "NEW", b"z");
+        assert_eq!(l.stations.len(), MAX_STATIONS);
+        assert_eq!(l.by_peer.len(), MAX_STATIONS);
+        match &evs[0] {
+            LinkEvent::PeerDown { reason, .. } => assert!(reason.contains(&name(1)), "{reason}"),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(evs[1], LinkEvent::PeerUp { .. }));
+        assert!(l.stations.contains_key(&call(&name(0))));
+    }
+
+    #[test]
+    fn full_queue_drops_broadcasts_before_directed_frames() {
+        let mut l = state();
+        let dst = call("N0CALL-2");
+        l.enqueue(BROADCAST, b"b0", true);
+        for i in 0..OUT_QUEUE - 2 {
+            l.enqueue(dst, &[i as u8], false);
+        }
+        l.enqueue(BROADCAST, b"b1", true);
+        assert_eq!(l.queue.len(), OUT_QUEUE);
+        l.enqueue(dst, b"d", false);
+        l.enqueue(dst, b"e", false);
+        assert_eq!(l.queue.len(), OUT_QUEUE);
+        assert!(
+            l.queue.iter().all(|o| !o.broadcast),
+            "both broadcasts went first"
+        );
+        // With no broadcast left, the oldest directed frame goes.
+        l.enqueue(dst, b"f", false);
+        assert_eq!(l.queue.len(), OUT_QUEUE);
+        assert_eq!(l.stats.tx_dropped, 3);
+        let first = ax25::decode_ui(&kiss_payload(&l.queue[0].kiss)).expect("UI");
+        assert_eq!(first.info, vec![1]);
+    }
+
+    fn kiss_payload(k: &[u8]) -> Vec<u8> {
+        let mut d = KissDecoder::new();
+        d.push(k);
+        d.next_frame()
+            .and_then(|r| r.ok())
+            .map(|f| f.payload)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn digipeated_copy_of_a_delivered_frame_is_suppressed() {
+        let mut l = state();
+        assert_eq!(rx(&mut l, "N0CALL-2", b"m").len(), 2);
+        let mut repeated = ax25::encode_ui(&call("N0CALL-2"), &BROADCAST, &[call("WIDE1-1")], b"m")
+            .expect("encode");
+        repeated[20] |= 0x80; // H bit of the digipeater
+        let f = KissFrame {
+            port: 0,
+            command: 0,
+            payload: repeated,
+        };
+        assert!(l.received(1, f.clone()).is_empty());
+        assert_eq!(l.stats.duplicates, 1);
+        // A direct retransmission is the sender's business and is delivered.
+        assert_eq!(rx(&mut l, "N0CALL-2", b"m").len(), 1);
+        // A repeated frame not heard before is delivered too.
+        let mut other = f;
+        other.payload.pop();
+        other.payload.push(b'n');
+        assert_eq!(l.received(1, other).len(), 1);
+    }
+}
