@@ -121,20 +121,51 @@ pub fn balance(dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `skywave tx send`.
-pub fn send(dir: &Path, to: &str, amount: u64, fee: Option<u64>, as_json: bool) -> Result<()> {
+/// Sign a transfer from this data directory's wallet; the nonce comes from the running
+/// node unless given.
+fn signed_tx(
+    dir: &Path,
+    to: &str,
+    amount: u64,
+    fee: Option<u64>,
+    nonce: Option<u64>,
+) -> Result<Transaction> {
     let cfg = Config::load(dir)?;
     let params = NetworkParams::by_name(&cfg.network).context("unknown network")?;
     let to = super::parse_address(to)?;
     let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
     let from = crate::keys::address(&key);
-    let base = api_base(dir)?;
-    let acct = get(&format!("{base}/api/accounts/{from}"))?;
-    let nonce = acct["next_nonce"]
-        .as_u64()
-        .context("node did not report a nonce")?;
+    let nonce = match nonce {
+        Some(n) => n,
+        None => {
+            let acct = get(&format!("{}/api/accounts/{from}", api_base(dir)?))?;
+            acct["next_nonce"]
+                .as_u64()
+                .context("node did not report a nonce")?
+        }
+    };
     let fee = fee.unwrap_or(params.min_relay_fee);
-    let tx = Transaction::sign(params.network_id(), &key, to, amount, fee, nonce);
+    Ok(Transaction::sign(
+        params.network_id(),
+        &key,
+        to,
+        amount,
+        fee,
+        nonce,
+    ))
+}
+
+/// `skywave tx sign`: print a signed transaction as JSON.
+pub fn sign(dir: &Path, to: &str, amount: u64, fee: Option<u64>, nonce: Option<u64>) -> Result<()> {
+    let tx = signed_tx(dir, to, amount, fee, nonce)?;
+    println!("{}", serde_json::to_string(&tx)?);
+    Ok(())
+}
+
+/// `skywave tx send`.
+pub fn send(dir: &Path, to: &str, amount: u64, fee: Option<u64>, as_json: bool) -> Result<()> {
+    let tx = signed_tx(dir, to, amount, fee, None)?;
+    let base = api_base(dir)?;
     let v = request(
         reqwest::Method::POST,
         &format!("{base}/api/tx"),

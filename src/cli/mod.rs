@@ -107,6 +107,22 @@ pub enum WalletCmd {
 /// `tx` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum TxCmd {
+    /// Sign a transfer with this wallet and print it as JSON without submitting it
+    /// (to carry to another node, or to submit later with `POST /api/tx`).
+    Sign {
+        /// Recipient address (64 hex digits).
+        #[arg(long)]
+        to: String,
+        /// Amount in base units.
+        #[arg(long)]
+        amount: u64,
+        /// Fee in base units (default: the network's minimum relay fee).
+        #[arg(long)]
+        fee: Option<u64>,
+        /// Sender nonce (default: asked from the running node).
+        #[arg(long)]
+        nonce: Option<u64>,
+    },
     /// Sign a transfer with this wallet and submit it to the running node.
     Send {
         /// Recipient address (64 hex digits).
@@ -168,6 +184,15 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Tx {
             cmd: TxCmd::Send { to, amount, fee },
         } => client::send(&dir, &to, amount, fee, cli.json),
+        Cmd::Tx {
+            cmd:
+                TxCmd::Sign {
+                    to,
+                    amount,
+                    fee,
+                    nonce,
+                },
+        } => client::sign(&dir, &to, amount, fee, nonce),
         Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
     }
 }

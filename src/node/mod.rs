@@ -49,6 +49,8 @@ const MAX_QUEUED_TRANSMITS: usize = 10_000;
 const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
 /// Beacon period on broadcast links (also bounded by air time, see `packet_timers`).
 const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
+/// Base time for a request on a slow link to be answered (channel access, turnaround).
+const RADIO_REQUEST_TIMEOUT_MS: u64 = 15_000;
 
 /// Static settings of a node.
 #[derive(Clone, Debug)]
@@ -228,6 +230,8 @@ pub struct Node {
     next_tick: u64,
     /// Time of the current input; set by every entry point.
     now: u64,
+    /// Running average size of blocks received, to size request timeouts on slow links.
+    avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
 }
 
@@ -250,6 +254,7 @@ impl Node {
             events: VecDeque::new(),
             next_tick: 0,
             now: 0,
+            avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
         }
     }
@@ -373,6 +378,14 @@ impl Node {
         let Some(l) = self.packet_links.get_mut(&link) else {
             return;
         };
+        // The peer is talking: whatever we asked of it is on its way, so give the
+        // requests time for a few more frames rather than declaring them lost.
+        let extend = now + RADIO_REQUEST_TIMEOUT_MS + 4 * l.airtime_ms(l.caps.mtu);
+        for (p, deadline) in self.in_flight.values_mut() {
+            if *p == peer && *deadline < extend {
+                *deadline = extend;
+            }
+        }
         let parsed = match frag::parse(bytes) {
             Ok(frag::Packet::Nack(nack)) => {
                 if !l.repair(peer, &nack) {
@@ -461,6 +474,7 @@ impl Node {
             Message::Headers(headers) => self.on_headers(now, peer, headers),
             Message::Block(block) => {
                 let hash = block.hash();
+                self.avg_block_bytes = (self.avg_block_bytes * 7 + bytes.len() as u64) / 8;
                 self.in_flight.remove(&hash);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.learn(hash);
@@ -1026,10 +1040,12 @@ impl Node {
     /// Blocks in flight per peer, and how long one may take, from the link's speed.
     fn block_window(&self, peer: PeerId) -> (usize, u64) {
         match self.peer_caps(peer) {
-            Some(c) if c.bitrate_bps > 0 => {
-                let max_block = self.chain.params().max_block_bytes;
-                (4, BLOCK_TIMEOUT_MS + 2 * packet::airtime_ms(c, max_block))
-            }
+            // A request that is being answered keeps its deadline moving (see
+            // `handle_packet`), so this only has to catch requests or answers lost whole.
+            Some(c) if c.bitrate_bps > 0 => (
+                4,
+                RADIO_REQUEST_TIMEOUT_MS + 3 * packet::airtime_ms(c, self.avg_block_bytes as usize),
+            ),
             _ => (BLOCK_WINDOW, BLOCK_TIMEOUT_MS),
         }
     }
