@@ -6,7 +6,7 @@ use crate::chain::{pow, Address};
 use crate::link::{
     self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds,
 };
-use crate::node::{Node, NodeEvent};
+use crate::node::{Dest, Node, NodeEvent};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -184,7 +184,7 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
                     s.error = None;
                 }
             }
-            shared.node().link_up(link, caps);
+            shared.node().link_up(now, link, caps);
         }
         LinkEvent::Down { link, reason } => {
             warn!(link, "link down: {reason}");
@@ -237,13 +237,18 @@ async fn flush(
         (t, e)
     };
     for t in transmits {
-        if let Some(cmd) = peer_link.get(&t.peer).and_then(|l| link_cmds.get(l)) {
-            let _ = cmd
-                .send(LinkCommand::Send {
-                    peer: t.peer,
+        let (link, cmd) = match t.to {
+            Dest::Peer(peer) => (
+                peer_link.get(&peer).copied(),
+                LinkCommand::Send {
+                    peer,
                     bytes: t.bytes,
-                })
-                .await;
+                },
+            ),
+            Dest::Broadcast(link) => (Some(link), LinkCommand::Broadcast { bytes: t.bytes }),
+        };
+        if let Some(tx) = link.and_then(|l| link_cmds.get(&l)) {
+            let _ = tx.send(cmd).await;
         }
     }
     for e in events {

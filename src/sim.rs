@@ -136,8 +136,8 @@ impl Sim {
         self.sessions.insert((a, peer_a), idx);
         self.sessions.insert((b, peer_b), idx);
         let now = self.now;
-        self.nodes[a].link_up(idx as u32, caps.clone());
-        self.nodes[b].link_up(idx as u32, caps);
+        self.nodes[a].link_up(now, idx as u32, caps.clone());
+        self.nodes[b].link_up(now, idx as u32, caps);
         self.nodes[a].peer_connected(now, peer_a, idx as u32, format!("sim:{b}"), true);
         self.nodes[b].peer_connected(now, peer_b, idx as u32, format!("sim:{a}"), false);
         self.pump();
@@ -185,7 +185,10 @@ impl Sim {
             for i in 0..self.nodes.len() {
                 while let Some(t) = self.nodes[i].poll_transmit() {
                     any = true;
-                    self.transmit(i, t.peer, t.bytes);
+                    // Simulated links here are point to point: a broadcast has no taker.
+                    if let crate::node::Dest::Peer(peer) = t.to {
+                        self.transmit(i, peer, t.bytes);
+                    }
                 }
                 while let Some(ev) = self.nodes[i].poll_event() {
                     any = true;

@@ -577,6 +577,37 @@ impl Reassembler {
             .map(|m| encode_nack(transfer_id, &m))
     }
 
+    /// Incomplete transfers that have received nothing for `idle_ms`: the receiver's
+    /// cue to ask for what it lacks (the sender has moved on or the rest was lost).
+    pub fn stalled(&self, now_ms: u64, idle_ms: u64) -> Vec<(u64, u32)> {
+        self.transfers
+            .iter()
+            .filter(|(_, t)| now_ms.saturating_sub(t.last_ms) >= idle_ms)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Restart a transfer's idle clock (after asking for its missing fragments).
+    pub fn touch(&mut self, peer: u64, transfer_id: u32, now_ms: u64) {
+        if let Some(t) = self.transfers.get_mut(&(peer, transfer_id)) {
+            t.last_ms = now_ms;
+        }
+    }
+
+    /// Forget everything held for `peer` (its session ended).
+    pub fn forget_peer(&mut self, peer: u64) {
+        let keys: Vec<Key> = self
+            .transfers
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .copied()
+            .collect();
+        for k in keys {
+            self.remove(k);
+        }
+        self.completed.retain(|(p, _), _| *p != peer);
+    }
+
     /// Drops transfers idle for `timeout_ms` and forgets old completions;
     /// returns how many incomplete transfers were dropped.
     pub fn expire(&mut self, now_ms: u64) -> usize {

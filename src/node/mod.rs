@@ -8,10 +8,15 @@
 //! requested, and bodies are fetched in a bounded window. New blocks and transactions are
 //! announced by id (`Inv`) and fetched only by those who lack them.
 
+mod packet;
+
+pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
+
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction, TxOutcome};
 use crate::link::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::envelope::{self, WireError};
+use crate::wire::frag;
 use crate::wire::message::{
     features, limits, GetHeaders, Hello, InvItem, InvKind, Message, Reject, RejectCode,
     PROTOCOL_VERSION,
@@ -40,6 +45,10 @@ const MAX_BLOCKS_PER_GETDATA: usize = 32;
 const KNOWN_CAP: usize = 4096;
 /// Pending outbound messages in total before the core stops queueing (and drops peers).
 const MAX_QUEUED_TRANSMITS: usize = 10_000;
+/// Stations on a broadcast channel are forgotten after this much silence.
+const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
+/// Beacon period on broadcast links (also bounded by air time, see `packet_timers`).
+const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
 
 /// Static settings of a node.
 #[derive(Clone, Debug)]
@@ -54,12 +63,13 @@ pub struct NodeConfig {
     pub user_agent: String,
 }
 
-/// Envelope bytes to send to one peer.
+/// Bytes for a link to send: a whole envelope on stream links, one packet (a
+/// `wire::frag` WHOLE, FRAGMENT or NACK) on packet links.
 #[derive(Debug, Clone)]
 pub struct Transmit {
-    /// Destination peer session.
-    pub peer: PeerId,
-    /// One whole envelope.
+    /// A peer session, or every station on a broadcast link.
+    pub to: Dest,
+    /// The bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -126,6 +136,21 @@ pub struct PeerStats {
     pub msgs_out: u64,
 }
 
+/// Figures of a packet (radio) link, as estimated by the core.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PacketStats {
+    /// Air time handed to the TNC, in milliseconds.
+    pub air_ms: u64,
+    /// Packets handed to the link.
+    pub packets_out: u64,
+    /// Bytes handed to the link (before AX.25 framing).
+    pub bytes_out: u64,
+    /// Fragments sent again on request.
+    pub repaired: u64,
+    /// Packets waiting for air time.
+    pub queued: usize,
+}
+
 /// A peer as shown by the API.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerSummary {
@@ -164,6 +189,7 @@ struct Peer {
     last_recv: u64,
     ping: Option<(u64, u64)>,
     headers_asked_at: Option<u64>,
+    headers_max: u16,
     known: HashSet<Hash>,
     known_order: VecDeque<Hash>,
     stats: PeerStats,
@@ -200,6 +226,9 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     next_tick: u64,
+    /// Time of the current input; set by every entry point.
+    now: u64,
+    packet_links: BTreeMap<LinkId, packet::PacketLink>,
 }
 
 impl Node {
@@ -220,6 +249,8 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: 0,
+            now: 0,
+            packet_links: BTreeMap::new(),
         }
     }
 
@@ -234,13 +265,34 @@ impl Node {
     }
 
     /// A link came up with these capabilities.
-    pub fn link_up(&mut self, link: LinkId, caps: LinkCaps) {
+    pub fn link_up(&mut self, now: u64, link: LinkId, caps: LinkCaps) {
+        self.now = now;
+        if is_packet_link(&caps) {
+            // First beacon soon, jittered so stations powered up together do not collide.
+            let first = 1_000 + self.rng.below(4_000);
+            self.packet_links
+                .insert(link, packet::PacketLink::new(caps.clone(), now, first));
+        } else {
+            self.packet_links.remove(&link);
+        }
         self.links.insert(link, caps);
     }
 
     /// A link went away; its peers are reported separately.
     pub fn link_down(&mut self, link: LinkId) {
         self.links.remove(&link);
+        self.packet_links.remove(&link);
+    }
+
+    /// Air-time and repair figures of a packet link.
+    pub fn packet_stats(&self, link: LinkId) -> Option<PacketStats> {
+        self.packet_links.get(&link).map(|l| PacketStats {
+            air_ms: l.air_ms,
+            packets_out: l.packets_out,
+            bytes_out: l.bytes_out,
+            repaired: l.repaired,
+            queued: l.queued(),
+        })
     }
 
     /// Capabilities of the links that are up.
@@ -273,36 +325,33 @@ impl Node {
                 last_recv: now,
                 ping: None,
                 headers_asked_at: None,
+                headers_max: limits::MAX_HEADERS as u16,
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
                 stats: PeerStats::default(),
             },
         );
-        let tip = self.chain.tip();
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            network: self.network,
-            height: tip.height,
-            tip: tip.hash,
-            work: tip.work,
-            node_id: self.cfg.node_id,
-            callsign: self.cfg.callsign.clone(),
-            features: features::FULL_BLOCKS,
-            nonce,
-            user_agent: self.cfg.user_agent.clone(),
-        };
+        let hello = self.hello(nonce);
         self.send(peer, Message::Hello(hello));
+        self.pump(now);
     }
 
     /// A peer session closed.
-    pub fn peer_disconnected(&mut self, _now: u64, peer: PeerId) {
-        self.peers.remove(&peer);
+    pub fn peer_disconnected(&mut self, now: u64, peer: PeerId) {
+        self.now = now;
+        if let Some(p) = self.peers.remove(&peer) {
+            if let Some(l) = self.packet_links.get_mut(&p.link) {
+                l.forget_peer(peer);
+            }
+        }
         self.in_flight.retain(|_, (p, _)| *p != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
 
-    /// One whole envelope from `peer`.
+    /// What a link delivered from `peer`: a whole envelope on stream links, one
+    /// `wire::frag` packet on packet links.
     pub fn handle_frame(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        self.now = now;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -311,7 +360,51 @@ impl Node {
         }
         p.last_recv = now;
         p.stats.bytes_in += bytes.len() as u64;
-        p.stats.msgs_in += 1;
+        let link = p.link;
+        if self.packet_links.contains_key(&link) {
+            self.handle_packet(now, peer, link, bytes);
+        } else {
+            self.handle_envelope(now, peer, bytes);
+        }
+        self.pump(now);
+    }
+
+    fn handle_packet(&mut self, now: u64, peer: PeerId, link: LinkId, bytes: &[u8]) {
+        let Some(l) = self.packet_links.get_mut(&link) else {
+            return;
+        };
+        let parsed = match frag::parse(bytes) {
+            Ok(frag::Packet::Nack(nack)) => {
+                if !l.repair(peer, &nack) {
+                    debug!(
+                        peer,
+                        transfer = nack.transfer_id,
+                        "nack for a transfer no longer held"
+                    );
+                }
+                return;
+            }
+            Ok(frag::Packet::Whole(_)) | Ok(frag::Packet::Fragment(_)) => {
+                l.reasm.insert(now, peer, bytes)
+            }
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok(Some(envelope)) => self.handle_envelope(now, peer, &envelope),
+            Ok(None) => {}
+            Err(e) => self.misbehave(
+                peer,
+                RejectCode::Malformed,
+                format!("bad packet: {e}"),
+                None,
+            ),
+        }
+    }
+
+    fn handle_envelope(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.stats.msgs_in += 1;
+        }
         let env = match envelope::decode(bytes) {
             Ok(env) => env,
             Err(e) => {
@@ -409,23 +502,42 @@ impl Node {
             return;
         }
         self.next_tick = now + TICK_MS;
+        self.now = now;
         let mut drop = Vec::new();
         let mut pings = Vec::new();
         for (&id, p) in &self.peers {
             if p.closing {
                 continue;
             }
-            if p.hello.is_none() && now.saturating_sub(p.connected_at) > HANDSHAKE_TIMEOUT_MS {
-                drop.push((id, "no handshake within 30 s".to_string()));
-            } else if now.saturating_sub(p.last_recv) > SILENCE_TIMEOUT_MS {
-                drop.push((id, "silent for 180 s".to_string()));
-            } else if p.hello.is_some()
+            let caps = self.links.get(&p.link);
+            // Slow links get time in proportion to what a frame costs on air; stations on
+            // a broadcast channel are not pinged (their beacons show they are there).
+            let slow = caps
+                .map(|c| packet::airtime_ms(c, c.mtu.min(1024)) * 20)
+                .unwrap_or(0);
+            let broadcast = caps.is_some_and(|c| c.broadcast);
+            let handshake_timeout = HANDSHAKE_TIMEOUT_MS + slow;
+            let silence = if broadcast {
+                RADIO_SILENCE_TIMEOUT_MS
+            } else {
+                SILENCE_TIMEOUT_MS + slow
+            };
+            if p.hello.is_none() && now.saturating_sub(p.connected_at) > handshake_timeout {
+                drop.push((
+                    id,
+                    format!("no handshake within {} s", handshake_timeout / 1000),
+                ));
+            } else if now.saturating_sub(p.last_recv) > silence {
+                drop.push((id, format!("silent for {} s", silence / 1000)));
+            } else if !broadcast
+                && p.hello.is_some()
                 && p.ping.is_none()
-                && now.saturating_sub(p.last_recv) > PING_AFTER_MS
+                && now.saturating_sub(p.last_recv) > PING_AFTER_MS + slow
             {
                 pings.push(id);
             }
         }
+        self.packet_timers(now);
         for (id, reason) in drop {
             self.disconnect(id, reason);
         }
@@ -444,10 +556,15 @@ impl Node {
             .peers
             .iter()
             .filter(|(_, p)| {
+                let slow = self
+                    .links
+                    .get(&p.link)
+                    .map(|c| packet::airtime_ms(c, limits::MAX_HEADERS * 90))
+                    .unwrap_or(0);
                 p.ready()
                     && p.best_work > best
                     && p.headers_asked_at
-                        .is_none_or(|t| now.saturating_sub(t) > HEADERS_TIMEOUT_MS)
+                        .is_none_or(|t| now.saturating_sub(t) > HEADERS_TIMEOUT_MS + slow)
             })
             .map(|(&id, _)| id)
             .collect();
@@ -455,6 +572,56 @@ impl Node {
             self.ask_headers(now, id, None);
         }
         self.request_blocks(now);
+        self.pump(now);
+    }
+
+    /// Beacons, NACKs for stalled transfers, expiry of partial transfers.
+    fn packet_timers(&mut self, now: u64) {
+        let links: Vec<LinkId> = self.packet_links.keys().copied().collect();
+        for link in links {
+            let beacon_due = self
+                .packet_links
+                .get(&link)
+                .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
+            if beacon_due {
+                let nonce = self.rng.next_u64();
+                let hello = self.hello(nonce);
+                let bytes = self.encode(&Message::Hello(hello));
+                let jitter = self.rng.below(BEACON_INTERVAL_MS / 10);
+                if let Some(l) = self.packet_links.get_mut(&link) {
+                    // Never more than ~1 % of the channel on beacons, however fast it is.
+                    let interval = BEACON_INTERVAL_MS.max(l.airtime_ms(bytes.len()) * 100);
+                    l.next_beacon = now + interval + jitter;
+                    l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
+                }
+            }
+            let Some(l) = self.packet_links.get_mut(&link) else {
+                continue;
+            };
+            l.reasm.expire(now);
+            let stall = l.stall_ms();
+            for (peer, tid) in l.reasm.stalled(now, stall) {
+                l.reasm.touch(peer, tid, now);
+                if !l.nack_round(peer, tid) {
+                    continue;
+                }
+                if let Some(nack) = l.reasm.nack(peer, tid) {
+                    debug!(peer, transfer = tid, "asking for missing fragments");
+                    l.enqueue_raw(Dest::Peer(peer), nack);
+                }
+            }
+        }
+    }
+
+    /// Move paced packets from packet links to the transmit queue.
+    fn pump(&mut self, now: u64) {
+        let mut out = Vec::new();
+        for l in self.packet_links.values_mut() {
+            l.release(now, &mut out);
+        }
+        for (to, bytes) in out {
+            self.transmits.push_back(Transmit { to, bytes });
+        }
     }
 
     /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
@@ -474,7 +641,14 @@ impl Node {
 
     /// A transaction submitted locally (API, wallet): validated, stored, announced.
     pub fn submit_tx(&mut self, now: u64, tx: Transaction) -> Result<Hash, ChainError> {
+        self.now = now;
         let id = tx.id();
+        let res = self.submit_tx_inner(now, tx, id);
+        self.pump(now);
+        res
+    }
+
+    fn submit_tx_inner(&mut self, now: u64, tx: Transaction, id: Hash) -> Result<Hash, ChainError> {
         match self.chain.submit_tx(tx, now / 1000)? {
             TxOutcome::Accepted => {
                 self.events
@@ -498,8 +672,10 @@ impl Node {
         now: u64,
         block: crate::chain::Block,
     ) -> Result<BlockOutcome, ChainError> {
+        self.now = now;
         let out = self.chain.submit_block(block, now / 1000)?;
         self.after_block(None, &out);
+        self.pump(now);
         Ok(out)
     }
 
@@ -536,6 +712,25 @@ impl Node {
     // ----- message handlers -----
 
     fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        let on_broadcast = self
+            .peers
+            .get(&peer)
+            .and_then(|p| self.links.get(&p.link))
+            .is_some_and(|c| c.broadcast);
+        if on_broadcast && self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+            // A station's periodic beacon: news of its tip, not a protocol error.
+            if h.network == self.network && h.node_id != self.cfg.node_id {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.best_height = p.best_height.max(h.height);
+                    p.best_work = p.best_work.max(h.work);
+                    p.learn(h.tip);
+                }
+                if h.work > self.chain.best_header().work {
+                    self.ask_headers(now, peer, None);
+                }
+            }
+            return;
+        }
         if self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
             self.misbehave(peer, RejectCode::Protocol, "second hello".into(), None);
             return;
@@ -706,7 +901,12 @@ impl Node {
                     }
                 }
                 debug!(peer, got = headers.len(), new, to = last.height, "headers");
-                if headers.len() >= limits::MAX_HEADERS {
+                let asked = self
+                    .peers
+                    .get(&peer)
+                    .map(|p| p.headers_max as usize)
+                    .unwrap_or(limits::MAX_HEADERS);
+                if headers.len() >= asked {
                     self.ask_headers(now, peer, Some(last.hash()));
                 }
                 self.request_blocks(now);
@@ -717,6 +917,8 @@ impl Node {
                 format!("invalid headers: {e}"),
                 None,
             ),
+            // An announced header whose parent we lack: fetch the chain that leads to it.
+            Err(ChainError::UnknownParent { .. }) => self.ask_headers(now, peer, None),
             Err(e) => warn!("could not store headers: {e}"),
         }
     }
@@ -771,11 +973,26 @@ impl Node {
     // ----- sync helpers -----
 
     fn ask_headers(&mut self, now: u64, peer: PeerId, from: Option<Hash>) {
+        let slow = self.peer_caps(peer).filter(|c| c.bitrate_bps > 0).cloned();
+        let mut full = self.chain.locator();
+        if slow.is_some() && full.len() > 8 {
+            // Every locator hash is 32 bytes of air: on a slow link a sparse locator
+            // (tip, then exponentially further back, then genesis) is plenty.
+            let last = full[full.len() - 1];
+            let mut sparse: Vec<Hash> = [0usize, 1, 2, 4, 8, 16, 32]
+                .iter()
+                .filter_map(|&i| full.get(i).copied())
+                .collect();
+            if sparse.last() != Some(&last) {
+                sparse.push(last);
+            }
+            full = sparse;
+        }
         let mut locator = Vec::with_capacity(limits::MAX_LOCATOR);
         if let Some(h) = from {
             locator.push(h);
         }
-        for h in self.chain.locator() {
+        for h in full {
             if locator.len() >= limits::MAX_LOCATOR {
                 break;
             }
@@ -783,17 +1000,38 @@ impl Node {
                 locator.push(h);
             }
         }
+        // Ask for about 30 s of air worth of headers on slow links (~90 B each).
+        let max = match &slow {
+            Some(c) => ((c.bitrate_bps / 8 * 30) / 90).clamp(16, limits::MAX_HEADERS as u64) as u16,
+            None => limits::MAX_HEADERS as u16,
+        };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.headers_asked_at = Some(now);
+            p.headers_max = max;
         }
         self.send(
             peer,
             Message::GetHeaders(GetHeaders {
                 locator,
                 stop: None,
-                max: limits::MAX_HEADERS as u16,
+                max,
             }),
         );
+    }
+
+    fn peer_caps(&self, peer: PeerId) -> Option<&LinkCaps> {
+        self.peers.get(&peer).and_then(|p| self.links.get(&p.link))
+    }
+
+    /// Blocks in flight per peer, and how long one may take, from the link's speed.
+    fn block_window(&self, peer: PeerId) -> (usize, u64) {
+        match self.peer_caps(peer) {
+            Some(c) if c.bitrate_bps > 0 => {
+                let max_block = self.chain.params().max_block_bytes;
+                (4, BLOCK_TIMEOUT_MS + 2 * packet::airtime_ms(c, max_block))
+            }
+            _ => (BLOCK_WINDOW, BLOCK_TIMEOUT_MS),
+        }
     }
 
     /// Fetch missing bodies of the best header chain, a bounded window per peer.
@@ -819,7 +1057,7 @@ impl Node {
                 .filter(|(id, p)| {
                     p.ready()
                         && (p.best_height >= height || p.known.contains(&hash))
-                        && load.get(*id).copied().unwrap_or(0) < BLOCK_WINDOW
+                        && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
                 })
                 .min_by_key(|(id, _)| (load.get(*id).copied().unwrap_or(0), **id))
                 .map(|(&id, _)| id);
@@ -827,7 +1065,8 @@ impl Node {
                 continue;
             };
             *load.entry(id).or_default() += 1;
-            self.in_flight.insert(hash, (id, now + BLOCK_TIMEOUT_MS));
+            let timeout = self.block_window(id).1;
+            self.in_flight.insert(hash, (id, now + timeout));
             per_peer.entry(id).or_default().push(InvItem {
                 kind: InvKind::Block,
                 hash,
@@ -923,18 +1162,61 @@ impl Node {
 
     /// Announce an item to every ready peer that does not already know it.
     fn announce(&mut self, except: Option<PeerId>, item: InvItem) {
+        // Whatever came in on a broadcast channel was heard by every station on it;
+        // repeating it there would only spend air time (beacons cover a missed frame).
+        let heard_on = except
+            .and_then(|e| self.peers.get(&e))
+            .map(|p| p.link)
+            .filter(|l| self.links.get(l).is_some_and(|c| c.broadcast));
         let mut targets: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(&id, p)| Some(id) != except && p.ready() && !p.known.contains(&item.hash))
+            .filter(|(&id, p)| {
+                Some(id) != except
+                    && Some(p.link) != heard_on
+                    && p.ready()
+                    && !p.known.contains(&item.hash)
+            })
             .map(|(&id, _)| id)
             .collect();
         targets.sort_unstable();
+        // On packet links a new block is announced by its header: the receiver can
+        // check its proof of work and ask for the body at once, saving a round trip
+        // of GetHeaders/Headers (two channel turnarounds on a half-duplex radio).
+        let header_msg = match item.kind {
+            InvKind::Block => self
+                .chain
+                .header(&item.hash)
+                .map(|h| Message::Headers(vec![h])),
+            InvKind::Tx => None,
+        };
+        let announcement = |packet: bool| match (&header_msg, packet) {
+            (Some(h), true) => h.clone(),
+            _ => Message::Inv(vec![item]),
+        };
+        let mut broadcast_links = Vec::new();
         for id in targets {
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.learn(item.hash);
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            p.learn(item.hash);
+            let link = p.link;
+            // On a shared channel one broadcast reaches every station at the price of one.
+            if self.links.get(&link).is_some_and(|c| c.broadcast) {
+                if !broadcast_links.contains(&link) {
+                    broadcast_links.push(link);
+                }
+                continue;
             }
-            self.send(id, Message::Inv(vec![item]));
+            let packet = self.packet_links.contains_key(&link);
+            self.send(id, announcement(packet));
+        }
+        for link in broadcast_links {
+            let bytes = self.encode(&announcement(true));
+            let now = self.now;
+            if let Some(l) = self.packet_links.get_mut(&link) {
+                l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
+            }
         }
     }
 
@@ -944,14 +1226,51 @@ impl Node {
             self.disconnect(peer, "output queue overflow".into());
             return;
         }
+        let bytes = self.encode(&msg);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.stats.bytes_out += bytes.len() as u64;
+        p.stats.msgs_out += 1;
+        let link = p.link;
+        if let Some(l) = self.packet_links.get_mut(&link) {
+            let prio = match msg {
+                Message::Block(_) | Message::Headers(_) | Message::Tx(_) => Priority::Bulk,
+                _ => Priority::Control,
+            };
+            let now = self.now;
+            if !l.enqueue(now, Dest::Peer(peer), &bytes, prio) {
+                warn!(peer, link, "radio queue full; {} not sent", msg.name());
+            }
+        } else {
+            self.transmits.push_back(Transmit {
+                to: Dest::Peer(peer),
+                bytes,
+            });
+        }
+    }
+
+    fn encode(&mut self, msg: &Message) -> Vec<u8> {
         let id = self.next_msg_id;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
-        let bytes = envelope::encode(self.network, id, &msg);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.stats.bytes_out += bytes.len() as u64;
-            p.stats.msgs_out += 1;
+        envelope::encode(self.network, id, msg)
+    }
+
+    /// Our handshake, as sent to a peer or broadcast as a beacon.
+    fn hello(&self, nonce: u64) -> Hello {
+        let tip = self.chain.tip();
+        Hello {
+            version: PROTOCOL_VERSION,
+            network: self.network,
+            height: tip.height,
+            tip: tip.hash,
+            work: tip.work,
+            node_id: self.cfg.node_id,
+            callsign: self.cfg.callsign.clone(),
+            features: features::FULL_BLOCKS,
+            nonce,
+            user_agent: self.cfg.user_agent.clone(),
         }
-        self.transmits.push_back(Transmit { peer, bytes });
     }
 
     fn remote(&self, peer: PeerId) -> String {
@@ -1016,3 +1335,6 @@ fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_string()
 }
+
+#[cfg(test)]
+mod radio_tests;

@@ -1,0 +1,378 @@
+//! Packet links (radio): fragmentation to the link's MTU, selective repeat, pacing.
+//!
+//! On a link whose MTU is smaller than an envelope can be, or that has no sessions of its
+//! own (a radio channel), every envelope travels in `wire::frag` packets. The sender keeps
+//! the fragments of recent transfers; the receiver asks for exactly the ones it lacks
+//! (NACK) once a transfer has gone quiet, so a lost frame costs one frame. Nothing is
+//! acknowledged frame by frame: on a half-duplex channel every turnaround costs the
+//! TXDELAY and the channel-access wait of both stations.
+//!
+//! Pacing: the core releases packets to the driver only while its estimate of the air time
+//! already handed to the TNC stays under a window. The TNC's queue is kept fed (it sends
+//! queued frames in one transmission, paying TXDELAY once) without being flooded, and
+//! control traffic (requests, NACKs, announcements) overtakes bulk data.
+
+use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::wire::frag::{self, Reassembler, ReassemblerConfig};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Air time the core may have handed to a TNC ahead of the clock.
+const WINDOW_MS: u64 = 10_000;
+/// Key-up overhead assumed per transmission burst (TXDELAY plus channel access).
+const BURST_OVERHEAD_MS: u64 = 500;
+/// Per-frame bytes added below us: AX.25 addresses, control, PID, FCS, flags.
+const FRAME_OVERHEAD: usize = 20;
+/// Bytes of sent fragments kept per link for NACK repair.
+const SENT_CACHE_BYTES: usize = 512 * 1024;
+/// How long sent fragments are kept for repair.
+const SENT_CACHE_MS: u64 = 30 * 60 * 1000;
+/// Bytes queued per link before bulk data is refused.
+const QUEUE_BYTES: usize = 512 * 1024;
+/// NACK rounds per transfer before the receiver gives up on it.
+const MAX_NACK_ROUNDS: u32 = 8;
+
+/// Where a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// One peer session.
+    Peer(PeerId),
+    /// Every station on a broadcast link.
+    Broadcast(LinkId),
+}
+
+/// Urgency of an outgoing message on a paced link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Requests, NACKs, handshakes, announcements: small and they unblock the peer.
+    Control,
+    /// Blocks, headers, transactions.
+    Bulk,
+}
+
+struct SentTransfer {
+    frags: Vec<Vec<u8>>,
+    at: u64,
+    bytes: usize,
+}
+
+/// Per-link state of a packet link.
+pub(super) struct PacketLink {
+    pub caps: LinkCaps,
+    pub reasm: Reassembler,
+    sent: BTreeMap<(PeerId, u32), SentTransfer>,
+    sent_bytes: usize,
+    next_transfer: u32,
+    control: VecDeque<(Dest, Vec<u8>)>,
+    bulk: VecDeque<(Dest, Vec<u8>)>,
+    queued_bytes: usize,
+    backlog_until: u64,
+    nack_rounds: BTreeMap<(PeerId, u32), u32>,
+    /// When the next beacon is due.
+    pub next_beacon: u64,
+    /// Air time handed to the TNC so far, in milliseconds (estimate).
+    pub air_ms: u64,
+    /// Packets and bytes handed to the link.
+    pub packets_out: u64,
+    /// Bytes handed to the link (packet payloads, before AX.25 framing).
+    pub bytes_out: u64,
+    /// Fragments sent again because a peer asked.
+    pub repaired: u64,
+}
+
+impl PacketLink {
+    pub fn new(caps: LinkCaps, now: u64, first_beacon_in: u64) -> PacketLink {
+        PacketLink {
+            caps,
+            reasm: Reassembler::new(ReassemblerConfig {
+                timeout_ms: 30 * 60 * 1000,
+                ..ReassemblerConfig::default()
+            }),
+            sent: BTreeMap::new(),
+            sent_bytes: 0,
+            next_transfer: 1,
+            control: VecDeque::new(),
+            bulk: VecDeque::new(),
+            queued_bytes: 0,
+            backlog_until: now,
+            nack_rounds: BTreeMap::new(),
+            next_beacon: now + first_beacon_in,
+            air_ms: 0,
+            packets_out: 0,
+            bytes_out: 0,
+            repaired: 0,
+        }
+    }
+
+    /// Estimated air time of one packet of `len` bytes on this link.
+    pub fn airtime_ms(&self, len: usize) -> u64 {
+        airtime_ms(&self.caps, len)
+    }
+
+    /// Does an idle transfer count as stalled? A few frames' worth of silence.
+    pub fn stall_ms(&self) -> u64 {
+        3_000 + 4 * self.airtime_ms(self.caps.mtu)
+    }
+
+    /// Queue an envelope: split to the MTU, keep the fragments for repair if directed.
+    /// Returns false (and queues nothing) if bulk data would overflow the queue.
+    pub fn enqueue(&mut self, now: u64, dest: Dest, envelope: &[u8], prio: Priority) -> bool {
+        if prio == Priority::Bulk && self.queued_bytes + envelope.len() > QUEUE_BYTES {
+            return false;
+        }
+        let tid = self.next_transfer;
+        self.next_transfer = self.next_transfer.checked_add(1).unwrap_or(1);
+        let Ok(packets) = frag::split(tid, envelope, self.caps.mtu) else {
+            return false;
+        };
+        if packets.len() > 1 {
+            if let Dest::Peer(p) = dest {
+                let bytes: usize = packets.iter().map(Vec::len).sum();
+                self.sent.insert(
+                    (p, tid),
+                    SentTransfer {
+                        frags: packets.clone(),
+                        at: now,
+                        bytes,
+                    },
+                );
+                self.sent_bytes += bytes;
+                self.trim_sent(now);
+            }
+        }
+        for p in packets {
+            self.queued_bytes += p.len();
+            match prio {
+                Priority::Control => self.control.push_back((dest, p)),
+                Priority::Bulk => self.bulk.push_back((dest, p)),
+            }
+        }
+        true
+    }
+
+    /// Queue a raw packet (a NACK, a repaired fragment) ahead of bulk data.
+    pub fn enqueue_raw(&mut self, dest: Dest, packet: Vec<u8>) {
+        self.queued_bytes += packet.len();
+        self.control.push_back((dest, packet));
+    }
+
+    /// Fragments `peer` asked for again; false if the transfer is no longer held.
+    pub fn repair(&mut self, peer: PeerId, nack: &frag::Nack) -> bool {
+        let Some(t) = self.sent.get(&(peer, nack.transfer_id)) else {
+            return false;
+        };
+        let count = t.frags.len() as u32;
+        let want = nack.indices(count);
+        if want.is_empty() {
+            // An ACK: the peer has it all; free the repair copy.
+            if let Some(t) = self.sent.remove(&(peer, nack.transfer_id)) {
+                self.sent_bytes -= t.bytes;
+            }
+            return true;
+        }
+        let frags: Vec<Vec<u8>> = want
+            .iter()
+            .filter_map(|&i| t.frags.get(i as usize).cloned())
+            .collect();
+        for f in frags {
+            self.repaired += 1;
+            self.enqueue_raw(Dest::Peer(peer), f);
+        }
+        true
+    }
+
+    /// Count a NACK round for a transfer; false once the receiver should give up.
+    pub fn nack_round(&mut self, peer: PeerId, tid: u32) -> bool {
+        let n = self.nack_rounds.entry((peer, tid)).or_insert(0);
+        *n += 1;
+        *n <= MAX_NACK_ROUNDS
+    }
+
+    /// Drop state of a peer whose session ended.
+    pub fn forget_peer(&mut self, peer: PeerId) {
+        self.reasm.forget_peer(peer);
+        let gone: Vec<(PeerId, u32)> = self
+            .sent
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(t) = self.sent.remove(&k) {
+                self.sent_bytes -= t.bytes;
+            }
+        }
+        self.nack_rounds.retain(|(p, _), _| *p != peer);
+        let before = self.control.len() + self.bulk.len();
+        self.control.retain(|(d, _)| *d != Dest::Peer(peer));
+        self.bulk.retain(|(d, _)| *d != Dest::Peer(peer));
+        if before != self.control.len() + self.bulk.len() {
+            self.queued_bytes = self
+                .control
+                .iter()
+                .chain(self.bulk.iter())
+                .map(|(_, p)| p.len())
+                .sum();
+        }
+    }
+
+    fn trim_sent(&mut self, now: u64) {
+        while self.sent_bytes > SENT_CACHE_BYTES
+            || self
+                .sent
+                .values()
+                .next()
+                .is_some_and(|t| now.saturating_sub(t.at) > SENT_CACHE_MS)
+        {
+            // Transfer ids grow, so the first key per peer is the oldest; pick the
+            // globally oldest by time.
+            let Some(oldest) = self
+                .sent
+                .iter()
+                .min_by_key(|(k, t)| (t.at, **k))
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(t) = self.sent.remove(&oldest) {
+                self.sent_bytes -= t.bytes;
+            }
+        }
+    }
+
+    /// Hand packets to the driver while the air-time window allows.
+    pub fn release(&mut self, now: u64, out: &mut Vec<(Dest, Vec<u8>)>) {
+        self.nack_rounds.retain(|_, n| *n <= MAX_NACK_ROUNDS + 1);
+        loop {
+            if self.backlog_until.saturating_sub(now) >= WINDOW_MS {
+                return;
+            }
+            let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
+                return;
+            };
+            self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
+            let mut t = self.airtime_ms(p.len());
+            if self.backlog_until <= now {
+                t += BURST_OVERHEAD_MS;
+            }
+            self.backlog_until = self.backlog_until.max(now) + t;
+            self.air_ms += t;
+            self.packets_out += 1;
+            self.bytes_out += p.len() as u64;
+            out.push((dest, p));
+        }
+    }
+
+    /// Packets waiting for air time.
+    pub fn queued(&self) -> usize {
+        self.control.len() + self.bulk.len()
+    }
+}
+
+/// Estimated air time of a packet of `len` bytes: frame overhead and ~3 % bit stuffing.
+pub fn airtime_ms(caps: &LinkCaps, len: usize) -> u64 {
+    if caps.bitrate_bps == 0 {
+        return 0;
+    }
+    let bits = ((len + FRAME_OVERHEAD) as u64) * 8 * 103 / 100;
+    (bits * 1000).div_ceil(caps.bitrate_bps)
+}
+
+/// Does this link need the packet layer?
+pub fn is_packet_link(caps: &LinkCaps) -> bool {
+    !caps.connection_oriented || caps.mtu < crate::wire::envelope::MAX_MESSAGE_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn radio() -> LinkCaps {
+        LinkCaps {
+            mtu: 256,
+            bitrate_bps: 1200,
+            half_duplex: true,
+            broadcast: true,
+            text_only: false,
+            connection_oriented: false,
+            radio: true,
+        }
+    }
+
+    #[test]
+    fn airtime_matches_1200_baud() {
+        // 256 + 20 bytes at 1200 bit/s with stuffing: about 1.9 s.
+        let t = airtime_ms(&radio(), 256);
+        assert!((1850..1950).contains(&t), "{t}");
+        assert_eq!(airtime_ms(&LinkCaps::tcp(), 1000), 0);
+    }
+
+    #[test]
+    fn release_is_paced_and_control_overtakes_bulk() {
+        let mut l = PacketLink::new(radio(), 0, 0);
+        let big = vec![7u8; 4000];
+        assert!(l.enqueue(0, Dest::Peer(1), &big, Priority::Bulk));
+        let n_frags = l.queued();
+        assert!(n_frags >= 16);
+        l.enqueue(0, Dest::Peer(1), &[1, 2, 3], Priority::Control);
+        let mut out = Vec::new();
+        l.release(0, &mut out);
+        // The control packet went first, and only ~10 s of air was released.
+        assert_eq!(out[0].1, vec![0, 1, 2, 3]);
+        assert!(
+            out.len() < n_frags,
+            "released {} of {}",
+            out.len(),
+            n_frags + 1
+        );
+        let released = out.len();
+        l.release(60_000, &mut out);
+        assert!(
+            out.len() > released,
+            "more released once the air time has passed"
+        );
+    }
+
+    #[test]
+    fn nack_repairs_exactly_the_missing_fragments_and_ack_frees_them() {
+        let mut l = PacketLink::new(radio(), 0, 0);
+        let msg: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        l.enqueue(0, Dest::Peer(5), &msg, Priority::Bulk);
+        let mut out = Vec::new();
+        let mut t = 0;
+        while l.queued() > 0 {
+            t += 60_000;
+            l.release(t, &mut out);
+        }
+        let frags: Vec<Vec<u8>> = out.iter().map(|(_, p)| p.clone()).collect();
+        // Receiver gets all but fragments 2 and 5.
+        let mut r = Reassembler::new(ReassemblerConfig::default());
+        for (i, f) in frags.iter().enumerate() {
+            if i != 2 && i != 5 {
+                assert_eq!(r.insert(0, 5, f).unwrap(), None);
+            }
+        }
+        let nack_bytes = r.nack(5, 1).unwrap();
+        let frag::Packet::Nack(nack) = frag::parse(&nack_bytes).unwrap() else {
+            panic!("not a nack")
+        };
+        assert!(l.repair(5, &nack));
+        let mut again = Vec::new();
+        l.release(t + 60_000, &mut again);
+        assert_eq!(
+            again.len(),
+            2,
+            "exactly the two missing fragments are resent"
+        );
+        let mut done = None;
+        for (_, f) in again {
+            done = r.insert(1, 5, &f).unwrap().or(done);
+        }
+        assert_eq!(done, Some(msg));
+        let ack = r.nack(5, 1).unwrap();
+        let frag::Packet::Nack(ack) = frag::parse(&ack).unwrap() else {
+            panic!()
+        };
+        assert!(l.repair(5, &ack));
+        assert!(!l.repair(5, &ack), "an ACK frees the repair copy");
+    }
+}
