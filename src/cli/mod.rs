@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod kiss_monitor;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
@@ -92,6 +93,25 @@ pub enum Cmd {
         /// Blocks to mine before finishing.
         #[arg(long, default_value_t = 5)]
         blocks: u64,
+    },
+    /// KISS TNC tools.
+    Kiss {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: KissCmd,
+    },
+}
+
+/// `kiss` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KissCmd {
+    /// Print every frame the TNC hears (like axlisten), decoding skywave packets.
+    Monitor {
+        /// The TNC, e.g. kiss+tcp://127.0.0.1:8001 or kiss+serial:///dev/ttyUSB0?baud=9600.
+        url: String,
+        /// Exit after this many frames.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -194,6 +214,9 @@ pub fn main(cli: Cli) -> Result<()> {
                 },
         } => client::sign(&dir, &to, amount, fee, nonce),
         Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
+        Cmd::Kiss {
+            cmd: KissCmd::Monitor { url, count },
+        } => kiss_monitor::run(&url, count, cli.json),
     }
 }
 
