@@ -73,7 +73,15 @@ pub struct DriverOptions {
     pub mine_to: Option<Address>,
     /// Station callsign for radio links.
     pub callsign: String,
+    /// Links built by the caller (name for the API, and a function that starts the link
+    /// task), e.g. the demo's simulated radio hop.
+    pub custom_links: Vec<(String, LinkSpawner)>,
+    /// Pause mining while the chain is at or above this height (the caller may raise it).
+    pub mine_until_height: Option<Arc<AtomicU64>>,
 }
+
+/// Starts a link task given its context.
+pub type LinkSpawner = Box<dyn FnOnce(LinkContext) -> tokio::task::JoinHandle<()> + Send>;
 
 /// Start the driver. Returns the shared state and a future that runs until `shutdown`
 /// resolves.
@@ -105,7 +113,15 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
     let peer_ids = PeerIds::default();
     let mut link_cmds: HashMap<LinkId, mpsc::Sender<LinkCommand>> = HashMap::new();
     let mut tasks = Vec::new();
-    for (i, url) in opts.links.iter().enumerate() {
+    let mut custom = opts.custom_links;
+    let named: Vec<(String, Option<LinkUrl>)> = opts
+        .links
+        .iter()
+        .map(|u| (u.to_string(), Some(u.clone())))
+        .chain(custom.iter().map(|(name, _)| (name.clone(), None)))
+        .collect();
+    let mut custom_iter = custom.drain(..);
+    for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
         let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
         link_cmds.insert(id, cmd_tx);
@@ -119,23 +135,28 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         if let Ok(mut l) = shared.links.lock() {
             l.push(LinkStatus {
                 id,
-                url: url.to_string(),
+                url: name,
                 up: false,
                 caps: None,
                 error: None,
             });
         }
-        tasks.push(match url.clone() {
-            LinkUrl::TcpDial(a) => tokio::spawn(link::tcp::run_dial(a, ctx)),
-            LinkUrl::TcpListen(a) => tokio::spawn(link::tcp::run_listen(a, ctx)),
-            LinkUrl::Kiss(k) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
+        tasks.push(match url {
+            Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
+            Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
+            Some(LinkUrl::Kiss(k)) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
+            None => match custom_iter.next() {
+                Some((_, spawn)) => spawn(ctx),
+                None => continue,
+            },
         });
     }
     drop(ev_tx);
 
+    let until = opts.mine_until_height;
     let miner = opts.mine_to.map(|addr| {
         let s = shared.clone();
-        std::thread::spawn(move || mine_loop(s, addr))
+        std::thread::spawn(move || mine_loop(s, addr, until))
     });
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
@@ -274,11 +295,18 @@ async fn flush(
 
 /// Grind blocks on the current tip until the node stops. Runs on its own thread: hashing
 /// must not stall the event loop.
-fn mine_loop(shared: Arc<Shared>, to: Address) {
+fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
     const BATCH: u64 = 100_000;
     let pacing = shared.node().chain().params().mine_pacing_ms;
     let mut last_found = 0u64;
     while !shared.stopping.load(Ordering::SeqCst) {
+        if until
+            .as_ref()
+            .is_some_and(|h| shared.node().chain().tip().height >= h.load(Ordering::SeqCst))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        }
         if pacing > 0 {
             let due = last_found + pacing;
             let now = now_ms();

@@ -116,7 +116,11 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
     // Station identification: B knows A by the AX.25 source address of what it heard.
     let peers = b.status()["peers"].clone();
     assert!(
-        peers.as_array().unwrap().iter().any(|p| p["remote"] == "N0CALL-1"),
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["remote"] == "N0CALL-1"),
         "B heard N0CALL-1: {peers}"
     );
 }

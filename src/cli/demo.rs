@@ -3,14 +3,31 @@
 //! hop by hop without configuring anything.
 
 use crate::chain::{params, Chain, Transaction};
-use crate::driver::{self, now_ms, DriverOptions, Shared};
+use crate::driver::{self, now_ms, DriverOptions, LinkSpawner, Shared};
+use crate::link::kiss::{KissLinkConfig, KissTransport};
+use crate::link::simtnc::SimChannel;
 use crate::link::LinkUrl;
 use crate::node::{Node, NodeConfig, NodeEvent};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A KISS link to a simulated TNC on `chan`.
+fn radio_link(chan: &SimChannel) -> (String, LinkSpawner) {
+    let chan = chan.clone();
+    let spawn: LinkSpawner = Box::new(move |ctx| {
+        let cfg = KissLinkConfig::new(KissTransport::Tcp("simulated-tnc".into()));
+        let mut tnc = Some(chan.attach());
+        tokio::spawn(crate::link::kiss::run_with(cfg, ctx, move |_| {
+            let t = tnc.take();
+            async move { t.ok_or_else(|| "simulated TNC already in use".to_string()) }
+        }))
+    });
+    ("sim-radio://1200".to_string(), spawn)
+}
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -44,15 +61,25 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
     let mut nodes: Vec<Arc<Shared>> = Vec::new();
     if !as_json {
         println!(
-            "skywave demo: {n} nodes in a line over TCP on loopback (regtest), node0 mines, \
-             a transaction enters at node{}",
-            n - 1
+            "skywave demo: {n} nodes in a line (regtest); node0 mines {blocks} blocks, a \
+             transaction enters at node{last}.\nHops are TCP on loopback, except node{prev} <-> \
+             node{last}: a simulated 1200-baud half-duplex packet-radio channel (KISS/AX.25 \
+             UI frames, 256-byte frames).",
+            last = n - 1,
+            prev = n - 2
         );
     }
+    let radio = SimChannel::new(1200, 0, rand::random());
+    // node0 mines up to `blocks`, and one more at a time while the transaction waits.
+    let limit = Arc::new(AtomicU64::new(blocks));
     for (i, port) in ports.iter().enumerate() {
         let mut links = vec![LinkUrl::TcpListen(format!("127.0.0.1:{port}"))];
-        if i > 0 {
+        if i > 0 && i < n - 1 {
             links.push(LinkUrl::TcpDial(format!("127.0.0.1:{}", ports[i - 1])));
+        }
+        let mut custom_links = Vec::new();
+        if i >= n - 2 {
+            custom_links.push(radio_link(&radio));
         }
         let chain = Chain::open(params.clone(), Store::open_in_memory()?)?;
         let node = Node::new(
@@ -70,6 +97,8 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
                 links,
                 mine_to: (i == 0).then_some(miner_addr),
                 callsign: format!("N0CALL-{}", i + 1),
+                custom_links,
+                mine_until_height: Some(limit.clone()),
             },
         );
         tokio::spawn(fut);
@@ -120,7 +149,7 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         nodes.push(shared);
     }
 
-    let deadline = Instant::now() + Duration::from_secs(30 + 5 * blocks);
+    let deadline = Instant::now() + Duration::from_secs(120 + 15 * blocks);
     let mut tx_id = None;
     let last = nodes.len() - 1;
     loop {
@@ -155,6 +184,10 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         if agree && confirmed && tips[0].height >= blocks {
             break;
         }
+        let in_pool = tx_id.is_some_and(|id| nodes[0].node().chain().mempool_get(&id).is_some());
+        if in_pool && tips[0].height >= limit.load(Ordering::SeqCst) {
+            limit.fetch_add(1, Ordering::SeqCst);
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let mut rows = Vec::new();
@@ -171,10 +204,12 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         driver::stop(s);
     }
     let id = tx_id.map(|t| t.to_hex()).unwrap_or_default();
+    let (air_ms, frames) = radio.usage();
     if as_json {
         println!(
             "{}",
-            json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true})
+            json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true,
+                   "radio": {"frames": frames, "air_seconds": air_ms as f64 / 1000.0}})
         );
     } else {
         println!("\nsummary after {secs:.1}s:");
@@ -189,6 +224,10 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
                 r["bytes_in"]
             );
         }
+        println!(
+            "  radio hop: {frames} frames, {:.1} s of air at 1200 baud",
+            air_ms as f64 / 1000.0
+        );
         println!(
             "  all {n} nodes agree on the tip; tx {} confirmed everywhere",
             &id[..16.min(id.len())]

@@ -344,6 +344,8 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
                 links: urls,
                 mine_to,
                 callsign: cfg.callsign.clone(),
+                custom_links: Vec::new(),
+                mine_until_height: None,
             },
         );
         {

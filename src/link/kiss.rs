@@ -648,8 +648,9 @@ pub async fn run_kiss(cfg: KissLinkConfig, ctx: LinkContext) {
     run_with(cfg, ctx, |t| async move { open_transport(&t).await }).await
 }
 
-/// [`run_kiss`] with the transport opener supplied (tests use in-memory pipes).
-async fn run_with<O, F>(cfg: KissLinkConfig, mut ctx: LinkContext, mut open: O)
+/// [`run_kiss`] with the transport opener supplied (tests use in-memory pipes, the demo a
+/// simulated TNC).
+pub async fn run_with<O, F>(cfg: KissLinkConfig, mut ctx: LinkContext, mut open: O)
 where
     O: FnMut(KissTransport) -> F,
     F: std::future::Future<Output = Result<Box<dyn KissIo>, String>>,

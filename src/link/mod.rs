@@ -3,6 +3,7 @@
 //! core never sees a socket and never decides anything from a link's name.
 
 pub mod kiss;
+pub mod simtnc;
 pub mod tcp;
 
 use serde::Serialize;

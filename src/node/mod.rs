@@ -988,6 +988,17 @@ impl Node {
 
     fn ask_headers(&mut self, now: u64, peer: PeerId, from: Option<Hash>) {
         let slow = self.peer_caps(peer).filter(|c| c.bitrate_bps > 0).cloned();
+        // One outstanding request per peer: its answer will show what else is missing,
+        // and on a slow link a duplicate answer costs seconds of air.
+        let pending = self.peers.get(&peer).and_then(|p| p.headers_asked_at);
+        let patience = HEADERS_TIMEOUT_MS
+            + slow
+                .as_ref()
+                .map(|c| packet::airtime_ms(c, 4 * c.mtu))
+                .unwrap_or(0);
+        if from.is_none() && pending.is_some_and(|t| now.saturating_sub(t) < patience) {
+            return;
+        }
         let mut full = self.chain.locator();
         if slow.is_some() && full.len() > 8 {
             // Every locator hash is 32 bytes of air: on a slow link a sparse locator
