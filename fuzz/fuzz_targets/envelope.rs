@@ -1,0 +1,20 @@
+//! `envelope::decode` and `peek_network` on arbitrary bytes. Whatever decodes must
+//! re-encode to exactly the same bytes: the decoder enforces canonical encoding.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use skywave::wire::envelope::{decode, encode, peek_network, ENVELOPE_VERSION, MIN_MESSAGE_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let peeked = peek_network(data);
+    if let Some(net) = peeked {
+        assert!(data.len() >= MIN_MESSAGE_LEN && data[0] == ENVELOPE_VERSION);
+        assert_eq!(net, [data[1], data[2], data[3], data[4]]);
+    }
+    if let Ok(env) = decode(data) {
+        assert_eq!(env.version, ENVELOPE_VERSION);
+        assert_eq!(peeked, Some(env.network), "decodable but peek_network disagrees");
+        let again = encode(env.network, env.msg_id, &env.message);
+        assert_eq!(again, data, "accepted a non-canonical encoding");
+    }
+});
