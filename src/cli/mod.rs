@@ -2,6 +2,7 @@
 
 mod client;
 mod demo;
+mod outbox;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
@@ -82,6 +83,12 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         cmd: TxCmd,
+    },
+    /// Inspect and steer the running node's outbox (what it owes its peers).
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: outbox::OutboxCmd,
     },
     /// Show skywave at work with nothing to configure: several nodes in this process,
     /// relaying freshly mined blocks and a transaction.
@@ -169,6 +176,7 @@ pub fn main(cli: Cli) -> Result<()> {
             cmd: TxCmd::Send { to, amount, fee },
         } => client::send(&dir, &to, amount, fee, cli.json),
         Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
+        Cmd::Outbox { cmd } => outbox::run(&dir, cmd, cli.json),
     }
 }
 

@@ -20,6 +20,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tracing::{debug, info, warn};
 
+mod outbox;
+pub use outbox::{OutboxEntry, OutboxStats, OutboxView};
+
 /// How often the core wants `handle_timeout`.
 const TICK_MS: u64 = 1000;
 /// A peer that has not completed the handshake by then is dropped.
@@ -200,6 +203,7 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     next_tick: u64,
+    outbox: outbox::OutboxState,
 }
 
 impl Node {
@@ -208,6 +212,7 @@ impl Node {
         let mut rng = Rng::new(cfg.seed);
         let next_msg_id = rng.next_u64() >> 16;
         let network = chain.params().network_id();
+        let outbox = outbox::OutboxState::load(&chain);
         Node {
             chain,
             cfg,
@@ -220,6 +225,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: 0,
+            outbox,
         }
     }
 
@@ -297,6 +303,7 @@ impl Node {
     /// A peer session closed.
     pub fn peer_disconnected(&mut self, _now: u64, peer: PeerId) {
         self.peers.remove(&peer);
+        self.outbox_peer_gone(peer);
         self.in_flight.retain(|_, (p, _)| *p != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
@@ -337,7 +344,13 @@ impl Node {
             );
             return;
         }
+        let msg_id = env.msg_id;
         let msg = env.message;
+        // Outbox: proofs of delivery, and a repeated push acked from the seen-set.
+        let pushed = match self.outbox_inspect(now, peer, msg_id, &msg) {
+            outbox::Pushed::Done => return,
+            p => p,
+        };
         let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
         match msg {
             Message::Hello(h) => self.on_hello(now, peer, h),
@@ -392,7 +405,9 @@ impl Node {
                 let remote = self.remote(peer);
                 warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
             }
+            Message::Ack(ids) => self.outbox_on_ack(now, peer, ids),
         }
+        self.outbox_after(now, peer, pushed);
     }
 
     /// The link could not frame what `peer` sent (a bad length prefix, a broken KISS
@@ -405,6 +420,7 @@ impl Node {
 
     /// Periodic work: timeouts, pings, re-requests.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.outbox_tick(now);
         if now < self.next_tick {
             return;
         }
@@ -459,7 +475,7 @@ impl Node {
 
     /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
     pub fn poll_timeout(&self) -> u64 {
-        self.next_tick
+        self.next_tick.min(self.outbox_wake())
     }
 
     /// Next envelope to send.
@@ -477,6 +493,7 @@ impl Node {
         let id = tx.id();
         match self.chain.submit_tx(tx, now / 1000)? {
             TxOutcome::Accepted => {
+                self.outbox_tx_accepted(now, id, None)?;
                 self.events
                     .push_back(NodeEvent::TxAccepted { id, from: None });
                 self.announce(
@@ -499,6 +516,7 @@ impl Node {
         block: crate::chain::Block,
     ) -> Result<BlockOutcome, ChainError> {
         let out = self.chain.submit_block(block, now / 1000)?;
+        self.outbox_block_outcome(now, None, &out)?;
         self.after_block(None, &out);
         Ok(out)
     }
@@ -601,6 +619,7 @@ impl Node {
         if h.work > self.chain.best_header().work {
             self.ask_headers(now, peer, None);
         }
+        self.outbox_peer_ready(now, peer);
         // Offer what we hold for relay: a peer that was away may lack it.
         let items: Vec<InvItem> = self
             .chain
@@ -739,6 +758,9 @@ impl Node {
         match self.chain.submit_tx(tx, now / 1000) {
             Ok(TxOutcome::Accepted) => {
                 debug!(peer, %id, "tx accepted");
+                if let Err(e) = self.outbox_tx_accepted(now, id, Some(peer)) {
+                    warn!(%id, "cannot queue relayed tx in the outbox: {e}");
+                }
                 self.events.push_back(NodeEvent::TxAccepted {
                     id,
                     from: Some(peer),
@@ -850,6 +872,9 @@ impl Node {
                     if let Some(peer) = from {
                         self.ask_headers(now, peer, None);
                     }
+                }
+                if let Err(e) = self.outbox_block_outcome(now, from, &out) {
+                    warn!(%hash, "cannot queue block in the outbox: {e}");
                 }
                 self.after_block(from, &out);
             }
