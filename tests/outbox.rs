@@ -18,6 +18,13 @@ fn outbox_len(n: &TestNode) -> Option<usize> {
     outbox(n)["items"].as_array().map(|a| a.len())
 }
 
+/// Transaction items still owed (a mining node always has a fresh block item or two).
+fn outbox_txs(n: &TestNode) -> Option<usize> {
+    outbox(n)["items"]
+        .as_array()
+        .map(|a| a.iter().filter(|i| i["kind"] == "tx").count())
+}
+
 fn tx_status(n: &TestNode, id: &str) -> Option<String> {
     let (_, v) = http(&n.api(), "GET", &format!("/api/tx/{id}"), None)?;
     v["status"].as_str().map(str::to_string)
@@ -35,7 +42,9 @@ fn outbox_delivers_200_txs_to_a_peer_killed_ten_times() {
     let mut a = TestNode::init("a", "N0CALL-1");
     let mut b = TestNode::init("b", "N0CALL-2");
     a.ok(&["mine", "--blocks", "3"]);
-    a.start(&[]);
+    // A mines as it goes: the mempool holds at most 25 pending txs per sender, so the
+    // 200 are mined in batches while they are delivered.
+    a.start(&["--mine"]);
     // Introduce B once so A records its node id, then take B away.
     b.start(&["--link", &a.url()]);
     assert!(wait_height(&b, 3, 20), "B did not sync: {}", b.log_text());
@@ -46,19 +55,22 @@ fn outbox_delivers_200_txs_to_a_peer_killed_ten_times() {
     let a_dir = a.dir.clone();
     let sender = std::thread::spawn(move || {
         let mut ids = Vec::new();
-        for _ in 0..200 {
+        let mut refusals = 0;
+        while ids.len() < 200 {
             let out = std::process::Command::new(support::bin())
                 .arg("--data-dir")
                 .arg(&a_dir)
                 .args(["tx", "send", "--to", &to, "--amount", "1", "--fee", "1000"])
                 .output()
                 .expect("tx send");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            if out.status.success() {
+                ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            } else {
+                // Mempool full for this sender: wait for the next block.
+                refusals += 1;
+                assert!(refusals < 2000, "{}", String::from_utf8_lossy(&out.stderr));
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         ids
     });
@@ -79,7 +91,7 @@ fn outbox_delivers_200_txs_to_a_peer_killed_ten_times() {
     b.start(&["--link", &a.url()]);
     let t0 = Instant::now();
     let emptied = wait_for(Duration::from_secs(120), || {
-        (outbox_len(&a)? == 0).then_some(())
+        (outbox_txs(&a)? == 0).then_some(())
     });
     assert!(
         emptied.is_some(),
@@ -88,32 +100,33 @@ fn outbox_delivers_200_txs_to_a_peer_killed_ten_times() {
         a.log_text()
     );
     eprintln!("outbox drained {:?} after the last restart", t0.elapsed());
+    // Every tx on B exactly once: in its mempool or in one block of its main chain.
     let (_, mp) = http(&b.api(), "GET", "/api/mempool", None).expect("mempool");
-    let in_b: Vec<&str> = mp["txs"]
+    let mut seen: Vec<String> = mp["txs"]
         .as_array()
         .expect("txs")
         .iter()
-        .filter_map(|t| t["id"].as_str())
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
         .collect();
-    let in_b_set: HashSet<&str> = in_b.iter().copied().collect();
-    assert_eq!(
-        in_b.len(),
-        in_b_set.len(),
-        "a tx applied twice in B's mempool"
-    );
+    let height = b.height().expect("height");
+    for h in 1..=height {
+        let (_, blk) = http(&b.api(), "GET", &format!("/api/blocks/{h}"), None).expect("block");
+        for t in blk["txs"].as_array().expect("block txs") {
+            seen.push(t["id"].as_str().unwrap_or("").to_string());
+        }
+    }
     for id in &ids {
-        assert!(
-            in_b_set.contains(id.as_str()) || tx_status(&b, id).as_deref() == Some("confirmed"),
-            "B lacks {id}"
-        );
+        let n = seen.iter().filter(|s| *s == id).count();
+        assert_eq!(n, 1, "tx {id} held {n} times on B");
     }
     let ob = outbox(&a);
     eprintln!("A outbox figures: {}", ob["stats"]);
     let t = &ob["totals"];
+    let live = ob["items"].as_array().map_or(0, |a| a.len()) as u64;
     assert_eq!(
         t["enqueued"].as_u64(),
-        t["delivered"].as_u64(),
-        "every queued item delivered: {t}"
+        t["delivered"].as_u64().map(|d| d + live),
+        "every queued item delivered or still listed: {ob}"
     );
 }
 

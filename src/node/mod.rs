@@ -239,6 +239,12 @@ impl Node {
         &self.cfg
     }
 
+    /// Give back the chain (and its store), e.g. to rebuild the node after a simulated
+    /// restart: everything not in the store is lost, as in a crash.
+    pub fn into_chain(self) -> Chain {
+        self.chain
+    }
+
     /// A link came up with these capabilities.
     pub fn link_up(&mut self, link: LinkId, caps: LinkCaps) {
         self.links.insert(link, caps);
