@@ -10,6 +10,9 @@ use crate::store::Store;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+/// Delay before a dropped session is dialled again.
+const REDIAL_MS: u64 = 30_000;
+
 /// Properties of a simulated link.
 #[derive(Clone, Debug)]
 pub struct LinkSpec {
@@ -262,6 +265,8 @@ impl Sim {
             return;
         }
         l.up = false;
+        // What was still queued for the air dies with the session.
+        l.busy_until = [self.now, self.now];
         let (a, b, pa, pb) = (l.a, l.b, l.peer_a, l.peer_b);
         self.sessions.remove(&(a, pa));
         self.sessions.remove(&(b, pb));
@@ -362,6 +367,10 @@ impl Sim {
                         if let Some(&l) = self.sessions.get(&(i, *peer)) {
                             self.events.push((self.now, i, ev.clone()));
                             self.disconnect(l);
+                            if self.links[l].spec.flap.is_none() {
+                                // The dialling side tries again, as the TCP link does.
+                                self.links[l].next_change = self.now + REDIAL_MS;
+                            }
                             continue;
                         }
                     }
@@ -457,7 +466,9 @@ impl Sim {
                         continue;
                     }
                     let Some((up_ms, down_ms)) = self.links[i].spec.flap else {
+                        // A redial after a dropped session.
                         self.links[i].next_change = u64::MAX;
+                        self.open(i);
                         continue;
                     };
                     if self.links[i].up {
@@ -599,12 +610,13 @@ mod flap_tests {
         sim.mine(0, me).unwrap();
         let spec = LinkSpec {
             flap: Some((5_000, 10_000)),
+            bitrate_bps: 9600,
             ..LinkSpec::vhf_1200(20_000)
         };
         let link = sim.connect(0, 1, spec.clone());
         sim.run_for(30_000);
         let mut ids = Vec::new();
-        for nonce in 0..40 {
+        for nonce in 0..25 {
             let tx = Transaction::sign(p.network_id(), &key, Address([9; 32]), 1, 1000, nonce);
             let now = sim.now();
             ids.push(sim.nodes[0].submit_tx(now, tx).unwrap());

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod outbox;
+mod sim;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
@@ -89,6 +90,21 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         cmd: outbox::OutboxCmd,
+    },
+    /// Run a many-node simulation (virtual clock, seeded) and print its figures.
+    Sim {
+        /// Seed: same seed, same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// line, star, mesh or islands.
+        #[arg(long, default_value = "islands")]
+        topology: String,
+        /// Hours of activity (virtual) before the heal phase.
+        #[arg(long, default_value_t = 4.0)]
+        hours: f64,
     },
     /// Show skywave at work with nothing to configure: several nodes in this process,
     /// relaying freshly mined blocks and a transaction.
@@ -177,6 +193,12 @@ pub fn main(cli: Cli) -> Result<()> {
         } => client::send(&dir, &to, amount, fee, cli.json),
         Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
         Cmd::Outbox { cmd } => outbox::run(&dir, cmd, cli.json),
+        Cmd::Sim {
+            seed,
+            nodes,
+            topology,
+            hours,
+        } => sim::run(seed, nodes, &topology, hours, cli.json),
     }
 }
 

@@ -51,6 +51,8 @@ struct Session {
     /// Highest main-chain block the peer proved it holds.
     tip_height: Option<u64>,
     acks: Vec<u64>,
+    /// When the oldest unsent ack was queued.
+    ack_first: Option<u64>,
     ack_due: Option<u64>,
 }
 
@@ -235,6 +237,7 @@ impl Node {
                 inflight: BTreeMap::new(),
                 tip_height: None,
                 acks: Vec::new(),
+                ack_first: None,
                 ack_due: None,
             },
         );
@@ -559,8 +562,13 @@ impl Node {
             self.flush_acks(peer);
             return;
         }
-        let due = now + s.policy.ack_delay_ms;
-        s.ack_due = Some(s.ack_due.map_or(due, |d| d.min(due)));
+        // Wait for a pause in what the peer sends (more pushes may be on the air), but
+        // never longer than the policy's delay after the first unsent ack: on a link that
+        // is open for seconds, an ack held too long dies with the session.
+        let first = *s.ack_first.get_or_insert(now);
+        let quiet = (s.policy.ack_delay_ms / 4).max(50);
+        let due = (now + quiet).min(first + s.policy.ack_delay_ms);
+        s.ack_due = Some(due);
         self.outbox.wake = self.outbox.wake.min(due);
     }
 
@@ -569,6 +577,7 @@ impl Node {
             return;
         };
         s.ack_due = None;
+        s.ack_first = None;
         if s.acks.is_empty() {
             return;
         }
