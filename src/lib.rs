@@ -20,6 +20,7 @@ pub mod driver;
 pub mod keys;
 pub mod link;
 pub mod node;
+pub mod outbox;
 pub mod rng;
 pub mod sim;
 pub mod store;

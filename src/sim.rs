@@ -10,6 +10,9 @@ use crate::store::Store;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+/// Delay before a dropped session is dialled again.
+const REDIAL_MS: u64 = 30_000;
+
 /// Properties of a simulated link.
 #[derive(Clone, Debug)]
 pub struct LinkSpec {
@@ -17,8 +20,19 @@ pub struct LinkSpec {
     pub latency_ms: u64,
     /// Bit rate in bit/s (0: unlimited).
     pub bitrate_bps: u64,
-    /// Probability that a message is lost, in parts per million.
+    /// Probability that a frame is lost, in parts per million.
     pub loss_ppm: u32,
+    /// Largest frame (0: whole messages); longer messages take several frames, each of
+    /// which can be lost (losing the message).
+    pub mtu: usize,
+    /// Bytes of framing per frame (AX.25 + KISS headers on a radio link).
+    pub frame_overhead: usize,
+    /// One transmitter for both directions, with `turnaround_ms` to change direction.
+    pub half_duplex: bool,
+    /// Time to switch a half-duplex link from receive to transmit.
+    pub turnaround_ms: u64,
+    /// Outage schedule: up for `.0` ms, then down for `.1` ms, repeating (None: always up).
+    pub flap: Option<(u64, u64)>,
 }
 
 impl LinkSpec {
@@ -28,6 +42,54 @@ impl LinkSpec {
             latency_ms: 5,
             bitrate_bps: 0,
             loss_ppm: 0,
+            mtu: 0,
+            frame_overhead: 0,
+            half_duplex: false,
+            turnaround_ms: 0,
+            flap: None,
+        }
+    }
+
+    /// A 1200 bit/s AFSK packet channel (VHF): half duplex, 256-byte frames, some loss.
+    pub fn vhf_1200(loss_ppm: u32) -> LinkSpec {
+        LinkSpec {
+            latency_ms: 50,
+            bitrate_bps: 1200,
+            loss_ppm,
+            mtu: 256,
+            frame_overhead: 20,
+            half_duplex: true,
+            turnaround_ms: 300,
+            flap: None,
+        }
+    }
+
+    /// A 300 bit/s HF channel that is open for `up_ms` then closed for `down_ms`.
+    pub fn hf_300(loss_ppm: u32, up_ms: u64, down_ms: u64) -> LinkSpec {
+        LinkSpec {
+            latency_ms: 100,
+            bitrate_bps: 300,
+            loss_ppm,
+            mtu: 128,
+            frame_overhead: 20,
+            half_duplex: true,
+            turnaround_ms: 500,
+            flap: Some((up_ms, down_ms)),
+        }
+    }
+
+    /// Name of the link kind for figures: from its properties, like the core does.
+    pub fn kind(&self) -> String {
+        match self.bitrate_bps {
+            0 => "fast (tcp)".into(),
+            b => format!(
+                "{b} bit/s{}",
+                if self.flap.is_some() {
+                    " (flapping)"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }
@@ -37,8 +99,15 @@ struct SimLink {
     b: usize,
     spec: LinkSpec,
     up: bool,
-    /// When each direction's transmitter is free again (a→b, b→a).
+    /// When each direction's transmitter is free again (a→b, b→a; one shared value on
+    /// a half-duplex link).
     busy_until: [u64; 2],
+    /// Direction of the last transmission (for half-duplex turnaround).
+    last_dir: usize,
+    /// Next scheduled up/down change (flapping links).
+    next_change: u64,
+    /// Times the link came up again.
+    ups: u64,
     /// Bytes carried in each direction.
     bytes: [u64; 2],
     /// Session ids: on node a the peer is `peer_a`, on node b it is `peer_b`.
@@ -69,6 +138,11 @@ pub struct Sim {
     rng: Rng,
     /// Events every node reported, with the node index and time.
     pub events: Vec<(u64, usize, NodeEvent)>,
+    params: NetworkParams,
+    configs: Vec<NodeConfig>,
+    next_peer: PeerId,
+    /// Node restarts so far.
+    pub restarts: u64,
 }
 
 impl Sim {
@@ -80,21 +154,21 @@ impl Sim {
     ) -> Result<Sim, crate::chain::ChainError> {
         let mut rng = Rng::new(seed);
         let mut nodes = Vec::with_capacity(n);
+        let mut configs = Vec::with_capacity(n);
         for i in 0..n {
             let store = Store::open_in_memory().map_err(crate::chain::ChainError::from)?;
             let chain = Chain::open(params.clone(), store)?;
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             id[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-            nodes.push(Node::new(
-                chain,
-                NodeConfig {
-                    node_id: id,
-                    callsign: format!("N0SIM-{}", i % 16),
-                    seed: rng.next_u64(),
-                    user_agent: "skywave-sim".into(),
-                },
-            ));
+            let cfg = NodeConfig {
+                node_id: id,
+                callsign: format!("N0SIM-{}", i % 16),
+                seed: rng.next_u64(),
+                user_agent: "skywave-sim".into(),
+            };
+            configs.push(cfg.clone());
+            nodes.push(Node::new(chain, cfg));
         }
         // Start after genesis so block timestamps are plausible.
         let now = params.genesis.header.time * 1000 + 60_000;
@@ -107,6 +181,10 @@ impl Sim {
             seq: 0,
             rng,
             events: Vec::new(),
+            params: params.clone(),
+            configs,
+            next_peer: 1,
+            restarts: 0,
         })
     }
 
@@ -118,21 +196,49 @@ impl Sim {
     /// Join nodes `a` and `b` with a link; `a` dials. Returns the link index.
     pub fn connect(&mut self, a: usize, b: usize, spec: LinkSpec) -> usize {
         let idx = self.links.len();
-        let (peer_a, peer_b) = (2 * idx as u64 + 1, 2 * idx as u64 + 2);
-        let caps = LinkCaps {
-            bitrate_bps: spec.bitrate_bps,
-            ..LinkCaps::tcp()
-        };
+        let next_change = spec.flap.map_or(u64::MAX, |(up, _)| self.now + up);
         self.links.push(SimLink {
             a,
             b,
             spec,
-            up: true,
+            up: false,
             busy_until: [0, 0],
+            last_dir: 0,
+            next_change,
+            ups: 0,
             bytes: [0, 0],
-            peer_a,
-            peer_b,
+            peer_a: 0,
+            peer_b: 0,
         });
+        self.open(idx);
+        idx
+    }
+
+    /// Open a session over link `idx` (new peer ids on both sides).
+    fn open(&mut self, idx: usize) {
+        let (a, b, caps) = {
+            let l = &mut self.links[idx];
+            if l.up {
+                return;
+            }
+            l.up = true;
+            l.ups += 1;
+            let caps = LinkCaps {
+                bitrate_bps: l.spec.bitrate_bps,
+                half_duplex: l.spec.half_duplex,
+                mtu: if l.spec.mtu == 0 {
+                    crate::wire::envelope::MAX_MESSAGE_LEN
+                } else {
+                    l.spec.mtu
+                },
+                ..LinkCaps::tcp()
+            };
+            (l.a, l.b, caps)
+        };
+        let (peer_a, peer_b) = (self.next_peer, self.next_peer + 1);
+        self.next_peer += 2;
+        self.links[idx].peer_a = peer_a;
+        self.links[idx].peer_b = peer_b;
         self.sessions.insert((a, peer_a), idx);
         self.sessions.insert((b, peer_b), idx);
         let now = self.now;
@@ -141,7 +247,13 @@ impl Sim {
         self.nodes[a].peer_connected(now, peer_a, idx as u32, format!("sim:{b}"), true);
         self.nodes[b].peer_connected(now, peer_b, idx as u32, format!("sim:{a}"), false);
         self.pump();
-        idx
+    }
+
+    /// Bring a cut link back up (a new session).
+    pub fn reconnect(&mut self, link: usize) {
+        if link < self.links.len() {
+            self.open(link);
+        }
     }
 
     /// Cut a link: both sides see their session close; queued deliveries are lost.
@@ -153,11 +265,73 @@ impl Sim {
             return;
         }
         l.up = false;
+        // What was still queued for the air dies with the session.
+        l.busy_until = [self.now, self.now];
         let (a, b, pa, pb) = (l.a, l.b, l.peer_a, l.peer_b);
+        self.sessions.remove(&(a, pa));
+        self.sessions.remove(&(b, pb));
         let now = self.now;
         self.nodes[a].peer_disconnected(now, pa);
         self.nodes[b].peer_disconnected(now, pb);
         self.pump();
+    }
+
+    /// Crash and restart node `i`: its sessions close, the node is rebuilt from its store
+    /// (everything only in memory is lost), and its links that should be up reopen.
+    pub fn restart(&mut self, i: usize) -> Result<(), crate::chain::ChainError> {
+        let up: Vec<usize> = (0..self.links.len())
+            .filter(|&l| self.links[l].up && (self.links[l].a == i || self.links[l].b == i))
+            .collect();
+        for &l in &up {
+            self.disconnect(l);
+        }
+        let placeholder = {
+            let store = Store::open_in_memory()?;
+            Node::new(
+                Chain::open(self.params.clone(), store)?,
+                self.configs[i].clone(),
+            )
+        };
+        let old = std::mem::replace(&mut self.nodes[i], placeholder);
+        let store = old.into_chain().into_store();
+        let mut cfg = self.configs[i].clone();
+        // A restarted node draws fresh nonces, as a real one seeded from the OS would.
+        cfg.seed = self.rng.next_u64();
+        self.nodes[i] = Node::new(Chain::open(self.params.clone(), store)?, cfg);
+        self.restarts += 1;
+        for l in up {
+            self.open(l);
+        }
+        Ok(())
+    }
+
+    /// Links: (index, a, b, kind, up, bytes both ways, times it came up).
+    pub fn links(&self) -> Vec<(usize, usize, usize, String, bool, u64, u64)> {
+        self.links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (
+                    i,
+                    l.a,
+                    l.b,
+                    l.spec.kind(),
+                    l.up,
+                    l.bytes[0] + l.bytes[1],
+                    l.ups,
+                )
+            })
+            .collect()
+    }
+
+    /// Stop every outage schedule and loss, and bring every link up (the "heal" phase).
+    pub fn heal(&mut self) {
+        for i in 0..self.links.len() {
+            self.links[i].spec.flap = None;
+            self.links[i].spec.loss_ppm = 0;
+            self.links[i].next_change = u64::MAX;
+            self.open(i);
+        }
     }
 
     /// Bytes carried by a link in both directions.
@@ -196,6 +370,10 @@ impl Sim {
                         if let Some(&l) = self.sessions.get(&(i, *peer)) {
                             self.events.push((self.now, i, ev.clone()));
                             self.disconnect(l);
+                            if self.links[l].spec.flap.is_none() {
+                                // The dialling side tries again, as the TCP link does.
+                                self.links[l].next_change = self.now + REDIAL_MS;
+                            }
                             continue;
                         }
                     }
@@ -221,16 +399,34 @@ impl Sim {
         } else {
             (1, l.a, l.peer_a)
         };
+        let frames = if l.spec.mtu == 0 {
+            1
+        } else {
+            bytes.len().div_ceil(l.spec.mtu).max(1)
+        };
+        let on_air = bytes.len() + frames * l.spec.frame_overhead;
         let tx_ms = if l.spec.bitrate_bps == 0 {
             0
         } else {
-            (bytes.len() as u64 * 8 * 1000).div_ceil(l.spec.bitrate_bps)
+            (on_air as u64 * 8 * 1000).div_ceil(l.spec.bitrate_bps)
         };
-        let start = l.busy_until[dir].max(self.now);
+        let start = if l.spec.half_duplex {
+            let free = l.busy_until[0].max(l.busy_until[1]);
+            let turn = if l.last_dir != dir {
+                l.spec.turnaround_ms
+            } else {
+                0
+            };
+            free.max(self.now) + turn
+        } else {
+            l.busy_until[dir].max(self.now)
+        };
         l.busy_until[dir] = start + tx_ms;
-        l.bytes[dir] += bytes.len() as u64;
+        l.last_dir = dir;
+        l.bytes[dir] += on_air as u64;
         let at = start + tx_ms + l.spec.latency_ms;
-        if l.spec.loss_ppm > 0 && self.rng.below(1_000_000) < l.spec.loss_ppm as u64 {
+        let loss = l.spec.loss_ppm as u64;
+        if loss > 0 && (0..frames).any(|_| self.rng.below(1_000_000) < loss) {
             return;
         }
         self.seq += 1;
@@ -244,7 +440,8 @@ impl Sim {
         }));
     }
 
-    /// Advance the virtual clock to `until`, delivering messages and firing timers.
+    /// Advance the virtual clock to `until`, delivering messages, firing timers and
+    /// following link outage schedules.
     pub fn run_until(&mut self, until: u64) {
         loop {
             let next_timer = self
@@ -254,15 +451,41 @@ impl Sim {
                 .min()
                 .unwrap_or(u64::MAX);
             let next_msg = self.queue.peek().map(|Reverse(d)| d.at).unwrap_or(u64::MAX);
-            let next = next_timer.min(next_msg).max(self.now);
+            let next_change = self
+                .links
+                .iter()
+                .map(|l| l.next_change)
+                .min()
+                .unwrap_or(u64::MAX);
+            let next = next_timer.min(next_msg).min(next_change).max(self.now);
             if next > until {
                 self.now = until;
                 return;
             }
             self.now = next;
-            if next_msg <= next_timer {
+            if next_change <= next_timer.min(next_msg) {
+                for i in 0..self.links.len() {
+                    if self.links[i].next_change > self.now {
+                        continue;
+                    }
+                    let Some((up_ms, down_ms)) = self.links[i].spec.flap else {
+                        // A redial after a dropped session.
+                        self.links[i].next_change = u64::MAX;
+                        self.open(i);
+                        continue;
+                    };
+                    if self.links[i].up {
+                        self.links[i].next_change = self.now + down_ms;
+                        self.disconnect(i);
+                    } else {
+                        self.links[i].next_change = self.now + up_ms;
+                        self.open(i);
+                    }
+                }
+            } else if next_msg <= next_timer {
                 if let Some(Reverse(d)) = self.queue.pop() {
-                    if self.links[d.link].up {
+                    // Only the session it was sent on: a reopened link is a new session.
+                    if self.sessions.get(&(d.to, d.peer)) == Some(&d.link) {
                         self.nodes[d.to].handle_frame(self.now, d.peer, &d.bytes);
                     }
                 }
@@ -289,6 +512,8 @@ impl Sim {
         self.nodes.iter().all(|n| n.chain().tip().hash == t)
     }
 }
+
+pub mod scenario;
 
 #[cfg(test)]
 mod tests {
@@ -331,7 +556,7 @@ mod tests {
             LinkSpec {
                 latency_ms: 50,
                 bitrate_bps: 9600,
-                loss_ppm: 0,
+                ..LinkSpec::fast()
             },
         );
         sim.run_for(30_000);
@@ -353,7 +578,7 @@ mod tests {
                 LinkSpec {
                     latency_ms: 100,
                     bitrate_bps: 1200,
-                    loss_ppm: 0,
+                    ..LinkSpec::fast()
                 },
             );
             for _ in 0..3 {
@@ -368,5 +593,70 @@ mod tests {
             )
         };
         assert_eq!(run(11), run(11));
+    }
+}
+
+#[cfg(test)]
+mod flap_tests {
+    use super::*;
+    use crate::chain::{params, Transaction};
+    use crate::outbox::RetryPolicy;
+
+    /// A link up 5 s, down 10 s for five minutes: every queued tx still arrives, and
+    /// retransmissions stay within what the backoff policy allows.
+    #[test]
+    fn a_flapping_link_delivers_everything_without_a_retry_storm() {
+        let p = params::regtest();
+        let mut sim = Sim::new(&p, 2, 42).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let me = crate::keys::address(&key);
+        sim.mine(0, me).unwrap();
+        let spec = LinkSpec {
+            flap: Some((5_000, 10_000)),
+            bitrate_bps: 9600,
+            ..LinkSpec::vhf_1200(20_000)
+        };
+        let link = sim.connect(0, 1, spec.clone());
+        sim.run_for(30_000);
+        let mut ids = Vec::new();
+        for nonce in 0..25 {
+            let tx = Transaction::sign(p.network_id(), &key, Address([9; 32]), 1, 1000, nonce);
+            let now = sim.now();
+            ids.push(sim.nodes[0].submit_tx(now, tx).unwrap());
+        }
+        sim.pump();
+        let start = sim.now();
+        let span = 5 * 60_000;
+        sim.run_for(span);
+        let stats = sim.nodes[0].outbox().stats;
+        let have = ids
+            .iter()
+            .filter(|id| sim.nodes[1].chain().mempool_get(id).is_some())
+            .count();
+        let sessions = sim.links()[link].6;
+        let policy = RetryPolicy::for_link(
+            &LinkCaps {
+                bitrate_bps: spec.bitrate_bps,
+                ..LinkCaps::tcp()
+            },
+            300,
+        );
+        let per_item = u64::from(policy.max_attempts_in(span)) - 1;
+        let bound = ids.len() as u64 * per_item + sessions * policy.window as u64;
+        eprintln!(
+            "flapping link: {have}/{} delivered in {} s over {sessions} sessions; pushes {}, retransmissions {} (bound {bound}), bytes {}",
+            ids.len(),
+            (sim.now() - start) / 1000,
+            stats.pushes,
+            stats.retries,
+            sim.link_bytes(link)
+        );
+        assert_eq!(have, ids.len(), "not every tx delivered");
+        assert!(sim.nodes[0].outbox_items().is_empty(), "outbox not drained");
+        assert!(
+            stats.retries <= bound,
+            "{} retries > bound {bound}",
+            stats.retries
+        );
     }
 }

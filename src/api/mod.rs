@@ -23,6 +23,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/tx", axum::routing::post(tx_post))
         .route("/api/mempool", get(mempool))
         .route("/api/accounts/{addr}", get(account))
+        .route("/api/outbox", get(outbox_list))
+        .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
         .with_state(shared)
 }
 
@@ -196,6 +198,32 @@ async fn account(
         "nonce": acct.nonce,
         "next_nonce": node.chain().next_nonce(&a),
     })))
+}
+
+async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<crate::node::OutboxView> {
+    Json(s.node().outbox())
+}
+
+/// `POST /api/outbox/{id}/hold|release|drop|retry`.
+async fn outbox_cmd(
+    State(s): State<Arc<Shared>>,
+    Path((id, cmd)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad(format!("'{id}' is not an outbox item id")))?;
+    let c = crate::outbox::Command::parse(&cmd).ok_or_else(|| {
+        not_found(format!(
+            "no outbox command '{cmd}' (hold, release, drop, retry)"
+        ))
+    })?;
+    let res = s.node().outbox_command(now_ms(), id, c);
+    s.wake.notify_one();
+    match res {
+        Ok(()) => Ok(Json(json!({ "id": id, "done": cmd }))),
+        Err(e) if e.starts_with("no outbox item") => Err(not_found(e)),
+        Err(e) => Err(bad(e)),
+    }
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.

@@ -330,6 +330,11 @@ impl Chain {
         &mut self.store
     }
 
+    /// Give back the store, dropping the in-memory state (a restart reopens it).
+    pub fn into_store(self) -> Store {
+        self.store
+    }
+
     fn info(&self, h: &Hash) -> TipInfo {
         match self.index.get(h) {
             Some(n) => TipInfo {

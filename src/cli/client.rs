@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The API base URL the node running on `dir` recorded.
-fn api_base(dir: &Path) -> Result<String> {
+pub(crate) fn api_base(dir: &Path) -> Result<String> {
     let f = dir.join(config::API_ADDR_FILE);
     let addr = std::fs::read_to_string(&f).with_context(|| {
         format!(
@@ -19,7 +19,7 @@ fn api_base(dir: &Path) -> Result<String> {
     Ok(format!("http://{}", addr.trim()))
 }
 
-fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Value> {
+pub(crate) fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -48,7 +48,7 @@ fn request(method: reqwest::Method, url: &str, body: Option<Value>) -> Result<Va
     })
 }
 
-fn get(url: &str) -> Result<Value> {
+pub(crate) fn get(url: &str) -> Result<Value> {
     request(reqwest::Method::GET, url, None)
 }
 

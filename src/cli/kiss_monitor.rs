@@ -285,6 +285,7 @@ fn message_summary(e: &Envelope) -> String {
             h.user_agent
         ),
         Message::Ping(n) | Message::Pong(n) => n.to_string(),
+        Message::Ack(ids) => format!("{} ids", ids.len()),
         Message::Inv(v) | Message::GetData(v) | Message::NotFound(v) => items(v),
         Message::GetHeaders(g) => format!("locator={} max={}", g.locator.len(), g.max),
         Message::Headers(v) => match (v.first(), v.last()) {

@@ -3,6 +3,8 @@
 mod client;
 mod demo;
 mod kiss_monitor;
+mod outbox;
+mod sim;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
@@ -83,6 +85,27 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         cmd: TxCmd,
+    },
+    /// Inspect and steer the running node's outbox (what it owes its peers).
+    Outbox {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: outbox::OutboxCmd,
+    },
+    /// Run a many-node simulation (virtual clock, seeded) and print its figures.
+    Sim {
+        /// Seed: same seed, same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// line, star, mesh or islands.
+        #[arg(long, default_value = "islands")]
+        topology: String,
+        /// Hours of activity (virtual) before the heal phase.
+        #[arg(long, default_value_t = 4.0)]
+        hours: f64,
     },
     /// Show skywave at work with nothing to configure: several nodes in this process,
     /// relaying freshly mined blocks and a transaction.
@@ -217,6 +240,13 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Kiss {
             cmd: KissCmd::Monitor { url, count },
         } => kiss_monitor::run(&url, count, cli.json),
+        Cmd::Outbox { cmd } => outbox::run(&dir, cmd, cli.json),
+        Cmd::Sim {
+            seed,
+            nodes,
+            topology,
+            hours,
+        } => sim::run(seed, nodes, &topology, hours, cli.json),
     }
 }
 

@@ -25,6 +25,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tracing::{debug, info, warn};
 
+mod outbox;
+pub use outbox::{OutboxEntry, OutboxStats, OutboxView};
+
 /// How often the core wants `handle_timeout`.
 const TICK_MS: u64 = 1000;
 /// A peer that has not completed the handshake by then is dropped.
@@ -233,6 +236,7 @@ pub struct Node {
     /// Running average size of blocks received, to size request timeouts on slow links.
     avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
+    outbox: outbox::OutboxState,
 }
 
 impl Node {
@@ -241,6 +245,7 @@ impl Node {
         let mut rng = Rng::new(cfg.seed);
         let next_msg_id = rng.next_u64() >> 16;
         let network = chain.params().network_id();
+        let outbox = outbox::OutboxState::load(&chain);
         Node {
             chain,
             cfg,
@@ -256,6 +261,7 @@ impl Node {
             now: 0,
             avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
+            outbox,
         }
     }
 
@@ -267,6 +273,12 @@ impl Node {
     /// This node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.cfg
+    }
+
+    /// Give back the chain (and its store), e.g. to rebuild the node after a simulated
+    /// restart: everything not in the store is lost, as in a crash.
+    pub fn into_chain(self) -> Chain {
+        self.chain
     }
 
     /// A link came up with these capabilities.
@@ -349,6 +361,7 @@ impl Node {
                 l.forget_peer(peer);
             }
         }
+        self.outbox_peer_gone(peer);
         self.in_flight.retain(|_, (p, _)| *p != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
@@ -443,7 +456,13 @@ impl Node {
             );
             return;
         }
+        let msg_id = env.msg_id;
         let msg = env.message;
+        // Outbox: proofs of delivery, and a repeated push acked from the seen-set.
+        let pushed = match self.outbox_inspect(now, peer, msg_id, &msg) {
+            outbox::Pushed::Done => return,
+            p => p,
+        };
         let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
         match msg {
             Message::Hello(h) => self.on_hello(now, peer, h),
@@ -499,7 +518,9 @@ impl Node {
                 let remote = self.remote(peer);
                 warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
             }
+            Message::Ack(ids) => self.outbox_on_ack(now, peer, ids),
         }
+        self.outbox_after(now, peer, pushed);
     }
 
     /// The link could not frame what `peer` sent (a bad length prefix, a broken KISS
@@ -512,6 +533,7 @@ impl Node {
 
     /// Periodic work: timeouts, pings, re-requests.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.outbox_tick(now);
         if now < self.next_tick {
             return;
         }
@@ -640,7 +662,7 @@ impl Node {
 
     /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
     pub fn poll_timeout(&self) -> u64 {
-        self.next_tick
+        self.next_tick.min(self.outbox_wake())
     }
 
     /// Next envelope to send.
@@ -665,6 +687,7 @@ impl Node {
     fn submit_tx_inner(&mut self, now: u64, tx: Transaction, id: Hash) -> Result<Hash, ChainError> {
         match self.chain.submit_tx(tx, now / 1000)? {
             TxOutcome::Accepted => {
+                self.outbox_tx_accepted(now, id, None)?;
                 self.events
                     .push_back(NodeEvent::TxAccepted { id, from: None });
                 self.announce(
@@ -688,6 +711,7 @@ impl Node {
     ) -> Result<BlockOutcome, ChainError> {
         self.now = now;
         let out = self.chain.submit_block(block, now / 1000)?;
+        self.outbox_block_outcome(now, None, &out)?;
         self.after_block(None, &out);
         self.pump(now);
         Ok(out)
@@ -810,6 +834,7 @@ impl Node {
         if h.work > self.chain.best_header().work {
             self.ask_headers(now, peer, None);
         }
+        self.outbox_peer_ready(now, peer);
         // Offer what we hold for relay: a peer that was away may lack it.
         let items: Vec<InvItem> = self
             .chain
@@ -955,6 +980,9 @@ impl Node {
         match self.chain.submit_tx(tx, now / 1000) {
             Ok(TxOutcome::Accepted) => {
                 debug!(peer, %id, "tx accepted");
+                if let Err(e) = self.outbox_tx_accepted(now, id, Some(peer)) {
+                    warn!(%id, "cannot queue relayed tx in the outbox: {e}");
+                }
                 self.events.push_back(NodeEvent::TxAccepted {
                     id,
                     from: Some(peer),
@@ -1117,6 +1145,9 @@ impl Node {
                         self.ask_headers(now, peer, None);
                     }
                 }
+                if let Err(e) = self.outbox_block_outcome(now, from, &out) {
+                    warn!(%hash, "cannot queue block in the outbox: {e}");
+                }
                 self.after_block(from, &out);
             }
             Err(e) if e.is_peer_fault() => {
@@ -1254,6 +1285,12 @@ impl Node {
             return;
         }
         let bytes = self.encode(&msg);
+        self.route(peer, bytes, &msg);
+    }
+
+    /// Hand an encoded envelope to the peer's link: straight out on stream links, through
+    /// the packet layer (fragmented, paced) on packet links.
+    fn route(&mut self, peer: PeerId, bytes: Vec<u8>, msg: &Message) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };

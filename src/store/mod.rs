@@ -8,6 +8,7 @@
 //! Hashes and addresses are 32-byte BLOBs; headers, bodies, transactions and undo records
 //! are postcard BLOBs; u64 values are stored as i64 with the same bits.
 
+mod outbox;
 mod schema;
 
 use crate::chain::state::{Account, Undo};
@@ -124,15 +125,15 @@ struct BodyRef<'a> {
     txs: &'a [Transaction],
 }
 
-fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| StoreError::Corrupt(format!("encode: {e}")))
 }
 
-fn dec<'a, T: Deserialize<'a>>(b: &'a [u8], what: &str) -> Result<T> {
+pub(crate) fn dec<'a, T: Deserialize<'a>>(b: &'a [u8], what: &str) -> Result<T> {
     postcard::from_bytes(b).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn hash_of(b: &[u8]) -> Result<Hash> {
+pub(crate) fn hash_of(b: &[u8]) -> Result<Hash> {
     let arr: [u8; 32] = b
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", b.len())))?;

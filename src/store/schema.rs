@@ -49,6 +49,28 @@ const MIGRATIONS: &[&str] = &[
          last_seen INTEGER NOT NULL,
          info      TEXT NOT NULL DEFAULT ''
      );",
+    // 2: the outbox (what this node owes each peer) and the seen-set (pushed messages
+    // already applied, so a retransmission after a lost ack is acked, not re-applied).
+    "CREATE TABLE outbox (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: it is the msg_id
+         dest            BLOB,                -- peer node_id; NULL: any peer
+         kind            INTEGER NOT NULL,    -- 0 block, 1 tx
+         hash            BLOB NOT NULL,
+         payload         BLOB,                -- postcard Transaction for tx items
+         priority        INTEGER NOT NULL,    -- lower goes first
+         created_ms      INTEGER NOT NULL,
+         attempts        INTEGER NOT NULL,
+         next_attempt_ms INTEGER NOT NULL,
+         expires_ms      INTEGER NOT NULL,
+         state           INTEGER NOT NULL     -- 0 pending, 1 held, 3 expired
+     );
+     CREATE TABLE seen (
+         seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+         sender BLOB NOT NULL,               -- sender node_id
+         msg_id INTEGER NOT NULL,
+         hash   BLOB NOT NULL,               -- what that message carried
+         UNIQUE(sender, msg_id)
+     );",
 ];
 
 /// Schema version this build writes.

@@ -149,6 +149,7 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
         Message::Block(m) => append(out, m),
         Message::Tx(m) => append(out, m),
         Message::Reject(m) => append(out, m),
+        Message::Ack(v) => append(out, v),
     };
     let crc = CRC32.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -206,6 +207,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         9 => Message::Tx(body_as(kind, body)?),
         10 => Message::NotFound(body_as(kind, body)?),
         11 => Message::Reject(body_as(kind, body)?),
+        12 => Message::Ack(body_as(kind, body)?),
         _ => return Err(WireError::UnknownKind(kind)),
     };
     debug_assert_eq!(message.kind(), kind);
@@ -340,8 +342,8 @@ mod tests {
         b[0] = 2;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(2)));
         let mut b = good.clone();
-        b[5] = 12;
-        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(12)));
+        b[5] = 13;
+        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(13)));
         let mut b = good.clone();
         b[5] = 0;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(0)));
@@ -525,7 +527,7 @@ mod tests {
         /// panic either, and whatever it accepts must re-encode to the same bytes.
         #[test]
         fn arbitrary_bodies_never_panic(
-            kind in 0u8..=12,
+            kind in 0u8..=13,
             id in any::<u64>(),
             body in prop::collection::vec(any::<u8>(), 0..400),
         ) {

@@ -26,7 +26,13 @@ pub mod limits {
     /// Transactions in one `Block`: a wire sanity cap far above any network's consensus
     /// limit, so a block's consensus check never sees an absurd count.
     pub const MAX_BLOCK_TXS: usize = 1000;
+    /// Message ids in one `Ack`.
+    pub const MAX_ACK_IDS: usize = 500;
 }
+
+/// Envelope `msg_id`s at or above this ask the receiver for an end-to-end [`Message::Ack`]
+/// once it holds the pushed `Tx` or `Block` durably (outbox deliveries; docs/OUTBOX.md).
+pub const ACK_REQUESTED_MIN_ID: u64 = 1 << 48;
 
 /// Feature bits announced in `Hello`.
 pub mod features {
@@ -145,6 +151,9 @@ pub enum Message {
     NotFound(Vec<InvItem>),
     /// Refusal, see [`Reject`].
     Reject(Reject),
+    /// End-to-end acknowledgement: the sender durably holds the pushed messages with
+    /// these envelope `msg_id`s.
+    Ack(Vec<u64>),
 }
 
 impl Message {
@@ -162,6 +171,7 @@ impl Message {
             Message::Tx(_) => 9,
             Message::NotFound(_) => 10,
             Message::Reject(_) => 11,
+            Message::Ack(_) => 12,
         }
     }
 
@@ -185,6 +195,7 @@ impl Message {
             9 => "tx",
             10 => "notfound",
             11 => "reject",
+            12 => "ack",
             _ => return None,
         })
     }
@@ -209,6 +220,7 @@ impl Message {
             Message::Headers(v) => limit("headers count", v.len(), MAX_HEADERS),
             Message::Block(b) => limit("block.txs count", b.txs.len(), MAX_BLOCK_TXS),
             Message::Reject(r) => limit("reject.reason bytes", r.reason.len(), MAX_REASON),
+            Message::Ack(v) => limit("ack ids", v.len(), MAX_ACK_IDS),
         }
     }
 }

@@ -195,5 +195,10 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
         arb_tx().prop_map(Message::Tx),
         arb_inv().prop_map(Message::NotFound),
         arb_reject().prop_map(Message::Reject),
+        prop_oneof![
+            4 => vec(arb_u64(), 0..8),
+            1 => vec(any::<u64>(), 0..=limits::MAX_ACK_IDS),
+        ]
+        .prop_map(Message::Ack),
     ]
 }

@@ -1,0 +1,705 @@
+//! The node's side of the outbox: what gets queued, pushing due items to ready peers,
+//! end-to-end acks and the seen-set on the receiving side, retries and proofs of
+//! delivery. `mod.rs` only calls the hooks here (see docs/OUTBOX.md).
+
+use super::Node;
+use crate::chain::{BlockOutcome, Chain, ChainError, Hash, Transaction};
+use crate::link::{LinkCaps, PeerId};
+use crate::outbox::{
+    item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, RetryPolicy, State, Totals,
+};
+use crate::wire::envelope;
+use crate::wire::message::{limits, Message, ACK_REQUESTED_MIN_ID};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{debug, info, warn};
+
+/// Destinations remembered from the peers table (most recently seen first).
+const MAX_KNOWN_DESTS: usize = 64;
+/// Entries kept in the receiver's seen-set.
+pub const SEEN_CAP: u64 = 50_000;
+/// Prefix of peers-table rows that record a node id (the table is keyed by address).
+const NODE_ROW: &str = "node:";
+/// Shortest wait between outbox wake-ups, so an item that cannot be sent yet does not
+/// spin the driver.
+const MIN_WAKE_MS: u64 = 100;
+/// Typical pushed item size, for the slow-link retry base (a regtest block or a tx).
+const TYPICAL_ITEM_BYTES: usize = 300;
+
+/// Outbox counters since start, for the API and the simulator.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutboxStats {
+    /// Items sent (first attempts and retries).
+    pub pushes: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// Items delivered by an ack.
+    pub acked: u64,
+    /// Items delivered because the peer proved it had them.
+    pub proven: u64,
+    /// Ack messages sent.
+    pub ack_msgs: u64,
+    /// Pushes received that were already in the seen-set.
+    pub dup_pushes: u64,
+}
+
+struct Session {
+    node_id: [u8; 32],
+    policy: RetryPolicy,
+    /// Items sent on this session and not acked, with their retry deadline.
+    inflight: BTreeMap<u64, u64>,
+    /// Highest main-chain block the peer proved it holds.
+    tip_height: Option<u64>,
+    acks: Vec<u64>,
+    /// When the oldest unsent ack was queued.
+    ack_first: Option<u64>,
+    ack_due: Option<u64>,
+}
+
+/// Outbox state inside the node.
+pub(super) struct OutboxState {
+    ob: Outbox,
+    known: Vec<[u8; 32]>,
+    sessions: BTreeMap<PeerId, Session>,
+    pub(super) wake: u64,
+    stats: OutboxStats,
+}
+
+impl OutboxState {
+    /// Load the outbox and the known destinations from the chain's store. A store that
+    /// cannot be read is logged and leaves the outbox empty (the rows stay on disk).
+    pub(super) fn load(chain: &Chain) -> OutboxState {
+        let store = chain.store();
+        let ob = Outbox::load(store).unwrap_or_else(|e| {
+            warn!("cannot load the outbox, starting with none in memory: {e}");
+            Outbox::default()
+        });
+        let known = store
+            .peers()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(addr, _, _)| {
+                let h = addr.strip_prefix(NODE_ROW)?;
+                <[u8; 32]>::try_from(hex::decode(h).ok()?).ok()
+            })
+            .take(MAX_KNOWN_DESTS)
+            .collect();
+        OutboxState {
+            ob,
+            known,
+            sessions: BTreeMap::new(),
+            wake: u64::MAX,
+            stats: OutboxStats::default(),
+        }
+    }
+}
+
+/// What the receive hook found in a message.
+pub(super) enum Pushed {
+    /// Not an outbox push.
+    No,
+    /// A retransmission already applied: acked, nothing more to do.
+    Done,
+    /// A push to ack once it is held durably.
+    Check {
+        msg_id: u64,
+        sender: [u8; 32],
+        hash: Hash,
+        block: bool,
+    },
+}
+
+/// One outbox item as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxEntry {
+    /// Item id.
+    pub id: u64,
+    /// Destination node id (hex) or "any".
+    pub dest: String,
+    /// "tx" or "block".
+    pub kind: &'static str,
+    /// Transaction id or block hash.
+    pub hash: Hash,
+    /// Lifecycle state.
+    pub state: State,
+    /// Lower goes first.
+    pub priority: u8,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When queued (ms).
+    pub created_ms: u64,
+    /// Next attempt (ms).
+    pub next_attempt_ms: u64,
+    /// Expiry (ms).
+    pub expires_ms: u64,
+}
+
+/// The outbox as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxView {
+    /// Items, by id.
+    pub items: Vec<OutboxEntry>,
+    /// Lifetime counters.
+    pub totals: Totals,
+    /// Counters since start.
+    pub stats: OutboxStats,
+    /// Items refused for lack of room since start.
+    pub refused: u64,
+}
+
+impl Node {
+    /// Outbox items and counters.
+    pub fn outbox(&self) -> OutboxView {
+        let items = self
+            .outbox
+            .ob
+            .items()
+            .map(|it| OutboxEntry {
+                id: it.id,
+                dest: match it.dest {
+                    Dest::Any => "any".into(),
+                    Dest::Peer(n) => hex::encode(n),
+                },
+                kind: match it.item {
+                    OutItem::Tx(_) => "tx",
+                    OutItem::Block(_) => "block",
+                },
+                hash: it.item.hash(),
+                state: it.state,
+                priority: it.priority,
+                attempts: it.attempts,
+                created_ms: it.created_ms,
+                next_attempt_ms: it.next_attempt_ms,
+                expires_ms: it.expires_ms,
+            })
+            .collect();
+        OutboxView {
+            items,
+            totals: self.chain.store().outbox_totals().unwrap_or_default(),
+            stats: self.outbox.stats.clone(),
+            refused: self.outbox.ob.refused,
+        }
+    }
+
+    /// Operator command (`hold`, `release`, `drop`, `retry`) on item `id`.
+    pub fn outbox_command(&mut self, now: u64, id: u64, cmd: Command) -> Result<(), String> {
+        let res = self
+            .outbox
+            .ob
+            .command(self.chain.store_mut(), now, id, cmd)
+            .map_err(|e| format!("store: {e}"))?;
+        if res.is_ok() {
+            info!(id, ?cmd, "outbox item changed by the operator");
+            for s in self.outbox.sessions.values_mut() {
+                s.inflight.remove(&id);
+            }
+            self.outbox_pump(now);
+        }
+        res
+    }
+
+    /// The raw outbox (for the simulator's invariants).
+    pub fn outbox_items(&self) -> Vec<Item> {
+        self.outbox.ob.items().cloned().collect()
+    }
+
+    // ----- hooks called from mod.rs -----
+
+    /// Handshake done: remember the peer's node id, credit its tip, send what it is owed.
+    pub(super) fn outbox_peer_ready(&mut self, now: u64, peer: PeerId) {
+        let Some((node_id, tip, callsign, caps)) = self.peers.get(&peer).and_then(|p| {
+            let h = p.hello.as_ref()?;
+            let caps = self
+                .links
+                .get(&p.link)
+                .cloned()
+                .unwrap_or_else(LinkCaps::tcp);
+            Some((h.node_id, h.tip, h.callsign.clone(), caps))
+        }) else {
+            return;
+        };
+        let row = format!("{NODE_ROW}{}", hex::encode(node_id));
+        if let Err(e) = self
+            .chain
+            .store_mut()
+            .upsert_peer(&row, now / 1000, &callsign)
+        {
+            warn!("cannot record peer {row}: {e}");
+        }
+        self.outbox.known.retain(|k| *k != node_id);
+        self.outbox.known.insert(0, node_id);
+        self.outbox.known.truncate(MAX_KNOWN_DESTS);
+        self.outbox.sessions.insert(
+            peer,
+            Session {
+                node_id,
+                policy: RetryPolicy::for_link(&caps, TYPICAL_ITEM_BYTES),
+                inflight: BTreeMap::new(),
+                tip_height: None,
+                acks: Vec::new(),
+                ack_first: None,
+                ack_due: None,
+            },
+        );
+        // A new session means attempts in flight on an old one are lost: send now.
+        self.outbox.ob.due_now(Dest::Peer(node_id), now);
+        self.outbox.ob.due_now(Dest::Any, now);
+        self.outbox_peer_has(now, peer, tip);
+        self.outbox_pump(now);
+    }
+
+    /// A session closed: its attempts in flight are dropped (retried on the next one).
+    pub(super) fn outbox_peer_gone(&mut self, peer: PeerId) {
+        self.outbox.sessions.remove(&peer);
+    }
+
+    /// Before a message is handled: note what it proves the peer holds, and answer a
+    /// repeated push from the seen-set instead of applying it again.
+    pub(super) fn outbox_inspect(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        msg_id: u64,
+        msg: &Message,
+    ) -> Pushed {
+        let Some(sender) = self.outbox.sessions.get(&peer).map(|s| s.node_id) else {
+            return Pushed::No;
+        };
+        let (hash, block) = match msg {
+            Message::Inv(items) => {
+                for it in items {
+                    self.outbox_peer_has(now, peer, it.hash);
+                }
+                return Pushed::No;
+            }
+            Message::Headers(hs) => {
+                // Headers answer our locator from the peer's best chain: it holds them.
+                if let Some(last) = hs.last() {
+                    self.outbox_peer_has(now, peer, last.hash());
+                }
+                return Pushed::No;
+            }
+            Message::Tx(tx) => (tx.id(), false),
+            Message::Block(b) => (b.hash(), true),
+            _ => return Pushed::No,
+        };
+        self.outbox_peer_has(now, peer, hash);
+        if msg_id < ACK_REQUESTED_MIN_ID {
+            return Pushed::No;
+        }
+        match self.chain.store().seen_contains(&sender, msg_id, &hash.0) {
+            Ok(true) => {
+                self.outbox.stats.dup_pushes += 1;
+                self.queue_ack(now, peer, msg_id);
+                Pushed::Done
+            }
+            Ok(false) => Pushed::Check {
+                msg_id,
+                sender,
+                hash,
+                block,
+            },
+            Err(e) => {
+                warn!("seen-set lookup failed: {e}");
+                Pushed::No
+            }
+        }
+    }
+
+    /// After a pushed message was handled: ack it if we now hold it durably.
+    pub(super) fn outbox_after(&mut self, now: u64, peer: PeerId, pushed: Pushed) {
+        let Pushed::Check {
+            msg_id,
+            sender,
+            hash,
+            block,
+        } = pushed
+        else {
+            return;
+        };
+        let held = if block {
+            self.chain.has_block(&hash)
+        } else {
+            self.chain.mempool_get(&hash).is_some()
+                || matches!(self.chain.store().tx_block(&hash), Ok(Some(_)))
+        };
+        if !held {
+            // Refused or parked (orphan, nonce gap): no ack, the sender retries later.
+            return;
+        }
+        if let Err(e) = self
+            .chain
+            .store_mut()
+            .seen_insert(&sender, msg_id, &hash.0, SEEN_CAP)
+        {
+            // Still ack: the chain itself makes a second application a no-op.
+            warn!("seen-set write failed: {e}");
+        }
+        self.queue_ack(now, peer, msg_id);
+    }
+
+    /// `Ack` from a peer: its items are delivered.
+    pub(super) fn outbox_on_ack(&mut self, now: u64, peer: PeerId, ids: Vec<u64>) {
+        let Some(node_id) = self.outbox.sessions.get(&peer).map(|s| s.node_id) else {
+            return;
+        };
+        for msg_id in ids {
+            let Some(id) = item_id(msg_id) else { continue };
+            let ok = self
+                .outbox
+                .ob
+                .get(id)
+                .is_some_and(|it| it.dest == Dest::Peer(node_id) || it.dest == Dest::Any);
+            if !ok {
+                continue;
+            }
+            if let Some(s) = self.outbox.sessions.get_mut(&peer) {
+                s.inflight.remove(&id);
+            }
+            match self.outbox.ob.delivered(self.chain.store_mut(), id) {
+                Ok(Some(it)) => {
+                    self.outbox.stats.acked += 1;
+                    debug!(id, peer, "outbox item acked");
+                    if let OutItem::Block(h) = it.item {
+                        self.outbox_peer_has(now, peer, h);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(id, "cannot record delivery: {e}"),
+            }
+        }
+        self.outbox_pump(now);
+    }
+
+    /// Timer: expiries, due acks, due pushes.
+    pub(super) fn outbox_tick(&mut self, now: u64) {
+        match self.outbox.ob.expire(self.chain.store_mut(), now) {
+            Ok(ids) => {
+                for id in ids {
+                    warn!(id, "outbox item expired undelivered (listed until dropped)");
+                }
+            }
+            Err(e) => warn!("cannot expire outbox items: {e}"),
+        }
+        let due: Vec<PeerId> = self
+            .outbox
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ack_due.is_some_and(|t| t <= now))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            self.flush_acks(p);
+        }
+        self.outbox_pump(now);
+    }
+
+    /// A transaction entered the mempool (locally when `from` is None): queue it for
+    /// every known peer but its source. Durable on `Ok`.
+    pub(super) fn outbox_tx_accepted(
+        &mut self,
+        now: u64,
+        id: Hash,
+        from: Option<PeerId>,
+    ) -> Result<(), ChainError> {
+        let Some(tx) = self.chain.mempool_get(&id) else {
+            return Ok(());
+        };
+        let payload = crate::store::enc(&tx)?;
+        self.enqueue_for_peers(now, OutItem::Tx(id), Some(payload), from)?;
+        self.outbox_pump(now);
+        Ok(())
+    }
+
+    /// A block was submitted (locally when `from` is None): queue the new tip.
+    pub(super) fn outbox_block_outcome(
+        &mut self,
+        now: u64,
+        from: Option<PeerId>,
+        out: &BlockOutcome,
+    ) -> Result<(), ChainError> {
+        let BlockOutcome::Connected { tip, .. } = out else {
+            return Ok(());
+        };
+        self.enqueue_for_peers(now, OutItem::Block(tip.hash), None, from)?;
+        self.outbox_pump(now);
+        Ok(())
+    }
+
+    /// Earliest time the outbox wants the timer.
+    pub(super) fn outbox_wake(&self) -> u64 {
+        self.outbox.wake
+    }
+
+    // ----- internals -----
+
+    fn enqueue_for_peers(
+        &mut self,
+        now: u64,
+        item: OutItem,
+        payload: Option<Vec<u8>>,
+        from: Option<PeerId>,
+    ) -> Result<(), ChainError> {
+        let source = from.and_then(|p| self.outbox.sessions.get(&p).map(|s| s.node_id));
+        let mut dests: Vec<Dest> = self
+            .outbox
+            .known
+            .iter()
+            .filter(|n| Some(**n) != source)
+            .map(|n| Dest::Peer(*n))
+            .collect();
+        if dests.is_empty() {
+            if from.is_some() {
+                // Relayed, and nobody else to carry it to.
+                return Ok(());
+            }
+            dests.push(Dest::Any);
+        }
+        for dest in dests {
+            if let OutItem::Block(new) = item {
+                let chain = &self.chain;
+                let main = |h: &Hash| chain.is_on_main_chain(h);
+                let on_main: Vec<Hash> = self
+                    .outbox
+                    .ob
+                    .items()
+                    .filter(|it| it.dest == dest)
+                    .filter_map(|it| match it.item {
+                        OutItem::Block(h) if main(&h) => Some(h),
+                        _ => None,
+                    })
+                    .collect();
+                if self
+                    .outbox
+                    .ob
+                    .coalesce_block(self.chain.store_mut(), dest, new, |h| on_main.contains(h))?
+                    .is_some()
+                {
+                    continue;
+                }
+            }
+            match self.outbox.ob.enqueue(
+                self.chain.store_mut(),
+                now,
+                dest,
+                item,
+                payload.clone(),
+            )? {
+                Enqueued::Added(id) => debug!(id, ?item, "outbox item queued"),
+                Enqueued::Exists(_) => {}
+                Enqueued::Refused(reason) => {
+                    warn!(?item, ?dest, "outbox refused an item: {reason}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer holds `hash`: items carrying it to the peer are delivered; a main-chain
+    /// block also proves every block below it and the transactions in them.
+    fn outbox_peer_has(&mut self, now: u64, peer: PeerId, hash: Hash) {
+        let _ = now;
+        let Some(node_id) = self.outbox.sessions.get(&peer).map(|s| s.node_id) else {
+            return;
+        };
+        let dest = Dest::Peer(node_id);
+        let mut done: Vec<u64> = [OutItem::Tx(hash), OutItem::Block(hash)]
+            .iter()
+            .filter_map(|k| self.outbox.ob.find(dest, *k).map(|it| it.id))
+            .collect();
+        if self.chain.is_on_main_chain(&hash) {
+            let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
+            let raised = self.outbox.sessions.get_mut(&peer).is_some_and(|s| {
+                if s.tip_height.is_none_or(|t| height > t) {
+                    s.tip_height = Some(height);
+                    true
+                } else {
+                    false
+                }
+            });
+            if raised {
+                for it in self.outbox.ob.items().filter(|it| it.dest == dest) {
+                    let below = match it.item {
+                        OutItem::Block(h) => {
+                            self.chain.is_on_main_chain(&h)
+                                && self.chain.header(&h).is_some_and(|x| x.height <= height)
+                        }
+                        OutItem::Tx(t) => match self.chain.store().tx_block(&t) {
+                            Ok(Some(b)) => self.chain.header(&b).is_some_and(|x| {
+                                x.height <= height && self.chain.is_on_main_chain(&b)
+                            }),
+                            _ => false,
+                        },
+                    };
+                    if below {
+                        done.push(it.id);
+                    }
+                }
+            }
+        }
+        done.sort_unstable();
+        done.dedup();
+        for id in done {
+            if let Some(s) = self.outbox.sessions.get_mut(&peer) {
+                s.inflight.remove(&id);
+            }
+            match self.outbox.ob.delivered(self.chain.store_mut(), id) {
+                Ok(Some(_)) => self.outbox.stats.proven += 1,
+                Ok(None) => {}
+                Err(e) => warn!(id, "cannot record delivery: {e}"),
+            }
+        }
+    }
+
+    fn queue_ack(&mut self, now: u64, peer: PeerId, msg_id: u64) {
+        let Some(s) = self.outbox.sessions.get_mut(&peer) else {
+            return;
+        };
+        if !s.acks.contains(&msg_id) {
+            s.acks.push(msg_id);
+        }
+        if s.acks.len() >= limits::MAX_ACK_IDS {
+            self.flush_acks(peer);
+            return;
+        }
+        // Wait for a pause in what the peer sends (more pushes may be on the air), but
+        // never longer than the policy's delay after the first unsent ack: on a link that
+        // is open for seconds, an ack held too long dies with the session.
+        let first = *s.ack_first.get_or_insert(now);
+        let quiet = (s.policy.ack_delay_ms / 4).max(50);
+        let due = (now + quiet).min(first + s.policy.ack_delay_ms);
+        s.ack_due = Some(due);
+        self.outbox.wake = self.outbox.wake.min(due);
+    }
+
+    fn flush_acks(&mut self, peer: PeerId) {
+        let Some(s) = self.outbox.sessions.get_mut(&peer) else {
+            return;
+        };
+        s.ack_due = None;
+        s.ack_first = None;
+        if s.acks.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut s.acks);
+        self.outbox.stats.ack_msgs += 1;
+        self.send(peer, Message::Ack(ids));
+    }
+
+    /// Send due items to every ready session, within each session's window.
+    fn outbox_pump(&mut self, now: u64) {
+        let peers: Vec<PeerId> = self.outbox.sessions.keys().copied().collect();
+        // Items in flight anywhere: a `Dest::Any` item goes to one peer at a time.
+        for peer in peers {
+            let ready = self.peers.get(&peer).is_some_and(|p| p.ready());
+            let Some(s) = self.outbox.sessions.get_mut(&peer) else {
+                continue;
+            };
+            s.inflight.retain(|_, deadline| *deadline > now);
+            if !ready {
+                continue;
+            }
+            let free = s.policy.window.saturating_sub(s.inflight.len());
+            if free == 0 {
+                continue;
+            }
+            let node_id = s.node_id;
+            let busy: BTreeSet<u64> = self
+                .outbox
+                .sessions
+                .values()
+                .flat_map(|s| s.inflight.keys().copied())
+                .collect();
+            let due: Vec<u64> = self
+                .outbox
+                .ob
+                .due_for(&node_id, now)
+                .into_iter()
+                .filter(|id| !busy.contains(id))
+                .take(free)
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            // Acks ride with the pushes: one turnaround instead of two on half duplex.
+            self.flush_acks(peer);
+            for id in due {
+                self.push_item(now, peer, id);
+            }
+        }
+        self.recompute_wake(now);
+    }
+
+    fn push_item(&mut self, now: u64, peer: PeerId, id: u64) {
+        let Some(it) = self.outbox.ob.get(id).cloned() else {
+            return;
+        };
+        let msg = match it.item {
+            OutItem::Tx(_) => it
+                .payload
+                .as_deref()
+                .and_then(|b| postcard::from_bytes::<Transaction>(b).ok())
+                .map(Message::Tx),
+            OutItem::Block(h) => self.chain.block(&h).ok().flatten().map(Message::Block),
+        };
+        let Some(policy) = self.outbox.sessions.get(&peer).map(|s| s.policy) else {
+            return;
+        };
+        let next = now + policy.delay_ms(it.attempts + 1, &mut self.rng);
+        if let Some(msg) = msg {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                // Pushed: an `Inv` for it would only make the peer ask again.
+                p.learn(it.item.hash());
+            }
+            self.outbox.stats.pushes += 1;
+            if it.attempts > 0 {
+                self.outbox.stats.retries += 1;
+            }
+            self.send_as(peer, it.msg_id(), &msg);
+        } else {
+            warn!(
+                id,
+                "outbox item has nothing to send (block or payload missing)"
+            );
+        }
+        if let Err(e) = self.outbox.ob.attempted(self.chain.store_mut(), id, next) {
+            warn!(id, "cannot record an attempt: {e}");
+        }
+        if let Some(s) = self.outbox.sessions.get_mut(&peer) {
+            s.inflight.insert(id, next);
+        }
+    }
+
+    /// Like `send`, with the item's stable `msg_id`.
+    fn send_as(&mut self, peer: PeerId, msg_id: u64, msg: &Message) {
+        if self.transmits.len() >= super::MAX_QUEUED_TRANSMITS {
+            self.disconnect(peer, "output queue overflow".into());
+            return;
+        }
+        let bytes = envelope::encode(self.network, msg_id, msg);
+        self.route(peer, bytes, msg);
+    }
+
+    fn recompute_wake(&mut self, now: u64) {
+        let mut wake = u64::MAX;
+        for s in self.outbox.sessions.values() {
+            if let Some(t) = s.ack_due {
+                wake = wake.min(t);
+            }
+            if let Some(t) = s.inflight.values().min() {
+                wake = wake.min(*t);
+            }
+            if s.inflight.len() < s.policy.window {
+                for it in self.outbox.ob.items() {
+                    if it.state == State::Pending
+                        && (it.dest == Dest::Peer(s.node_id) || it.dest == Dest::Any)
+                        && !s.inflight.contains_key(&it.id)
+                    {
+                        wake = wake.min(it.next_attempt_ms);
+                    }
+                }
+            }
+        }
+        self.outbox.wake = wake.max(now + MIN_WAKE_MS);
+    }
+}

@@ -1,0 +1,141 @@
+use super::*;
+use crate::link::LinkCaps;
+
+fn h(b: u8) -> Hash {
+    Hash([b; 32])
+}
+
+#[test]
+fn enqueue_is_durable_deduplicated_and_counted() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let d = Dest::Peer([7; 32]);
+    let a = ob
+        .enqueue(&mut store, 10, d, OutItem::Tx(h(1)), Some(vec![1]))
+        .unwrap();
+    let Enqueued::Added(id) = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        ob.enqueue(&mut store, 11, d, OutItem::Tx(h(1)), None)
+            .unwrap(),
+        Enqueued::Exists(id)
+    );
+    ob.enqueue(&mut store, 12, Dest::Any, OutItem::Block(h(2)), None)
+        .unwrap();
+    let again = Outbox::load(&store).unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(
+        again.find(d, OutItem::Tx(h(1))).unwrap().payload,
+        Some(vec![1])
+    );
+    ob.delivered(&mut store, id).unwrap();
+    let t = store.outbox_totals().unwrap();
+    assert_eq!((t.enqueued, t.delivered, t.dropped), (2, 1, 0));
+    // Blocks go first.
+    let due = Outbox::load(&store).unwrap().due_for(&[7; 32], 100);
+    assert_eq!(due.len(), 1);
+}
+
+#[test]
+fn operator_commands_and_expiry() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let Enqueued::Added(id) = ob
+        .enqueue(&mut store, 0, Dest::Any, OutItem::Tx(h(3)), None)
+        .unwrap()
+    else {
+        panic!()
+    };
+    ob.command(&mut store, 1, id, Command::Hold)
+        .unwrap()
+        .unwrap();
+    assert!(ob.due_for(&[0; 32], 5).is_empty());
+    assert!(ob
+        .command(&mut store, 1, id, Command::Hold)
+        .unwrap()
+        .is_ok());
+    ob.command(&mut store, 2, id, Command::Release)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ob.due_for(&[0; 32], 5), vec![id]);
+    assert_eq!(ob.expire(&mut store, EXPIRY_MS + 1).unwrap(), vec![id]);
+    assert_eq!(
+        Outbox::load(&store).unwrap().get(id).unwrap().state,
+        State::Expired
+    );
+    ob.command(&mut store, EXPIRY_MS + 2, id, Command::Retry)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ob.get(id).unwrap().state, State::Pending);
+    ob.command(&mut store, 0, id, Command::Drop)
+        .unwrap()
+        .unwrap();
+    assert!(ob.is_empty());
+    assert_eq!(store.outbox_totals().unwrap().dropped, 1);
+    assert!(ob
+        .command(&mut store, 0, id, Command::Drop)
+        .unwrap()
+        .is_err());
+}
+
+#[test]
+fn full_outbox_refuses_txs_before_blocks() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let d = Dest::Peer([1; 32]);
+    for i in 0..MAX_PER_DEST as u32 {
+        let mut x = [0u8; 32];
+        x[..4].copy_from_slice(&i.to_le_bytes());
+        ob.enqueue(&mut store, 0, d, OutItem::Tx(Hash(x)), None)
+            .unwrap();
+    }
+    let r = ob
+        .enqueue(&mut store, 0, d, OutItem::Tx(h(9)), None)
+        .unwrap();
+    assert!(matches!(r, Enqueued::Refused(_)), "{r:?}");
+    assert_eq!(ob.refused, 1);
+    assert_eq!(ob.len(), MAX_PER_DEST);
+}
+
+#[test]
+fn backoff_grows_caps_and_depends_on_link_speed() {
+    let fast = RetryPolicy::for_link(&LinkCaps::tcp(), 300);
+    let slow = RetryPolicy::for_link(
+        &LinkCaps {
+            bitrate_bps: 1200,
+            ..LinkCaps::tcp()
+        },
+        300,
+    );
+    assert!(slow.base_ms > fast.base_ms && slow.cap_ms > fast.cap_ms);
+    assert!(slow.window < fast.window);
+    let mut rng = Rng::new(1);
+    let mut last = 0;
+    for n in 1..20 {
+        let d = fast.delay_ms(n, &mut rng);
+        assert!(d <= fast.cap_ms);
+        assert!(d >= last.min(fast.cap_ms / 2), "{n}: {d} after {last}");
+        last = d;
+    }
+    assert_eq!(
+        fast.delay_ms(40, &mut rng),
+        fast.cap_ms.min(fast.delay_ms(40, &mut rng))
+    );
+    // 2 s, 4 s, 8 s ... within 60 s: 1 + 4 attempts (2+4+8+16 = 30 <= 60 < 62).
+    assert_eq!(fast.max_attempts_in(60_000), 5);
+}
+
+#[test]
+fn seen_set_matches_hash_and_is_capped() {
+    let mut store = Store::open_in_memory().unwrap();
+    let s = [5u8; 32];
+    store.seen_insert(&s, 1, &[1; 32], 3).unwrap();
+    assert!(store.seen_contains(&s, 1, &[1; 32]).unwrap());
+    assert!(!store.seen_contains(&s, 1, &[2; 32]).unwrap());
+    for i in 2..10 {
+        store.seen_insert(&s, i, &[1; 32], 3).unwrap();
+    }
+    assert_eq!(store.seen_len().unwrap(), 3);
+    assert!(!store.seen_contains(&s, 1, &[1; 32]).unwrap());
+}

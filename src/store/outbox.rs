@@ -1,0 +1,209 @@
+//! Store methods of the outbox and the seen-set (schema migration 2). Every method is one
+//! SQLite transaction, so an item and the delivery counters never disagree after a crash.
+
+use super::{hash_of, params, Result, Store, StoreError};
+use crate::outbox::{Dest, Item, OutItem, State, Totals};
+use rusqlite::OptionalExtension;
+
+const ENQUEUED: &str = "outbox.enqueued";
+const DELIVERED: &str = "outbox.delivered";
+const DROPPED: &str = "outbox.dropped";
+
+fn bump(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<()> {
+    let old: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    let n = old
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, &(n + 1).to_le_bytes()[..]],
+    )?;
+    Ok(())
+}
+
+fn state_code(s: State) -> i64 {
+    match s {
+        State::Pending => 0,
+        State::Held => 1,
+        State::Delivered => 2,
+        State::Expired => 3,
+    }
+}
+
+impl Store {
+    /// Every outbox row, oldest first.
+    pub fn outbox_load(&self) -> Result<Vec<Item>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, dest, kind, hash, payload, priority, created_ms, attempts,
+                    next_attempt_ms, expires_ms, state FROM outbox ORDER BY id",
+        )?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let dest = match r.get::<_, Option<Vec<u8>>>(1)? {
+                None => Dest::Any,
+                Some(b) => Dest::Peer(hash_of(&b)?.0),
+            };
+            let hash = hash_of(&r.get::<_, Vec<u8>>(3)?)?;
+            let item = match r.get::<_, i64>(2)? {
+                0 => OutItem::Block(hash),
+                1 => OutItem::Tx(hash),
+                k => return Err(StoreError::Corrupt(format!("outbox item kind {k}"))),
+            };
+            let state = match r.get::<_, i64>(10)? {
+                0 => State::Pending,
+                1 => State::Held,
+                3 => State::Expired,
+                s => return Err(StoreError::Corrupt(format!("outbox item state {s}"))),
+            };
+            out.push(Item {
+                id: r.get::<_, i64>(0)? as u64,
+                dest,
+                item,
+                payload: r.get(4)?,
+                priority: r.get::<_, i64>(5)? as u8,
+                created_ms: r.get::<_, i64>(6)? as u64,
+                attempts: r.get::<_, i64>(7)? as u32,
+                next_attempt_ms: r.get::<_, i64>(8)? as u64,
+                expires_ms: r.get::<_, i64>(9)? as u64,
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Insert an item (its `id` is ignored) and count it; returns the new id. Durable on
+    /// return.
+    pub fn outbox_insert(&mut self, it: &Item) -> Result<u64> {
+        let (kind, hash) = match it.item {
+            OutItem::Block(h) => (0i64, h),
+            OutItem::Tx(h) => (1, h),
+        };
+        let dest: Option<&[u8]> = match &it.dest {
+            Dest::Any => None,
+            Dest::Peer(n) => Some(&n[..]),
+        };
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO outbox(dest, kind, hash, payload, priority, created_ms, attempts,
+                                next_attempt_ms, expires_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                dest,
+                kind,
+                &hash.0[..],
+                it.payload,
+                it.priority as i64,
+                it.created_ms as i64,
+                it.attempts as i64,
+                it.next_attempt_ms as i64,
+                it.expires_ms as i64,
+                state_code(it.state),
+            ],
+        )?;
+        let id = tx.last_insert_rowid() as u64;
+        bump(&tx, ENQUEUED)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Save an item's schedule and state.
+    pub fn outbox_update(&mut self, it: &Item) -> Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, expires_ms = ?4, state = ?5
+             WHERE id = ?1",
+            params![
+                it.id as i64,
+                it.attempts as i64,
+                it.next_attempt_ms as i64,
+                it.expires_ms as i64,
+                state_code(it.state),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Remove an item, counting it as delivered (`true`) or dropped by the operator.
+    pub fn outbox_remove(&mut self, id: u64, delivered: bool) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if tx.execute("DELETE FROM outbox WHERE id = ?1", [id as i64])? == 1 {
+            bump(&tx, if delivered { DELIVERED } else { DROPPED })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Lifetime counters of the outbox.
+    pub fn outbox_totals(&self) -> Result<Totals> {
+        let get = |k: &str| -> Result<u64> {
+            Ok(self
+                .get_meta(k)?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0))
+        };
+        Ok(Totals {
+            enqueued: get(ENQUEUED)?,
+            delivered: get(DELIVERED)?,
+            dropped: get(DROPPED)?,
+        })
+    }
+
+    /// Has `sender` already pushed `hash` to us under `msg_id`? (The hash guards against a
+    /// sender whose ids restarted, e.g. after its store was wiped.)
+    pub fn seen_contains(&self, sender: &[u8; 32], msg_id: u64, hash: &[u8; 32]) -> Result<bool> {
+        let got: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM seen WHERE sender = ?1 AND msg_id = ?2",
+                params![&sender[..], msg_id as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(got.is_some_and(|h| h.as_slice() == &hash[..]))
+    }
+
+    /// Remember a pushed message as applied; keeps the newest `cap` entries.
+    pub fn seen_insert(
+        &mut self,
+        sender: &[u8; 32],
+        msg_id: u64,
+        hash: &[u8; 32],
+        cap: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash",
+            params![&sender[..], msg_id as i64, &hash[..]],
+        )?;
+        tx.execute(
+            "DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1",
+            [cap as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Entries in the seen-set.
+    pub fn seen_len(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM seen", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+impl Store {
+    /// Point an unsent block item at a newer block (tip announcements coalesce).
+    pub fn outbox_retarget(&mut self, id: u64, hash: &[u8; 32]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE outbox SET hash = ?2 WHERE id = ?1",
+            params![id as i64, &hash[..]],
+        )?;
+        Ok(())
+    }
+}
