@@ -236,6 +236,10 @@ pub struct Node {
     /// Running average size of blocks received, to size request timeouts on slow links.
     avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
+    /// Blocks and transactions first heard on a broadcast channel: every station there
+    /// heard them too, so nothing about them is repeated on that channel.
+    heard_on: HashMap<Hash, LinkId>,
+    heard_order: VecDeque<Hash>,
     outbox: outbox::OutboxState,
 }
 
@@ -261,6 +265,8 @@ impl Node {
             now: 0,
             avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
+            heard_on: HashMap::new(),
+            heard_order: VecDeque::new(),
             outbox,
         }
     }
@@ -458,6 +464,7 @@ impl Node {
         }
         let msg_id = env.msg_id;
         let msg = env.message;
+        self.note_heard(peer, &msg);
         // Outbox: proofs of delivery, and a repeated push acked from the seen-set.
         let pushed = match self.outbox_inspect(now, peer, msg_id, &msg) {
             outbox::Pushed::Done => return,
@@ -902,6 +909,9 @@ impl Node {
                         Ok(Some(b)) => {
                             blocks_sent += 1;
                             self.send(peer, Message::Block(b));
+                            // The peer asked for it: the sync now carries it there, so the
+                            // outbox need not.
+                            self.outbox_peer_has(self.now, peer, it.hash);
                         }
                         Ok(None) => missing.push(it),
                         Err(e) => {
@@ -1070,6 +1080,38 @@ impl Node {
                 max,
             }),
         );
+    }
+
+    fn note_heard(&mut self, peer: PeerId, msg: &Message) {
+        let Some(link) = self.peers.get(&peer).map(|p| p.link) else {
+            return;
+        };
+        if !self.links.get(&link).is_some_and(|c| c.broadcast) {
+            return;
+        }
+        let hashes: Vec<Hash> = match msg {
+            Message::Tx(tx) => vec![tx.id()],
+            Message::Block(b) => vec![b.hash()],
+            Message::Headers(hs) if hs.len() == 1 => vec![hs[0].hash()],
+            Message::Inv(items) => items.iter().map(|i| i.hash).collect(),
+            _ => return,
+        };
+        for h in hashes {
+            if self.heard_on.insert(h, link).is_none() {
+                self.heard_order.push_back(h);
+                if self.heard_order.len() > KNOWN_CAP {
+                    if let Some(old) = self.heard_order.pop_front() {
+                        self.heard_on.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Was `hash` first heard on the broadcast link this peer is on?
+    fn heard_where_peer_is(&self, peer: PeerId, hash: &Hash) -> bool {
+        let link = self.peers.get(&peer).map(|p| p.link);
+        link.is_some() && self.heard_on.get(hash).copied() == link
     }
 
     fn peer_caps(&self, peer: PeerId) -> Option<&LinkCaps> {

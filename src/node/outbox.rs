@@ -272,6 +272,11 @@ impl Node {
                 }
                 return Pushed::No;
             }
+            // A pushed block travels as its header (see `push_item`): ack it once we
+            // hold the block, which we fetch through the normal sync if we lack it.
+            Message::Headers(hs) if hs.len() == 1 && msg_id >= ACK_REQUESTED_MIN_ID => {
+                (hs[0].hash(), true)
+            }
             Message::Headers(hs) => {
                 // Headers answer our locator from the peer's best chain: it holds them.
                 if let Some(last) = hs.last() {
@@ -497,7 +502,7 @@ impl Node {
 
     /// The peer holds `hash`: items carrying it to the peer are delivered; a main-chain
     /// block also proves every block below it and the transactions in them.
-    fn outbox_peer_has(&mut self, now: u64, peer: PeerId, hash: Hash) {
+    pub(super) fn outbox_peer_has(&mut self, now: u64, peer: PeerId, hash: Hash) {
         let _ = now;
         let Some(node_id) = self.outbox.sessions.get(&peer).map(|s| s.node_id) else {
             return;
@@ -634,19 +639,47 @@ impl Node {
         let Some(it) = self.outbox.ob.get(id).cloned() else {
             return;
         };
+        if self.heard_where_peer_is(peer, &it.item.hash()) {
+            // It reached us over a broadcast channel that this peer shares: it heard the
+            // same frames, and repeating them would only spend air time.
+            self.outbox_peer_has(now, peer, it.item.hash());
+            return;
+        }
         let msg = match it.item {
             OutItem::Tx(_) => it
                 .payload
                 .as_deref()
                 .and_then(|b| postcard::from_bytes::<Transaction>(b).ok())
                 .map(Message::Tx),
-            OutItem::Block(h) => self.chain.block(&h).ok().flatten().map(Message::Block),
+            // Blocks are offered by header: a peer that lacks the body asks for it (and
+            // gets it through the sync's GetData), one that has it acks at once. Pushing
+            // whole blocks would send them twice on links where the sync fetches them too.
+            OutItem::Block(h) => self.chain.header(&h).map(|hd| Message::Headers(vec![hd])),
         };
         let Some(policy) = self.outbox.sessions.get(&peer).map(|s| s.policy) else {
             return;
         };
         let next = now + policy.delay_ms(it.attempts + 1, &mut self.rng);
-        if let Some(msg) = msg {
+        let on_broadcast = self.peer_caps(peer).is_some_and(|c| c.broadcast);
+        if on_broadcast && matches!(it.item, OutItem::Block(_)) {
+            // On a shared channel one broadcast header offers the block to every station
+            // at once; the stations that lack it ask for it (which proves delivery).
+            let hash = it.item.hash();
+            if !self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.known.contains(&hash))
+            {
+                self.announce(
+                    None,
+                    crate::wire::message::InvItem {
+                        kind: crate::wire::message::InvKind::Block,
+                        hash,
+                    },
+                );
+            }
+            self.outbox.stats.pushes += 1;
+        } else if let Some(msg) = msg {
             if let Some(p) = self.peers.get_mut(&peer) {
                 // Pushed: an `Inv` for it would only make the peer ask again.
                 p.learn(it.item.hash());

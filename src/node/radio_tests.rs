@@ -88,6 +88,17 @@ impl Air {
                 let start = self.busy_until.max(self.now);
                 self.busy_until = start + air;
                 self.frames += 1;
+                if std::env::var("AIR_TRACE").is_ok() {
+                    let kind = match crate::wire::frag::parse(&t.bytes) {
+                        Ok(crate::wire::frag::Packet::Whole(m)) => crate::wire::envelope::decode(m)
+                            .map(|e| e.message.name())
+                            .unwrap_or("?"),
+                        Ok(crate::wire::frag::Packet::Fragment(_)) => "fragment",
+                        Ok(crate::wire::frag::Packet::Nack(_)) => "nack",
+                        Err(_) => "bad",
+                    };
+                    eprintln!("{} {i} -> {:?} {kind} {}", self.now, t.to, t.bytes.len());
+                }
                 self.air_bytes += t.bytes.len() as u64;
                 let to = match t.to {
                     Dest::Peer(p) => Some(self.station_of(i, p)),
