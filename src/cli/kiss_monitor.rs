@@ -286,6 +286,14 @@ fn message_summary(e: &Envelope) -> String {
         ),
         Message::Ping(n) | Message::Pong(n) => n.to_string(),
         Message::Ack(ids) => format!("{} ids", ids.len()),
+        Message::CompactBlock(c) => format!(
+            "height={} short_ids={} hash={}",
+            c.header.height,
+            c.short_ids.len(),
+            short(&c.header.hash())
+        ),
+        Message::GetBlockTxn(g) => format!("{} of {}", g.indexes.len(), short(&g.block)),
+        Message::BlockTxn(b) => format!("{} txs of {}", b.txs.len(), short(&b.block)),
         Message::Inv(v) | Message::GetData(v) | Message::NotFound(v) => items(v),
         Message::GetHeaders(g) => format!("locator={} max={}", g.locator.len(), g.max),
         Message::Headers(v) => match (v.first(), v.last()) {

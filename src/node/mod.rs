@@ -8,6 +8,7 @@
 //! requested, and bodies are fetched in a bounded window. New blocks and transactions are
 //! announced by id (`Inv`) and fetched only by those who lack them.
 
+mod compact;
 mod packet;
 
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
@@ -240,6 +241,8 @@ pub struct Node {
     /// heard them too, so nothing about them is repeated on that channel.
     heard_on: HashMap<Hash, LinkId>,
     heard_order: VecDeque<Hash>,
+    /// Compact blocks waiting for the transactions we lacked.
+    compact_pending: BTreeMap<Hash, compact::Pending>,
     outbox: outbox::OutboxState,
 }
 
@@ -267,6 +270,7 @@ impl Node {
             packet_links: BTreeMap::new(),
             heard_on: HashMap::new(),
             heard_order: VecDeque::new(),
+            compact_pending: BTreeMap::new(),
             outbox,
         }
     }
@@ -499,16 +503,12 @@ impl Node {
             }
             Message::Headers(headers) => self.on_headers(now, peer, headers),
             Message::Block(block) => {
-                let hash = block.hash();
                 self.avg_block_bytes = (self.avg_block_bytes * 7 + bytes.len() as u64) / 8;
-                self.in_flight.remove(&hash);
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.learn(hash);
-                    p.best_height = p.best_height.max(block.header.height);
-                }
-                self.accept_block(now, Some(peer), block);
-                self.request_blocks(now);
+                self.block_arrived(now, peer, block);
             }
+            Message::CompactBlock(c) => self.on_compact(now, peer, c),
+            Message::GetBlockTxn(g) => self.on_getblocktxn(peer, g),
+            Message::BlockTxn(b) => self.on_blocktxn(now, peer, b),
             Message::Tx(tx) => self.on_tx(now, peer, tx),
             Message::NotFound(items) => {
                 for it in items {
@@ -871,7 +871,7 @@ impl Node {
                 p.learn(it.hash);
             }
             match it.kind {
-                InvKind::Block => {
+                InvKind::Block | InvKind::CompactBlock => {
                     if !self.chain.has_header(&it.hash) {
                         want_headers = true;
                     }
@@ -900,7 +900,7 @@ impl Node {
         let mut blocks_sent = 0;
         for it in items {
             match it.kind {
-                InvKind::Block => {
+                InvKind::Block | InvKind::CompactBlock => {
                     if blocks_sent >= MAX_BLOCKS_PER_GETDATA {
                         missing.push(it);
                         continue;
@@ -908,7 +908,12 @@ impl Node {
                     match self.chain.block(&it.hash) {
                         Ok(Some(b)) => {
                             blocks_sent += 1;
-                            self.send(peer, Message::Block(b));
+                            let msg = if it.kind == InvKind::CompactBlock {
+                                compact::compact_of(&b)
+                            } else {
+                                Message::Block(b)
+                            };
+                            self.send(peer, msg);
                             // The peer asked for it: the sync now carries it there, so the
                             // outbox need not.
                             self.outbox_peer_has(self.now, peer, it.hash);
@@ -1164,8 +1169,15 @@ impl Node {
             *load.entry(id).or_default() += 1;
             let timeout = self.block_window(id).1;
             self.in_flight.insert(hash, (id, now + timeout));
+            // On slow links ask for the compact form: the peer sends short ids for the
+            // transactions, which we mostly hold in our mempool already.
+            let slow = self.peer_caps(id).is_some_and(|c| c.bitrate_bps > 0);
             per_peer.entry(id).or_default().push(InvItem {
-                kind: InvKind::Block,
+                kind: if slow {
+                    InvKind::CompactBlock
+                } else {
+                    InvKind::Block
+                },
                 hash,
             });
         }
@@ -1176,6 +1188,18 @@ impl Node {
                 self.send(id, Message::GetData(items));
             }
         }
+    }
+
+    /// A whole block from `peer`, however it came (full, or rebuilt from a compact one).
+    fn block_arrived(&mut self, now: u64, peer: PeerId, block: crate::chain::Block) {
+        let hash = block.hash();
+        self.in_flight.remove(&hash);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.learn(hash);
+            p.best_height = p.best_height.max(block.header.height);
+        }
+        self.accept_block(now, Some(peer), block);
+        self.request_blocks(now);
     }
 
     fn accept_block(&mut self, now: u64, from: Option<PeerId>, block: crate::chain::Block) {
@@ -1284,7 +1308,7 @@ impl Node {
         // check its proof of work and ask for the body at once, saving a round trip
         // of GetHeaders/Headers (two channel turnarounds on a half-duplex radio).
         let header_msg = match item.kind {
-            InvKind::Block => self
+            InvKind::Block | InvKind::CompactBlock => self
                 .chain
                 .header(&item.hash)
                 .map(|h| Message::Headers(vec![h])),

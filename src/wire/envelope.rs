@@ -150,6 +150,9 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
         Message::Tx(m) => append(out, m),
         Message::Reject(m) => append(out, m),
         Message::Ack(v) => append(out, v),
+        Message::CompactBlock(m) => append(out, m),
+        Message::GetBlockTxn(m) => append(out, m),
+        Message::BlockTxn(m) => append(out, m),
     };
     let crc = CRC32.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -208,6 +211,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         10 => Message::NotFound(body_as(kind, body)?),
         11 => Message::Reject(body_as(kind, body)?),
         12 => Message::Ack(body_as(kind, body)?),
+        13 => Message::CompactBlock(body_as(kind, body)?),
+        14 => Message::GetBlockTxn(body_as(kind, body)?),
+        15 => Message::BlockTxn(body_as(kind, body)?),
         _ => return Err(WireError::UnknownKind(kind)),
     };
     debug_assert_eq!(message.kind(), kind);
@@ -342,8 +348,8 @@ mod tests {
         b[0] = 2;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(2)));
         let mut b = good.clone();
-        b[5] = 13;
-        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(13)));
+        b[5] = 16;
+        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(16)));
         let mut b = good.clone();
         b[5] = 0;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(0)));
@@ -527,7 +533,7 @@ mod tests {
         /// panic either, and whatever it accepts must re-encode to the same bytes.
         #[test]
         fn arbitrary_bodies_never_panic(
-            kind in 0u8..=13,
+            kind in 0u8..=16,
             id in any::<u64>(),
             body in prop::collection::vec(any::<u8>(), 0..400),
         ) {

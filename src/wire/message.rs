@@ -47,6 +47,56 @@ pub enum InvKind {
     Block,
     /// A transaction, by transaction id.
     Tx,
+    /// In `GetData` only: a block, wanted as a [`CompactBlock`].
+    CompactBlock,
+}
+
+/// Bytes of a compact-block short transaction id.
+pub const SHORT_ID_LEN: usize = 6;
+
+/// A short transaction id: the first 6 bytes of BLAKE3(block hash | txid). Keyed by the
+/// block, so nobody can prepare colliding transactions in advance.
+pub type ShortId = [u8; SHORT_ID_LEN];
+
+/// The short id of transaction `txid` within block `block`.
+pub fn short_id(block: &Hash, txid: &Hash) -> ShortId {
+    let mut h = blake3::Hasher::new();
+    h.update(&block.0);
+    h.update(&txid.0);
+    let mut out = [0u8; SHORT_ID_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..SHORT_ID_LEN]);
+    out
+}
+
+/// A block for a peer that probably holds most of its transactions already: the header,
+/// the coinbase, and a short id per transaction (6 bytes instead of about 150).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactBlock {
+    /// The block's header.
+    pub header: Header,
+    /// The coinbase, in full.
+    pub coinbase: crate::chain::types::Coinbase,
+    /// Short ids of the transactions, in block order.
+    pub short_ids: Vec<ShortId>,
+}
+
+/// "Send me these transactions of that block" (positions in block order, coinbase not
+/// counted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetBlockTxn {
+    /// The block.
+    pub block: Hash,
+    /// Positions of the wanted transactions.
+    pub indexes: Vec<u16>,
+}
+
+/// Answer to [`GetBlockTxn`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockTxn {
+    /// The block.
+    pub block: Hash,
+    /// The transactions asked for, in the order asked.
+    pub txs: Vec<Transaction>,
 }
 
 /// One inventory entry.
@@ -154,6 +204,12 @@ pub enum Message {
     /// End-to-end acknowledgement: the sender durably holds the pushed messages with
     /// these envelope `msg_id`s.
     Ack(Vec<u64>),
+    /// A block as header, coinbase and short transaction ids.
+    CompactBlock(CompactBlock),
+    /// Ask for the transactions of a compact block the receiver could not fill.
+    GetBlockTxn(GetBlockTxn),
+    /// The transactions asked for.
+    BlockTxn(BlockTxn),
 }
 
 impl Message {
@@ -172,6 +228,9 @@ impl Message {
             Message::NotFound(_) => 10,
             Message::Reject(_) => 11,
             Message::Ack(_) => 12,
+            Message::CompactBlock(_) => 13,
+            Message::GetBlockTxn(_) => 14,
+            Message::BlockTxn(_) => 15,
         }
     }
 
@@ -196,6 +255,9 @@ impl Message {
             10 => "notfound",
             11 => "reject",
             12 => "ack",
+            13 => "cmpctblock",
+            14 => "getblocktxn",
+            15 => "blocktxn",
             _ => return None,
         })
     }
@@ -221,6 +283,15 @@ impl Message {
             Message::Block(b) => limit("block.txs count", b.txs.len(), MAX_BLOCK_TXS),
             Message::Reject(r) => limit("reject.reason bytes", r.reason.len(), MAX_REASON),
             Message::Ack(v) => limit("ack ids", v.len(), MAX_ACK_IDS),
+            Message::CompactBlock(c) => limit(
+                "cmpctblock.short_ids count",
+                c.short_ids.len(),
+                MAX_BLOCK_TXS,
+            ),
+            Message::GetBlockTxn(g) => {
+                limit("getblocktxn.indexes count", g.indexes.len(), MAX_BLOCK_TXS)
+            }
+            Message::BlockTxn(b) => limit("blocktxn.txs count", b.txs.len(), MAX_BLOCK_TXS),
         }
     }
 }

@@ -94,7 +94,11 @@ pub fn arb_block() -> impl Strategy<Value = Block> {
 /// An inventory entry.
 pub fn arb_inv_item() -> impl Strategy<Value = InvItem> {
     (
-        prop_oneof![Just(InvKind::Block), Just(InvKind::Tx)],
+        prop_oneof![
+            Just(InvKind::Block),
+            Just(InvKind::Tx),
+            Just(InvKind::CompactBlock)
+        ],
         arb_hash(),
     )
         .prop_map(|(kind, hash)| InvItem { kind, hash })
@@ -200,5 +204,24 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             1 => vec(any::<u64>(), 0..=limits::MAX_ACK_IDS),
         ]
         .prop_map(Message::Ack),
+        (arb_block(), vec(any::<[u8; 6]>(), 0..50)).prop_map(|(b, short_ids)| {
+            Message::CompactBlock(super::message::CompactBlock {
+                header: b.header,
+                coinbase: b.coinbase,
+                short_ids,
+            })
+        }),
+        (any::<[u8; 32]>(), vec(any::<u16>(), 0..50)).prop_map(|(h, indexes)| {
+            Message::GetBlockTxn(super::message::GetBlockTxn {
+                block: crate::chain::types::Hash(h),
+                indexes,
+            })
+        }),
+        (any::<[u8; 32]>(), vec(arb_tx(), 0..5)).prop_map(|(h, txs)| {
+            Message::BlockTxn(super::message::BlockTxn {
+                block: crate::chain::types::Hash(h),
+                txs,
+            })
+        }),
     ]
 }
