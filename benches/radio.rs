@@ -6,13 +6,9 @@
 //! direction, goodput per second of air as a share of the 150 B/s line rate, and on-air
 //! bytes per block.
 
-#[path = "../tests/support/direwolf.rs"]
-#[allow(dead_code)]
-mod direwolf;
-
-use direwolf::{direwolf_available, DirewolfOpts, DirewolfPair};
 use skywave::chain::{params, pow, Address, Block, Chain, Transaction};
 use skywave::driver::{self, DriverOptions};
+use skywave::lab::{direwolf_available, DirewolfOpts, DirewolfPair};
 use skywave::link::LinkUrl;
 use skywave::node::{Node, NodeConfig};
 use skywave::store::Store;

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod keys;
+pub mod lab;
 pub mod link;
 pub mod node;
 pub mod outbox;

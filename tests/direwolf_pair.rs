@@ -5,9 +5,9 @@ mod support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use skywave::lab::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
 use skywave::wire::ax25::{decode_ui, encode_ui, Callsign, BROADCAST};
 use skywave::wire::kiss::{self, KissDecoder};
-use support::direwolf::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
 use support::kiss_tcp::KissTcp;
 
 fn n0call1() -> Callsign {
@@ -70,7 +70,7 @@ fn ui_frame_crosses_the_air() {
     assert_eq!(ui.info, info);
 
     // Same again, received through a real tty bridged by socat.
-    if !support::direwolf::socat_available() {
+    if !skywave::lab::socat_available() {
         eprintln!("SKIPPED pty part: socat not installed");
         return;
     }

@@ -9,12 +9,12 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use skywave::lab::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
 use skywave::link::kiss::run_kiss;
 use skywave::link::{LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerIds};
 use skywave::wire::ax25::{decode_ui, encode_ui, Callsign, BROADCAST};
 use skywave::wire::kiss::{encode_data, KissDecoder};
 use skywave::wire::{envelope, frag, Message};
-use support::direwolf::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
 use tokio::sync::mpsc;
 
 const CALL_A: &str = "N0CALL-1";

@@ -4,8 +4,8 @@
 
 mod support;
 
+use skywave::lab::{skip_without_direwolf, socat_available, DirewolfOpts, DirewolfPair};
 use std::time::{Duration, Instant};
-use support::direwolf::{skip_without_direwolf, socat_available, DirewolfOpts, DirewolfPair};
 use support::{http, wait_for, TestNode};
 
 /// A with ten blocks, several carrying transactions from A's wallet.

@@ -4,6 +4,7 @@
 
 use crate::chain::{params, Chain, Transaction};
 use crate::driver::{self, now_ms, DriverOptions, LinkSpawner, Shared};
+use crate::lab::{DirewolfOpts, DirewolfPair};
 use crate::link::kiss::{KissLinkConfig, KissTransport};
 use crate::link::simtnc::SimChannel;
 use crate::link::LinkUrl;
@@ -35,7 +36,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Run the demo: `n` nodes in a line, node 0 mining, a transaction submitted at the far end.
-pub fn run(n: usize, blocks: u64, as_json: bool) -> Result<()> {
+pub fn run(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<()> {
     if !(2..=10).contains(&n) {
         bail!("--nodes must be 2 to 10");
     }
@@ -43,10 +44,10 @@ pub fn run(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         bail!("--blocks must be at least 3 (the transaction needs funds from block 1)");
     }
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move { demo(n, blocks, as_json).await })
+    rt.block_on(async move { demo(n, blocks, simulated, as_json).await })
 }
 
-async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
+async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<()> {
     let start = Instant::now();
     let say = move |who: &str, what: String| {
         if !as_json {
@@ -59,12 +60,30 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
     let miner_addr = crate::keys::address(&miner);
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
     let mut nodes: Vec<Arc<Shared>> = Vec::new();
+    // The radio hop: two real Direwolf soft modems joined by 1200-baud audio when
+    // Direwolf is installed, otherwise simulated TNCs on a simulated channel.
+    let lab = if simulated || !crate::lab::direwolf_available() {
+        None
+    } else {
+        match DirewolfPair::start(DirewolfOpts::default()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("Direwolf would not start ({e}); simulating the radio hop instead");
+                None
+            }
+        }
+    };
+    let hop = if lab.is_some() {
+        "two real Direwolf soft modems joined by 1200-baud AFSK audio, half duplex"
+    } else {
+        "a simulated 1200-baud half-duplex channel (simulated TNCs; install direwolf for real \
+         soft modems)"
+    };
     if !as_json {
         println!(
             "skywave demo: {n} nodes in a line (regtest); node0 mines {blocks} blocks, a \
              transaction enters at node{last}.\nHops are TCP on loopback, except node{prev} <-> \
-             node{last}: a simulated 1200-baud half-duplex packet-radio channel (KISS/AX.25 \
-             UI frames, 256-byte frames).",
+             node{last}: packet radio (KISS, AX.25 UI frames of up to 256 bytes) over {hop}.",
             last = n - 1,
             prev = n - 2
         );
@@ -79,7 +98,20 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         }
         let mut custom_links = Vec::new();
         if i >= n - 2 {
-            custom_links.push(radio_link(&radio));
+            match &lab {
+                Some(p) => {
+                    let addr = if i == n - 2 {
+                        p.kiss_addr_a()
+                    } else {
+                        p.kiss_addr_b()
+                    };
+                    links.push(
+                        LinkUrl::parse(&format!("kiss+tcp://{addr}"))
+                            .map_err(anyhow::Error::msg)?,
+                    );
+                }
+                None => custom_links.push(radio_link(&radio)),
+            }
         }
         let chain = Chain::open(params.clone(), Store::open_in_memory()?)?;
         let node = Node::new(
@@ -204,7 +236,17 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
         driver::stop(s);
     }
     let id = tx_id.map(|t| t.to_hex()).unwrap_or_default();
-    let (air_ms, frames) = radio.usage();
+    let (air_ms, frames) = match &lab {
+        Some(p) => {
+            let a = p.air_stats();
+            (
+                ((a.a_to_b.air_seconds + a.b_to_a.air_seconds) * 1000.0) as u64,
+                a.a_to_b.bursts + a.b_to_a.bursts,
+            )
+        }
+        None => radio.usage(),
+    };
+    drop(lab);
     if as_json {
         println!(
             "{}",
@@ -225,7 +267,7 @@ async fn demo(n: usize, blocks: u64, as_json: bool) -> Result<()> {
             );
         }
         println!(
-            "  radio hop: {frames} frames, {:.1} s of air at 1200 baud",
+            "  radio hop: {frames} transmissions, {:.1} s of air at 1200 baud",
             air_ms as f64 / 1000.0
         );
         println!(

@@ -116,6 +116,9 @@ pub enum Cmd {
         /// Blocks to mine before finishing.
         #[arg(long, default_value_t = 5)]
         blocks: u64,
+        /// Simulate the radio hop even when Direwolf is installed.
+        #[arg(long)]
+        simulated_radio: bool,
     },
     /// KISS TNC tools.
     Kiss {
@@ -236,7 +239,11 @@ pub fn main(cli: Cli) -> Result<()> {
                     nonce,
                 },
         } => client::sign(&dir, &to, amount, fee, nonce),
-        Cmd::Demo { nodes, blocks } => demo::run(nodes, blocks, cli.json),
+        Cmd::Demo {
+            nodes,
+            blocks,
+            simulated_radio,
+        } => demo::run(nodes, blocks, simulated_radio, cli.json),
         Cmd::Kiss {
             cmd: KissCmd::Monitor { url, count },
         } => kiss_monitor::run(&url, count, cli.json),

@@ -1,7 +1,6 @@
 //! Helpers for integration tests that run the real `skywave` binary.
 #![allow(dead_code)]
 
-pub mod direwolf;
 pub mod kiss_tcp;
 
 use serde_json::Value;

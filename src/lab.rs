@@ -1,4 +1,6 @@
-//! Two real Direwolf soft TNCs joined by real-time audio on one machine.
+//! The radio lab: two real Direwolf soft TNCs joined by real-time audio on one machine,
+//! the closest thing to a 1200-baud packet channel without radios. Used by the demo (when
+//! Direwolf is installed), the integration tests and the radio benchmark.
 //!
 //! Direwolf 1.6 can only transmit to an ALSA device, so each instance gets its
 //! own HOME whose `.asoundrc` points the `file` plugin (over `null`) at a FIFO;
