@@ -23,6 +23,9 @@ fn demo_converges_with_a_radio_hop() {
     let tip = &nodes[0]["tip"];
     assert!(nodes.iter().all(|n| &n["tip"] == tip), "{v}");
     assert!(nodes[0]["height"].as_u64().unwrap_or(0) >= 3);
-    assert!(v["radio"]["frames"].as_u64().unwrap_or(0) > 0, "radio hop used: {v}");
+    assert!(
+        v["radio"]["frames"].as_u64().unwrap_or(0) > 0,
+        "radio hop used: {v}"
+    );
     assert!(v["radio"]["air_seconds"].as_f64().unwrap_or(0.0) > 1.0);
 }

@@ -18,6 +18,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Air time the core may have handed to a TNC ahead of the clock.
 const WINDOW_MS: u64 = 10_000;
+/// On half duplex, the most air one burst may take before the channel is left free.
+const BURST_MS: u64 = 20_000;
+/// Quiet time left after a burst on half duplex, so the other stations can answer.
+const TURNAROUND_GAP_MS: u64 = 2_500;
 /// Key-up overhead assumed per transmission burst (TXDELAY plus channel access).
 const BURST_OVERHEAD_MS: u64 = 500;
 /// Per-frame bytes added below us: AX.25 addresses, control, PID, FCS, flags.
@@ -66,6 +70,8 @@ pub(super) struct PacketLink {
     bulk: VecDeque<(Dest, Vec<u8>)>,
     queued_bytes: usize,
     backlog_until: u64,
+    /// Air released in the current burst (half duplex).
+    burst_air: u64,
     nack_rounds: BTreeMap<(PeerId, u32), u32>,
     /// When the next beacon is due.
     pub next_beacon: u64,
@@ -94,6 +100,7 @@ impl PacketLink {
             bulk: VecDeque::new(),
             queued_bytes: 0,
             backlog_until: now,
+            burst_air: 0,
             nack_rounds: BTreeMap::new(),
             next_beacon: now + first_beacon_in,
             air_ms: 0,
@@ -246,6 +253,16 @@ impl PacketLink {
             if self.backlog_until.saturating_sub(now) >= WINDOW_MS {
                 return;
             }
+            if self.caps.half_duplex {
+                // Keeping the TNC fed forever would hold the channel forever: a burst ends
+                // after BURST_MS of air, and the next starts only after a quiet gap.
+                if self.backlog_until + TURNAROUND_GAP_MS <= now {
+                    self.burst_air = 0;
+                }
+                if self.burst_air >= BURST_MS && self.control.is_empty() {
+                    return;
+                }
+            }
             let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
                 return;
             };
@@ -255,6 +272,7 @@ impl PacketLink {
                 t += BURST_OVERHEAD_MS;
             }
             self.backlog_until = self.backlog_until.max(now) + t;
+            self.burst_air += t;
             self.air_ms += t;
             self.packets_out += 1;
             self.bytes_out += p.len() as u64;
@@ -277,9 +295,13 @@ pub fn airtime_ms(caps: &LinkCaps, len: usize) -> u64 {
     (bits * 1000).div_ceil(caps.bitrate_bps)
 }
 
-/// Does this link need the packet layer?
+/// Does this link need the packet layer? Radio channels and small MTUs need it for
+/// fragmentation; any link with a known, finite bit rate needs it for pacing, so that
+/// requests and acknowledgements are not stuck behind minutes of queued bulk data.
 pub fn is_packet_link(caps: &LinkCaps) -> bool {
-    !caps.connection_oriented || caps.mtu < crate::wire::envelope::MAX_MESSAGE_LEN
+    !caps.connection_oriented
+        || caps.mtu < crate::wire::envelope::MAX_MESSAGE_LEN
+        || caps.bitrate_bps > 0
 }
 
 #[cfg(test)]
