@@ -842,12 +842,18 @@ impl Node {
             self.ask_headers(now, peer, None);
         }
         self.outbox_peer_ready(now, peer);
-        // Offer what we hold for relay: a peer that was away may lack it.
+        // Offer what we hold for relay: a peer that was away may lack it. On a slow link
+        // only the best-paying few (about 3 s of air): each id costs 33 bytes, and the
+        // outbox delivers what this peer is owed anyway.
+        let offer = match self.peer_caps(peer) {
+            Some(c) if c.bitrate_bps > 0 => ((c.bitrate_bps / 8 * 3) / 33).clamp(4, 64) as usize,
+            _ => limits::MAX_INV,
+        };
         let items: Vec<InvItem> = self
             .chain
             .mempool_txs()
             .iter()
-            .take(limits::MAX_INV)
+            .take(offer)
             .map(|tx| InvItem {
                 kind: InvKind::Tx,
                 hash: tx.id(),
