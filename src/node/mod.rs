@@ -51,8 +51,10 @@ const KNOWN_CAP: usize = 4096;
 const MAX_QUEUED_TRANSMITS: usize = 10_000;
 /// Stations on a broadcast channel are forgotten after this much silence.
 const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
-/// Beacon period on broadcast links (also bounded by air time, see `packet_timers`).
+/// Beacon period on broadcast links once a station has answered (see `packet_timers`).
 const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
+/// Beacon period on a broadcast link where no station has been heard yet.
+const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
 /// Base time for a request on a slow link to be answered (channel access, turnaround).
 const RADIO_REQUEST_TIMEOUT_MS: u64 = 15_000;
 
@@ -630,10 +632,18 @@ impl Node {
                 let nonce = self.rng.next_u64();
                 let hello = self.hello(nonce);
                 let bytes = self.encode(&Message::Hello(hello));
-                let jitter = self.rng.below(BEACON_INTERVAL_MS / 10);
+                let jitter = self.rng.below(DISCOVERY_INTERVAL_MS / 4);
+                // Until some station answers, beacon every minute (two stations that start
+                // together may collide, and nobody should wait five minutes to be found);
+                // then every five. Either way at most ~2 % of the channel.
+                let alone = !self.peers.values().any(|p| p.link == link && p.ready());
                 if let Some(l) = self.packet_links.get_mut(&link) {
-                    // Never more than ~1 % of the channel on beacons, however fast it is.
-                    let interval = BEACON_INTERVAL_MS.max(l.airtime_ms(bytes.len()) * 100);
+                    let base = if alone {
+                        DISCOVERY_INTERVAL_MS
+                    } else {
+                        BEACON_INTERVAL_MS
+                    };
+                    let interval = base.max(l.airtime_ms(bytes.len()) * 50);
                     l.next_beacon = now + interval + jitter;
                     l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
                 }
