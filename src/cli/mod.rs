@@ -362,6 +362,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             callsign: cfg.callsign.clone(),
             seed: rand::random(),
             user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),
+            peers: Default::default(),
         },
     );
     let api_addr = api.unwrap_or(cfg.api.clone());
