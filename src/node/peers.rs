@@ -669,4 +669,118 @@ mod tests {
         assert!(g.banned(&key("CALL0"), 0).is_none());
         assert!(g.banned(&key("CALL10004"), 0).is_some());
     }
+
+    fn node(chain: crate::chain::Chain, ban_loopback: bool) -> Node {
+        Node::new(
+            chain,
+            super::super::NodeConfig {
+                node_id: [1; 32],
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "test".into(),
+                peers: PeerPolicy {
+                    ban_loopback,
+                    ..PeerPolicy::default()
+                },
+            },
+        )
+    }
+
+    fn drain(n: &mut Node) -> (usize, Vec<NodeEvent>) {
+        let mut t = 0;
+        while n.poll_transmit().is_some() {
+            t += 1;
+        }
+        let mut e = Vec::new();
+        while let Some(x) = n.poll_event() {
+            e.push(x);
+        }
+        (t, e)
+    }
+
+    #[test]
+    fn node_bans_over_threshold_refuses_and_remembers() {
+        use crate::chain::{params, Chain};
+        use crate::wire::{envelope, message::Message};
+        let p = params::regtest();
+        let chain = Chain::open(p.clone(), crate::store::Store::open_in_memory().unwrap()).unwrap();
+        let mut n = node(chain, false);
+        let t0 = p.genesis.header.time * 1000;
+        let wrong = envelope::encode(params::main().network_id(), 1, &Message::Ping(1));
+        let garbage = [0xEEu8; 40];
+
+        // Malformed input from one address: 20 points a time, still below 100.
+        for i in 0..4u64 {
+            n.peer_connected(t0, 10 + i, 1, format!("203.0.113.5:{}", 1000 + i), false);
+            n.handle_frame(t0, 10 + i, &garbage);
+            drain(&mut n);
+        }
+        assert_eq!(n.guard.score("203.0.113.5", t0), 80);
+        assert!(n.bans(t0).is_empty());
+        // A fifth strike reaches the threshold: banned.
+        n.peer_connected(t0, 20, 1, "203.0.113.5:2000".into(), false);
+        n.handle_frame(t0, 20, &garbage);
+        drain(&mut n);
+        let bans = n.bans(t0);
+        assert_eq!(bans.len(), 1);
+        assert_eq!(bans[0].key, "203.0.113.5");
+        assert_eq!(bans[0].until_ms, t0 + 24 * 3600 * 1000);
+
+        // A new session from that address (any port) is refused without a Hello.
+        n.peer_connected(t0 + 1, 21, 1, "203.0.113.5:3000".into(), false);
+        let (sent, ev) = drain(&mut n);
+        assert_eq!(sent, 0, "nothing sent to a banned peer");
+        assert!(
+            matches!(&ev[..], [NodeEvent::Disconnect { peer: 21, .. }]),
+            "{ev:?}"
+        );
+        assert!(n.peers(t0 + 1).iter().all(|p| p.id != 21));
+        // Another address is fine.
+        n.peer_connected(t0 + 1, 22, 1, "203.0.113.6:3000".into(), false);
+        assert_eq!(drain(&mut n).0, 1, "hello sent");
+
+        // Wrong network from a loopback peer: scored, not banned by default.
+        n.peer_connected(t0, 30, 1, "127.0.0.1:5000".into(), false);
+        n.handle_frame(t0, 30, &wrong);
+        drain(&mut n);
+        assert_eq!(n.guard.score("127.0.0.1", t0), 100);
+        assert_eq!(n.bans(t0).len(), 1);
+
+        // The ban survives a restart, and ends on time (the row too).
+        let chain = n.into_chain();
+        let mut n = node(chain, true);
+        assert_eq!(n.bans(t0).len(), 1);
+        n.peer_connected(t0 + 2, 40, 1, "203.0.113.5:1".into(), false);
+        assert_eq!(drain(&mut n).0, 0);
+        let end = t0 + 24 * 3600 * 1000;
+        n.handle_timeout(end);
+        assert!(n.bans(end).is_empty());
+        assert!(n.chain.store().bans_load().unwrap().is_empty());
+        n.peer_connected(end, 41, 1, "203.0.113.5:1".into(), false);
+        assert_eq!(drain(&mut n).0, 1);
+
+        // With ban_loopback on, loopback is banned too; operator bans and unbans.
+        n.peer_connected(end, 50, 1, "127.0.0.1:5000".into(), false);
+        n.handle_frame(end, 50, &wrong);
+        drain(&mut n);
+        assert_eq!(n.bans(end)[0].key, "127.0.0.1");
+        assert!(n.unban("127.0.0.1").unwrap());
+        assert!(!n.unban("127.0.0.1").unwrap());
+        n.peer_connected(end, 51, 1, "10.9.8.7:1".into(), false);
+        drain(&mut n);
+        n.ban(end, "10.0.0.0/8", 3600_000, "test").unwrap();
+        let (_, ev) = drain(&mut n);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Disconnect { peer: 51, .. })));
+        assert!(n.ban(end, "10.0.0.1/8", 1, "").is_err());
+        assert!(n.ban(end, "10.0.0.0/8", 0, "").is_err());
+
+        // Radio: keyed by callsign-SSID as the link reports it.
+        n.ban(end, "n0evil-3", 3600_000, "").unwrap();
+        n.peer_connected(end, 60, 2, "N0EVIL-3".into(), false);
+        assert_eq!(drain(&mut n).0, 0);
+        n.peer_connected(end, 61, 2, "N0EVIL-4".into(), false);
+        assert_eq!(drain(&mut n).0, 1);
+    }
 }
