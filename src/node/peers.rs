@@ -768,7 +768,7 @@ mod tests {
         assert!(!n.unban("127.0.0.1").unwrap());
         n.peer_connected(end, 51, 1, "10.9.8.7:1".into(), false);
         drain(&mut n);
-        n.ban(end, "10.0.0.0/8", 3600_000, "test").unwrap();
+        n.ban(end, "10.0.0.0/8", 3_600_000, "test").unwrap();
         let (_, ev) = drain(&mut n);
         assert!(ev
             .iter()
@@ -777,7 +777,7 @@ mod tests {
         assert!(n.ban(end, "10.0.0.0/8", 0, "").is_err());
 
         // Radio: keyed by callsign-SSID as the link reports it.
-        n.ban(end, "n0evil-3", 3600_000, "").unwrap();
+        n.ban(end, "n0evil-3", 3_600_000, "").unwrap();
         n.peer_connected(end, 60, 2, "N0EVIL-3".into(), false);
         assert_eq!(drain(&mut n).0, 0);
         n.peer_connected(end, 61, 2, "N0EVIL-4".into(), false);
