@@ -285,6 +285,7 @@ fn init(
         links,
         api: api.unwrap_or_else(|| format!("127.0.0.1:{}", params.default_port + 80)),
         mine: false,
+        peers: Default::default(),
     };
     let node_key = crate::keys::generate();
     let wallet_key = crate::keys::generate();
@@ -362,7 +363,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             callsign: cfg.callsign.clone(),
             seed: rand::random(),
             user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),
-            peers: Default::default(),
+            peers: cfg.peers.policy()?,
         },
     );
     let api_addr = api.unwrap_or(cfg.api.clone());
