@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +17,10 @@ use std::sync::Arc;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/ready", get(ready))
+        .route("/api/peers", get(peers))
+        .route("/api/bans", get(bans_list).post(bans_add))
+        .route("/api/bans/{key}", axum::routing::delete(bans_remove))
         .route("/api/status", get(status))
         .route("/api/blocks/{id}", get(block))
         .route("/api/tx/{id}", get(tx_get))
@@ -51,6 +55,89 @@ fn internal(msg: impl Into<String>) -> ApiError {
 
 async fn health() -> Json<Value> {
     Json(json!({ "ok": true }))
+}
+
+/// Readiness: the store answers, the chain is loaded and the link tasks were started.
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    let started = s.links_started.load(Ordering::SeqCst);
+    let (store_ok, height) = {
+        let node = s.node();
+        let chain = node.chain();
+        let ok = chain
+            .store()
+            .conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .is_ok();
+        (ok, chain.tip().height)
+    };
+    let links = s.links.lock().map(|l| l.len()).unwrap_or(0);
+    let ready = started && store_ok && !s.stopping.load(Ordering::SeqCst);
+    let body = json!({
+        "ready": ready, "store": store_ok, "links_started": started,
+        "links": links, "height": height,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn peers(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let peers = s.node().peers(now_ms());
+    Json(json!({ "count": peers.len(), "peers": peers }))
+}
+
+async fn bans_list(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let bans = s.node().bans(now_ms());
+    Json(json!({ "count": bans.len(), "bans": bans }))
+}
+
+/// `POST /api/bans` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// IP address, CIDR subnet or callsign.
+    pub key: String,
+    /// Length in hours (default 24).
+    pub hours: Option<f64>,
+    /// Why (for the list).
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn bans_add(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<BanRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) =
+        body.map_err(|e| bad(format!("expected {{\"key\", \"hours\", \"reason\"}}: {e}")))?;
+    let hours = req.hours.unwrap_or(24.0);
+    let max_h = crate::node::MAX_BAN_MS / 3_600_000;
+    if !(hours > 0.0 && hours <= max_h as f64) {
+        return Err(bad(format!("hours must be above 0 and at most {max_h}")));
+    }
+    let res = s.node().ban(
+        now_ms(),
+        &req.key,
+        (hours * 3_600_000.0) as u64,
+        &req.reason,
+    );
+    s.wake.notify_one();
+    res.map(|b| Json(json!(b))).map_err(bad)
+}
+
+/// `DELETE /api/bans/{key}` (the key URL-encoded: `10.0.0.0%2F8`).
+async fn bans_remove(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match s.node().unban(&key) {
+        Ok(true) => Ok(Json(json!({ "key": key, "removed": true }))),
+        Ok(false) => Err(not_found(format!("no ban on '{key}'"))),
+        Err(e) => Err(bad(e)),
+    }
 }
 
 /// `GET /api/status` body.
