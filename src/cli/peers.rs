@@ -74,6 +74,9 @@ pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
     let base = api_base(dir)?;
     match cmd {
         BanCmd::Add { key, hours, reason } => {
+            if !(hours.is_finite() && hours > 0.0) {
+                anyhow::bail!("--hours must be a positive number");
+            }
             let v = request(
                 reqwest::Method::POST,
                 &format!("{base}/api/bans"),
