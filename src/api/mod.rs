@@ -323,3 +323,73 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{params, Chain};
+    use crate::driver::{self, DriverOptions};
+    use crate::node::{Node, NodeConfig};
+    use crate::store::Store;
+
+    fn shared() -> Arc<Shared> {
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let node = Node::new(
+            chain,
+            NodeConfig {
+                node_id: [1; 32],
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "test".into(),
+                peers: Default::default(),
+            },
+        );
+        let opts = DriverOptions {
+            links: Vec::new(),
+            mine_to: None,
+            callsign: "N0CALL-1".into(),
+            custom_links: Vec::new(),
+            mine_until_height: None,
+        };
+        // The driver future is never run: links are not started.
+        driver::start(node, opts).0
+    }
+
+    #[tokio::test]
+    async fn ready_only_once_links_are_started() {
+        let s = shared();
+        let r = ready(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        s.links_started.store(true, Ordering::SeqCst);
+        let r = ready(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = health().await;
+        assert_eq!(r.0["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn bans_round_trip_through_the_handlers() {
+        let s = shared();
+        let req = BanRequest {
+            key: "2001:db8::/32".into(),
+            hours: Some(1.0),
+            reason: "test".into(),
+        };
+        let v = bans_add(State(s.clone()), Ok(Json(req)))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(v.0["key"], "2001:db8::/32");
+        let bad_req = BanRequest {
+            key: "2001:db8::/32".into(),
+            hours: Some(-1.0),
+            reason: String::new(),
+        };
+        assert!(bans_add(State(s.clone()), Ok(Json(bad_req))).await.is_err());
+        assert_eq!(bans_list(State(s.clone())).await.0["count"], 1);
+        let gone = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;
+        assert!(gone.is_ok());
+        let again = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;
+        assert!(matches!(again, Err(ApiError(StatusCode::NOT_FOUND, _))));
+    }
+}
