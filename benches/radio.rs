@@ -24,6 +24,7 @@ fn node(chain: Chain, id: u8, call: &str) -> Node {
             callsign: call.into(),
             seed: id as u64,
             user_agent: "skywave-bench".into(),
+            peers: Default::default(),
         },
     )
 }

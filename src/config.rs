@@ -36,6 +36,54 @@ pub struct Config {
     /// Mine continuously while running.
     #[serde(default)]
     pub mine: bool,
+    /// Misbehaviour scoring and automatic bans.
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+/// `[peers]` in `skywave.toml`: how misbehaviour is scored and punished.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// Score at which an IP address or callsign is banned.
+    pub ban_threshold: u32,
+    /// Length of an automatic ban, in hours.
+    pub ban_hours: f64,
+    /// Points forgiven per hour.
+    pub decay_per_hour: u32,
+    /// Ban loopback peers automatically too (operator bans always apply).
+    pub ban_loopback: bool,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        let p = crate::node::PeerPolicy::default();
+        PeersConfig {
+            ban_threshold: p.ban_threshold,
+            ban_hours: p.ban_duration_ms as f64 / 3_600_000.0,
+            decay_per_hour: p.decay_per_hour,
+            ban_loopback: p.ban_loopback,
+        }
+    }
+}
+
+impl PeersConfig {
+    /// The node's policy; errors on values that make no sense.
+    pub fn policy(&self) -> Result<crate::node::PeerPolicy> {
+        let max_h = (crate::node::MAX_BAN_MS / 3_600_000) as f64;
+        if !(self.ban_hours > 0.0 && self.ban_hours <= max_h) {
+            bail!("peers.ban_hours must be above 0 and at most {max_h}");
+        }
+        if self.ban_threshold == 0 {
+            bail!("peers.ban_threshold must be at least 1");
+        }
+        Ok(crate::node::PeerPolicy {
+            ban_threshold: self.ban_threshold,
+            ban_duration_ms: (self.ban_hours * 3_600_000.0) as u64,
+            decay_per_hour: self.decay_per_hour,
+            ban_loopback: self.ban_loopback,
+        })
+    }
 }
 
 fn default_api() -> String {
@@ -154,12 +202,36 @@ mod tests {
             links: vec!["tcp-listen://127.0.0.1:1".into()],
             api: default_api(),
             mine: false,
+            peers: PeersConfig {
+                ban_loopback: true,
+                ban_hours: 0.5,
+                ..PeersConfig::default()
+            },
         };
         cfg.save(dir.path()).unwrap();
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);
         std::fs::write(dir.path().join(CONFIG_FILE), "network = \"nope\"\n").unwrap();
         let e = Config::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("unknown network"), "{e}");
+    }
+
+    #[test]
+    fn peers_section_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "network = \"regtest\"\n").unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        let p = cfg.peers.policy().unwrap();
+        assert_eq!(p, crate::node::PeerPolicy::default());
+        let bad = PeersConfig {
+            ban_hours: 0.0,
+            ..PeersConfig::default()
+        };
+        assert!(bad.policy().is_err());
+        let bad = PeersConfig {
+            ban_threshold: 0,
+            ..PeersConfig::default()
+        };
+        assert!(bad.policy().is_err());
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Misbehaviour reports since start.
     pub misbehaviours: AtomicU64,
+    /// Set once every configured link task has been started (for `/api/ready`).
+    pub links_started: AtomicBool,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ pub fn start(
         events: events_tx,
         stopping: AtomicBool::new(false),
         misbehaviours: AtomicU64::new(0),
+        links_started: AtomicBool::new(false),
     });
     let fut = drive(shared.clone(), opts);
     (shared, fut)
@@ -152,6 +155,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         });
     }
     drop(ev_tx);
+    shared.links_started.store(true, Ordering::SeqCst);
 
     let until = opts.mine_until_height;
     let miner = opts.mine_to.map(|addr| {

@@ -166,6 +166,7 @@ impl Sim {
                 callsign: format!("N0SIM-{}", i % 16),
                 seed: rng.next_u64(),
                 user_agent: "skywave-sim".into(),
+                peers: Default::default(),
             };
             configs.push(cfg.clone());
             nodes.push(Node::new(chain, cfg));

@@ -70,6 +70,7 @@ impl Harness {
                 callsign: "N0FUZ".into(),
                 seed: 0x5eed,
                 user_agent: "skywave-fuzz".into(),
+                peers: Default::default(),
             },
         );
         let slot = |peer| Slot {

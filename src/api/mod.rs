@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +17,10 @@ use std::sync::Arc;
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/ready", get(ready))
+        .route("/api/peers", get(peers))
+        .route("/api/bans", get(bans_list).post(bans_add))
+        .route("/api/bans/{key}", axum::routing::delete(bans_remove))
         .route("/api/status", get(status))
         .route("/api/blocks/{id}", get(block))
         .route("/api/tx/{id}", get(tx_get))
@@ -51,6 +55,89 @@ fn internal(msg: impl Into<String>) -> ApiError {
 
 async fn health() -> Json<Value> {
     Json(json!({ "ok": true }))
+}
+
+/// Readiness: the store answers, the chain is loaded and the link tasks were started.
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    let started = s.links_started.load(Ordering::SeqCst);
+    let (store_ok, height) = {
+        let node = s.node();
+        let chain = node.chain();
+        let ok = chain
+            .store()
+            .conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .is_ok();
+        (ok, chain.tip().height)
+    };
+    let links = s.links.lock().map(|l| l.len()).unwrap_or(0);
+    let ready = started && store_ok && !s.stopping.load(Ordering::SeqCst);
+    let body = json!({
+        "ready": ready, "store": store_ok, "links_started": started,
+        "links": links, "height": height,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn peers(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let peers = s.node().peers(now_ms());
+    Json(json!({ "count": peers.len(), "peers": peers }))
+}
+
+async fn bans_list(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let bans = s.node().bans(now_ms());
+    Json(json!({ "count": bans.len(), "bans": bans }))
+}
+
+/// `POST /api/bans` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// IP address, CIDR subnet or callsign.
+    pub key: String,
+    /// Length in hours (default 24).
+    pub hours: Option<f64>,
+    /// Why (for the list).
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn bans_add(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<BanRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) =
+        body.map_err(|e| bad(format!("expected {{\"key\", \"hours\", \"reason\"}}: {e}")))?;
+    let hours = req.hours.unwrap_or(24.0);
+    let max_h = crate::node::MAX_BAN_MS / 3_600_000;
+    if !(hours > 0.0 && hours <= max_h as f64) {
+        return Err(bad(format!("hours must be above 0 and at most {max_h}")));
+    }
+    let res = s.node().ban(
+        now_ms(),
+        &req.key,
+        (hours * 3_600_000.0) as u64,
+        &req.reason,
+    );
+    s.wake.notify_one();
+    res.map(|b| Json(json!(b))).map_err(bad)
+}
+
+/// `DELETE /api/bans/{key}` (the key URL-encoded: `10.0.0.0%2F8`).
+async fn bans_remove(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match s.node().unban(&key) {
+        Ok(true) => Ok(Json(json!({ "key": key, "removed": true }))),
+        Ok(false) => Err(not_found(format!("no ban on '{key}'"))),
+        Err(e) => Err(bad(e)),
+    }
 }
 
 /// `GET /api/status` body.
@@ -235,4 +322,74 @@ pub async fn serve(
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{params, Chain};
+    use crate::driver::{self, DriverOptions};
+    use crate::node::{Node, NodeConfig};
+    use crate::store::Store;
+
+    fn shared() -> Arc<Shared> {
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let node = Node::new(
+            chain,
+            NodeConfig {
+                node_id: [1; 32],
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "test".into(),
+                peers: Default::default(),
+            },
+        );
+        let opts = DriverOptions {
+            links: Vec::new(),
+            mine_to: None,
+            callsign: "N0CALL-1".into(),
+            custom_links: Vec::new(),
+            mine_until_height: None,
+        };
+        // The driver future is never run: links are not started.
+        driver::start(node, opts).0
+    }
+
+    #[tokio::test]
+    async fn ready_only_once_links_are_started() {
+        let s = shared();
+        let r = ready(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        s.links_started.store(true, Ordering::SeqCst);
+        let r = ready(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = health().await;
+        assert_eq!(r.0["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn bans_round_trip_through_the_handlers() {
+        let s = shared();
+        let req = BanRequest {
+            key: "2001:db8::/32".into(),
+            hours: Some(1.0),
+            reason: "test".into(),
+        };
+        let v = bans_add(State(s.clone()), Ok(Json(req)))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(v.0["key"], "2001:db8::/32");
+        let bad_req = BanRequest {
+            key: "2001:db8::/32".into(),
+            hours: Some(-1.0),
+            reason: String::new(),
+        };
+        assert!(bans_add(State(s.clone()), Ok(Json(bad_req))).await.is_err());
+        assert_eq!(bans_list(State(s.clone())).await.0["count"], 1);
+        let gone = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;
+        assert!(gone.is_ok());
+        let again = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;
+        assert!(matches!(again, Err(ApiError(StatusCode::NOT_FOUND, _))));
+    }
 }

@@ -121,6 +121,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
                 callsign: format!("N0CALL-{}", i + 1),
                 seed: rand::random(),
                 user_agent: format!("skywave-demo/{}", env!("CARGO_PKG_VERSION")),
+                peers: Default::default(),
             },
         );
         let (shared, fut) = driver::start(

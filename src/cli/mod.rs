@@ -4,6 +4,7 @@ mod client;
 mod demo;
 mod kiss_monitor;
 mod outbox;
+mod peers;
 mod sim;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
@@ -74,6 +75,14 @@ pub enum Cmd {
     },
     /// Show the running node's status.
     Status,
+    /// List the running node's peer sessions with their misbehaviour scores.
+    Peers,
+    /// Manage the running node's ban list (IP addresses, CIDR subnets, callsigns).
+    Ban {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: peers::BanCmd,
+    },
     /// Wallet commands.
     Wallet {
         /// What to do.
@@ -212,6 +221,8 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Run { api, links, mine } => run(&dir, api, links, mine),
         Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
         Cmd::Status => client::status(&dir, cli.json),
+        Cmd::Peers => peers::peers(&dir, cli.json),
+        Cmd::Ban { cmd } => peers::ban(&dir, cmd, cli.json),
         Cmd::Wallet {
             cmd: WalletCmd::Address,
         } => {
@@ -285,6 +296,7 @@ fn init(
         links,
         api: api.unwrap_or_else(|| format!("127.0.0.1:{}", params.default_port + 80)),
         mine: false,
+        peers: Default::default(),
     };
     let node_key = crate::keys::generate();
     let wallet_key = crate::keys::generate();
@@ -362,6 +374,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             callsign: cfg.callsign.clone(),
             seed: rand::random(),
             user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),
+            peers: cfg.peers.policy()?,
         },
     );
     let api_addr = api.unwrap_or(cfg.api.clone());

@@ -10,8 +10,10 @@
 
 mod compact;
 mod packet;
+mod peers;
 
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
+pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction, TxOutcome};
 use crate::link::{LinkCaps, LinkId, PeerId};
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Software name/version.
     pub user_agent: String,
+    /// Misbehaviour scoring and automatic bans.
+    pub peers: PeerPolicy,
 }
 
 /// Bytes for a link to send: a whole envelope on stream links, one packet (a
@@ -182,6 +186,8 @@ pub struct PeerSummary {
     pub idle_ms: u64,
     /// Traffic counters.
     pub stats: PeerStats,
+    /// Misbehaviour score of its ban key (IP or callsign), decayed to now.
+    pub score: u32,
 }
 
 struct Peer {
@@ -246,6 +252,8 @@ pub struct Node {
     /// Compact blocks waiting for the transactions we lacked.
     compact_pending: BTreeMap<Hash, compact::Pending>,
     outbox: outbox::OutboxState,
+    /// Misbehaviour scores and bans.
+    guard: peers::PeerGuard,
 }
 
 impl Node {
@@ -255,7 +263,8 @@ impl Node {
         let next_msg_id = rng.next_u64() >> 16;
         let network = chain.params().network_id();
         let outbox = outbox::OutboxState::load(&chain);
-        Node {
+        let guard = peers::PeerGuard::new(cfg.peers.clone());
+        let mut node = Node {
             chain,
             cfg,
             rng,
@@ -274,7 +283,10 @@ impl Node {
             heard_order: VecDeque::new(),
             compact_pending: BTreeMap::new(),
             outbox,
-        }
+            guard,
+        };
+        node.load_bans();
+        node
     }
 
     /// The chain (read-only).
@@ -338,6 +350,12 @@ impl Node {
         remote: String,
         outbound: bool,
     ) {
+        self.now = now;
+        if let Some(reason) = self.refused(now, peer, &remote) {
+            // No Hello: a banned peer learns nothing about us.
+            self.refuse(peer, reason);
+            return;
+        }
         let nonce = self.rng.next_u64();
         self.peers.insert(
             peer,
@@ -534,7 +552,8 @@ impl Node {
 
     /// The link could not frame what `peer` sent (a bad length prefix, a broken KISS
     /// escape): the same as an undecodable message.
-    pub fn peer_garbage(&mut self, _now: u64, peer: PeerId, reason: String) {
+    pub fn peer_garbage(&mut self, now: u64, peer: PeerId, reason: String) {
+        self.now = now;
         if self.peers.get(&peer).is_some_and(|p| !p.closing) {
             self.misbehave(peer, RejectCode::Malformed, reason, None);
         }
@@ -548,6 +567,7 @@ impl Node {
         }
         self.next_tick = now + TICK_MS;
         self.now = now;
+        self.expire_bans(now);
         let mut drop = Vec::new();
         let mut pings = Vec::new();
         for (&id, p) in &self.peers {
@@ -758,6 +778,7 @@ impl Node {
                 height: p.best_height,
                 idle_ms: now.saturating_sub(p.last_recv),
                 stats: p.stats.clone(),
+                score: self.score_of(&p.remote, now),
             })
             .collect();
         v.sort_by_key(|p| p.id);
@@ -1450,6 +1471,7 @@ impl Node {
                 about,
             }),
         );
+        self.score_misbehaviour(&remote, code, &reason);
         self.events.push_back(NodeEvent::Misbehaviour {
             peer,
             remote,

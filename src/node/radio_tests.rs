@@ -51,6 +51,7 @@ impl Air {
                     callsign: format!("N0CALL-{}", i + 1),
                     seed: seed + i as u64,
                     user_agent: "radio-test".into(),
+                    peers: Default::default(),
                 },
             );
             node.link_up(now, LINK, radio_caps());

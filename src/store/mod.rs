@@ -8,6 +8,7 @@
 //! Hashes and addresses are 32-byte BLOBs; headers, bodies, transactions and undo records
 //! are postcard BLOBs; u64 values are stored as i64 with the same bits.
 
+mod bans;
 mod outbox;
 mod schema;
 
@@ -17,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use bans::BanRow;
 pub use schema::SCHEMA_VERSION;
 
 /// A store failure: SQLite errors, undecodable rows, schema mismatches.

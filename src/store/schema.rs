@@ -71,6 +71,13 @@ const MIGRATIONS: &[&str] = &[
          hash   BLOB NOT NULL,               -- what that message carried
          UNIQUE(sender, msg_id)
      );",
+    // 3: the ban list (peers refused until a time): IP, CIDR subnet or callsign.
+    "CREATE TABLE bans (
+         key        TEXT PRIMARY KEY,    -- '203.0.113.7', '10.0.0.0/8', 'N0CALL-2'
+         until_ms   INTEGER NOT NULL,    -- refused until then (ms since the Unix epoch)
+         reason     TEXT NOT NULL,
+         created_ms INTEGER NOT NULL
+     );",
 ];
 
 /// Schema version this build writes.

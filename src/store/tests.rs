@@ -66,3 +66,30 @@ fn refuses_newer_schema_and_reopens_current() {
         Ok(_) => panic!("opened a newer schema"),
     }
 }
+
+#[test]
+fn bans_put_replace_delete_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let row = |key: &str, until_ms| BanRow {
+        key: key.into(),
+        until_ms,
+        reason: "r".into(),
+        created_ms: 1,
+    };
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.ban_put(&row("10.0.0.0/8", 100)).unwrap();
+        s.ban_put(&row("N0CALL-2", 50)).unwrap();
+        s.ban_put(&row("N0CALL-2", 500)).unwrap();
+    }
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.bans_load().unwrap(),
+        vec![row("10.0.0.0/8", 100), row("N0CALL-2", 500)]
+    );
+    assert_eq!(s.bans_expire(100).unwrap(), 1);
+    assert!(s.ban_delete("N0CALL-2").unwrap());
+    assert!(!s.ban_delete("N0CALL-2").unwrap());
+    assert!(s.bans_load().unwrap().is_empty());
+}

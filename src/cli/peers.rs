@@ -1,0 +1,183 @@
+//! `skywave peers` and `skywave ban`: peer sessions and the ban list of the running node,
+//! through its API.
+
+use super::client::{api_base, get, request};
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+use std::path::Path;
+
+/// `ban` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BanCmd {
+    /// Refuse an IP address, a CIDR subnet (10.0.0.0/8, 2001:db8::/32) or a callsign.
+    Add {
+        /// What to ban.
+        key: String,
+        /// For how long, in hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Why (shown in the list).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a ban (the key exactly as `ban list` shows it).
+    Remove {
+        /// The ban's key.
+        key: String,
+    },
+    /// Bans in force.
+    List,
+}
+
+/// Percent-encode a path segment (everything but unreserved characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Milliseconds since the epoch as a UTC date and time.
+fn when(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    chrono_like(secs)
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
+fn chrono_like(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Run a `ban` subcommand.
+pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
+    let base = api_base(dir)?;
+    match cmd {
+        BanCmd::Add { key, hours, reason } => {
+            if !(hours.is_finite() && hours > 0.0) {
+                anyhow::bail!("--hours must be a positive number");
+            }
+            let v = request(
+                reqwest::Method::POST,
+                &format!("{base}/api/bans"),
+                Some(json!({ "key": key, "hours": hours, "reason": reason })),
+            )?;
+            if as_json {
+                println!("{v}");
+            } else {
+                println!(
+                    "banned {} until {}",
+                    v["key"].as_str().unwrap_or(&key),
+                    when(v["until_ms"].as_u64().unwrap_or(0))
+                );
+            }
+        }
+        BanCmd::Remove { key } => {
+            let v = request(
+                reqwest::Method::DELETE,
+                &format!("{base}/api/bans/{}", encode_segment(&key)),
+                None,
+            )?;
+            if as_json {
+                println!("{v}");
+            } else {
+                println!("ban on {key} lifted");
+            }
+        }
+        BanCmd::List => {
+            let v = get(&format!("{base}/api/bans"))?;
+            if as_json {
+                println!("{v}");
+                return Ok(());
+            }
+            let bans = v["bans"].as_array().cloned().unwrap_or_default();
+            if bans.is_empty() {
+                println!("no bans");
+            }
+            for b in bans {
+                println!(
+                    "{:<24} until {}  {}",
+                    b["key"].as_str().unwrap_or(""),
+                    when(b["until_ms"].as_u64().unwrap_or(0)),
+                    b["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `skywave peers`.
+pub fn peers(dir: &Path, as_json: bool) -> Result<()> {
+    let v = get(&format!("{}/api/peers", api_base(dir)?))?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    let list = v["peers"].as_array().cloned().unwrap_or_default();
+    println!("{} peer(s)", list.len());
+    for p in list {
+        let state = if p["ready"].as_bool().unwrap_or(false) {
+            "ready"
+        } else {
+            "handshaking"
+        };
+        let dir = if p["outbound"].as_bool().unwrap_or(false) {
+            "out"
+        } else {
+            "in"
+        };
+        println!(
+            "{:>4} link {} {:<3} {:<22} {:<10} height {:<6} score {:<3} {} {}",
+            p["id"],
+            p["link"],
+            dir,
+            p["remote"].as_str().unwrap_or(""),
+            p["callsign"].as_str().unwrap_or(""),
+            p["height"],
+            p["score"],
+            state,
+            p["user_agent"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_for_the_path() {
+        assert_eq!(encode_segment("10.0.0.0/8"), "10.0.0.0%2F8");
+        assert_eq!(encode_segment("2001:db8::/32"), "2001%3Adb8%3A%3A%2F32");
+        assert_eq!(encode_segment("N0CALL-2"), "N0CALL-2");
+    }
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(chrono_like(0), "1970-01-01 00:00 UTC");
+        assert_eq!(chrono_like(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(chrono_like(1_790_000_000), "2026-09-21 14:13 UTC");
+    }
+}
