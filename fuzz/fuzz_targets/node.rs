@@ -87,7 +87,7 @@ impl Harness {
             next_msg_id: 1,
             slots: [slot(1), slot(2)],
         };
-        h.node.link_up(0, LinkCaps::tcp());
+        h.node.link_up(0, 0, LinkCaps::tcp());
         h.node.peer_connected(now, 1, 0, "fuzz:1".into(), true);
         h.node.peer_connected(now, 2, 0, "fuzz:2".into(), false);
         h.drain();
@@ -125,7 +125,11 @@ impl Harness {
             n += 1;
             assert!(n < MAX_TRANSMITS, "transmit queue grew past {MAX_TRANSMITS}");
             assert!(t.bytes.len() <= envelope::MAX_MESSAGE_LEN);
-            if let Some(s) = self.slots.iter_mut().find(|s| s.peer == t.peer) {
+            let to = match t.to {
+                skywave::node::Dest::Peer(p) => p,
+                skywave::node::Dest::Broadcast(_) => continue,
+            };
+            if let Some(s) = self.slots.iter_mut().find(|s| s.peer == to) {
                 s.last_sent = Some(t.bytes);
             }
         }
