@@ -261,16 +261,101 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
     }
 }
 
-/// Bind-free check used by tests and the CLI: does `PeerIds` hand out distinct ids?
 #[cfg(test)]
 mod tests {
+    use super::super::PeerIds;
     use super::*;
 
-    #[test]
-    fn peer_ids_are_unique() {
+    fn ctx(
+        id: LinkId,
+        ids: &PeerIds,
+    ) -> (
+        LinkContext,
+        mpsc::Receiver<LinkEvent>,
+        mpsc::Sender<LinkCommand>,
+    ) {
+        let (ev_tx, ev_rx) = mpsc::channel(64);
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        (
+            LinkContext {
+                id,
+                events: ev_tx,
+                commands: cmd_rx,
+                peer_ids: ids.clone(),
+                callsign: String::new(),
+            },
+            ev_rx,
+            cmd_tx,
+        )
+    }
+
+    async fn next_peer_event(rx: &mut mpsc::Receiver<LinkEvent>) -> LinkEvent {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("link event in time")
+                .expect("link task alive");
+            if !matches!(ev, LinkEvent::Up { .. }) {
+                return ev;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn dialler_and_listener_exchange_envelopes_and_redial_after_a_close() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         let ids = PeerIds::default();
-        let a = ids.next();
-        let b = ids.clone().next();
-        assert_ne!(a, b);
+        let (lctx, mut lev, lcmd) = ctx(1, &ids);
+        let (dctx, mut dev, dcmd) = ctx(2, &ids);
+        tokio::spawn(run_listen(format!("127.0.0.1:{port}"), lctx));
+        tokio::spawn(run_dial(format!("127.0.0.1:{port}"), dctx));
+        let LinkEvent::PeerUp {
+            peer: dpeer,
+            outbound: true,
+            ..
+        } = next_peer_event(&mut dev).await
+        else {
+            panic!("dialler did not connect")
+        };
+        let LinkEvent::PeerUp {
+            peer: lpeer,
+            outbound: false,
+            ..
+        } = next_peer_event(&mut lev).await
+        else {
+            panic!("listener did not accept")
+        };
+        dcmd.send(LinkCommand::Send {
+            peer: dpeer,
+            bytes: vec![1, 2, 3],
+        })
+        .await
+        .unwrap();
+        match next_peer_event(&mut lev).await {
+            LinkEvent::Frame { peer, bytes } => {
+                assert_eq!(peer, lpeer);
+                assert_eq!(bytes, vec![1, 2, 3]);
+            }
+            e => panic!("expected a frame, got {e:?}"),
+        }
+        // The listener closes the session: both sides see it end, the dialler redials.
+        lcmd.send(LinkCommand::Disconnect { peer: lpeer })
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_peer_event(&mut lev).await,
+            LinkEvent::PeerDown { .. }
+        ));
+        assert!(matches!(
+            next_peer_event(&mut dev).await,
+            LinkEvent::PeerDown { .. }
+        ));
+        let LinkEvent::PeerUp { peer: again, .. } = next_peer_event(&mut dev).await else {
+            panic!("dialler did not redial")
+        };
+        assert_ne!(again, dpeer, "a new session gets a new peer id");
     }
 }

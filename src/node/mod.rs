@@ -620,16 +620,11 @@ impl Node {
         let ahead: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                let slow = self
-                    .links
-                    .get(&p.link)
-                    .map(|c| packet::airtime_ms(c, limits::MAX_HEADERS * 90))
-                    .unwrap_or(0);
+            .filter(|(&id, p)| {
                 p.ready()
                     && p.best_work > best
                     && p.headers_asked_at
-                        .is_none_or(|t| now.saturating_sub(t) > HEADERS_TIMEOUT_MS + slow)
+                        .is_none_or(|t| now.saturating_sub(t) > self.headers_patience(id))
             })
             .map(|(&id, _)| id)
             .collect();
@@ -1071,11 +1066,7 @@ impl Node {
         // One outstanding request per peer: its answer will show what else is missing,
         // and on a slow link a duplicate answer costs seconds of air.
         let pending = self.peers.get(&peer).and_then(|p| p.headers_asked_at);
-        let patience = HEADERS_TIMEOUT_MS
-            + slow
-                .as_ref()
-                .map(|c| packet::airtime_ms(c, 4 * c.mtu))
-                .unwrap_or(0);
+        let patience = self.headers_patience(peer);
         if from.is_none() && pending.is_some_and(|t| now.saturating_sub(t) < patience) {
             return;
         }
@@ -1154,6 +1145,21 @@ impl Node {
     fn heard_where_peer_is(&self, peer: PeerId, hash: &Hash) -> bool {
         let link = self.peers.get(&peer).map(|p| p.link);
         link.is_some() && self.heard_on.get(hash).copied() == link
+    }
+
+    /// How long a `GetHeaders` to `peer` may go unanswered before it is sent again: the
+    /// base timeout plus the air time of the answer we asked for (about 90 B a header).
+    fn headers_patience(&self, peer: PeerId) -> u64 {
+        let asked = self
+            .peers
+            .get(&peer)
+            .map(|p| p.headers_max as usize)
+            .unwrap_or(limits::MAX_HEADERS);
+        HEADERS_TIMEOUT_MS
+            + self
+                .peer_caps(peer)
+                .map(|c| packet::airtime_ms(c, asked * 90))
+                .unwrap_or(0)
     }
 
     fn peer_caps(&self, peer: PeerId) -> Option<&LinkCaps> {
