@@ -45,7 +45,7 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
     let tip = a.tip();
     let started = Instant::now();
     b.start(&["--link", &kiss_b]);
-    let synced = wait_for(Duration::from_secs(600), || {
+    let synced = wait_for(Duration::from_secs(900), || {
         (b.height() == Some(10) && b.tip() == tip).then_some(())
     });
     let air = pair.air_stats();
@@ -103,7 +103,7 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
     let (code, v) = http(&b.api(), "POST", "/api/tx", Some(&signed)).unwrap();
     assert_eq!(code, 200, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let reached = wait_for(Duration::from_secs(300), || {
+    let reached = wait_for(Duration::from_secs(600), || {
         let (c, t) = http(&a.api(), "GET", &format!("/api/tx/{id}"), None)?;
         (c == 200 && t["status"] == "mempool").then_some(())
     });

@@ -1,8 +1,6 @@
 //! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
 //! backoff. Envelopes travel length-prefixed (see `wire::stream`).
 
-#[cfg(test)]
-use super::PeerIds;
 use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
 use crate::wire::stream::{frame, StreamDecoder};
 use std::collections::HashMap;
