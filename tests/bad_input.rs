@@ -3,13 +3,14 @@
 
 mod support;
 
-use skywave::chain::{params, pow, Address, Block, Coinbase, Hash, Header, Transaction};
+use skywave::chain::{params, Address, Hash, Transaction};
 use skywave::wire::envelope;
-use skywave::wire::message::{Hello, Message, PROTOCOL_VERSION};
+use skywave::wire::message::Message;
 use skywave::wire::stream::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::hostile::{bad_pow_block, framed, hello};
 use support::{wait_for, TestNode};
 
 /// Send `bytes`, then read until the node closes the connection. Returns what it sent us.
@@ -37,25 +38,6 @@ fn send_and_expect_close(port: u16, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-fn hello(network: [u8; 4]) -> Message {
-    Message::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        network,
-        height: 0,
-        tip: params::regtest().genesis_hash(),
-        work: 0,
-        node_id: [7u8; 32],
-        callsign: "N0EVIL".into(),
-        features: 0,
-        nonce: 42,
-        user_agent: "hostile-test".into(),
-    })
-}
-
-fn framed(network: [u8; 4], id: u64, m: &Message) -> Vec<u8> {
-    frame(&envelope::encode(network, id, m))
-}
-
 #[test]
 fn hostile_input_is_refused_and_the_node_keeps_serving() {
     let mut a = TestNode::init("a", "N0CALL-1");
@@ -74,29 +56,7 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     send_and_expect_close(a.port, &[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]);
 
     // 3. A block with bad proof of work, after a proper handshake.
-    let p = params::regtest();
-    let coinbase = Coinbase {
-        height: 1,
-        to: Address([1; 32]),
-        amount: p.subsidy(1),
-    };
-    let mut header = Header {
-        version: 1,
-        prev: p.genesis_hash(),
-        merkle_root: skywave::chain::merkle::root(&[coinbase.id()]),
-        time: p.genesis.header.time + 60,
-        bits: p.pow_limit_bits,
-        nonce: 0,
-        height: 1,
-    };
-    while pow::check_pow(&header) {
-        header.nonce += 1;
-    }
-    let bad_block = Block {
-        header,
-        coinbase,
-        txs: vec![],
-    };
+    let bad_block = bad_pow_block();
     let mut msg = framed(net, 1, &hello(net));
     msg.extend(framed(net, 2, &Message::Block(bad_block)));
     let reply = send_and_expect_close(a.port, &msg);

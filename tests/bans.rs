@@ -5,13 +5,12 @@
 
 mod support;
 
-use skywave::chain::{merkle, params, pow, Address, Block, Coinbase, Header};
-use skywave::wire::envelope;
-use skywave::wire::message::{Hello, Message, PROTOCOL_VERSION};
-use skywave::wire::stream::frame;
+use skywave::chain::params;
+use skywave::wire::message::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::hostile::{bad_pow_block, framed, hello};
 use support::{http, wait_for, TestNode};
 
 /// Connect, send `bytes`, and read for up to `wait`. Returns what the node sent and
@@ -35,53 +34,11 @@ fn exchange(port: u16, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-fn hello(network: [u8; 4]) -> Message {
-    Message::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        network,
-        height: 0,
-        tip: params::regtest().genesis_hash(),
-        work: 0,
-        node_id: [7u8; 32],
-        callsign: "N0EVIL".into(),
-        features: 0,
-        nonce: 42,
-        user_agent: "hostile-test".into(),
-    })
-}
-
-fn framed(network: [u8; 4], id: u64, m: &Message) -> Vec<u8> {
-    frame(&envelope::encode(network, id, m))
-}
-
 /// A handshake followed by a block whose proof of work is wrong.
 fn bad_block_session() -> Vec<u8> {
-    let p = params::regtest();
-    let net = p.network_id();
-    let coinbase = Coinbase {
-        height: 1,
-        to: Address([1; 32]),
-        amount: p.subsidy(1),
-    };
-    let mut header = Header {
-        version: 1,
-        prev: p.genesis_hash(),
-        merkle_root: merkle::root(&[coinbase.id()]),
-        time: p.genesis.header.time + 60,
-        bits: p.pow_limit_bits,
-        nonce: 0,
-        height: 1,
-    };
-    while pow::check_pow(&header) {
-        header.nonce += 1;
-    }
-    let block = Block {
-        header,
-        coinbase,
-        txs: vec![],
-    };
+    let net = params::regtest().network_id();
     let mut msg = framed(net, 1, &hello(net));
-    msg.extend(framed(net, 2, &Message::Block(block)));
+    msg.extend(framed(net, 2, &Message::Block(bad_pow_block())));
     msg
 }
 

@@ -1,6 +1,7 @@
 //! Helpers for integration tests that run the real `skywave` binary.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod kiss_tcp;
 
 use serde_json::Value;
