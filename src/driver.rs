@@ -211,6 +211,14 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
             }
             shared.node().link_up(now, link, caps);
         }
+        LinkEvent::Caps { link, caps } => {
+            if let Ok(mut l) = shared.links.lock() {
+                if let Some(s) = l.iter_mut().find(|s| s.id == link) {
+                    s.caps = Some(caps.clone());
+                }
+            }
+            shared.node().link_caps(now, link, caps);
+        }
         LinkEvent::Down { link, reason } => {
             warn!(link, "link down: {reason}");
             if let Ok(mut l) = shared.links.lock() {

@@ -240,6 +240,7 @@ impl KissLinkConfig {
             text_only: false,
             connection_oriented: false,
             radio: true,
+            blocks: true,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct LinkCaps {
     pub connection_oriented: bool,
     /// An amateur-radio link: identify by callsign, never encrypt.
     pub radio: bool,
+    /// Whole blocks may cross this link. Narrow links (a few bit/s) clear it unless the
+    /// operator allows blocks; the core then sends only headers, tip announcements, small
+    /// transactions and acknowledgements there.
+    pub blocks: bool,
 }
 
 impl LinkCaps {
@@ -45,6 +49,7 @@ impl LinkCaps {
             text_only: false,
             connection_oriented: true,
             radio: false,
+            blocks: true,
         }
     }
 }
@@ -118,6 +123,8 @@ pub enum LinkEvent {
     },
     /// One whole envelope from a peer.
     Frame { peer: PeerId, bytes: Vec<u8> },
+    /// The link's capabilities changed (a modem reported a new bit rate).
+    Caps { link: LinkId, caps: LinkCaps },
     /// A peer sent bytes the link could not even frame (the session is closing).
     Garbage { peer: PeerId, reason: String },
     /// A peer session closed.

@@ -319,6 +319,21 @@ impl Node {
         self.links.insert(link, caps);
     }
 
+    /// A link's capabilities changed (a modem adapted its bit rate): pacing and request
+    /// sizes follow from now on; queued traffic, beacons and peers are kept.
+    pub fn link_caps(&mut self, now: u64, link: LinkId, caps: LinkCaps) {
+        self.now = now;
+        let was_packet = self.packet_links.contains_key(&link);
+        if was_packet && is_packet_link(&caps) {
+            if let Some(l) = self.packet_links.get_mut(&link) {
+                l.caps = caps.clone();
+            }
+            self.links.insert(link, caps);
+        } else {
+            self.link_up(now, link, caps);
+        }
+    }
+
     /// A link went away; its peers are reported separately.
     pub fn link_down(&mut self, link: LinkId) {
         self.links.remove(&link);

@@ -317,6 +317,7 @@ mod tests {
             text_only: false,
             connection_oriented: false,
             radio: true,
+            blocks: true,
         }
     }
 

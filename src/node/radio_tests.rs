@@ -16,6 +16,7 @@ fn radio_caps() -> LinkCaps {
         text_only: false,
         connection_oriented: false,
         radio: true,
+        blocks: true,
     }
 }
 
