@@ -59,6 +59,16 @@ const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
 const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
 /// Base time for a request on a slow link to be answered (channel access, turnaround).
 const RADIO_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Links slower than this (JS8Call's few bit/s) carry only what is worth their air time:
+/// headers, tip announcements, small transactions and acknowledgements.
+pub const NARROW_BPS: u64 = 300;
+/// Largest transaction envelope relayed over a narrow link.
+pub const NARROW_TX_MAX: usize = 256;
+
+/// A narrow link: a few bit/s (see [`NARROW_BPS`]).
+pub fn is_narrow(caps: &LinkCaps) -> bool {
+    caps.bitrate_bps > 0 && caps.bitrate_bps < NARROW_BPS
+}
 
 /// Static settings of a node.
 #[derive(Clone, Debug)]
@@ -887,6 +897,7 @@ impl Node {
         // only the best-paying few (about 3 s of air): each id costs 33 bytes, and the
         // outbox delivers what this peer is owed anyway.
         let offer = match self.peer_caps(peer) {
+            Some(c) if is_narrow(c) => 0,
             Some(c) if c.bitrate_bps > 0 => ((c.bitrate_bps / 8 * 3) / 33).clamp(4, 64) as usize,
             _ => limits::MAX_INV,
         };
@@ -943,12 +954,14 @@ impl Node {
     }
 
     fn on_getdata(&mut self, peer: PeerId, items: Vec<InvItem>) {
+        // The operator keeps whole blocks off this link (a narrow one): NotFound.
+        let carries_blocks = self.peer_caps(peer).is_none_or(|c| c.blocks);
         let mut missing = Vec::new();
         let mut blocks_sent = 0;
         for it in items {
             match it.kind {
                 InvKind::Block | InvKind::CompactBlock => {
-                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA {
+                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA || !carries_blocks {
                         missing.push(it);
                         continue;
                     }
@@ -1113,7 +1126,10 @@ impl Node {
         }
         // Ask for about 30 s of air worth of headers on slow links (~90 B each).
         let max = match &slow {
-            Some(c) => ((c.bitrate_bps / 8 * 30) / 90).clamp(16, limits::MAX_HEADERS as u64) as u16,
+            Some(c) => {
+                let floor = if is_narrow(c) { 2 } else { 16 };
+                ((c.bitrate_bps / 8 * 30) / 90).clamp(floor, limits::MAX_HEADERS as u64) as u16
+            }
             None => limits::MAX_HEADERS as u16,
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -1216,6 +1232,7 @@ impl Node {
                 .iter()
                 .filter(|(id, p)| {
                     p.ready()
+                        && self.links.get(&p.link).is_none_or(|c| c.blocks)
                         && (p.best_height >= height || p.known.contains(&hash))
                         && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
                 })
@@ -1372,9 +1389,20 @@ impl Node {
                 .map(|h| Message::Headers(vec![h])),
             InvKind::Tx => None,
         };
-        let announcement = |packet: bool| match (&header_msg, packet) {
-            (Some(h), true) => h.clone(),
-            _ => Message::Inv(vec![item]),
+        // On a narrow link an Inv, GetData and Tx would cost three turnarounds of minutes
+        // each: a small transaction goes whole, a large one not at all.
+        let narrow_tx = match item.kind {
+            InvKind::Tx => self
+                .chain
+                .mempool_get(&item.hash)
+                .map(Message::Tx)
+                .filter(|m| self.encode_len(m) <= NARROW_TX_MAX),
+            _ => None,
+        };
+        let announcement = |packet: bool, narrow: bool| match (&header_msg, packet) {
+            _ if narrow && item.kind == InvKind::Tx => narrow_tx.clone(),
+            (Some(h), true) => Some(h.clone()),
+            _ => Some(Message::Inv(vec![item])),
         };
         let mut broadcast_links = Vec::new();
         for id in targets {
@@ -1383,18 +1411,24 @@ impl Node {
             };
             p.learn(item.hash);
             let link = p.link;
+            let narrow = self.links.get(&link).is_some_and(is_narrow);
             // On a shared channel one broadcast reaches every station at the price of one.
             if self.links.get(&link).is_some_and(|c| c.broadcast) {
-                if !broadcast_links.contains(&link) {
-                    broadcast_links.push(link);
+                if !broadcast_links.contains(&(link, narrow)) {
+                    broadcast_links.push((link, narrow));
                 }
                 continue;
             }
             let packet = self.packet_links.contains_key(&link);
-            self.send(id, announcement(packet));
+            if let Some(msg) = announcement(packet, narrow) {
+                self.send(id, msg);
+            }
         }
-        for link in broadcast_links {
-            let bytes = self.encode(&announcement(true));
+        for (link, narrow) in broadcast_links {
+            let Some(msg) = announcement(true, narrow) else {
+                continue;
+            };
+            let bytes = self.encode(&msg);
             let now = self.now;
             if let Some(l) = self.packet_links.get_mut(&link) {
                 l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
@@ -1436,6 +1470,11 @@ impl Node {
                 bytes,
             });
         }
+    }
+
+    /// Size of `msg` as an envelope (the id's varint width aside).
+    fn encode_len(&self, msg: &Message) -> usize {
+        envelope::encode(self.network, self.next_msg_id, msg).len()
     }
 
     fn encode(&mut self, msg: &Message) -> Vec<u8> {
