@@ -8,10 +8,12 @@
 //! requested, and bodies are fetched in a bounded window. New blocks and transactions are
 //! announced by id (`Inv`) and fetched only by those who lack them.
 
+mod auth;
 mod compact;
 mod packet;
 mod peers;
 
+pub use auth::network_key;
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 
@@ -171,6 +173,8 @@ pub struct PacketStats {
     pub repaired: u64,
     /// Packets waiting for air time.
     pub queued: usize,
+    /// Times the duty-cycle cap held traffic back.
+    pub duty_waits: u64,
 }
 
 /// A peer as shown by the API.
@@ -207,6 +211,8 @@ struct Peer {
     connected_at: u64,
     hello_nonce: u64,
     hello: Option<Hello>,
+    /// Their Hello, held until their network-key proof arrives (key configured).
+    pending_hello: Option<Hello>,
     closing: bool,
     best_height: u64,
     best_work: u128,
@@ -217,6 +223,9 @@ struct Peer {
     known: HashSet<Hash>,
     known_order: VecDeque<Hash>,
     stats: PeerStats,
+    /// Rate limits on what the peer sends: messages (packets on packet links) and bytes.
+    msg_bucket: peers::Bucket,
+    byte_bucket: peers::Bucket,
 }
 
 impl Peer {
@@ -264,6 +273,8 @@ pub struct Node {
     outbox: outbox::OutboxState,
     /// Misbehaviour scores and bans.
     guard: peers::PeerGuard,
+    /// Nonces of our recent beacons: a station may answer one with its key proof.
+    beacon_nonces: VecDeque<u64>,
 }
 
 impl Node {
@@ -294,6 +305,7 @@ impl Node {
             compact_pending: BTreeMap::new(),
             outbox,
             guard,
+            beacon_nonces: VecDeque::new(),
         };
         node.load_bans();
         node
@@ -321,8 +333,11 @@ impl Node {
         if is_packet_link(&caps) {
             // First beacon soon, jittered so stations powered up together do not collide.
             let first = 1_000 + self.rng.below(4_000);
-            self.packet_links
-                .insert(link, packet::PacketLink::new(caps.clone(), now, first));
+            let duty = self.cfg.peers.duty_cycle_pct;
+            self.packet_links.insert(
+                link,
+                packet::PacketLink::new(caps.clone(), now, first, duty),
+            );
         } else {
             self.packet_links.remove(&link);
         }
@@ -353,6 +368,7 @@ impl Node {
     /// Air-time and repair figures of a packet link.
     pub fn packet_stats(&self, link: LinkId) -> Option<PacketStats> {
         self.packet_links.get(&link).map(|l| PacketStats {
+            duty_waits: l.duty_waits,
             air_ms: l.air_ms,
             packets_out: l.packets_out,
             bytes_out: l.bytes_out,
@@ -381,6 +397,11 @@ impl Node {
             self.refuse(peer, reason);
             return;
         }
+        if let Some(reason) = self.over_session_limits(peer, link, &remote) {
+            self.refuse(peer, reason);
+            return;
+        }
+        let (msg_bucket, byte_bucket) = self.buckets_for(link, now);
         let nonce = self.rng.next_u64();
         self.peers.insert(
             peer,
@@ -391,6 +412,7 @@ impl Node {
                 connected_at: now,
                 hello_nonce: nonce,
                 hello: None,
+                pending_hello: None,
                 closing: false,
                 best_height: 0,
                 best_work: 0,
@@ -401,11 +423,57 @@ impl Node {
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
                 stats: PeerStats::default(),
+                msg_bucket,
+                byte_bucket,
             },
         );
         let hello = self.hello(nonce);
         self.send(peer, Message::Hello(hello));
         self.pump(now);
+    }
+
+    /// Refuse a session beyond the per-link or per-address limits.
+    fn over_session_limits(&self, peer: PeerId, link: LinkId, remote: &str) -> Option<String> {
+        let pol = &self.cfg.peers;
+        let on_link = self.peers.values().filter(|p| p.link == link).count();
+        if on_link >= pol.max_peers_per_link {
+            warn!(peer, %remote, on_link, "refusing peer: link full");
+            return Some(format!("too many peers on this link ({on_link})"));
+        }
+        let key = PeerKey::of(remote);
+        let same = self
+            .peers
+            .values()
+            .filter(|p| !p.closing && PeerKey::of(&p.remote) == key)
+            .count();
+        if same >= pol.max_sessions_per_key {
+            warn!(peer, %remote, same, "refusing peer: too many sessions from one address");
+            return Some(format!(
+                "too many sessions from {} ({same})",
+                key.as_string()
+            ));
+        }
+        None
+    }
+
+    /// Rate limits for a new peer on `link`. On radio the channel's bit rate already
+    /// bounds an honest station: twice that (a minute's burst) is a flood.
+    fn buckets_for(&self, link: LinkId, now: u64) -> (peers::Bucket, peers::Bucket) {
+        let pol = &self.cfg.peers;
+        match self.links.get(&link) {
+            Some(c) if c.bitrate_bps > 0 => {
+                let bytes = (c.bitrate_bps / 8 * 2).max(16);
+                let msgs = (bytes / 16).max(2);
+                (
+                    peers::Bucket::new(msgs, msgs * 60, now),
+                    peers::Bucket::new(bytes, bytes * 60, now),
+                )
+            }
+            _ => (
+                peers::Bucket::new(pol.msgs_per_sec, pol.msgs_per_sec * 10, now),
+                peers::Bucket::new(pol.bytes_per_sec, pol.bytes_per_sec * 10, now),
+            ),
+        }
     }
 
     /// A peer session closed.
@@ -434,6 +502,17 @@ impl Node {
         p.last_recv = now;
         p.stats.bytes_in += bytes.len() as u64;
         let link = p.link;
+        if !p.msg_bucket.take(now, 1) || !p.byte_bucket.take(now, bytes.len() as u64) {
+            // Dropped unread: a flood costs the flooder, not us.
+            self.misbehave(
+                peer,
+                RejectCode::RateLimited,
+                "flooding: over the message or byte rate limit".into(),
+                None,
+            );
+            self.pump(now);
+            return;
+        }
         if self.packet_links.contains_key(&link) {
             self.handle_packet(now, peer, link, bytes);
         } else {
@@ -522,6 +601,7 @@ impl Node {
         let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
         match msg {
             Message::Hello(h) => self.on_hello(now, peer, h),
+            Message::Auth(a) => self.on_auth(now, peer, a),
             _ if !ready => {
                 let name = msg.name();
                 self.misbehave(
@@ -613,10 +693,12 @@ impl Node {
                 SILENCE_TIMEOUT_MS + slow
             };
             if p.hello.is_none() && now.saturating_sub(p.connected_at) > handshake_timeout {
-                drop.push((
-                    id,
-                    format!("no handshake within {} s", handshake_timeout / 1000),
-                ));
+                let what = if p.pending_hello.is_some() {
+                    "no network key proof"
+                } else {
+                    "no handshake"
+                };
+                drop.push((id, format!("{what} within {} s", handshake_timeout / 1000)));
             } else if now.saturating_sub(p.last_recv) > silence {
                 drop.push((id, format!("silent for {} s", silence / 1000)));
             } else if !broadcast
@@ -670,6 +752,10 @@ impl Node {
                 .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
             if beacon_due {
                 let nonce = self.rng.next_u64();
+                self.beacon_nonces.push_back(nonce);
+                if self.beacon_nonces.len() > 8 {
+                    self.beacon_nonces.pop_front();
+                }
                 let hello = self.hello(nonce);
                 let bytes = self.encode(&Message::Hello(hello));
                 let jitter = self.rng.below(DISCOVERY_INTERVAL_MS / 4);
@@ -871,6 +957,53 @@ impl Node {
             );
             return;
         }
+        if let Some(key) = self.cfg.peers.network_key {
+            // Hold the Hello until the peer proves the key; prove ours meanwhile.
+            let proof = auth::prove(&key, self.network, h.nonce, &self.cfg.node_id);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.pending_hello = Some(h);
+            }
+            self.send(peer, Message::Auth(proof));
+            return;
+        }
+        self.finish_hello(now, peer, h);
+    }
+
+    /// The peer's network-key proof (see `auth`).
+    fn on_auth(&mut self, now: u64, peer: PeerId, a: crate::wire::message::Auth) {
+        let Some(key) = self.cfg.peers.network_key else {
+            debug!(peer, "peer proves a network key; none is configured here");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(h) = p.pending_hello.take() else {
+            if p.hello.is_none() {
+                self.misbehave(
+                    peer,
+                    RejectCode::Protocol,
+                    "key proof before hello".into(),
+                    None,
+                );
+            }
+            return;
+        };
+        let ours = a.seen == p.hello_nonce || self.beacon_nonces.contains(&a.seen);
+        if ours && auth::verify(&key, self.network, &a, &h.node_id) {
+            self.finish_hello(now, peer, h);
+        } else {
+            self.misbehave(
+                peer,
+                RejectCode::Protocol,
+                "network key proof does not match (the peer lacks this network's key)".into(),
+                None,
+            );
+        }
+    }
+
+    /// The handshake is complete: the peer is ready.
+    fn finish_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
         let (remote, height) = {
             let Some(p) = self.peers.get_mut(&peer) else {
                 return;
@@ -1564,5 +1697,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod radio_tests;

@@ -150,6 +150,7 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
         Message::Tx(m) => append(out, m),
         Message::Reject(m) => append(out, m),
         Message::Ack(v) => append(out, v),
+        Message::Auth(m) => append(out, m),
         Message::CompactBlock(m) => append(out, m),
         Message::GetBlockTxn(m) => append(out, m),
         Message::BlockTxn(m) => append(out, m),
@@ -214,6 +215,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         13 => Message::CompactBlock(body_as(kind, body)?),
         14 => Message::GetBlockTxn(body_as(kind, body)?),
         15 => Message::BlockTxn(body_as(kind, body)?),
+        16 => Message::Auth(body_as(kind, body)?),
         _ => return Err(WireError::UnknownKind(kind)),
     };
     debug_assert_eq!(message.kind(), kind);

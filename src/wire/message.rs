@@ -210,6 +210,18 @@ pub enum Message {
     GetBlockTxn(GetBlockTxn),
     /// The transactions asked for.
     BlockTxn(BlockTxn),
+    /// Proof of the network key: keyed BLAKE3 over both handshake nonces (see
+    /// `node::auth`). Authenticates the peer; encrypts nothing.
+    Auth(Auth),
+}
+
+/// Proof that the sender holds the network key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The receiver's `Hello` nonce this answers (its directed Hello, or a beacon).
+    pub seen: u64,
+    /// Keyed BLAKE3 over the network, both nonces and the sender's node id.
+    pub mac: [u8; 32],
 }
 
 impl Message {
@@ -231,6 +243,7 @@ impl Message {
             Message::CompactBlock(_) => 13,
             Message::GetBlockTxn(_) => 14,
             Message::BlockTxn(_) => 15,
+            Message::Auth(_) => 16,
         }
     }
 
@@ -258,6 +271,7 @@ impl Message {
             13 => "cmpctblock",
             14 => "getblocktxn",
             15 => "blocktxn",
+            16 => "auth",
             _ => return None,
         })
     }
@@ -272,7 +286,7 @@ impl Message {
                 check_callsign(&h.callsign)?;
                 limit("hello.user_agent bytes", h.user_agent.len(), MAX_USER_AGENT)
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Tx(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Tx(_) | Message::Auth(_) => Ok(()),
             Message::Inv(v) => limit("inv items", v.len(), MAX_INV),
             Message::GetData(v) => limit("getdata items", v.len(), MAX_INV),
             Message::NotFound(v) => limit("notfound items", v.len(), MAX_INV),

@@ -217,6 +217,8 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
                 indexes,
             })
         }),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(seen, mac)| Message::Auth(super::message::Auth { seen, mac })),
         (any::<[u8; 32]>(), vec(arb_tx(), 0..5)).prop_map(|(h, txs)| {
             Message::BlockTxn(super::message::BlockTxn {
                 block: crate::chain::types::Hash(h),
