@@ -377,3 +377,48 @@ fn a_narrow_link_carries_blocks_when_the_operator_allows_them() {
         air.nodes[0].chain().tip().hash
     );
 }
+
+#[test]
+fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
+    // Station 0 serves a long sync to station 1 while station 2 floods it with garbage.
+    let mut air = Air::new(3, 21, 0);
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    for i in 0..24 {
+        air.mine_with_txs(0, &k, 4 + i % 5);
+    }
+    let start = air.now;
+    let air0 = air.nodes[0].packet_stats(LINK).unwrap().air_ms;
+    let mut rng = Rng::new(77);
+    let mut flood_frames = 0;
+    let mut banned_after = None;
+    let mut worst_excess: i64 = i64::MIN;
+    for _ in 0..(90 * 60 / 5) {
+        air.run_for(5_000);
+        // Garbage (random bytes) keyed up by N0CALL-3 every five seconds.
+        let len = 20 + rng.below(200) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        air.deliver(2, 0, &junk);
+        flood_frames += 1;
+        if banned_after.is_none()
+            && air.nodes[0].bans(air.now).iter().any(|b| b.key == "N0CALL-3")
+        {
+            banned_after = Some(flood_frames);
+        }
+        // Station 0's air time since the start never exceeds the cap: the bucket's
+        // depth plus half the elapsed time (plus the frame being keyed when sampled).
+        let used = air.nodes[0].packet_stats(LINK).unwrap().air_ms - air0;
+        let allowed = packet::DUTY_BURST_MS + (air.now - start) / 2 + 3_000;
+        worst_excess = worst_excess.max(used as i64 - allowed as i64);
+    }
+    let banned_after = banned_after.expect("the flooding station was never banned");
+    // 20 points a malformed frame, 100 bans; scores decay meanwhile, so one more may
+    // be needed.
+    assert!(banned_after <= 6, "banned only after {banned_after} frames");
+    assert!(worst_excess <= 0, "air time exceeded the duty cycle by {worst_excess} ms");
+    let stats = air.nodes[0].packet_stats(LINK).unwrap();
+    assert!(stats.duty_waits > 0, "the sync never reached the cap: {stats:?}");
+    // The honest station got everything despite the flood and the cap.
+    assert_eq!(air.nodes[1].chain().tip().hash, air.nodes[0].chain().tip().hash);
+    assert_eq!(air.nodes[1].chain().tip().height, 25);
+}
