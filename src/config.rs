@@ -67,6 +67,14 @@ pub struct PeersConfig {
     /// It authenticates, it does not encrypt (radio links carry no encryption).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_key: Option<String>,
+    /// Exchange TCP addresses with peers and dial some of those learned.
+    pub peer_exchange: bool,
+    /// Outbound TCP sessions kept up by dialling learned addresses.
+    pub max_outbound: usize,
+    /// Address (`ip:port`) other nodes can dial this one at; given to peers. Unset: the
+    /// `tcp-listen` address if it names one IP (not 0.0.0.0 or ::).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for PeersConfig {
@@ -83,6 +91,9 @@ impl Default for PeersConfig {
             max_msgs_per_sec: p.msgs_per_sec,
             max_kib_per_sec: p.bytes_per_sec / 1024,
             network_key: None,
+            peer_exchange: p.peer_exchange,
+            max_outbound: p.max_outbound,
+            advertise: None,
         }
     }
 }
@@ -111,6 +122,13 @@ impl PeersConfig {
             Some(k) => Some(crate::node::network_key(k)),
             None => None,
         };
+        let advertise = match &self.advertise {
+            Some(a) => Some(
+                a.parse::<std::net::SocketAddr>()
+                    .map_err(|_| anyhow::anyhow!("peers.advertise '{a}' is not ip:port"))?,
+            ),
+            None => None,
+        };
         Ok(crate::node::PeerPolicy {
             ban_threshold: self.ban_threshold,
             ban_duration_ms: (self.ban_hours * 3_600_000.0) as u64,
@@ -122,6 +140,9 @@ impl PeersConfig {
             msgs_per_sec: self.max_msgs_per_sec,
             bytes_per_sec: self.max_kib_per_sec.saturating_mul(1024),
             network_key,
+            peer_exchange: self.peer_exchange,
+            max_outbound: self.max_outbound,
+            advertise,
         })
     }
 }

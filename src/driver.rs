@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 const LINK_QUEUE: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
+/// Name of the link that carries sessions to addresses learned by peer exchange.
+pub const PEX_LINK_NAME: &str = "peer-exchange";
 
 /// Milliseconds since the Unix epoch: the node's clock.
 pub fn now_ms() -> u64 {
@@ -124,8 +126,25 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         .chain(custom.iter().map(|(name, _)| (name.clone(), None)))
         .collect();
     let mut custom_iter = custom.drain(..);
+    // Peers learned by exchange are dialled on a link of their own, when the node
+    // speaks TCP at all.
+    let tcp = opts
+        .links
+        .iter()
+        .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_)));
+    let pex = tcp && shared.node().config().peers.peer_exchange;
+    let named: Vec<(String, Option<LinkUrl>)> = if pex {
+        named
+            .into_iter()
+            .chain(std::iter::once((PEX_LINK_NAME.to_string(), None)))
+            .collect()
+    } else {
+        named
+    };
+    let mut pex_link = None;
     for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
+        let is_pex = pex && url.is_none() && name == PEX_LINK_NAME;
         let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
         link_cmds.insert(id, cmd_tx);
         let ctx = LinkContext {
@@ -148,6 +167,10 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
             Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
             Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
             Some(LinkUrl::Kiss(k)) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
+            None if is_pex => {
+                pex_link = Some(id);
+                tokio::spawn(link::tcp::run_pex(ctx))
+            }
             None => match custom_iter.next() {
                 Some((_, spawn)) => spawn(ctx),
                 None => continue,
@@ -165,7 +188,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
     loop {
-        flush(&shared, &link_cmds, &mut peer_link).await;
+        flush(&shared, &link_cmds, &mut peer_link, pex_link).await;
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -256,6 +279,7 @@ async fn flush(
     shared: &Shared,
     link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
     peer_link: &mut HashMap<PeerId, LinkId>,
+    pex_link: Option<LinkId>,
 ) {
     let (transmits, events) = {
         let mut node = shared.node();
@@ -300,6 +324,11 @@ async fn flush(
             }
             NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
             NodeEvent::PeerReady { .. } => {}
+            NodeEvent::Dial { addr } => {
+                if let Some(tx) = pex_link.and_then(|l| link_cmds.get(&l)) {
+                    let _ = tx.send(LinkCommand::Dial { addr: addr.clone() }).await;
+                }
+            }
         }
         let _ = shared.events.send(e);
     }

@@ -152,14 +152,24 @@ fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart()
             a.log_text()
         )
     });
-    assert!(banned_at <= 8, "banned only after {banned_at} hostile sessions");
+    assert!(
+        banned_at <= 8,
+        "banned only after {banned_at} hostile sessions"
+    );
     assert_eq!(
         greeted_after_ban.load(Ordering::Relaxed),
         0,
         "a banned address was greeted"
     );
-    assert!(sent.load(Ordering::Relaxed) > banned_at as u64, "flood continued after the ban");
-    assert_eq!(bans(&a), vec![HOSTILE.to_string()], "only the flooder is banned");
+    assert!(
+        sent.load(Ordering::Relaxed) > banned_at as u64,
+        "flood continued after the ban"
+    );
+    assert_eq!(
+        bans(&a),
+        vec![HOSTILE.to_string()],
+        "only the flooder is banned"
+    );
     let rss_after = a.rss_kib().unwrap_or(0);
     eprintln!(
         "flood: banned after {banned_at} sessions, {} sessions in all; RSS {rss_before} -> {rss_after} KiB",
@@ -175,11 +185,18 @@ fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart()
     a.stop();
     a.start(&[]);
     assert_eq!(bans(&a), vec![HOSTILE.to_string()]);
-    assert!(!session(a.port, &[]), "banned address greeted after restart");
+    assert!(
+        !session(a.port, &[]),
+        "banned address greeted after restart"
+    );
     b.start(&["--link", &a.url()]);
     let back = wait_for(Duration::from_secs(30), || {
         let (_, v) = http(&a.api(), "GET", "/api/peers", None)?;
         (v.to_string().contains("N0CALL-2")).then_some(())
     });
-    assert!(back.is_some(), "honest peer not back after restart; log:\n{}", a.log_text());
+    assert!(
+        back.is_some(),
+        "honest peer not back after restart; log:\n{}",
+        a.log_text()
+    );
 }

@@ -140,6 +140,9 @@ pub enum LinkCommand {
     Disconnect { peer: PeerId },
     /// Send one packet to every station on a broadcast link (beacons, announcements).
     Broadcast { bytes: Vec<u8> },
+    /// Open one outbound session to this address (peer exchange); links that cannot
+    /// dial arbitrary addresses ignore it.
+    Dial { addr: String },
 }
 
 /// Hands out process-unique peer ids, so peers of all links share one id space.

@@ -12,6 +12,7 @@ mod auth;
 mod compact;
 mod packet;
 mod peers;
+mod pex;
 
 pub use auth::network_key;
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
@@ -116,6 +117,11 @@ pub enum NodeEvent {
         /// What it did.
         reason: String,
     },
+    /// Dial this TCP address (learned by peer exchange) once; no redial.
+    Dial {
+        /// `ip:port`.
+        addr: String,
+    },
     /// The handshake with a peer completed.
     PeerReady {
         /// The peer.
@@ -196,8 +202,14 @@ pub struct PeerSummary {
     pub user_agent: String,
     /// Best height we know it has.
     pub height: u64,
+    /// Best block we know it has (from its Hello, announcements and blocks).
+    pub tip: Option<Hash>,
+    /// Milliseconds since the session opened.
+    pub connected_ms: u64,
     /// Milliseconds since it last sent anything.
     pub idle_ms: u64,
+    /// Milliseconds since we last sent it anything.
+    pub send_idle_ms: u64,
     /// Traffic counters.
     pub stats: PeerStats,
     /// Misbehaviour score of its ban key (IP or callsign), decayed to now.
@@ -216,7 +228,10 @@ struct Peer {
     closing: bool,
     best_height: u64,
     best_work: u128,
+    /// Its best block as far as we know.
+    tip: Option<Hash>,
     last_recv: u64,
+    last_send: u64,
     ping: Option<(u64, u64)>,
     headers_asked_at: Option<u64>,
     headers_max: u16,
@@ -231,6 +246,14 @@ struct Peer {
 impl Peer {
     fn ready(&self) -> bool {
         self.hello.is_some() && !self.closing
+    }
+
+    /// It has a block at `height`: the best we know of it if no lower than before.
+    fn saw_tip(&mut self, height: u64, hash: Hash) {
+        if height >= self.best_height {
+            self.best_height = height;
+            self.tip = Some(hash);
+        }
     }
 
     fn learn(&mut self, h: Hash) {
@@ -275,6 +298,8 @@ pub struct Node {
     guard: peers::PeerGuard,
     /// Nonces of our recent beacons: a station may answer one with its key proof.
     beacon_nonces: VecDeque<u64>,
+    /// TCP addresses learned by peer exchange.
+    addrs: pex::AddrBook,
 }
 
 impl Node {
@@ -306,6 +331,7 @@ impl Node {
             outbox,
             guard,
             beacon_nonces: VecDeque::new(),
+            addrs: Default::default(),
         };
         node.load_bans();
         node
@@ -416,7 +442,9 @@ impl Node {
                 closing: false,
                 best_height: 0,
                 best_work: 0,
+                tip: None,
                 last_recv: now,
+                last_send: now,
                 ping: None,
                 headers_asked_at: None,
                 headers_max: limits::MAX_HEADERS as u16,
@@ -485,6 +513,7 @@ impl Node {
             }
         }
         self.outbox_peer_gone(peer);
+        self.pex_gone(peer);
         self.in_flight.retain(|_, (p, _)| *p != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
@@ -651,6 +680,8 @@ impl Node {
                 warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
             }
             Message::Ack(ids) => self.outbox_on_ack(now, peer, ids),
+            Message::GetAddr => self.on_getaddr(now, peer),
+            Message::Addr(v) => self.on_addr(now, peer, v),
         }
         self.outbox_after(now, peer, pushed);
     }
@@ -673,6 +704,7 @@ impl Node {
         self.next_tick = now + TICK_MS;
         self.now = now;
         self.expire_bans(now);
+        self.pex_tick(now);
         let mut drop = Vec::new();
         let mut pings = Vec::new();
         for (&id, p) in &self.peers {
@@ -882,7 +914,10 @@ impl Node {
                     .map(|h| h.user_agent.clone())
                     .unwrap_or_default(),
                 height: p.best_height,
+                tip: p.tip,
+                connected_ms: now.saturating_sub(p.connected_at),
                 idle_ms: now.saturating_sub(p.last_recv),
+                send_idle_ms: now.saturating_sub(p.last_send),
                 stats: p.stats.clone(),
                 score: self.score_of(&p.remote, now),
             })
@@ -903,7 +938,7 @@ impl Node {
             // A station's periodic beacon: news of its tip, not a protocol error.
             if h.network == self.network && h.node_id != self.cfg.node_id {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.best_height = p.best_height.max(h.height);
+                    p.saw_tip(h.height, h.tip);
                     p.best_work = p.best_work.max(h.work);
                     p.learn(h.tip);
                 }
@@ -1009,6 +1044,7 @@ impl Node {
                 return;
             };
             p.best_height = h.height;
+            p.tip = Some(h.tip);
             p.best_work = h.work;
             p.learn(h.tip);
             let out = (p.remote.clone(), h.height);
@@ -1026,6 +1062,7 @@ impl Node {
             self.ask_headers(now, peer, None);
         }
         self.outbox_peer_ready(now, peer);
+        self.pex_ready(now, peer);
         // Offer what we hold for relay: a peer that was away may lack it. On a slow link
         // only the best-paying few (about 3 s of air): each id costs 33 bytes, and the
         // outbox delivers what this peer is owed anyway.
@@ -1142,7 +1179,7 @@ impl Node {
         match self.chain.accept_headers(&headers, now / 1000) {
             Ok(new) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.best_height = p.best_height.max(last.height);
+                    p.saw_tip(last.height, last.hash());
                     for h in &headers {
                         p.learn(h.hash());
                     }
@@ -1404,7 +1441,7 @@ impl Node {
         self.in_flight.remove(&hash);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(hash);
-            p.best_height = p.best_height.max(block.header.height);
+            p.saw_tip(block.header.height, hash);
         }
         self.accept_block(now, Some(peer), block);
         self.request_blocks(now);
@@ -1587,6 +1624,7 @@ impl Node {
         };
         p.stats.bytes_out += bytes.len() as u64;
         p.stats.msgs_out += 1;
+        p.last_send = self.now;
         let link = p.link;
         if let Some(l) = self.packet_links.get_mut(&link) {
             let prio = match msg {

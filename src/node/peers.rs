@@ -55,6 +55,12 @@ pub struct PeerPolicy {
     pub bytes_per_sec: u64,
     /// Shared secret that peers must prove at the handshake (see `node::auth`).
     pub network_key: Option<[u8; 32]>,
+    /// Exchange TCP addresses with peers and dial learned ones (see `node::pex`).
+    pub peer_exchange: bool,
+    /// Outbound TCP sessions the node keeps up by dialling learned addresses.
+    pub max_outbound: usize,
+    /// Our own address as others can dial it, given to peers.
+    pub advertise: Option<std::net::SocketAddr>,
 }
 
 impl Default for PeerPolicy {
@@ -70,6 +76,9 @@ impl Default for PeerPolicy {
             msgs_per_sec: 200,
             bytes_per_sec: 2 * 1024 * 1024,
             network_key: None,
+            peer_exchange: true,
+            max_outbound: 8,
+            advertise: None,
         }
     }
 }
@@ -423,6 +432,13 @@ impl Node {
     }
 
     /// Is a new session from `remote` refused? Logs why.
+    /// The ban covering `remote`, if any.
+    pub(super) fn guard_banned(&self, remote: &str, now: u64) -> Option<String> {
+        self.guard
+            .banned(&PeerKey::of(remote), now)
+            .map(|b| b.key.clone())
+    }
+
     pub(super) fn refused(&self, now: u64, peer: PeerId, remote: &str) -> Option<String> {
         let who = PeerKey::of(remote);
         let b = self.guard.banned(&who, now)?;

@@ -401,7 +401,10 @@ fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
         air.deliver(2, 0, &junk);
         flood_frames += 1;
         if banned_after.is_none()
-            && air.nodes[0].bans(air.now).iter().any(|b| b.key == "N0CALL-3")
+            && air.nodes[0]
+                .bans(air.now)
+                .iter()
+                .any(|b| b.key == "N0CALL-3")
         {
             banned_after = Some(flood_frames);
         }
@@ -415,10 +418,19 @@ fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
     // 20 points a malformed frame, 100 bans; scores decay meanwhile, so one more may
     // be needed.
     assert!(banned_after <= 6, "banned only after {banned_after} frames");
-    assert!(worst_excess <= 0, "air time exceeded the duty cycle by {worst_excess} ms");
+    assert!(
+        worst_excess <= 0,
+        "air time exceeded the duty cycle by {worst_excess} ms"
+    );
     let stats = air.nodes[0].packet_stats(LINK).unwrap();
-    assert!(stats.duty_waits > 0, "the sync never reached the cap: {stats:?}");
+    assert!(
+        stats.duty_waits > 0,
+        "the sync never reached the cap: {stats:?}"
+    );
     // The honest station got everything despite the flood and the cap.
-    assert_eq!(air.nodes[1].chain().tip().hash, air.nodes[0].chain().tip().hash);
+    assert_eq!(
+        air.nodes[1].chain().tip().hash,
+        air.nodes[0].chain().tip().hash
+    );
     assert_eq!(air.nodes[1].chain().tip().height, 25);
 }

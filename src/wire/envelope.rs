@@ -151,6 +151,8 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
         Message::Reject(m) => append(out, m),
         Message::Ack(v) => append(out, v),
         Message::Auth(m) => append(out, m),
+        Message::GetAddr => append(out, &()),
+        Message::Addr(v) => append(out, v),
         Message::CompactBlock(m) => append(out, m),
         Message::GetBlockTxn(m) => append(out, m),
         Message::BlockTxn(m) => append(out, m),
@@ -216,6 +218,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         14 => Message::GetBlockTxn(body_as(kind, body)?),
         15 => Message::BlockTxn(body_as(kind, body)?),
         16 => Message::Auth(body_as(kind, body)?),
+        17 => {
+            body_as::<()>(kind, body)?;
+            Message::GetAddr
+        }
+        18 => Message::Addr(body_as(kind, body)?),
         _ => return Err(WireError::UnknownKind(kind)),
     };
     debug_assert_eq!(message.kind(), kind);
