@@ -357,8 +357,8 @@ mod tests {
         b[0] = 2;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(2)));
         let mut b = good.clone();
-        b[5] = 16;
-        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(16)));
+        b[5] = 19;
+        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(19)));
         let mut b = good.clone();
         b[5] = 0;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(0)));
