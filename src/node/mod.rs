@@ -383,6 +383,12 @@ impl Node {
         } else {
             self.link_up(now, link, caps);
         }
+        // Rate limits follow the new speed, or a faster modem would look like a flood.
+        let (msgs, bytes) = self.buckets_for(link, now);
+        for p in self.peers.values_mut().filter(|p| p.link == link) {
+            p.msg_bucket = msgs.clone();
+            p.byte_bucket = bytes.clone();
+        }
     }
 
     /// A link went away; its peers are reported separately.
@@ -485,12 +491,13 @@ impl Node {
     }
 
     /// Rate limits for a new peer on `link`. On radio the channel's bit rate already
-    /// bounds an honest station: twice that (a minute's burst) is a flood.
+    /// bounds an honest station: four times that (a minute's burst) is a flood, with
+    /// room left for a modem that runs faster than it reported.
     fn buckets_for(&self, link: LinkId, now: u64) -> (peers::Bucket, peers::Bucket) {
         let pol = &self.cfg.peers;
         match self.links.get(&link) {
             Some(c) if c.bitrate_bps > 0 => {
-                let bytes = (c.bitrate_bps / 8 * 2).max(16);
+                let bytes = (c.bitrate_bps / 8 * 4).max(64);
                 let msgs = (bytes / 16).max(2);
                 (
                     peers::Bucket::new(msgs, msgs * 60, now),
