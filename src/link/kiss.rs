@@ -514,6 +514,8 @@ impl Link {
                     }];
                 }
             }
+            // A broadcast channel has no sessions to open.
+            LinkCommand::Connect => {}
         }
         Vec::new()
     }

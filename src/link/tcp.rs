@@ -48,7 +48,8 @@ impl Conns {
                 }
             }
             // TCP has no broadcast medium; the core sends per peer on such links.
-            LinkCommand::Broadcast { .. } => {}
+            // TCP links are always connected (or redialling by themselves).
+            LinkCommand::Broadcast { .. } | LinkCommand::Connect => {}
             LinkCommand::Disconnect { peer } => {
                 if let Some(tx) = self.0.remove(&peer) {
                     let _ = tx.try_send(ConnCmd::Close);
