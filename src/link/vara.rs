@@ -179,9 +179,11 @@ impl VaraLinkConfig {
                 "max" => cfg.max_s = secs(1, 86_400)?,
                 "sync" => cfg.sync_s = secs(10, 30 * 86_400)?,
                 "alive" => cfg.alive_s = secs(1, 3_600)?,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "link '{s}': unknown parameter '{k}' (known: peer, bw, data, idle, max, sync)"
-                )),
+                ))
+                }
             }
         }
         cfg.data_port = match data {
@@ -560,6 +562,8 @@ struct Modem<'a> {
     /// Bytes being written to the data port, and how far.
     wbuf: Vec<u8>,
     woff: usize,
+    /// Up has been reported for this connection.
+    up: bool,
 }
 
 /// Report events; false once the driver has gone.
@@ -698,6 +702,23 @@ impl Modem<'_> {
     /// Handle one line from the modem. Err ends the modem connection.
     async fn line(&mut self, line: ModemLine) -> Result<(), End> {
         let now = Instant::now();
+        if !self.up {
+            // Up once the modem has said something: a modem that accepts the TCP
+            // connection but never answers is not a usable link.
+            self.up = true;
+            let caps = VaraLinkConfig::caps(self.dialer.bitrate);
+            if !emit(
+                &self.ctx.events,
+                LinkEvent::Up {
+                    link: self.link,
+                    caps,
+                },
+            )
+            .await
+            {
+                return Err(End::Stopped);
+            }
+        }
         match line {
             ModemLine::Ok => {
                 self.pending.pop_front();
@@ -796,7 +817,6 @@ impl Modem<'_> {
             ModemLine::IAmAlive => {}
             other => debug!(link = self.link, "from VARA: {other:?}"),
         }
-        let _ = now;
         Ok(())
     }
 
@@ -1124,6 +1144,7 @@ async fn modem(
         sess: None,
         wbuf: Vec::new(),
         woff: 0,
+        up: false,
     };
     let mut setup = vec![
         format!("MYCALL {me}"),
@@ -1137,10 +1158,6 @@ async fn modem(
         if let Err(e) = m.command(line).await {
             return End::Lost(e);
         }
-    }
-    let caps = VaraLinkConfig::caps(m.dialer.bitrate);
-    if !emit(&m.ctx.events, LinkEvent::Up { link, caps }).await {
-        return End::Stopped;
     }
     let end = run_modem(&mut m, &mut cmd_rd, &mut data_rd, &mut data_wr).await;
     if matches!(end, End::Stopped) {
