@@ -238,3 +238,54 @@ fn disconnected_before_the_last_data_loses_no_message() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn session_limit_hangs_up_after_the_buffer_drained_and_writes_are_throttled() {
+    // 4800 bit/s: ten seconds of air are 6000 bytes, the most the link may leave in the
+    // modem's buffer.
+    let pair = VaraPair::start(EmuOpts {
+        bitrate: 4800,
+        ..EmuOpts::default()
+    });
+    let (mut a, mut b, _) = nodes(40);
+    let url_a = format!("vara+tcp://127.0.0.1:{}?idle=60&max=5", pair.cmd_port(A));
+    let url_b = format!(
+        "vara+tcp://127.0.0.1:{}?peer={CALL_A}&idle=60",
+        pair.cmd_port(B)
+    );
+    a.start(&["--link", &url_a]);
+    b.start(&["--link", &url_b]);
+    let started = wait_for(Duration::from_secs(15), || {
+        (pair.sessions() == 1).then_some(())
+    });
+    assert!(started.is_some(), "no session: {}", logs(&a, &b, &pair));
+    let t = Instant::now();
+    let ended = wait_for(Duration::from_secs(40), || {
+        (!pair.connected()).then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "session limit ignored: {}",
+        logs(&a, &b, &pair)
+    );
+    eprintln!(
+        "session ended {:?} after it opened; A's modem buffer peaked at {} bytes",
+        t.elapsed(),
+        pair.max_buffer(A)
+    );
+    assert!(t.elapsed() >= Duration::from_secs(4), "hung up before max");
+    let disc: Vec<String> = pair
+        .log(A)
+        .into_iter()
+        .filter(|l| l.starts_with("DISCONNECT"))
+        .collect();
+    assert_eq!(disc, ["DISCONNECT buffer=0"], "{}", logs(&a, &b, &pair));
+    assert_eq!(pair.count(A, "ABORT"), 0);
+    assert!(
+        (1000..=6000).contains(&pair.max_buffer(A)),
+        "A's modem buffer peaked at {} bytes",
+        pair.max_buffer(A)
+    );
+    a.stop();
+    b.stop();
+}

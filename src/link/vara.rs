@@ -523,6 +523,8 @@ struct Session {
     /// Framed envelopes waiting for the data port.
     out: VecDeque<Vec<u8>>,
     out_bytes: usize,
+    /// Sends refused while hanging up.
+    refused: u64,
 }
 
 /// The command socket's writer. Dropping it (the task was aborted, or ended) sends a
@@ -627,6 +629,7 @@ impl Modem<'_> {
             dec: StreamDecoder::new(),
             out: VecDeque::new(),
             out_bytes: 0,
+            refused: 0,
         });
         self.phase = Phase::Open;
         emit(
@@ -660,7 +663,8 @@ impl Modem<'_> {
             remote = %s.remote,
             secs = s.started.elapsed().as_secs(),
             air_s = self.dialer.air.as_secs(),
-            dropped_bytes = s.out_bytes,
+            unsent_bytes = s.out_bytes,
+            refused_sends = s.refused,
             "VARA session closed: {why}"
         );
         emit(
@@ -876,9 +880,16 @@ impl Modem<'_> {
     fn driver(&mut self, cmd: LinkCommand) {
         match cmd {
             LinkCommand::Send { peer, bytes } => {
-                let writable = self.may_write();
+                // Once hanging up, nothing new is taken: what is queued drains, the
+                // modem's buffer empties, then DISCONNECT. The core retries the rest on
+                // the next session.
+                let open = matches!(self.phase, Phase::Open);
                 match self.sess.as_mut() {
-                    Some(s) if s.peer == peer && writable => {
+                    Some(s) if s.peer == peer && !open => {
+                        s.refused += 1;
+                        debug!(link = self.link, peer, "session closing: send dropped");
+                    }
+                    Some(s) if s.peer == peer => {
                         if is_payload(&bytes) {
                             s.last_payload = Instant::now();
                         }

@@ -76,6 +76,8 @@ struct Side {
     log: Vec<String>,
     /// When this side last finished a transmission.
     last_tx: Option<Instant>,
+    /// Most bytes ever waiting in this side's buffer.
+    max_buffer: usize,
 }
 
 struct World {
@@ -240,6 +242,11 @@ impl VaraPair {
         self.log(i).iter().filter(|l| l.starts_with(prefix)).count()
     }
 
+    /// Most bytes that ever waited in modem `i`'s transmit buffer.
+    pub fn max_buffer(&self, i: usize) -> usize {
+        lock(&self.world).sides[i].max_buffer
+    }
+
     /// Is a session up?
     pub fn connected(&self) -> bool {
         lock(&self.world).connected
@@ -387,7 +394,9 @@ async fn accept_data(l: TcpListener, i: usize, world: Arc<Mutex<World>>, air: Ar
                 }
                 if w.connected && !w.sides[i].disconnect_pending {
                     w.sides[i].buffer.extend(&buf[..n]);
-                    let line = format!("BUFFER {}", w.sides[i].buffer.len());
+                    let len = w.sides[i].buffer.len();
+                    w.sides[i].max_buffer = w.sides[i].max_buffer.max(len);
+                    let line = format!("BUFFER {len}");
                     w.say(i, &line);
                     drop(w);
                     air.notify_one();
