@@ -289,3 +289,132 @@ fn session_limit_hangs_up_after_the_buffer_drained_and_writes_are_throttled() {
     a.stop();
     b.stop();
 }
+
+/// Lines read from a raw command-port client until one starts with `want`.
+async fn expect_line(rd: &mut tokio::net::TcpStream, want: &str, seen: &mut String) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 512];
+    while !seen.split('\r').any(|l| l.starts_with(want)) {
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no '{want}' line; got {seen:?}"))
+            .expect("read");
+        assert!(n > 0, "modem closed");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_task_retries_a_failed_dial_and_hangs_up_on_garbage() {
+    use skywave::link::{vara::run_vara, LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pair = VaraPair::start(EmuOpts::default());
+    let cfg = match LinkUrl::parse(&format!(
+        "vara+tcp://127.0.0.1:{}?peer={CALL_A}&alive=30",
+        pair.cmd_port(B)
+    )) {
+        Ok(LinkUrl::Vara(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    // Modem A is driven by hand: it knows its callsign but does not listen yet.
+    let port_a = pair.cmd_port(A);
+    let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", port_a))
+        .await
+        .expect("A command port");
+    let mut data_a = tokio::net::TcpStream::connect(("127.0.0.1", port_a + 1))
+        .await
+        .expect("A data port");
+    cmd_a
+        .write_all(format!("MYCALL {CALL_A}\rLISTEN OFF\r").as_bytes())
+        .await
+        .expect("write");
+    let (ev_tx, mut events) = tokio::sync::mpsc::channel(64);
+    let (commands, cmd_rx) = tokio::sync::mpsc::channel(64);
+    let ctx = LinkContext {
+        id: 1,
+        events: ev_tx,
+        commands: cmd_rx,
+        peer_ids: PeerIds::default(),
+        callsign: CALL_B.into(),
+    };
+    let task = tokio::spawn(run_vara(cfg, ctx));
+
+    // First dial: nobody listens, DISCONNECTED. The retry waits for the backoff.
+    let first = wait_async(|| pair.count(B, "CONNECT ") == 1, 10).await;
+    let mut seen = String::new();
+    expect_line(&mut cmd_a, "OK", &mut seen).await;
+    cmd_a.write_all(b"LISTEN ON\r").await.expect("write");
+    wait_async(|| pair.count(B, "CONNECT ") == 2, 15).await;
+    let gap = first.elapsed();
+    assert!(gap >= Duration::from_secs(5), "redialled after {gap:?}");
+    let peer = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(LinkEvent::PeerUp {
+                peer,
+                remote,
+                outbound,
+                ..
+            })) => {
+                assert_eq!(remote, CALL_A);
+                assert!(outbound);
+                break peer;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no PeerUp: {other:?}"),
+        }
+    };
+    expect_line(
+        &mut cmd_a,
+        &format!("CONNECTED {CALL_B} {CALL_A}"),
+        &mut seen,
+    )
+    .await;
+
+    // An envelope from the node arrives framed on A's data port.
+    commands
+        .send(LinkCommand::Send {
+            peer,
+            bytes: vec![7; 40],
+        })
+        .await
+        .expect("link alive");
+    let mut got = vec![0u8; 44];
+    tokio::time::timeout(Duration::from_secs(10), data_a.read_exact(&mut got))
+        .await
+        .expect("data in time")
+        .expect("read");
+    assert_eq!(&got[..4], &40u32.to_be_bytes());
+    assert_eq!(&got[4..], &[7; 40][..]);
+
+    // Garbage from A (a length prefix far beyond the limit): Garbage, ABORT, PeerDown.
+    data_a.write_all(&[0xff; 8]).await.expect("write");
+    let mut garbage = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(LinkEvent::Garbage { peer: p, .. })) => {
+                assert_eq!(p, peer);
+                garbage = true;
+            }
+            Ok(Some(LinkEvent::PeerDown { peer: p, .. })) => {
+                assert_eq!(p, peer);
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no PeerDown: {other:?}"),
+        }
+    }
+    assert!(garbage, "Garbage reported before PeerDown");
+    assert_eq!(pair.count(B, "ABORT"), 1, "{:?}", pair.log(B));
+    task.abort();
+}
+
+/// Poll `f` every 50 ms for up to `secs`; returns when it was first seen true.
+async fn wait_async(f: impl Fn() -> bool, secs: u64) -> Instant {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < end, "condition not met within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Instant::now()
+}

@@ -575,7 +575,7 @@ async fn emit(events: &tokio::sync::mpsc::Sender<LinkEvent>, ev: LinkEvent) -> b
 
 impl Modem<'_> {
     async fn command(&mut self, line: &str) -> Result<(), String> {
-        debug!(link = self.link, "to VARA: {line}");
+        tracing::trace!(link = self.link, "to VARA: {line}");
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\r');
@@ -621,6 +621,7 @@ impl Modem<'_> {
         let now = Instant::now();
         let peer = self.ctx.peer_ids.next();
         info!(link = self.link, peer, %remote, outbound, "VARA session open");
+        self.dialer.wanted = false;
         self.sess = Some(Session {
             peer,
             remote: remote.clone(),
@@ -908,8 +909,10 @@ impl Modem<'_> {
                     self.hang_up("asked by the node".into());
                 }
             }
+            // Only when no session is up or being set up: what waits goes out on the
+            // current session, and the driver asks again while items still wait.
             LinkCommand::Connect => {
-                if self.cfg.peer.is_some() {
+                if self.cfg.peer.is_some() && matches!(self.phase, Phase::Idle) {
                     self.dialer.wanted = true;
                 }
             }
@@ -1219,6 +1222,9 @@ async fn run_modem(
                     m.last_line = Instant::now();
                     let mut out = Ok(());
                     for l in lines.push(&cbuf[..k]) {
+                        if let Ok(raw) = &l {
+                            tracing::trace!(link = m.link, "from VARA: {raw}");
+                        }
                         let parsed = l.and_then(|s| parse_modem_line(&s).map_err(|e| format!("{e}")));
                         match parsed {
                             Ok(line) => {
