@@ -1225,7 +1225,7 @@ async fn run_modem(
                         if let Ok(raw) = &l {
                             tracing::trace!(link = m.link, "from VARA: {raw}");
                         }
-                        let parsed = l.and_then(|s| parse_modem_line(&s).map_err(|e| format!("{e}")));
+                        let parsed = l.and_then(|s| parse_modem_line(&s));
                         match parsed {
                             Ok(line) => {
                                 if let Err(e) = m.line(line).await {
