@@ -1,7 +1,8 @@
 //! The VARA link between two real `skywave run` processes, each on one of a pair of
 //! emulated VARA modems (tests/support/vara_emu.rs): dial on start and on need, idle
-//! hang-up after the buffer drained, BUSY, bit rate changes, a dead modem, and a
-//! DISCONNECTED that overtakes the last data.
+//! hang-up after the buffer drained, BUSY, bit rate changes, a dead modem, a
+//! DISCONNECTED that overtakes the last data; and the link task alone against the
+//! emulator (failed dial, write throttle, garbage on the data port).
 
 mod support;
 
@@ -240,9 +241,9 @@ fn disconnected_before_the_last_data_loses_no_message() {
 }
 
 #[test]
-fn session_limit_hangs_up_after_the_buffer_drained_and_writes_are_throttled() {
-    // 4800 bit/s: ten seconds of air are 6000 bytes, the most the link may leave in the
-    // modem's buffer.
+fn session_limit_hangs_up_only_after_the_buffer_drained() {
+    // 4800 bit/s, A's sessions last at most 5 s: A hangs up while its modem still holds
+    // sync data, so DISCONNECT must wait for BUFFER 0.
     let pair = VaraPair::start(EmuOpts {
         bitrate: 4800,
         ..EmuOpts::default()
@@ -281,6 +282,8 @@ fn session_limit_hangs_up_after_the_buffer_drained_and_writes_are_throttled() {
         .collect();
     assert_eq!(disc, ["DISCONNECT buffer=0"], "{}", logs(&a, &b, &pair));
     assert_eq!(pair.count(A, "ABORT"), 0);
+    // Data was waiting in the modem (else the check above proves nothing), within the
+    // 10 s of air (6000 bytes) the link allows.
     assert!(
         (1000..=6000).contains(&pair.max_buffer(A)),
         "A's modem buffer peaked at {} bytes",
@@ -306,7 +309,7 @@ async fn expect_line(rd: &mut tokio::net::TcpStream, want: &str, seen: &mut Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_task_retries_a_failed_dial_and_hangs_up_on_garbage() {
+async fn link_task_retries_a_failed_dial_throttles_writes_and_hangs_up_on_garbage() {
     use skywave::link::{vara::run_vara, LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pair = VaraPair::start(EmuOpts::default());
@@ -389,6 +392,25 @@ async fn link_task_retries_a_failed_dial_and_hangs_up_on_garbage() {
         .expect("read");
     assert_eq!(&got[..4], &40u32.to_be_bytes());
     assert_eq!(&got[4..], &[7; 40][..]);
+
+    // 40 kB queued at once: the modem (9600 bit/s) is never given more than ~10 s of
+    // air, 12 000 bytes; the rest waits in the link.
+    for _ in 0..4 {
+        commands
+            .send(LinkCommand::Send {
+                peer,
+                bytes: vec![9; 10_000],
+            })
+            .await
+            .expect("link alive");
+    }
+    wait_async(|| pair.max_buffer(B) > 8_000, 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        pair.max_buffer(B) <= 12_000,
+        "modem buffer reached {} bytes",
+        pair.max_buffer(B)
+    );
 
     // Garbage from A (a length prefix far beyond the limit): Garbage, ABORT, PeerDown.
     data_a.write_all(&[0xff; 8]).await.expect("write");
