@@ -53,6 +53,28 @@ pub struct PeersConfig {
     pub decay_per_hour: u32,
     /// Ban loopback peers automatically too (operator bans always apply).
     pub ban_loopback: bool,
+    /// Long-run share of air time a radio link may take, in percent (1-100).
+    pub duty_cycle_percent: u8,
+    /// Sessions held at once per link.
+    pub max_peers_per_link: usize,
+    /// Sessions held at once per IP address or callsign.
+    pub max_sessions_per_address: usize,
+    /// Messages per second one TCP peer may send, sustained (10 s bursts pass).
+    pub max_msgs_per_sec: u64,
+    /// KiB per second one TCP peer may send, sustained (10 s bursts pass).
+    pub max_kib_per_sec: u64,
+    /// Shared network key (any passphrase): peers must prove it at the handshake.
+    /// It authenticates, it does not encrypt (radio links carry no encryption).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_key: Option<String>,
+    /// Exchange TCP addresses with peers and dial some of those learned.
+    pub peer_exchange: bool,
+    /// Outbound TCP sessions kept up by dialling learned addresses.
+    pub max_outbound: usize,
+    /// Address (`ip:port`) other nodes can dial this one at; given to peers. Unset: the
+    /// `tcp-listen` address if it names one IP (not 0.0.0.0 or ::).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for PeersConfig {
@@ -63,6 +85,15 @@ impl Default for PeersConfig {
             ban_hours: p.ban_duration_ms as f64 / 3_600_000.0,
             decay_per_hour: p.decay_per_hour,
             ban_loopback: p.ban_loopback,
+            duty_cycle_percent: p.duty_cycle_pct,
+            max_peers_per_link: p.max_peers_per_link,
+            max_sessions_per_address: p.max_sessions_per_key,
+            max_msgs_per_sec: p.msgs_per_sec,
+            max_kib_per_sec: p.bytes_per_sec / 1024,
+            network_key: None,
+            peer_exchange: p.peer_exchange,
+            max_outbound: p.max_outbound,
+            advertise: None,
         }
     }
 }
@@ -77,11 +108,41 @@ impl PeersConfig {
         if self.ban_threshold == 0 {
             bail!("peers.ban_threshold must be at least 1");
         }
+        if !(1..=100).contains(&self.duty_cycle_percent) {
+            bail!("peers.duty_cycle_percent must be 1-100");
+        }
+        if self.max_peers_per_link == 0 || self.max_sessions_per_address == 0 {
+            bail!("peers.max_peers_per_link and max_sessions_per_address must be at least 1");
+        }
+        if self.max_msgs_per_sec == 0 || self.max_kib_per_sec == 0 {
+            bail!("peers.max_msgs_per_sec and max_kib_per_sec must be at least 1");
+        }
+        let network_key = match &self.network_key {
+            Some(k) if k.trim().is_empty() => bail!("peers.network_key is empty"),
+            Some(k) => Some(crate::node::network_key(k)),
+            None => None,
+        };
+        let advertise = match &self.advertise {
+            Some(a) => Some(
+                a.parse::<std::net::SocketAddr>()
+                    .map_err(|_| anyhow::anyhow!("peers.advertise '{a}' is not ip:port"))?,
+            ),
+            None => None,
+        };
         Ok(crate::node::PeerPolicy {
             ban_threshold: self.ban_threshold,
             ban_duration_ms: (self.ban_hours * 3_600_000.0) as u64,
             decay_per_hour: self.decay_per_hour,
             ban_loopback: self.ban_loopback,
+            duty_cycle_pct: self.duty_cycle_percent,
+            max_peers_per_link: self.max_peers_per_link,
+            max_sessions_per_key: self.max_sessions_per_address,
+            msgs_per_sec: self.max_msgs_per_sec,
+            bytes_per_sec: self.max_kib_per_sec.saturating_mul(1024),
+            network_key,
+            peer_exchange: self.peer_exchange,
+            max_outbound: self.max_outbound,
+            advertise,
         })
     }
 }

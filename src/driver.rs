@@ -20,6 +20,8 @@ const LINK_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 /// Shortest interval between session requests to on-demand links.
 const CONNECT_EVERY_MS: u64 = 60_000;
+/// Name of the link that carries sessions to addresses learned by peer exchange.
+pub const PEX_LINK_NAME: &str = "peer-exchange";
 
 /// Milliseconds since the Unix epoch: the node's clock.
 pub fn now_ms() -> u64 {
@@ -128,8 +130,25 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
     let mut custom_iter = custom.drain(..);
     // Links that open sessions only when asked (VARA with a peer to dial).
     let mut on_demand: Vec<LinkId> = Vec::new();
+    // Peers learned by exchange are dialled on a link of their own, when the node
+    // speaks TCP at all.
+    let tcp = opts
+        .links
+        .iter()
+        .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_)));
+    let pex = tcp && shared.node().config().peers.peer_exchange;
+    let named: Vec<(String, Option<LinkUrl>)> = if pex {
+        named
+            .into_iter()
+            .chain(std::iter::once((PEX_LINK_NAME.to_string(), None)))
+            .collect()
+    } else {
+        named
+    };
+    let mut pex_link = None;
     for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
+        let is_pex = pex && url.is_none() && name == PEX_LINK_NAME;
         let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
         link_cmds.insert(id, cmd_tx);
         let ctx = LinkContext {
@@ -158,6 +177,10 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
                 }
                 tokio::spawn(link::vara::run_vara(v, ctx))
             }
+            None if is_pex => {
+                pex_link = Some(id);
+                tokio::spawn(link::tcp::run_pex(ctx))
+            }
             None => match custom_iter.next() {
                 Some((_, spawn)) => spawn(ctx),
                 None => continue,
@@ -176,7 +199,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
     let mut last_connect: Option<u64> = None;
     loop {
-        flush(&shared, &link_cmds, &mut peer_link).await;
+        flush(&shared, &link_cmds, &mut peer_link, pex_link).await;
         if !on_demand.is_empty() {
             ask_for_sessions(&shared, &link_cmds, &on_demand, &mut last_connect);
         }
@@ -299,6 +322,7 @@ async fn flush(
     shared: &Shared,
     link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
     peer_link: &mut HashMap<PeerId, LinkId>,
+    pex_link: Option<LinkId>,
 ) {
     let (transmits, events) = {
         let mut node = shared.node();
@@ -343,6 +367,11 @@ async fn flush(
             }
             NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
             NodeEvent::PeerReady { .. } => {}
+            NodeEvent::Dial { addr } => {
+                if let Some(tx) = pex_link.and_then(|l| link_cmds.get(&l)) {
+                    let _ = tx.send(LinkCommand::Dial { addr: addr.clone() }).await;
+                }
+            }
         }
         let _ = shared.events.send(e);
     }

@@ -713,11 +713,20 @@ impl Chain {
         Ok(())
     }
 
-    /// Drop orphans descending from a block we refused: they can never connect.
+    /// Drop orphans descending from a block we refused: they can never connect. Where
+    /// the refused parent is indexed as invalid, each dropped header is remembered as
+    /// invalid too, so a descendant that arrives later is refused at once instead of
+    /// waiting in the orphan pool for a parent that will never come.
     fn drop_orphans_of(&mut self, root: Hash) {
         let mut stack = vec![root];
         while let Some(h) = stack.pop() {
+            let parent_invalid = self.is_invalid(&h);
             for b in self.orphans.take_children(&h) {
+                if parent_invalid {
+                    if let Err(e) = self.remember_invalid(&b.header) {
+                        tracing::warn!(block = %b.hash(), "could not record invalid header: {e}");
+                    }
+                }
                 stack.push(b.hash());
             }
         }

@@ -286,6 +286,9 @@ fn message_summary(e: &Envelope) -> String {
         ),
         Message::Ping(n) | Message::Pong(n) => n.to_string(),
         Message::Ack(ids) => format!("{} ids", ids.len()),
+        Message::Auth(a) => format!("answers nonce {:016x}", a.seen),
+        Message::GetAddr => String::new(),
+        Message::Addr(v) => format!("{} addresses", v.len()),
         Message::CompactBlock(c) => format!(
             "height={} short_ids={} hash={}",
             c.header.height,

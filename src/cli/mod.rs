@@ -357,6 +357,17 @@ fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The address to give peers when the operator set none: the one `tcp-listen` link's,
+/// if it names a single IP (a wildcard bind says nothing about how others reach us).
+fn advertised_listen_addr(urls: &[LinkUrl]) -> Option<std::net::SocketAddr> {
+    let mut listen = urls.iter().filter_map(|u| match u {
+        LinkUrl::TcpListen(a) => a.parse::<std::net::SocketAddr>().ok(),
+        _ => None,
+    });
+    let first = listen.next()?;
+    (listen.next().is_none() && !first.ip().is_unspecified()).then_some(first)
+}
+
 fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) -> Result<()> {
     let cfg = Config::load(dir)?;
     let lock = DirLock::acquire(dir)?;
@@ -367,6 +378,10 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
     let chain = open_chain(dir, &cfg)?;
     let node_key = crate::keys::load(&dir.join(config::NODE_KEY_FILE))?;
     let wallet = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let mut peers = cfg.peers.policy()?;
+    if peers.advertise.is_none() {
+        peers.advertise = advertised_listen_addr(&urls);
+    }
     let node = Node::new(
         chain,
         NodeConfig {
@@ -374,7 +389,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             callsign: cfg.callsign.clone(),
             seed: rand::random(),
             user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),
-            peers: cfg.peers.policy()?,
+            peers,
         },
     );
     let api_addr = api.unwrap_or(cfg.api.clone());

@@ -514,6 +514,8 @@ impl Link {
                     }];
                 }
             }
+            // Stations are heard, not dialled.
+            LinkCommand::Dial { .. } => {}
             // A broadcast channel has no sessions to open.
             LinkCommand::Connect => {}
         }

@@ -147,6 +147,9 @@ pub enum LinkCommand {
     Disconnect { peer: PeerId },
     /// Send one packet to every station on a broadcast link (beacons, announcements).
     Broadcast { bytes: Vec<u8> },
+    /// Open one outbound session to this address (peer exchange); links that cannot
+    /// dial arbitrary addresses ignore it.
+    Dial { addr: String },
     /// Open a session if the link opens sessions on demand (a VARA modem): the node has
     /// something to deliver. Other links ignore it.
     Connect,

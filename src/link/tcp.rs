@@ -47,9 +47,10 @@ impl Conns {
                     }
                 }
             }
-            // TCP has no broadcast medium; the core sends per peer on such links.
-            // TCP links are always connected (or redialling by themselves).
-            LinkCommand::Broadcast { .. } | LinkCommand::Connect => {}
+            // TCP has no broadcast medium; the core sends per peer on such links. Dials
+            // of learned addresses go to the peer-exchange link (`run_pex`); TCP links
+            // are always connected (or redialling by themselves).
+            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => {}
             LinkCommand::Disconnect { peer } => {
                 if let Some(tx) = self.0.remove(&peer) {
                     let _ = tx.try_send(ConnCmd::Close);
@@ -257,6 +258,62 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
             }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Dials made at once by the peer-exchange link.
+const PEX_DIALS: usize = 8;
+
+/// The peer-exchange link: dials the addresses the core learned from peers, once each
+/// (no redial: the core decides when to try again), and carries those sessions.
+pub async fn run_pex(mut ctx: LinkContext) {
+    let _ = ctx
+        .events
+        .send(LinkEvent::Up {
+            link: ctx.id,
+            caps: LinkCaps::tcp(),
+        })
+        .await;
+    let (done_tx, mut done_rx) = mpsc::channel::<(String, Option<TcpStream>)>(PEX_DIALS);
+    let mut dialling = 0usize;
+    let mut conns = Conns::default();
+    loop {
+        tokio::select! {
+            cmd = ctx.commands.recv() => match cmd {
+                Some(LinkCommand::Dial { addr }) => {
+                    if dialling >= PEX_DIALS {
+                        debug!(%addr, "peer exchange: too many dials under way; skipped");
+                        continue;
+                    }
+                    dialling += 1;
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        let r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await;
+                        let stream = match r {
+                            Ok(Ok(s)) => Some(s),
+                            Ok(Err(e)) => {
+                                debug!(%addr, "peer exchange dial failed: {e}");
+                                None
+                            }
+                            Err(_) => None,
+                        };
+                        let _ = done.send((addr, stream)).await;
+                    });
+                }
+                Some(cmd) => conns.dispatch(cmd),
+                None => return,
+            },
+            Some((addr, stream)) = done_rx.recv() => {
+                dialling = dialling.saturating_sub(1);
+                if let Some(stream) = stream {
+                    let peer = ctx.peer_ids.next();
+                    info!(link = ctx.id, %addr, peer, "connected to an address learned from peers");
+                    let (tx, _handle) =
+                        spawn_conn(stream, ctx.id, peer, addr, true, ctx.events.clone());
+                    conns.0.insert(peer, tx);
+                }
+            }
+        }
     }
 }
 

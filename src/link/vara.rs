@@ -916,8 +916,9 @@ impl Modem<'_> {
                     self.dialer.wanted = true;
                 }
             }
-            // Not a broadcast medium; the core never broadcasts here.
-            LinkCommand::Broadcast { .. } => {}
+            // Not a broadcast medium (the core never broadcasts here), and the only
+            // station dialled is the configured peer.
+            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } => {}
         }
     }
 

@@ -8,10 +8,13 @@
 //! requested, and bodies are fetched in a bounded window. New blocks and transactions are
 //! announced by id (`Inv`) and fetched only by those who lack them.
 
+mod auth;
 mod compact;
 mod packet;
 mod peers;
+mod pex;
 
+pub use auth::network_key;
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 
@@ -59,6 +62,16 @@ const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
 const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
 /// Base time for a request on a slow link to be answered (channel access, turnaround).
 const RADIO_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Links slower than this (JS8Call's few bit/s) carry only what is worth their air time:
+/// headers, tip announcements, small transactions and acknowledgements.
+pub const NARROW_BPS: u64 = 300;
+/// Largest transaction envelope relayed over a narrow link.
+pub const NARROW_TX_MAX: usize = 256;
+
+/// A narrow link: a few bit/s (see [`NARROW_BPS`]).
+pub fn is_narrow(caps: &LinkCaps) -> bool {
+    caps.bitrate_bps > 0 && caps.bitrate_bps < NARROW_BPS
+}
 
 /// Static settings of a node.
 #[derive(Clone, Debug)]
@@ -103,6 +116,11 @@ pub enum NodeEvent {
         remote: String,
         /// What it did.
         reason: String,
+    },
+    /// Dial this TCP address (learned by peer exchange) once; no redial.
+    Dial {
+        /// `ip:port`.
+        addr: String,
     },
     /// The handshake with a peer completed.
     PeerReady {
@@ -161,6 +179,8 @@ pub struct PacketStats {
     pub repaired: u64,
     /// Packets waiting for air time.
     pub queued: usize,
+    /// Times the duty-cycle cap held traffic back.
+    pub duty_waits: u64,
 }
 
 /// A peer as shown by the API.
@@ -182,8 +202,14 @@ pub struct PeerSummary {
     pub user_agent: String,
     /// Best height we know it has.
     pub height: u64,
+    /// Best block we know it has (from its Hello, announcements and blocks).
+    pub tip: Option<Hash>,
+    /// Milliseconds since the session opened.
+    pub connected_ms: u64,
     /// Milliseconds since it last sent anything.
     pub idle_ms: u64,
+    /// Milliseconds since we last sent it anything.
+    pub send_idle_ms: u64,
     /// Traffic counters.
     pub stats: PeerStats,
     /// Misbehaviour score of its ban key (IP or callsign), decayed to now.
@@ -197,21 +223,37 @@ struct Peer {
     connected_at: u64,
     hello_nonce: u64,
     hello: Option<Hello>,
+    /// Their Hello, held until their network-key proof arrives (key configured).
+    pending_hello: Option<Hello>,
     closing: bool,
     best_height: u64,
     best_work: u128,
+    /// Its best block as far as we know.
+    tip: Option<Hash>,
     last_recv: u64,
+    last_send: u64,
     ping: Option<(u64, u64)>,
     headers_asked_at: Option<u64>,
     headers_max: u16,
     known: HashSet<Hash>,
     known_order: VecDeque<Hash>,
     stats: PeerStats,
+    /// Rate limits on what the peer sends: messages (packets on packet links) and bytes.
+    msg_bucket: peers::Bucket,
+    byte_bucket: peers::Bucket,
 }
 
 impl Peer {
     fn ready(&self) -> bool {
         self.hello.is_some() && !self.closing
+    }
+
+    /// It has a block at `height`: the best we know of it if no lower than before.
+    fn saw_tip(&mut self, height: u64, hash: Hash) {
+        if height >= self.best_height {
+            self.best_height = height;
+            self.tip = Some(hash);
+        }
     }
 
     fn learn(&mut self, h: Hash) {
@@ -254,6 +296,10 @@ pub struct Node {
     outbox: outbox::OutboxState,
     /// Misbehaviour scores and bans.
     guard: peers::PeerGuard,
+    /// Nonces of our recent beacons: a station may answer one with its key proof.
+    beacon_nonces: VecDeque<u64>,
+    /// TCP addresses learned by peer exchange.
+    addrs: pex::AddrBook,
 }
 
 impl Node {
@@ -284,6 +330,8 @@ impl Node {
             compact_pending: BTreeMap::new(),
             outbox,
             guard,
+            beacon_nonces: VecDeque::new(),
+            addrs: Default::default(),
         };
         node.load_bans();
         node
@@ -311,8 +359,11 @@ impl Node {
         if is_packet_link(&caps) {
             // First beacon soon, jittered so stations powered up together do not collide.
             let first = 1_000 + self.rng.below(4_000);
-            self.packet_links
-                .insert(link, packet::PacketLink::new(caps.clone(), now, first));
+            let duty = self.cfg.peers.duty_cycle_pct;
+            self.packet_links.insert(
+                link,
+                packet::PacketLink::new(caps.clone(), now, first, duty),
+            );
         } else {
             self.packet_links.remove(&link);
         }
@@ -332,6 +383,12 @@ impl Node {
         } else {
             self.link_up(now, link, caps);
         }
+        // Rate limits follow the new speed, or a faster modem would look like a flood.
+        let (msgs, bytes) = self.buckets_for(link, now);
+        for p in self.peers.values_mut().filter(|p| p.link == link) {
+            p.msg_bucket = msgs.clone();
+            p.byte_bucket = bytes.clone();
+        }
     }
 
     /// A link went away; its peers are reported separately.
@@ -343,6 +400,7 @@ impl Node {
     /// Air-time and repair figures of a packet link.
     pub fn packet_stats(&self, link: LinkId) -> Option<PacketStats> {
         self.packet_links.get(&link).map(|l| PacketStats {
+            duty_waits: l.duty_waits,
             air_ms: l.air_ms,
             packets_out: l.packets_out,
             bytes_out: l.bytes_out,
@@ -371,6 +429,11 @@ impl Node {
             self.refuse(peer, reason);
             return;
         }
+        if let Some(reason) = self.over_session_limits(peer, link, &remote) {
+            self.refuse(peer, reason);
+            return;
+        }
+        let (msg_bucket, byte_bucket) = self.buckets_for(link, now);
         let nonce = self.rng.next_u64();
         self.peers.insert(
             peer,
@@ -381,21 +444,71 @@ impl Node {
                 connected_at: now,
                 hello_nonce: nonce,
                 hello: None,
+                pending_hello: None,
                 closing: false,
                 best_height: 0,
                 best_work: 0,
+                tip: None,
                 last_recv: now,
+                last_send: now,
                 ping: None,
                 headers_asked_at: None,
                 headers_max: limits::MAX_HEADERS as u16,
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
                 stats: PeerStats::default(),
+                msg_bucket,
+                byte_bucket,
             },
         );
         let hello = self.hello(nonce);
         self.send(peer, Message::Hello(hello));
         self.pump(now);
+    }
+
+    /// Refuse a session beyond the per-link or per-address limits.
+    fn over_session_limits(&self, peer: PeerId, link: LinkId, remote: &str) -> Option<String> {
+        let pol = &self.cfg.peers;
+        let on_link = self.peers.values().filter(|p| p.link == link).count();
+        if on_link >= pol.max_peers_per_link {
+            warn!(peer, %remote, on_link, "refusing peer: link full");
+            return Some(format!("too many peers on this link ({on_link})"));
+        }
+        let key = PeerKey::of(remote);
+        let same = self
+            .peers
+            .values()
+            .filter(|p| !p.closing && PeerKey::of(&p.remote) == key)
+            .count();
+        if same >= pol.max_sessions_per_key {
+            warn!(peer, %remote, same, "refusing peer: too many sessions from one address");
+            return Some(format!(
+                "too many sessions from {} ({same})",
+                key.as_string()
+            ));
+        }
+        None
+    }
+
+    /// Rate limits for a new peer on `link`. On radio the channel's bit rate already
+    /// bounds an honest station: four times that (a minute's burst) is a flood, with
+    /// room left for a modem that runs faster than it reported.
+    fn buckets_for(&self, link: LinkId, now: u64) -> (peers::Bucket, peers::Bucket) {
+        let pol = &self.cfg.peers;
+        match self.links.get(&link) {
+            Some(c) if c.bitrate_bps > 0 => {
+                let bytes = (c.bitrate_bps / 8 * 4).max(64);
+                let msgs = (bytes / 16).max(2);
+                (
+                    peers::Bucket::new(msgs, msgs * 60, now),
+                    peers::Bucket::new(bytes, bytes * 60, now),
+                )
+            }
+            _ => (
+                peers::Bucket::new(pol.msgs_per_sec, pol.msgs_per_sec * 10, now),
+                peers::Bucket::new(pol.bytes_per_sec, pol.bytes_per_sec * 10, now),
+            ),
+        }
     }
 
     /// A peer session closed.
@@ -407,6 +520,7 @@ impl Node {
             }
         }
         self.outbox_peer_gone(peer);
+        self.pex_gone(peer);
         self.in_flight.retain(|_, (p, _)| *p != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
@@ -424,6 +538,17 @@ impl Node {
         p.last_recv = now;
         p.stats.bytes_in += bytes.len() as u64;
         let link = p.link;
+        if !p.msg_bucket.take(now, 1) || !p.byte_bucket.take(now, bytes.len() as u64) {
+            // Dropped unread: a flood costs the flooder, not us.
+            self.misbehave(
+                peer,
+                RejectCode::RateLimited,
+                "flooding: over the message or byte rate limit".into(),
+                None,
+            );
+            self.pump(now);
+            return;
+        }
         if self.packet_links.contains_key(&link) {
             self.handle_packet(now, peer, link, bytes);
         } else {
@@ -512,6 +637,7 @@ impl Node {
         let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
         match msg {
             Message::Hello(h) => self.on_hello(now, peer, h),
+            Message::Auth(a) => self.on_auth(now, peer, a),
             _ if !ready => {
                 let name = msg.name();
                 self.misbehave(
@@ -561,6 +687,8 @@ impl Node {
                 warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
             }
             Message::Ack(ids) => self.outbox_on_ack(now, peer, ids),
+            Message::GetAddr => self.on_getaddr(now, peer),
+            Message::Addr(v) => self.on_addr(now, peer, v),
         }
         self.outbox_after(now, peer, pushed);
     }
@@ -583,6 +711,7 @@ impl Node {
         self.next_tick = now + TICK_MS;
         self.now = now;
         self.expire_bans(now);
+        self.pex_tick(now);
         let mut drop = Vec::new();
         let mut pings = Vec::new();
         for (&id, p) in &self.peers {
@@ -603,10 +732,12 @@ impl Node {
                 SILENCE_TIMEOUT_MS + slow
             };
             if p.hello.is_none() && now.saturating_sub(p.connected_at) > handshake_timeout {
-                drop.push((
-                    id,
-                    format!("no handshake within {} s", handshake_timeout / 1000),
-                ));
+                let what = if p.pending_hello.is_some() {
+                    "no network key proof"
+                } else {
+                    "no handshake"
+                };
+                drop.push((id, format!("{what} within {} s", handshake_timeout / 1000)));
             } else if now.saturating_sub(p.last_recv) > silence {
                 drop.push((id, format!("silent for {} s", silence / 1000)));
             } else if !broadcast
@@ -660,6 +791,10 @@ impl Node {
                 .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
             if beacon_due {
                 let nonce = self.rng.next_u64();
+                self.beacon_nonces.push_back(nonce);
+                if self.beacon_nonces.len() > 8 {
+                    self.beacon_nonces.pop_front();
+                }
                 let hello = self.hello(nonce);
                 let bytes = self.encode(&Message::Hello(hello));
                 let jitter = self.rng.below(DISCOVERY_INTERVAL_MS / 4);
@@ -786,7 +921,10 @@ impl Node {
                     .map(|h| h.user_agent.clone())
                     .unwrap_or_default(),
                 height: p.best_height,
+                tip: p.tip,
+                connected_ms: now.saturating_sub(p.connected_at),
                 idle_ms: now.saturating_sub(p.last_recv),
+                send_idle_ms: now.saturating_sub(p.last_send),
                 stats: p.stats.clone(),
                 score: self.score_of(&p.remote, now),
             })
@@ -807,7 +945,7 @@ impl Node {
             // A station's periodic beacon: news of its tip, not a protocol error.
             if h.network == self.network && h.node_id != self.cfg.node_id {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.best_height = p.best_height.max(h.height);
+                    p.saw_tip(h.height, h.tip);
                     p.best_work = p.best_work.max(h.work);
                     p.learn(h.tip);
                 }
@@ -861,11 +999,59 @@ impl Node {
             );
             return;
         }
+        if let Some(key) = self.cfg.peers.network_key {
+            // Hold the Hello until the peer proves the key; prove ours meanwhile.
+            let proof = auth::prove(&key, self.network, h.nonce, &self.cfg.node_id);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.pending_hello = Some(h);
+            }
+            self.send(peer, Message::Auth(proof));
+            return;
+        }
+        self.finish_hello(now, peer, h);
+    }
+
+    /// The peer's network-key proof (see `auth`).
+    fn on_auth(&mut self, now: u64, peer: PeerId, a: crate::wire::message::Auth) {
+        let Some(key) = self.cfg.peers.network_key else {
+            debug!(peer, "peer proves a network key; none is configured here");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(h) = p.pending_hello.take() else {
+            if p.hello.is_none() {
+                self.misbehave(
+                    peer,
+                    RejectCode::Protocol,
+                    "key proof before hello".into(),
+                    None,
+                );
+            }
+            return;
+        };
+        let ours = a.seen == p.hello_nonce || self.beacon_nonces.contains(&a.seen);
+        if ours && auth::verify(&key, self.network, &a, &h.node_id) {
+            self.finish_hello(now, peer, h);
+        } else {
+            self.misbehave(
+                peer,
+                RejectCode::Protocol,
+                "network key proof does not match (the peer lacks this network's key)".into(),
+                None,
+            );
+        }
+    }
+
+    /// The handshake is complete: the peer is ready.
+    fn finish_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
         let (remote, height) = {
             let Some(p) = self.peers.get_mut(&peer) else {
                 return;
             };
             p.best_height = h.height;
+            p.tip = Some(h.tip);
             p.best_work = h.work;
             p.learn(h.tip);
             let out = (p.remote.clone(), h.height);
@@ -883,10 +1069,12 @@ impl Node {
             self.ask_headers(now, peer, None);
         }
         self.outbox_peer_ready(now, peer);
+        self.pex_ready(now, peer);
         // Offer what we hold for relay: a peer that was away may lack it. On a slow link
         // only the best-paying few (about 3 s of air): each id costs 33 bytes, and the
         // outbox delivers what this peer is owed anyway.
         let offer = match self.peer_caps(peer) {
+            Some(c) if is_narrow(c) => 0,
             Some(c) if c.bitrate_bps > 0 => ((c.bitrate_bps / 8 * 3) / 33).clamp(4, 64) as usize,
             _ => limits::MAX_INV,
         };
@@ -943,12 +1131,14 @@ impl Node {
     }
 
     fn on_getdata(&mut self, peer: PeerId, items: Vec<InvItem>) {
+        // The operator keeps whole blocks off this link (a narrow one): NotFound.
+        let carries_blocks = self.peer_caps(peer).is_none_or(|c| c.blocks);
         let mut missing = Vec::new();
         let mut blocks_sent = 0;
         for it in items {
             match it.kind {
                 InvKind::Block | InvKind::CompactBlock => {
-                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA {
+                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA || !carries_blocks {
                         missing.push(it);
                         continue;
                     }
@@ -996,7 +1186,7 @@ impl Node {
         match self.chain.accept_headers(&headers, now / 1000) {
             Ok(new) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.best_height = p.best_height.max(last.height);
+                    p.saw_tip(last.height, last.hash());
                     for h in &headers {
                         p.learn(h.hash());
                     }
@@ -1113,7 +1303,10 @@ impl Node {
         }
         // Ask for about 30 s of air worth of headers on slow links (~90 B each).
         let max = match &slow {
-            Some(c) => ((c.bitrate_bps / 8 * 30) / 90).clamp(16, limits::MAX_HEADERS as u64) as u16,
+            Some(c) => {
+                let floor = if is_narrow(c) { 2 } else { 16 };
+                ((c.bitrate_bps / 8 * 30) / 90).clamp(floor, limits::MAX_HEADERS as u64) as u16
+            }
             None => limits::MAX_HEADERS as u16,
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -1216,6 +1409,7 @@ impl Node {
                 .iter()
                 .filter(|(id, p)| {
                     p.ready()
+                        && self.links.get(&p.link).is_none_or(|c| c.blocks)
                         && (p.best_height >= height || p.known.contains(&hash))
                         && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
                 })
@@ -1254,7 +1448,7 @@ impl Node {
         self.in_flight.remove(&hash);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(hash);
-            p.best_height = p.best_height.max(block.header.height);
+            p.saw_tip(block.header.height, hash);
         }
         self.accept_block(now, Some(peer), block);
         self.request_blocks(now);
@@ -1372,9 +1566,20 @@ impl Node {
                 .map(|h| Message::Headers(vec![h])),
             InvKind::Tx => None,
         };
-        let announcement = |packet: bool| match (&header_msg, packet) {
-            (Some(h), true) => h.clone(),
-            _ => Message::Inv(vec![item]),
+        // On a narrow link an Inv, GetData and Tx would cost three turnarounds of minutes
+        // each: a small transaction goes whole, a large one not at all.
+        let narrow_tx = match item.kind {
+            InvKind::Tx => self
+                .chain
+                .mempool_get(&item.hash)
+                .map(Message::Tx)
+                .filter(|m| self.encode_len(m) <= NARROW_TX_MAX),
+            _ => None,
+        };
+        let announcement = |packet: bool, narrow: bool| match (&header_msg, packet) {
+            _ if narrow && item.kind == InvKind::Tx => narrow_tx.clone(),
+            (Some(h), true) => Some(h.clone()),
+            _ => Some(Message::Inv(vec![item])),
         };
         let mut broadcast_links = Vec::new();
         for id in targets {
@@ -1383,18 +1588,24 @@ impl Node {
             };
             p.learn(item.hash);
             let link = p.link;
+            let narrow = self.links.get(&link).is_some_and(is_narrow);
             // On a shared channel one broadcast reaches every station at the price of one.
             if self.links.get(&link).is_some_and(|c| c.broadcast) {
-                if !broadcast_links.contains(&link) {
-                    broadcast_links.push(link);
+                if !broadcast_links.contains(&(link, narrow)) {
+                    broadcast_links.push((link, narrow));
                 }
                 continue;
             }
             let packet = self.packet_links.contains_key(&link);
-            self.send(id, announcement(packet));
+            if let Some(msg) = announcement(packet, narrow) {
+                self.send(id, msg);
+            }
         }
-        for link in broadcast_links {
-            let bytes = self.encode(&announcement(true));
+        for (link, narrow) in broadcast_links {
+            let Some(msg) = announcement(true, narrow) else {
+                continue;
+            };
+            let bytes = self.encode(&msg);
             let now = self.now;
             if let Some(l) = self.packet_links.get_mut(&link) {
                 l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
@@ -1420,6 +1631,7 @@ impl Node {
         };
         p.stats.bytes_out += bytes.len() as u64;
         p.stats.msgs_out += 1;
+        p.last_send = self.now;
         let link = p.link;
         if let Some(l) = self.packet_links.get_mut(&link) {
             let prio = match msg {
@@ -1436,6 +1648,11 @@ impl Node {
                 bytes,
             });
         }
+    }
+
+    /// Size of `msg` as an envelope (the id's varint width aside).
+    fn encode_len(&self, msg: &Message) -> usize {
+        envelope::encode(self.network, self.next_msg_id, msg).len()
     }
 
     fn encode(&mut self, msg: &Message) -> Vec<u8> {
@@ -1525,5 +1742,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod radio_tests;

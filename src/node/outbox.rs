@@ -619,6 +619,17 @@ impl Node {
                 continue;
             }
             let node_id = s.node_id;
+            // What this session's link may carry: no blocks where the operator keeps them
+            // off, only small transactions on a narrow link.
+            let caps = self.peer_caps(peer).cloned();
+            let fits = |it: &Item| match (&it.item, &caps) {
+                (OutItem::Block(_), Some(c)) => c.blocks,
+                (OutItem::Tx(_), Some(c)) if super::is_narrow(c) => it
+                    .payload
+                    .as_ref()
+                    .is_some_and(|p| p.len() + 16 <= super::NARROW_TX_MAX),
+                _ => true,
+            };
             let busy: BTreeSet<u64> = self
                 .outbox
                 .sessions
@@ -631,6 +642,7 @@ impl Node {
                 .due_for(&node_id, now)
                 .into_iter()
                 .filter(|id| !busy.contains(id))
+                .filter(|id| self.outbox.ob.get(*id).is_some_and(fits))
                 .take(free)
                 .collect();
             if due.is_empty() {

@@ -34,6 +34,9 @@ const SENT_CACHE_MS: u64 = 30 * 60 * 1000;
 const QUEUE_BYTES: usize = 512 * 1024;
 /// NACK rounds per transfer before the receiver gives up on it.
 const MAX_NACK_ROUNDS: u32 = 8;
+/// Air time a radio link may spend at full rate before the duty-cycle cap paces it
+/// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`.
+pub const DUTY_BURST_MS: u64 = 60_000;
 
 /// Where a packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,11 +86,22 @@ pub(super) struct PacketLink {
     pub bytes_out: u64,
     /// Fragments sent again because a peer asked.
     pub repaired: u64,
+    /// Duty-cycle budget in air milliseconds (None: no cap).
+    duty: Option<super::peers::Bucket>,
+    /// Times release stopped because the duty-cycle budget was spent.
+    pub duty_waits: u64,
 }
 
 impl PacketLink {
-    pub fn new(caps: LinkCaps, now: u64, first_beacon_in: u64) -> PacketLink {
+    /// A packet link; on radio with `duty_pct` < 100 its air time is capped to that share.
+    pub fn new(caps: LinkCaps, now: u64, first_beacon_in: u64, duty_pct: u8) -> PacketLink {
+        let duty = (caps.radio && duty_pct < 100).then(|| {
+            // Air ms earned per second of clock: 10 * percent.
+            super::peers::Bucket::new(u64::from(duty_pct) * 10, DUTY_BURST_MS, now)
+        });
         PacketLink {
+            duty,
+            duty_waits: 0,
             caps,
             reasm: Reassembler::new(ReassemblerConfig {
                 timeout_ms: 30 * 60 * 1000,
@@ -263,14 +277,30 @@ impl PacketLink {
                     return;
                 }
             }
+            let Some(next_len) = self
+                .control
+                .front()
+                .or(self.bulk.front())
+                .map(|(_, p)| p.len())
+            else {
+                return;
+            };
+            let mut t = self.airtime_ms(next_len);
+            if self.backlog_until <= now {
+                t += BURST_OVERHEAD_MS;
+            }
+            if let Some(d) = self.duty.as_mut() {
+                // The duty-cycle cap: everything we key up counts, control traffic too
+                // (a flood must not make us answer it at the channel's full rate).
+                if !d.take(now, t.min(DUTY_BURST_MS)) {
+                    self.duty_waits += 1;
+                    return;
+                }
+            }
             let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
                 return;
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
-            let mut t = self.airtime_ms(p.len());
-            if self.backlog_until <= now {
-                t += BURST_OVERHEAD_MS;
-            }
             self.backlog_until = self.backlog_until.max(now) + t;
             self.burst_air += t;
             self.air_ms += t;
@@ -331,7 +361,7 @@ mod tests {
 
     #[test]
     fn release_is_paced_and_control_overtakes_bulk() {
-        let mut l = PacketLink::new(radio(), 0, 0);
+        let mut l = PacketLink::new(radio(), 0, 0, 100);
         let big = vec![7u8; 4000];
         assert!(l.enqueue(0, Dest::Peer(1), &big, Priority::Bulk));
         let n_frags = l.queued();
@@ -357,7 +387,7 @@ mod tests {
 
     #[test]
     fn nack_repairs_exactly_the_missing_fragments_and_ack_frees_them() {
-        let mut l = PacketLink::new(radio(), 0, 0);
+        let mut l = PacketLink::new(radio(), 0, 0, 100);
         let msg: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         l.enqueue(0, Dest::Peer(5), &msg, Priority::Bulk);
         let mut out = Vec::new();

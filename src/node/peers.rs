@@ -41,6 +41,26 @@ pub struct PeerPolicy {
     pub decay_per_hour: u32,
     /// Ban loopback peers automatically too (off by default, see the module doc).
     pub ban_loopback: bool,
+    /// Share of air time a radio link may take over the long run, in percent (the
+    /// channel is shared: a busy node must leave room for the others).
+    pub duty_cycle_pct: u8,
+    /// Sessions (TCP connections, stations heard) held at once per link.
+    pub max_peers_per_link: usize,
+    /// Sessions held at once per ban key (one IP address, one callsign).
+    pub max_sessions_per_key: usize,
+    /// Messages per second a peer on a fast (TCP) link may send, sustained; bursts of
+    /// ten seconds' worth pass. Radio links derive theirs from the bit rate.
+    pub msgs_per_sec: u64,
+    /// Bytes per second a peer on a fast link may send, sustained (bursts as above).
+    pub bytes_per_sec: u64,
+    /// Shared secret that peers must prove at the handshake (see `node::auth`).
+    pub network_key: Option<[u8; 32]>,
+    /// Exchange TCP addresses with peers and dial learned ones (see `node::pex`).
+    pub peer_exchange: bool,
+    /// Outbound TCP sessions the node keeps up by dialling learned addresses.
+    pub max_outbound: usize,
+    /// Our own address as others can dial it, given to peers.
+    pub advertise: Option<std::net::SocketAddr>,
 }
 
 impl Default for PeerPolicy {
@@ -50,6 +70,58 @@ impl Default for PeerPolicy {
             ban_duration_ms: 24 * 3600 * 1000,
             decay_per_hour: 60,
             ban_loopback: false,
+            duty_cycle_pct: 50,
+            max_peers_per_link: 125,
+            max_sessions_per_key: 8,
+            msgs_per_sec: 200,
+            bytes_per_sec: 2 * 1024 * 1024,
+            network_key: None,
+            peer_exchange: true,
+            max_outbound: 8,
+            advertise: None,
+        }
+    }
+}
+
+/// A token bucket: `rate` units per second, holding at most `cap`.
+#[derive(Clone, Debug)]
+pub(super) struct Bucket {
+    cap: u64,
+    rate: u64,
+    /// Level in thousandths of a unit, so slow rates refill smoothly.
+    milli: u64,
+    last: u64,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: u64, cap: u64, now: u64) -> Bucket {
+        Bucket {
+            cap,
+            rate,
+            milli: cap.saturating_mul(1000),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: u64) {
+        let dt = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        self.milli = self
+            .milli
+            .saturating_add(dt.saturating_mul(self.rate))
+            .min(self.cap.saturating_mul(1000));
+    }
+
+    /// Take `n` units if the bucket holds them.
+    pub fn take(&mut self, now: u64, n: u64) -> bool {
+        self.refill(now);
+        let need = n.saturating_mul(1000);
+        if self.milli >= need {
+            self.milli -= need;
+            true
+        } else {
+            false
         }
     }
 }
@@ -360,6 +432,13 @@ impl Node {
     }
 
     /// Is a new session from `remote` refused? Logs why.
+    /// The ban covering `remote`, if any.
+    pub(super) fn guard_banned(&self, remote: &str, now: u64) -> Option<String> {
+        self.guard
+            .banned(&PeerKey::of(remote), now)
+            .map(|b| b.key.clone())
+    }
+
     pub(super) fn refused(&self, now: u64, peer: PeerId, remote: &str) -> Option<String> {
         let who = PeerKey::of(remote);
         let b = self.guard.banned(&who, now)?;

@@ -24,6 +24,7 @@ fn radio_caps() -> LinkCaps {
 type InFlight = (u64, u64, usize, Option<usize>, Vec<u8>);
 
 struct Air {
+    caps: LinkCaps,
     nodes: Vec<Node>,
     /// (observer, station) -> the observer's peer id for that station.
     heard: BTreeMap<(usize, usize), PeerId>,
@@ -40,6 +41,10 @@ struct Air {
 
 impl Air {
     fn new(n: usize, seed: u64, loss_ppm: u64) -> Air {
+        Air::with_caps(n, seed, loss_ppm, radio_caps())
+    }
+
+    fn with_caps(n: usize, seed: u64, loss_ppm: u64, caps: LinkCaps) -> Air {
         let p = params::regtest();
         let now = p.genesis.header.time * 1000 + 60_000;
         let mut nodes = Vec::new();
@@ -55,10 +60,11 @@ impl Air {
                     peers: Default::default(),
                 },
             );
-            node.link_up(now, LINK, radio_caps());
+            node.link_up(now, LINK, caps.clone());
             nodes.push(node);
         }
         Air {
+            caps,
             nodes,
             heard: BTreeMap::new(),
             now,
@@ -86,7 +92,7 @@ impl Air {
         for i in 0..self.nodes.len() {
             while let Some(t) = self.nodes[i].poll_transmit() {
                 // One transmitter at a time on a simplex channel.
-                let air = packet::airtime_ms(&radio_caps(), t.bytes.len());
+                let air = packet::airtime_ms(&self.caps, t.bytes.len());
                 let start = self.busy_until.max(self.now);
                 self.busy_until = start + air;
                 self.frames += 1;
@@ -313,4 +319,118 @@ fn a_compact_block_fetches_only_the_transactions_the_receiver_lacks() {
         used < 1100,
         "block with 8 txs, 5 already held, cost {used} bytes on air"
     );
+}
+
+/// A JS8Call-like channel: 12 bit/s, text only, 64-byte messages.
+fn narrow_caps(blocks: bool) -> LinkCaps {
+    LinkCaps {
+        mtu: 64,
+        bitrate_bps: 12,
+        text_only: true,
+        blocks,
+        ..radio_caps()
+    }
+}
+
+#[test]
+fn a_narrow_link_carries_the_tip_header_and_small_transactions_but_no_blocks() {
+    let mut air = Air::with_caps(2, 11, 0, narrow_caps(false));
+    let k = key();
+    // Both stations start with block 1 (it funds the key), brought in by other means.
+    air.mine_with_txs(0, &k, 0);
+    let b1 = air.nodes[0].chain().tip().hash;
+    let b1 = air.nodes[0].chain().block(&b1).unwrap().unwrap();
+    air.nodes[1].submit_block(air.now, b1).unwrap();
+    air.mine_with_txs(0, &k, 0);
+    air.run_for(4 * 60 * 60 * 1000);
+    let (a, b) = (&air.nodes[0], &air.nodes[1]);
+    // B knows A's tip (the header crossed) but holds no block body from A.
+    assert_eq!(b.chain().best_header().height, 2);
+    assert_eq!(b.chain().best_header().hash, a.chain().tip().hash);
+    assert_eq!(
+        b.chain().tip().height,
+        1,
+        "a block crossed a link that bars them"
+    );
+    // A small transaction submitted at B reaches A.
+    let net = params::regtest().network_id();
+    let tx = Transaction::sign(net, &k, Address([9; 32]), 5, 1000, 0);
+    let id = air.nodes[1].submit_tx(air.now, tx).unwrap();
+    air.run_for(60 * 60 * 1000);
+    assert!(air.nodes[0].chain().mempool_get(&id).is_some());
+    // Everything that crossed fits in the air time of a few messages, not a block's.
+    assert!(
+        air.air_bytes < 3000,
+        "{} bytes on a 12 bit/s channel",
+        air.air_bytes
+    );
+}
+
+#[test]
+fn a_narrow_link_carries_blocks_when_the_operator_allows_them() {
+    let mut air = Air::with_caps(2, 11, 0, narrow_caps(true));
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    air.run_for(6 * 60 * 60 * 1000);
+    assert_eq!(
+        air.nodes[1].chain().tip().hash,
+        air.nodes[0].chain().tip().hash
+    );
+}
+
+#[test]
+fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
+    // Station 0 serves a long sync to station 1 while station 2 floods it with garbage.
+    let mut air = Air::new(3, 21, 0);
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    for i in 0..24 {
+        air.mine_with_txs(0, &k, 4 + i % 5);
+    }
+    let start = air.now;
+    let air0 = air.nodes[0].packet_stats(LINK).unwrap().air_ms;
+    let mut rng = Rng::new(77);
+    let mut flood_frames = 0;
+    let mut banned_after = None;
+    let mut worst_excess: i64 = i64::MIN;
+    for _ in 0..(90 * 60 / 5) {
+        air.run_for(5_000);
+        // Garbage (random bytes) keyed up by N0CALL-3 every five seconds.
+        let len = 20 + rng.below(200) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        air.deliver(2, 0, &junk);
+        flood_frames += 1;
+        if banned_after.is_none()
+            && air.nodes[0]
+                .bans(air.now)
+                .iter()
+                .any(|b| b.key == "N0CALL-3")
+        {
+            banned_after = Some(flood_frames);
+        }
+        // Station 0's air time since the start never exceeds the cap: the bucket's
+        // depth plus half the elapsed time (plus the frame being keyed when sampled).
+        let used = air.nodes[0].packet_stats(LINK).unwrap().air_ms - air0;
+        let allowed = packet::DUTY_BURST_MS + (air.now - start) / 2 + 3_000;
+        worst_excess = worst_excess.max(used as i64 - allowed as i64);
+    }
+    let banned_after = banned_after.expect("the flooding station was never banned");
+    // 20 points a malformed frame, 100 bans; scores decay meanwhile, so one more may
+    // be needed.
+    assert!(banned_after <= 6, "banned only after {banned_after} frames");
+    assert!(
+        worst_excess <= 0,
+        "air time exceeded the duty cycle by {worst_excess} ms"
+    );
+    let stats = air.nodes[0].packet_stats(LINK).unwrap();
+    assert!(
+        stats.duty_waits > 0,
+        "the sync never reached the cap: {stats:?}"
+    );
+    // The honest station got everything despite the flood and the cap.
+    assert_eq!(
+        air.nodes[1].chain().tip().hash,
+        air.nodes[0].chain().tip().hash
+    );
+    assert_eq!(air.nodes[1].chain().tip().height, 25);
 }

@@ -150,6 +150,9 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
         Message::Tx(m) => append(out, m),
         Message::Reject(m) => append(out, m),
         Message::Ack(v) => append(out, v),
+        Message::Auth(m) => append(out, m),
+        Message::GetAddr => append(out, &()),
+        Message::Addr(v) => append(out, v),
         Message::CompactBlock(m) => append(out, m),
         Message::GetBlockTxn(m) => append(out, m),
         Message::BlockTxn(m) => append(out, m),
@@ -214,6 +217,12 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         13 => Message::CompactBlock(body_as(kind, body)?),
         14 => Message::GetBlockTxn(body_as(kind, body)?),
         15 => Message::BlockTxn(body_as(kind, body)?),
+        16 => Message::Auth(body_as(kind, body)?),
+        17 => {
+            body_as::<()>(kind, body)?;
+            Message::GetAddr
+        }
+        18 => Message::Addr(body_as(kind, body)?),
         _ => return Err(WireError::UnknownKind(kind)),
     };
     debug_assert_eq!(message.kind(), kind);
@@ -355,8 +364,8 @@ mod tests {
         b[0] = 2;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(2)));
         let mut b = good.clone();
-        b[5] = 16;
-        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(16)));
+        b[5] = 19;
+        assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(19)));
         let mut b = good.clone();
         b[5] = 0;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(0)));

@@ -28,6 +28,10 @@ pub mod limits {
     pub const MAX_BLOCK_TXS: usize = 1000;
     /// Message ids in one `Ack`.
     pub const MAX_ACK_IDS: usize = 500;
+    /// Addresses in one `Addr` message.
+    pub const MAX_ADDRS: usize = 64;
+    /// Bytes of one address (`ip:port`, IPv6 in brackets).
+    pub const MAX_ADDR_LEN: usize = 64;
 }
 
 /// Envelope `msg_id`s at or above this ask the receiver for an end-to-end [`Message::Ack`]
@@ -210,6 +214,22 @@ pub enum Message {
     GetBlockTxn(GetBlockTxn),
     /// The transactions asked for.
     BlockTxn(BlockTxn),
+    /// Proof of the network key: keyed BLAKE3 over both handshake nonces (see
+    /// `node::auth`). Authenticates the peer; encrypts nothing.
+    Auth(Auth),
+    /// Ask a peer for TCP addresses of other nodes (peer exchange; fast links only).
+    GetAddr,
+    /// TCP addresses (`ip:port`) of nodes that accept connections.
+    Addr(Vec<String>),
+}
+
+/// Proof that the sender holds the network key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// The receiver's `Hello` nonce this answers (its directed Hello, or a beacon).
+    pub seen: u64,
+    /// Keyed BLAKE3 over the network, both nonces and the sender's node id.
+    pub mac: [u8; 32],
 }
 
 impl Message {
@@ -231,6 +251,9 @@ impl Message {
             Message::CompactBlock(_) => 13,
             Message::GetBlockTxn(_) => 14,
             Message::BlockTxn(_) => 15,
+            Message::Auth(_) => 16,
+            Message::GetAddr => 17,
+            Message::Addr(_) => 18,
         }
     }
 
@@ -258,6 +281,9 @@ impl Message {
             13 => "cmpctblock",
             14 => "getblocktxn",
             15 => "blocktxn",
+            16 => "auth",
+            17 => "getaddr",
+            18 => "addr",
             _ => return None,
         })
     }
@@ -272,7 +298,16 @@ impl Message {
                 check_callsign(&h.callsign)?;
                 limit("hello.user_agent bytes", h.user_agent.len(), MAX_USER_AGENT)
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Tx(_) => Ok(()),
+            Message::Ping(_)
+            | Message::Pong(_)
+            | Message::Tx(_)
+            | Message::Auth(_)
+            | Message::GetAddr => Ok(()),
+            Message::Addr(v) => {
+                limit("addr entries", v.len(), MAX_ADDRS)?;
+                v.iter()
+                    .try_for_each(|a| limit("addr bytes", a.len(), MAX_ADDR_LEN))
+            }
             Message::Inv(v) => limit("inv items", v.len(), MAX_INV),
             Message::GetData(v) => limit("getdata items", v.len(), MAX_INV),
             Message::NotFound(v) => limit("notfound items", v.len(), MAX_INV),

@@ -217,6 +217,10 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
                 indexes,
             })
         }),
+        Just(Message::GetAddr),
+        vec("[0-9.:]{1,21}", 0..8).prop_map(Message::Addr),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(seen, mac)| Message::Auth(super::message::Auth { seen, mac })),
         (any::<[u8; 32]>(), vec(arb_tx(), 0..5)).prop_map(|(h, txs)| {
             Message::BlockTxn(super::message::BlockTxn {
                 block: crate::chain::types::Hash(h),

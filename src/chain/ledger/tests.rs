@@ -959,6 +959,43 @@ fn orphans_of_invalid_blocks_are_dropped() {
 }
 
 #[test]
+fn descendants_of_dropped_orphans_are_refused_not_parked() {
+    let mut c = new_chain();
+    let a1 = mine_tip(&mut c, 1);
+    let bad = block_on(
+        &c,
+        a1.hash(),
+        5,
+        vec![tx(&c, 9, 2, 1, 1000, 0)],
+        a1.header.time + 1,
+    );
+    assert!(c.submit_block(bad.clone(), T0).is_err());
+    let child = block_after(c.params(), &bad.header, 5, vec![], bad.header.time + 1);
+    let grandchild = block_after(c.params(), &child.header, 5, vec![], child.header.time + 1);
+    let late = block_after(
+        c.params(),
+        &grandchild.header,
+        5,
+        vec![],
+        grandchild.header.time + 1,
+    );
+    // The grandchild waits as an orphan; its parent is refused (child of a known-invalid
+    // block), which drops the grandchild. A block building on the grandchild that arrives
+    // afterwards must be refused too, not parked for a parent that will never come.
+    assert_eq!(
+        c.submit_block(grandchild.clone(), T0).unwrap(),
+        BlockOutcome::Orphan
+    );
+    assert!(c.submit_block(child, T0).is_err());
+    assert!(c.is_invalid(&grandchild.hash()));
+    assert!(matches!(
+        c.submit_block(late, T0),
+        Err(ChainError::KnownInvalid(_))
+    ));
+    assert_eq!(c.orphan_count(), 0);
+}
+
+#[test]
 fn resumes_interrupted_reorg_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
