@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 const LINK_QUEUE: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
+/// Shortest interval between session requests to on-demand links.
+const CONNECT_EVERY_MS: u64 = 60_000;
 /// Name of the link that carries sessions to addresses learned by peer exchange.
 pub const PEX_LINK_NAME: &str = "peer-exchange";
 
@@ -126,6 +128,8 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         .chain(custom.iter().map(|(name, _)| (name.clone(), None)))
         .collect();
     let mut custom_iter = custom.drain(..);
+    // Links that open sessions only when asked (VARA with a peer to dial).
+    let mut on_demand: Vec<LinkId> = Vec::new();
     // Peers learned by exchange are dialled on a link of their own, when the node
     // speaks TCP at all.
     let tcp = opts
@@ -167,6 +171,12 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
             Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
             Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
             Some(LinkUrl::Kiss(k)) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
+            Some(LinkUrl::Vara(v)) => {
+                if v.peer.is_some() {
+                    on_demand.push(id);
+                }
+                tokio::spawn(link::vara::run_vara(v, ctx))
+            }
             None if is_pex => {
                 pex_link = Some(id);
                 tokio::spawn(link::tcp::run_pex(ctx))
@@ -187,8 +197,12 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
     });
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
+    let mut last_connect: Option<u64> = None;
     loop {
         flush(&shared, &link_cmds, &mut peer_link, pex_link).await;
+        if !on_demand.is_empty() {
+            ask_for_sessions(&shared, &link_cmds, &on_demand, &mut last_connect);
+        }
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -270,6 +284,35 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
             debug!(peer, %reason, "peer session closed");
             peer_link.remove(&peer);
             shared.node().peer_disconnected(now, peer);
+        }
+    }
+}
+
+/// Ask on-demand links for a session while the outbox has items waiting, at most once
+/// per `CONNECT_EVERY_MS` (a dial costs air time; the link retries failed dials itself).
+fn ask_for_sessions(
+    shared: &Shared,
+    link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
+    on_demand: &[LinkId],
+    last: &mut Option<u64>,
+) {
+    let now = now_ms();
+    if last.is_some_and(|t| now.saturating_sub(t) < CONNECT_EVERY_MS) {
+        return;
+    }
+    let waiting = shared.node().outbox_waiting();
+    if waiting == 0 {
+        return;
+    }
+    *last = Some(now);
+    for id in on_demand {
+        debug!(
+            link = id,
+            waiting, "outbox items waiting: asking for a session"
+        );
+        if let Some(tx) = link_cmds.get(id) {
+            // A full queue means the link is busy anyway; the next minute asks again.
+            let _ = tx.try_send(LinkCommand::Connect);
         }
     }
 }

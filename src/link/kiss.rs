@@ -516,6 +516,8 @@ impl Link {
             }
             // Stations are heard, not dialled.
             LinkCommand::Dial { .. } => {}
+            // A broadcast channel has no sessions to open.
+            LinkCommand::Connect => {}
         }
         Vec::new()
     }

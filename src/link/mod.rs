@@ -5,6 +5,7 @@
 pub mod kiss;
 pub mod simtnc;
 pub mod tcp;
+pub mod vara;
 
 use serde::Serialize;
 use std::fmt;
@@ -63,6 +64,8 @@ pub enum LinkUrl {
     TcpListen(String),
     /// `kiss+tcp://host:port?...` or `kiss+serial:///dev/ttyUSB0?baud=9600&...`: a TNC.
     Kiss(kiss::KissLinkConfig),
+    /// `vara+tcp://host:port?peer=CALL&...`: a VARA HF/FM modem.
+    Vara(vara::VaraLinkConfig),
 }
 
 impl LinkUrl {
@@ -74,6 +77,9 @@ impl LinkUrl {
             .ok_or_else(|| format!("link '{s}' is not a URL (expected scheme://...)"))?;
         if matches!(scheme, "kiss+tcp" | "kiss+serial") {
             return kiss::KissLinkConfig::parse_url(s).map(LinkUrl::Kiss);
+        }
+        if scheme == "vara+tcp" {
+            return vara::VaraLinkConfig::parse_url(s).map(LinkUrl::Vara);
         }
         let hostport = rest.trim_end_matches('/');
         let check_hostport = |hp: &str| -> Result<String, String> {
@@ -91,7 +97,7 @@ impl LinkUrl {
             "tcp" => Ok(LinkUrl::TcpDial(check_hostport(hostport)?)),
             "tcp-listen" => Ok(LinkUrl::TcpListen(check_hostport(hostport)?)),
             other => Err(format!(
-                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial)"
+                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial, vara+tcp)"
             )),
         }
     }
@@ -103,6 +109,7 @@ impl fmt::Display for LinkUrl {
             LinkUrl::TcpDial(a) => write!(f, "tcp://{a}"),
             LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
             LinkUrl::Kiss(k) => write!(f, "{k}"),
+            LinkUrl::Vara(v) => write!(f, "{v}"),
         }
     }
 }
@@ -143,6 +150,9 @@ pub enum LinkCommand {
     /// Open one outbound session to this address (peer exchange); links that cannot
     /// dial arbitrary addresses ignore it.
     Dial { addr: String },
+    /// Open a session if the link opens sessions on demand (a VARA modem): the node has
+    /// something to deliver. Other links ignore it.
+    Connect,
 }
 
 /// Hands out process-unique peer ids, so peers of all links share one id space.

@@ -48,8 +48,9 @@ impl Conns {
                 }
             }
             // TCP has no broadcast medium; the core sends per peer on such links. Dials
-            // of learned addresses go to the peer-exchange link (`run_pex`).
-            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } => {}
+            // of learned addresses go to the peer-exchange link (`run_pex`); TCP links
+            // are always connected (or redialling by themselves).
+            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => {}
             LinkCommand::Disconnect { peer } => {
                 if let Some(tx) = self.0.remove(&peer) {
                     let _ = tx.try_send(ConnCmd::Close);

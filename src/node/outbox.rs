@@ -198,6 +198,16 @@ impl Node {
         res
     }
 
+    /// Items waiting to be sent (pending: neither held, delivered nor expired). Links
+    /// that open sessions on demand dial when this is above zero.
+    pub fn outbox_waiting(&self) -> usize {
+        self.outbox
+            .ob
+            .items()
+            .filter(|it| it.state == State::Pending)
+            .count()
+    }
+
     /// The raw outbox (for the simulator's invariants).
     pub fn outbox_items(&self) -> Vec<Item> {
         self.outbox.ob.items().cloned().collect()

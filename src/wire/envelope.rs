@@ -269,6 +269,13 @@ pub fn peek_network(bytes: &[u8]) -> Option<[u8; 4]> {
     Some([bytes[1], bytes[2], bytes[3], bytes[4]])
 }
 
+/// The kind byte of an envelope without checking anything else (e.g. to tell keep-alives
+/// from payload on a link). `None` if `bytes` cannot be a version-1 envelope.
+pub fn peek_kind(bytes: &[u8]) -> Option<u8> {
+    peek_network(bytes)?;
+    bytes.get(MSG_ID_AT - 1).copied()
+}
+
 fn put_varint_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7f) | 0x80);

@@ -3,6 +3,7 @@
 
 pub mod hostile;
 pub mod kiss_tcp;
+pub mod vara_emu;
 
 use serde_json::Value;
 use std::io::{Read, Write};
