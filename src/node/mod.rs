@@ -206,6 +206,8 @@ struct Peer {
     headers_max: u16,
     known: HashSet<Hash>,
     known_order: VecDeque<Hash>,
+    /// Blocks it answered `NotFound` for (it is on another fork): not asked of it again.
+    lacks: HashSet<Hash>,
     stats: PeerStats,
 }
 
@@ -390,6 +392,7 @@ impl Node {
                 headers_max: limits::MAX_HEADERS as u16,
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
+                lacks: HashSet::new(),
                 stats: PeerStats::default(),
             },
         );
@@ -547,6 +550,14 @@ impl Node {
             Message::Tx(tx) => self.on_tx(now, peer, tx),
             Message::NotFound(items) => {
                 for it in items {
+                    if it.kind != InvKind::Tx {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            if p.lacks.len() >= KNOWN_CAP {
+                                p.lacks.clear();
+                            }
+                            p.lacks.insert(it.hash);
+                        }
+                    }
                     if self
                         .in_flight
                         .get(&it.hash)
@@ -1210,16 +1221,21 @@ impl Node {
                 continue;
             }
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
-            // Least-loaded ready peer that has (or claims) a chain that high.
+            // Least-loaded ready peer that has (or claims) a chain that high, preferring
+            // one known to hold the block: a peer as high on another fork lacks it.
             let pick = self
                 .peers
                 .iter()
                 .filter(|(id, p)| {
                     p.ready()
                         && (p.best_height >= height || p.known.contains(&hash))
+                        && !p.lacks.contains(&hash)
                         && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
                 })
-                .min_by_key(|(id, _)| (load.get(*id).copied().unwrap_or(0), **id))
+                .min_by_key(|(id, p)| {
+                    let load = load.get(*id).copied().unwrap_or(0);
+                    (!p.known.contains(&hash), load, **id)
+                })
                 .map(|(&id, _)| id);
             let Some(id) = pick else {
                 continue;
@@ -1527,3 +1543,5 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod radio_tests;
+#[cfg(test)]
+mod sync_tests;
