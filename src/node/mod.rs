@@ -622,7 +622,11 @@ impl Node {
                 drop.push((id, format!("silent for {} s", silence / 1000)));
             } else if !broadcast
                 && p.hello.is_some()
-                && p.ping.is_none()
+                // A ping unanswered for a ping interval was lost (or its pong was): ping
+                // again, or one lost frame leaves the session to die of silence.
+                && p
+                    .ping
+                    .is_none_or(|(_, at)| now.saturating_sub(at) > PING_AFTER_MS + slow)
                 && now.saturating_sub(p.last_recv) > PING_AFTER_MS + slow
             {
                 pings.push(id);
