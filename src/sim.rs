@@ -567,6 +567,57 @@ mod tests {
             && matches!(e, NodeEvent::TipChanged { disconnected, .. } if *disconnected == 4)));
     }
 
+    /// The link model: a 1200 bit/s half-duplex link carries one frame at a time in either
+    /// direction, framing included, pays the turnaround to change direction, and counts
+    /// each byte once, in the direction it went.
+    #[test]
+    fn a_1200_bit_s_half_duplex_link_serialises_both_directions() {
+        let p = params::regtest();
+        let mut sim = Sim::new(&p, 2, 1).unwrap();
+        // A link with a session but no node traffic of its own.
+        sim.links.push(SimLink {
+            a: 0,
+            b: 1,
+            spec: LinkSpec::vhf_1200(0),
+            up: true,
+            busy_until: [0, 0],
+            last_dir: 0,
+            next_change: u64::MAX,
+            ups: 1,
+            bytes: [0, 0],
+            peer_a: 1,
+            peer_b: 2,
+        });
+        sim.sessions.insert((0, 1), 0);
+        sim.sessions.insert((1, 2), 0);
+        let t0 = sim.now();
+        for _ in 0..10 {
+            sim.transmit(0, 1, vec![0; 256]);
+        }
+        sim.transmit(1, 2, vec![0; 256]);
+        let mut at: Vec<(u64, usize)> = sim
+            .queue
+            .iter()
+            .map(|Reverse(d)| (d.at - t0, d.to))
+            .collect();
+        at.sort_unstable();
+        // 256 + 20 bytes = 2208 bits: 1840 ms per frame, then 50 ms latency.
+        let to_b: Vec<u64> = at
+            .iter()
+            .filter(|(_, to)| *to == 1)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(to_b, (1..=10).map(|i| i * 1840 + 50).collect::<Vec<_>>());
+        let to_a: Vec<u64> = at
+            .iter()
+            .filter(|(_, to)| *to == 0)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(to_a, vec![10 * 1840 + 300 + 1840 + 50]);
+        assert_eq!(sim.links[0].bytes, [10 * 276, 276]);
+        assert_eq!(sim.link_bytes(0), 11 * 276);
+    }
+
     #[test]
     fn same_seed_same_run() {
         let run = |seed| {

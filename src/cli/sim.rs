@@ -18,6 +18,8 @@ pub fn run(seed: u64, nodes: usize, topology: &str, hours: f64, as_json: bool) -
             "{}",
             serde_json::json!({
                 "seed": r.seed, "converged": r.converged, "converge_ms": r.converge_ms,
+                "tips_ms": r.tips_ms, "elapsed_ms": r.elapsed_ms,
+                "busiest_link_load": r.busiest_link_load,
                 "height": r.height, "bytes_by_kind": r.bytes_by_kind,
                 "txs_accepted": r.txs_accepted, "txs_missing": r.txs_missing,
                 "txs_twice": r.txs_twice, "outbox": r.outbox, "enqueued": r.enqueued,

@@ -237,6 +237,8 @@ struct Peer {
     headers_max: u16,
     known: HashSet<Hash>,
     known_order: VecDeque<Hash>,
+    /// Blocks it answered `NotFound` for (it is on another fork): not asked of it again.
+    lacks: HashSet<Hash>,
     stats: PeerStats,
     /// Rate limits on what the peer sends: messages (packets on packet links) and bytes.
     msg_bucket: peers::Bucket,
@@ -456,6 +458,7 @@ impl Node {
                 headers_max: limits::MAX_HEADERS as u16,
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
+                lacks: HashSet::new(),
                 stats: PeerStats::default(),
                 msg_bucket,
                 byte_bucket,
@@ -673,6 +676,14 @@ impl Node {
             Message::Tx(tx) => self.on_tx(now, peer, tx),
             Message::NotFound(items) => {
                 for it in items {
+                    if it.kind != InvKind::Tx {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            if p.lacks.len() >= KNOWN_CAP {
+                                p.lacks.clear();
+                            }
+                            p.lacks.insert(it.hash);
+                        }
+                    }
                     if self
                         .in_flight
                         .get(&it.hash)
@@ -742,7 +753,11 @@ impl Node {
                 drop.push((id, format!("silent for {} s", silence / 1000)));
             } else if !broadcast
                 && p.hello.is_some()
-                && p.ping.is_none()
+                // A ping unanswered for a ping interval was lost (or its pong was): ping
+                // again, or one lost frame leaves the session to die of silence.
+                && p
+                    .ping
+                    .is_none_or(|(_, at)| now.saturating_sub(at) > PING_AFTER_MS + slow)
                 && now.saturating_sub(p.last_recv) > PING_AFTER_MS + slow
             {
                 pings.push(id);
@@ -1403,7 +1418,8 @@ impl Node {
                 continue;
             }
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
-            // Least-loaded ready peer that has (or claims) a chain that high.
+            // Least-loaded ready peer that has (or claims) a chain that high, preferring
+            // one known to hold the block: a peer as high on another fork lacks it.
             let pick = self
                 .peers
                 .iter()
@@ -1411,9 +1427,13 @@ impl Node {
                     p.ready()
                         && self.links.get(&p.link).is_none_or(|c| c.blocks)
                         && (p.best_height >= height || p.known.contains(&hash))
+                        && !p.lacks.contains(&hash)
                         && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
                 })
-                .min_by_key(|(id, _)| (load.get(*id).copied().unwrap_or(0), **id))
+                .min_by_key(|(id, p)| {
+                    let load = load.get(*id).copied().unwrap_or(0);
+                    (!p.known.contains(&hash), load, **id)
+                })
                 .map(|(&id, _)| id);
             let Some(id) = pick else {
                 continue;
@@ -1746,3 +1766,5 @@ fn truncate(s: &str, max: usize) -> String {
 mod limits_tests;
 #[cfg(test)]
 mod radio_tests;
+#[cfg(test)]
+mod sync_tests;

@@ -676,7 +676,16 @@ impl Node {
             // Blocks are offered by header: a peer that lacks the body asks for it (and
             // gets it through the sync's GetData), one that has it acks at once. Pushing
             // whole blocks would send them twice on links where the sync fetches them too.
-            OutItem::Block(h) => self.chain.header(&h).map(|hd| Message::Headers(vec![hd])),
+            // A block that has left our main chain (a reorg) is offered as our tip: the
+            // peer would never fetch a lighter fork's block, so never ack it.
+            OutItem::Block(h) => {
+                let h = if self.chain.is_on_main_chain(&h) {
+                    h
+                } else {
+                    self.chain.tip().hash
+                };
+                self.chain.header(&h).map(|hd| Message::Headers(vec![hd]))
+            }
         };
         let Some(policy) = self.outbox.sessions.get(&peer).map(|s| s.policy) else {
             return;
