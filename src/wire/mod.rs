@@ -4,6 +4,7 @@
 pub mod ax25;
 pub mod envelope;
 pub mod frag;
+pub mod js8text;
 pub mod kiss;
 pub mod message;
 pub mod stream;
