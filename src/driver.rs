@@ -177,6 +177,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
                 }
                 tokio::spawn(link::vara::run_vara(v, ctx))
             }
+            Some(LinkUrl::Js8(j)) => tokio::spawn(link::js8call::run_js8(j, ctx)),
             None if is_pex => {
                 pex_link = Some(id);
                 tokio::spawn(link::tcp::run_pex(ctx))

@@ -2,6 +2,7 @@
 //! it can carry ([`LinkCaps`]) and the peers it reaches, and moves whole envelopes; the
 //! core never sees a socket and never decides anything from a link's name.
 
+pub mod js8call;
 pub mod kiss;
 pub mod simtnc;
 pub mod tcp;
@@ -66,6 +67,8 @@ pub enum LinkUrl {
     Kiss(kiss::KissLinkConfig),
     /// `vara+tcp://host:port?peer=CALL&...`: a VARA HF/FM modem.
     Vara(vara::VaraLinkConfig),
+    /// `js8call://host:port?peer=...&speed=...&blocks=0`: JS8Call's TCP API.
+    Js8(js8call::Js8LinkConfig),
 }
 
 impl LinkUrl {
@@ -80,6 +83,9 @@ impl LinkUrl {
         }
         if scheme == "vara+tcp" {
             return vara::VaraLinkConfig::parse_url(s).map(LinkUrl::Vara);
+        }
+        if scheme == "js8call" {
+            return js8call::Js8LinkConfig::parse_url(s).map(LinkUrl::Js8);
         }
         let hostport = rest.trim_end_matches('/');
         let check_hostport = |hp: &str| -> Result<String, String> {
@@ -97,7 +103,7 @@ impl LinkUrl {
             "tcp" => Ok(LinkUrl::TcpDial(check_hostport(hostport)?)),
             "tcp-listen" => Ok(LinkUrl::TcpListen(check_hostport(hostport)?)),
             other => Err(format!(
-                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial, vara+tcp)"
+                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial, vara+tcp, js8call)"
             )),
         }
     }
@@ -110,6 +116,7 @@ impl fmt::Display for LinkUrl {
             LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
             LinkUrl::Kiss(k) => write!(f, "{k}"),
             LinkUrl::Vara(v) => write!(f, "{v}"),
+            LinkUrl::Js8(j) => write!(f, "{j}"),
         }
     }
 }
@@ -199,7 +206,10 @@ mod tests {
             "tcp://[::1]:7300"
         );
         let e = LinkUrl::parse("carrier-pigeon://x:1").unwrap_err();
-        assert!(e.contains("unsupported scheme"), "{e}");
+        assert!(
+            e.contains("unsupported scheme") && e.contains("js8call"),
+            "{e}"
+        );
         assert!(LinkUrl::parse("tcp://host").is_err());
         assert!(LinkUrl::parse("tcp://host:99999").is_err());
         assert!(LinkUrl::parse("127.0.0.1:7300").is_err());

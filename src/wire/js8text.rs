@@ -224,6 +224,30 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Js8TextError> {
     Ok(out)
 }
 
+/// Does `text` look like skywave text (one-character words of the alphabet, a few of
+/// them)? Text that does but fails [`decode`] is a damaged or forged packet; text that
+/// does not is someone's conversation or a JS8 command, none of our business.
+pub fn looks_like_packet(text: &str) -> bool {
+    let body = text
+        .trim()
+        .trim_end_matches(|c: char| c == END_MARKER || c.is_whitespace());
+    let mut n = 0;
+    for w in body.split(' ').filter(|w| !w.is_empty()) {
+        let mut cs = w.chars();
+        match (cs.next(), cs.next()) {
+            (Some(c), None)
+                if CODE
+                    .iter()
+                    .any(|&(x, _, _)| x as char == c.to_ascii_uppercase()) =>
+            {
+                n += 1
+            }
+            _ => return false,
+        }
+    }
+    n >= 3
+}
+
 /// A JS8 speed (submode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Js8Speed {
@@ -482,6 +506,10 @@ mod tests {
         assert_eq!(message_frames(&t, Js8Speed::Fast, true), 3);
         assert_eq!(data_frames("", Js8Speed::Turbo), 0);
         assert_eq!(jsc_word_bits("é"), None);
+        assert!(looks_like_packet(&format!("{} {END_MARKER}", encode(b"x"))));
+        assert!(!looks_like_packet("HELLO THERE"));
+        assert!(!looks_like_packet("E T ?"));
+        assert!(!looks_like_packet("E T"));
     }
 
     proptest! {

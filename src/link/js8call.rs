@@ -1,0 +1,999 @@
+//! JS8Call links: packets as directed JS8 text messages through JS8Call's TCP API.
+//!
+//! JS8Call (the server, `127.0.0.1:2442` once enabled in its settings) takes one JSON
+//! object per line. We send `TX.SEND_MESSAGE` with `"<PEERCALL> <text>"` (JS8Call codes
+//! the callsign into a directed header frame and the rest as free text) or
+//! `"@SKYWAVE <text>"` for broadcasts, one message at a time: the next goes only once
+//! JS8Call has keyed down for every frame of the last (`RIG.PTT` off), so its own
+//! transmit buffer never holds more than one packet. `RX.DIRECTED` events to our callsign
+//! or to `@SKYWAVE` carry the packets of other stations; the text codec is
+//! [`crate::wire::js8text`].
+//!
+//! JS8 callsigns have no SSID: the station callsign `N0CALL-1` is `N0CALL` on JS8, and
+//! peers are named by their JS8 callsign.
+
+use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use crate::wire::js8text::{self, Js8Speed};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// JS8Call's API port.
+pub const DEFAULT_PORT: u16 = 2442;
+/// Packet bytes per JS8 message: about 7 frames (one header, six of text), under two
+/// minutes at normal speed. Longer messages lose more to one missed frame.
+pub const MTU: usize = 32;
+/// The JS8 group that broadcasts go to. Stations must add it to JS8Call's callsign
+/// groups to receive them.
+pub const GROUP: &str = "@SKYWAVE";
+/// Longest API line read; longer lines are skipped whole.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Stations remembered at once; new ones beyond this are ignored until one goes.
+const MAX_STATIONS: usize = 64;
+/// Messages waiting for JS8Call (each is minutes of air).
+const OUT_QUEUE: usize = 32;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// A JS8Call link as given by its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Js8LinkConfig {
+    /// JS8Call's API address, `host:port`.
+    pub addr: String,
+    /// JS8 callsigns to talk to from the start (others join when heard).
+    pub peers: Vec<String>,
+    /// JS8 speed, set on connect.
+    pub speed: Js8Speed,
+    /// Whether whole blocks may cross this link.
+    pub blocks: bool,
+    /// Test knob for emulators that run JS8 faster than real time: frame durations are
+    /// divided by it and the reported bit rate multiplied. 1 on a real radio.
+    pub time_scale: u32,
+}
+
+impl Js8LinkConfig {
+    /// Parse `js8call://host[:port]?peer=CALL,CALL&speed=normal&blocks=0`.
+    ///
+    /// Parameters: `peer` (comma-separated JS8 callsigns), `speed` (`slow`, `normal`,
+    /// `fast`, `turbo`; default normal), `blocks` (`0` or `1`; default 0), `timescale`
+    /// (1-1000, emulators only; default 1). Errors name the offending parameter.
+    pub fn parse_url(s: &str) -> Result<Js8LinkConfig, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
+        if url.scheme() != "js8call" {
+            return Err(format!("link '{s}': not a js8call URL"));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("link '{s}': expected js8call://host:port"))?;
+        if !matches!(url.path(), "" | "/") {
+            return Err(format!("link '{s}': unexpected path '{}'", url.path()));
+        }
+        let port = url.port().unwrap_or(DEFAULT_PORT);
+        let mut cfg = Js8LinkConfig {
+            addr: format!("{host}:{port}"),
+            peers: Vec::new(),
+            speed: Js8Speed::Normal,
+            blocks: false,
+            time_scale: 1,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (k, v) in url.query_pairs() {
+            if seen.iter().any(|x| *x == k) {
+                return Err(format!("link '{s}': parameter '{k}' given twice"));
+            }
+            seen.push(k.to_string());
+            let bad = |why: &str| format!("link '{s}': bad {k}='{v}': {why}");
+            match k.as_ref() {
+                "peer" => {
+                    for c in v.split(',').filter(|c| !c.is_empty()) {
+                        let c = js8_callsign(c).map_err(|e| bad(&e))?;
+                        if !cfg.peers.contains(&c) {
+                            cfg.peers.push(c);
+                        }
+                    }
+                }
+                "speed" => {
+                    cfg.speed = Js8Speed::from_name(&v)
+                        .ok_or_else(|| bad("expected slow, normal, fast or turbo"))?
+                }
+                "blocks" => {
+                    cfg.blocks = match v.as_ref() {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad("expected 0 or 1")),
+                    }
+                }
+                "timescale" => {
+                    cfg.time_scale = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|t| (1..=1000).contains(t))
+                        .ok_or_else(|| bad("expected 1-1000"))?
+                }
+                _ => {
+                    return Err(format!(
+                    "link '{s}': unknown parameter '{k}' (known: peer, speed, blocks, timescale)"
+                ))
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// What the link reports to the core: MTU-sized packets, one message each, at the
+    /// payload rate left after the text encoding and JS8's framing (see
+    /// [`js8text::effective_bitrate`]).
+    pub fn caps(&self) -> LinkCaps {
+        let rate = js8text::effective_bitrate(MTU, self.speed) * self.time_scale as f64;
+        LinkCaps {
+            mtu: MTU,
+            bitrate_bps: (rate.round() as u64).max(1),
+            half_duplex: true,
+            broadcast: true,
+            text_only: true,
+            connection_oriented: false,
+            radio: true,
+            blocks: self.blocks,
+        }
+    }
+
+    /// One frame's duration on this link (scaled for emulators).
+    fn frame(&self) -> Duration {
+        Duration::from_millis((self.speed.frame_ms() / self.time_scale as u64).max(1))
+    }
+}
+
+/// Canonical form: defaults omitted, parameters in a fixed order.
+impl fmt::Display for Js8LinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "js8call://{}", self.addr)?;
+        let mut q = Vec::new();
+        if !self.peers.is_empty() {
+            q.push(format!("peer={}", self.peers.join(",")));
+        }
+        if self.speed != Js8Speed::Normal {
+            q.push(format!("speed={}", self.speed.name()));
+        }
+        if self.blocks {
+            q.push("blocks=1".into());
+        }
+        if self.time_scale != 1 {
+            q.push(format!("timescale={}", self.time_scale));
+        }
+        if !q.is_empty() {
+            write!(f, "?{}", q.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A JS8 callsign from user input: uppercase, 3-12 characters of A-Z, 0-9 and `/`,
+/// with a letter and a digit; no SSID and no group.
+pub fn js8_callsign(s: &str) -> Result<String, String> {
+    let c = s.trim().to_ascii_uppercase();
+    if c.contains('-') {
+        return Err(format!("'{c}': JS8 callsigns have no SSID"));
+    }
+    if c.starts_with('@') {
+        return Err(format!("'{c}' is a group, not a station"));
+    }
+    let ok = (3..=12).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'/')
+        && c.bytes().any(|b| b.is_ascii_digit())
+        && c.bytes().any(|b| b.is_ascii_uppercase());
+    if ok {
+        Ok(c)
+    } else {
+        Err(format!("'{c}' is not a JS8 callsign"))
+    }
+}
+
+/// Our JS8 callsign from the station callsign: the AX.25 SSID (`-1`) is dropped.
+pub fn base_callsign(station: &str) -> Result<String, String> {
+    let base = station.split('-').next().unwrap_or("");
+    js8_callsign(base)
+}
+
+/// The packet text of an `RX.DIRECTED` event: JS8Call's `TEXT` is `"FROM: TO text ♢"`
+/// (some versions leave out the sender); both address prefixes are removed if present.
+pub fn directed_payload<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
+    let mut t = text.trim_start();
+    if let Some(rest) = t.strip_prefix(from).and_then(|r| r.strip_prefix(':')) {
+        t = rest.trim_start();
+    }
+    if let Some(rest) = t.strip_prefix(to) {
+        if rest.is_empty() || rest.starts_with(' ') {
+            t = rest.trim_start();
+        }
+    }
+    t
+}
+
+/// Counters of what the link did not deliver, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Js8Stats {
+    /// API lines that were not JSON objects, or too long.
+    pub malformed_lines: u64,
+    /// Directed messages that were not skywave text (conversation, JS8 commands).
+    pub not_packets: u64,
+    /// Skywave-looking text that failed to decode.
+    pub bad_packets: u64,
+    /// Messages to other stations, or our own.
+    pub not_for_us: u64,
+    /// Packets dropped on transmit (too long, queue full, unknown peer, link down).
+    pub tx_dropped: u64,
+    /// Messages handed to JS8Call.
+    pub tx_messages: u64,
+}
+
+struct Outgoing {
+    to: String,
+    text: String,
+    frames: usize,
+}
+
+struct InFlight {
+    frames: usize,
+    offs: usize,
+    ptt_on: bool,
+    key_up: Option<Instant>,
+    last_change: Instant,
+    deadline: Instant,
+}
+
+enum End {
+    Stopped,
+    Lost(String),
+}
+
+struct Link {
+    cfg: Js8LinkConfig,
+    me: String,
+    ids: PeerIds,
+    stations: HashMap<String, PeerId>,
+    by_peer: HashMap<PeerId, String>,
+    queue: VecDeque<Outgoing>,
+    in_flight: Option<InFlight>,
+    next_id: u64,
+    air: Duration,
+    stats: Js8Stats,
+}
+
+impl Link {
+    fn new(cfg: Js8LinkConfig, me: String, ids: PeerIds) -> Link {
+        Link {
+            cfg,
+            me,
+            ids,
+            stations: HashMap::new(),
+            by_peer: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            next_id: 1,
+            air: Duration::ZERO,
+            stats: Js8Stats::default(),
+        }
+    }
+
+    fn request(&mut self, kind: &str, value: &str, mut params: Value) -> String {
+        if let Some(p) = params.as_object_mut() {
+            p.insert("_ID".into(), json!(self.next_id));
+        }
+        self.next_id += 1;
+        let mut line = json!({"type": kind, "value": value, "params": params}).to_string();
+        line.push('\n');
+        line
+    }
+
+    fn enqueue(&mut self, to: String, bytes: &[u8]) {
+        if bytes.len() > MTU {
+            warn!(
+                len = bytes.len(),
+                mtu = MTU,
+                "packet longer than the JS8 MTU dropped"
+            );
+            self.stats.tx_dropped += 1;
+            return;
+        }
+        let text = js8text::encode(bytes);
+        let frames = js8text::message_frames(&text, self.cfg.speed, to.starts_with('@'));
+        if self.queue.len() >= OUT_QUEUE {
+            // A lost broadcast is repeated by the core anyway; a directed packet may be
+            // part of a transfer, so broadcasts go first.
+            let victim = self
+                .queue
+                .iter()
+                .position(|o| o.to.starts_with('@'))
+                .unwrap_or(0);
+            warn!("JS8 queue full; dropping a queued message");
+            self.queue.remove(victim);
+            self.stats.tx_dropped += 1;
+        }
+        self.queue.push_back(Outgoing { to, text, frames });
+    }
+
+    fn command(&mut self, cmd: LinkCommand, up: bool) -> Vec<LinkEvent> {
+        match cmd {
+            LinkCommand::Send { peer, bytes } => match self.by_peer.get(&peer) {
+                Some(call) if up => self.enqueue(call.clone(), &bytes),
+                _ => self.stats.tx_dropped += 1,
+            },
+            LinkCommand::Broadcast { bytes } => {
+                if up {
+                    self.enqueue(GROUP.to_string(), &bytes);
+                } else {
+                    self.stats.tx_dropped += 1;
+                }
+            }
+            LinkCommand::Disconnect { peer } => {
+                if let Some(call) = self.by_peer.remove(&peer) {
+                    self.stations.remove(&call);
+                    return vec![LinkEvent::PeerDown {
+                        peer,
+                        reason: format!("{call} forgotten"),
+                    }];
+                }
+            }
+            // Stations are reached by callsign, not by address, and JS8 has no sessions
+            // to open.
+            LinkCommand::Dial { .. } | LinkCommand::Connect => {}
+        }
+        Vec::new()
+    }
+
+    /// A station's peer id, announcing it if new. None if the table is full.
+    fn station(
+        &mut self,
+        link: LinkId,
+        call: &str,
+        outbound: bool,
+    ) -> Option<(PeerId, Option<LinkEvent>)> {
+        if let Some(&p) = self.stations.get(call) {
+            return Some((p, None));
+        }
+        if self.stations.len() >= MAX_STATIONS {
+            warn!(%call, "JS8 station table full; ignoring a new station");
+            return None;
+        }
+        let peer = self.ids.next();
+        self.stations.insert(call.to_string(), peer);
+        self.by_peer.insert(peer, call.to_string());
+        Some((
+            peer,
+            Some(LinkEvent::PeerUp {
+                link,
+                peer,
+                remote: call.to_string(),
+                outbound,
+            }),
+        ))
+    }
+
+    /// One API line from JS8Call. Returns events to report.
+    fn line(&mut self, link: LinkId, line: &[u8], now: Instant) -> Vec<LinkEvent> {
+        let v: Value = match serde_json::from_slice(line) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) | Err(_) => {
+                self.stats.malformed_lines += 1;
+                debug!(len = line.len(), "JS8Call API: not a JSON object, ignored");
+                return Vec::new();
+            }
+        };
+        let kind = v["type"].as_str().unwrap_or("");
+        let value = v["value"].as_str().unwrap_or("");
+        let params = &v["params"];
+        match kind {
+            "STATION.CALLSIGN" => {
+                let theirs = value.trim().to_ascii_uppercase();
+                if theirs != self.me {
+                    warn!(
+                        js8call = %theirs, ours = %self.me,
+                        "JS8Call's callsign differs from the station callsign's base call"
+                    );
+                } else {
+                    info!(callsign = %theirs, "JS8Call callsign matches");
+                }
+            }
+            "MODE.SPEED" => {
+                let speed = params["SPEED"].as_u64().and_then(Js8Speed::from_api);
+                if speed != Some(self.cfg.speed) {
+                    warn!(
+                        reported = ?params["SPEED"], want = self.cfg.speed.name(),
+                        "JS8Call reports another speed"
+                    );
+                }
+            }
+            "RIG.PTT" => {
+                let on = params["PTT"]
+                    .as_bool()
+                    .unwrap_or_else(|| value.eq_ignore_ascii_case("on"));
+                self.ptt(on, now);
+            }
+            "TX.FRAME" => debug!("JS8Call transmitting a frame"),
+            "RX.DIRECTED" => return self.directed(link, params, value),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn ptt(&mut self, on: bool, now: Instant) {
+        let Some(f) = self.in_flight.as_mut() else {
+            debug!(on, "PTT change with nothing of ours in flight");
+            return;
+        };
+        if on && !f.ptt_on {
+            f.key_up = Some(now);
+        }
+        if !on && f.ptt_on {
+            f.offs += 1;
+            if let Some(t) = f.key_up.take() {
+                self.air += now.duration_since(t);
+                debug!(
+                    air_ms = now.duration_since(t).as_millis() as u64,
+                    total_air_s = self.air.as_secs(),
+                    "JS8 frame sent"
+                );
+            }
+        }
+        f.ptt_on = on;
+        f.last_change = now;
+    }
+
+    /// Is the message in flight done? Once every frame keyed down, or the radio has been
+    /// quiet for 1.5 frames after keying, or on a generous deadline.
+    fn check_done(&mut self, now: Instant) {
+        let quiet = self.cfg.frame() * 3 / 2;
+        let done = match &self.in_flight {
+            Some(f) => {
+                if now >= f.deadline {
+                    warn!(
+                        frames = f.frames,
+                        keyed = f.offs,
+                        "JS8Call did not finish the message in time (is TX enabled?)"
+                    );
+                    true
+                } else {
+                    !f.ptt_on
+                        && (f.offs >= f.frames || (f.offs > 0 && now >= f.last_change + quiet))
+                }
+            }
+            None => false,
+        };
+        if done {
+            self.in_flight = None;
+        }
+    }
+
+    fn next_check(&self) -> Option<Instant> {
+        let f = self.in_flight.as_ref()?;
+        let quiet = self.cfg.frame() * 3 / 2;
+        Some(if !f.ptt_on && f.offs > 0 {
+            f.deadline.min(f.last_change + quiet)
+        } else {
+            f.deadline
+        })
+    }
+
+    fn directed(&mut self, link: LinkId, params: &Value, value: &str) -> Vec<LinkEvent> {
+        let from = params["FROM"]
+            .as_str()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase();
+        let to = params["TO"]
+            .as_str()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase();
+        if from.is_empty() || from == self.me || (to != self.me && to != GROUP) {
+            self.stats.not_for_us += 1;
+            return Vec::new();
+        }
+        if params["CMD"].as_str().is_some_and(|c| !c.trim().is_empty()) {
+            // A JS8 command (SNR?, ACK, HEARTBEAT...), not free text.
+            self.stats.not_packets += 1;
+            return Vec::new();
+        }
+        let raw = params["TEXT"].as_str().unwrap_or(value);
+        let text = directed_payload(raw, &from, &to);
+        if js8_callsign(&from).is_err() {
+            self.stats.not_for_us += 1;
+            debug!(%from, "directed message from an unusable callsign ignored");
+            return Vec::new();
+        }
+        match js8text::decode(text) {
+            Ok(bytes) => {
+                let mut evs = Vec::new();
+                let Some((peer, up)) = self.station(link, &from, false) else {
+                    return evs;
+                };
+                evs.extend(up);
+                evs.push(LinkEvent::Frame { peer, bytes });
+                evs
+            }
+            Err(e) if js8text::looks_like_packet(text) => {
+                self.stats.bad_packets += 1;
+                info!(%from, "bad skywave text from {from}: {e}");
+                match self.stations.get(&from) {
+                    Some(&peer) => vec![LinkEvent::Garbage {
+                        peer,
+                        reason: format!("bad JS8 text: {e}"),
+                    }],
+                    None => Vec::new(),
+                }
+            }
+            Err(_) => {
+                self.stats.not_packets += 1;
+                info!(%from, %to, len = text.len(), "directed JS8 text that is not skywave ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    fn forget_all(&mut self, reason: &str) -> Vec<LinkEvent> {
+        self.stations.clear();
+        self.queue.clear();
+        self.in_flight = None;
+        self.by_peer
+            .drain()
+            .map(|(peer, _)| LinkEvent::PeerDown {
+                peer,
+                reason: reason.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes; longer lines are
+/// dropped whole (their bytes are never buffered beyond the cap).
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    skipping: bool,
+}
+
+impl Lines {
+    /// Feed bytes; returns complete lines and how many were dropped as too long.
+    fn push(&mut self, mut data: &[u8]) -> (Vec<Vec<u8>>, u64) {
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        while !data.is_empty() {
+            let nl = data.iter().position(|&b| b == b'\n');
+            let (chunk, rest, complete) = match nl {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &data[data.len()..], false),
+            };
+            if !self.skipping {
+                if self.buf.len() + chunk.len() > MAX_LINE {
+                    self.buf.clear();
+                    self.skipping = true;
+                    dropped += 1;
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            if complete {
+                if !self.skipping && !self.buf.iter().all(u8::is_ascii_whitespace) {
+                    out.push(std::mem::take(&mut self.buf));
+                }
+                self.buf.clear();
+                self.skipping = false;
+            }
+            data = rest;
+        }
+        (out, dropped)
+    }
+}
+
+async fn emit(ctx: &LinkContext, events: Vec<LinkEvent>) -> bool {
+    for ev in events {
+        if ctx.events.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Run a JS8Call link until the driver goes away: connect to the API, move packets, and
+/// reconnect with backoff (1 s doubling to 60 s) whenever the connection is lost.
+pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
+    let me = match base_callsign(&ctx.callsign) {
+        Ok(c) => c,
+        Err(e) => {
+            // Transmitting without identification is not allowed: stay down, but drain
+            // commands so the driver never blocks.
+            let reason = format!("JS8Call link needs the station callsign: {e}");
+            let _ = ctx
+                .events
+                .send(LinkEvent::Down {
+                    link: ctx.id,
+                    reason,
+                })
+                .await;
+            while ctx.commands.recv().await.is_some() {}
+            return;
+        }
+    };
+    let mut link = Link::new(cfg, me, ctx.peer_ids.clone());
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let addr = link.cfg.addr.clone();
+        let connecting = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(addr.clone()),
+        );
+        tokio::pin!(connecting);
+        let opened = loop {
+            tokio::select! {
+                r = &mut connecting => break r,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => {
+                        let evs = link.command(cmd, false);
+                        if !emit(&ctx, evs).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        };
+        let reason = match opened {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let started = Instant::now();
+                info!(link = ctx.id, %addr, "JS8Call API connected");
+                let end = session(stream, &mut link, &mut ctx).await;
+                if started.elapsed() > BACKOFF_RESET {
+                    backoff = BACKOFF_MIN;
+                }
+                match end {
+                    End::Stopped => return,
+                    End::Lost(why) => format!("JS8Call API at {addr} lost: {why}"),
+                }
+            }
+            Ok(Err(e)) => format!("cannot connect to JS8Call API at {addr}: {e}"),
+            Err(_) => format!("cannot connect to JS8Call API at {addr}: timed out"),
+        };
+        debug!(link = ctx.id, %reason, retry_s = backoff.as_secs(), "JS8Call link down");
+        let mut evs = vec![LinkEvent::Down {
+            link: ctx.id,
+            reason: reason.clone(),
+        }];
+        evs.extend(link.forget_all(&reason));
+        if !emit(&ctx, evs).await {
+            return;
+        }
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                cmd = ctx.commands.recv() => match cmd {
+                    Some(cmd) => {
+                        let evs = link.command(cmd, false);
+                        if !emit(&ctx, evs).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn send_line(wr: &mut OwnedWriteHalf, line: &str) -> Result<(), End> {
+    wr.write_all(line.as_bytes())
+        .await
+        .map_err(|e| End::Lost(format!("write error: {e}")))
+}
+
+/// One API connection: ask the callsign, set the speed, report Up and the configured
+/// peers, then move messages until the connection fails.
+async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkContext) -> End {
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = [
+        link.request("STATION.GET_CALLSIGN", "", json!({})),
+        link.request(
+            "MODE.SET_SPEED",
+            "",
+            json!({"SPEED": link.cfg.speed.api_value()}),
+        ),
+    ];
+    for l in &hello {
+        if let Err(e) = send_line(&mut wr, l).await {
+            return e;
+        }
+    }
+    let mut evs = vec![LinkEvent::Up {
+        link: ctx.id,
+        caps: link.cfg.caps(),
+    }];
+    for call in link.cfg.peers.clone() {
+        if let Some((_, Some(up))) = link.station(ctx.id, &call, true) {
+            evs.push(up);
+        }
+    }
+    if !emit(ctx, evs).await {
+        return End::Stopped;
+    }
+    let mut lines = Lines::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if link.in_flight.is_none() {
+            if let Some(o) = link.queue.pop_front() {
+                let value = format!("{} {}", o.to, o.text);
+                let line = link.request("TX.SEND_MESSAGE", &value, json!({}));
+                if let Err(e) = send_line(&mut wr, &line).await {
+                    return e;
+                }
+                let now = Instant::now();
+                link.stats.tx_messages += 1;
+                debug!(to = %o.to, frames = o.frames, "message handed to JS8Call");
+                link.in_flight = Some(InFlight {
+                    frames: o.frames,
+                    offs: 0,
+                    ptt_on: false,
+                    key_up: None,
+                    last_change: now,
+                    deadline: now + link.cfg.frame() * (2 * o.frames as u32 + 4),
+                });
+            }
+        }
+        let check = link.next_check();
+        let tick = tokio::time::sleep_until(check.unwrap_or_else(Instant::now));
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return End::Lost("closed by JS8Call".into()),
+                Ok(n) => {
+                    let (ls, dropped) = lines.push(&buf[..n]);
+                    if dropped > 0 {
+                        link.stats.malformed_lines += dropped;
+                        debug!(dropped, "JS8Call API line over {MAX_LINE} bytes dropped");
+                    }
+                    for l in ls {
+                        let now = Instant::now();
+                        let evs = link.line(ctx.id, &l, now);
+                        link.check_done(now);
+                        if !emit(ctx, evs).await {
+                            return End::Stopped;
+                        }
+                    }
+                }
+                Err(e) => return End::Lost(format!("read error: {e}")),
+            },
+            cmd = ctx.commands.recv() => match cmd {
+                Some(cmd) => {
+                    let evs = link.command(cmd, true);
+                    if !emit(ctx, evs).await {
+                        return End::Stopped;
+                    }
+                }
+                None => return End::Stopped,
+            },
+            _ = tick, if check.is_some() => link.check_done(Instant::now()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::LinkUrl;
+
+    fn parse(s: &str) -> Js8LinkConfig {
+        match LinkUrl::parse(s) {
+            Ok(LinkUrl::Js8(c)) => c,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_urls_and_names_bad_parameters() {
+        let c = parse("js8call://127.0.0.1:2442?peer=n0call,N1ABC&speed=turbo&blocks=1");
+        assert_eq!(c.addr, "127.0.0.1:2442");
+        assert_eq!(c.peers, vec!["N0CALL", "N1ABC"]);
+        assert_eq!(
+            (c.speed, c.blocks, c.time_scale),
+            (Js8Speed::Turbo, true, 1)
+        );
+        let caps = c.caps();
+        assert_eq!((caps.mtu, caps.bitrate_bps), (MTU, 6));
+        assert!(caps.text_only && caps.radio && caps.half_duplex && caps.broadcast && caps.blocks);
+        assert!(!caps.connection_oriented);
+        let d = parse("js8call://localhost");
+        assert_eq!(
+            (d.addr.as_str(), d.speed, d.blocks),
+            ("localhost:2442", Js8Speed::Normal, false)
+        );
+        assert_eq!(d.caps().bitrate_bps, 2);
+        assert!(!d.caps().blocks);
+        assert_eq!(parse("js8call://h:1?speed=slow").caps().bitrate_bps, 1);
+        assert_eq!(parse("js8call://h:1?timescale=50").caps().bitrate_bps, 121);
+        for (url, needle) in [
+            ("js8call://h:1?speed=ludicrous", "speed"),
+            ("js8call://h:1?blocks=yes", "blocks"),
+            ("js8call://h:1?peer=N0CALL-1", "SSID"),
+            ("js8call://h:1?peer=@ALLCALL", "group"),
+            ("js8call://h:1?peer=XX", "peer"),
+            ("js8call://h:1?mtu=64", "mtu"),
+            ("js8call://h:1?timescale=0", "timescale"),
+            ("js8call://h:1?speed=fast&speed=slow", "speed"),
+            ("js8call://h:1/x", "path"),
+        ] {
+            let e = LinkUrl::parse(url).expect_err(url);
+            assert!(e.contains(needle), "{url}: '{e}' should name '{needle}'");
+        }
+    }
+
+    #[test]
+    fn display_is_canonical_and_round_trips() {
+        for (input, canon) in [
+            (
+                "js8call://127.0.0.1:2442?blocks=0&speed=normal",
+                "js8call://127.0.0.1:2442",
+            ),
+            (
+                "js8call://h?blocks=1&peer=k1abc&speed=fast",
+                "js8call://h:2442?peer=K1ABC&speed=fast&blocks=1",
+            ),
+        ] {
+            let c = parse(input);
+            assert_eq!(LinkUrl::Js8(c.clone()).to_string(), canon);
+            assert_eq!(parse(canon), c);
+        }
+    }
+
+    #[test]
+    fn callsigns_map_to_js8() {
+        assert_eq!(base_callsign("N0CALL-1").unwrap(), "N0CALL");
+        assert_eq!(base_callsign("n0call").unwrap(), "N0CALL");
+        assert!(base_callsign("").is_err());
+        assert!(base_callsign("-1").is_err());
+        assert_eq!(js8_callsign("VE3/N0CALL").unwrap(), "VE3/N0CALL");
+    }
+
+    #[test]
+    fn directed_text_prefixes_are_removed() {
+        assert_eq!(
+            directed_payload("N1ABC: N0CALL E T A \u{2662}", "N1ABC", "N0CALL"),
+            "E T A \u{2662}"
+        );
+        assert_eq!(directed_payload("N0CALL E T A", "N1ABC", "N0CALL"), "E T A");
+        assert_eq!(
+            directed_payload("N1ABC: @SKYWAVE E", "N1ABC", "@SKYWAVE"),
+            "E"
+        );
+        assert_eq!(directed_payload("E T", "N1ABC", "N0CALL"), "E T");
+        assert_eq!(
+            directed_payload("N0CALLX E", "N1ABC", "N0CALL"),
+            "N0CALLX E"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_dropped_without_buffering() {
+        let mut l = Lines::default();
+        let (out, d) = l.push(b"{\"a\":1}\n\n  \n{\"b\"");
+        assert_eq!((out.len(), d), (1, 0));
+        let big = vec![b'x'; MAX_LINE + 10];
+        let (out, d) = l.push(&big);
+        assert_eq!((out.len(), d), (0, 1));
+        assert!(l.buf.is_empty());
+        let (out, d) = l.push(b"yyy\n{\"c\":2}\n");
+        assert_eq!((out, d), (vec![b"{\"c\":2}".to_vec()], 0));
+    }
+
+    fn state() -> Link {
+        let cfg = Js8LinkConfig::parse_url("js8call://h:1?peer=N1ABC&timescale=100").unwrap();
+        Link::new(cfg, "N0CALL".into(), PeerIds::default())
+    }
+
+    fn rx(l: &mut Link, from: &str, to: &str, text: &str) -> Vec<LinkEvent> {
+        let line = json!({"type": "RX.DIRECTED", "value": "", "params": {
+            "FROM": from, "TO": to, "CMD": " ", "TEXT": format!("{from}: {to} {text} \u{2662}"),
+            "SNR": -5, "SPEED": 0, "_ID": -1}})
+        .to_string();
+        l.line(3, line.as_bytes(), Instant::now())
+    }
+
+    #[test]
+    fn directed_packets_become_frames_and_bad_ones_garbage() {
+        let mut l = state();
+        let t = js8text::encode(b"packet");
+        let evs = rx(&mut l, "N2XYZ", "N0CALL", &t);
+        assert!(
+            matches!(&evs[0], LinkEvent::PeerUp { remote, outbound: false, .. } if remote == "N2XYZ")
+        );
+        let peer = match &evs[1] {
+            LinkEvent::Frame { peer, bytes } if bytes == b"packet" => *peer,
+            e => panic!("{e:?}"),
+        };
+        // Group messages count too; no second PeerUp.
+        let evs = rx(&mut l, "N2XYZ", GROUP, &t);
+        assert!(matches!(&evs[..], [LinkEvent::Frame { peer: p, .. }] if *p == peer));
+        // Damaged skywave text from a known station: Garbage against it.
+        let damaged = format!("{} E", t);
+        assert!(
+            matches!(&rx(&mut l, "N2XYZ", "N0CALL", &damaged)[..], [LinkEvent::Garbage { peer: p, .. }] if *p == peer)
+        );
+        // From an unknown station: dropped silently. Chat and commands: ignored.
+        assert!(rx(&mut l, "N3AAA", "N0CALL", &damaged).is_empty());
+        assert!(rx(&mut l, "N2XYZ", "N0CALL", "HELLO HOW ARE YOU").is_empty());
+        // Not for us, our own echo, not JSON.
+        assert!(rx(&mut l, "N2XYZ", "N9ZZZ", &t).is_empty());
+        assert!(rx(&mut l, "N0CALL", "N2XYZ", &t).is_empty());
+        assert!(l.line(3, b"{nope", Instant::now()).is_empty());
+        assert!(l.line(3, b"[1,2]", Instant::now()).is_empty());
+        assert_eq!(l.stats.bad_packets, 2);
+        assert_eq!(l.stats.not_for_us, 2);
+        assert_eq!(l.stats.malformed_lines, 2);
+    }
+
+    #[test]
+    fn one_message_in_flight_until_every_frame_keyed_down() {
+        let mut l = state();
+        let t0 = Instant::now();
+        l.in_flight = Some(InFlight {
+            frames: 2,
+            offs: 0,
+            ptt_on: false,
+            key_up: None,
+            last_change: t0,
+            deadline: t0 + Duration::from_secs(60),
+        });
+        let ptt = |l: &mut Link, on: bool| {
+            let line = json!({"type": "RIG.PTT", "value": if on {"on"} else {"off"}, "params": {"PTT": on, "_ID": -1}}).to_string();
+            l.line(3, line.as_bytes(), Instant::now());
+            l.check_done(Instant::now());
+        };
+        ptt(&mut l, true);
+        ptt(&mut l, false);
+        assert!(l.in_flight.is_some(), "one of two frames sent");
+        ptt(&mut l, true);
+        assert!(l.in_flight.is_some());
+        ptt(&mut l, false);
+        assert!(l.in_flight.is_none(), "both frames sent");
+        // A radio that keys fewer frames than expected: done after 1.5 quiet frames.
+        l.in_flight = Some(InFlight {
+            frames: 5,
+            offs: 0,
+            ptt_on: false,
+            key_up: None,
+            last_change: t0,
+            deadline: t0 + Duration::from_secs(60),
+        });
+        ptt(&mut l, true);
+        ptt(&mut l, false);
+        let quiet_from = l.in_flight.as_ref().unwrap().last_change;
+        l.check_done(quiet_from + Duration::from_millis(100));
+        assert!(l.in_flight.is_some());
+        l.check_done(quiet_from + l.cfg.frame() * 3 / 2);
+        assert!(l.in_flight.is_none());
+    }
+
+    #[test]
+    fn queue_is_bounded_and_drops_broadcasts_first() {
+        let mut l = state();
+        l.enqueue(GROUP.into(), b"b");
+        for _ in 0..OUT_QUEUE - 1 {
+            l.enqueue("N1ABC".into(), b"d");
+        }
+        l.enqueue("N1ABC".into(), b"e");
+        assert_eq!(l.queue.len(), OUT_QUEUE);
+        assert!(l.queue.iter().all(|o| o.to == "N1ABC"));
+        l.enqueue("N1ABC".into(), &[0; MTU + 1]);
+        assert_eq!(l.stats.tx_dropped, 2);
+    }
+}
