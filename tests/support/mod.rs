@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod js8_emu;
 pub mod kiss_tcp;
 pub mod vara_emu;
 

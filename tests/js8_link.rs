@@ -1,0 +1,285 @@
+//! The JS8Call link end to end: two real `skywave run` processes, each talking to one of
+//! a pair of emulated JS8Call stations (tests/support/js8_emu.rs) that run the air 40
+//! times faster than real turbo speed.
+
+mod support;
+
+use serde_json::Value;
+use skywave::wire::{frag, js8text, Message};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::js8_emu::Js8Pair;
+use support::{http, wait_for, TestNode};
+
+const CALL_A: &str = "N0CALL";
+const CALL_B: &str = "N1ABC";
+/// Time scale: turbo x 40 reports 244 bit/s, below the core's narrow-link threshold
+/// (300 bit/s) like every real JS8 speed.
+const SCALE: u32 = 40;
+
+fn js8_url(pair: &Js8Pair, i: usize, peer: &str, blocks: bool) -> String {
+    format!(
+        "js8call://{}?peer={peer}&speed=turbo&blocks={}&timescale={SCALE}",
+        pair.addr(i),
+        blocks as u8
+    )
+}
+
+/// Two nodes that share a 2-block chain (mined by B, so B has coins), both stopped.
+fn shared_chain() -> (TestNode, TestNode) {
+    let mut a = TestNode::init("a", &format!("{CALL_A}-1"));
+    let mut b = TestNode::init("b", &format!("{CALL_B}-2"));
+    b.ok(&["mine", "--blocks", "2"]);
+    b.start(&[]);
+    a.start(&["--link", &b.url()]);
+    let synced = wait_for(Duration::from_secs(20), || a.height().filter(|h| *h == 2));
+    assert!(
+        synced.is_some(),
+        "A did not sync over TCP: {}",
+        a.log_text()
+    );
+    a.stop();
+    b.stop();
+    (a, b)
+}
+
+/// Both nodes see each other on the JS8 link with the handshake done.
+fn wait_ready(a: &TestNode, b: &TestNode, secs: u64) -> bool {
+    let ready = |n: &TestNode, call: &str| {
+        n.status()["peers"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["ready"] == true && p["remote"].as_str() == Some(call))
+        })
+    };
+    wait_for(Duration::from_secs(secs), || {
+        (ready(a, CALL_B) && ready(b, CALL_A)).then_some(())
+    })
+    .is_some()
+}
+
+/// Message kinds each station put on air, from the first packet of every transfer.
+fn kinds_on_air(pair: &Js8Pair) -> HashMap<String, HashMap<&'static str, usize>> {
+    let mut out: HashMap<String, HashMap<&'static str, usize>> = HashMap::new();
+    for m in pair.aired() {
+        let Ok(packet) = js8text::decode(&m.text) else {
+            continue;
+        };
+        let envelope = match frag::parse(&packet) {
+            Ok(frag::Packet::Whole(e)) => e,
+            Ok(frag::Packet::Fragment(f)) if f.index == 0 => f.payload,
+            _ => continue,
+        };
+        // Envelope: version, network id (4), kind.
+        let name = envelope
+            .get(5)
+            .and_then(|k| Message::kind_name(*k))
+            .unwrap_or("unknown");
+        *out.entry(m.from).or_default().entry(name).or_default() += 1;
+    }
+    out
+}
+
+fn blocks_sent(kinds: &HashMap<&'static str, usize>) -> usize {
+    ["block", "cmpctblock", "blocktxn"]
+        .iter()
+        .map(|k| kinds.get(k).copied().unwrap_or(0))
+        .sum()
+}
+
+/// B sends A a transaction over JS8; A mines it; B learns A's new tip. Returns the
+/// transaction id and A's new height.
+///
+/// Both nodes restart around the mining, after the air has gone quiet: a station that
+/// restarts alone is not greeted again by the other side until its next beacon, and a
+/// restarted node reuses transfer ids that the other side may still hold (core issues).
+fn tx_then_block(
+    pair: &Js8Pair,
+    a: &mut TestNode,
+    b: &mut TestNode,
+    a_url: &str,
+    b_url: &str,
+) -> (String, u64) {
+    let t = Instant::now();
+    let txid = b.ok(&[
+        "tx",
+        "send",
+        "--to",
+        &a.address(),
+        "--amount",
+        "1000",
+        "--fee",
+        "1000",
+    ]);
+    let in_mempool = wait_for(Duration::from_secs(60), || {
+        let (_, v) = http(&a.api(), "GET", &format!("/api/tx/{txid}"), None)?;
+        (v["status"] == "mempool").then_some(())
+    });
+    assert!(
+        in_mempool.is_some(),
+        "tx never reached A's mempool; air {:?}\nA log:\n{}",
+        kinds_on_air(pair),
+        a.log_text()
+    );
+    eprintln!("tx B->A over JS8 in {:.1} s", t.elapsed().as_secs_f64());
+
+    // A mines a block with the transaction in it.
+    a.stop();
+    b.stop();
+    // What JS8Call was given keeps going out; let it finish so the new sessions do not
+    // meet fragments of the old ones.
+    assert!(
+        pair.wait_idle(Duration::from_secs(60)),
+        "air never went quiet"
+    );
+    let mined: Value =
+        serde_json::from_str(&a.ok(&["--json", "mine", "--blocks", "1"])).expect("mine --json");
+    let height = mined["height"].as_u64().expect("height");
+    assert_eq!(height, 3);
+    a.start(&["--link", a_url]);
+    b.start(&["--link", b_url]);
+    let (_, blk) = http(&a.api(), "GET", "/api/blocks/3", None).expect("block 3");
+    let ids: Vec<&str> = blk["txs"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|x| x["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(ids.contains(&txid.as_str()), "tx not mined: {blk}");
+    let t = Instant::now();
+    let learned = wait_for(Duration::from_secs(60), || {
+        (b.status()["header_height"].as_u64()? >= height).then_some(())
+    });
+    assert!(
+        learned.is_some(),
+        "B never learned A's tip; air {:?}\nB log:\n{}",
+        kinds_on_air(pair),
+        b.log_text()
+    );
+    eprintln!(
+        "header of block {height} A->B in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (txid, height)
+}
+
+#[test]
+fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
+    let (mut a, mut b) = shared_chain();
+    let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
+    let a_url = js8_url(&pair, 0, CALL_B, false);
+    let b_url = js8_url(&pair, 1, CALL_A, false);
+    a.start(&["--link", &a_url]);
+    b.start(&["--link", &b_url]);
+    let t = Instant::now();
+    assert!(
+        wait_ready(&a, &b, 60),
+        "no handshake over JS8; air {:?}\nA:\n{}\nB:\n{}",
+        kinds_on_air(&pair),
+        a.log_text(),
+        b.log_text()
+    );
+    eprintln!("handshake over JS8 in {:.1} s", t.elapsed().as_secs_f64());
+    // The link set the speed and checked the callsign.
+    for i in 0..2 {
+        let r = pair.requests(i);
+        assert!(r.contains(&"MODE.SET_SPEED".to_string()), "{r:?}");
+        assert!(r.contains(&"STATION.GET_CALLSIGN".to_string()), "{r:?}");
+    }
+    let caps = &a.status()["links"][1]["caps"];
+    assert_eq!(caps["text_only"], true, "{caps}");
+    assert_eq!(caps["blocks"], false, "{caps}");
+
+    let (_, height) = tx_then_block(&pair, &mut a, &mut b, &a_url, &b_url);
+    // Headers only: B knows the tip but has no body for it, and none crossed the air.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(b.height().is_some_and(|h| h < height), "a block reached B");
+    let kinds = kinds_on_air(&pair);
+    eprintln!("on air: {kinds:?}");
+    for (call, k) in &kinds {
+        assert_eq!(blocks_sent(k), 0, "{call} sent blocks over JS8: {k:?}");
+    }
+    assert!(kinds[CALL_B].get("tx").is_some(), "{kinds:?}");
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn js8_link_carries_a_small_block_with_blocks_1_and_survives_bad_text() {
+    let (mut a, mut b) = shared_chain();
+    let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
+    let a_url = js8_url(&pair, 0, CALL_B, true);
+    let b_url = js8_url(&pair, 1, CALL_A, true);
+    a.start(&["--link", &a_url]);
+    b.start(&["--link", &b_url]);
+    assert!(
+        wait_ready(&a, &b, 60),
+        "no handshake over JS8; A:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+
+    // Rubbish at B from its JS8Call: broken JSON, an overlong line, conversation, and
+    // damaged skywave text from A (a lost frame would look like this).
+    pair.inject_raw(
+        1,
+        b"{\"type\":\"RX.DIRECTED\",\"params\":\n[1,2,3]\nnot json at all\n",
+    );
+    let mut long = vec![b'x'; 40 * 1024];
+    long.push(b'\n');
+    pair.inject_raw(1, &long);
+    pair.inject_directed(1, CALL_A, CALL_B, "HELLO OM HOW COPY?");
+    let good = js8text::encode(&[0, 1, 2, 3, 4, 5, 6, 7]);
+    let damaged: Vec<&str> = good.split(' ').collect();
+    pair.inject_directed(1, CALL_A, CALL_B, &damaged[3..].join(" "));
+    let logged = wait_for(Duration::from_secs(10), || {
+        b.log_text().contains("bad skywave text").then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "damaged text not logged:\n{}",
+        b.log_text()
+    );
+    assert!(
+        b.log_text().contains("not skywave ignored"),
+        "{}",
+        b.log_text()
+    );
+
+    let (_, height) = tx_then_block(&pair, &mut a, &mut b, &a_url, &b_url);
+    let got = wait_for(Duration::from_secs(60), || {
+        b.height().filter(|h| *h >= height)
+    });
+    assert!(
+        got.is_some(),
+        "block never reached B; air {:?}\nB log:\n{}",
+        kinds_on_air(&pair),
+        b.log_text()
+    );
+    assert_eq!(b.tip(), a.tip());
+    eprintln!("on air: {:?}", kinds_on_air(&pair));
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn js8_link_reconnects_after_js8call_goes_away() {
+    let mut a = TestNode::init("a", &format!("{CALL_A}-1"));
+    let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
+    a.start(&["--link", &js8_url(&pair, 0, CALL_B, false)]);
+    let up = |n: &TestNode| n.status()["links"][1]["up"] == true;
+    assert!(wait_for(Duration::from_secs(10), || up(&a).then_some(())).is_some());
+    pair.disconnect(0);
+    let down = wait_for(Duration::from_secs(10), || {
+        let l = &a.status()["links"][1];
+        (l["up"] == false).then(|| l["error"].as_str().unwrap_or("").to_string())
+    });
+    assert!(down.is_some_and(|e| e.contains("lost")), "{}", a.log_text());
+    // Backoff 1 s, then the link is back and JS8Call is asked again.
+    assert!(wait_for(Duration::from_secs(10), || up(&a).then_some(())).is_some());
+    assert!(pair.connected(0));
+    let asks = pair
+        .requests(0)
+        .iter()
+        .filter(|r| *r == "STATION.GET_CALLSIGN")
+        .count();
+    assert_eq!(asks, 2);
+    a.stop();
+}
