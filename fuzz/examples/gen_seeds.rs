@@ -9,6 +9,7 @@ use skywave::chain::{params, Address, Hash, Header, Sig, Transaction};
 use skywave::wire::ax25::{encode_ui, Callsign, BROADCAST};
 use skywave::wire::envelope::encode;
 use skywave::wire::frag::{encode_nack, split};
+use skywave::wire::js8text;
 use skywave::wire::kiss::{encode_data, tx_delay};
 use skywave::wire::message::{
     features, GetHeaders, Hello, InvItem, InvKind, Message, Reject, RejectCode, PROTOCOL_VERSION,
@@ -167,6 +168,14 @@ fn main() {
     n.extend([op(0, 1), 0, 3, 1, 2, 3]); // garbage
     n.extend([op(1, 0), 6, 0, 3, 1, 0, 0]); // GetHeaders body before hello
     write("node", "misbehaviour", &n);
+
+    // js8_text: packets as JS8Call hands them back (address prefix removed by the link).
+    let whole = split(0, &envs[1].1, 32).expect("split");
+    let t = js8text::encode(&whole[0]);
+    write("js8_text", "ping_packet", t.as_bytes());
+    write("js8_text", "ping_received", format!("{t} \u{2662}").as_bytes());
+    write("js8_text", "empty_payload", js8text::encode(&[]).as_bytes());
+    write("js8_text", "chat", b"HELLO OM TNX FER CALL 73 \xe2\x99\xa2");
 }
 
 /// Postcard's varint encoding of a u64 (LEB128).

@@ -96,3 +96,50 @@ fn doc_lists_the_real_network_ids() {
         assert!(DOC.contains(&row), "docs/PROTOCOL.md lacks row {row}");
     }
 }
+
+/// The JS8Call text example of section 13.
+#[test]
+fn js8_text_example() {
+    let packet = hex::decode("0001d00dfeed02012a4c94e0ac").expect("hex");
+    assert_eq!(
+        packet[1..],
+        encode(NET, 1, &super::message::Message::Ping(42))[..]
+    );
+    let text = "E E E E E 5 E E I Z Y J E A E E R A D A U B O I T 3 S";
+    assert_eq!(super::js8text::encode(&packet), text);
+    assert_eq!(
+        super::js8text::decode(&format!("{text} \u{2662}")).unwrap(),
+        packet
+    );
+    for listing in [
+        "00 01d00dfeed02012a4c94e0ac    # packet: WHOLE tag, Ping(42) envelope\n78",
+        "\n```text\nE E E E E 5 E E I Z Y J E A E E R A D A U B O I T 3 S\n```\n",
+    ] {
+        assert!(DOC.contains(listing), "docs/PROTOCOL.md lacks:\n{listing}");
+    }
+    assert_eq!(
+        crc::Crc::<u8>::new(&crc::CRC_8_AUTOSAR).checksum(&packet),
+        0x78
+    );
+    let air: u32 = text
+        .split(' ')
+        .map(|w| super::js8text::jsc_word_bits(w).unwrap_or(0) + 1)
+        .sum();
+    assert_eq!(air, 171);
+    assert_eq!(
+        super::js8text::message_frames(text, super::js8text::Js8Speed::Turbo, false),
+        4
+    );
+    for s in super::js8text::Js8Speed::ALL {
+        let r = super::js8text::effective_bitrate(32, s);
+        let row = format!(
+            "| {} | {} s | {:.1} | {:.2} | {} |",
+            s.name(),
+            s.frame_ms() / 1000,
+            72_000.0 / s.frame_ms() as f64,
+            r,
+            (r.round() as u64).max(1)
+        );
+        assert!(DOC.contains(&row), "docs/PROTOCOL.md lacks row {row}");
+    }
+}
