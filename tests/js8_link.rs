@@ -196,7 +196,7 @@ fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
     for (call, k) in &kinds {
         assert_eq!(blocks_sent(k), 0, "{call} sent blocks over JS8: {k:?}");
     }
-    assert!(kinds[CALL_B].get("tx").is_some(), "{kinds:?}");
+    assert!(kinds[CALL_B].contains_key("tx"), "{kinds:?}");
     a.stop();
     b.stop();
 }

@@ -385,7 +385,10 @@ impl Link {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) | Err(_) => {
                 self.stats.malformed_lines += 1;
-                debug!(len = line.len(), "JS8Call API: not a JSON object, ignored");
+                info!(
+                    len = line.len(),
+                    "JS8Call API line that is not a JSON object ignored"
+                );
                 return Vec::new();
             }
         };
@@ -760,7 +763,7 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
                     let (ls, dropped) = lines.push(&buf[..n]);
                     if dropped > 0 {
                         link.stats.malformed_lines += dropped;
-                        debug!(dropped, "JS8Call API line over {MAX_LINE} bytes dropped");
+                        info!(dropped, "JS8Call API line over {MAX_LINE} bytes dropped");
                     }
                     for l in ls {
                         let now = Instant::now();

@@ -205,7 +205,7 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Js8TextError> {
         return Err(Js8TextError::BadEnd);
     }
     let data_bits = nbits - pad - 1;
-    if data_bits % 8 != 0 {
+    if !data_bits.is_multiple_of(8) {
         return Err(Js8TextError::Misaligned);
     }
     let rest = acc >> (pad + 1);
