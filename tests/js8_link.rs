@@ -283,3 +283,78 @@ fn js8_link_reconnects_after_js8call_goes_away() {
     assert_eq!(asks, 2);
     a.stop();
 }
+
+/// The emulator itself, through a raw API client: what the link tests rely on.
+#[test]
+fn emulator_follows_the_js8call_api() {
+    use std::io::{BufRead, BufReader, Write};
+    let pair = Js8Pair::start(CALL_A, CALL_B, 100.0, 1.0);
+    let client = |i: usize| {
+        let s = std::net::TcpStream::connect(pair.addr(i)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let r = BufReader::new(s.try_clone().expect("clone"));
+        (s, r)
+    };
+    let (mut wa, mut ra) = client(0);
+    let (mut wb, mut rb) = client(1);
+    let next = |r: &mut BufReader<std::net::TcpStream>| -> Value {
+        let mut l = String::new();
+        r.read_line(&mut l).expect("line from emulator");
+        serde_json::from_str(&l).expect("json line")
+    };
+    let send = |w: &mut std::net::TcpStream, v: Value| {
+        w.write_all(format!("{v}\n").as_bytes()).expect("write");
+    };
+    send(
+        &mut wa,
+        serde_json::json!({"type": "STATION.GET_CALLSIGN", "value": "", "params": {"_ID": 7}}),
+    );
+    let v = next(&mut ra);
+    assert_eq!(
+        (v["type"].as_str(), v["value"].as_str()),
+        (Some("STATION.CALLSIGN"), Some(CALL_A))
+    );
+    assert_eq!(v["params"]["_ID"], 7);
+    send(
+        &mut wb,
+        serde_json::json!({"type": "MODE.SET_SPEED", "value": "", "params": {"SPEED": 2, "_ID": 8}}),
+    );
+    assert_eq!(next(&mut rb)["params"]["SPEED"], 2);
+    send(
+        &mut wa,
+        serde_json::json!({"type": "MODE.SET_SPEED", "value": "", "params": {"SPEED": 1, "_ID": 9}}),
+    );
+    assert_eq!(next(&mut ra)["params"]["SPEED"], 1);
+
+    // Lost: keyed on air at A, never heard at B.
+    send(
+        &mut wa,
+        serde_json::json!({"type": "TX.SEND_MESSAGE", "value": "n1abc e t a", "params": {"_ID": 10}}),
+    );
+    let kinds: Vec<String> = (0..6)
+        .map(|_| next(&mut ra)["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["RIG.PTT", "TX.FRAME", "RIG.PTT"].repeat(2),
+        "header + 1 text frame"
+    );
+    assert!(pair.wait_idle(Duration::from_secs(5)));
+    // Heard: uppercased, unsendable characters dropped, end marker added.
+    pair.set_loss(0.0);
+    send(
+        &mut wa,
+        serde_json::json!({"type": "TX.SEND_MESSAGE", "value": "N1ABC hello é\\ world", "params": {"_ID": 11}}),
+    );
+    let v = next(&mut rb);
+    assert_eq!(v["type"], "RX.DIRECTED", "{v}");
+    assert_eq!(v["params"]["FROM"], CALL_A);
+    assert_eq!(v["params"]["TO"], CALL_B);
+    assert_eq!(v["params"]["SPEED"], 2);
+    assert_eq!(v["params"]["TEXT"], "N0CALL: N1ABC HELLO  WORLD \u{2662}");
+    let aired = pair.aired();
+    assert_eq!(aired.len(), 2);
+    assert!(aired[0].lost && !aired[1].lost);
+    assert_eq!(aired[1].text, "HELLO  WORLD");
+}
