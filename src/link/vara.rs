@@ -71,6 +71,9 @@ const MIN_BUFFER: u64 = 1024;
 /// Without a BUFFER report for this long, bytes written are assumed to leave at the bit
 /// rate, so a modem that reports rarely cannot stall us for good.
 const REPORT_GRACE: Duration = Duration::from_secs(5);
+/// A BUFFER report may not yet count bytes written this recently: the data socket and
+/// the command socket are not ordered, and a busy modem reads its data port late.
+const REPORT_LAG: Duration = Duration::from_secs(1);
 /// Bytes queued in the link before it stops taking commands (back-pressure).
 const OUT_QUEUE_BYTES: usize = 64 * 1024;
 /// Timer resolution of the session logic.
@@ -556,6 +559,8 @@ struct Modem<'a> {
     /// Last BUFFER report, and bytes written since (not yet in a report).
     modem_buffer: u64,
     unreported: u64,
+    /// Recent writes to the data port (time, bytes), for `REPORT_LAG`.
+    recent_writes: VecDeque<(Instant, u64)>,
     last_report: Instant,
     last_line: Instant,
     ptt_since: Option<Instant>,
@@ -652,6 +657,7 @@ impl Modem<'_> {
         self.woff = 0;
         self.modem_buffer = 0;
         self.unreported = 0;
+        self.recent_writes.clear();
         let now = Instant::now();
         self.dialer.next_sync = now + Duration::from_secs(self.cfg.sync_s);
         self.dialer.not_before = self.dialer.not_before.max(now + REDIAL_PAUSE);
@@ -749,6 +755,7 @@ impl Modem<'_> {
                         let remote = if outbound { dst } else { src };
                         self.modem_buffer = 0;
                         self.unreported = 0;
+                        self.recent_writes.clear();
                         if !self.start_session(remote, outbound).await {
                             return Err(End::Stopped);
                         }
@@ -790,7 +797,10 @@ impl Modem<'_> {
             }
             ModemLine::Buffer(n) => {
                 self.modem_buffer = n;
-                self.unreported = 0;
+                // What we wrote just now may not be in this count yet: keep it.
+                self.recent_writes
+                    .retain(|(t, _)| now.saturating_duration_since(*t) < REPORT_LAG);
+                self.unreported = self.recent_writes.iter().map(|(_, k)| k).sum();
                 self.last_report = now;
             }
             ModemLine::Busy(b) => {
@@ -1152,6 +1162,7 @@ async fn modem(
         busy: false,
         modem_buffer: 0,
         unreported: 0,
+        recent_writes: VecDeque::new(),
         last_report: now,
         last_line: now,
         ptt_since: None,
@@ -1250,6 +1261,10 @@ async fn run_modem(
                 Ok(k) => {
                     m.woff += k;
                     m.unreported += k as u64;
+                    m.recent_writes.push_back((Instant::now(), k as u64));
+                    if m.recent_writes.len() > 1024 {
+                        m.recent_writes.pop_front();
+                    }
                     Ok(())
                 }
                 Err(e) => Err(End::Lost(format!("data port write error: {e}"))),
