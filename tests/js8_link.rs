@@ -230,7 +230,7 @@ fn js8_link_carries_a_small_block_with_blocks_1_and_survives_bad_text() {
     let damaged: Vec<&str> = good.split(' ').collect();
     pair.inject_directed(1, CALL_A, CALL_B, &damaged[3..].join(" "));
     let logged = wait_for(Duration::from_secs(10), || {
-        b.log_text().contains("bad skywave text").then_some(())
+        b.log_text().contains("damaged skywave text").then_some(())
     });
     assert!(
         logged.is_some(),

@@ -222,6 +222,8 @@ struct Peer {
     outbound: bool,
     connected_at: u64,
     hello_nonce: u64,
+    /// When we last asked it for a new session (broadcast links).
+    new_session_at: Option<u64>,
     hello: Option<Hello>,
     /// Their Hello, held until their network-key proof arrives (key configured).
     pending_hello: Option<Hello>,
@@ -445,6 +447,7 @@ impl Node {
                 outbound,
                 connected_at: now,
                 hello_nonce: nonce,
+                new_session_at: None,
                 hello: None,
                 pending_hello: None,
                 closing: false,
@@ -641,6 +644,29 @@ impl Node {
         match msg {
             Message::Hello(h) => self.on_hello(now, peer, h),
             Message::Auth(a) => self.on_auth(now, peer, a),
+            _ if !ready && self.peer_caps(peer).is_some_and(|c| c.broadcast) => {
+                // On a shared channel this is a station that greeted us before we
+                // restarted, or whose Hello we lost: not an offence. Ask it for a new
+                // session (at most once per handshake timeout); it greets us back.
+                let name = msg.name();
+                debug!(
+                    peer,
+                    "'{name}' from a station we have no session with; asking for one"
+                );
+                let again = self.peers.get(&peer).is_some_and(|p| {
+                    p.new_session_at
+                        .is_none_or(|t| now.saturating_sub(t) > HANDSHAKE_TIMEOUT_MS)
+                });
+                if again {
+                    let nonce = self.peers.get(&peer).map_or(0, |p| p.hello_nonce);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.new_session_at = Some(now);
+                    }
+                    let mut hello = self.hello(nonce);
+                    hello.features |= features::NEW_SESSION;
+                    self.send(peer, Message::Hello(hello));
+                }
+            }
             _ if !ready => {
                 let name = msg.name();
                 self.misbehave(
@@ -957,6 +983,24 @@ impl Node {
             .and_then(|p| self.links.get(&p.link))
             .is_some_and(|c| c.broadcast);
         if on_broadcast && self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+            if h.features & features::NEW_SESSION != 0
+                && h.network == self.network
+                && h.node_id != self.cfg.node_id
+            {
+                // The station restarted (or lost our greeting): what we knew of its
+                // session is stale. Start a new one and greet it back.
+                info!(peer, callsign = %h.callsign, "station opened a new session");
+                if let Some((link, remote)) =
+                    self.peers.get(&peer).map(|p| (p.link, p.remote.clone()))
+                {
+                    self.peer_disconnected(now, peer);
+                    self.peer_connected(now, peer, link, remote, false);
+                    if self.peers.get(&peer).is_some_and(|p| p.hello.is_none()) {
+                        self.on_hello(now, peer, h);
+                    }
+                }
+                return;
+            }
             // A station's periodic beacon: news of its tip, not a protocol error.
             if h.network == self.network && h.node_id != self.cfg.node_id {
                 if let Some(p) = self.peers.get_mut(&peer) {

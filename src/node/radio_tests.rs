@@ -50,16 +50,7 @@ impl Air {
         let mut nodes = Vec::new();
         for i in 0..n {
             let chain = Chain::open(p.clone(), Store::open_in_memory().unwrap()).unwrap();
-            let mut node = Node::new(
-                chain,
-                NodeConfig {
-                    node_id: [i as u8 + 1; 32],
-                    callsign: format!("N0CALL-{}", i + 1),
-                    seed: seed + i as u64,
-                    user_agent: "radio-test".into(),
-                    peers: Default::default(),
-                },
-            );
+            let mut node = Node::new(chain, station_config(i, seed));
             node.link_up(now, LINK, caps.clone());
             nodes.push(node);
         }
@@ -191,6 +182,16 @@ impl Air {
         let mut b = self.nodes[i].chain().block_template(from, self.now / 1000);
         while !pow::mine(&mut b.header, 1_000_000) {}
         self.nodes[i].submit_block(self.now, b).unwrap();
+    }
+}
+
+fn station_config(i: usize, seed: u64) -> NodeConfig {
+    NodeConfig {
+        node_id: [i as u8 + 1; 32],
+        callsign: format!("N0CALL-{}", i + 1),
+        seed: seed + i as u64,
+        user_agent: "radio-test".into(),
+        peers: Default::default(),
     }
 }
 
@@ -433,4 +434,44 @@ fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
         air.nodes[0].chain().tip().hash
     );
     assert_eq!(air.nodes[1].chain().tip().height, 25);
+}
+
+#[test]
+fn a_station_that_restarts_gets_a_new_session_without_being_scored() {
+    let mut air = Air::new(2, 31, 0);
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    air.run_for(10 * 60 * 1000);
+    assert_eq!(air.nodes[1].chain().tip().height, 1);
+    // Station 1 restarts: same chain, no memory of station 0. Station 0 still holds its
+    // session with 1 and will talk to it as if nothing happened.
+    let old = air.nodes.remove(1);
+    let mut fresh = Node::new(old.into_chain(), station_config(1, 99));
+    fresh.link_up(air.now, LINK, radio_caps());
+    air.nodes.insert(1, fresh);
+    air.heard.retain(|(observer, _), _| *observer != 1);
+    air.mine_with_txs(0, &k, 0);
+    // Well before station 0's next beacon (5 min): the new block's announcement itself
+    // leads to the new session.
+    air.run_for(2 * 60 * 1000);
+    assert_eq!(
+        air.nodes[1].chain().tip().hash,
+        air.nodes[0].chain().tip().hash
+    );
+    let now = air.now;
+    assert_eq!(
+        air.nodes[1].score_of("N0CALL-1", now),
+        0,
+        "restart scored at 1"
+    );
+    assert_eq!(
+        air.nodes[0].score_of("N0CALL-2", now),
+        0,
+        "restart scored at 0"
+    );
+    for (i, n) in air.nodes.iter().enumerate() {
+        let peers = n.peers(now);
+        assert_eq!(peers.len(), 1, "station {i}: {peers:?}");
+        assert!(peers[0].ready, "station {i} has no session");
+    }
 }

@@ -42,6 +42,10 @@ pub const ACK_REQUESTED_MIN_ID: u64 = 1 << 48;
 pub mod features {
     /// Serves full blocks (not a header-only station).
     pub const FULL_BLOCKS: u64 = 1 << 0;
+    /// The sender has no session with the receiver although the receiver talks to it
+    /// (it restarted, or lost the receiver's Hello): a station that holds a session
+    /// with the sender drops it, starts a new one and greets back. Broadcast links.
+    pub const NEW_SESSION: u64 = 1 << 1;
 }
 
 /// What an inventory entry names.
