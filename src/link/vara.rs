@@ -601,15 +601,29 @@ impl Modem<'_> {
         }
     }
 
+    /// Bytes written that the last BUFFER report may not include. A report that came
+    /// `REPORT_LAG` after the last write includes it: the modem reports every change,
+    /// so had our bytes landed after a report of 0 it would have reported again.
+    fn unreported_now(&self, now: Instant) -> u64 {
+        match self.recent_writes.back() {
+            Some((t, _))
+                if self.last_report > *t && now.saturating_duration_since(*t) >= REPORT_LAG =>
+            {
+                0
+            }
+            _ => self.unreported,
+        }
+    }
+
     /// Bytes the modem may still take before holding more than `BUFFER_AIR_S` of air.
     fn room(&self, now: Instant) -> u64 {
         let limit = (self.dialer.bitrate / 8 * BUFFER_AIR_S).max(MIN_BUFFER);
         let quiet = now.saturating_duration_since(self.last_report);
         let unreported = match quiet.checked_sub(REPORT_GRACE) {
             Some(extra) => self
-                .unreported
+                .unreported_now(now)
                 .saturating_sub(self.dialer.bitrate / 8 * extra.as_secs()),
-            None => self.unreported,
+            None => self.unreported_now(now),
         };
         limit.saturating_sub(self.modem_buffer + unreported)
     }
@@ -977,8 +991,9 @@ impl Modem<'_> {
                 let (since, sent, why) = (*since, *sent, why.clone());
                 match sent {
                     None => {
-                        let drained =
-                            self.queued() == 0 && self.modem_buffer == 0 && self.unreported == 0;
+                        let drained = self.queued() == 0
+                            && self.modem_buffer == 0
+                            && self.unreported_now(now) == 0;
                         if drained {
                             self.command("DISCONNECT").await.map_err(End::Lost)?;
                             self.phase = Phase::Closing {
