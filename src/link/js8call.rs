@@ -595,15 +595,6 @@ impl Lines {
     }
 }
 
-async fn emit(ctx: &LinkContext, events: Vec<LinkEvent>) -> bool {
-    for ev in events {
-        if ctx.events.send(ev).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 /// Run a JS8Call link until the driver goes away: connect to the API, move packets, and
 /// reconnect with backoff (1 s doubling to 60 s) whenever the connection is lost.
 pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
@@ -613,14 +604,7 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
             // Transmitting without identification is not allowed: stay down, but drain
             // commands so the driver never blocks.
             let reason = format!("JS8Call link needs the station callsign: {e}");
-            let _ = ctx
-                .events
-                .send(LinkEvent::Down {
-                    link: ctx.id,
-                    reason,
-                })
-                .await;
-            while ctx.commands.recv().await.is_some() {}
+            super::stay_down(&mut ctx, reason).await;
             return;
         }
     };
@@ -632,20 +616,10 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
             CONNECT_TIMEOUT,
             tokio::net::TcpStream::connect(addr.clone()),
         );
-        tokio::pin!(connecting);
-        let opened = loop {
-            tokio::select! {
-                r = &mut connecting => break r,
-                cmd = ctx.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let evs = link.command(cmd, false);
-                        if !emit(&ctx, evs).await {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-            }
+        let Some(opened) =
+            super::serving(&mut ctx, connecting, |cmd| link.command(cmd, false)).await
+        else {
+            return;
         };
         let reason = match opened {
             Ok(Ok(stream)) => {
@@ -670,24 +644,15 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
             reason: reason.clone(),
         }];
         evs.extend(link.forget_all(&reason));
-        if !emit(&ctx, evs).await {
+        if !super::emit(&ctx, evs).await {
             return;
         }
         let wait = tokio::time::sleep(backoff);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                cmd = ctx.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let evs = link.command(cmd, false);
-                        if !emit(&ctx, evs).await {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-            }
+        if super::serving(&mut ctx, wait, |cmd| link.command(cmd, false))
+            .await
+            .is_none()
+        {
+            return;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -725,7 +690,7 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
             evs.push(up);
         }
     }
-    if !emit(ctx, evs).await {
+    if !super::emit(ctx, evs).await {
         return End::Stopped;
     }
     let mut lines = Lines::default();
@@ -766,7 +731,7 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
                         let now = Instant::now();
                         let evs = link.line(ctx.id, &l, now);
                         link.check_done(now);
-                        if !emit(ctx, evs).await {
+                        if !super::emit(ctx, evs).await {
                             return End::Stopped;
                         }
                     }
@@ -776,7 +741,7 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
             cmd = ctx.commands.recv() => match cmd {
                 Some(cmd) => {
                     let evs = link.command(cmd, true);
-                    if !emit(ctx, evs).await {
+                    if !super::emit(ctx, evs).await {
                         return End::Stopped;
                     }
                 }

@@ -637,16 +637,6 @@ impl Link {
     }
 }
 
-/// Report events; false once the driver has gone.
-async fn emit(ctx: &LinkContext, events: Vec<LinkEvent>) -> bool {
-    for ev in events {
-        if ctx.events.send(ev).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 /// Run a KISS link until the driver goes away: open the TNC, move frames, and reopen
 /// with backoff whenever the TNC is lost or cannot be opened.
 pub async fn run_kiss(cfg: KissLinkConfig, ctx: LinkContext) {
@@ -669,14 +659,7 @@ where
                 "KISS link needs the station callsign as source address ('{}': {e})",
                 ctx.callsign
             );
-            let _ = ctx
-                .events
-                .send(LinkEvent::Down {
-                    link: ctx.id,
-                    reason,
-                })
-                .await;
-            while ctx.commands.recv().await.is_some() {}
+            super::stay_down(&mut ctx, reason).await;
             return;
         }
     };
@@ -684,20 +667,9 @@ where
     let mut backoff = BACKOFF_MIN;
     loop {
         let opening = open(link.cfg.transport.clone());
-        tokio::pin!(opening);
-        let opened = loop {
-            tokio::select! {
-                r = &mut opening => break r,
-                cmd = ctx.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let evs = link.command(cmd, false);
-                        if !emit(&ctx, evs).await {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-            }
+        let Some(opened) = super::serving(&mut ctx, opening, |cmd| link.command(cmd, false)).await
+        else {
+            return;
         };
         let reason = match opened {
             Ok(io) => {
@@ -720,24 +692,15 @@ where
             reason: reason.clone(),
         }];
         evs.extend(link.forget_all(&reason));
-        if !emit(&ctx, evs).await {
+        if !super::emit(&ctx, evs).await {
             return;
         }
         let wait = tokio::time::sleep(backoff);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                cmd = ctx.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let evs = link.command(cmd, false);
-                        if !emit(&ctx, evs).await {
-                            return;
-                        }
-                    }
-                    None => return,
-                }
-            }
+        if super::serving(&mut ctx, wait, |cmd| link.command(cmd, false))
+            .await
+            .is_none()
+        {
+            return;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -760,7 +723,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         link: ctx.id,
         caps: link.cfg.caps(),
     };
-    if !emit(ctx, vec![up]).await {
+    if !super::emit(ctx, vec![up]).await {
         return End::Stopped;
     }
     let mut dec = KissDecoder::with_max_frame(ax25::MAX_FRAME_LEN);
@@ -791,7 +754,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         match item {
                             Ok(f) => {
                                 let evs = link.received(ctx.id, f);
-                                if !emit(ctx, evs).await {
+                                if !super::emit(ctx, evs).await {
                                     return End::Stopped;
                                 }
                             }
@@ -812,7 +775,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             cmd = ctx.commands.recv() => match cmd {
                 Some(cmd) => {
                     let evs = link.command(cmd, true);
-                    if !emit(ctx, evs).await {
+                    if !super::emit(ctx, evs).await {
                         return End::Stopped;
                     }
                 }

@@ -187,6 +187,50 @@ pub struct LinkContext {
     pub callsign: String,
 }
 
+/// Report events in order; false once the driver has gone away.
+pub(crate) async fn emit(ctx: &LinkContext, events: Vec<LinkEvent>) -> bool {
+    for ev in events {
+        if ctx.events.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A radio link without a usable station callsign must not transmit: report it down
+/// and drain commands (so the driver never blocks) until the driver goes away.
+pub(crate) async fn stay_down(ctx: &mut LinkContext, reason: String) {
+    let _ = ctx
+        .events
+        .send(LinkEvent::Down {
+            link: ctx.id,
+            reason,
+        })
+        .await;
+    while ctx.commands.recv().await.is_some() {}
+}
+
+/// Await `fut` while handing driver commands to `on_command` (whose events are
+/// reported). `None` when the driver went away first.
+pub(crate) async fn serving<F: std::future::Future>(
+    ctx: &mut LinkContext,
+    fut: F,
+    mut on_command: impl FnMut(LinkCommand) -> Vec<LinkEvent>,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            cmd = ctx.commands.recv() => {
+                let evs = on_command(cmd?);
+                if !emit(ctx, evs).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1054,14 +1054,7 @@ pub async fn run_vara(cfg: VaraLinkConfig, mut ctx: LinkContext) {
             "VARA link needs the station callsign ('{}' is not one)",
             ctx.callsign
         );
-        let _ = ctx
-            .events
-            .send(LinkEvent::Down {
-                link: ctx.id,
-                reason,
-            })
-            .await;
-        while ctx.commands.recv().await.is_some() {}
+        super::stay_down(&mut ctx, reason).await;
         return;
     };
     let mut dialer = Dialer {
