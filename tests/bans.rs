@@ -42,19 +42,6 @@ fn bad_block_session() -> Vec<u8> {
     msg
 }
 
-fn bans(node: &TestNode) -> Vec<String> {
-    let (code, v) = http(&node.api(), "GET", "/api/bans", None).expect("api");
-    assert_eq!(code, 200, "{v}");
-    v["bans"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|b| b["key"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Refused: closed at once, and not a byte (no Hello) sent.
 fn assert_refused(node: &TestNode, what: &str) {
     let (got, closed) = exchange(node.port, &[], Duration::from_secs(10));
@@ -100,7 +87,7 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let mut tries = 0;
-    while bans(&a).is_empty() {
+    while a.ban_keys().is_empty() {
         tries += 1;
         assert!(
             tries <= 10,
@@ -119,7 +106,7 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
         tries <= 4,
         "banned after {tries} offences, expected 20+50+20+50"
     );
-    assert_eq!(bans(&a), vec!["127.0.0.1".to_string()]);
+    assert_eq!(a.ban_keys(), vec!["127.0.0.1".to_string()]);
     assert_refused(&a, "after the ban");
     assert!(a.log_text().contains("refusing banned peer"));
 
@@ -138,12 +125,12 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
     // It survives a restart.
     a.stop();
     a.start(&[]);
-    assert_eq!(bans(&a), vec!["127.0.0.1".to_string()]);
+    assert_eq!(a.ban_keys(), vec!["127.0.0.1".to_string()]);
     assert_refused(&a, "after a restart");
 
     // Lifted by the operator.
     a.ok(&["ban", "remove", "127.0.0.1"]);
-    assert!(bans(&a).is_empty());
+    assert!(a.ban_keys().is_empty());
     assert_greeted(&a, "after ban remove");
     let out = a.cli(&["ban", "remove", "127.0.0.1"]);
     assert!(!out.status.success(), "removing a missing ban fails");
@@ -161,7 +148,7 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
         "--reason",
         "lab",
     ]);
-    assert_eq!(bans(&a), vec!["127.0.0.0/8".to_string()]);
+    assert_eq!(a.ban_keys(), vec!["127.0.0.0/8".to_string()]);
     assert_refused(&a, "under a CIDR ban");
     let (code, _) = http(&a.api(), "DELETE", "/api/bans/127.0.0.0%2F8", None).expect("api");
     assert_eq!(code, 200);

@@ -65,20 +65,6 @@ fn offences(net: [u8; 4]) -> Vec<Vec<u8>> {
     vec![garbage, oversized, bad_block, hellos]
 }
 
-fn bans(node: &TestNode) -> Vec<String> {
-    let Some((200, v)) = http(&node.api(), "GET", "/api/bans", None) else {
-        return Vec::new();
-    };
-    v["bans"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|b| b["key"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart() {
     if std::net::TcpListener::bind((HOSTILE, 0)).is_err() {
@@ -166,7 +152,7 @@ fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart()
         "flood continued after the ban"
     );
     assert_eq!(
-        bans(&a),
+        a.ban_keys(),
         vec![HOSTILE.to_string()],
         "only the flooder is banned"
     );
@@ -184,7 +170,7 @@ fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart()
     b.stop();
     a.stop();
     a.start(&[]);
-    assert_eq!(bans(&a), vec![HOSTILE.to_string()]);
+    assert_eq!(a.ban_keys(), vec![HOSTILE.to_string()]);
     assert!(
         !session(a.port, &[]),
         "banned address greeted after restart"

@@ -237,6 +237,20 @@ impl TestNode {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Keys (addresses, subnets, callsigns) on the running node's ban list.
+    pub fn ban_keys(&self) -> Vec<String> {
+        let (code, v) = http(&self.api(), "GET", "/api/bans", None).expect("api");
+        assert_eq!(code, 200, "{v}");
+        v["bans"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b["key"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Resident memory of the running node in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
