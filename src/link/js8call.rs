@@ -143,6 +143,8 @@ impl Js8LinkConfig {
             connection_oriented: false,
             radio: true,
             blocks: self.blocks,
+            carrier_sense: false,
+            slot_ms: self.speed.frame_ms() / u64::from(self.time_scale.max(1)),
         }
     }
 

@@ -241,6 +241,8 @@ impl KissLinkConfig {
             connection_oriented: false,
             radio: true,
             blocks: true,
+            carrier_sense: true,
+            slot_ms: 0,
         }
     }
 

@@ -38,6 +38,13 @@ pub struct LinkCaps {
     /// operator allows blocks; the core then sends only headers, tip announcements, small
     /// transactions and acknowledgements there.
     pub blocks: bool,
+    /// The modem listens before it keys up (a KISS TNC's carrier detect, VARA's BUSY), or
+    /// the link is not shared. False on JS8Call, which keys up at the next slot boundary
+    /// whatever is on the air: the core then picks random slots itself.
+    pub carrier_sense: bool,
+    /// Transmit slot length in milliseconds where transmissions start on slot boundaries
+    /// (JS8Call: the frame period, scaled like the link's timers); 0 otherwise.
+    pub slot_ms: u64,
 }
 
 impl LinkCaps {
@@ -52,6 +59,8 @@ impl LinkCaps {
             connection_oriented: true,
             radio: false,
             blocks: true,
+            carrier_sense: true,
+            slot_ms: 0,
         }
     }
 }

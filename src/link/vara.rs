@@ -209,6 +209,8 @@ impl VaraLinkConfig {
             connection_oriented: true,
             radio: true,
             blocks: true,
+            carrier_sense: true,
+            slot_ms: 0,
         }
     }
 }

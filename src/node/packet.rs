@@ -348,6 +348,8 @@ mod tests {
             connection_oriented: false,
             radio: true,
             blocks: true,
+            carrier_sense: true,
+            slot_ms: 0,
         }
     }
 

@@ -17,6 +17,8 @@ fn radio_caps() -> LinkCaps {
         connection_oriented: false,
         radio: true,
         blocks: true,
+        carrier_sense: true,
+        slot_ms: 0,
     }
 }
 
