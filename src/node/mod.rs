@@ -13,6 +13,7 @@ mod compact;
 mod packet;
 mod peers;
 mod pex;
+mod rtt;
 
 pub use auth::network_key;
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
@@ -60,8 +61,17 @@ const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
 const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
 /// Beacon period on a broadcast link where no station has been heard yet.
 const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
-/// Base time for a request on a slow link to be answered (channel access, turnaround).
-const RADIO_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// First discovery beacons on a broadcast link where no station has answered come this
+/// soon, then back off to `DISCOVERY_INTERVAL_MS` (two stations started together may
+/// collide; nobody should wait a minute to be found).
+const DISCOVERY_FIRST_MS: u64 = 5_000;
+/// Envelopes kept per station heard before its `Hello` (lost, or still to come): replayed
+/// once the handshake completes, so a lost greeting does not cost the whole burst.
+const EARLY_BYTES: usize = 64 * 1024;
+/// Air time of blocks pushed unasked, in one turn, to a half-duplex peer that is behind.
+const PUSH_AIR_MS: u64 = 50_000;
+/// Headers of a push beyond the blocks sent whole.
+const PUSH_HEADERS: usize = 50;
 /// Links slower than this (JS8Call's few bit/s) carry only what is worth their air time:
 /// headers, tip announcements, small transactions and acknowledgements.
 pub const NARROW_BPS: u64 = 300;
@@ -214,6 +224,8 @@ pub struct PeerSummary {
     pub stats: PeerStats,
     /// Misbehaviour score of its ban key (IP or callsign), decayed to now.
     pub score: u32,
+    /// Measured turnaround of its requests (links with a bit rate), milliseconds.
+    pub rtt_ms: Option<u64>,
 }
 
 struct Peer {
@@ -245,6 +257,23 @@ struct Peer {
     /// Rate limits on what the peer sends: messages (packets on packet links) and bytes.
     msg_bucket: peers::Bucket,
     byte_bucket: peers::Bucket,
+    /// Round-trip estimate, for request timeouts on links with a bit rate.
+    rtt: rtt::Rtt,
+    /// The outstanding `GetHeaders`: asked again when this passes.
+    headers_deadline: u64,
+    /// Its timing, for a round-trip sample: (sent at, air time expected on the way).
+    headers_timing: Option<(u64, u64)>,
+    /// Headers wanted while the channel was busy: asked for when our turn comes.
+    want_headers: bool,
+    /// Our `Hello` to this station waits for our turn (broadcast links).
+    hello_due: bool,
+    /// When we last pushed it blocks or headers unasked.
+    pushed_at: Option<u64>,
+    /// When it last asked us for headers or blocks (it is syncing by itself).
+    asked_at: Option<u64>,
+    /// Envelopes heard from it before its `Hello` (broadcast links), with their bytes.
+    early: Vec<Vec<u8>>,
+    early_bytes: usize,
 }
 
 impl Peer {
@@ -272,6 +301,19 @@ impl Peer {
     }
 }
 
+/// A request for a block or transaction in flight.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    peer: PeerId,
+    /// Given back to the pool (asked again) when this passes.
+    deadline: u64,
+    sent_at: u64,
+    /// Air time expected between asking and the answer arriving (queue, request, answer).
+    air: u64,
+    /// Asked before and timed out: no round-trip sample (Karn).
+    retry: bool,
+}
+
 /// The sans-IO node.
 pub struct Node {
     chain: Chain,
@@ -282,7 +324,7 @@ pub struct Node {
     // Ordered, so that everything derived from iterating peers is deterministic.
     peers: BTreeMap<PeerId, Peer>,
     links: HashMap<LinkId, LinkCaps>,
-    in_flight: HashMap<Hash, (PeerId, u64)>,
+    in_flight: HashMap<Hash, Request>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     next_tick: u64,
@@ -291,6 +333,8 @@ pub struct Node {
     /// Running average size of blocks received, to size request timeouts on slow links.
     avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
+    /// Blocks whose request timed out: their next answer is no round-trip sample.
+    retry_later: HashSet<Hash>,
     /// Blocks and transactions first heard on a broadcast channel: every station there
     /// heard them too, so nothing about them is repeated on that channel.
     heard_on: HashMap<Hash, LinkId>,
@@ -329,6 +373,7 @@ impl Node {
             now: 0,
             avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
+            retry_later: HashSet::new(),
             heard_on: HashMap::new(),
             heard_order: VecDeque::new(),
             compact_pending: BTreeMap::new(),
@@ -361,12 +406,14 @@ impl Node {
     pub fn link_up(&mut self, now: u64, link: LinkId, caps: LinkCaps) {
         self.now = now;
         if is_packet_link(&caps) {
-            // First beacon soon, jittered so stations powered up together do not collide.
-            let first = 1_000 + self.rng.below(4_000);
+            // First beacon soon, jittered so stations powered up together do not collide
+            // (and if they do, the next discovery beacons follow within seconds).
+            let first = 500 + self.rng.below(2_000);
             let duty = self.cfg.peers.duty_cycle_pct;
+            let seed = self.rng.next_u64();
             self.packet_links.insert(
                 link,
-                packet::PacketLink::new(caps.clone(), now, first, duty),
+                packet::PacketLink::new(caps.clone(), now, first, duty, seed),
             );
         } else {
             self.packet_links.remove(&link);
@@ -465,8 +512,25 @@ impl Node {
                 stats: PeerStats::default(),
                 msg_bucket,
                 byte_bucket,
+                rtt: rtt::Rtt::default(),
+                headers_deadline: 0,
+                headers_timing: None,
+                want_headers: false,
+                hello_due: false,
+                pushed_at: None,
+                asked_at: None,
+                early: Vec::new(),
+                early_bytes: 0,
             },
         );
+        if self.packet_links.contains_key(&link) {
+            // A station heard on a radio channel: its frame follows, and maybe more of its
+            // burst. Our greeting goes in our turn, with our tip as it is by then.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.hello_due = true;
+            }
+            return;
+        }
         let hello = self.hello(nonce);
         self.send(peer, Message::Hello(hello));
         self.pump(now);
@@ -527,7 +591,7 @@ impl Node {
         }
         self.outbox_peer_gone(peer);
         self.pex_gone(peer);
-        self.in_flight.retain(|_, (p, _)| *p != peer);
+        self.in_flight.retain(|_, r| r.peer != peer);
         // Bodies it was fetching are re-requested from others on the next tick.
     }
 
@@ -564,15 +628,17 @@ impl Node {
     }
 
     fn handle_packet(&mut self, now: u64, peer: PeerId, link: LinkId, bytes: &[u8]) {
+        let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
         let Some(l) = self.packet_links.get_mut(&link) else {
             return;
         };
-        // The peer is talking: whatever we asked of it is on its way, so give the
-        // requests time for a few more frames rather than declaring them lost.
-        let extend = now + RADIO_REQUEST_TIMEOUT_MS + 4 * l.airtime_ms(l.caps.mtu);
-        for (p, deadline) in self.in_flight.values_mut() {
-            if *p == peer && *deadline < extend {
-                *deadline = extend;
+        let over = l.heard(now, bytes);
+        // The peer is talking: whatever we asked of it may be on its way, so give the
+        // requests time for the rest of its burst rather than declaring them lost.
+        let extend = now + rto + 2 * l.airtime_ms(l.caps.mtu);
+        for r in self.in_flight.values_mut() {
+            if r.peer == peer && r.deadline < extend {
+                r.deadline = extend;
             }
         }
         let parsed = match frag::parse(bytes) {
@@ -584,13 +650,21 @@ impl Node {
                         "nack for a transfer no longer held"
                     );
                 }
-                return;
+                Ok(None)
             }
             Ok(frag::Packet::Whole(_)) | Ok(frag::Packet::Fragment(_)) => {
                 l.reasm.insert(now, peer, bytes)
             }
             Err(e) => Err(e),
         };
+        if over {
+            // Its burst is over, so what is missing of its transfers was lost: ask in the
+            // turn we are about to take, not after a stall timer.
+            for nack in l.nacks_after_over(now, peer) {
+                debug!(peer, "asking for fragments lost in its burst");
+                l.enqueue_raw(Dest::Peer(peer), nack);
+            }
+        }
         match parsed {
             Ok(Some(envelope)) => self.handle_envelope(now, peer, &envelope),
             Ok(None) => {}
@@ -655,12 +729,22 @@ impl Node {
                 );
                 let again = self.peers.get(&peer).is_some_and(|p| {
                     p.new_session_at
-                        .is_none_or(|t| now.saturating_sub(t) > HANDSHAKE_TIMEOUT_MS)
+                        .is_none_or(|t| now.saturating_sub(t) > 2 * p.rtt.rto())
                 });
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    // Kept until its Hello comes: blocks and transactions prove themselves,
+                    // and a lost greeting should not cost the whole burst that followed.
+                    if p.early_bytes + bytes.len() <= EARLY_BYTES {
+                        p.early_bytes += bytes.len();
+                        p.early.push(bytes.to_vec());
+                    }
+                }
                 if again {
                     let nonce = self.peers.get(&peer).map_or(0, |p| p.hello_nonce);
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.new_session_at = Some(now);
+                        // This greeting is the one we owed it.
+                        p.hello_due = false;
                     }
                     let mut hello = self.hello(nonce);
                     hello.features |= features::NEW_SESSION;
@@ -685,8 +769,12 @@ impl Node {
                 }
             }
             Message::Inv(items) => self.on_inv(now, peer, items),
-            Message::GetData(items) => self.on_getdata(peer, items),
+            Message::GetData(items) => {
+                self.asked(now, peer);
+                self.on_getdata(peer, items)
+            }
             Message::GetHeaders(gh) => {
+                self.asked(now, peer);
                 let max = (gh.max as usize).min(limits::MAX_HEADERS);
                 let headers = self.chain.headers_after(&gh.locator, gh.stop, max);
                 self.send(peer, Message::Headers(headers));
@@ -710,11 +798,7 @@ impl Node {
                             p.lacks.insert(it.hash);
                         }
                     }
-                    if self
-                        .in_flight
-                        .get(&it.hash)
-                        .is_some_and(|(p, _)| *p == peer)
-                    {
+                    if self.in_flight.get(&it.hash).is_some_and(|r| r.peer == peer) {
                         self.in_flight.remove(&it.hash);
                     }
                 }
@@ -741,8 +825,11 @@ impl Node {
 
     /// Periodic work: timeouts, pings, re-requests.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.now = now;
         self.outbox_tick(now);
         if now < self.next_tick {
+            // Turn-taking on radio links (a burst we heard ended, our quiet time passed).
+            self.pump(now);
             return;
         }
         self.next_tick = now + TICK_MS;
@@ -800,22 +887,47 @@ impl Node {
             }
             self.send(id, Message::Ping(n));
         }
-        // Requests that took too long go back to the pool.
-        self.in_flight.retain(|_, (_, deadline)| *deadline > now);
-        // Keep syncing with whoever is ahead.
+        // Requests that took too long go back to the pool, and the peer's next
+        // requests wait longer (its link may be down or the channel busy).
+        let expired: Vec<(Hash, PeerId)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(h, r)| (*h, r.peer))
+            .collect();
+        for (h, peer) in expired {
+            self.in_flight.remove(&h);
+            if self.retry_later.len() >= KNOWN_CAP {
+                self.retry_later.clear();
+            }
+            self.retry_later.insert(h);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                debug!(peer, %h, rto = p.rtt.rto(), "request timed out; asking again");
+                p.rtt.timed_out();
+            }
+        }
+        // Keep syncing with whoever is ahead; a GetHeaders unanswered by its deadline is
+        // asked again (with a longer deadline).
         let best = self.chain.best_header().work;
-        let ahead: Vec<PeerId> = self
+        let ahead: Vec<(PeerId, bool)> = self
             .peers
             .iter()
-            .filter(|(&id, p)| {
+            .filter(|(_, p)| {
                 p.ready()
                     && p.best_work > best
-                    && p.headers_asked_at
-                        .is_none_or(|t| now.saturating_sub(t) > self.headers_patience(id))
+                    && (p.headers_asked_at.is_none() || now >= p.headers_deadline)
             })
-            .map(|(&id, _)| id)
+            .map(|(&id, p)| (id, p.headers_asked_at.is_some()))
             .collect();
-        for id in ahead {
+        for (id, again) in ahead {
+            if again {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    debug!(peer = id, "headers request timed out; asking again");
+                    p.rtt.timed_out();
+                    p.headers_asked_at = None;
+                    p.headers_timing = None;
+                }
+            }
             self.ask_headers(now, id, None);
         }
         self.request_blocks(now);
@@ -838,18 +950,23 @@ impl Node {
                 }
                 let hello = self.hello(nonce);
                 let bytes = self.encode(&Message::Hello(hello));
-                let jitter = self.rng.below(DISCOVERY_INTERVAL_MS / 4);
-                // Until some station answers, beacon every minute (two stations that start
-                // together may collide, and nobody should wait five minutes to be found);
-                // then every five. Either way at most ~2 % of the channel.
+                let jitter = self.rng.below(1_000_000);
+                // Until some station answers, beacon after 5 s, 10 s, 20 s... up to every
+                // minute (two stations that start together may collide, and nobody should
+                // wait long to be found); then every five minutes. Each with up to a quarter
+                // of random jitter, and never more than ~2 % of the channel.
                 let alone = !self.peers.values().any(|p| p.link == link && p.ready());
                 if let Some(l) = self.packet_links.get_mut(&link) {
                     let base = if alone {
-                        DISCOVERY_INTERVAL_MS
+                        let n = l.alone_beacons.min(8);
+                        l.alone_beacons += 1;
+                        (DISCOVERY_FIRST_MS << n).min(DISCOVERY_INTERVAL_MS)
                     } else {
+                        l.alone_beacons = 0;
                         BEACON_INTERVAL_MS
                     };
                     let interval = base.max(l.airtime_ms(bytes.len()) * 50);
+                    let jitter = interval / 4 * jitter / 1_000_000;
                     l.next_beacon = now + interval + jitter;
                     l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
                 }
@@ -872,8 +989,24 @@ impl Node {
         }
     }
 
-    /// Move paced packets from packet links to the transmit queue.
+    /// Take our turn on packet links where it is due, then move paced packets to the
+    /// transmit queue.
     fn pump(&mut self, now: u64) {
+        let free: Vec<(LinkId, bool)> = self
+            .packet_links
+            .iter()
+            .filter(|(_, l)| !l.holding(now))
+            .map(|(&id, l)| (id, l.turn_due))
+            .collect();
+        let mut turn = false;
+        for (link, due) in free {
+            turn |= due;
+            self.take_turn(now, link, due);
+        }
+        if turn {
+            // Blocks wanted from peers whose burst just ended.
+            self.request_blocks(now);
+        }
         let mut out = Vec::new();
         for l in self.packet_links.values_mut() {
             l.release(now, &mut out);
@@ -883,9 +1016,51 @@ impl Node {
         }
     }
 
+    /// Our turn on a packet link whose channel is free: the greetings we owe, and after
+    /// a burst we heard, the acks and header requests held back while it was on the air.
+    /// They all leave in one key-up, with whatever else this turn sends.
+    fn take_turn(&mut self, now: u64, link: LinkId, after_burst: bool) {
+        if let Some(l) = self.packet_links.get_mut(&link) {
+            l.turn_due = false;
+        }
+        let on_link: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link == link && !p.closing)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in on_link {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if std::mem::take(&mut p.hello_due) {
+                let nonce = p.hello_nonce;
+                let hello = self.hello(nonce);
+                self.send(id, Message::Hello(hello));
+            }
+            if !after_burst {
+                continue;
+            }
+            self.flush_acks(id);
+            let want = self
+                .peers
+                .get_mut(&id)
+                .is_some_and(|p| std::mem::take(&mut p.want_headers));
+            if want {
+                self.ask_headers(now, id, None);
+            }
+        }
+    }
+
     /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
     pub fn poll_timeout(&self) -> u64 {
-        self.next_tick.min(self.outbox_wake())
+        let turns = self
+            .packet_links
+            .values()
+            .filter_map(|l| l.wake_at(self.now))
+            .min()
+            .unwrap_or(u64::MAX);
+        self.next_tick.min(self.outbox_wake()).min(turns)
     }
 
     /// Next envelope to send.
@@ -968,6 +1143,7 @@ impl Node {
                 send_idle_ms: now.saturating_sub(p.last_send),
                 stats: p.stats.clone(),
                 score: self.score_of(&p.remote, now),
+                rtt_ms: p.rtt.srtt(),
             })
             .collect();
         v.sort_by_key(|p| p.id);
@@ -990,27 +1166,38 @@ impl Node {
                 // The station restarted (or lost our greeting): what we knew of its
                 // session is stale. Start a new one and greet it back.
                 info!(peer, callsign = %h.callsign, "station opened a new session");
-                if let Some((link, remote)) =
-                    self.peers.get(&peer).map(|p| (p.link, p.remote.clone()))
+                if let Some((link, remote, rtt, pushed_at)) = self
+                    .peers
+                    .get(&peer)
+                    .map(|p| (p.link, p.remote.clone(), p.rtt.clone(), p.pushed_at))
                 {
                     self.peer_disconnected(now, peer);
                     self.peer_connected(now, peer, link, remote, false);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        // The path is the same, and what we pushed it a moment ago it may
+                        // well hold (kept until our greeting came): no second push yet.
+                        p.rtt = rtt;
+                        p.pushed_at = pushed_at;
+                    }
                     if self.peers.get(&peer).is_some_and(|p| p.hello.is_none()) {
                         self.on_hello(now, peer, h);
                     }
                 }
                 return;
             }
-            // A station's periodic beacon: news of its tip, not a protocol error.
+            // A station's periodic beacon (or its greeting in its turn): news of its tip,
+            // not a protocol error.
             if h.network == self.network && h.node_id != self.cfg.node_id {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.saw_tip(h.height, h.tip);
                     p.best_work = p.best_work.max(h.work);
                     p.learn(h.tip);
                 }
+                self.outbox_peer_has(now, peer, h.tip);
                 if h.work > self.chain.best_header().work {
                     self.ask_headers(now, peer, None);
                 }
+                self.push_to_behind(now, peer, &h);
             }
             return;
         }
@@ -1127,6 +1314,9 @@ impl Node {
         if h.work > self.chain.best_header().work {
             self.ask_headers(now, peer, None);
         }
+        // Before the outbox: blocks pushed now come ahead of the tip the outbox offers,
+        // so the peer holds them when it reads that offer and acks it at once.
+        self.push_to_behind(now, peer, &h);
         self.outbox_peer_ready(now, peer);
         self.pex_ready(now, peer);
         // Offer what we hold for relay: a peer that was away may lack it. On a slow link
@@ -1155,6 +1345,93 @@ impl Node {
             }
             self.send(peer, Message::Inv(items));
         }
+        // What it said before we had its greeting (see `EARLY_BYTES`).
+        let early = self
+            .peers
+            .get_mut(&peer)
+            .map(|p| {
+                p.early_bytes = 0;
+                std::mem::take(&mut p.early)
+            })
+            .unwrap_or_default();
+        for env in early {
+            self.handle_envelope(now, peer, &env);
+        }
+    }
+
+    /// `peer` is behind us on our own chain and its link has a bit rate: send what it
+    /// would ask for, unasked, because on radio every round trip costs seconds of air.
+    /// On half duplex the next blocks go whole in this turn (about `PUSH_AIR_MS` of
+    /// air), then the headers of the ones after; elsewhere the headers only. Not again
+    /// while an earlier push or the peer's own requests may still be under way.
+    fn push_to_behind(&mut self, now: u64, peer: PeerId, h: &Hello) {
+        let Some(caps) = self.peer_caps(peer).cloned() else {
+            return;
+        };
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let tip = self.chain.tip();
+        let quiet = 2 * p.rtt.rto() + PUSH_AIR_MS;
+        if caps.bitrate_bps == 0
+            || is_narrow(&caps)
+            || !p.ready()
+            || h.work >= tip.work
+            || !self.chain.is_on_main_chain(&h.tip)
+            || p.pushed_at.is_some_and(|t| now < t + quiet)
+            || p.asked_at.is_some_and(|t| now < t + quiet)
+        {
+            return;
+        }
+        let headers = self.chain.headers_after(&[h.tip], None, PUSH_HEADERS * 2);
+        if headers.is_empty() {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.pushed_at = Some(now);
+        }
+        let mut air = 0;
+        let mut sent = 0;
+        if caps.half_duplex && caps.blocks {
+            for hd in &headers {
+                let hash = hd.hash();
+                if self.heard_where_peer_is(peer, &hash) {
+                    // It heard the same broadcast we did.
+                    return;
+                }
+                let Ok(Some(b)) = self.chain.block(&hash) else {
+                    break;
+                };
+                let cost = packet::airtime_ms(&caps, b.encoded_len());
+                if sent > 0 && air + cost > PUSH_AIR_MS {
+                    break;
+                }
+                air += cost;
+                sent += 1;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.learn(hd.hash());
+                    p.saw_tip(hd.height, hd.hash());
+                }
+                self.send(peer, Message::Block(b));
+            }
+        }
+        let rest: Vec<crate::chain::Header> =
+            headers.into_iter().skip(sent).take(PUSH_HEADERS).collect();
+        debug!(
+            peer,
+            blocks = sent,
+            headers = rest.len(),
+            from = h.height,
+            "peer is behind: pushing"
+        );
+        if !rest.is_empty() {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                for hd in &rest {
+                    p.learn(hd.hash());
+                }
+            }
+            self.send(peer, Message::Headers(rest));
+        }
     }
 
     fn on_inv(&mut self, now: u64, peer: PeerId, items: Vec<InvItem>) {
@@ -1174,8 +1451,17 @@ impl Node {
                     if self.chain.mempool_get(&it.hash).is_none()
                         && !self.in_flight.contains_key(&it.hash)
                     {
-                        self.in_flight
-                            .insert(it.hash, (peer, now + BLOCK_TIMEOUT_MS));
+                        let (deadline, _) = self.block_deadline(peer, now, 1);
+                        self.in_flight.insert(
+                            it.hash,
+                            Request {
+                                peer,
+                                deadline,
+                                sent_at: now,
+                                air: 0,
+                                retry: true,
+                            },
+                        );
                         want.push(it);
                     }
                 }
@@ -1237,7 +1523,12 @@ impl Node {
 
     fn on_headers(&mut self, now: u64, peer: PeerId, headers: Vec<crate::chain::Header>) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.headers_asked_at = None;
+            if p.headers_asked_at.take().is_some() {
+                if let Some((sent, air)) = p.headers_timing.take() {
+                    p.rtt.sample(now.saturating_sub(sent).saturating_sub(air));
+                }
+                p.rtt.answered();
+            }
         }
         let Some(last) = headers.last().cloned() else {
             return;
@@ -1327,11 +1618,21 @@ impl Node {
 
     fn ask_headers(&mut self, now: u64, peer: PeerId, from: Option<Hash>) {
         let slow = self.peer_caps(peer).filter(|c| c.bitrate_bps > 0).cloned();
+        if self.link_holding(peer, now) {
+            // The peer's burst is still on the air and may hold the headers already:
+            // decide when it is over (`take_turn`).
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.want_headers = true;
+            }
+            return;
+        }
         // One outstanding request per peer: its answer will show what else is missing,
         // and on a slow link a duplicate answer costs seconds of air.
-        let pending = self.peers.get(&peer).and_then(|p| p.headers_asked_at);
-        let patience = self.headers_patience(peer);
-        if from.is_none() && pending.is_some_and(|t| now.saturating_sub(t) < patience) {
+        let pending = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.headers_asked_at.is_some() && now < p.headers_deadline);
+        if from.is_none() && pending {
             return;
         }
         let mut full = self.chain.locator();
@@ -1368,18 +1669,63 @@ impl Node {
             }
             None => limits::MAX_HEADERS as u16,
         };
+        let msg = Message::GetHeaders(GetHeaders {
+            locator,
+            stop: None,
+            max,
+        });
+        // Deadline: the measured turnaround plus the air time of what goes out before
+        // the request, the request and the answer we asked for (about 90 B a header,
+        // no more than the peer is ahead).
+        let timing = slow.as_ref().map(|c| {
+            let ahead = self.peers.get(&peer).map_or(0, |p| {
+                p.best_height
+                    .saturating_sub(self.chain.best_header().height)
+            });
+            let answer = packet::airtime_ms(c, (ahead.clamp(1, u64::from(max)) as usize) * 90);
+            let queue = self.link_air_ahead(peer, now);
+            (
+                now,
+                queue + packet::airtime_ms(c, self.encode_len(&msg)) + answer,
+            )
+        });
         if let Some(p) = self.peers.get_mut(&peer) {
             p.headers_asked_at = Some(now);
             p.headers_max = max;
+            p.headers_deadline = match timing {
+                Some((_, air)) => now + air + p.rtt.rto(),
+                None => now + HEADERS_TIMEOUT_MS,
+            };
+            // Karn: a request asked again gives no sample.
+            p.headers_timing = if from.is_none() && p.rtt.backoff > 0 {
+                None
+            } else {
+                timing
+            };
         }
-        self.send(
-            peer,
-            Message::GetHeaders(GetHeaders {
-                locator,
-                stop: None,
-                max,
-            }),
-        );
+        self.send(peer, msg);
+    }
+
+    fn asked(&mut self, now: u64, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.asked_at = Some(now);
+        }
+    }
+
+    /// Is the channel of `peer`'s link busy with another station's burst (half duplex)?
+    fn link_holding(&self, peer: PeerId, now: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .and_then(|p| self.packet_links.get(&p.link))
+            .is_some_and(|l| l.holding(now))
+    }
+
+    /// Air time before something sent to `peer` now would be on the air.
+    fn link_air_ahead(&self, peer: PeerId, now: u64) -> u64 {
+        self.peers
+            .get(&peer)
+            .and_then(|p| self.packet_links.get(&p.link))
+            .map_or(0, |l| l.air_ahead(now))
     }
 
     fn note_heard(&mut self, peer: PeerId, msg: &Message) {
@@ -1414,35 +1760,32 @@ impl Node {
         link.is_some() && self.heard_on.get(hash).copied() == link
     }
 
-    /// How long a `GetHeaders` to `peer` may go unanswered before it is sent again: the
-    /// base timeout plus the air time of the answer we asked for (about 90 B a header).
-    fn headers_patience(&self, peer: PeerId) -> u64 {
-        let asked = self
-            .peers
-            .get(&peer)
-            .map(|p| p.headers_max as usize)
-            .unwrap_or(limits::MAX_HEADERS);
-        HEADERS_TIMEOUT_MS
-            + self
-                .peer_caps(peer)
-                .map(|c| packet::airtime_ms(c, asked * 90))
-                .unwrap_or(0)
-    }
-
     fn peer_caps(&self, peer: PeerId) -> Option<&LinkCaps> {
         self.peers.get(&peer).and_then(|p| self.links.get(&p.link))
     }
 
-    /// Blocks in flight per peer, and how long one may take, from the link's speed.
-    fn block_window(&self, peer: PeerId) -> (usize, u64) {
+    /// Blocks in flight per peer on its link.
+    fn block_window(&self, peer: PeerId) -> usize {
         match self.peer_caps(peer) {
-            // A request that is being answered keeps its deadline moving (see
-            // `handle_packet`), so this only has to catch requests or answers lost whole.
-            Some(c) if c.bitrate_bps > 0 => (
-                4,
-                RADIO_REQUEST_TIMEOUT_MS + 3 * packet::airtime_ms(c, self.avg_block_bytes as usize),
-            ),
-            _ => (BLOCK_WINDOW, BLOCK_TIMEOUT_MS),
+            Some(c) if c.bitrate_bps > 0 => 4,
+            _ => BLOCK_WINDOW,
+        }
+    }
+
+    /// Deadline and expected air time of the `k`-th block (from 1) of one `GetData` to
+    /// `peer`: on links with a bit rate the measured turnaround plus the air time of the
+    /// queue, the request and `k` blocks; a request that is being answered keeps its
+    /// deadline moving (see `handle_packet`), so this only has to catch what is lost
+    /// whole.
+    fn block_deadline(&self, peer: PeerId, now: u64, k: usize) -> (u64, u64) {
+        match (self.peer_caps(peer), self.peers.get(&peer)) {
+            (Some(c), Some(p)) if c.bitrate_bps > 0 => {
+                let air = self.link_air_ahead(peer, now)
+                    + packet::airtime_ms(c, 40 + 33 * k)
+                    + packet::airtime_ms(c, k * self.avg_block_bytes as usize);
+                (now + air + p.rtt.rto(), air)
+            }
+            _ => (now + BLOCK_TIMEOUT_MS, 0),
         }
     }
 
@@ -1454,9 +1797,22 @@ impl Node {
         }
         let mut per_peer: HashMap<PeerId, Vec<InvItem>> = HashMap::new();
         let mut load: HashMap<PeerId, usize> = HashMap::new();
-        for (p, _) in self.in_flight.values() {
-            *load.entry(*p).or_default() += 1;
+        for r in self.in_flight.values() {
+            *load.entry(r.peer).or_default() += 1;
         }
+        // Not now from a peer whose burst is still on the air (it may be bringing the
+        // blocks), nor from one whose transfer to us is being repaired by NACK.
+        let now_ms = self.now;
+        let busy: HashSet<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(&id, p)| {
+                self.packet_links.get(&p.link).is_some_and(|l| {
+                    l.holding(now_ms) || l.receiving_from(now_ms, id, 3 * l.stall_ms())
+                })
+            })
+            .map(|(&id, _)| id)
+            .collect();
         for hash in missing {
             if self.in_flight.contains_key(&hash) {
                 continue;
@@ -1469,10 +1825,11 @@ impl Node {
                 .iter()
                 .filter(|(id, p)| {
                     p.ready()
+                        && !busy.contains(*id)
                         && self.links.get(&p.link).is_none_or(|c| c.blocks)
                         && (p.best_height >= height || p.known.contains(&hash))
                         && !p.lacks.contains(&hash)
-                        && load.get(*id).copied().unwrap_or(0) < self.block_window(**id).0
+                        && load.get(*id).copied().unwrap_or(0) < self.block_window(**id)
                 })
                 .min_by_key(|(id, p)| {
                     let load = load.get(*id).copied().unwrap_or(0);
@@ -1482,9 +1839,23 @@ impl Node {
             let Some(id) = pick else {
                 continue;
             };
-            *load.entry(id).or_default() += 1;
-            let timeout = self.block_window(id).1;
-            self.in_flight.insert(hash, (id, now + timeout));
+            let k = {
+                let e = load.entry(id).or_default();
+                *e += 1;
+                *e
+            };
+            let (deadline, air) = self.block_deadline(id, now, k);
+            let retry = self.retry_later.remove(&hash);
+            self.in_flight.insert(
+                hash,
+                Request {
+                    peer: id,
+                    deadline,
+                    sent_at: now,
+                    air,
+                    retry,
+                },
+            );
             // On slow links ask for the compact form: the peer sends short ids for the
             // transactions, which we mostly hold in our mempool already.
             let slow = self.peer_caps(id).is_some_and(|c| c.bitrate_bps > 0);
@@ -1509,7 +1880,18 @@ impl Node {
     /// A whole block from `peer`, however it came (full, or rebuilt from a compact one).
     fn block_arrived(&mut self, now: u64, peer: PeerId, block: crate::chain::Block) {
         let hash = block.hash();
-        self.in_flight.remove(&hash);
+        self.retry_later.remove(&hash);
+        if let Some(r) = self.in_flight.remove(&hash) {
+            if let Some(p) = self.peers.get_mut(&r.peer) {
+                if r.peer == peer && !r.retry && r.air > 0 {
+                    // The answer's own air time is in `air` as the average block; close
+                    // enough for a turnaround estimate.
+                    p.rtt
+                        .sample(now.saturating_sub(r.sent_at).saturating_sub(r.air));
+                }
+                p.rtt.answered();
+            }
+        }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(hash);
             p.saw_tip(block.header.height, hash);
@@ -1699,6 +2081,7 @@ impl Node {
         let link = p.link;
         if let Some(l) = self.packet_links.get_mut(&link) {
             let prio = match msg {
+                Message::Hello(_) => Priority::Greeting,
                 Message::Block(_) | Message::Headers(_) | Message::Tx(_) => Priority::Bulk,
                 _ => Priority::Control,
             };
@@ -1789,7 +2172,7 @@ impl Node {
             }
             p.closing = true;
         }
-        self.in_flight.retain(|_, (p, _)| *p != peer);
+        self.in_flight.retain(|_, r| r.peer != peer);
         self.events
             .push_back(NodeEvent::Disconnect { peer, reason });
     }

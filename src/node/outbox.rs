@@ -518,9 +518,17 @@ impl Node {
             return;
         };
         let dest = Dest::Peer(node_id);
+        // An item for "any peer" is delivered once some peer holds it, too.
         let mut done: Vec<u64> = [OutItem::Tx(hash), OutItem::Block(hash)]
             .iter()
-            .filter_map(|k| self.outbox.ob.find(dest, *k).map(|it| it.id))
+            .flat_map(|k| {
+                [
+                    self.outbox.ob.find(dest, *k),
+                    self.outbox.ob.find(Dest::Any, *k),
+                ]
+            })
+            .flatten()
+            .map(|it| it.id)
             .collect();
         if self.chain.is_on_main_chain(&hash) {
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
@@ -533,7 +541,12 @@ impl Node {
                 }
             });
             if raised {
-                for it in self.outbox.ob.items().filter(|it| it.dest == dest) {
+                for it in self
+                    .outbox
+                    .ob
+                    .items()
+                    .filter(|it| it.dest == dest || it.dest == Dest::Any)
+                {
                     let below = match it.item {
                         OutItem::Block(h) => {
                             self.chain.is_on_main_chain(&h)
@@ -577,6 +590,19 @@ impl Node {
             self.flush_acks(peer);
             return;
         }
+        let half_duplex_packet = self
+            .peers
+            .get(&peer)
+            .and_then(|p| self.packet_links.get(&p.link))
+            .is_some_and(|l| l.takes_turns());
+        if half_duplex_packet {
+            // Sent in our next turn on the channel, with everything else we have to say
+            // (see `take_turn`): never a key-up of its own.
+            return;
+        }
+        let Some(s) = self.outbox.sessions.get_mut(&peer) else {
+            return;
+        };
         // Wait for a pause in what the peer sends (more pushes may be on the air), but
         // never longer than the policy's delay after the first unsent ack: on a link that
         // is open for seconds, an ack held too long dies with the session.
@@ -587,7 +613,7 @@ impl Node {
         self.outbox.wake = self.outbox.wake.min(due);
     }
 
-    fn flush_acks(&mut self, peer: PeerId) {
+    pub(super) fn flush_acks(&mut self, peer: PeerId) {
         let Some(s) = self.outbox.sessions.get_mut(&peer) else {
             return;
         };
@@ -622,13 +648,17 @@ impl Node {
             // What this session's link may carry: no blocks where the operator keeps them
             // off, only small transactions on a narrow link.
             let caps = self.peer_caps(peer).cloned();
-            let fits = |it: &Item| match (&it.item, &caps) {
-                (OutItem::Block(_), Some(c)) => c.blocks,
-                (OutItem::Tx(_), Some(c)) if super::is_narrow(c) => it
-                    .payload
-                    .as_ref()
-                    .is_some_and(|p| p.len() + 16 <= super::NARROW_TX_MAX),
-                _ => true,
+            let blocks_ok = caps.as_ref().is_none_or(|c| c.blocks);
+            let fits = |it: &Item| {
+                !self.carried_by_block(it, blocks_ok)
+                    && match (&it.item, &caps) {
+                        (OutItem::Block(_), Some(c)) => c.blocks,
+                        (OutItem::Tx(_), Some(c)) if super::is_narrow(c) => it
+                            .payload
+                            .as_ref()
+                            .is_some_and(|p| p.len() + 16 <= super::NARROW_TX_MAX),
+                        _ => true,
+                    }
             };
             let busy: BTreeSet<u64> = self
                 .outbox
@@ -744,9 +774,21 @@ impl Node {
         self.route(peer, bytes, msg);
     }
 
+    /// A transaction already in a block of our main chain reaches a peer whose link
+    /// carries blocks with that block (the sync delivers it, and the peer's tip then
+    /// proves it): pushing it alone would send its bytes twice.
+    fn carried_by_block(&self, it: &Item, blocks_ok: bool) -> bool {
+        blocks_ok
+            && matches!(it.item, OutItem::Tx(t) if matches!(
+                self.chain.store().tx_block(&t),
+                Ok(Some(b)) if self.chain.is_on_main_chain(&b)
+            ))
+    }
+
     fn recompute_wake(&mut self, now: u64) {
         let mut wake = u64::MAX;
-        for s in self.outbox.sessions.values() {
+        for (peer, s) in &self.outbox.sessions {
+            let blocks_ok = self.peer_caps(*peer).is_none_or(|c| c.blocks);
             if let Some(t) = s.ack_due {
                 wake = wake.min(t);
             }
@@ -758,6 +800,7 @@ impl Node {
                     if it.state == State::Pending
                         && (it.dest == Dest::Peer(s.node_id) || it.dest == Dest::Any)
                         && !s.inflight.contains_key(&it.id)
+                        && !self.carried_by_block(it, blocks_ok)
                     {
                         wake = wake.min(it.next_attempt_ms);
                     }

@@ -1,11 +1,22 @@
-//! Packet links (radio): fragmentation to the link's MTU, selective repeat, pacing.
+//! Packet links (radio): fragmentation to the link's MTU, selective repeat, pacing and
+//! turn-taking.
 //!
 //! On a link whose MTU is smaller than an envelope can be, or that has no sessions of its
 //! own (a radio channel), every envelope travels in `wire::frag` packets. The sender keeps
 //! the fragments of recent transfers; the receiver asks for exactly the ones it lacks
-//! (NACK) once a transfer has gone quiet, so a lost frame costs one frame. Nothing is
-//! acknowledged frame by frame: on a half-duplex channel every turnaround costs the
-//! TXDELAY and the channel-access wait of both stations.
+//! (NACK), so a lost frame costs one frame. Nothing is acknowledged frame by frame: on a
+//! half-duplex channel every turnaround costs the TXDELAY and the channel-access wait of
+//! both stations.
+//!
+//! Turns (half duplex): everything a station has to say when it takes the channel goes
+//! out in one burst, and the last packet of a burst carries the OVER flag. A station that
+//! is hearing another one's burst holds its own traffic until the OVER (or until the
+//! sender has been quiet for about a frame's air time), so its replies, acks, NACKs and
+//! requests leave together in one key-up. After its own burst a station leaves the
+//! channel to the others for a moment before it starts anything unasked. On a channel
+//! without carrier sense (JS8Call) a station picks a random slot before anything that is
+//! not an immediate answer, so two stations that react to the same event fall out of
+//! step.
 //!
 //! Pacing: the core releases packets to the driver only while its estimate of the air time
 //! already handed to the TNC stays under a window. The TNC's queue is kept fed (it sends
@@ -13,15 +24,24 @@
 //! control traffic (requests, NACKs, announcements) overtakes bulk data.
 
 use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::rng::Rng;
 use crate::wire::frag::{self, Reassembler, ReassemblerConfig};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Air time the core may have handed to a TNC ahead of the clock.
 const WINDOW_MS: u64 = 10_000;
-/// On half duplex, the most air one burst may take before the channel is left free.
-const BURST_MS: u64 = 20_000;
-/// Quiet time left after a burst on half duplex, so the other stations can answer.
+/// On half duplex, the most air one burst may take before the channel is left free
+/// (well under the 3-minute time-out timers of common radios).
+const BURST_MS: u64 = 60_000;
+/// Quiet time left after a burst cut by `BURST_MS`, so the other stations can answer.
 const TURNAROUND_GAP_MS: u64 = 2_500;
+/// After a burst that ended with OVER, time left to the other stations to take the
+/// channel (their TNC's channel access and TXDELAY) before we start anything unasked.
+const YIELD_MS: u64 = 2_000;
+/// A burst we are hearing is over when nothing more came for a frame's air time plus this.
+const HOLD_MARGIN_MS: u64 = 1_000;
+/// The longest a frame's air time is waited for when holding (a very slow link).
+const MAX_FRAME_WAIT_MS: u64 = 600_000;
 /// Key-up overhead assumed per transmission burst (TXDELAY plus channel access).
 const BURST_OVERHEAD_MS: u64 = 500;
 /// Per-frame bytes added below us: AX.25 addresses, control, PID, FCS, flags.
@@ -34,6 +54,9 @@ const SENT_CACHE_MS: u64 = 30 * 60 * 1000;
 const QUEUE_BYTES: usize = 512 * 1024;
 /// NACK rounds per transfer before the receiver gives up on it.
 const MAX_NACK_ROUNDS: u32 = 8;
+/// Random-access window on channels without carrier sense, in slots: a station waits
+/// 0..CONTENTION_SLOTS slots before a transmission that is not an immediate answer.
+const CONTENTION_SLOTS: u64 = 4;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
 /// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`.
 pub const DUTY_BURST_MS: u64 = 60_000;
@@ -50,7 +73,10 @@ pub enum Dest {
 /// Urgency of an outgoing message on a paced link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
-    /// Requests, NACKs, handshakes, announcements: small and they unblock the peer.
+    /// A greeting: ahead of everything else, since the peer reads nothing of ours
+    /// before it.
+    Greeting,
+    /// Requests, NACKs, announcements: small and they unblock the peer.
     Control,
     /// Blocks, headers, transactions.
     Bulk,
@@ -78,6 +104,8 @@ pub(super) struct PacketLink {
     nack_rounds: BTreeMap<(PeerId, u32), u32>,
     /// When the next beacon is due.
     pub next_beacon: u64,
+    /// Discovery beacons sent since a station last answered (their interval backs off).
+    pub alone_beacons: u32,
     /// Air time handed to the TNC so far, in milliseconds (estimate).
     pub air_ms: u64,
     /// Packets and bytes handed to the link.
@@ -90,11 +118,30 @@ pub(super) struct PacketLink {
     duty: Option<super::peers::Bucket>,
     /// Times release stopped because the duty-cycle budget was spent.
     pub duty_waits: u64,
+    /// Another station's burst is on the air until about then (half duplex): we hold.
+    hold_until: u64,
+    /// A burst we heard ended: our turn has to be taken (acks, requests, answers).
+    pub turn_due: bool,
+    /// After our own burst, the channel is left to the others until then.
+    quiet_until: u64,
+    /// Channels without carrier sense: the slot chosen for our next transmission.
+    access_at: Option<u64>,
+    /// Until then we are answering a burst we heard: no random wait.
+    answer_until: u64,
+    rng: Rng,
+    /// Bursts keyed up (estimate: releases that started from an idle transmitter).
+    pub keyups: u64,
 }
 
 impl PacketLink {
     /// A packet link; on radio with `duty_pct` < 100 its air time is capped to that share.
-    pub fn new(caps: LinkCaps, now: u64, first_beacon_in: u64, duty_pct: u8) -> PacketLink {
+    pub fn new(
+        caps: LinkCaps,
+        now: u64,
+        first_beacon_in: u64,
+        duty_pct: u8,
+        seed: u64,
+    ) -> PacketLink {
         let duty = (caps.radio && duty_pct < 100).then(|| {
             // Air ms earned per second of clock: 10 * percent.
             super::peers::Bucket::new(u64::from(duty_pct) * 10, DUTY_BURST_MS, now)
@@ -117,10 +164,98 @@ impl PacketLink {
             burst_air: 0,
             nack_rounds: BTreeMap::new(),
             next_beacon: now + first_beacon_in,
+            alone_beacons: 0,
             air_ms: 0,
             packets_out: 0,
             bytes_out: 0,
             repaired: 0,
+            hold_until: 0,
+            turn_due: false,
+            quiet_until: 0,
+            access_at: None,
+            answer_until: 0,
+            rng: Rng::new(seed),
+            keyups: 0,
+        }
+    }
+
+    /// A packet from another station was heard. On half duplex its burst goes on until
+    /// its OVER, or until it has been quiet for a frame's air time: we hold till then.
+    /// Returns true if this packet ended the burst.
+    pub fn heard(&mut self, now: u64, packet: &[u8]) -> bool {
+        self.quiet_until = 0;
+        let over = frag::is_over(packet);
+        if !self.takes_turns() {
+            return over;
+        }
+        self.turn_due = true;
+        self.hold_until = if over {
+            now
+        } else {
+            now + self.airtime_ms(self.caps.mtu).min(MAX_FRAME_WAIT_MS) + HOLD_MARGIN_MS
+        };
+        // Hearing the channel busy restarts the random access of a slotted channel;
+        // an answer to this burst goes at once (the sender is waiting for it).
+        self.access_at = None;
+        self.answer_until = self.hold_until + self.caps.slot_ms;
+        over
+    }
+
+    /// A shared half-duplex channel (a TNC, JS8Call), where the stations take turns
+    /// themselves. A connected modem session (VARA) runs its own ARQ turns.
+    pub fn takes_turns(&self) -> bool {
+        self.caps.half_duplex && !self.caps.connection_oriented
+    }
+
+    /// Is another station's burst still on the air (half duplex)?
+    pub fn holding(&self, now: u64) -> bool {
+        self.takes_turns() && now < self.hold_until
+    }
+
+    /// When the core must look at this link again for turn-taking (hold, yield, slot).
+    pub fn wake_at(&self, now: u64) -> Option<u64> {
+        let mut t = u64::MAX;
+        if self.turn_due {
+            t = t.min(self.hold_until);
+        }
+        if self.queued() > 0 {
+            if self.quiet_until > now {
+                t = t.min(self.quiet_until);
+            }
+            if let Some(a) = self.access_at.filter(|a| *a > now) {
+                t = t.min(a);
+            }
+            if self.backlog_until >= now + WINDOW_MS {
+                // Pacing: more can be handed over once the window moves (a duty-cycle wait
+                // is left to the core's tick).
+                t = t.min(self.backlog_until + 1 - WINDOW_MS);
+            }
+        }
+        (t != u64::MAX).then_some(t.max(now))
+    }
+
+    /// May a new burst start now? (Appending to a burst still on the air always may.)
+    fn may_key_up(&mut self, now: u64) -> bool {
+        if !self.takes_turns() || self.backlog_until > now {
+            return true;
+        }
+        if now < self.hold_until || now < self.quiet_until {
+            return false;
+        }
+        if self.caps.carrier_sense || self.caps.slot_ms == 0 || now < self.answer_until {
+            return true;
+        }
+        // No carrier sense: a random slot, so that stations that react to the same event
+        // (or came up in the same second) do not transmit in lock step for ever.
+        let slot = self.caps.slot_ms;
+        let at = *self
+            .access_at
+            .get_or_insert_with(|| now + self.rng.below(CONTENTION_SLOTS) * slot);
+        if now >= at {
+            self.access_at = None;
+            true
+        } else {
+            false
         }
     }
 
@@ -131,7 +266,44 @@ impl PacketLink {
 
     /// Does an idle transfer count as stalled? A few frames' worth of silence.
     pub fn stall_ms(&self) -> u64 {
-        3_000 + 4 * self.airtime_ms(self.caps.mtu)
+        2_000 + 2 * self.airtime_ms(self.caps.mtu)
+    }
+
+    /// Estimated air time of everything handed to the TNC and not yet on air, plus what
+    /// waits here ahead of a new control message: how long before a request leaves.
+    pub fn air_ahead(&self, now: u64) -> u64 {
+        let queued: u64 = self
+            .control
+            .iter()
+            .map(|(_, p)| self.airtime_ms(p.len()))
+            .sum();
+        self.backlog_until.saturating_sub(now) + queued
+    }
+
+    /// Incomplete transfers from `peer`: the sender ended its burst, so whatever is
+    /// missing was lost. NACKs for them, each counted as a round.
+    pub fn nacks_after_over(&mut self, now: u64, peer: PeerId) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (p, tid) in self.reasm.stalled(now, 0) {
+            if p != peer {
+                continue;
+            }
+            self.reasm.touch(p, tid, now);
+            if !self.nack_round(p, tid) {
+                continue;
+            }
+            if let Some(n) = self.reasm.nack(p, tid) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// Has `peer` a transfer to us under way (heard from within `within_ms`)? Its
+    /// missing parts will be asked for by NACK; asking for the same message again
+    /// would send it twice.
+    pub fn receiving_from(&self, now: u64, peer: PeerId, within_ms: u64) -> bool {
+        self.reasm.active_within(peer, now, within_ms)
     }
 
     /// Queue an envelope: split to the MTU, keep the fragments for repair if directed.
@@ -160,10 +332,17 @@ impl PacketLink {
                 self.trim_sent(now);
             }
         }
+        if prio == Priority::Greeting {
+            for p in packets.into_iter().rev() {
+                self.queued_bytes += p.len();
+                self.control.push_front((dest, p));
+            }
+            return true;
+        }
         for p in packets {
             self.queued_bytes += p.len();
             match prio {
-                Priority::Control => self.control.push_back((dest, p)),
+                Priority::Control | Priority::Greeting => self.control.push_back((dest, p)),
                 Priority::Bulk => self.bulk.push_back((dest, p)),
             }
         }
@@ -260,12 +439,19 @@ impl PacketLink {
         }
     }
 
-    /// Hand packets to the driver while the air-time window allows.
+    /// Hand packets to the driver while the air-time window allows. On half duplex a
+    /// new burst starts only when the channel is ours (see the module docs); the last
+    /// packet of a burst carries OVER.
     pub fn release(&mut self, now: u64, out: &mut Vec<(Dest, Vec<u8>)>) {
         self.nack_rounds.retain(|_, n| *n <= MAX_NACK_ROUNDS + 1);
+        if self.queued() == 0 || !self.may_key_up(now) {
+            return;
+        }
+        let first = out.len();
+        let mut capped = false;
         loop {
             if self.backlog_until.saturating_sub(now) >= WINDOW_MS {
-                return;
+                break;
             }
             if self.caps.half_duplex {
                 // Keeping the TNC fed forever would hold the channel forever: a burst ends
@@ -274,7 +460,8 @@ impl PacketLink {
                     self.burst_air = 0;
                 }
                 if self.burst_air >= BURST_MS && self.control.is_empty() {
-                    return;
+                    capped = true;
+                    break;
                 }
             }
             let Some(next_len) = self
@@ -283,10 +470,11 @@ impl PacketLink {
                 .or(self.bulk.front())
                 .map(|(_, p)| p.len())
             else {
-                return;
+                break;
             };
             let mut t = self.airtime_ms(next_len);
-            if self.backlog_until <= now {
+            let idle = self.backlog_until <= now;
+            if idle {
                 t += BURST_OVERHEAD_MS;
             }
             if let Some(d) = self.duty.as_mut() {
@@ -294,12 +482,15 @@ impl PacketLink {
                 // (a flood must not make us answer it at the channel's full rate).
                 if !d.take(now, t.min(DUTY_BURST_MS)) {
                     self.duty_waits += 1;
-                    return;
+                    break;
                 }
             }
             let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
-                return;
+                break;
             };
+            if idle {
+                self.keyups += 1;
+            }
             self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
             self.backlog_until = self.backlog_until.max(now) + t;
             self.burst_air += t;
@@ -307,6 +498,13 @@ impl PacketLink {
             self.packets_out += 1;
             self.bytes_out += p.len() as u64;
             out.push((dest, p));
+        }
+        if out.len() > first && self.queued() == 0 && !capped {
+            // All we had is on its way: say so, and leave the channel to the others.
+            if let Some((_, last)) = out.last_mut() {
+                frag::set_over(last);
+            }
+            self.quiet_until = self.backlog_until + YIELD_MS;
         }
     }
 
@@ -363,7 +561,7 @@ mod tests {
 
     #[test]
     fn release_is_paced_and_control_overtakes_bulk() {
-        let mut l = PacketLink::new(radio(), 0, 0, 100);
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
         let big = vec![7u8; 4000];
         assert!(l.enqueue(0, Dest::Peer(1), &big, Priority::Bulk));
         let n_frags = l.queued();
@@ -389,7 +587,7 @@ mod tests {
 
     #[test]
     fn nack_repairs_exactly_the_missing_fragments_and_ack_frees_them() {
-        let mut l = PacketLink::new(radio(), 0, 0, 100);
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
         let msg: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         l.enqueue(0, Dest::Peer(5), &msg, Priority::Bulk);
         let mut out = Vec::new();

@@ -13,8 +13,14 @@
 //! 0x01 FRAGMENT    01 | id varint | index varint | count varint | payload...
 //! 0x02 NACK ranges 02 | id varint | n varint | n x (gap varint, len-1 varint)
 //! 0x03 NACK bitmap 03 | id varint | base varint | nbits varint | ceil(nbits/8) bytes
-//! 0x04..=0xFF      reserved
+//! 0x04..=0x7F      reserved
 //! ```
+//!
+//! * OVER: bit 0x80 of the tag byte, on any packet, says "this is the last packet of my
+//!   transmission: the channel is yours". On a half-duplex channel the receiver holds its
+//!   replies until it hears it (or until the sender has been quiet for a frame's air
+//!   time), then answers everything in one key-up, and asks at once for fragments that
+//!   did not arrive. The tag is `tag & 0x7F`.
 //!
 //! * FRAGMENT: `index < count`; every fragment but the last carries the same
 //!   non-empty payload length, the last carries 1..=that many bytes. A message
@@ -39,6 +45,8 @@ pub const TAG_FRAGMENT: u8 = 0x01;
 pub const TAG_NACK_RANGES: u8 = 0x02;
 /// Tag of a NACK carrying a bitmap of missing fragments.
 pub const TAG_NACK_BITMAP: u8 = 0x03;
+/// Bit of the tag byte marking the last packet of a transmission (see the module docs).
+pub const FLAG_OVER: u8 = 0x80;
 /// Hard protocol limit on fragments per transfer.
 pub const MAX_FRAGMENTS: u32 = 1 << 16;
 
@@ -288,10 +296,23 @@ pub enum Packet<'a> {
     Nack(Nack),
 }
 
+/// Is this packet the last of its sender's transmission ([`FLAG_OVER`])?
+pub fn is_over(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|t| t & FLAG_OVER != 0)
+}
+
+/// Mark a packet as the last of a transmission ([`FLAG_OVER`]).
+pub fn set_over(packet: &mut [u8]) {
+    if let Some(t) = packet.first_mut() {
+        *t |= FLAG_OVER;
+    }
+}
+
 /// Parses a packet without allocating (except for NACK ranges, bounded by its length).
+/// The [`FLAG_OVER`] bit is ignored here (see [`is_over`]).
 pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, FragError> {
     let (&tag, mut rest) = bytes.split_first().ok_or(FragError::Truncated)?;
-    match tag {
+    match tag & !FLAG_OVER {
         TAG_WHOLE => Ok(Packet::Whole(rest)),
         TAG_FRAGMENT => {
             let transfer_id = get_varint(&mut rest)?;
@@ -307,7 +328,7 @@ pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, FragError> {
                 payload: rest,
             }))
         }
-        TAG_NACK_RANGES | TAG_NACK_BITMAP => parse_nack(tag, rest).map(Packet::Nack),
+        TAG_NACK_RANGES | TAG_NACK_BITMAP => parse_nack(tag & !FLAG_OVER, rest).map(Packet::Nack),
         other => Err(FragError::UnknownTag(other)),
     }
 }
@@ -585,6 +606,13 @@ impl Reassembler {
             .filter(|(_, t)| now_ms.saturating_sub(t.last_ms) >= idle_ms)
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Has `peer` an incomplete transfer that received something within `within_ms`?
+    pub fn active_within(&self, peer: u64, now_ms: u64, within_ms: u64) -> bool {
+        self.transfers
+            .iter()
+            .any(|((p, _), t)| *p == peer && now_ms.saturating_sub(t.last_ms) < within_ms)
     }
 
     /// Restart a transfer's idle clock (after asking for its missing fragments).
