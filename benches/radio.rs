@@ -122,7 +122,9 @@ fn select(words: &[String]) -> Result<Selection, String> {
             "reticulum" | "rns" => systems.push(System::Reticulum),
             "empty" => variants.push(Variant::Empty),
             "outbox" => variants.push(Variant::Outbox),
-            w if CHANNELS.contains(&w) => channels.push(if w == "clean" { "clean" } else { "lossy" }),
+            w if CHANNELS.contains(&w) => {
+                channels.push(if w == "clean" { "clean" } else { "lossy" })
+            }
             w if PAYLOADS.iter().any(|p| p.name == w) => {
                 payloads.extend(PAYLOADS.iter().filter(|p| p.name == w).copied())
             }
@@ -210,8 +212,8 @@ fn mine_on(chain: &Chain, to: Address, t: u64) -> Block {
 /// The shared history: 4 funding blocks, one per key, identical on A and B.
 fn funded_chain() -> (Chain, u64) {
     let p = params::regtest();
-    let mut chain = Chain::open(p.clone(), Store::open_in_memory().expect("store"))
-        .expect("chain opens");
+    let mut chain =
+        Chain::open(p.clone(), Store::open_in_memory().expect("store")).expect("chain opens");
     let mut t = p.genesis.header.time + 600;
     for k in &keys() {
         t += 1;
@@ -252,7 +254,9 @@ fn node_a(p: &Payload, variant: Variant) -> Result<(Node, Hash, usize, usize), S
             t += 1;
             let block = mine_on(&chain, miner, t);
             bytes += block.encoded_len();
-            chain.submit_block(block, t).map_err(|e| format!("block: {e}"))?;
+            chain
+                .submit_block(block, t)
+                .map_err(|e| format!("block: {e}"))?;
         }
         let tip = chain.tip().hash;
         return Ok((node(chain, A_ID, "N0CALL-1"), tip, bytes, 0));
@@ -572,7 +576,8 @@ fn rns_peer(
     arg: &str,
 ) -> Result<Proc, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rns_peer.py");
-    let log = std::fs::File::create(dir.join(format!("rns-{role}.log"))).map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(dir.join(format!("rns-{role}.log"))).map_err(|e| e.to_string())?;
     Command::new(python())
         .arg(script)
         .arg(role)
