@@ -12,9 +12,10 @@
         line per phase, seconds since the process started: {"ev": "path", "t": ...}, then
         "link", "resource_started", "done" (with "bytes").
 
-Both use a TCPClientInterface with kiss_framing to a Direwolf KISS TCP port, with
-fixed_mtu 500 (Reticulum's MTU: without it the interface assumes 10 Mbit/s and sends
-frames of several KB that Direwolf truncates; env RNS_FIXED_MTU). The interface's bitrate
+Both use a TCPClientInterface with kiss_framing to a Direwolf KISS TCP port, with a
+fixed_mtu (env RNS_FIXED_MTU, default 500, Reticulum's MTU; the bench uses 2000 on the
+clean channel). Without it the interface assumes 10 Mbit/s and sends frames of several
+KB that Direwolf truncates (its KISS frames are limited to 2048 bytes). The interface's bitrate
 is left at Reticulum's guess unless RNS_BITRATE is set (e.g. 1200, so that its path and
 link timeouts know the channel).
 """
