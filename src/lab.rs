@@ -105,6 +105,19 @@ pub struct DirStats {
     pub dropped_rx_bytes: u64,
 }
 
+/// One transmission as played on the air (see [`DirewolfPair::air_log`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AirBurst {
+    /// A transmitted (else B).
+    pub from_a: bool,
+    /// When its first sample was played.
+    pub start: Instant,
+    /// Seconds of audio played.
+    pub secs: f64,
+    /// The other station was keyed at some point during it.
+    pub collided: bool,
+}
+
 /// Air usage in both directions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AirStats {
@@ -216,6 +229,11 @@ impl DirewolfPair {
     /// Snapshot of air usage.
     pub fn air_stats(&self) -> AirStats {
         self.air.as_ref().map(Air::stats).unwrap_or_default()
+    }
+
+    /// Every completed transmission so far, in the order they ended.
+    pub fn air_log(&self) -> Vec<AirBurst> {
+        self.air.as_ref().map(Air::log).unwrap_or_default()
     }
 
     /// Blocks until no transmission has been on the air for `quiet`, or `timeout`.
@@ -381,6 +399,7 @@ impl Drop for SerialToken {
 struct Air {
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<AirStats>>,
+    log: Arc<Mutex<Vec<AirBurst>>>,
     thread: JoinHandle<()>,
 }
 
@@ -389,9 +408,10 @@ impl Air {
     fn spawn(root: &Path, half_duplex: bool, gain: f32) -> io::Result<Air> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(AirStats::default()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         let root = root.to_path_buf();
-        let (stop2, stats2) = (stop.clone(), stats.clone());
+        let (stop2, stats2, log2) = (stop.clone(), stats.clone(), log.clone());
         let thread = std::thread::Builder::new()
             .name("air".into())
             .spawn(move || {
@@ -405,12 +425,18 @@ impl Air {
                         return;
                     }
                 };
-                rt.block_on(run_air(root, half_duplex, gain, stop2, stats2, ready_tx));
+                let shared = AirShared {
+                    stop: stop2,
+                    stats: stats2,
+                    log: log2,
+                };
+                rt.block_on(run_air(root, half_duplex, gain, shared, ready_tx));
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Air {
                 stop,
                 stats,
+                log,
                 thread,
             }),
             Ok(Err(e)) => Err(e),
@@ -420,6 +446,10 @@ impl Air {
 
     fn stats(&self) -> AirStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn log(&self) -> Vec<AirBurst> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     fn stop(self) {
@@ -439,6 +469,9 @@ struct Link {
     active: bool,
     collided: bool,
     pending: Vec<u8>,
+    /// When the current transmission started playing, and samples played in it.
+    burst_start: Option<Instant>,
+    burst_samples: u64,
 }
 
 impl Link {
@@ -454,6 +487,8 @@ impl Link {
             active: false,
             collided: false,
             pending: Vec::new(),
+            burst_start: None,
+            burst_samples: 0,
         })
     }
 
@@ -484,6 +519,8 @@ impl Link {
         if !self.active && self.start_at.is_some_and(|t| now >= t) && self.queued() > 0 {
             self.active = true;
             self.start_at = None;
+            self.burst_start = Some(now);
+            self.burst_samples = 0;
         }
         if !self.active {
             return Vec::new();
@@ -521,14 +558,21 @@ impl Link {
     }
 }
 
+/// What the air thread shares with [`Air`].
+struct AirShared {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<AirStats>>,
+    log: Arc<Mutex<Vec<AirBurst>>>,
+}
+
 async fn run_air(
     root: PathBuf,
     half_duplex: bool,
     gain: f32,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<AirStats>>,
+    shared: AirShared,
     ready: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
+    let AirShared { stop, stats, log } = shared;
     let links =
         Link::open(&root, "txA", "rxB").and_then(|ab| Ok([ab, Link::open(&root, "txB", "rxA")?]));
     let mut links = match links {
@@ -585,12 +629,219 @@ async fn run_air(
             };
             d.air_seconds += played as f64 / (BYTES_PER_SAMPLE as f64 * f64::from(SAMPLE_RATE));
             d.dropped_rx_bytes += dropped;
+            l.burst_samples += (played / BYTES_PER_SAMPLE) as u64;
             if l.active && l.queued() < BYTES_PER_SAMPLE {
                 l.active = false;
                 d.bursts += 1;
-                d.collided += u64::from(std::mem::take(&mut l.collided));
+                let collided = std::mem::take(&mut l.collided);
+                d.collided += u64::from(collided);
+                if let Ok(mut log) = log.lock() {
+                    log.push(AirBurst {
+                        from_a: i == 0,
+                        start: l.burst_start.take().unwrap_or(now),
+                        secs: l.burst_samples as f64 / f64::from(SAMPLE_RATE),
+                        collided,
+                    });
+                }
             }
             d.busy = l.active || l.start_at.is_some();
         }
     }
+}
+
+/// One KISS data frame seen by a [`KissTap`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TappedFrame {
+    /// When the tap saw its closing FEND.
+    pub at: Instant,
+    /// Client to TNC (handed over to be keyed up); else TNC to client (received).
+    pub to_tnc: bool,
+    /// Unescaped frame length without the KISS type byte: the AX.25 frame (or whatever
+    /// raw payload the client sends) without HDLC flags and FCS.
+    pub len: usize,
+}
+
+/// Frames and bytes through a [`KissTap`] in some window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapTotals {
+    /// Data frames handed to the TNC.
+    pub frames_to_tnc: u64,
+    /// Their bytes (see [`TappedFrame::len`]).
+    pub bytes_to_tnc: u64,
+    /// Data frames the TNC delivered to the client.
+    pub frames_from_tnc: u64,
+    /// Their bytes.
+    pub bytes_from_tnc: u64,
+}
+
+/// A KISS TCP proxy that counts data frames each way: put it between a client and a
+/// TNC's KISS port to measure the bytes a station keys up. Bytes pass through unchanged
+/// and as soon as they arrive. Dropping it closes the listener and every connection.
+pub struct KissTap {
+    addr: SocketAddr,
+    frames: Arc<Mutex<Vec<TappedFrame>>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KissTap {
+    /// Listens on a free loopback port and forwards every connection to `upstream`.
+    pub fn start(upstream: SocketAddr) -> io::Result<KissTap> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (f, s, c) = (frames.clone(), stop.clone(), conns.clone());
+        let thread = std::thread::Builder::new()
+            .name("kiss-tap".into())
+            .spawn(move || tap_accept(listener, upstream, f, s, c))?;
+        Ok(KissTap {
+            addr,
+            frames,
+            stop,
+            conns,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address clients connect to instead of the TNC's.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every data frame seen so far.
+    pub fn frames(&self) -> Vec<TappedFrame> {
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Totals of the frames seen at or after `from` and before `to` (`None`: until now).
+    pub fn totals(&self, from: Instant, to: Option<Instant>) -> TapTotals {
+        let mut t = TapTotals::default();
+        for f in self.frames() {
+            if f.at < from || to.is_some_and(|to| f.at >= to) {
+                continue;
+            }
+            if f.to_tnc {
+                t.frames_to_tnc += 1;
+                t.bytes_to_tnc += f.len as u64;
+            } else {
+                t.frames_from_tnc += 1;
+                t.bytes_from_tnc += f.len as u64;
+            }
+        }
+        t
+    }
+}
+
+impl Drop for KissTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(conns) = self.conns.lock() {
+            for c in conns.iter() {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tap_accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    frames: Arc<Mutex<Vec<TappedFrame>>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let client = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(_) => return,
+        };
+        let Ok(tnc) = TcpStream::connect(upstream) else {
+            continue;
+        };
+        let _ = client.set_nonblocking(false);
+        let _ = client.set_nodelay(true);
+        let _ = tnc.set_nodelay(true);
+        let (Ok(c2), Ok(t2), Ok(c3), Ok(t3)) = (
+            client.try_clone(),
+            tnc.try_clone(),
+            client.try_clone(),
+            tnc.try_clone(),
+        ) else {
+            continue;
+        };
+        if let Ok(mut v) = conns.lock() {
+            v.push(c3);
+            v.push(t3);
+        }
+        for (from, to, to_tnc) in [(client, tnc, true), (t2, c2, false)] {
+            let frames = frames.clone();
+            let _ = std::thread::Builder::new()
+                .name("kiss-tap-copy".into())
+                .spawn(move || tap_copy(from, to, to_tnc, &frames));
+        }
+    }
+}
+
+/// Copies one direction, counting KISS data frames (command 0) as they complete.
+fn tap_copy(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    to_tnc: bool,
+    frames: &Mutex<Vec<TappedFrame>>,
+) {
+    use std::io::{Read, Write};
+    const FEND: u8 = 0xC0;
+    const FESC: u8 = 0xDB;
+    let mut buf = [0u8; 8192];
+    // Bytes of the current frame (type byte included, escapes still in).
+    let mut len = 0usize;
+    let mut escapes = 0usize;
+    let mut kind: Option<u8> = None;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        let now = Instant::now();
+        for &b in &buf[..n] {
+            if b == FEND {
+                if len > 1 && kind.is_some_and(|k| k & 0x0F == 0) {
+                    if let Ok(mut f) = frames.lock() {
+                        f.push(TappedFrame {
+                            at: now,
+                            to_tnc,
+                            len: len - 1 - escapes,
+                        });
+                    }
+                }
+                len = 0;
+                escapes = 0;
+                kind = None;
+                continue;
+            }
+            if len == 0 {
+                kind = Some(b);
+            }
+            if b == FESC {
+                escapes += 1;
+            }
+            len += 1;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
 }
