@@ -1042,10 +1042,11 @@ impl Node {
                 continue;
             }
             self.flush_acks(id);
+            let best = self.chain.best_header().work;
             let want = self
                 .peers
                 .get_mut(&id)
-                .is_some_and(|p| std::mem::take(&mut p.want_headers));
+                .is_some_and(|p| std::mem::take(&mut p.want_headers) && p.best_work > best);
             if want {
                 self.ask_headers(now, id, None);
             }
