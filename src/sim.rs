@@ -522,7 +522,13 @@ impl Sim {
                     self.next_peer += 1;
                     self.radios[r].heard.insert((d.to, d.from), p);
                     self.radio_sessions.insert((node, p), (r, d.from));
-                    self.nodes[node].peer_connected(now, p, link, format!("radio:{from_node}"), false);
+                    self.nodes[node].peer_connected(
+                        now,
+                        p,
+                        link,
+                        format!("radio:{from_node}"),
+                        false,
+                    );
                     p
                 }
             };

@@ -543,3 +543,24 @@ fn a_station_that_restarts_gets_a_new_session_without_being_scored() {
         assert!(peers[0].ready, "station {i} has no session");
     }
 }
+
+#[test]
+fn a_hidden_terminal_syncs_through_the_middle_station() {
+    // 0 and 2 cannot hear each other; 1 hears both. Frames from 0 and 2 collide at 1
+    // whenever they overlap, carrier sense or not.
+    let mut air = Air::new(3, 41, 0);
+    air.channel_mut().set_hears(0, 2, false);
+    assert!(!air.channel().hears(2, 0));
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    for i in 0..3 {
+        air.mine_with_txs(0, &k, 1 + i);
+    }
+    air.run_for(30 * 60 * 1000);
+    let stats = air.channel_stats();
+    eprintln!("hidden terminal over the air: {stats:?}");
+    for (i, n) in air.nodes.iter().enumerate() {
+        assert_eq!(n.chain().tip().height, 4, "station {i}: {stats:?}");
+    }
+    assert_eq!(main_chain_tx_ids(&air.nodes[2]).len(), 6);
+}

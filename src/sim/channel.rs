@@ -75,6 +75,13 @@ pub struct ChannelConfig {
     /// Listen before keying up (p-persistent CSMA). False on JS8Call, and on Direwolf in
     /// full-duplex mode (key up at once, no random wait) when `slot_ms` is 0.
     pub carrier_sense: bool,
+    /// A frame handed to a keyed-up station joins the transmission only if handed at least
+    /// this long before the frame on the air ends. Direwolf bundles whatever is queued
+    /// when it finishes generating the previous frame's audio, and generation runs ahead
+    /// of the air by the sound card's output buffer (device dependent, up to a second or
+    /// more); 0 (the default) lets every frame handed before the last one ends join, so a
+    /// sender that keeps feeding frames keeps the channel.
+    pub bundle_lead_ms: u64,
     /// Without carrier sense: key up only at multiples of this (JS8Call's frame period),
     /// one frame per key-up, no TXDELAY or TXTAIL (the period includes JS8's own); 0: not
     /// slotted.
@@ -96,6 +103,7 @@ impl Default for ChannelConfig {
             queue_frames: 100,
             busy_timeout_ms: 60_000,
             carrier_sense: true,
+            bundle_lead_ms: 0,
             slot_ms: 0,
         }
     }
@@ -224,7 +232,8 @@ enum State {
 }
 
 struct Station {
-    queue: VecDeque<(Option<usize>, Vec<u8>)>,
+    /// (destination, bytes, when handed).
+    queue: VecDeque<(Option<usize>, Vec<u8>, u64)>,
     state: State,
     /// Time spent sensing a busy channel for the frame at the head of the queue.
     busy_waited: u64,
@@ -366,7 +375,7 @@ impl Channel {
             }
             return false;
         }
-        st.queue.push_back((dest, bytes));
+        st.queue.push_back((dest, bytes, now));
         if matches!(st.state, State::Idle) {
             self.begin_access(s, now);
         }
@@ -453,8 +462,7 @@ impl Channel {
                 Some(lb) => {
                     let st = &mut self.stations[s];
                     st.busy_waited += t - last;
-                    if self.cfg.busy_timeout_ms > 0 && st.busy_waited >= self.cfg.busy_timeout_ms
-                    {
+                    if self.cfg.busy_timeout_ms > 0 && st.busy_waited >= self.cfg.busy_timeout_ms {
                         st.busy_waited = 0;
                         st.queue.pop_front();
                         st.stats.dropped_busy += 1;
@@ -489,13 +497,13 @@ impl Channel {
             }
             State::KeyAt { .. } => self.key_up(s, t),
             State::Keyed { key, phase, .. } => match phase {
-                Phase::TxDelay => self.next_frame(s, key, t),
+                Phase::TxDelay => self.next_frame(s, key, t, true),
                 Phase::Frame { start, dest, bytes } => {
                     self.finish_frame(s, key, start, t, dest, bytes, out);
                     if self.cfg.is_slotted() {
                         self.key_down(s, key, t);
                     } else {
-                        self.next_frame(s, key, t);
+                        self.next_frame(s, key, t, false);
                     }
                 }
                 Phase::Tail => self.key_down(s, key, t),
@@ -521,7 +529,7 @@ impl Channel {
         }
         if self.cfg.is_slotted() {
             // JS8Call: one frame per period, starting at the boundary.
-            self.next_frame(s, key, t);
+            self.next_frame(s, key, t, true);
         } else {
             self.stations[s].state = State::Keyed {
                 key,
@@ -531,11 +539,18 @@ impl Channel {
         }
     }
 
-    /// Send the next queued frame at `t`, or start TXTAIL if there is none.
-    fn next_frame(&mut self, s: usize, key: u64, t: u64) {
+    /// Send the next queued frame at `t`, or start TXTAIL if there is none (or, after a
+    /// frame, if it came too late to be bundled).
+    fn next_frame(&mut self, s: usize, key: u64, t: u64, first: bool) {
+        let lead = self.cfg.bundle_lead_ms;
         let st = &mut self.stations[s];
-        match st.queue.pop_front() {
-            Some((dest, bytes)) => {
+        let joins = |handed: u64| first || handed.saturating_add(lead) <= t;
+        let next = match st.queue.front() {
+            Some((_, _, handed)) if joins(*handed) => st.queue.pop_front(),
+            _ => None,
+        };
+        match next {
+            Some((dest, bytes, _)) => {
                 st.busy_waited = 0;
                 let until = t + self.cfg.airtime_ms(bytes.len());
                 st.state = State::Keyed {
@@ -782,6 +797,38 @@ mod tests {
         assert_eq!(st.air_ms, 300 + 6 * air + 100);
     }
 
+    /// With an audio lead, a frame handed late in the last frame misses the bundle and
+    /// waits for a key-up of its own.
+    #[test]
+    fn a_frame_handed_too_late_misses_the_bundle() {
+        let cfg = ChannelConfig {
+            persist: 255,
+            bundle_lead_ms: 500,
+            ..ChannelConfig::default()
+        };
+        let air = cfg.airtime_ms(100);
+        for (at, key_ups) in [(T0 + 400 + air - 600, 1), (T0 + 400 + air - 400, 2)] {
+            let mut ch = Channel::new(2, cfg.clone(), 3);
+            ch.advance(T0);
+            ch.send(T0, 0, Some(1), vec![0; 100]);
+            let mut d = Vec::new();
+            while ch.next_event() <= at {
+                let t = ch.next_event();
+                d.extend(ch.advance(t));
+            }
+            d.extend(ch.advance(at));
+            ch.send(at, 0, Some(1), vec![1; 100]);
+            d.extend(run(&mut ch));
+            assert_eq!(d.len(), 2);
+            assert_eq!(
+                ch.station_stats(0).key_ups,
+                key_ups,
+                "handed at {}",
+                at - T0
+            );
+        }
+    }
+
     /// A station that senses a carrier waits for the channel to clear, then for its slot,
     /// and its frame gets through.
     #[test]
@@ -890,7 +937,11 @@ mod tests {
             d.extend(run(&mut ch));
             let got: Vec<u64> = d.iter().filter(|x| x.to == 2).map(|x| x.at).collect();
             // T0 is a multiple of 15 s plus 10 s: boundaries at T0 + 5 s, T0 + 20 s.
-            assert_eq!(got, vec![T0 + 5_000 + air, T0 + 20_000 + air], "seed {seed}");
+            assert_eq!(
+                got,
+                vec![T0 + 5_000 + air, T0 + 20_000 + air],
+                "seed {seed}"
+            );
         }
     }
 
