@@ -1,6 +1,8 @@
 //! A deterministic network simulator: real `Node` cores with in-memory stores, joined by
 //! simulated links (latency, bit rate, loss), on a virtual clock with a seeded RNG. Same
-//! seed, same run: this is the test bench for sync behaviour.
+//! seed, same run: this is the test bench for sync behaviour. Point-to-point links are
+//! [`LinkSpec`]s; nodes sharing one radio frequency go on a [`channel::Channel`] with
+//! [`Sim::radio_channel`] (carrier sense, collisions, hidden terminals).
 
 use crate::chain::{pow, Address, Block, Chain, NetworkParams};
 use crate::link::{LinkCaps, LinkId, PeerId};
@@ -706,6 +708,10 @@ mod radio_channel_tests {
         eprintln!("hidden terminal: {stats:?}");
         assert!(sim.converged(), "{stats:?}");
         assert_eq!(sim.nodes[2].chain().tip().height, 4);
+        assert!(
+            stats.collisions > 0,
+            "the hidden terminal never bit: {stats:?}"
+        );
         // Node 2 never heard node 0 directly.
         assert!(sim.radios[r].heard.keys().all(|&(a, b)| (a, b) != (2, 0)));
     }
