@@ -1,13 +1,19 @@
 //! Stations on one simulated half-duplex radio channel, in virtual time: exercises the
-//! packet layer (fragmentation, NACK repair, pacing, beacons) without any I/O.
+//! packet layer (fragmentation, NACK repair, pacing, beacons) without any I/O. The channel
+//! is [`crate::sim::channel`]: a KISS TNC per station with Direwolf's carrier sense,
+//! PERSIST/SLOTTIME, TXDELAY/TXTAIL and bundling, collisions, deafness while keyed, hidden
+//! terminals and random loss, so a test cannot pass only because the air is kind. Set
+//! `AIR_TRACE=1` to see every frame handed to a TNC, every key-up and each frame's fate at
+//! every station.
 
 use super::*;
 use crate::chain::{params, pow, Address};
+use crate::sim::channel::{Channel, ChannelConfig, ChannelStats};
 use crate::store::Store;
 
-const LINK: LinkId = 1;
+pub(super) const LINK: LinkId = 1;
 
-fn radio_caps() -> LinkCaps {
+pub(super) fn radio_caps() -> LinkCaps {
     LinkCaps {
         mtu: 256,
         bitrate_bps: 1200,
@@ -22,31 +28,76 @@ fn radio_caps() -> LinkCaps {
     }
 }
 
-/// A frame on the air: arrival time, sequence, sender, receiver (None: everyone), bytes.
-type InFlight = (u64, u64, usize, Option<usize>, Vec<u8>);
+/// The channel a link with `caps` runs on: Direwolf's defaults at the link's bit rate
+/// (p-persistent CSMA with TXDELAY, DCD latency, collisions, half duplex), or JS8Call-like
+/// slots when the link has no carrier sense and a slot length.
+pub(super) fn channel_config(caps: &LinkCaps, loss_ppm: u64) -> ChannelConfig {
+    let base = if !caps.carrier_sense && caps.slot_ms > 0 {
+        ChannelConfig::slotted(caps.bitrate_bps, caps.slot_ms)
+    } else {
+        ChannelConfig {
+            bitrate_bps: caps.bitrate_bps,
+            carrier_sense: caps.carrier_sense,
+            ..ChannelConfig::default()
+        }
+    };
+    ChannelConfig {
+        loss_ppm: u32::try_from(loss_ppm).unwrap_or(u32::MAX),
+        ..base
+    }
+}
 
-struct Air {
-    caps: LinkCaps,
-    nodes: Vec<Node>,
+/// What a packet-link frame carries, for traces.
+pub(super) fn describe(bytes: &[u8]) -> String {
+    match crate::wire::frag::parse(bytes) {
+        Ok(crate::wire::frag::Packet::Whole(m)) => crate::wire::envelope::decode(m)
+            .map(|e| e.message.name())
+            .unwrap_or("?")
+            .to_string(),
+        Ok(crate::wire::frag::Packet::Fragment(_)) => "fragment".into(),
+        Ok(crate::wire::frag::Packet::Nack(_)) => "nack".into(),
+        Err(_) => "bad".into(),
+    }
+}
+
+/// Stations on one shared radio channel ([`crate::sim::channel`]), in virtual time. What a
+/// node transmits goes into its station's TNC queue at the moment the node emits it; the
+/// channel decides when it keys up (carrier sense, PERSIST, slots), what collides, who is
+/// deaf because it is transmitting, and what random loss takes. Decoded frames reach a
+/// node only if broadcast or addressed to it (as the KISS link filters on the AX.25
+/// destination); the first frame heard from a station opens a session with it, as on the
+/// KISS link. All stations come up at the same instant, as they would on the real air.
+pub(super) struct Air {
+    pub(super) nodes: Vec<Node>,
     /// (observer, station) -> the observer's peer id for that station.
-    heard: BTreeMap<(usize, usize), PeerId>,
-    now: u64,
-    busy_until: u64,
-    rng: Rng,
-    loss_ppm: u64,
-    queue: Vec<InFlight>,
-    seq: u64,
-    frames: u64,
-    lost: u64,
-    air_bytes: u64,
+    pub(super) heard: BTreeMap<(usize, usize), PeerId>,
+    pub(super) now: u64,
+    pub(super) channel: Channel,
+    /// Frames the nodes handed to their TNCs (and the TNCs accepted).
+    pub(super) frames: u64,
+    /// Frame receptions lost, per station that could hear the sender: collisions,
+    /// deafness while transmitting, random loss (see [`ChannelStats`]).
+    pub(super) lost: u64,
+    /// Bytes the nodes handed to their TNCs (information fields, framing not counted).
+    pub(super) air_bytes: u64,
+    /// Frames the TNCs refused (queue full).
+    pub(super) refused: u64,
+    trace: bool,
 }
 
 impl Air {
-    fn new(n: usize, seed: u64, loss_ppm: u64) -> Air {
+    pub(super) fn new(n: usize, seed: u64, loss_ppm: u64) -> Air {
         Air::with_caps(n, seed, loss_ppm, radio_caps())
     }
 
-    fn with_caps(n: usize, seed: u64, loss_ppm: u64, caps: LinkCaps) -> Air {
+    pub(super) fn with_caps(n: usize, seed: u64, loss_ppm: u64, caps: LinkCaps) -> Air {
+        let cfg = channel_config(&caps, loss_ppm);
+        Air::with_channel(n, seed, caps, cfg)
+    }
+
+    /// `n` stations on a channel configured by `cfg` (PERSIST, slots, loss, ...). Use
+    /// [`Air::channel_mut`] for the audibility matrix (hidden terminals).
+    pub(super) fn with_channel(n: usize, seed: u64, caps: LinkCaps, cfg: ChannelConfig) -> Air {
         let p = params::regtest();
         let now = p.genesis.header.time * 1000 + 60_000;
         let mut nodes = Vec::new();
@@ -56,27 +107,42 @@ impl Air {
             node.link_up(now, LINK, caps.clone());
             nodes.push(node);
         }
+        let mut channel = Channel::new(n, cfg, seed ^ 0xA1_2C_4A_11);
+        channel.set_describe(describe);
+        channel.advance(now);
         Air {
-            caps,
             nodes,
             heard: BTreeMap::new(),
             now,
-            busy_until: now,
-            rng: Rng::new(seed),
-            loss_ppm,
-            queue: Vec::new(),
-            seq: 0,
+            channel,
             frames: 0,
             lost: 0,
             air_bytes: 0,
+            refused: 0,
+            trace: std::env::var_os("AIR_TRACE").is_some(),
         }
     }
 
-    fn peer_id(&self, observer: usize, station: usize) -> PeerId {
+    /// The channel (configuration, statistics, audibility).
+    pub(super) fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The channel, to change its configuration or who hears whom.
+    pub(super) fn channel_mut(&mut self) -> &mut Channel {
+        &mut self.channel
+    }
+
+    /// Channel-wide counters.
+    pub(super) fn channel_stats(&self) -> ChannelStats {
+        self.channel.stats().clone()
+    }
+
+    pub(super) fn peer_id(&self, observer: usize, station: usize) -> PeerId {
         (observer as u64) << 16 | station as u64
     }
 
-    fn station_of(&self, observer: usize, peer: PeerId) -> usize {
+    pub(super) fn station_of(&self, observer: usize, peer: PeerId) -> usize {
         let _ = observer;
         (peer & 0xFFFF) as usize
     }
@@ -84,29 +150,27 @@ impl Air {
     fn drain(&mut self) {
         for i in 0..self.nodes.len() {
             while let Some(t) = self.nodes[i].poll_transmit() {
-                // One transmitter at a time on a simplex channel.
-                let air = packet::airtime_ms(&self.caps, t.bytes.len());
-                let start = self.busy_until.max(self.now);
-                self.busy_until = start + air;
-                self.frames += 1;
-                if std::env::var("AIR_TRACE").is_ok() {
-                    let kind = match crate::wire::frag::parse(&t.bytes) {
-                        Ok(crate::wire::frag::Packet::Whole(m)) => crate::wire::envelope::decode(m)
-                            .map(|e| e.message.name())
-                            .unwrap_or("?"),
-                        Ok(crate::wire::frag::Packet::Fragment(_)) => "fragment",
-                        Ok(crate::wire::frag::Packet::Nack(_)) => "nack",
-                        Err(_) => "bad",
-                    };
-                    eprintln!("{} {i} -> {:?} {kind} {}", self.now, t.to, t.bytes.len());
+                if self.trace {
+                    eprintln!(
+                        "{} {i} -> {:?} {} {} (to TNC, {} queued)",
+                        self.now,
+                        t.to,
+                        describe(&t.bytes),
+                        t.bytes.len(),
+                        self.channel.queued(i)
+                    );
                 }
-                self.air_bytes += t.bytes.len() as u64;
                 let to = match t.to {
                     Dest::Peer(p) => Some(self.station_of(i, p)),
                     Dest::Broadcast(_) => None,
                 };
-                self.seq += 1;
-                self.queue.push((start + air, self.seq, i, to, t.bytes));
+                let len = t.bytes.len() as u64;
+                if self.channel.send(self.now, i, to, t.bytes) {
+                    self.frames += 1;
+                    self.air_bytes += len;
+                } else {
+                    self.refused += 1;
+                }
             }
             while let Some(ev) = self.nodes[i].poll_event() {
                 if let NodeEvent::Disconnect { peer, .. } = ev {
@@ -118,11 +182,15 @@ impl Air {
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) {
-        if self.loss_ppm > 0 && self.rng.below(1_000_000) < self.loss_ppm {
-            self.lost += 1;
-            return;
-        }
+    /// Key up `bytes` from station `from` for `to` (None: broadcast) through its TNC, as
+    /// a station that is not running our node would (a flood, a foreign protocol).
+    pub(super) fn inject(&mut self, from: usize, to: Option<usize>, bytes: Vec<u8>) {
+        self.channel.send(self.now, from, to, bytes);
+    }
+
+    /// Hand `bytes` to node `to` as if decoded from station `from` now, bypassing the
+    /// channel. The first frame from a station opens the session with it.
+    pub(super) fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) {
         let pid = self.peer_id(to, from);
         if let std::collections::btree_map::Entry::Vacant(e) = self.heard.entry((to, from)) {
             e.insert(pid);
@@ -132,36 +200,38 @@ impl Air {
         self.nodes[to].handle_frame(self.now, pid, bytes);
     }
 
-    fn run_for(&mut self, ms: u64) {
+    fn sync_counters(&mut self) {
+        let s = self.channel.stats();
+        self.lost = s.collisions + s.deaf + s.lost;
+    }
+
+    pub(super) fn run_for(&mut self, ms: u64) {
         let end = self.now + ms;
         loop {
             self.drain();
-            self.queue.sort_by_key(|q| (q.0, q.1));
-            let next_msg = self.queue.first().map(|q| q.0).unwrap_or(u64::MAX);
+            let next_air = self.channel.next_event();
             let next_timer = self
                 .nodes
                 .iter()
                 .map(|n| n.poll_timeout())
                 .min()
                 .unwrap_or(u64::MAX);
-            let next = next_msg.min(next_timer).max(self.now);
+            let next = next_air.min(next_timer).max(self.now);
             if next > end {
                 self.now = end;
+                self.channel.advance(end);
+                self.sync_counters();
                 return;
             }
             self.now = next;
-            if next_msg <= next_timer {
-                let (_, _, from, to, bytes) = self.queue.remove(0);
-                match to {
-                    Some(t) => self.deliver(from, t, &bytes),
-                    None => {
-                        for t in 0..self.nodes.len() {
-                            if t != from {
-                                self.deliver(from, t, &bytes);
-                            }
-                        }
+            if next_air <= next_timer {
+                for d in self.channel.advance(next) {
+                    // The link drops frames addressed to other stations.
+                    if d.dest.is_none_or(|x| x == d.to) && d.to < self.nodes.len() {
+                        self.deliver(d.from, d.to, &d.bytes);
                     }
                 }
+                self.sync_counters();
             } else {
                 for n in &mut self.nodes {
                     if n.poll_timeout() <= self.now {
@@ -173,7 +243,7 @@ impl Air {
     }
 
     /// Mine a block with `txs` fresh transactions from `key` on node `i`.
-    fn mine_with_txs(&mut self, i: usize, key: &ed25519_dalek::SigningKey, txs: usize) {
+    pub(super) fn mine_with_txs(&mut self, i: usize, key: &ed25519_dalek::SigningKey, txs: usize) {
         let net = params::regtest().network_id();
         let from = crate::keys::address(key);
         for k in 0..txs {
@@ -187,7 +257,7 @@ impl Air {
     }
 }
 
-fn station_config(i: usize, seed: u64) -> NodeConfig {
+pub(super) fn station_config(i: usize, seed: u64) -> NodeConfig {
     NodeConfig {
         node_id: [i as u8 + 1; 32],
         callsign: format!("N0CALL-{}", i + 1),
@@ -197,11 +267,11 @@ fn station_config(i: usize, seed: u64) -> NodeConfig {
     }
 }
 
-fn key() -> ed25519_dalek::SigningKey {
+pub(super) fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[42u8; 32])
 }
 
-fn main_chain_tx_ids(n: &Node) -> Vec<Hash> {
+pub(super) fn main_chain_tx_ids(n: &Node) -> Vec<Hash> {
     let tip = n.chain().tip().height;
     let mut ids = Vec::new();
     for h in 1..=tip {
@@ -325,7 +395,7 @@ fn a_compact_block_fetches_only_the_transactions_the_receiver_lacks() {
 }
 
 /// A JS8Call-like channel: 12 bit/s, text only, 64-byte messages.
-fn narrow_caps(blocks: bool) -> LinkCaps {
+pub(super) fn narrow_caps(blocks: bool) -> LinkCaps {
     LinkCaps {
         mtu: 64,
         bitrate_bps: 12,
@@ -397,12 +467,13 @@ fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
     let mut banned_after = None;
     let mut worst_excess: i64 = i64::MIN;
     for _ in 0..(90 * 60 / 5) {
-        air.run_for(5_000);
-        // Garbage (random bytes) keyed up by N0CALL-3 every five seconds.
+        // Garbage (random bytes) keyed up by N0CALL-3 every five seconds, on the air: it
+        // occupies the channel and can collide like any other frame.
         let len = 20 + rng.below(200) as usize;
         let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
-        air.deliver(2, 0, &junk);
+        air.inject(2, Some(0), junk);
         flood_frames += 1;
+        air.run_for(5_000);
         if banned_after.is_none()
             && air.nodes[0]
                 .bans(air.now)
@@ -476,4 +547,27 @@ fn a_station_that_restarts_gets_a_new_session_without_being_scored() {
         assert_eq!(peers.len(), 1, "station {i}: {peers:?}");
         assert!(peers[0].ready, "station {i} has no session");
     }
+}
+
+#[test]
+fn a_hidden_terminal_syncs_through_the_middle_station() {
+    // 0 and 2 cannot hear each other; 1 hears both. Frames from 0 and 2 collide at 1
+    // whenever they overlap, carrier sense or not.
+    let mut air = Air::new(3, 41, 0);
+    air.channel_mut().set_hears(0, 2, false);
+    assert!(!air.channel().hears(2, 0));
+    let k = key();
+    air.mine_with_txs(0, &k, 0);
+    for i in 0..3 {
+        air.mine_with_txs(0, &k, 1 + i);
+    }
+    air.run_for(30 * 60 * 1000);
+    let stats = air.channel_stats();
+    eprintln!("hidden terminal over the air: {stats:?}");
+    for (i, n) in air.nodes.iter().enumerate() {
+        assert_eq!(n.chain().tip().height, 4, "station {i}: {stats:?}");
+    }
+    assert_eq!(main_chain_tx_ids(&air.nodes[2]).len(), 6);
+    // The hidden terminal did bite: frames were lost to overlap at station 1.
+    assert!(stats.collisions > 0, "{stats:?}");
 }
