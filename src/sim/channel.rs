@@ -79,8 +79,8 @@ pub struct ChannelConfig {
     /// this long before the frame on the air ends. Direwolf bundles whatever is queued
     /// when it finishes generating the previous frame's audio, and generation runs ahead
     /// of the air by the sound card's output buffer (device dependent, up to a second or
-    /// more); 0 (the default) lets every frame handed before the last one ends join, so a
-    /// sender that keeps feeding frames keeps the channel.
+    /// more). Default 200 ms, a typical output buffer; 0 lets every frame handed before
+    /// the last one ends join.
     pub bundle_lead_ms: u64,
     /// Without carrier sense: key up only at multiples of this (JS8Call's frame period),
     /// one frame per key-up, no TXDELAY or TXTAIL (the period includes JS8's own); 0: not
@@ -103,7 +103,7 @@ impl Default for ChannelConfig {
             queue_frames: 100,
             busy_timeout_ms: 60_000,
             carrier_sense: true,
-            bundle_lead_ms: 0,
+            bundle_lead_ms: 200,
             slot_ms: 0,
         }
     }
