@@ -65,6 +65,8 @@ const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
 /// soon, then back off to `DISCOVERY_INTERVAL_MS` (two stations started together may
 /// collide; nobody should wait a minute to be found).
 const DISCOVERY_FIRST_MS: u64 = 5_000;
+/// Discovery beacons sent at that fast pace before the slow one (and the 2 % rule).
+const DISCOVERY_FAST_TRIES: u32 = 4;
 /// Envelopes kept per station heard before its `Hello` (lost, or still to come): replayed
 /// once the handshake completes, so a lost greeting does not cost the whole burst.
 const EARLY_BYTES: usize = 64 * 1024;
@@ -643,7 +645,7 @@ impl Node {
         }
         let parsed = match frag::parse(bytes) {
             Ok(frag::Packet::Nack(nack)) => {
-                if !l.repair(peer, &nack) {
+                if !l.repair(now, peer, &nack) {
                     debug!(
                         peer,
                         transfer = nack.transfer_id,
@@ -662,7 +664,7 @@ impl Node {
             // turn we are about to take, not after a stall timer.
             for nack in l.nacks_after_over(now, peer) {
                 debug!(peer, "asking for fragments lost in its burst");
-                l.enqueue_raw(Dest::Peer(peer), nack);
+                l.enqueue_raw(now, Dest::Peer(peer), nack);
             }
         }
         match parsed {
@@ -892,7 +894,7 @@ impl Node {
         let expired: Vec<(Hash, PeerId)> = self
             .in_flight
             .iter()
-            .filter(|(_, r)| r.deadline <= now)
+            .filter(|(_, r)| r.deadline <= now && self.answer_overdue(r.peer, now))
             .map(|(h, r)| (*h, r.peer))
             .collect();
         for (h, peer) in expired {
@@ -912,13 +914,21 @@ impl Node {
         let ahead: Vec<(PeerId, bool)> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
+            .filter(|(&id, p)| {
                 p.ready()
                     && p.best_work > best
-                    && (p.headers_asked_at.is_none() || now >= p.headers_deadline)
+                    && (p.headers_asked_at.is_none()
+                        || (now >= p.headers_deadline && self.answer_overdue(id, now)))
             })
             .map(|(&id, p)| (id, p.headers_asked_at.is_some()))
             .collect();
+        // A request that no longer matters (we caught up by other means) is forgotten.
+        for p in self.peers.values_mut() {
+            if p.headers_asked_at.is_some() && now >= p.headers_deadline && p.best_work <= best {
+                p.headers_asked_at = None;
+                p.headers_timing = None;
+            }
+        }
         for (id, again) in ahead {
             if again {
                 if let Some(p) = self.peers.get_mut(&id) {
@@ -957,15 +967,21 @@ impl Node {
                 // of random jitter, and never more than ~2 % of the channel.
                 let alone = !self.peers.values().any(|p| p.link == link && p.ready());
                 if let Some(l) = self.packet_links.get_mut(&link) {
-                    let base = if alone {
-                        let n = l.alone_beacons.min(8);
+                    let air = l.airtime_ms(bytes.len());
+                    let interval = if alone && l.alone_beacons < DISCOVERY_FAST_TRIES {
+                        // The first few also on a slow channel (JS8): a collision of the
+                        // first beacons must not cost the 2 % rule's hour.
+                        let n = l.alone_beacons;
                         l.alone_beacons += 1;
-                        (DISCOVERY_FIRST_MS << n).min(DISCOVERY_INTERVAL_MS)
+                        (DISCOVERY_FIRST_MS << n)
+                            .min(DISCOVERY_INTERVAL_MS)
+                            .max(3 * air)
+                    } else if alone {
+                        DISCOVERY_INTERVAL_MS.max(air * 50)
                     } else {
                         l.alone_beacons = 0;
-                        BEACON_INTERVAL_MS
+                        BEACON_INTERVAL_MS.max(air * 50)
                     };
-                    let interval = base.max(l.airtime_ms(bytes.len()) * 50);
                     let jitter = interval / 4 * jitter / 1_000_000;
                     l.next_beacon = now + interval + jitter;
                     l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
@@ -983,7 +999,7 @@ impl Node {
                 }
                 if let Some(nack) = l.reasm.nack(peer, tid) {
                     debug!(peer, transfer = tid, "asking for missing fragments");
-                    l.enqueue_raw(Dest::Peer(peer), nack);
+                    l.enqueue_raw(now, Dest::Peer(peer), nack);
                 }
             }
         }
@@ -1525,8 +1541,12 @@ impl Node {
     fn on_headers(&mut self, now: u64, peer: PeerId, headers: Vec<crate::chain::Header>) {
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.headers_asked_at.take().is_some() {
+                // A Headers after the deadline is more likely an announcement than the
+                // answer: no sample from it.
                 if let Some((sent, air)) = p.headers_timing.take() {
-                    p.rtt.sample(now.saturating_sub(sent).saturating_sub(air));
+                    if now <= p.headers_deadline {
+                        p.rtt.sample(now.saturating_sub(sent).saturating_sub(air));
+                    }
                 }
                 p.rtt.answered();
             }
@@ -1719,6 +1739,22 @@ impl Node {
             .get(&peer)
             .and_then(|p| self.packet_links.get(&p.link))
             .is_some_and(|l| l.holding(now))
+    }
+
+    /// May we call an answer from `peer` overdue now? On a shared half-duplex channel the
+    /// peer answers only after our whole burst (it holds until our OVER) and its answer
+    /// may be on the air right now: not before our burst ended one RTO ago, nor while we
+    /// hear it.
+    fn answer_overdue(&self, peer: PeerId, now: u64) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return true;
+        };
+        match self.packet_links.get(&p.link) {
+            Some(l) if l.takes_turns() => {
+                !l.holding(now) && l.queued() == 0 && now >= l.burst_end() + p.rtt.rto()
+            }
+            _ => true,
+        }
     }
 
     /// Air time before something sent to `peer` now would be on the air.
@@ -1999,6 +2035,7 @@ impl Node {
                     && Some(p.link) != heard_on
                     && p.ready()
                     && !p.known.contains(&item.hash)
+                    && !self.outbox_will_push(id, &item)
             })
             .map(|(&id, _)| id)
             .collect();
@@ -2190,6 +2227,8 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+#[cfg(test)]
+mod air_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

@@ -633,10 +633,15 @@ impl Node {
         // Items in flight anywhere: a `Dest::Any` item goes to one peer at a time.
         for peer in peers {
             let ready = self.peers.get(&peer).is_some_and(|p| p.ready());
+            // While our burst is on the air (or the peer's answer is), nothing we pushed
+            // is overdue: its ack comes in the peer's next turn.
+            let overdue = self.answer_overdue(peer, now);
             let Some(s) = self.outbox.sessions.get_mut(&peer) else {
                 continue;
             };
-            s.inflight.retain(|_, deadline| *deadline > now);
+            if overdue {
+                s.inflight.retain(|_, deadline| *deadline > now);
+            }
             if !ready {
                 continue;
             }
@@ -672,7 +677,12 @@ impl Node {
                 .due_for(&node_id, now)
                 .into_iter()
                 .filter(|id| !busy.contains(id))
-                .filter(|id| self.outbox.ob.get(*id).is_some_and(fits))
+                .filter(|id| {
+                    self.outbox
+                        .ob
+                        .get(*id)
+                        .is_some_and(|it| fits(it) && (overdue || it.attempts == 0))
+                })
                 .take(free)
                 .collect();
             if due.is_empty() {
@@ -680,14 +690,27 @@ impl Node {
             }
             // Acks ride with the pushes: one turnaround instead of two on half duplex.
             self.flush_acks(peer);
+            // The peer answers after our whole burst: every push of this batch waits for
+            // all of it to be on air.
+            let batch_air: u64 = match &caps {
+                Some(c) if c.bitrate_bps > 0 => due
+                    .iter()
+                    .filter_map(|id| self.outbox.ob.get(*id))
+                    .map(|it| {
+                        let len = it.payload.as_ref().map_or(TYPICAL_ITEM_BYTES, Vec::len);
+                        super::packet::airtime_ms(c, len)
+                    })
+                    .sum(),
+                _ => 0,
+            };
             for id in due {
-                self.push_item(now, peer, id);
+                self.push_item(now, peer, id, batch_air);
             }
         }
         self.recompute_wake(now);
     }
 
-    fn push_item(&mut self, now: u64, peer: PeerId, id: u64) {
+    fn push_item(&mut self, now: u64, peer: PeerId, id: u64, batch_air: u64) {
         let Some(it) = self.outbox.ob.get(id).cloned() else {
             return;
         };
@@ -720,7 +743,18 @@ impl Node {
         let Some(policy) = self.outbox.sessions.get(&peer).map(|s| s.policy) else {
             return;
         };
-        let next = now + policy.delay_ms(it.attempts + 1, &mut self.rng);
+        let mut delay = policy.delay_ms(it.attempts + 1, &mut self.rng);
+        if let (Some(c), Some(p)) = (self.peer_caps(peer), self.peers.get(&peer)) {
+            if c.bitrate_bps > 0 {
+                // On a link with a bit rate the ack comes in the peer's next turn: wait
+                // for our queue, this item and the measured turnaround (doubling per
+                // attempt), not a fixed schedule sized for the worst case.
+                let rto = p.rtt.rto() << it.attempts.min(5);
+                let air = self.link_air_ahead(peer, now) + batch_air;
+                delay = delay.min(air + rto + self.rng.below(rto / 2 + 1));
+            }
+        }
+        let next = now + delay;
         let on_broadcast = self.peer_caps(peer).is_some_and(|c| c.broadcast);
         if on_broadcast && matches!(it.item, OutItem::Block(_)) {
             // On a shared channel one broadcast header offers the block to every station
@@ -772,6 +806,27 @@ impl Node {
         }
         let bytes = envelope::encode(self.network, msg_id, msg);
         self.route(peer, bytes, msg);
+    }
+
+    /// Does the outbox hold a pending push of this transaction for `peer`? Then an
+    /// announcement would only make the peer ask for what is on its way.
+    pub(super) fn outbox_will_push(
+        &self,
+        peer: PeerId,
+        item: &crate::wire::message::InvItem,
+    ) -> bool {
+        if item.kind != crate::wire::message::InvKind::Tx {
+            return false;
+        }
+        let Some(s) = self.outbox.sessions.get(&peer) else {
+            return false;
+        };
+        [Dest::Peer(s.node_id), Dest::Any].iter().any(|d| {
+            self.outbox
+                .ob
+                .find(*d, OutItem::Tx(item.hash))
+                .is_some_and(|it| it.state == State::Pending)
+        })
     }
 
     /// A transaction already in a block of our main chain reaches a peer whose link

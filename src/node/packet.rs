@@ -54,6 +54,10 @@ const SENT_CACHE_MS: u64 = 30 * 60 * 1000;
 const QUEUE_BYTES: usize = 512 * 1024;
 /// NACK rounds per transfer before the receiver gives up on it.
 const MAX_NACK_ROUNDS: u32 = 8;
+/// A new burst starts this long after the first packet for it was queued, so that what
+/// several inputs of the same moment produce (a wallet's five transactions, an answer and
+/// its acks) leaves in one key-up with one OVER.
+const GATHER_MS: u64 = 100;
 /// Random-access window on channels without carrier sense, in slots: a station waits
 /// 0..CONTENTION_SLOTS slots before a transmission that is not an immediate answer.
 const CONTENTION_SLOTS: u64 = 4;
@@ -128,6 +132,8 @@ pub(super) struct PacketLink {
     access_at: Option<u64>,
     /// Until then we are answering a burst we heard: no random wait.
     answer_until: u64,
+    /// A new burst waits until then for the rest of what this moment produces.
+    gather_until: Option<u64>,
     rng: Rng,
     /// Bursts keyed up (estimate: releases that started from an idle transmitter).
     pub keyups: u64,
@@ -174,6 +180,7 @@ impl PacketLink {
             quiet_until: 0,
             access_at: None,
             answer_until: 0,
+            gather_until: None,
             rng: Rng::new(seed),
             keyups: 0,
         }
@@ -207,6 +214,11 @@ impl PacketLink {
         self.caps.half_duplex && !self.caps.connection_oriented
     }
 
+    /// When our last burst ends (or ended), by our estimate.
+    pub fn burst_end(&self) -> u64 {
+        self.backlog_until
+    }
+
     /// Is another station's burst still on the air (half duplex)?
     pub fn holding(&self, now: u64) -> bool {
         self.takes_turns() && now < self.hold_until
@@ -225,6 +237,9 @@ impl PacketLink {
             if let Some(a) = self.access_at.filter(|a| *a > now) {
                 t = t.min(a);
             }
+            if let Some(g) = self.gather_until.filter(|g| *g > now) {
+                t = t.min(g);
+            }
             if self.backlog_until >= now + WINDOW_MS {
                 // Pacing: more can be handed over once the window moves (a duty-cycle wait
                 // is left to the core's tick).
@@ -239,7 +254,10 @@ impl PacketLink {
         if !self.takes_turns() || self.backlog_until > now {
             return true;
         }
-        if now < self.hold_until || now < self.quiet_until {
+        if now < self.hold_until
+            || now < self.quiet_until
+            || self.gather_until.is_some_and(|g| now < g)
+        {
             return false;
         }
         if self.caps.carrier_sense || self.caps.slot_ms == 0 || now < self.answer_until {
@@ -270,11 +288,13 @@ impl PacketLink {
     }
 
     /// Estimated air time of everything handed to the TNC and not yet on air, plus what
-    /// waits here ahead of a new control message: how long before a request leaves.
+    /// waits here: how long before the peer can answer what we send now.
     pub fn air_ahead(&self, now: u64) -> u64 {
+        // On a shared channel the answer comes after our whole burst, bulk included.
         let queued: u64 = self
             .control
             .iter()
+            .chain(self.bulk.iter())
             .map(|(_, p)| self.airtime_ms(p.len()))
             .sum();
         self.backlog_until.saturating_sub(now) + queued
@@ -317,6 +337,7 @@ impl PacketLink {
         let Ok(packets) = frag::split(tid, envelope, self.caps.mtu) else {
             return false;
         };
+        self.gather(now);
         if packets.len() > 1 {
             if let Dest::Peer(p) = dest {
                 let bytes: usize = packets.iter().map(Vec::len).sum();
@@ -350,13 +371,21 @@ impl PacketLink {
     }
 
     /// Queue a raw packet (a NACK, a repaired fragment) ahead of bulk data.
-    pub fn enqueue_raw(&mut self, dest: Dest, packet: Vec<u8>) {
+    pub fn enqueue_raw(&mut self, now: u64, dest: Dest, packet: Vec<u8>) {
+        self.gather(now);
         self.queued_bytes += packet.len();
         self.control.push_back((dest, packet));
     }
 
+    /// Something is queued for a new burst: start it after `GATHER_MS`.
+    fn gather(&mut self, now: u64) {
+        if self.takes_turns() && self.backlog_until <= now && self.gather_until.is_none() {
+            self.gather_until = Some(now + GATHER_MS);
+        }
+    }
+
     /// Fragments `peer` asked for again; false if the transfer is no longer held.
-    pub fn repair(&mut self, peer: PeerId, nack: &frag::Nack) -> bool {
+    pub fn repair(&mut self, now: u64, peer: PeerId, nack: &frag::Nack) -> bool {
         let Some(t) = self.sent.get(&(peer, nack.transfer_id)) else {
             return false;
         };
@@ -375,7 +404,7 @@ impl PacketLink {
             .collect();
         for f in frags {
             self.repaired += 1;
-            self.enqueue_raw(Dest::Peer(peer), f);
+            self.enqueue_raw(now, Dest::Peer(peer), f);
         }
         true
     }
@@ -499,6 +528,9 @@ impl PacketLink {
             self.bytes_out += p.len() as u64;
             out.push((dest, p));
         }
+        if out.len() > first {
+            self.gather_until = None;
+        }
         if out.len() > first && self.queued() == 0 && !capped {
             // All we had is on its way: say so, and leave the channel to the others.
             if let Some((_, last)) = out.last_mut() {
@@ -608,7 +640,7 @@ mod tests {
         let frag::Packet::Nack(nack) = frag::parse(&nack_bytes).unwrap() else {
             panic!("not a nack")
         };
-        assert!(l.repair(5, &nack));
+        assert!(l.repair(0, 5, &nack));
         let mut again = Vec::new();
         l.release(t + 60_000, &mut again);
         assert_eq!(
@@ -625,7 +657,7 @@ mod tests {
         let frag::Packet::Nack(ack) = frag::parse(&ack).unwrap() else {
             panic!()
         };
-        assert!(l.repair(5, &ack));
-        assert!(!l.repair(5, &ack), "an ACK frees the repair copy");
+        assert!(l.repair(0, 5, &ack));
+        assert!(!l.repair(0, 5, &ack), "an ACK frees the repair copy");
     }
 }

@@ -82,6 +82,12 @@ pub(super) struct Air {
     pub(super) air_bytes: u64,
     /// Frames the TNCs refused (queue full).
     pub(super) refused: u64,
+    /// Every frame handed to a TNC: (station, what it carries as `describe` names it).
+    pub(super) sent_log: Vec<(usize, String)>,
+    /// One-shot losses: the next frame from .0 to .1 carrying .2 is not delivered.
+    drops: Vec<(usize, usize, String)>,
+    /// Frames lost to `drop_first`.
+    pub(super) dropped: u64,
     trace: bool,
 }
 
@@ -119,6 +125,9 @@ impl Air {
             lost: 0,
             air_bytes: 0,
             refused: 0,
+            sent_log: Vec::new(),
+            drops: Vec::new(),
+            dropped: 0,
             trace: std::env::var_os("AIR_TRACE").is_some(),
         }
     }
@@ -165,6 +174,7 @@ impl Air {
                     Dest::Broadcast(_) => None,
                 };
                 let len = t.bytes.len() as u64;
+                self.sent_log.push((i, describe(&t.bytes)));
                 if self.channel.send(self.now, i, to, t.bytes) {
                     self.frames += 1;
                     self.air_bytes += len;
@@ -186,6 +196,26 @@ impl Air {
     /// a station that is not running our node would (a flood, a foreign protocol).
     pub(super) fn inject(&mut self, from: usize, to: Option<usize>, bytes: Vec<u8>) {
         self.channel.send(self.now, from, to, bytes);
+    }
+
+    /// The next frame from `from` that `to` would decode carrying `kind` (as [`describe`]
+    /// names it) is lost, once.
+    pub(super) fn drop_first(&mut self, from: usize, to: usize, kind: &str) {
+        self.drops.push((from, to, kind.to_string()));
+    }
+
+    fn take_drop(&mut self, from: usize, to: usize, bytes: &[u8]) -> bool {
+        let kind = describe(bytes);
+        let Some(i) = self
+            .drops
+            .iter()
+            .position(|(f, t, k)| *f == from && *t == to && *k == kind)
+        else {
+            return false;
+        };
+        self.drops.remove(i);
+        self.dropped += 1;
+        true
     }
 
     /// Hand `bytes` to node `to` as if decoded from station `from` now, bypassing the
@@ -228,6 +258,9 @@ impl Air {
                 for d in self.channel.advance(next) {
                     // The link drops frames addressed to other stations.
                     if d.dest.is_none_or(|x| x == d.to) && d.to < self.nodes.len() {
+                        if self.take_drop(d.from, d.to, &d.bytes) {
+                            continue;
+                        }
                         self.deliver(d.from, d.to, &d.bytes);
                     }
                 }

@@ -156,7 +156,9 @@ impl RetryPolicy {
                 ack_delay_ms: 200,
             };
         }
-        let window = 4;
+        // Acks come once per turn of the peer (half duplex): a window holds what one of
+        // our turns pushes.
+        let window = 8;
         // A whole window on air one way, its acks the other way (half duplex), and the
         // receiver's aggregation delay: retrying sooner only repeats what is still in
         // transit.
