@@ -1,6 +1,7 @@
 //! The KISS link against real and fake TNCs: two Direwolf modems (skipped without
-//! direwolf), a fake KISS TCP TNC that appears late, a serial device that does not exist,
-//! and `skywave kiss monitor`.
+//! direwolf), the largest `paclen` with a payload of KISS escape bytes through Direwolf,
+//! a fake KISS TCP TNC that appears late, a serial device that does not exist, and
+//! `skywave kiss monitor`.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skywave::lab::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
-use skywave::link::kiss::run_kiss;
+use skywave::link::kiss::{max_paclen, run_kiss, MAX_KISS_FRAME};
 use skywave::link::{LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerIds};
 use skywave::wire::ax25::{decode_ui, encode_ui, Callsign, BROADCAST};
 use skywave::wire::kiss::{encode_data, KissDecoder};
@@ -250,6 +251,89 @@ fn kiss_links_talk_through_two_direwolf_modems() {
         b.task.abort();
     });
     println!("air: {:?}", pair.air_stats());
+}
+
+/// The largest `paclen` skywave accepts, filled with `C0`/`DB` (every byte escaped to
+/// two), goes through real Direwolf whole; a frame just past Direwolf's 2048-byte KISS
+/// limit does not, which is why the cap is where it is.
+#[test]
+fn largest_paclen_of_escaped_bytes_crosses_direwolf_whole() {
+    if skip_without_direwolf("largest_paclen_of_escaped_bytes_crosses_direwolf_whole") {
+        return;
+    }
+    let pair = DirewolfPair::start(DirewolfOpts::default()).expect("direwolf pair starts");
+    let most = max_paclen(0, 0);
+    let url_a = format!("kiss+tcp://{}?paclen={most}", pair.kiss_addr_a());
+    let url_b = format!("kiss+tcp://{}", pair.kiss_addr_b());
+    let payload: Vec<u8> = (0..most)
+        .map(|i| if i % 3 == 0 { 0xDB } else { 0xC0 })
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let ids = PeerIds::default();
+        let mut a = spawn_link(&url_a, CALL_A, &ids, 1);
+        let mut b = spawn_link(&url_b, CALL_B, &ids, 2);
+        a.up("A up").await;
+        b.up("B up").await;
+        // The escaped KISS frame A writes is just under Direwolf's limit.
+        let src: Callsign = CALL_A.parse().expect("call");
+        let mut kiss = Vec::new();
+        encode_data(
+            0,
+            &encode_ui(&src, &BROADCAST, &[], &payload).expect("encode"),
+            &mut kiss,
+        );
+        assert!(kiss.len() <= MAX_KISS_FRAME && kiss.len() > MAX_KISS_FRAME - 4);
+        let t = Instant::now();
+        a.commands
+            .send(LinkCommand::Broadcast {
+                bytes: payload.clone(),
+            })
+            .await
+            .expect("A alive");
+        let (_, got) = b.heard(CALL_A, Duration::from_secs(60)).await;
+        assert_eq!(got.len(), payload.len(), "Direwolf cut the frame");
+        assert_eq!(got, payload);
+        println!(
+            "{most} escaped bytes A->B in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        assert!(
+            pair.wait_air_idle(Duration::from_millis(500), Duration::from_secs(30)),
+            "air never went quiet"
+        );
+
+        // The same, 8 bytes longer (KISS frame 2064 bytes), written by a plain KISS
+        // client: Direwolf does not pass it on intact.
+        let longer: Vec<u8> = payload.iter().copied().chain([0xC0; 8]).collect();
+        let mut kiss = Vec::new();
+        encode_data(
+            0,
+            &encode_ui(&"N0CALL-3".parse().expect("call"), &BROADCAST, &[], &longer)
+                .expect("encode"),
+            &mut kiss,
+        );
+        assert!(kiss.len() > MAX_KISS_FRAME);
+        let addr = pair.kiss_addr_a();
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(addr).expect("raw KISS client");
+            c.write_all(&kiss).expect("write");
+            // Keep the client open while Direwolf reads it.
+            std::thread::sleep(Duration::from_secs(1));
+        })
+        .await
+        .expect("raw client");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, b.events.recv()).await {
+            if let LinkEvent::Frame { bytes, .. } = ev {
+                assert_ne!(bytes, longer, "a frame over 2048 KISS bytes arrived whole");
+                println!("over-long frame arrived cut to {} bytes", bytes.len());
+                break;
+            }
+        }
+        a.task.abort();
+        b.task.abort();
+    });
 }
 
 /// A fake TNC: accepts one KISS client and hands back the socket.

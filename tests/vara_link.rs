@@ -80,13 +80,29 @@ fn vara_sessions_on_need_with_idle_hangup_busy_bitrate_and_a_dead_modem() {
         (pair.count(B, "BW2300") == 1 && pair.count(A, "COMPRESSION OFF") == 1).then_some(())
     });
     assert!(setup_done.is_some(), "{}", logs(&a, &b, &pair));
+    // VARA HF (the default): P2P SESSION, else calls are Winlink sessions.
+    let setup_done = wait_for(Duration::from_secs(10), || {
+        (pair.count(A, "P2P SESSION") >= 1 && pair.count(B, "P2P SESSION") >= 1).then_some(())
+    });
+    assert!(setup_done.is_some(), "{}", logs(&a, &b, &pair));
     assert_eq!(
-        &pair.log(B)[..4],
-        ["MYCALL N0CALL-2", "LISTEN ON", "COMPRESSION OFF", "BW2300"]
+        &pair.log(B)[..5],
+        [
+            "MYCALL N0CALL-2",
+            "LISTEN ON",
+            "COMPRESSION OFF",
+            "BW2300",
+            "P2P SESSION"
+        ]
     );
     assert_eq!(
-        pair.log(A)[..3],
-        ["MYCALL N0CALL-1", "LISTEN ON", "COMPRESSION OFF"]
+        pair.log(A)[..4],
+        [
+            "MYCALL N0CALL-1",
+            "LISTEN ON",
+            "COMPRESSION OFF",
+            "P2P SESSION"
+        ]
     );
     assert_eq!(pair.count(A, "BW"), 0, "no BW without bw=");
 
@@ -108,6 +124,16 @@ fn vara_sessions_on_need_with_idle_hangup_busy_bitrate_and_a_dead_modem() {
     );
     assert_eq!(b.tip(), a.tip());
     assert_eq!(pair.count(B, "CONNECT N0CALL-2 N0CALL-1"), 1);
+    let log_b = pair.log(B);
+    let at = log_b
+        .iter()
+        .position(|l| l.starts_with("CONNECT "))
+        .expect("a CONNECT");
+    assert_eq!(
+        log_b[at - 1],
+        "P2P SESSION",
+        "right before the call: {log_b:?}"
+    );
     let hung_up = wait_for(Duration::from_secs(20), || {
         (!pair.connected()).then_some(())
     });
@@ -443,4 +469,98 @@ async fn wait_async(f: impl Fn() -> bool, secs: u64) -> Instant {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Instant::now()
+}
+
+/// The emulator as VARA HF: a call is a Winlink session (answered only by a gateway)
+/// unless `P2P SESSION` came first, as EA5HVK's command reference says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulated_vara_hf_refuses_a_peer_call_made_without_p2p_session() {
+    use tokio::io::AsyncWriteExt;
+    let pair = VaraPair::start(EmuOpts::default());
+    let mut b = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(B)))
+        .await
+        .expect("B command port");
+    let mut a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A)))
+        .await
+        .expect("A command port");
+    a.write_all(format!("MYCALL {CALL_A}\rLISTEN ON\r").as_bytes())
+        .await
+        .expect("write");
+    b.write_all(format!("MYCALL {CALL_B}\rCONNECT {CALL_B} {CALL_A}\r").as_bytes())
+        .await
+        .expect("write");
+    let mut seen = String::new();
+    expect_line(&mut b, "DISCONNECTED", &mut seen).await;
+    assert!(!seen.contains("CONNECTED "), "{seen:?}");
+    assert_eq!(pair.sessions(), 0);
+    b.write_all(format!("P2P SESSION\rCONNECT {CALL_B} {CALL_A}\r").as_bytes())
+        .await
+        .expect("write");
+    expect_line(&mut b, &format!("CONNECTED {CALL_B} {CALL_A}"), &mut seen).await;
+    assert_eq!(pair.sessions(), 1);
+}
+
+/// `modem=fm`: no P2P SESSION and no BW (VARA FM has neither); calls still connect,
+/// and BITRATE lines in VARA FM 4.3.8's spelling (`BITRATE (9)  9567 bps TX`) set the
+/// link's bit rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vara_fm_link_sends_no_hf_commands_and_reads_bitrate_with_a_direction() {
+    use skywave::link::{vara::run_vara, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use tokio::io::AsyncWriteExt;
+    let pair = VaraPair::start(EmuOpts {
+        hf: false,
+        bw: None,
+        bitrate: 4321,
+        bitrate_dir: true,
+        ..EmuOpts::default()
+    });
+    let cfg = match LinkUrl::parse(&format!(
+        "vara+tcp://127.0.0.1:{}?peer={CALL_A}&modem=fm&alive=30",
+        pair.cmd_port(B)
+    )) {
+        Ok(LinkUrl::Vara(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A)))
+        .await
+        .expect("A command port");
+    let _data_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A) + 1))
+        .await
+        .expect("A data port");
+    cmd_a
+        .write_all(format!("MYCALL {CALL_A}\rLISTEN ON\r").as_bytes())
+        .await
+        .expect("write");
+    let (ev_tx, mut events) = tokio::sync::mpsc::channel(64);
+    let (_commands, cmd_rx) = tokio::sync::mpsc::channel(64);
+    let ctx = LinkContext {
+        id: 1,
+        events: ev_tx,
+        commands: cmd_rx,
+        peer_ids: PeerIds::default(),
+        callsign: CALL_B.into(),
+    };
+    let task = tokio::spawn(run_vara(cfg, ctx));
+    let mut rate = None;
+    let mut connected = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rate.is_none() || !connected {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(LinkEvent::PeerUp { remote, .. })) => {
+                assert_eq!(remote, CALL_A);
+                connected = true;
+            }
+            Ok(Some(LinkEvent::Caps { caps, .. })) => rate = Some(caps.bitrate_bps),
+            Ok(Some(_)) => {}
+            other => panic!("no session: {other:?}; modem B got {:?}", pair.log(B)),
+        }
+    }
+    assert_eq!(rate, Some(4321));
+    assert_eq!(
+        pair.log(B)[..3],
+        ["MYCALL N0CALL-2", "LISTEN ON", "COMPRESSION OFF"]
+    );
+    assert_eq!(pair.count(B, "P2P"), 0, "{:?}", pair.log(B));
+    assert_eq!(pair.count(B, "BW"), 0, "{:?}", pair.log(B));
+    task.abort();
 }

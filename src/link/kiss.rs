@@ -15,12 +15,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// Serial speed when the URL gives none.
+/// Serial speed when the URL gives neither `baud` nor a `tnc` preset.
 pub const DEFAULT_BAUD: u32 = 9600;
 /// AX.25 information bytes per frame when the URL gives no `paclen` (Direwolf's default).
 pub const DEFAULT_PACLEN: usize = 256;
-/// Smallest and largest `paclen` accepted.
-pub const PACLEN_RANGE: (usize, usize) = (32, 2048);
+/// Largest KISS frame sent to a TNC, both FENDs, the type byte, every escape and the
+/// AX.25 header included. Direwolf keeps at most 2048 bytes of a frame from a client and
+/// cuts the rest (Direwolf src/kiss_frame.c, `MAX_KISS_LEN`, `kiss_rec_byte`).
+pub const MAX_KISS_FRAME: usize = 2048;
+/// Smallest and largest `paclen` accepted. The largest is [`max_paclen`] for port 0 and
+/// no digipeaters: an information field of `C0`/`DB` bytes doubles when escaped.
+pub const PACLEN_RANGE: (usize, usize) = (32, max_paclen(0, 0));
 /// Channel bit rate when the URL gives none (1200 baud AFSK).
 pub const DEFAULT_BITRATE: u64 = 1200;
 
@@ -40,6 +45,104 @@ const DUP_WINDOW: Duration = Duration::from_secs(30);
 const DUP_MEMORY: usize = 64;
 /// AX.25 header of a UI frame without digipeaters: two addresses, control, PID.
 const UI_HEADER: usize = 7 * 2 + 2;
+
+/// Largest information field whose worst-case KISS frame (every information byte a
+/// `C0` or `DB`, so escaped to two) still fits in [`MAX_KISS_FRAME`], on KISS `port` with
+/// `digis` digipeaters. Address, control and PID bytes never need escaping (address bytes
+/// are shifted characters or SSID bytes with bits 5-6 set; control 0x03, PID 0xF0); the
+/// type byte does on port 12 (0xC0).
+pub const fn max_paclen(port: u8, digis: usize) -> usize {
+    let type_len = if (port & 0x0F) << 4 == kiss::FEND {
+        2
+    } else {
+        1
+    };
+    let fixed = 2 + type_len + UI_HEADER + 7 * digis;
+    (MAX_KISS_FRAME - fixed) / 2
+}
+
+/// A device preset (`tnc=`): line speed and KISS parameters known to suit it. Parameters
+/// given in the URL win over the preset's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TncPreset {
+    /// NinoTNC N9600A: the MCP2221 USB bridge runs its UART at 57600 baud (TARPN,
+    /// N9600A Operation; OARC wiki, packet:ninotnc). TXDELAY comes from the board's pot.
+    NinoTnc,
+    /// Mobilinkd TNC3/TNC4: USB CDC-ACM or Bluetooth RFCOMM, where the line speed is
+    /// not used; TXDELAY stays as stored in the TNC with the Mobilinkd app.
+    Mobilinkd,
+    /// Kenwood TM-D710/TH-D72 built-in TNC: 9600 baud serial (tmd710_tncsetup's
+    /// default), TXDELAY 25 (Xastir's TM-D710 init file). The link also takes the TNC
+    /// back into KISS when it shows its command prompt (see [`KENWOOD_KISS_ON`]).
+    Kenwood,
+}
+
+impl TncPreset {
+    /// Name in the URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            TncPreset::NinoTnc => "ninotnc",
+            TncPreset::Mobilinkd => "mobilinkd",
+            TncPreset::Kenwood => "kenwood",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TncPreset> {
+        match s.to_ascii_lowercase().as_str() {
+            "ninotnc" => Some(TncPreset::NinoTnc),
+            "mobilinkd" => Some(TncPreset::Mobilinkd),
+            "kenwood" => Some(TncPreset::Kenwood),
+            _ => None,
+        }
+    }
+
+    /// Serial line speed, where the device has one that matters.
+    pub fn baud(self) -> Option<u32> {
+        match self {
+            TncPreset::NinoTnc => Some(57600),
+            TncPreset::Mobilinkd => None,
+            TncPreset::Kenwood => Some(9600),
+        }
+    }
+
+    /// Set the preset's values on `cfg` (before the URL's own parameters).
+    fn apply(self, cfg: &mut KissLinkConfig) {
+        if let (KissTransport::Serial { baud, .. }, Some(b)) = (&mut cfg.transport, self.baud()) {
+            *baud = b;
+        }
+        // p = 64/256 and 100 ms slots: the KISS defaults (Chepponis & Karn, "The KISS TNC",
+        // 1987), sent so a TNC left with other values by another program gets them back.
+        cfg.persist = Some(63);
+        cfg.slottime = Some(10);
+        if self == TncPreset::Kenwood {
+            cfg.txdelay = Some(25);
+        }
+        cfg.tnc = Some(self);
+    }
+}
+
+/// What `tnc=kenwood` sends, with the pause after each line, to take a TM-D710/TH-D72
+/// TNC from its command mode back into KISS on band A: the sequence and pauses of
+/// tmd710_tncsetup (`TC 1`, `TN 2,0`, `HBAUD`, `KISS ON`, `RESTART`). A lone CR first
+/// ends whatever our KISS bytes left in the TNC's command line. `{hbaud}` is replaced by
+/// the link's bit rate (1200 or 9600).
+pub const KENWOOD_KISS_ON: [(&str, u64); 6] = [
+    ("\r", 500),
+    ("TC 1\r", 1000),
+    ("TN 2,0\r", 3000),
+    ("HBAUD {hbaud}\r", 1000),
+    ("KISS ON\r", 1000),
+    ("RESTART\r", 1000),
+];
+
+/// The prompt a TNC in command mode prints (TNC-2 style, including Kenwood's).
+pub const COMMAND_PROMPT: &[u8] = b"cmd:";
+/// A prompt counts once nothing but white space followed it for this long.
+const PROMPT_SETTLE: Duration = Duration::from_millis(500);
+/// Text kept from between KISS frames when looking for the prompt.
+const PROMPT_TAIL: usize = 64;
+/// A second prompt within this long of a re-entry means re-entry did not work.
+const REENTRY_GRACE: Duration = Duration::from_secs(60);
 
 /// How the TNC is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +190,8 @@ pub struct KissLinkConfig {
     pub via: Vec<Callsign>,
     /// Full duplex (the TNC is told so on open); half duplex otherwise.
     pub full_duplex: bool,
+    /// Device preset given as `tnc=`, if any.
+    pub tnc: Option<TncPreset>,
 }
 
 impl KissLinkConfig {
@@ -103,13 +208,33 @@ impl KissLinkConfig {
             bitrate: DEFAULT_BITRATE,
             via: Vec::new(),
             full_duplex: false,
+            tnc: None,
         }
+    }
+
+    /// What this config would be with only its transport and preset: the values that
+    /// the canonical form leaves out.
+    fn base(&self) -> KissLinkConfig {
+        let transport = match &self.transport {
+            KissTransport::Serial { path, .. } => KissTransport::Serial {
+                path: path.clone(),
+                baud: DEFAULT_BAUD,
+            },
+            t => t.clone(),
+        };
+        let mut b = KissLinkConfig::new(transport);
+        if let Some(p) = self.tnc {
+            p.apply(&mut b);
+        }
+        b
     }
 
     /// Parse `kiss+tcp://host:port?...` or `kiss+serial:///dev/path?...`.
     ///
-    /// Parameters: `baud` (serial only), `port` (0-15), `txdelay`, `persist`, `slottime`,
-    /// `txtail` (0-255, KISS units), `paclen` (32-2048), `bitrate`, `via` (comma-separated
+    /// Parameters: `tnc` (device preset: `ninotnc`, `mobilinkd`, `kenwood`; the others
+    /// win over it), `baud` (serial only), `port` (0-15), `txdelay`, `persist`,
+    /// `slottime`, `txtail` (0-255, KISS units), `paclen` (32 up to what fits a
+    /// 2048-byte KISS frame, see [`max_paclen`]), `bitrate`, `via` (comma-separated
     /// digipeaters), `duplex` (`half` or `full`). Errors name the offending parameter.
     pub fn parse_url(s: &str) -> Result<KissLinkConfig, String> {
         let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
@@ -154,8 +279,18 @@ impl KissLinkConfig {
             other => return Err(format!("link '{s}': not a KISS scheme '{other}'")),
         };
         let mut cfg = KissLinkConfig::new(transport);
+        // The preset first, whatever its place in the URL, so the URL's values win.
+        for (k, v) in url.query_pairs().filter(|(k, _)| k == "tnc") {
+            if cfg.tnc.is_some() {
+                return Err(format!("link '{s}': parameter 'tnc' given twice"));
+            }
+            let preset = TncPreset::parse(&v).ok_or_else(|| {
+                format!("link '{s}': bad {k}='{v}': expected ninotnc, mobilinkd or kenwood")
+            })?;
+            preset.apply(&mut cfg);
+        }
         let mut seen: Vec<String> = Vec::new();
-        for (k, v) in url.query_pairs() {
+        for (k, v) in url.query_pairs().filter(|(k, _)| k != "tnc") {
             if seen.iter().any(|x| *x == k) {
                 return Err(format!("link '{s}': parameter '{k}' given twice"));
             }
@@ -219,11 +354,26 @@ impl KissLinkConfig {
                 }
                 _ => {
                     return Err(format!(
-                        "link '{s}': unknown parameter '{k}' (known: baud, port, txdelay, \
+                        "link '{s}': unknown parameter '{k}' (known: tnc, baud, port, txdelay, \
                          persist, slottime, txtail, paclen, bitrate, via, duplex)"
                     ))
                 }
             }
+        }
+        let most = max_paclen(cfg.port, cfg.via.len());
+        if cfg.paclen > most {
+            return Err(format!(
+                "link '{s}': bad paclen='{}': at most {most} bytes on this port and path, so \
+                 that a KISS frame of escaped bytes, AX.25 header included, fits in \
+                 {MAX_KISS_FRAME} bytes (Direwolf cuts longer frames)",
+                cfg.paclen
+            ));
+        }
+        if cfg.tnc == Some(TncPreset::Kenwood) && !matches!(cfg.bitrate, 1200 | 9600) {
+            return Err(format!(
+                "link '{s}': bad bitrate='{}': a Kenwood TNC runs at 1200 or 9600 (HBAUD)",
+                cfg.bitrate
+            ));
         }
         Ok(cfg)
     }
@@ -231,7 +381,7 @@ impl KissLinkConfig {
     /// What the link reports to the core. The MTU is `paclen`, less whatever the address
     /// field would push past the largest frame a TNC takes.
     pub fn caps(&self) -> LinkCaps {
-        let room = ax25::MAX_FRAME_LEN - UI_HEADER - 7 * self.via.len();
+        let room = max_paclen(self.port, self.via.len());
         LinkCaps {
             mtu: self.paclen.min(room),
             bitrate_bps: self.bitrate,
@@ -269,36 +419,41 @@ impl KissLinkConfig {
     }
 }
 
-/// Canonical form: defaults are omitted, parameters in a fixed order.
+/// Canonical form: defaults (and the preset's values) are omitted, parameters in a fixed
+/// order.
 impl fmt::Display for KissLinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self.base();
         let mut q: Vec<String> = Vec::new();
-        match &self.transport {
-            KissTransport::Tcp(a) => write!(f, "kiss+tcp://{a}")?,
-            KissTransport::Serial { path, baud } => {
+        if let Some(t) = self.tnc {
+            q.push(format!("tnc={}", t.name()));
+        }
+        match (&self.transport, &base.transport) {
+            (KissTransport::Tcp(a), _) => write!(f, "kiss+tcp://{a}")?,
+            (KissTransport::Serial { path, baud }, b) => {
                 write!(f, "kiss+serial://{}", percent_encode_path(path))?;
-                if *baud != DEFAULT_BAUD {
+                if !matches!(b, KissTransport::Serial { baud: d, .. } if d == baud) {
                     q.push(format!("baud={baud}"));
                 }
             }
         }
-        if self.port != 0 {
+        if self.port != base.port {
             q.push(format!("port={}", self.port));
         }
-        for (name, v) in [
-            ("txdelay", self.txdelay),
-            ("persist", self.persist),
-            ("slottime", self.slottime),
-            ("txtail", self.txtail),
+        for (name, v, d) in [
+            ("txdelay", self.txdelay, base.txdelay),
+            ("persist", self.persist, base.persist),
+            ("slottime", self.slottime, base.slottime),
+            ("txtail", self.txtail, base.txtail),
         ] {
-            if let Some(v) = v {
+            if let (Some(v), true) = (v, v != d) {
                 q.push(format!("{name}={v}"));
             }
         }
-        if self.paclen != DEFAULT_PACLEN {
+        if self.paclen != base.paclen {
             q.push(format!("paclen={}", self.paclen));
         }
-        if self.bitrate != DEFAULT_BITRATE {
+        if self.bitrate != base.bitrate {
             q.push(format!("bitrate={}", self.bitrate));
         }
         if !self.via.is_empty() {
@@ -478,6 +633,15 @@ impl Link {
         };
         let mut out = Vec::with_capacity(frame.len() + 8);
         kiss::encode_data(self.cfg.port, &frame, &mut out);
+        if out.len() > MAX_KISS_FRAME {
+            // Cannot happen within the MTU; a TNC would cut it rather than refuse it.
+            warn!(
+                len = out.len(),
+                "KISS frame over {MAX_KISS_FRAME} bytes dropped"
+            );
+            self.stats.tx_dropped += 1;
+            return;
+        }
         if self.queue.len() >= OUT_QUEUE {
             let victim = self.queue.iter().position(|o| o.broadcast).unwrap_or(0);
             warn!(
@@ -708,6 +872,68 @@ where
     }
 }
 
+/// Watches the bytes a TNC sends between KISS frames for its command prompt: a TNC that
+/// was power-cycled, or whose TNC mode was changed, is back in command mode and prints
+/// `cmd:` where a KISS TNC would send nothing (TNC-2 style command interpreters, the
+/// Kenwood TM-D710/TH-D72 among them).
+#[derive(Default)]
+struct PromptWatch {
+    /// Bytes since the last FEND (the tail only).
+    text: Vec<u8>,
+    /// When the text last came to end in the prompt.
+    since: Option<Instant>,
+}
+
+impl PromptWatch {
+    fn push(&mut self, bytes: &[u8], now: Instant) {
+        for &b in bytes {
+            if b == kiss::FEND {
+                self.text.clear();
+            } else {
+                if self.text.len() >= PROMPT_TAIL {
+                    self.text.remove(0);
+                }
+                self.text.push(b);
+            }
+        }
+        let trimmed = self.text.trim_ascii_end();
+        if trimmed.ends_with(COMMAND_PROMPT) {
+            // A prompt followed by more bytes of a frame is not one; the clock restarts.
+            if self.since.is_none() || !bytes.trim_ascii().is_empty() {
+                self.since = Some(now);
+            }
+        } else {
+            self.since = None;
+        }
+    }
+
+    /// When the prompt will count, if one is pending.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|t| t + PROMPT_SETTLE)
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.since = None;
+    }
+}
+
+/// Taking a Kenwood TNC back into KISS: the next line of [`KENWOOD_KISS_ON`] and when.
+struct Reentry {
+    step: usize,
+    at: Instant,
+}
+
+/// The line of [`KENWOOD_KISS_ON`] at `step`, with the bit rate filled in.
+fn kenwood_line(step: usize, bitrate: u64) -> Option<(String, Duration)> {
+    KENWOOD_KISS_ON.get(step).map(|(line, ms)| {
+        (
+            line.replace("{hbaud}", &bitrate.to_string()),
+            Duration::from_millis(*ms),
+        )
+    })
+}
+
 /// One open TNC: configure it, report Up, then move frames until the stream fails.
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
@@ -733,8 +959,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     // The frame being written; a partial write resumes at `off`, keeping KISS framing whole.
     let mut cur: Vec<u8> = Vec::new();
     let mut off = 0;
+    let mut prompt = PromptWatch::default();
+    let mut reentry: Option<Reentry> = None;
+    let mut reentered: Option<Instant> = None;
+    let far = Duration::from_secs(3600);
     loop {
-        if off >= cur.len() {
+        if off >= cur.len() && reentry.is_none() {
             match link.queue.pop_front() {
                 Some(o) => {
                     cur = o.kiss;
@@ -746,11 +976,29 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let writing = off < cur.len();
+        // Nothing is written to a TNC in command mode but the lines that leave it.
+        let writing = off < cur.len() && reentry.is_none();
+        let now = Instant::now();
+        let prompt_due = if reentry.is_none() {
+            prompt.due()
+        } else {
+            None
+        };
+        let wake = match (&reentry, prompt_due) {
+            (Some(r), _) => r.at,
+            (None, Some(t)) => t,
+            (None, None) => now + far,
+        };
+        let timed = reentry.is_some() || prompt_due.is_some();
         tokio::select! {
             r = rd.read(&mut buf) => match r {
                 Ok(0) => return End::Lost("closed by the TNC".into()),
                 Ok(n) => {
+                    prompt.push(&buf[..n], Instant::now());
+                    if reentry.is_some() {
+                        // The TNC's answers to the re-entry lines; not KISS.
+                        continue;
+                    }
                     dec.push(&buf[..n]);
                     while let Some(item) = dec.next_frame() {
                         match item {
@@ -773,6 +1021,64 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) => return End::Lost("closed by the TNC".into()),
                 Ok(n) => off += n,
                 Err(e) => return End::Lost(format!("write error: {e}")),
+            },
+            _ = tokio::time::sleep_until(wake), if timed => {
+                if let Some(r) = reentry.as_mut() {
+                    match kenwood_line(r.step, link.cfg.bitrate) {
+                        Some((line, pause)) => {
+                            debug!(link = ctx.id, line = line.trim_end(), "to the TNC");
+                            if let Err(e) = wr.write_all(line.as_bytes()).await {
+                                return End::Lost(format!("write error: {e}"));
+                            }
+                            r.step += 1;
+                            r.at = Instant::now() + pause;
+                        }
+                        None => {
+                            reentry = None;
+                            reentered = Some(Instant::now());
+                            prompt.clear();
+                            dec = KissDecoder::with_max_frame(ax25::MAX_FRAME_LEN);
+                            if !params.is_empty() {
+                                if let Err(e) = wr.write_all(&params).await {
+                                    return End::Lost(format!("cannot send KISS parameters: {e}"));
+                                }
+                            }
+                            info!(link = ctx.id, tnc = %link.cfg.transport, "Kenwood TNC back in KISS mode");
+                        }
+                    }
+                    continue;
+                }
+                // The TNC printed its command prompt and nothing after it: command mode.
+                prompt.clear();
+                let again = reentered.is_some_and(|t| t.elapsed() < REENTRY_GRACE);
+                if link.cfg.tnc == Some(TncPreset::Kenwood) && !again {
+                    warn!(
+                        link = ctx.id,
+                        tnc = %link.cfg.transport,
+                        "the TNC is in command mode (it printed 'cmd:'): power-cycled or its \
+                         TNC mode changed; taking it back into KISS (TC 1, TN 2,0, HBAUD, \
+                         KISS ON, RESTART)"
+                    );
+                    // The frame in progress is lost to the command interpreter anyway.
+                    cur.clear();
+                    off = 0;
+                    reentry = Some(Reentry { step: 0, at: Instant::now() });
+                    continue;
+                }
+                let why = if again {
+                    "the TNC is still in command mode (it printed 'cmd:') after skywave sent \
+                     TC 1, TN 2,0, HBAUD, KISS ON, RESTART: check the TNC's serial speed \
+                     (baud=) and that the data band is A"
+                        .to_string()
+                } else {
+                    "the TNC is in command mode, not KISS (it printed its 'cmd:' prompt): it \
+                     was power-cycled or its TNC mode changed. Put it back into KISS (for a \
+                     Kenwood: KISS ON, then RESTART, from a terminal; see hardware/tnc.md), or \
+                     add tnc=kenwood to the URL so skywave does it"
+                        .to_string()
+                };
+                warn!(link = ctx.id, tnc = %link.cfg.transport, "{why}");
+                return End::Lost(why);
             },
             cmd = ctx.commands.recv() => match cmd {
                 Some(cmd) => {
@@ -935,11 +1241,164 @@ mod tests {
 
     #[test]
     fn mtu_leaves_room_for_the_address_field() {
-        let k = parse("kiss+tcp://h:1?paclen=2048&via=WIDE1-1,WIDE2-2");
+        let k = parse("kiss+tcp://h:1?paclen=1007&via=WIDE1-1,WIDE2-2");
         let mtu = k.caps().mtu;
-        assert!(mtu < 2048);
+        assert_eq!(mtu, 1007);
         let frame = ax25::encode_ui(&call("N0CALL-15"), &BROADCAST, &k.via, &vec![0; mtu]);
         assert!(frame.is_ok(), "a full-MTU frame must still encode");
+    }
+
+    #[test]
+    fn paclen_is_capped_so_the_escaped_kiss_frame_fits_2048_bytes() {
+        assert_eq!(PACLEN_RANGE.1, 1014);
+        for (port, digis) in [(0u8, 0usize), (12, 0), (3, 2), (12, ax25::MAX_DIGIS)] {
+            let most = max_paclen(port, digis);
+            let via: Vec<Callsign> = (0..digis)
+                .map(|i| call(&format!("WIDE{}-7", i % 8)))
+                .collect();
+            // The worst case: every information byte needs escaping.
+            let info: Vec<u8> = (0..most)
+                .map(|i| if i % 2 == 0 { 0xC0 } else { 0xDB })
+                .collect();
+            let frame = ax25::encode_ui(&call("N0CALL-15"), &call("N0CALL-14"), &via, &info)
+                .expect("encode");
+            let mut out = Vec::new();
+            kiss::encode_data(port, &frame, &mut out);
+            assert!(
+                out.len() <= MAX_KISS_FRAME,
+                "port {port}, {digis} digis: {}",
+                out.len()
+            );
+            // One byte more would not fit.
+            let mut more = Vec::new();
+            let mut info2 = info.clone();
+            info2.push(0xC0);
+            let frame = ax25::encode_ui(&call("N0CALL-15"), &call("N0CALL-14"), &via, &info2)
+                .expect("encode");
+            kiss::encode_data(port, &frame, &mut more);
+            assert!(
+                more.len() > MAX_KISS_FRAME,
+                "port {port}, {digis} digis: cap too low"
+            );
+        }
+        let e = parse_err("kiss+tcp://h:1?paclen=2048");
+        assert!(e.contains("paclen") && e.contains("1014"), "{e}");
+        let e = parse_err("kiss+tcp://h:1?via=WIDE1-1&paclen=1014");
+        assert!(e.contains("paclen") && e.contains("1011"), "{e}");
+        assert_eq!(parse("kiss+tcp://h:1?port=12&paclen=1014").paclen, 1014);
+    }
+
+    #[test]
+    fn presets_set_line_speed_and_kiss_parameters_and_the_url_wins() {
+        let nino = parse("kiss+serial:///dev/ttyACM0?tnc=ninotnc");
+        assert_eq!(
+            nino.transport,
+            KissTransport::Serial {
+                path: "/dev/ttyACM0".into(),
+                baud: 57600
+            }
+        );
+        assert_eq!(
+            (nino.persist, nino.slottime, nino.txdelay),
+            (Some(63), Some(10), None)
+        );
+        assert_eq!(nino.tnc, Some(TncPreset::NinoTnc));
+        let mut frames = KissDecoder::new();
+        frames.push(&nino.param_frames());
+        let sent: Vec<(u8, Vec<u8>)> = std::iter::from_fn(|| frames.next_frame())
+            .map(|f| f.map(|f| (f.command, f.payload)).expect("valid"))
+            .collect();
+        assert_eq!(sent, vec![(2, vec![63]), (3, vec![10])]);
+
+        let mob = parse("kiss+serial:///dev/rfcomm0?tnc=mobilinkd");
+        assert_eq!(
+            mob.transport,
+            KissTransport::Serial {
+                path: "/dev/rfcomm0".into(),
+                baud: DEFAULT_BAUD
+            }
+        );
+        assert_eq!(
+            (mob.persist, mob.slottime, mob.txdelay),
+            (Some(63), Some(10), None)
+        );
+
+        let ken = parse("kiss+serial:///dev/ttyUSB0?tnc=kenwood");
+        assert_eq!(
+            ken.transport,
+            KissTransport::Serial {
+                path: "/dev/ttyUSB0".into(),
+                baud: 9600
+            }
+        );
+        assert_eq!((ken.txdelay, ken.bitrate), (Some(25), 1200));
+
+        // The URL's own values win, before or after tnc=.
+        for url in [
+            "kiss+serial:///dev/ttyACM0?baud=115200&persist=127&tnc=ninotnc",
+            "kiss+serial:///dev/ttyACM0?tnc=NinoTNC&baud=115200&persist=127",
+        ] {
+            let k = parse(url);
+            assert_eq!(
+                k.transport,
+                KissTransport::Serial {
+                    path: "/dev/ttyACM0".into(),
+                    baud: 115200
+                },
+                "{url}"
+            );
+            assert_eq!((k.persist, k.slottime), (Some(127), Some(10)), "{url}");
+            assert_eq!(
+                LinkUrl::Kiss(k).to_string(),
+                "kiss+serial:///dev/ttyACM0?tnc=ninotnc&baud=115200&persist=127"
+            );
+        }
+        // Canonical form leaves out what the preset gives, and round-trips.
+        for canon in [
+            "kiss+serial:///dev/ttyACM0?tnc=ninotnc",
+            "kiss+serial:///dev/ttyUSB0?tnc=kenwood&bitrate=9600",
+            "kiss+tcp://127.0.0.1:8001?tnc=mobilinkd&txdelay=30",
+        ] {
+            let k = parse(canon);
+            assert_eq!(LinkUrl::Kiss(k.clone()).to_string(), canon);
+        }
+        assert_eq!(
+            LinkUrl::Kiss(parse(
+                "kiss+serial:///dev/ttyUSB0?tnc=kenwood&baud=9600&txdelay=25"
+            ))
+            .to_string(),
+            "kiss+serial:///dev/ttyUSB0?tnc=kenwood"
+        );
+        for (url, needle) in [
+            ("kiss+serial:///dev/x?tnc=tnc-pi", "tnc"),
+            ("kiss+serial:///dev/x?tnc=kenwood&tnc=kenwood", "tnc"),
+            ("kiss+serial:///dev/x?tnc=kenwood&bitrate=4800", "bitrate"),
+        ] {
+            let e = parse_err(url);
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn prompt_watch_sees_a_command_prompt_only_between_frames() {
+        let t0 = Instant::now();
+        let mut w = PromptWatch::default();
+        w.push(b"\r\ncmd:", t0);
+        assert_eq!(w.due(), Some(t0 + PROMPT_SETTLE));
+        // KISS frames afterwards: it was not a prompt.
+        let mut frame = Vec::new();
+        kiss::encode_data(0, b"xx", &mut frame);
+        w.push(&frame, t0);
+        assert_eq!(w.due(), None);
+        // "cmd:" inside a frame's payload, frame closed later: no prompt.
+        w.push(&[0xC0, 0x00, b'c', b'm', b'd', b':'], t0);
+        assert!(w.due().is_some());
+        w.push(&[b'!', 0xC0], t0);
+        assert_eq!(w.due(), None);
+        // Trailing white space still counts as the prompt, and does not restart the clock.
+        w.push(b"?EH\r\ncmd:", t0);
+        w.push(b" \r\n", t0 + Duration::from_millis(100));
+        assert_eq!(w.due(), Some(t0 + PROMPT_SETTLE));
     }
 
     // --- the link over an in-memory TNC -------------------------------------------------

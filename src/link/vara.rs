@@ -40,6 +40,16 @@ pub const MAX_LINE: usize = 1024;
 /// VARA HF bandwidths accepted in `bw`.
 pub const BANDWIDTHS: [u16; 3] = [500, 2300, 2750];
 
+/// Which VARA program the link drives. They share the TCP interface but not every
+/// command: `BWnnnn` and `P2P SESSION` are VARA HF's (EA5HVK, VARA TNC commands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaraModem {
+    /// VARA HF: sessions default to a Winlink session, so `P2P SESSION` is sent.
+    Hf,
+    /// VARA FM: no session-kind or bandwidth command.
+    Fm,
+}
+
 /// Longest wait for a TCP connect to the modem.
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for one command line to be written.
@@ -90,7 +100,9 @@ pub struct VaraLinkConfig {
     pub data_port: u16,
     /// Station to dial; without it the link only accepts calls.
     pub peer: Option<String>,
-    /// VARA HF bandwidth to set (`BW500` etc.); `None` sends nothing (VARA FM).
+    /// VARA HF or VARA FM (`modem=`); HF unless the URL says otherwise.
+    pub modem: VaraModem,
+    /// VARA HF bandwidth to set (`BW500` etc.); `None` sends nothing.
     pub bw: Option<u16>,
     /// Hang up after this many seconds without payload.
     pub idle_s: u64,
@@ -118,6 +130,7 @@ impl VaraLinkConfig {
             cmd_port,
             data_port: cmd_port.wrapping_add(1),
             peer: None,
+            modem: VaraModem::Hf,
             bw: None,
             idle_s: DEFAULT_IDLE_S,
             max_s: DEFAULT_MAX_S,
@@ -128,8 +141,9 @@ impl VaraLinkConfig {
 
     /// Parse `vara+tcp://host:port?peer=CALL&bw=2300&...`.
     ///
-    /// Parameters: `peer` (callsign to dial), `bw` (500, 2300 or 2750), `data` (data
-    /// port), `idle`, `max`, `sync` (seconds). Errors name the offending parameter.
+    /// Parameters: `peer` (callsign to dial), `modem` (`hf` or `fm`), `bw` (500, 2300 or
+    /// 2750, VARA HF only), `data` (data port), `idle`, `max`, `sync` (seconds). Errors
+    /// name the offending parameter.
     pub fn parse_url(s: &str) -> Result<VaraLinkConfig, String> {
         let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
         if url.scheme() != "vara+tcp" {
@@ -162,6 +176,13 @@ impl VaraLinkConfig {
             };
             match k.as_ref() {
                 "peer" => cfg.peer = Some(callsign(&v).ok_or_else(|| bad("not a callsign"))?),
+                "modem" => {
+                    cfg.modem = match v.to_ascii_lowercase().as_str() {
+                        "hf" => VaraModem::Hf,
+                        "fm" => VaraModem::Fm,
+                        _ => return Err(bad("expected hf (VARA HF) or fm (VARA FM)")),
+                    }
+                }
                 "bw" => {
                     cfg.bw = Some(
                         v.parse::<u16>()
@@ -184,10 +205,16 @@ impl VaraLinkConfig {
                 "alive" => cfg.alive_s = secs(1, 3_600)?,
                 _ => {
                     return Err(format!(
-                    "link '{s}': unknown parameter '{k}' (known: peer, bw, data, idle, max, sync)"
-                ))
+                        "link '{s}': unknown parameter '{k}' (known: peer, modem, bw, data, idle, \
+                     max, sync)"
+                    ))
                 }
             }
+        }
+        if cfg.modem == VaraModem::Fm && cfg.bw.is_some() {
+            return Err(format!(
+                "link '{s}': bw is a VARA HF setting; VARA FM sets its bandwidth in the program"
+            ));
         }
         cfg.data_port = match data {
             Some(d) => d,
@@ -225,6 +252,9 @@ impl fmt::Display for VaraLinkConfig {
         }
         if let Some(p) = &self.peer {
             q.push(format!("peer={p}"));
+        }
+        if self.modem == VaraModem::Fm {
+            q.push("modem=fm".into());
         }
         if let Some(b) = self.bw {
             q.push(format!("bw={b}"));
@@ -379,8 +409,9 @@ pub fn parse_modem_line(line: &str) -> Result<ModemLine, String> {
             _ => Err(format!("SN expects a value: '{line}'")),
         },
         "BITRATE" => {
-            // `BITRATE (level) nnnn bps`; the level in parentheses and the unit are
-            // optional here so that a slightly different spelling still parses.
+            // Not in the 2022 command reference; VARA FM 4.3.8 and recent VARA HF send
+            // `BITRATE (level)  nnnn bps TX` (two spaces, a direction word). The level in
+            // parentheses, the unit and a trailing direction word are all optional here.
             let (level, rest) = match rest.split_first() {
                 Some((l, r)) if l.starts_with('(') => {
                     let n = l
@@ -392,20 +423,31 @@ pub fn parse_modem_line(line: &str) -> Result<ModemLine, String> {
                 }
                 _ => (0, rest.as_slice()),
             };
-            match rest {
-                [bps] | [bps, _] => {
-                    if let [_, unit] = rest {
-                        if !unit.eq_ignore_ascii_case("bps") {
-                            return Err(format!("bad BITRATE unit: '{line}'"));
-                        }
-                    }
-                    let bps = bps
-                        .parse::<u64>()
-                        .map_err(|_| format!("bad BITRATE value: '{line}'"))?;
-                    Ok(ModemLine::Bitrate { level, bps })
+            let (bps, tail) = match rest.split_first() {
+                Some((b, t)) => (b, t),
+                None => return Err(format!("BITRATE expects (level) nnnn bps: '{line}'")),
+            };
+            let bps = bps
+                .parse::<u64>()
+                .map_err(|_| format!("bad BITRATE value: '{line}'"))?;
+            match tail {
+                [] => {}
+                [unit, dir @ ..]
+                    if unit.eq_ignore_ascii_case("bps")
+                        && dir.len() <= 1
+                        && dir.iter().all(|d| {
+                            d.len() <= 8 && d.bytes().all(|b| b.is_ascii_alphabetic())
+                        }) => {}
+                [unit, ..] if !unit.eq_ignore_ascii_case("bps") => {
+                    return Err(format!("bad BITRATE unit: '{line}'"))
                 }
-                _ => Err(format!("BITRATE expects (level) nnnn bps: '{line}'")),
+                _ => {
+                    return Err(format!(
+                        "BITRATE expects (level) nnnn bps [TX|RX]: '{line}'"
+                    ))
+                }
             }
+            Ok(ModemLine::Bitrate { level, bps })
         }
         "VERSION" => Ok(ModemLine::Version(rest.join(" "))),
         "LINK" => match rest.as_slice() {
@@ -967,6 +1009,10 @@ impl Modem<'_> {
                         info!(link = self.link, %peer, "dialling");
                         self.dialer.wanted = false;
                         self.phase = Phase::Dialing { since: now };
+                        if self.cfg.modem == VaraModem::Hf {
+                            // Again before each call, as Pat does: the kind is per session.
+                            self.command("P2P SESSION").await.map_err(End::Lost)?;
+                        }
                         self.command(&line).await.map_err(End::Lost)?;
                     }
                 }
@@ -1190,6 +1236,11 @@ async fn modem(
     if let Some(bw) = cfg.bw {
         setup.push(format!("BW{bw}"));
     }
+    if cfg.modem == VaraModem::Hf {
+        // VARA HF treats a session as a Winlink (gateway) session unless told otherwise;
+        // peer-to-peer connections need P2P SESSION (EA5HVK, VARA TNC commands).
+        setup.push("P2P SESSION".to_string());
+    }
     for line in &setup {
         if let Err(e) = m.command(line).await {
             return End::Lost(e);
@@ -1297,6 +1348,53 @@ async fn run_modem(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modem_kind_defaults_to_hf_and_fm_takes_no_bandwidth() {
+        let hf = VaraLinkConfig::parse_url("vara+tcp://127.0.0.1:8300").unwrap();
+        assert_eq!(hf.modem, VaraModem::Hf);
+        let fm =
+            VaraLinkConfig::parse_url("vara+tcp://127.0.0.1:8300?modem=FM&peer=AB1CD").unwrap();
+        assert_eq!(fm.modem, VaraModem::Fm);
+        assert_eq!(
+            fm.to_string(),
+            "vara+tcp://127.0.0.1:8300?peer=AB1CD&modem=fm"
+        );
+        assert_eq!(VaraLinkConfig::parse_url(&fm.to_string()).unwrap(), fm);
+        let e = VaraLinkConfig::parse_url("vara+tcp://h:8300?modem=fm&bw=2300").unwrap_err();
+        assert!(e.contains("bw") && e.contains("VARA HF"), "{e}");
+        let e = VaraLinkConfig::parse_url("vara+tcp://h:8300?modem=sat").unwrap_err();
+        assert!(e.contains("modem"), "{e}");
+    }
+
+    #[test]
+    fn bitrate_lines_as_real_modems_send_them() {
+        let p = |s: &str| parse_modem_line(s).unwrap();
+        // VARA FM 4.3.8 (la5nta/pat#484) and VARA HF (la5nta/pat#543) logs.
+        assert_eq!(
+            p("BITRATE (9)  9567 bps TX"),
+            ModemLine::Bitrate {
+                level: 9,
+                bps: 9567
+            }
+        );
+        assert_eq!(
+            p("BITRATE (4)  175 bps RX"),
+            ModemLine::Bitrate { level: 4, bps: 175 }
+        );
+        assert_eq!(
+            p("BITRATE 175 bps"),
+            ModemLine::Bitrate { level: 0, bps: 175 }
+        );
+        for bad in [
+            "BITRATE (4) 175 bps TX extra",
+            "BITRATE (4) 175 bps T\u{1}X",
+            "BITRATE (4) 175 bps 12",
+            "BITRATE (4) 175 TX",
+        ] {
+            assert!(parse_modem_line(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn url_round_trips_and_defaults() {

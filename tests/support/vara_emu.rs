@@ -5,7 +5,13 @@
 //!
 //! What it does: answers every command OK or WRONG; needs MYCALL before CONNECT;
 //! CONNECT to the other modem's MYCALL gives `CONNECTED src dst bw` on both sides if the
-//! callee said LISTEN ON (else DISCONNECTED after a timeout); BUFFER as data waits and
+//! callee said LISTEN ON (else DISCONNECTED after a timeout). As VARA HF (the default,
+//! `EmuOpts::hf`), a session is a Winlink session unless the caller sent `P2P SESSION`
+//! (EA5HVK, VARA TNC commands: "must be used for P2P connections"); a call made as a
+//! Winlink session reaches no gateway here and ends in DISCONNECTED. As VARA FM there is
+//! no session kind, and `P2P SESSION`, like `BWnnnn`, is answered WRONG (the emulator's
+//! choice for commands outside a modem's set; what real VARA FM answers is unchecked).
+//! BUFFER as data waits and
 //! drains; PTT ON/OFF around transmissions; DISCONNECT after the buffer has drained;
 //! ABORT at once; IAMALIVE at an interval; BITRATE on connect and on request. Test hooks:
 //! BUSY, a dead modem, a bit rate change, a forced disconnect once a side went quiet, a
@@ -40,6 +46,10 @@ pub struct EmuOpts {
     pub data_lag: Option<Duration>,
     /// Bandwidth shown in CONNECTED (None: omitted, as VARA FM).
     pub bw: Option<u32>,
+    /// VARA HF (session kinds, BW commands) rather than VARA FM.
+    pub hf: bool,
+    /// BITRATE lines as VARA FM 4.3.8 writes them (`BITRATE (9)  9567 bps TX`).
+    pub bitrate_dir: bool,
 }
 
 impl Default for EmuOpts {
@@ -53,6 +63,8 @@ impl Default for EmuOpts {
             connect_timeout: Duration::from_millis(1500),
             data_lag: None,
             bw: Some(2300),
+            hf: true,
+            bitrate_dir: false,
         }
     }
 }
@@ -66,6 +78,8 @@ struct Side {
     data_to_app: Option<mpsc::UnboundedSender<Vec<u8>>>,
     data_gen: u64,
     mycall: Option<String>,
+    /// `P2P SESSION` received since this client connected (VARA HF).
+    p2p: bool,
     listen: bool,
     busy: bool,
     dead: bool,
@@ -133,7 +147,11 @@ impl World {
     }
 
     fn bitrate_line(&self) -> String {
-        format!("BITRATE ({}) {} bps", self.level, self.bitrate)
+        if self.opts.bitrate_dir {
+            format!("BITRATE ({})  {} bps TX", self.level, self.bitrate)
+        } else {
+            format!("BITRATE ({}) {} bps", self.level, self.bitrate)
+        }
     }
 }
 
@@ -314,6 +332,7 @@ async fn accept_cmd(l: TcpListener, i: usize, world: Arc<Mutex<World>>) {
             s.cmd_gen += 1;
             s.to_app = Some(tx);
             s.mycall = None;
+            s.p2p = false;
             s.listen = false;
             s.dialing = None;
             if s.busy {
@@ -435,7 +454,15 @@ fn command(world: &Arc<Mutex<World>>, i: usize, line: &str) {
             w.say(i, "OK");
         }
         ["COMPRESSION", "OFF" | "TEXT" | "FILES"] | ["CWID", _] | ["PUBLIC", _] => w.say(i, "OK"),
-        ["BW500" | "BW2300" | "BW2750"] => w.say(i, "OK"),
+        ["BW500" | "BW2300" | "BW2750"] if w.opts.hf => w.say(i, "OK"),
+        ["P2P", "SESSION"] if w.opts.hf => {
+            w.sides[i].p2p = true;
+            w.say(i, "OK");
+        }
+        ["WINLINK", "SESSION"] if w.opts.hf => {
+            w.sides[i].p2p = false;
+            w.say(i, "OK");
+        }
         ["VERSION"] => {
             w.say(i, "OK");
             w.say(i, "VERSION 4.8.7-emu");
@@ -460,9 +487,18 @@ fn command(world: &Arc<Mutex<World>>, i: usize, line: &str) {
                 {
                     let mut w = lock(&world);
                     let o = 1 - i;
+                    // VARA HF: without P2P SESSION the call is a Winlink session, which
+                    // only a gateway answers; the other modem here is a peer.
+                    let kind_ok = !w.opts.hf || w.sides[i].p2p;
+                    if !kind_ok {
+                        w.sides[i]
+                            .log
+                            .push("(call made as a Winlink session: not answered)".into());
+                    }
                     let answers = w.sides[o].mycall.as_deref() == Some(dst.as_str())
                         && w.sides[o].listen
-                        && !w.sides[o].dead;
+                        && !w.sides[o].dead
+                        && kind_ok;
                     if w.sides[i].dialing.as_deref() == Some(dst.as_str())
                         && answers
                         && !w.connected
