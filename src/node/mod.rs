@@ -830,7 +830,9 @@ impl Node {
         self.now = now;
         self.outbox_tick(now);
         if now < self.next_tick {
-            // Turn-taking on radio links (a burst we heard ended, our quiet time passed).
+            // Radio links between ticks: beacons at their own jittered times (two stations
+            // started together must not beacon on the same tick), turn-taking.
+            self.packet_timers(now);
             self.pump(now);
             return;
         }

@@ -227,6 +227,9 @@ impl PacketLink {
     /// When the core must look at this link again for turn-taking (hold, yield, slot).
     pub fn wake_at(&self, now: u64) -> Option<u64> {
         let mut t = u64::MAX;
+        if self.caps.broadcast {
+            t = t.min(self.next_beacon);
+        }
         if self.turn_due {
             t = t.min(self.hold_until);
         }
