@@ -113,6 +113,30 @@ fn transfers_on_air(pair: &Js8Pair) -> Vec<Transfer> {
     out
 }
 
+/// One line per message on the air: sender, slots, collisions, fate.
+fn air_log(pair: &Js8Pair) -> String {
+    pair.aired()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} -> {} slots {}..{} ({} frames){}{}",
+                m.from,
+                m.to,
+                m.first_slot,
+                m.first_slot + m.frames as u64,
+                m.frames,
+                if m.collided() {
+                    format!(" collided with {:?}", m.collided_with)
+                } else {
+                    String::new()
+                },
+                if m.lost { " LOST" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Message kinds each station put on air, from the first packet of every transfer.
 fn kinds_on_air(pair: &Js8Pair) -> HashMap<String, HashMap<&'static str, usize>> {
     let mut out: HashMap<String, HashMap<&'static str, usize>> = HashMap::new();
@@ -227,8 +251,9 @@ fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
     let t = Instant::now();
     assert!(
         wait_ready(&a, &b, 60),
-        "no handshake over JS8; air {:?}\nA:\n{}\nB:\n{}",
+        "no handshake over JS8; air {:?}\n{}\nA:\n{}\nB:\n{}",
         kinds_on_air(&pair),
+        air_log(&pair),
         a.log_text(),
         b.log_text()
     );
@@ -437,7 +462,10 @@ fn js8_stations_started_together_handshake_and_carry_a_tx() {
         (Some(x), Some(y)) => x.min(y),
         other => panic!("links not connected: {other:?}"),
     };
-    let skew = pair.connected_at(0).unwrap().abs_diff(pair.connected_at(1).unwrap());
+    let skew = pair
+        .connected_at(0)
+        .unwrap()
+        .abs_diff(pair.connected_at(1).unwrap());
     eprintln!(
         "links up {:.0} ms apart ({:.2} slots of {} ms)",
         skew.as_secs_f64() * 1000.0,
@@ -474,9 +502,10 @@ fn js8_stations_started_together_handshake_and_carry_a_tx() {
     );
     assert!(
         ready,
-        "no handshake in 60 s; {}; air {:?}",
+        "no handshake in 60 s; {}; air {:?}\n{}",
         collisions(&pair),
-        kinds_on_air(&pair)
+        kinds_on_air(&pair),
+        air_log(&pair)
     );
     let txid = b.ok(&[
         "tx",
@@ -640,7 +669,11 @@ fn emulator_keys_up_in_slots_and_same_slot_messages_collide() {
     assert_eq!(aired[0].first_slot, aired[1].first_slot, "{aired:?}");
     for m in &aired {
         assert!(m.lost && m.collided() && !m.dropped, "{m:?}");
-        let other = if m.from == calls[0] { calls[1] } else { calls[0] };
+        let other = if m.from == calls[0] {
+            calls[1]
+        } else {
+            calls[0]
+        };
         assert_eq!(m.collided_with, [other]);
         let span = (m.end - m.start).as_secs_f64();
         let want = pair.slot(Turbo).as_secs_f64() * frames as f64;

@@ -296,7 +296,10 @@ impl Js8Pair {
 
     /// When station `i`'s current client connected, from the air's epoch.
     pub fn connected_at(&self, i: usize) -> Option<Duration> {
-        *self.air.stations[i].connected_at.lock().expect("connected_at")
+        *self.air.stations[i]
+            .connected_at
+            .lock()
+            .expect("connected_at")
     }
 
     /// Wait until no station has anything left to transmit (JS8Call keeps sending what it
@@ -460,7 +463,11 @@ fn transmitter(air: Arc<Air>, i: usize, rx: mpsc::Receiver<String>) {
             let mut sched = air.schedule.lock().expect("schedule");
             let now = air.now();
             let cur = (now / p).floor();
-            let mut first = if now / p - cur < t.late { cur } else { cur + 1.0 };
+            let mut first = if now / p - cur < t.late {
+                cur
+            } else {
+                cur + 1.0
+            };
             let earliest = (free_from / p - 1e-9).ceil();
             if first < earliest {
                 first = earliest;
