@@ -21,10 +21,12 @@
 //! - A frame is on the air from the period start for its 79 symbols plus start delay.
 //!   A station decodes nothing while it transmits (JS8Call pauses its decoder while
 //!   transmitting). Two frames that overlap in time destroy each other at every receiver:
-//!   no capture. A message is delivered (`RX.DIRECTED {FROM, TO, CMD, TEXT: "FROM: TO
-//!   text ♢", SNR, SPEED}`) only if every frame of it got through, at the time receivers
-//!   decode its last frame, to stations it is for (their callsign, `@SKYWAVE` or
-//!   `@ALLCALL`). `loss` drops whole messages on top of that.
+//!   no capture. Every other station gets `RX.ACTIVITY` for each frame that got through,
+//!   half a second after its audio ends, whoever it was for, as JS8Call reports every
+//!   decoded frame. A message is delivered (`RX.DIRECTED {FROM, TO, CMD, TEXT: "FROM: TO
+//!   text ♢", SNR, SPEED}`) only if every frame of it got through, when its last frame
+//!   is decoded, to stations it is for (their callsign, `@SKYWAVE` or `@ALLCALL`). `loss`
+//!   drops whole messages, every frame of them, on top of that.
 //!
 //! Everything put on air is logged, with the periods it used and the stations it collided
 //! with, for the test to inspect.
@@ -487,6 +489,11 @@ fn transmitter(air: Arc<Air>, i: usize, rx: mpsc::Receiver<String>) {
             (id, first)
         };
 
+        // `loss` takes the whole message, at every station.
+        let dropped = air.random() < *air.loss.lock().expect("loss");
+        let texts = frame_texts(&me.call, to, text, speed);
+        // Stations that were on the air during one of our frames.
+        let mut collided_with: Vec<String> = Vec::new();
         for f in 0..frames {
             let start = (first + f as f64) * p;
             air.sleep_until(start);
@@ -494,29 +501,28 @@ fn transmitter(air: Arc<Air>, i: usize, rx: mpsc::Receiver<String>) {
             me.send(&json!({"type": "TX.FRAME", "value": "", "params": {"_ID": -1}}));
             air.sleep_until(start + (on_air + PTT_TAIL_S / air.time_scale).min(0.98 * p));
             me.send(&ptt(false));
-        }
-        let last = first + frames.saturating_sub(1) as f64;
-        free_from = (last + 1.0) * p;
-        // Receivers decode the last frame once its audio is in, half a second later.
-        air.sleep_until(last * p + (on_air + 0.5 / air.time_scale).min(p));
-
-        // Who else was on the air during our frames.
-        let mut collided_with: Vec<String> = Vec::new();
-        {
-            let sched = air.schedule.lock().expect("schedule");
-            let ours = sched.iter().find(|m| m.id == id).map(|m| m.frames.clone());
-            for m in sched.iter().filter(|m| m.id != id && m.station != i) {
-                let overlaps = ours
-                    .iter()
-                    .flatten()
-                    .any(|(s, e)| m.frames.iter().any(|(s2, e2)| s < e2 && s2 < e));
-                let call = &air.stations[m.station].call;
-                if overlaps && !collided_with.contains(call) {
-                    collided_with.push(call.clone());
+            // The others decode the frame once its audio is in, half a second later. By
+            // then everything that could overlap it has been scheduled.
+            air.sleep_until(start + (on_air + 0.5 / air.time_scale).min(p));
+            let overlapping = overlapping(&air, id, i, f);
+            let clean = overlapping.is_empty();
+            for call in overlapping {
+                if !collided_with.contains(&call) {
+                    collided_with.push(call);
+                }
+            }
+            if clean && !dropped {
+                let line = activity(texts.get(f).map(String::as_str).unwrap_or(""), speed);
+                for (j, other) in air.stations.iter().enumerate() {
+                    if j != i {
+                        other.send(&line);
+                    }
                 }
             }
         }
-        let dropped = air.random() < *air.loss.lock().expect("loss");
+        let last = first + frames.saturating_sub(1) as f64;
+        free_from = (last + 1.0) * p;
+
         let heard = !dropped && collided_with.is_empty();
         let receivers: Vec<&Arc<Station>> = air
             .stations
@@ -546,4 +552,62 @@ fn transmitter(air: Arc<Air>, i: usize, rx: mpsc::Receiver<String>) {
         }
         air.pending.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Stations other than `station` on the air during frame `f` of message `id`.
+fn overlapping(air: &Air, id: u64, station: usize, f: usize) -> Vec<String> {
+    let sched = air.schedule.lock().expect("schedule");
+    let Some((s, e)) = sched
+        .iter()
+        .find(|m| m.id == id)
+        .and_then(|m| m.frames.get(f).copied())
+    else {
+        return Vec::new();
+    };
+    let mut calls: Vec<String> = Vec::new();
+    for m in sched.iter().filter(|m| m.station != station) {
+        let call = &air.stations[m.station].call;
+        if m.frames.iter().any(|(s2, e2)| s < *e2 && *s2 < e) && !calls.contains(call) {
+            calls.push(call.clone());
+        }
+    }
+    calls
+}
+
+/// What each frame of a message decodes to, roughly as JS8Call shows it: the directed
+/// header (`FROM: TO `; a group takes a compound frame for the sender and one for the
+/// group), then the words packed into each data frame as JS8Call packs them.
+fn frame_texts(from: &str, to: &str, text: &str, speed: Js8Speed) -> Vec<String> {
+    let mut out = if to.starts_with('@') {
+        vec![format!("{from}: "), format!("{to} ")]
+    } else {
+        vec![format!("{from}: {to} ")]
+    };
+    let cap = speed.data_bits_per_frame();
+    let mut used = cap;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let bits = js8text::jsc_word_bits(word).unwrap_or(8 * word.len() as u32) + 1;
+        if used + bits > cap {
+            out.push(String::new());
+            used = 0;
+        }
+        used += bits;
+        if let Some(last) = out.last_mut() {
+            last.push_str(word);
+            last.push(' ');
+        }
+    }
+    out
+}
+
+/// `RX.ACTIVITY`: one decoded frame, whoever it was for (JS8Call reports every frame).
+fn activity(text: &str, speed: Js8Speed) -> Value {
+    let utc = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    json!({"type": "RX.ACTIVITY", "value": text, "params": {
+        "DIAL": 7_078_000, "FREQ": 7_079_000, "OFFSET": 1000, "SNR": -12,
+        "SPEED": speed.api_value(), "TDRIFT": 0.0, "UTC": utc, "_ID": -1,
+    }})
 }
