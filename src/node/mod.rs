@@ -1431,7 +1431,12 @@ impl Node {
                     p.learn(hd.hash());
                     p.saw_tip(hd.height, hd.hash());
                 }
-                self.send(peer, Message::Block(b));
+                // Pushed under the outbox item's id where there is one: the peer's ack
+                // then delivers the item (and proves the transactions below it).
+                match self.outbox_msg_id_for_block(peer, hash) {
+                    Some(id) => self.send_as(peer, id, &Message::Block(b)),
+                    None => self.send(peer, Message::Block(b)),
+                }
             }
         }
         let rest: Vec<crate::chain::Header> =

@@ -799,13 +799,27 @@ impl Node {
     }
 
     /// Like `send`, with the item's stable `msg_id`.
-    fn send_as(&mut self, peer: PeerId, msg_id: u64, msg: &Message) {
+    pub(super) fn send_as(&mut self, peer: PeerId, msg_id: u64, msg: &Message) {
         if self.transmits.len() >= super::MAX_QUEUED_TRANSMITS {
             self.disconnect(peer, "output queue overflow".into());
             return;
         }
         let bytes = envelope::encode(self.network, msg_id, msg);
         self.route(peer, bytes, msg);
+    }
+
+    /// The message id under which a block we push to `peer` unasked also delivers the
+    /// outbox item for it (the peer acks it like any push), if there is one.
+    pub(super) fn outbox_msg_id_for_block(&self, peer: PeerId, hash: Hash) -> Option<u64> {
+        // From its greeting: the outbox session may not be open yet.
+        let node_id = self.peers.get(&peer)?.hello.as_ref()?.node_id;
+        [Dest::Peer(node_id), Dest::Any].iter().find_map(|d| {
+            self.outbox
+                .ob
+                .find(*d, OutItem::Block(hash))
+                .filter(|it| it.state == State::Pending)
+                .map(|it| it.msg_id())
+        })
     }
 
     /// Does the outbox hold a pending push of this transaction for `peer`? Then an

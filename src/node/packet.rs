@@ -199,7 +199,10 @@ impl PacketLink {
         self.hold_until = if over {
             now
         } else {
-            now + self.airtime_ms(self.caps.mtu).min(MAX_FRAME_WAIT_MS) + HOLD_MARGIN_MS
+            // The next packet of the burst may also wait for the next slot boundary.
+            now + self.airtime_ms(self.caps.mtu).min(MAX_FRAME_WAIT_MS)
+                + self.caps.slot_ms
+                + HOLD_MARGIN_MS
         };
         // Hearing the channel busy restarts the random access of a slotted channel;
         // an answer to this burst goes at once (the sender is waiting for it).
@@ -243,13 +246,20 @@ impl PacketLink {
             if let Some(g) = self.gather_until.filter(|g| *g > now) {
                 t = t.min(g);
             }
-            if self.backlog_until >= now + WINDOW_MS {
+            let window = self.window_ms();
+            if self.backlog_until >= now + window {
                 // Pacing: more can be handed over once the window moves (a duty-cycle wait
                 // is left to the core's tick).
-                t = t.min(self.backlog_until + 1 - WINDOW_MS);
+                t = t.min(self.backlog_until + 1 - window);
             }
         }
         (t != u64::MAX).then_some(t.max(now))
+    }
+
+    /// Air time handed to the TNC ahead of the clock: at least a few packets, so that on
+    /// a very slow link (JS8Call) a burst's packets still go back to back.
+    fn window_ms(&self) -> u64 {
+        WINDOW_MS.max(3 * self.airtime_ms(self.caps.mtu))
     }
 
     /// May a new burst start now? (Appending to a burst still on the air always may.)
@@ -482,7 +492,7 @@ impl PacketLink {
         let first = out.len();
         let mut capped = false;
         loop {
-            if self.backlog_until.saturating_sub(now) >= WINDOW_MS {
+            if self.backlog_until.saturating_sub(now) >= self.window_ms() {
                 break;
             }
             if self.caps.half_duplex {
@@ -539,7 +549,14 @@ impl PacketLink {
             if let Some((_, last)) = out.last_mut() {
                 frag::set_over(last);
             }
-            self.quiet_until = self.backlog_until + YIELD_MS;
+            // Without carrier sense the answer is heard only once its first packet is
+            // complete, a slot or two later: leave the channel that long.
+            let slotted = if self.caps.slot_ms > 0 {
+                2 * self.caps.slot_ms + self.airtime_ms(self.caps.mtu)
+            } else {
+                0
+            };
+            self.quiet_until = self.backlog_until + YIELD_MS + slotted;
         }
     }
 
