@@ -259,7 +259,7 @@ impl PacketLink {
     /// Air time handed to the TNC ahead of the clock: at least a few packets, so that on
     /// a very slow link (JS8Call) a burst's packets still go back to back.
     fn window_ms(&self) -> u64 {
-        WINDOW_MS.max(3 * self.airtime_ms(self.caps.mtu))
+        WINDOW_MS.max(self.airtime_ms(self.caps.mtu))
     }
 
     /// May a new burst start now? (Appending to a burst still on the air always may.)
@@ -620,7 +620,7 @@ mod tests {
         assert!(n_frags >= 16);
         l.enqueue(0, Dest::Peer(1), &[1, 2, 3], Priority::Control);
         let mut out = Vec::new();
-        l.release(0, &mut out);
+        l.release(100, &mut out);
         // The control packet went first, and only ~10 s of air was released.
         assert_eq!(out[0].1, vec![0, 1, 2, 3]);
         assert!(
