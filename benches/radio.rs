@@ -2,7 +2,7 @@
 //! soft modems (1200 baud AFSK, half duplex), clean and lossy. See docs/BENCHMARKS.md.
 //!
 //! ```text
-//! cargo bench --bench radio                         # everything: about 45 minutes
+//! cargo bench --bench radio                         # everything: 75-80 min (baseline)
 //! cargo bench --bench radio -- 1k clean             # a subset
 //! cargo bench --bench radio -- x10                  # skywave 1 KB clean, 10 runs, and the max
 //! SKYWAVE_BENCH="4k lossy reticulum" cargo bench --bench radio
