@@ -2,7 +2,7 @@
 //! soft modems (1200 baud AFSK, half duplex), clean and lossy. See docs/BENCHMARKS.md.
 //!
 //! ```text
-//! cargo bench --bench radio                         # everything: about 45 minutes
+//! cargo bench --bench radio                         # everything: 75-80 min (baseline)
 //! cargo bench --bench radio -- 1k clean             # a subset
 //! cargo bench --bench radio -- x10                  # skywave 1 KB clean, 10 runs, and the max
 //! SKYWAVE_BENCH="4k lossy reticulum" cargo bench --bench radio
@@ -11,7 +11,8 @@
 //! Words that pick a subset (any order; within a group, none means all of it):
 //! `skywave` `reticulum` (or `rns`) · `1k` `4k` `16k` · `clean` `lossy` · `empty` `outbox`
 //! (skywave's variants; Reticulum has one) · `xN` runs every picked case N times in a row
-//! and prints each run and the max (`x10` alone means `skywave 1k clean empty x10`).
+//! and prints each run and the max (`x10` alone means `skywave 1k clean empty x10`); each
+//! run seeds the skywave nodes' RNG differently (run 1 is the same as a single run).
 //!
 //! The scenario: A already runs and holds the blocks; B starts cold with only the shared
 //! history (4 funding blocks). B's wall time runs from B's start until B has A's tip
@@ -185,13 +186,15 @@ fn env_secs(name: &str, default: f64) -> Duration {
 
 // ----- chains -----
 
-fn node(chain: Chain, id: [u8; 32], call: &str) -> Node {
+/// A node; `run` varies its RNG seed (beacon jitter, nonces) between repeated runs, as
+/// a real node seeds from the OS. Run 0 is the same every time.
+fn node(chain: Chain, id: [u8; 32], call: &str, run: usize) -> Node {
     Node::new(
         chain,
         NodeConfig {
             node_id: id,
             callsign: call.into(),
-            seed: u64::from(id[0]),
+            seed: u64::from(id[0]) + 1000 * run as u64,
             user_agent: "skywave-bench".into(),
             peers: Default::default(),
         },
@@ -241,7 +244,7 @@ fn per_block(p: &Payload, b: usize) -> usize {
 /// Node A holding the payload's blocks, its tip, and the blocks' bytes. For
 /// [`Variant::Outbox`] A first completes a handshake with B (node id [`B_ID`]) over an
 /// in-process TCP-like link, so B is a known destination when the txs arrive.
-fn node_a(p: &Payload, variant: Variant) -> Result<(Node, Hash, usize, usize), String> {
+fn node_a(p: &Payload, variant: Variant, run: usize) -> Result<(Node, Hash, usize, usize), String> {
     let (chain, mut t) = funded_chain();
     let miner = skywave::keys::address(&keys()[0]);
     let mut bytes = 0;
@@ -260,9 +263,9 @@ fn node_a(p: &Payload, variant: Variant) -> Result<(Node, Hash, usize, usize), S
                 .map_err(|e| format!("block: {e}"))?;
         }
         let tip = chain.tip().hash;
-        return Ok((node(chain, A_ID, "N0CALL-1"), tip, bytes, 0));
+        return Ok((node(chain, A_ID, "N0CALL-1", run), tip, bytes, 0));
     }
-    let mut a = node(chain, A_ID, "N0CALL-1");
+    let mut a = node(chain, A_ID, "N0CALL-1", run);
     introduce(&mut a)?;
     let now = driver::now_ms();
     for b in 0..p.blocks {
@@ -289,7 +292,7 @@ fn introduce(a: &mut Node) -> Result<(), String> {
     const LINK: skywave::link::LinkId = 900;
     const PEER: skywave::link::PeerId = 900;
     let now = driver::now_ms();
-    let mut b = node(funded_chain().0, B_ID, "N0CALL-2");
+    let mut b = node(funded_chain().0, B_ID, "N0CALL-2", 0);
     a.link_up(now, LINK, LinkCaps::tcp());
     b.link_up(now, LINK, LinkCaps::tcp());
     a.peer_connected(now, PEER, LINK, "127.0.0.1:9002".into(), true);
@@ -466,9 +469,14 @@ fn start_pair(channel: &str) -> Result<(DirewolfPair, KissTap, KissTap), String>
     Ok((pair, tap_a, tap_b))
 }
 
-fn run_skywave(p: &Payload, channel: &'static str, variant: Variant) -> Result<Figures, String> {
-    let (a, target, payload, owed) = node_a(p, variant)?;
-    let b = node(funded_chain().0, B_ID, "N0CALL-2");
+fn run_skywave(
+    p: &Payload,
+    channel: &'static str,
+    variant: Variant,
+    run: usize,
+) -> Result<Figures, String> {
+    let (a, target, payload, owed) = node_a(p, variant, run)?;
+    let b = node(funded_chain().0, B_ID, "N0CALL-2", run);
     let (pair, tap_a, tap_b) = start_pair(channel)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let timeout = env_secs("SKYWAVE_BENCH_TIMEOUT", 600.0);
@@ -607,7 +615,7 @@ fn rns_peer(
 
 fn run_reticulum(p: &Payload, channel: &'static str) -> Result<Figures, String> {
     // The same byte size as skywave's blocks for this payload.
-    let (_, _, size, _) = node_a(p, Variant::Empty)?;
+    let (_, _, size, _) = node_a(p, Variant::Empty, 0)?;
     let (pair, tap_a, tap_b) = start_pair(channel)?;
     let timeout = env_secs("SKYWAVE_BENCH_TIMEOUT", 600.0);
     let lead = env_secs("SKYWAVE_BENCH_LEAD", 5.0);
@@ -836,11 +844,11 @@ fn main() {
             }
             for (system, variant) in cases {
                 let mut walls = Vec::new();
-                for _ in 0..sel.repeat {
+                for run in 0..sel.repeat {
                     let outcome = match (system, &rns) {
                         (System::Reticulum, Err(why)) => Err(format!("SKIPPED: {why}")),
                         (System::Reticulum, Ok(())) => run_reticulum(p, channel),
-                        _ => run_skywave(p, channel, variant),
+                        _ => run_skywave(p, channel, variant, run),
                     };
                     let skipped = outcome.as_ref().is_err_and(|e| e.starts_with("SKIPPED"));
                     walls.push(outcome.as_ref().map(|f| f.wall).ok());
