@@ -659,10 +659,10 @@ impl Node {
             }
             Err(e) => Err(e),
         };
-        if over {
+        if let Some(more) = over {
             // Its burst is over, so what is missing of its transfers was lost: ask in the
             // turn we are about to take, not after a stall timer.
-            for nack in l.nacks_after_over(now, peer) {
+            for nack in l.nacks_after_over(now, peer, more) {
                 debug!(peer, "asking for fragments lost in its burst");
                 l.enqueue_raw(now, Dest::Peer(peer), nack);
             }

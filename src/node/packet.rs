@@ -30,11 +30,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Air time the core may have handed to a TNC ahead of the clock.
 const WINDOW_MS: u64 = 10_000;
-/// On half duplex, the most air one burst may take before the channel is left free
-/// (well under the 3-minute time-out timers of common radios).
-const BURST_MS: u64 = 60_000;
-/// Quiet time left after a burst cut by `BURST_MS`, so the other stations can answer.
-const TURNAROUND_GAP_MS: u64 = 2_500;
+/// On half duplex, the most air one burst may take before the channel is left free. A
+/// station waiting to transmit gives up on its frame after 60 s of busy channel
+/// (Direwolf's `WAIT_TIMEOUT_MS`), so a burst stays well under that.
+const BURST_MS: u64 = 45_000;
 /// After a burst that ended with OVER, time left to the other stations to take the
 /// channel (their TNC's channel access and TXDELAY) before we start anything unasked.
 const YIELD_MS: u64 = 2_000;
@@ -64,6 +63,9 @@ const CONTENTION_SLOTS: u64 = 4;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
 /// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`.
 pub const DUTY_BURST_MS: u64 = 60_000;
+
+/// Key of broadcast transfers in the repair cache (no peer session has this id).
+const BROADCAST_KEY: PeerId = PeerId::MAX;
 
 /// Where a packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,14 +191,14 @@ impl PacketLink {
     /// A packet from another station was heard. On half duplex its burst goes on until
     /// its OVER, or until it has been quiet for a frame's air time: we hold till then.
     /// Returns true if this packet ended the burst.
-    pub fn heard(&mut self, now: u64, packet: &[u8]) -> bool {
+    pub fn heard(&mut self, now: u64, packet: &[u8]) -> Option<bool> {
         self.quiet_until = 0;
-        let over = frag::is_over(packet);
+        let over = frag::is_over(packet).then(|| frag::is_more(packet));
         if !self.takes_turns() {
             return over;
         }
         self.turn_due = true;
-        self.hold_until = if over {
+        self.hold_until = if over.is_some() {
             now
         } else {
             // The next packet of the burst may also wait for the next slot boundary.
@@ -278,10 +280,13 @@ impl PacketLink {
         }
         // No carrier sense: a random slot, so that stations that react to the same event
         // (or came up in the same second) do not transmit in lock step for ever.
+        // The unit of contention is one packet's air time in whole slots: a JS8 message
+        // spans several slots, and a shift of one slot would still overlap it.
         let slot = self.caps.slot_ms;
+        let unit = self.airtime_ms(self.caps.mtu).div_ceil(slot).max(1) * slot;
         let at = *self
             .access_at
-            .get_or_insert_with(|| now + self.rng.below(CONTENTION_SLOTS) * slot);
+            .get_or_insert_with(|| now + self.rng.below(CONTENTION_SLOTS) * unit);
         if now >= at {
             self.access_at = None;
             true
@@ -314,11 +319,23 @@ impl PacketLink {
     }
 
     /// Incomplete transfers from `peer`: the sender ended its burst, so whatever is
-    /// missing was lost. NACKs for them, each counted as a round.
-    pub fn nacks_after_over(&mut self, now: u64, peer: PeerId) -> Vec<Vec<u8>> {
+    /// missing was lost (only the gaps below the highest fragment received, if it has
+    /// `more` to send). NACKs for them, each counted as a round.
+    pub fn nacks_after_over(&mut self, now: u64, peer: PeerId, more: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for (p, tid) in self.reasm.stalled(now, 0) {
             if p != peer {
+                continue;
+            }
+            if more {
+                let gaps = self.reasm.missing_below_highest(p, tid);
+                if gaps.is_empty() {
+                    continue;
+                }
+                self.reasm.touch(p, tid, now);
+                if self.nack_round(p, tid) {
+                    out.push(frag::encode_nack(tid, &gaps));
+                }
                 continue;
             }
             self.reasm.touch(p, tid, now);
@@ -352,7 +369,14 @@ impl PacketLink {
         };
         self.gather(now);
         if packets.len() > 1 {
-            if let Dest::Peer(p) = dest {
+            // Broadcast transfers are kept too: a station that missed a fragment of a
+            // beacon or an announcement asks for it like any other.
+            let key = match dest {
+                Dest::Peer(p) => p,
+                Dest::Broadcast(_) => BROADCAST_KEY,
+            };
+            {
+                let p = key;
                 let bytes: usize = packets.iter().map(Vec::len).sum();
                 self.sent.insert(
                     (p, tid),
@@ -399,15 +423,23 @@ impl PacketLink {
 
     /// Fragments `peer` asked for again; false if the transfer is no longer held.
     pub fn repair(&mut self, now: u64, peer: PeerId, nack: &frag::Nack) -> bool {
-        let Some(t) = self.sent.get(&(peer, nack.transfer_id)) else {
+        let key = if self.sent.contains_key(&(peer, nack.transfer_id)) {
+            (peer, nack.transfer_id)
+        } else {
+            (BROADCAST_KEY, nack.transfer_id)
+        };
+        let Some(t) = self.sent.get(&key) else {
             return false;
         };
         let count = t.frags.len() as u32;
         let want = nack.indices(count);
         if want.is_empty() {
-            // An ACK: the peer has it all; free the repair copy.
-            if let Some(t) = self.sent.remove(&(peer, nack.transfer_id)) {
-                self.sent_bytes -= t.bytes;
+            // An ACK: the peer has it all; free the repair copy (a broadcast's stays for
+            // the other stations).
+            if key.0 != BROADCAST_KEY {
+                if let Some(t) = self.sent.remove(&key) {
+                    self.sent_bytes -= t.bytes;
+                }
             }
             return true;
         }
@@ -495,16 +527,9 @@ impl PacketLink {
             if self.backlog_until.saturating_sub(now) >= self.window_ms() {
                 break;
             }
-            if self.caps.half_duplex {
-                // Keeping the TNC fed forever would hold the channel forever: a burst ends
-                // after BURST_MS of air, and the next starts only after a quiet gap.
-                if self.backlog_until + TURNAROUND_GAP_MS <= now {
-                    self.burst_air = 0;
-                }
-                if self.burst_air >= BURST_MS && self.control.is_empty() {
-                    capped = true;
-                    break;
-                }
+            if self.backlog_until <= now {
+                // A new burst.
+                self.burst_air = 0;
             }
             let Some(next_len) = self
                 .control
@@ -515,6 +540,10 @@ impl PacketLink {
                 break;
             };
             let mut t = self.airtime_ms(next_len);
+            if self.takes_turns() && self.burst_air > 0 && self.burst_air + t > BURST_MS {
+                capped = true;
+                break;
+            }
             let idle = self.backlog_until <= now;
             if idle {
                 t += BURST_OVERHEAD_MS;
@@ -544,10 +573,13 @@ impl PacketLink {
         if out.len() > first {
             self.gather_until = None;
         }
-        if out.len() > first && self.queued() == 0 && !capped {
-            // All we had is on its way: say so, and leave the channel to the others.
+        let more = capped && self.takes_turns();
+        if out.len() > first && (self.queued() == 0 || more) {
+            // All we had is on its way, or a burst is as long as it may be (keeping the
+            // TNC fed for ever would hold the channel for ever): say so, and leave the
+            // channel to the others before going on.
             if let Some((_, last)) = out.last_mut() {
-                frag::set_over(last);
+                frag::set_over(last, more);
             }
             // Without carrier sense the answer is heard only once its first packet is
             // complete, a slot or two later: leave the channel that long.

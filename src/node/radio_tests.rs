@@ -440,7 +440,6 @@ pub(super) fn narrow_caps(blocks: bool) -> LinkCaps {
 }
 
 #[test]
-#[ignore = "issue 10, open: over the honest channel model a 12 bit/s link spends 3.3 KB (NACK rounds for broadcast transfers that cannot be repaired)"]
 fn a_narrow_link_carries_the_tip_header_and_small_transactions_but_no_blocks() {
     let mut air = Air::with_caps(2, 11, 0, narrow_caps(false));
     let k = key();
@@ -475,7 +474,6 @@ fn a_narrow_link_carries_the_tip_header_and_small_transactions_but_no_blocks() {
 }
 
 #[test]
-#[ignore = "issue 10, open: regressed with NACK-at-OVER on a 12 bit/s link (NACK and single-fragment repair ping-pong)"]
 fn a_narrow_link_carries_blocks_when_the_operator_allows_them() {
     let mut air = Air::with_caps(2, 11, 0, narrow_caps(true));
     let k = key();

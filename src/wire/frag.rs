@@ -13,14 +13,16 @@
 //! 0x01 FRAGMENT    01 | id varint | index varint | count varint | payload...
 //! 0x02 NACK ranges 02 | id varint | n varint | n x (gap varint, len-1 varint)
 //! 0x03 NACK bitmap 03 | id varint | base varint | nbits varint | ceil(nbits/8) bytes
-//! 0x04..=0x7F      reserved
+//! 0x04..=0x3F      reserved
 //! ```
 //!
 //! * OVER: bit 0x80 of the tag byte, on any packet, says "this is the last packet of my
 //!   transmission: the channel is yours". On a half-duplex channel the receiver holds its
 //!   replies until it hears it (or until the sender has been quiet for a frame's air
 //!   time), then answers everything in one key-up, and asks at once for fragments that
-//!   did not arrive. The tag is `tag & 0x7F`.
+//!   did not arrive. The tag is `tag & 0x3F`.
+//! * MORE: bit 0x40, only with OVER: "I stop to let you answer, and have more to send":
+//!   the receiver asks only for gaps below the highest fragment it got of each transfer.
 //!
 //! * FRAGMENT: `index < count`; every fragment but the last carries the same
 //!   non-empty payload length, the last carries 1..=that many bytes. A message
@@ -47,6 +49,9 @@ pub const TAG_NACK_RANGES: u8 = 0x02;
 pub const TAG_NACK_BITMAP: u8 = 0x03;
 /// Bit of the tag byte marking the last packet of a transmission (see the module docs).
 pub const FLAG_OVER: u8 = 0x80;
+/// With [`FLAG_OVER`]: the sender stopped for a turn and has more to send.
+pub const FLAG_MORE: u8 = 0x40;
+const FLAGS: u8 = FLAG_OVER | FLAG_MORE;
 /// Hard protocol limit on fragments per transfer.
 pub const MAX_FRAGMENTS: u32 = 1 << 16;
 
@@ -301,10 +306,16 @@ pub fn is_over(bytes: &[u8]) -> bool {
     bytes.first().is_some_and(|t| t & FLAG_OVER != 0)
 }
 
-/// Mark a packet as the last of a transmission ([`FLAG_OVER`]).
-pub fn set_over(packet: &mut [u8]) {
+/// Does this last packet of a transmission say more will follow ([`FLAG_MORE`])?
+pub fn is_more(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|t| t & FLAGS == FLAGS)
+}
+
+/// Mark a packet as the last of a transmission ([`FLAG_OVER`]), with more to come
+/// after the peer's turn ([`FLAG_MORE`]) or not.
+pub fn set_over(packet: &mut [u8], more: bool) {
     if let Some(t) = packet.first_mut() {
-        *t |= FLAG_OVER;
+        *t |= if more { FLAGS } else { FLAG_OVER };
     }
 }
 
@@ -312,7 +323,7 @@ pub fn set_over(packet: &mut [u8]) {
 /// The [`FLAG_OVER`] bit is ignored here (see [`is_over`]).
 pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, FragError> {
     let (&tag, mut rest) = bytes.split_first().ok_or(FragError::Truncated)?;
-    match tag & !FLAG_OVER {
+    match tag & !FLAGS {
         TAG_WHOLE => Ok(Packet::Whole(rest)),
         TAG_FRAGMENT => {
             let transfer_id = get_varint(&mut rest)?;
@@ -328,7 +339,7 @@ pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, FragError> {
                 payload: rest,
             }))
         }
-        TAG_NACK_RANGES | TAG_NACK_BITMAP => parse_nack(tag & !FLAG_OVER, rest).map(Packet::Nack),
+        TAG_NACK_RANGES | TAG_NACK_BITMAP => parse_nack(tag & !FLAGS, rest).map(Packet::Nack),
         other => Err(FragError::UnknownTag(other)),
     }
 }
@@ -590,6 +601,16 @@ impl Reassembler {
         }
         let t = self.transfers.get(&key)?;
         Some((0..t.count).filter(|i| !t.parts.contains_key(i)).collect())
+    }
+
+    /// Missing fragments below the highest one received: lost for sure, even while the
+    /// sender has more of the transfer still to send.
+    pub fn missing_below_highest(&self, peer: u64, transfer_id: u32) -> Vec<u32> {
+        let Some(t) = self.transfers.get(&(peer, transfer_id)) else {
+            return Vec::new();
+        };
+        let top = t.parts.keys().next_back().copied().unwrap_or(0);
+        (0..top).filter(|i| !t.parts.contains_key(i)).collect()
     }
 
     /// A NACK packet for a transfer (empty = ACK), if the transfer is known.
