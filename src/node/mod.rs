@@ -662,9 +662,13 @@ impl Node {
         if let Some(more) = over {
             // Its burst is over, so what is missing of its transfers was lost: ask in the
             // turn we are about to take, not after a stall timer.
-            for nack in l.nacks_after_over(now, peer, more) {
-                debug!(peer, "asking for fragments lost in its burst");
-                l.enqueue_raw(now, Dest::Peer(peer), nack);
+            for (tid, nack) in l.nacks_after_over(now, peer, more) {
+                debug!(
+                    peer,
+                    transfer = tid,
+                    "asking for fragments lost in its burst"
+                );
+                l.queue_nack(now, peer, tid, nack);
             }
         }
         match parsed {
@@ -996,12 +1000,12 @@ impl Node {
             let stall = l.stall_ms();
             for (peer, tid) in l.reasm.stalled(now, stall) {
                 l.reasm.touch(peer, tid, now);
-                if !l.nack_round(peer, tid) {
+                if !l.may_nack(now, peer, tid) || !l.nack_round(peer, tid) {
                     continue;
                 }
                 if let Some(nack) = l.reasm.nack(peer, tid) {
                     debug!(peer, transfer = tid, "asking for missing fragments");
-                    l.enqueue_raw(now, Dest::Peer(peer), nack);
+                    l.queue_nack(now, peer, tid, nack);
                 }
             }
         }
@@ -1900,9 +1904,14 @@ impl Node {
                     retry,
                 },
             );
-            // On slow links ask for the compact form: the peer sends short ids for the
-            // transactions, which we mostly hold in our mempool already.
-            let slow = self.peer_caps(id).is_some_and(|c| c.bitrate_bps > 0);
+            // On slow links ask for the compact form of a block at the tip: the peer
+            // sends short ids for the transactions, which we mostly hold in our mempool
+            // already. A station catching up on older blocks (or with an empty mempool)
+            // lacks their transactions: short ids would only cost a GetBlockTxn round.
+            let near_tip = height + 1 >= self.chain.best_header().height;
+            let slow = self.peer_caps(id).is_some_and(|c| c.bitrate_bps > 0)
+                && near_tip
+                && self.chain.mempool_len() > 0;
             per_peer.entry(id).or_default().push(InvItem {
                 kind: if slow {
                     InvKind::CompactBlock

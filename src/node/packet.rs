@@ -62,7 +62,7 @@ const GATHER_MS: u64 = 100;
 const CONTENTION_SLOTS: u64 = 4;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
 /// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`.
-pub const DUTY_BURST_MS: u64 = 60_000;
+pub const DUTY_BURST_MS: u64 = 120_000;
 
 /// Key of broadcast transfers in the repair cache (no peer session has this id).
 const BROADCAST_KEY: PeerId = PeerId::MAX;
@@ -108,6 +108,8 @@ pub(super) struct PacketLink {
     /// Air released in the current burst (half duplex).
     burst_air: u64,
     nack_rounds: BTreeMap<(PeerId, u32), u32>,
+    /// When we last asked for fragments of a transfer.
+    last_nack: BTreeMap<(PeerId, u32), u64>,
     /// When the next beacon is due.
     pub next_beacon: u64,
     /// Discovery beacons sent since a station last answered (their interval backs off).
@@ -171,6 +173,7 @@ impl PacketLink {
             backlog_until: now,
             burst_air: 0,
             nack_rounds: BTreeMap::new(),
+            last_nack: BTreeMap::new(),
             next_beacon: now + first_beacon_in,
             alone_beacons: 0,
             air_ms: 0,
@@ -321,10 +324,10 @@ impl PacketLink {
     /// Incomplete transfers from `peer`: the sender ended its burst, so whatever is
     /// missing was lost (only the gaps below the highest fragment received, if it has
     /// `more` to send). NACKs for them, each counted as a round.
-    pub fn nacks_after_over(&mut self, now: u64, peer: PeerId, more: bool) -> Vec<Vec<u8>> {
+    pub fn nacks_after_over(&mut self, now: u64, peer: PeerId, more: bool) -> Vec<(u32, Vec<u8>)> {
         let mut out = Vec::new();
         for (p, tid) in self.reasm.stalled(now, 0) {
-            if p != peer {
+            if p != peer || !self.may_nack(now, p, tid) {
                 continue;
             }
             if more {
@@ -334,7 +337,7 @@ impl PacketLink {
                 }
                 self.reasm.touch(p, tid, now);
                 if self.nack_round(p, tid) {
-                    out.push(frag::encode_nack(tid, &gaps));
+                    out.push((tid, frag::encode_nack(tid, &gaps)));
                 }
                 continue;
             }
@@ -343,10 +346,48 @@ impl PacketLink {
                 continue;
             }
             if let Some(n) = self.reasm.nack(p, tid) {
-                out.push(n);
+                out.push((tid, n));
             }
         }
         out
+    }
+
+    /// May we ask again for what transfer `tid` of `peer` lacks? Not while a NACK of
+    /// ours for it is still waiting here (`queue_nack` replaces it), and not within a
+    /// stall time of the last one: that one may still be queued in the TNC behind the
+    /// sender's burst, and a second copy would have the same fragments sent twice.
+    pub fn may_nack(&self, now: u64, peer: PeerId, tid: u32) -> bool {
+        let queued = self.control.iter().any(|(d, p)| {
+            *d == Dest::Peer(peer)
+                && matches!(frag::parse(p), Ok(frag::Packet::Nack(n)) if n.transfer_id == tid)
+        });
+        queued
+            || self
+                .last_nack
+                .get(&(peer, tid))
+                .is_none_or(|t| now.saturating_sub(*t) >= self.stall_ms())
+    }
+
+    /// Queue a NACK for transfer `tid` of `peer`, replacing one still waiting here.
+    pub fn queue_nack(&mut self, now: u64, peer: PeerId, tid: u32, nack: Vec<u8>) {
+        let before = self.control.len();
+        self.control.retain(|(d, p)| {
+            !(*d == Dest::Peer(peer)
+                && matches!(frag::parse(p), Ok(frag::Packet::Nack(n)) if n.transfer_id == tid))
+        });
+        if self.control.len() != before {
+            self.queued_bytes = self
+                .control
+                .iter()
+                .chain(self.bulk.iter())
+                .map(|(_, p)| p.len())
+                .sum();
+        }
+        if self.last_nack.len() >= 4096 {
+            self.last_nack.clear();
+        }
+        self.last_nack.insert((peer, tid), now);
+        self.enqueue_raw(now, Dest::Peer(peer), nack);
     }
 
     /// Has `peer` a transfer to us under way (heard from within `within_ms`)? Its
@@ -448,8 +489,13 @@ impl PacketLink {
             .filter_map(|&i| t.frags.get(i as usize).cloned())
             .collect();
         for f in frags {
+            // Two NACKs that crossed our repair name the same fragments: send them once.
+            let dest = Dest::Peer(peer);
+            if self.control.iter().any(|(d, p)| *d == dest && *p == f) {
+                continue;
+            }
             self.repaired += 1;
-            self.enqueue_raw(now, Dest::Peer(peer), f);
+            self.enqueue_raw(now, dest, f);
         }
         true
     }
@@ -476,6 +522,7 @@ impl PacketLink {
             }
         }
         self.nack_rounds.retain(|(p, _), _| *p != peer);
+        self.last_nack.retain(|(p, _), _| *p != peer);
         let before = self.control.len() + self.bulk.len();
         self.control.retain(|(d, _)| *d != Dest::Peer(peer));
         self.bulk.retain(|(d, _)| *d != Dest::Peer(peer));
@@ -553,6 +600,8 @@ impl PacketLink {
                 // (a flood must not make us answer it at the channel's full rate).
                 if !d.take(now, t.min(DUTY_BURST_MS)) {
                     self.duty_waits += 1;
+                    // The rest waits for the budget: let the others have their turn.
+                    capped = true;
                     break;
                 }
             }
@@ -598,10 +647,16 @@ impl PacketLink {
     }
 }
 
-/// Estimated air time of a packet of `len` bytes: frame overhead and ~3 % bit stuffing.
+/// Estimated air time of a packet of `len` bytes: AX.25 frame overhead and ~3 % bit
+/// stuffing; on a slotted link (JS8Call, whose framing is in its effective bit rate)
+/// whole slots.
 pub fn airtime_ms(caps: &LinkCaps, len: usize) -> u64 {
     if caps.bitrate_bps == 0 {
         return 0;
+    }
+    if caps.slot_ms > 0 {
+        let ms = (len as u64 * 8 * 1000).div_ceil(caps.bitrate_bps);
+        return ms.div_ceil(caps.slot_ms).max(1) * caps.slot_ms;
     }
     let bits = ((len + FRAME_OVERHEAD) as u64) * 8 * 103 / 100;
     (bits * 1000).div_ceil(caps.bitrate_bps)
