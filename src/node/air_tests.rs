@@ -95,7 +95,7 @@ fn a_lost_answer_costs_seconds_not_minutes() {
             air.run_for(30_000);
         }
         let tip = mine_private(&mut air, 0, 0);
-        air.drop_first(0, 1, "cmpctblock");
+        air.drop_first(0, 1, "block");
         let took = run_until(&mut air, 120_000, |a| a.nodes[1].chain().tip().hash == tip)
             .unwrap_or_else(|| panic!("seed {seed}: block never arrived"));
         assert_eq!(air.dropped, 1, "seed {seed}: the answer was dropped once");

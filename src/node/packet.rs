@@ -637,7 +637,9 @@ impl PacketLink {
             } else {
                 0
             };
-            self.quiet_until = self.backlog_until + YIELD_MS + slotted;
+            // Our estimate of when the TNC finishes drifts with the length of the burst
+            // (a few percent): a long burst leaves a little more room.
+            self.quiet_until = self.backlog_until + YIELD_MS + self.burst_air / 25 + slotted;
         }
     }
 
