@@ -61,8 +61,12 @@ const GATHER_MS: u64 = 100;
 /// 0..CONTENTION_SLOTS slots before a transmission that is not an immediate answer.
 const CONTENTION_SLOTS: u64 = 4;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
-/// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`.
+/// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`. Two minutes:
+/// a 16 KB sync at 1200 bit/s runs at full rate.
 pub const DUTY_BURST_MS: u64 = 120_000;
+/// The same on a narrow link (a few bit/s), where two minutes are two frames and a long
+/// allowance only lets stations talk over each other's minute-long frames.
+pub const NARROW_DUTY_BURST_MS: u64 = 60_000;
 
 /// Key of broadcast transfers in the repair cache (no peer session has this id).
 const BROADCAST_KEY: PeerId = PeerId::MAX;
@@ -126,6 +130,8 @@ pub(super) struct PacketLink {
     duty: Option<super::peers::Bucket>,
     /// Times release stopped because the duty-cycle budget was spent.
     pub duty_waits: u64,
+    /// Depth of the duty-cycle bucket (air ms at full rate).
+    duty_depth: u64,
     /// Another station's burst is on the air until about then (half duplex): we hold.
     hold_until: u64,
     /// A burst we heard ended: our turn has to be taken (acks, requests, answers).
@@ -152,12 +158,18 @@ impl PacketLink {
         duty_pct: u8,
         seed: u64,
     ) -> PacketLink {
+        let duty_depth = if super::is_narrow(&caps) {
+            NARROW_DUTY_BURST_MS
+        } else {
+            DUTY_BURST_MS
+        };
         let duty = (caps.radio && duty_pct < 100).then(|| {
             // Air ms earned per second of clock: 10 * percent.
-            super::peers::Bucket::new(u64::from(duty_pct) * 10, DUTY_BURST_MS, now)
+            super::peers::Bucket::new(u64::from(duty_pct) * 10, duty_depth, now)
         });
         PacketLink {
             duty,
+            duty_depth,
             duty_waits: 0,
             caps,
             reasm: Reassembler::new(ReassemblerConfig {
@@ -598,7 +610,7 @@ impl PacketLink {
             if let Some(d) = self.duty.as_mut() {
                 // The duty-cycle cap: everything we key up counts, control traffic too
                 // (a flood must not make us answer it at the channel's full rate).
-                if !d.take(now, t.min(DUTY_BURST_MS)) {
+                if !d.take(now, t.min(self.duty_depth)) {
                     self.duty_waits += 1;
                     // The rest waits for the budget: let the others have their turn.
                     capped = true;
