@@ -41,6 +41,27 @@ fn mine_private(air: &mut Air, i: usize, txs: usize) -> Hash {
     hash
 }
 
+/// Station 0's chain gets a funding block, then `blocks` blocks of `txs` transactions
+/// nobody else heard of; the blocks' encoded bytes.
+fn blocks_at_zero(air: &mut Air, blocks: usize, txs: usize) -> usize {
+    let k = key();
+    let from = crate::keys::address(&k);
+    let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
+    while !pow::mine(&mut b.header, 1_000_000) {}
+    air.nodes[0].chain.submit_block(b, air.now / 1000).unwrap();
+    let mut bytes = 0;
+    for _ in 0..blocks {
+        let h = mine_private(air, 0, txs);
+        bytes += air.nodes[0]
+            .chain()
+            .block(&h)
+            .unwrap()
+            .unwrap()
+            .encoded_len();
+    }
+    bytes
+}
+
 /// Station 0 holds a 1 KB block that station 1, started cold at the same instant, lacks.
 fn one_kilobyte_apart(seed: u64) -> (Air, Hash) {
     let mut air = Air::new(2, seed, 0);
@@ -153,21 +174,7 @@ fn lost_fragments_are_repaired_not_the_whole_block_resent() {
     // OVER. Re-requesting whole blocks instead would key up every block about twice.
     for seed in 1..5 {
         let mut air = Air::new(2, seed, 150_000);
-        let k = key();
-        let from = crate::keys::address(&k);
-        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
-        while !pow::mine(&mut b.header, 1_000_000) {}
-        air.nodes[0].chain.submit_block(b, air.now / 1000).unwrap();
-        let mut block_bytes = 0;
-        for _ in 0..3 {
-            let h = mine_private(&mut air, 0, 10);
-            block_bytes += air.nodes[0]
-                .chain()
-                .block(&h)
-                .unwrap()
-                .unwrap()
-                .encoded_len();
-        }
+        let block_bytes = blocks_at_zero(&mut air, 3, 10);
         let tip = air.nodes[0].chain().tip().hash;
         run_until(&mut air, 15 * 60_000, |a| {
             a.nodes[1].chain().tip().hash == tip
@@ -278,33 +285,4 @@ fn js8_stations_started_in_the_same_second_fall_out_of_step() {
                 .count(),
         );
     }
-}
-
-#[test]
-fn sixteen_kilobytes_to_a_cold_station() {
-    // The bench's 16 KB case in virtual time: five blocks of about 3.4 KB.
-    let mut air = Air::new(2, 3, 0);
-    let k = key();
-    let from = crate::keys::address(&k);
-    let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
-    while !pow::mine(&mut b.header, 1_000_000) {}
-    air.nodes[0].chain.submit_block(b, air.now / 1000).unwrap();
-    let mut bytes = 0;
-    for _ in 0..5 {
-        let h = mine_private(&mut air, 0, 24);
-        bytes += air.nodes[0]
-            .chain()
-            .block(&h)
-            .unwrap()
-            .unwrap()
-            .encoded_len();
-    }
-    let tip = air.nodes[0].chain().tip().hash;
-    let took = run_until(&mut air, 600_000, |a| a.nodes[1].chain().tip().hash == tip);
-    let st = air.channel().station_stats(0);
-    eprintln!(
-        "16k: {bytes} B in {took:?} ms, A keyed {} B in {} key-ups, air {} ms",
-        st.bytes, st.key_ups, st.air_ms
-    );
-    assert!(took.is_some());
 }

@@ -390,12 +390,7 @@ impl PacketLink {
                 && matches!(frag::parse(p), Ok(frag::Packet::Nack(n)) if n.transfer_id == tid))
         });
         if self.control.len() != before {
-            self.queued_bytes = self
-                .control
-                .iter()
-                .chain(self.bulk.iter())
-                .map(|(_, p)| p.len())
-                .sum();
+            self.recount_queued();
         }
         if self.last_nack.len() >= 4096 {
             self.last_nack.clear();
@@ -541,13 +536,18 @@ impl PacketLink {
         self.control.retain(|(d, _)| *d != Dest::Peer(peer));
         self.bulk.retain(|(d, _)| *d != Dest::Peer(peer));
         if before != self.control.len() + self.bulk.len() {
-            self.queued_bytes = self
-                .control
-                .iter()
-                .chain(self.bulk.iter())
-                .map(|(_, p)| p.len())
-                .sum();
+            self.recount_queued();
         }
+    }
+
+    /// Bytes queued, counted again after packets were taken out of the middle.
+    fn recount_queued(&mut self) {
+        self.queued_bytes = self
+            .control
+            .iter()
+            .chain(self.bulk.iter())
+            .map(|(_, p)| p.len())
+            .sum();
     }
 
     fn trim_sent(&mut self, now: u64) {
