@@ -147,8 +147,6 @@ pub(super) struct PacketLink {
     /// A new burst waits until then for the rest of what this moment produces.
     gather_until: Option<u64>,
     rng: Rng,
-    /// Bursts keyed up (estimate: releases that started from an idle transmitter).
-    pub keyups: u64,
 }
 
 impl PacketLink {
@@ -201,7 +199,6 @@ impl PacketLink {
             answer_until: 0,
             gather_until: None,
             rng: Rng::new(seed),
-            keyups: 0,
         }
     }
 
@@ -622,9 +619,6 @@ impl PacketLink {
             let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
                 break;
             };
-            if idle {
-                self.keyups += 1;
-            }
             self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
             self.backlog_until = self.backlog_until.max(now) + t;
             self.burst_air += t;
