@@ -387,6 +387,19 @@ impl Window<'_> {
                     if b.collided { "  COLLIDED" } else { "" }
                 ));
             }
+            // When each station handed an OVER (end of its turn) to its TNC.
+            for (tap, who) in [(self.tap_a, "A"), (self.tap_b, "B")] {
+                for f in tap.frames() {
+                    let Some(tag) = f.info_tag.filter(|t| f.to_tnc && t & 0x80 != 0) else {
+                        continue;
+                    };
+                    notes.push(format!(
+                        "over {:>6.2} s {who} handed OVER{}",
+                        signed_secs(f.at, self.b_start),
+                        if tag & 0x40 != 0 { "|MORE" } else { "" }
+                    ));
+                }
+            }
         }
         Figures {
             wall: done.duration_since(self.b_start).as_secs_f64(),
@@ -483,7 +496,9 @@ fn run_skywave(
     let lead = env_secs("SKYWAVE_BENCH_LEAD", 5.0);
     rt.block_on(async {
         let mk = |n: Node, addr: std::net::SocketAddr, call: &str| {
-            let url = LinkUrl::parse(&format!("kiss+tcp://{addr}")).expect("kiss url");
+            let params = std::env::var("SKYWAVE_BENCH_KISS").unwrap_or_default();
+            let sep = if params.is_empty() { "" } else { "?" };
+            let url = LinkUrl::parse(&format!("kiss+tcp://{addr}{sep}{params}")).expect("kiss url");
             driver::start(
                 n,
                 DriverOptions {

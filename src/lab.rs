@@ -659,6 +659,9 @@ pub struct TappedFrame {
     /// Unescaped frame length without the KISS type byte: the AX.25 frame (or whatever
     /// raw payload the client sends) without HDLC flags and FCS.
     pub len: usize,
+    /// The first byte of the AX.25 information field (a skywave packet's tag, whose
+    /// high bits are OVER and MORE), if the frame has one.
+    pub info_tag: Option<u8>,
 }
 
 /// Frames and bytes through a [`KissTap`] in some window.
@@ -793,6 +796,20 @@ fn tap_accept(
     }
 }
 
+/// The first information byte of an AX.25 UI frame: after the addresses (the last one
+/// has bit 0 of its seventh byte set), the control and the PID byte.
+fn ax25_info_tag(frame: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    loop {
+        let last = frame.get(at + 6)? & 1 == 1;
+        at += 7;
+        if last {
+            break;
+        }
+    }
+    frame.get(at + 2).copied()
+}
+
 /// Copies one direction, counting KISS data frames (command 0) as they complete.
 fn tap_copy(
     mut from: TcpStream,
@@ -808,6 +825,9 @@ fn tap_copy(
     let mut len = 0usize;
     let mut escapes = 0usize;
     let mut kind: Option<u8> = None;
+    // The first unescaped bytes of the frame, enough to find the info field's first byte.
+    let mut head: Vec<u8> = Vec::with_capacity(80);
+    let mut escaped = false;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -825,16 +845,28 @@ fn tap_copy(
                             at: now,
                             to_tnc,
                             len: len - 1 - escapes,
+                            info_tag: ax25_info_tag(&head),
                         });
                     }
                 }
                 len = 0;
                 escapes = 0;
                 kind = None;
+                head.clear();
+                escaped = false;
                 continue;
             }
             if len == 0 {
                 kind = Some(b);
+            } else if b == FESC {
+                escaped = true;
+            } else if head.len() < 80 {
+                head.push(match (escaped, b) {
+                    (true, 0xDC) => FEND,
+                    (true, 0xDD) => FESC,
+                    _ => b,
+                });
+                escaped = false;
             }
             if b == FESC {
                 escapes += 1;

@@ -1414,7 +1414,7 @@ impl Node {
             p.pushed_at = Some(now);
         }
         let mut air = 0;
-        let mut sent = 0;
+        let mut blocks = Vec::new();
         if caps.half_duplex && caps.blocks {
             for hd in &headers {
                 let hash = hd.hash();
@@ -1426,28 +1426,28 @@ impl Node {
                     break;
                 };
                 let cost = packet::airtime_ms(&caps, b.encoded_len());
-                if sent > 0 && air + cost > PUSH_AIR_MS {
+                if !blocks.is_empty() && air + cost > PUSH_AIR_MS {
                     break;
                 }
                 air += cost;
-                sent += 1;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.learn(hd.hash());
-                    p.saw_tip(hd.height, hd.hash());
-                }
-                // Pushed under the outbox item's id where there is one: the peer's ack
-                // then delivers the item (and proves the transactions below it).
-                match self.outbox_msg_id_for_block(peer, hash) {
-                    Some(id) => self.send_as(peer, id, &Message::Block(b)),
-                    None => self.send(peer, Message::Block(b)),
-                }
+                blocks.push((hd.height, hash, b));
             }
         }
-        let rest: Vec<crate::chain::Header> =
-            headers.into_iter().skip(sent).take(PUSH_HEADERS).collect();
+        // Where blocks remain beyond those pushed, the headers go first, those of the
+        // pushed blocks included so that they connect (about 100 bytes each): when our
+        // burst ends, the peer asks in one turn for every block it still lacks, not only
+        // once the pushed ones have arrived.
+        let rest: Vec<crate::chain::Header> = if headers.len() > blocks.len() {
+            headers
+                .into_iter()
+                .take(blocks.len() + PUSH_HEADERS)
+                .collect()
+        } else {
+            Vec::new()
+        };
         debug!(
             peer,
-            blocks = sent,
+            blocks = blocks.len(),
             headers = rest.len(),
             from = h.height,
             "peer is behind: pushing"
@@ -1459,6 +1459,18 @@ impl Node {
                 }
             }
             self.send(peer, Message::Headers(rest));
+        }
+        for (height, hash, b) in blocks {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.learn(hash);
+                p.saw_tip(height, hash);
+            }
+            // Pushed under the outbox item's id where there is one: the peer's ack then
+            // delivers the item (and proves the transactions below it).
+            match self.outbox_msg_id_for_block(peer, hash) {
+                Some(id) => self.send_as(peer, id, &Message::Block(b)),
+                None => self.send(peer, Message::Block(b)),
+            }
         }
     }
 

@@ -34,6 +34,14 @@ const WINDOW_MS: u64 = 10_000;
 /// station waiting to transmit gives up on its frame after 60 s of busy channel
 /// (Direwolf's `WAIT_TIMEOUT_MS`), so a burst stays well under that.
 const BURST_MS: u64 = 45_000;
+/// Right after hearing another station (its TXTAIL and our TNC's channel access are
+/// still to come), frames handed to the TNC join what is waiting there.
+const APPEND_MS: u64 = 150;
+/// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
+const MIN_BURST_FRAMES: u64 = 3;
+/// On half duplex, the most bytes one burst hands to the TNC at once (a hardware TNC
+/// holds its transmit queue in a few KB of RAM). At 1200 bit/s `BURST_MS` binds first.
+const BURST_BYTES: usize = 8 * 1024;
 /// After a burst that ended with OVER, time left to the other stations to take the
 /// channel (their TNC's channel access and TXDELAY) before we start anything unasked.
 const YIELD_MS: u64 = 2_000;
@@ -136,6 +144,8 @@ pub(super) struct PacketLink {
     duty_depth: u64,
     /// Another station's burst is on the air until about then (half duplex): we hold.
     hold_until: u64,
+    /// When we last heard another station.
+    heard_at: u64,
     /// A burst we heard ended: our turn has to be taken (acks, requests, answers).
     pub turn_due: bool,
     /// After our own burst, the channel is left to the others until then.
@@ -193,6 +203,7 @@ impl PacketLink {
             bytes_out: 0,
             repaired: 0,
             hold_until: 0,
+            heard_at: 0,
             turn_due: false,
             quiet_until: 0,
             access_at: None,
@@ -206,11 +217,25 @@ impl PacketLink {
     /// its OVER, or until it has been quiet for a frame's air time: we hold till then.
     /// Returns true if this packet ended the burst.
     pub fn heard(&mut self, now: u64, packet: &[u8]) -> Option<bool> {
-        self.quiet_until = 0;
         let over = frag::is_over(packet).then(|| frag::is_more(packet));
         if !self.takes_turns() {
+            self.quiet_until = 0;
             return over;
         }
+        // A half-duplex TNC sends nothing while another station is on the air: what we
+        // handed it and did not see go out yet waits behind this packet, so our burst
+        // ends (and our yield runs) that much later than estimated. Only a packet heard
+        // after our burst is the other station taking its turn.
+        let air = self.airtime_ms(packet.len());
+        if self.backlog_until > now.saturating_sub(air) {
+            self.backlog_until += air;
+            if self.quiet_until > 0 {
+                self.quiet_until += air;
+            }
+        } else {
+            self.quiet_until = 0;
+        }
+        self.heard_at = now;
         self.turn_due = true;
         self.hold_until = if over.is_some() {
             now
@@ -263,7 +288,7 @@ impl PacketLink {
                 t = t.min(g);
             }
             let window = self.window_ms();
-            if self.backlog_until >= now + window {
+            if !self.takes_turns() && self.backlog_until >= now + window {
                 // Pacing: more can be handed over once the window moves (a duty-cycle wait
                 // is left to the core's tick).
                 t = t.min(self.backlog_until + 1 - window);
@@ -278,10 +303,16 @@ impl PacketLink {
         WINDOW_MS.max(self.airtime_ms(self.caps.mtu))
     }
 
-    /// May a new burst start now? (Appending to a burst still on the air always may.)
+    /// May a new burst start now? Without turns, appending to what is on the air always
+    /// may; with turns, a burst is handed over whole when it starts (see `release`).
     fn may_key_up(&mut self, now: u64) -> bool {
-        if !self.takes_turns() || self.backlog_until > now {
+        if !self.takes_turns() {
             return true;
+        }
+        if self.backlog_until > now {
+            // While the channel was busy up to a moment ago, what we handed over has not
+            // gone yet: more joins the same key-up.
+            return now <= self.heard_at + APPEND_MS;
         }
         if now < self.hold_until
             || now < self.quiet_until
@@ -307,6 +338,13 @@ impl PacketLink {
         } else {
             false
         }
+    }
+
+    /// The most air one burst may take: `BURST_MS`, or a few frames where one frame takes
+    /// most of that (a narrow link, JS8Call), since a burst that stops after every frame
+    /// hands the turn over for every frame.
+    fn burst_limit_ms(&self) -> u64 {
+        BURST_MS.max(MIN_BURST_FRAMES * self.airtime_ms(self.caps.mtu))
     }
 
     /// Estimated air time of one packet of `len` bytes on this link.
@@ -506,11 +544,23 @@ impl PacketLink {
         true
     }
 
-    /// Count a NACK round for a transfer; false once the receiver should give up.
+    /// Count a NACK round for a transfer; false once the receiver gives up, and then the
+    /// partial transfer is dropped, so that it is not asked for again and again (the
+    /// message itself is asked for again by the timers of whatever needed it).
     pub fn nack_round(&mut self, peer: PeerId, tid: u32) -> bool {
+        if self.nack_rounds.len() >= 1024 {
+            let reasm = &self.reasm;
+            self.nack_rounds
+                .retain(|(p, t), _| reasm.missing(*p, *t).is_some());
+        }
         let n = self.nack_rounds.entry((peer, tid)).or_insert(0);
         *n += 1;
-        *n <= MAX_NACK_ROUNDS
+        if *n <= MAX_NACK_ROUNDS {
+            return true;
+        }
+        self.nack_rounds.remove(&(peer, tid));
+        self.reasm.abandon(peer, tid);
+        false
     }
 
     /// Drop state of a peer whose session ended.
@@ -575,14 +625,19 @@ impl PacketLink {
     /// new burst starts only when the channel is ours (see the module docs); the last
     /// packet of a burst carries OVER.
     pub fn release(&mut self, now: u64, out: &mut Vec<(Dest, Vec<u8>)>) {
-        self.nack_rounds.retain(|_, n| *n <= MAX_NACK_ROUNDS + 1);
         if self.queued() == 0 || !self.may_key_up(now) {
             return;
         }
         let first = out.len();
         let mut capped = false;
+        // With turns, the whole burst goes to the TNC at once: a TNC keys up for what it
+        // holds when the channel is clear (Direwolf renders a transmission's audio when
+        // it starts), so a frame handed over later becomes a transmission of its own,
+        // after a gap in which the peer, having heard our OVER, starts its answer.
+        let turns = self.takes_turns();
+        let mut burst_bytes = 0usize;
         loop {
-            if self.backlog_until.saturating_sub(now) >= self.window_ms() {
+            if !turns && self.backlog_until.saturating_sub(now) >= self.window_ms() {
                 break;
             }
             if self.backlog_until <= now {
@@ -598,10 +653,15 @@ impl PacketLink {
                 break;
             };
             let mut t = self.airtime_ms(next_len);
-            if self.takes_turns() && self.burst_air > 0 && self.burst_air + t > BURST_MS {
+            if turns
+                && self.burst_air > 0
+                && (self.burst_air + t > self.burst_limit_ms()
+                    || burst_bytes + next_len > BURST_BYTES)
+            {
                 capped = true;
                 break;
             }
+            burst_bytes += next_len;
             let idle = self.backlog_until <= now;
             if idle {
                 t += BURST_OVERHEAD_MS;
@@ -710,7 +770,12 @@ mod tests {
 
     #[test]
     fn release_is_paced_and_control_overtakes_bulk() {
-        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        // Full duplex (no turns): the TNC is kept fed about 10 s ahead.
+        let caps = LinkCaps {
+            half_duplex: false,
+            ..radio()
+        };
+        let mut l = PacketLink::new(caps, 0, 0, 100, 1);
         let big = vec![7u8; 4000];
         assert!(l.enqueue(0, Dest::Peer(1), &big, Priority::Bulk));
         let n_frags = l.queued();
@@ -732,6 +797,38 @@ mod tests {
             out.len() > released,
             "more released once the air time has passed"
         );
+    }
+
+    /// With turns, a burst goes to the TNC whole when it starts (a TNC keys up for what it
+    /// holds, so a frame handed over later is a key-up of its own, after a gap the peer
+    /// takes for its answer), up to the burst's length, ending with OVER|MORE; the next
+    /// waits for the peer's turn.
+    #[test]
+    fn a_burst_is_handed_over_whole_and_cut_at_its_length() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        assert!(l.takes_turns());
+        let big = vec![7u8; 12_000];
+        assert!(l.enqueue(0, Dest::Peer(1), &big, Priority::Bulk));
+        let total = l.queued();
+        let mut out = Vec::new();
+        l.release(100, &mut out);
+        let air: u64 = out.iter().map(|(_, p)| l.airtime_ms(p.len())).sum();
+        assert!((40_000..=BURST_MS).contains(&air), "{air} ms in one burst");
+        assert!(out.len() < total);
+        let last = &out.last().unwrap().1;
+        assert!(frag::is_over(last) && frag::is_more(last));
+        assert!(out[..out.len() - 1].iter().all(|(_, p)| !frag::is_over(p)));
+        // Nothing is appended while the burst is on the air, nor right after it.
+        let n = out.len();
+        l.release(30_000, &mut out);
+        l.release(l.burst_end() + 1, &mut out);
+        assert_eq!(out.len(), n);
+        // After the yield the rest goes, a burst at a time.
+        for _ in 0..2 {
+            l.release(l.burst_end() + 10_000, &mut out);
+        }
+        assert_eq!(out.len(), total);
+        assert!(frag::is_over(&out.last().unwrap().1));
     }
 
     #[test]

@@ -643,6 +643,11 @@ impl Reassembler {
         }
     }
 
+    /// Drop one incomplete transfer (the receiver gave up asking for its gaps).
+    pub fn abandon(&mut self, peer: u64, transfer_id: u32) {
+        self.remove((peer, transfer_id));
+    }
+
     /// Forget everything held for `peer` (its session ended).
     pub fn forget_peer(&mut self, peer: u64) {
         let keys: Vec<Key> = self
