@@ -297,7 +297,7 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
             let to = addrs[rng.below(sc.nodes as u64) as usize];
             let node = &sim.nodes[from];
             let nonce = node.chain().next_nonce(&addrs[from]);
-            if node.chain().account(&addrs[from]).balance < 10_000 {
+            if node.chain().spendable_balance(&addrs[from]) < 10_000 {
                 continue;
             }
             let tx = Transaction::sign(net, &keys[from], to, 1, 1000, nonce);
@@ -396,13 +396,17 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
 /// Otherwise only miners can pay, out of coinbases of their own island's fork: when the
 /// islands meet, all forks but one are orphaned, those coinbases never existed on the
 /// surviving chain, and payments made from them can never be mined anywhere (proof of
-/// work, not the sync). `miner` mines a block, pays every other node, mines the payments
-/// in, and the network runs (the gateways' internet path is up at the start) until every
+/// work, not the sync). `miner` mines until its first coinbase is mature, pays every
+/// other node, mines the payments in, and the network runs (the gateways' internet path is up at the start) until every
 /// node holds them.
 fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], miner: usize) {
     const GRANT: u64 = 100_000_000;
-    let net = params::regtest().network_id();
-    sim.mine(miner, addrs[miner]);
+    let p = params::regtest();
+    let net = p.network_id();
+    // Enough blocks that the first coinbase has matured by the next block.
+    for _ in 0..p.coinbase_maturity.max(1) {
+        sim.mine(miner, addrs[miner]);
+    }
     for (i, to) in addrs.iter().enumerate() {
         if i == miner {
             continue;
