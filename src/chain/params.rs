@@ -140,14 +140,13 @@ pub fn main() -> NetworkParams {
         mine_pacing_ms: 0,
         default_port: 7300,
         coinbase_maturity: 100,
-        // Consensus version 2 from a height the network has not reached at this release
-        // (about 4 400 blocks since genesis at ten minutes each): blocks already mined
-        // under version 1 stay valid.
+        // Consensus version 2 from sixty days of blocks after genesis, so blocks mined
+        // under version 1 before this release stay valid (docs/adr/0008).
         maturity_height: 8_640,
         // A day of blocks at the easiest difficulty (144 * 65 537 hashes): a header chain
-        // cheaper than that is not worth a row in the store. The chain's real work
-        // passed it within its first day; `pow::tests` checks the presync area holds
-        // a chain this long.
+        // cheaper than that is not worth a row in the store; the chain passed it in its
+        // first day. The presync area holds far more than 144 headers
+        // (`ledger::MAX_PRESYNC_HEADERS`), so a node syncing from genesis gets there.
         min_chain_work: 144 * 65_537,
     }
 }
@@ -169,9 +168,10 @@ pub fn regtest() -> NetworkParams {
         min_relay_fee: 1000,
         mine_pacing_ms: 1000,
         default_port: 17300,
-        // Small, so tests see the rule without mining a hundred blocks: a coinbase is
-        // spendable in the second block after it.
-        coinbase_maturity: 2,
+        // 1: a coinbase is spendable from the next block, as before version 2, so the
+        // node and simulator tests that mine a block and pay from it at once still hold.
+        // The rule itself is tested with larger values (`chain::ledger::tests`).
+        coinbase_maturity: 1,
         maturity_height: 0,
         // Regtest headers cost nothing; a work floor would only hold tests up.
         min_chain_work: 0,

@@ -1297,8 +1297,9 @@ fn fork_far_below_the_tip_work_is_not_stored() {
 /// blocks and in the mempool.
 #[test]
 fn immature_coinbase_cannot_be_spent() {
-    let mut c = new_chain();
-    assert_eq!(c.params().coinbase_maturity, 2);
+    let mut p = params::regtest();
+    p.coinbase_maturity = 2;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
     mine_tip(&mut c, 1);
     let subsidy = c.params().subsidy(1);
     assert_eq!(c.account(&addr(1)).balance, subsidy);
@@ -1332,7 +1333,9 @@ fn immature_coinbase_cannot_be_spent() {
 /// balance waits. Before the activation height the old rules hold.
 #[test]
 fn maturity_locks_only_coinbase_funds_and_only_after_activation() {
-    let mut c = new_chain();
+    let mut p = params::regtest();
+    p.coinbase_maturity = 2;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
     for _ in 0..3 {
         mine_tip(&mut c, 1);
     }
@@ -1346,6 +1349,7 @@ fn maturity_locks_only_coinbase_funds_and_only_after_activation() {
     assert!(c.submit_tx(tx(&c, 2, 3, 20_000, 1000, 1), T0).is_err());
 
     let mut p = params::regtest();
+    p.coinbase_maturity = 2;
     p.maturity_height = 100;
     let mut old = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
     mine_tip(&mut old, 1);
