@@ -699,17 +699,18 @@ impl Chain {
     }
 
     /// Insert a checked header into the in-memory index, in the presync area if its
-    /// chain work is below the threshold. A header at or above it takes its presync
-    /// ancestors out of the area with it. Returns the rows to persist (ancestors first)
-    /// and whether this header is in presync.
+    /// chain work is below the threshold (and `store` is false). A header stored takes
+    /// its presync ancestors out of the area with it. Returns the rows to persist
+    /// (ancestors first) and whether this header is in presync.
     fn insert_header(
         &mut self,
         header: &Header,
         work: u128,
         now: u64,
+        store: bool,
     ) -> (Vec<(Header, u128, u64)>, bool) {
         let hash = header.hash();
-        let presync = work < self.store_threshold();
+        let presync = !store && work < self.store_threshold();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.index.insert(
@@ -731,15 +732,22 @@ impl Chain {
             self.trim_presync(now);
             return (Vec::new(), true);
         }
-        // Leave presync: this header and its presync ancestors, oldest first.
-        let mut rows = vec![(header.clone(), work, seq)];
-        let mut cur = header.prev;
+        (self.leave_presync(hash), false)
+    }
+
+    /// Take `hash` (stored or presync) and its presync ancestors out of the presync
+    /// area; returns their rows to persist, oldest first.
+    fn leave_presync(&mut self, hash: Hash) -> Vec<(Header, u128, u64)> {
+        let mut rows = Vec::new();
+        let mut cur = hash;
         while let Some(n) = self.index.get_mut(&cur) {
-            if !n.presync {
+            if !n.presync && cur != hash {
                 break;
             }
-            n.presync = false;
-            self.presync_count = self.presync_count.saturating_sub(1);
+            if n.presync {
+                n.presync = false;
+                self.presync_count = self.presync_count.saturating_sub(1);
+            }
             rows.push((n.header.clone(), n.work, n.seq));
             cur = n.header.prev;
         }
@@ -750,7 +758,7 @@ impl Chain {
                 self.best_header = h.hash();
             }
         }
-        (rows, false)
+        rows
     }
 
     /// Drop presync headers past their time or beyond the cap, oldest first, each with
@@ -811,7 +819,7 @@ impl Chain {
         let Some(work) = self.check_in_context(header, now)? else {
             return Ok(None);
         };
-        let (new_rows, presync) = self.insert_header(header, work, now);
+        let (new_rows, presync) = self.insert_header(header, work, now, false);
         rows.extend(new_rows);
         if presync {
             return Ok(None);
@@ -982,18 +990,26 @@ impl Chain {
             }
         }
         let presync_now = self.index.get(&hash).is_some_and(|n| n.presync);
-        let below = new_work.is_some_and(|w| w < self.store_threshold());
-        if below || presync_now {
+        let work = match new_work {
+            Some(w) => w,
+            None => self.index.get(&hash).map_or(0, |n| n.work),
+        };
+        // A block that would beat the tip is kept whatever the threshold: that is how a
+        // young chain (our own miner's included) grows past the network minimum.
+        if work < self.store_threshold() && work <= self.tip().work {
             // Not worth storing a body on a chain this cheap; the header is kept.
             if let Some(w) = new_work {
-                self.insert_header(&block.header, w, now);
+                self.insert_header(&block.header, w, now, false);
             }
             return Ok(false);
         }
         if let Err(reason) = validate::check_body(&self.params, &block, self.network_id) {
             // A wrong merkle root is the sender's fault, not the header's.
             if reason != ValidationError::BadMerkle {
-                if self.index.contains_key(&hash) {
+                if presync_now {
+                    self.remove_presync_subtree(hash);
+                    self.invalid.insert(hash, now);
+                } else if self.index.contains_key(&hash) {
                     self.mark_invalid(hash)?;
                 } else {
                     self.invalid.insert(hash, now);
@@ -1001,11 +1017,11 @@ impl Chain {
             }
             return Err(ChainError::InvalidBlock { hash, reason });
         }
-        let mut rows = Vec::new();
-        if let Some(w) = new_work {
-            let (r, _) = self.insert_header(&block.header, w, now);
-            rows = r;
-        }
+        let mut rows = match new_work {
+            Some(w) => self.insert_header(&block.header, w, now, true).0,
+            None if presync_now => self.leave_presync(hash),
+            None => Vec::new(),
+        };
         // Presync ancestors this block brought to the threshold are stored first.
         rows.retain(|(h, _, _)| h.hash() != hash);
         self.store.put_headers(&rows)?;

@@ -1252,6 +1252,37 @@ fn low_work_headers_are_not_stored() {
     assert_eq!(c.best_header().hash, more[59].hash());
 }
 
+/// Below the network minimum a chain still grows by blocks that beat the tip (a young
+/// network's miner, or blocks relayed whole), and headers held in presync are stored
+/// when such a block arrives on them.
+#[test]
+fn blocks_that_beat_the_tip_are_stored_below_the_minimum() {
+    let mut p = params::regtest();
+    p.min_chain_work = 1000;
+    let mut c = Chain::open(p.clone(), Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..3 {
+        mine_tip(&mut c, 1); // asserts Connected
+    }
+    assert_eq!(c.tip().height, 3);
+    // A header announced first (presync), then its block: the block is stored and
+    // connects.
+    let tip = c.tip();
+    let b = block_on(&c, tip.hash, 1, vec![], tip.time + 1);
+    assert_eq!(c.accept_headers(&[b.header.clone()], T0 + 1000).unwrap(), 0);
+    assert_eq!(c.presync_len(), 1);
+    let out = c.submit_block(b.clone(), T0 + 1000).unwrap();
+    assert!(matches!(out, BlockOutcome::Connected { .. }), "{out:?}");
+    assert_eq!(c.presync_len(), 0);
+    assert_eq!(c.tip().hash, b.hash());
+    // A cheap side branch that does not beat the tip is not stored.
+    let side = branch(&c, c.main_hash_at(1).unwrap(), 5, 1, T0 + 500);
+    assert_eq!(
+        c.submit_block(side[0].clone(), T0 + 1000).unwrap(),
+        BlockOutcome::SideChain
+    );
+    assert!(!c.has_block(&side[0].hash()));
+}
+
 /// Header spam below the threshold is held in a bounded area and expires.
 #[test]
 fn presync_area_is_bounded_and_expires() {
