@@ -1268,7 +1268,11 @@ fn blocks_that_beat_the_tip_are_stored_below_the_minimum() {
     // connects.
     let tip = c.tip();
     let b = block_on(&c, tip.hash, 1, vec![], tip.time + 1);
-    assert_eq!(c.accept_headers(&[b.header.clone()], T0 + 1000).unwrap(), 0);
+    assert_eq!(
+        c.accept_headers(std::slice::from_ref(&b.header), T0 + 1000)
+            .unwrap(),
+        0
+    );
     assert_eq!(c.presync_len(), 1);
     let out = c.submit_block(b.clone(), T0 + 1000).unwrap();
     assert!(matches!(out, BlockOutcome::Connected { .. }), "{out:?}");
