@@ -257,9 +257,15 @@ fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) {
     }
 }
 
+/// Coinbase maturity in the simulated network. Regtest's own is 1 (tests pay from a
+/// fresh coinbase); the simulator uses more so its miners wait as real ones do, and
+/// payments from a coinbase on a fork that later loses never get in.
+pub const SIM_COINBASE_MATURITY: u64 = 2;
+
 /// Run a scenario.
 pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
-    let p = params::regtest();
+    let mut p = params::regtest();
+    p.coinbase_maturity = SIM_COINBASE_MATURITY;
     let mut sim = Sim::new(&p, sc.nodes, sc.seed)?;
     let mut rng = Rng::new(sc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1);
     build(sc, &mut sim, &mut rng);
@@ -401,7 +407,7 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
 /// node holds them.
 fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], miner: usize) {
     const GRANT: u64 = 100_000_000;
-    let p = params::regtest();
+    let p = sim.nodes[miner].chain().params().clone();
     let net = p.network_id();
     // Enough blocks that the first coinbase has matured by the next block.
     for _ in 0..p.coinbase_maturity.max(1) {
