@@ -4,7 +4,15 @@
 //! Headers of every block we know stay in memory with their cumulative work and status.
 //! Bodies and undo data live in the store. The active chain is the valid chain with the
 //! most cumulative work whose bodies we all have; on equal work the first seen stays.
+//!
+//! What a peer can make us hold is bounded: a block is checked against its parent's
+//! context (height, difficulty, time) before its merkle root or signatures; orphans get
+//! only cheap checks and wait in a bounded, expiring pool; headers that failed are
+//! remembered by hash only, in a bounded, expiring set ([`InvalidSet`]); and a header
+//! chain is stored only once its cumulative work reaches [`Chain::store_threshold`]:
+//! until then its headers wait in a bounded, expiring presync area in memory.
 
+use super::invalid::InvalidSet;
 use super::mempool::{Mempool, MempoolLimits, MempoolReject};
 use super::orphans::OrphanPool;
 use super::params::NetworkParams;
@@ -14,9 +22,18 @@ use super::types::{Address, Block, Coinbase, Hash, Header, Transaction};
 use super::validate::{self, HeaderContext, ValidationError};
 use crate::store::{BlockStatus, ConnectWrite, DisconnectWrite, Store, StoreError};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 pub use super::state::Account;
+
+/// Most headers held in the presync area (below the storing threshold). Well above the
+/// 144 blocks of `main`'s minimum chain work at the easiest difficulty.
+pub const MAX_PRESYNC_HEADERS: usize = 4096;
+/// How long a presync header waits for the rest of its chain, in seconds.
+pub const PRESYNC_TTL_SECS: u64 = 60 * 60;
+/// A header chain this many blocks (of the tip's difficulty) short of the tip's work is
+/// still stored: a fork near the tip is worth keeping, a cheap one from far back is not.
+pub const PRESYNC_MARGIN_BLOCKS: u128 = 144;
 
 /// Where a chain ends: hash, height, cumulative work and block time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +61,9 @@ pub enum BlockOutcome {
         /// Blocks that left the main chain.
         disconnected: Vec<Hash>,
     },
-    /// Stored and valid as far as checked, but not on the best chain.
+    /// Stored and valid as far as checked, but not on the best chain; or, on a chain
+    /// with less work than [`Chain::store_threshold`], its header checked and held in
+    /// the presync area and its body not stored.
     SideChain,
     /// Parent unknown: held in the orphan pool.
     Orphan,
@@ -153,6 +172,8 @@ struct Node {
     seq: u64,
     // This block and all its ancestors have bodies and none is known invalid.
     connectable: bool,
+    // In the presync area: checked, in memory only, on a chain below the threshold.
+    presync: bool,
 }
 
 /// The chain state machine. See the module docs.
@@ -170,10 +191,34 @@ pub struct Chain {
     candidates: BTreeSet<(u128, Reverse<u64>, Hash)>,
     best_header: Hash,
     next_seq: u64,
+    invalid: InvalidSet,
+    // Presync headers in arrival order, with the time they came (seconds).
+    presync: VecDeque<(Hash, u64)>,
+    presync_count: usize,
+    // Coinbases (height, to, amount) of the main chain's last `coinbase_maturity` blocks.
+    recent_coinbases: VecDeque<(u64, Address, u64)>,
 }
 
 fn internal(msg: impl Into<String>) -> ChainError {
     ChainError::Internal(msg.into())
+}
+
+/// Sum of the coinbases in `window` paid to `a` that a block at `height` may not spend:
+/// those of heights above `height - coinbase_maturity`, where the rule is active.
+fn immature_in(
+    params: &NetworkParams,
+    window: &VecDeque<(u64, Address, u64)>,
+    a: &Address,
+    height: u64,
+) -> u64 {
+    if !params.maturity_active(height) {
+        return 0;
+    }
+    let floor = height.saturating_sub(params.coinbase_maturity);
+    window
+        .iter()
+        .filter(|(h, to, _)| *h > floor && to == a)
+        .fold(0u64, |s, (_, _, v)| s.saturating_add(*v))
 }
 
 impl Chain {
@@ -232,6 +277,10 @@ impl Chain {
             candidates: BTreeSet::new(),
             best_header: ghash,
             next_seq: 0,
+            invalid: InvalidSet::default(),
+            presync: VecDeque::new(),
+            presync_count: 0,
+            recent_coinbases: VecDeque::new(),
         };
         chain.load()?;
         // A crash between the disconnects and connects of a reorg leaves a better chain
@@ -270,6 +319,7 @@ impl Chain {
                     has_body: r.has_body,
                     seq: r.seq,
                     connectable,
+                    presync: false,
                 },
             );
         }
@@ -284,6 +334,7 @@ impl Chain {
             }
         }
         self.accounts = self.store.load_accounts()?.into_iter().collect();
+        self.load_recent_coinbases()?;
         self.rescan_candidates();
         self.rescan_best_header();
         let txs = self.store.load_mempool()?;
@@ -305,11 +356,46 @@ impl Chain {
             .collect();
     }
 
+    fn load_recent_coinbases(&mut self) -> Result<(), ChainError> {
+        self.recent_coinbases.clear();
+        let tip = self.main.len().saturating_sub(1) as u64;
+        let first = tip
+            .saturating_add(1)
+            .saturating_sub(self.params.coinbase_maturity)
+            .max(1);
+        for h in first..=tip {
+            self.push_recent_coinbase_front_or_back(h, false)?;
+        }
+        Ok(())
+    }
+
+    // Read the coinbase of the main block at `height` into the maturity window.
+    fn push_recent_coinbase_front_or_back(
+        &mut self,
+        height: u64,
+        front: bool,
+    ) -> Result<(), ChainError> {
+        let hash = self
+            .main_hash_at(height)
+            .ok_or_else(|| internal(format!("no main block at height {height}")))?;
+        let b = self
+            .store
+            .get_block(&hash)?
+            .ok_or_else(|| internal(format!("body of block {hash} missing from store")))?;
+        let e = (height, b.coinbase.to, b.coinbase.amount);
+        if front {
+            self.recent_coinbases.push_front(e);
+        } else {
+            self.recent_coinbases.push_back(e);
+        }
+        Ok(())
+    }
+
     fn rescan_best_header(&mut self) {
         let best = self
             .index
             .iter()
-            .filter(|(_, n)| n.status != BlockStatus::Invalid)
+            .filter(|(_, n)| n.status != BlockStatus::Invalid && !n.presync)
             .max_by(|a, b| a.1.work.cmp(&b.1.work).then(b.1.seq.cmp(&a.1.seq)))
             .map(|(h, _)| *h);
         self.best_header = best.unwrap_or_else(|| self.params.genesis_hash());
@@ -369,12 +455,54 @@ impl Chain {
         self.info(&self.best_header)
     }
 
+    /// Cumulative work a header chain needs before its headers are stored: the
+    /// network's `min_chain_work`, or the tip's work less [`PRESYNC_MARGIN_BLOCKS`]
+    /// blocks at the tip's difficulty if that is more. Below it a peer's headers cost
+    /// us only a bounded, expiring slot in the presync area.
+    pub fn store_threshold(&self) -> u128 {
+        let tip = self.tip();
+        let bits = self
+            .index
+            .get(&tip.hash)
+            .map_or(self.params.pow_limit_bits, |n| n.header.bits);
+        let margin = pow::work(bits).saturating_mul(PRESYNC_MARGIN_BLOCKS);
+        self.params
+            .min_chain_work
+            .max(tip.work.saturating_sub(margin))
+    }
+
+    /// Number of headers held in the presync area.
+    pub fn presync_len(&self) -> usize {
+        self.presync_count
+    }
+
+    /// Number of block hashes remembered as invalid without being indexed.
+    pub fn invalid_len(&self) -> usize {
+        self.invalid.len()
+    }
+
+    /// Coinbase funds of `a` that blocks at `height` may not spend yet: the coinbases
+    /// paid to `a` by main-chain blocks above `height - coinbase_maturity`. Valid for
+    /// `height` = tip height + 1 (the window follows the tip).
+    fn immature(&self, a: &Address, height: u64) -> u64 {
+        immature_in(&self.params, &self.recent_coinbases, a, height)
+    }
+
+    /// What `a` can spend in the next block: its confirmed balance less the coinbase
+    /// funds that have not matured by then.
+    pub fn spendable_balance(&self, a: &Address) -> u64 {
+        let next = self.tip().height.saturating_add(1);
+        self.account(a)
+            .balance
+            .saturating_sub(self.immature(a, next))
+    }
+
     /// True if the block's body is stored or held as an orphan.
     pub fn has_block(&self, h: &Hash) -> bool {
         self.index.get(h).is_some_and(|n| n.has_body) || self.orphans.contains(h)
     }
 
-    /// True if the header is in the index (valid or not).
+    /// True if the header is in the index (valid or not), stored or in presync.
     pub fn has_header(&self, h: &Hash) -> bool {
         self.index.contains_key(h)
     }
@@ -386,9 +514,11 @@ impl Chain {
 
     /// True if the block is known invalid.
     pub fn is_invalid(&self, h: &Hash) -> bool {
-        self.index
-            .get(h)
-            .is_some_and(|n| n.status == BlockStatus::Invalid)
+        self.invalid.contains(h)
+            || self
+                .index
+                .get(h)
+                .is_some_and(|n| n.status == BlockStatus::Invalid)
     }
 
     /// Hash of the main-chain block at `height`.
@@ -515,19 +645,27 @@ impl Chain {
         self.bits_after(&self.tip_hash())
     }
 
-    /// Contextual header checks and insertion into the in-memory index (not persisted).
-    /// Returns the new node's (work, seq), or `None` if already known.
-    fn index_header(
-        &mut self,
-        header: &Header,
-        now: u64,
-    ) -> Result<Option<(u128, u64)>, ChainError> {
+    /// Contextual checks of a header (against its parent: height, bits, proof of work,
+    /// time). `Ok(None)` if already indexed; `Ok(Some(work))` with the chain work it
+    /// would have. A header that breaks a rule is remembered as invalid by hash (unless
+    /// it is only early: its time may become acceptable), and so is one whose parent is
+    /// invalid, so its own children are refused instead of becoming orphans.
+    fn check_in_context(&mut self, header: &Header, now: u64) -> Result<Option<u128>, ChainError> {
         let hash = header.hash();
+        if self.invalid.contains(&hash) {
+            return Err(ChainError::KnownInvalid(hash));
+        }
         if let Some(n) = self.index.get(&hash) {
             if n.status == BlockStatus::Invalid {
                 return Err(ChainError::KnownInvalid(hash));
             }
             return Ok(None);
+        }
+        if self.invalid.contains(&header.prev) {
+            if validate::check_header_alone(&self.params, header).is_ok() {
+                self.invalid.insert(hash, now);
+            }
+            return Err(ChainError::KnownInvalid(hash));
         }
         let Some(parent) = self.index.get(&header.prev) else {
             return Err(ChainError::UnknownParent {
@@ -536,9 +674,8 @@ impl Chain {
             });
         };
         if parent.status == BlockStatus::Invalid {
-            // Remember it, so its own children are refused instead of becoming orphans.
-            if validate::check_header_alone(header).is_ok() {
-                self.remember_invalid(header)?;
+            if validate::check_header_alone(&self.params, header).is_ok() {
+                self.invalid.insert(hash, now);
             }
             return Err(ChainError::KnownInvalid(hash));
         }
@@ -548,9 +685,32 @@ impl Chain {
             expected_bits: self.bits_after(&header.prev),
             median_time_past: self.median_time_past(&header.prev),
         };
-        validate::check_header(&self.params, header, &ctx, now)
-            .map_err(|reason| ChainError::InvalidHeader { hash, reason })?;
-        let work = parent_work.saturating_add(pow::work(header.bits));
+        if let Err(reason) = validate::check_header(&self.params, header, &ctx, now) {
+            // A header with bad proof of work cost nothing: not worth a slot.
+            if !matches!(
+                reason,
+                ValidationError::TimeTooNew { .. } | ValidationError::BadPow
+            ) {
+                self.invalid.insert(hash, now);
+            }
+            return Err(ChainError::InvalidHeader { hash, reason });
+        }
+        Ok(Some(parent_work.saturating_add(pow::work(header.bits))))
+    }
+
+    /// Insert a checked header into the in-memory index, in the presync area if its
+    /// chain work is below the threshold (and `store` is false). A header stored takes
+    /// its presync ancestors out of the area with it. Returns the rows to persist
+    /// (ancestors first) and whether this header is in presync.
+    fn insert_header(
+        &mut self,
+        header: &Header,
+        work: u128,
+        now: u64,
+        store: bool,
+    ) -> (Vec<(Header, u128, u64)>, bool) {
+        let hash = header.hash();
+        let presync = !store && work < self.store_threshold();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.index.insert(
@@ -562,30 +722,131 @@ impl Chain {
                 has_body: false,
                 seq,
                 connectable: false,
+                presync,
             },
         );
         self.children.entry(header.prev).or_default().push(hash);
-        let best = self.index.get(&self.best_header).map_or(0, |n| n.work);
-        if work > best {
-            self.best_header = hash;
+        if presync {
+            self.presync.push_back((hash, now));
+            self.presync_count += 1;
+            self.trim_presync(now);
+            return (Vec::new(), true);
         }
-        Ok(Some((work, seq)))
+        (self.leave_presync(hash), false)
     }
 
-    /// Add headers (in chain order) to the index after contextual checks. Returns how
-    /// many were new; stops at the first invalid one with an error (the valid ones
-    /// before it are kept).
+    /// Take `hash` (stored or presync) and its presync ancestors out of the presync
+    /// area; returns their rows to persist, oldest first.
+    fn leave_presync(&mut self, hash: Hash) -> Vec<(Header, u128, u64)> {
+        let mut rows = Vec::new();
+        let mut cur = hash;
+        while let Some(n) = self.index.get_mut(&cur) {
+            if !n.presync && cur != hash {
+                break;
+            }
+            if n.presync {
+                n.presync = false;
+                self.presync_count = self.presync_count.saturating_sub(1);
+            }
+            rows.push((n.header.clone(), n.work, n.seq));
+            cur = n.header.prev;
+        }
+        rows.reverse();
+        for (h, w, _) in &rows {
+            let best = self.index.get(&self.best_header).map_or(0, |n| n.work);
+            if *w > best {
+                self.best_header = h.hash();
+            }
+        }
+        rows
+    }
+
+    /// Drop presync headers past their time or beyond the cap, oldest first, each with
+    /// its descendants (which cannot be checked without it).
+    fn trim_presync(&mut self, now: u64) {
+        while let Some(&(h, t)) = self.presync.front() {
+            let live = self.index.get(&h).is_some_and(|n| n.presync);
+            let over = self.presync_count > MAX_PRESYNC_HEADERS;
+            if live && !over && now.saturating_sub(t) <= PRESYNC_TTL_SECS {
+                break;
+            }
+            self.presync.pop_front();
+            if live {
+                self.remove_presync_subtree(h);
+            }
+        }
+        // Promotions leave stale entries; keep the queue within twice the cap.
+        if self.presync.len() > 2 * MAX_PRESYNC_HEADERS {
+            let index = &self.index;
+            self.presync
+                .retain(|(h, _)| index.get(h).is_some_and(|n| n.presync));
+        }
+    }
+
+    fn remove_presync_subtree(&mut self, root: Hash) {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            let Some(n) = self.index.get(&h) else {
+                continue;
+            };
+            if !n.presync {
+                continue;
+            }
+            let prev = n.header.prev;
+            self.index.remove(&h);
+            self.presync_count = self.presync_count.saturating_sub(1);
+            if let Some(v) = self.children.get_mut(&prev) {
+                v.retain(|x| *x != h);
+                if v.is_empty() {
+                    self.children.remove(&prev);
+                }
+            }
+            if let Some(c) = self.children.remove(&h) {
+                stack.extend(c);
+            }
+        }
+    }
+
+    /// Contextual header checks and insertion into the index; rows for the store are
+    /// appended to `rows`. Returns the node's (work, seq) if it was new and is stored
+    /// (not in presync), `None` otherwise.
+    fn index_header(
+        &mut self,
+        header: &Header,
+        now: u64,
+        rows: &mut Vec<(Header, u128, u64)>,
+    ) -> Result<Option<(u128, u64)>, ChainError> {
+        let Some(work) = self.check_in_context(header, now)? else {
+            return Ok(None);
+        };
+        let (new_rows, presync) = self.insert_header(header, work, now, false);
+        rows.extend(new_rows);
+        if presync {
+            return Ok(None);
+        }
+        Ok(self.index.get(&header.hash()).map(|n| (n.work, n.seq)))
+    }
+
+    /// Forget what has outlived its time: orphans, invalid hashes, presync headers.
+    fn expire(&mut self, now: u64) {
+        self.orphans.expire(now);
+        self.invalid.expire(now);
+        self.trim_presync(now);
+    }
+
+    /// Add headers (in chain order) to the index after contextual checks. Headers on a
+    /// chain whose work is below [`Chain::store_threshold`] are held in the presync area
+    /// and stored once a later header brings their chain to it. Returns how many headers
+    /// were stored; stops at the first invalid one with an error (the valid ones before
+    /// it are kept).
     pub fn accept_headers(&mut self, headers: &[Header], now: u64) -> Result<usize, ChainError> {
+        self.expire(now);
         let mut rows = Vec::new();
         let mut result = Ok(());
         for h in headers {
-            match self.index_header(h, now) {
-                Ok(Some((work, seq))) => rows.push((h.clone(), work, seq)),
-                Ok(None) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            if let Err(e) = self.index_header(h, now, &mut rows) {
+                result = Err(e);
+                break;
             }
         }
         self.store.put_headers(&rows)?;
@@ -612,8 +873,17 @@ impl Chain {
 
     /// Submit a block from anywhere (peer, miner, API). On `Ok` everything it changed is
     /// durable in the store.
+    ///
+    /// The order of checks bounds what a peer can make us do: proof of work (under the
+    /// network limit) first; then, for a block whose parent is unknown, only size bounds
+    /// before it waits in the orphan pool; for a known parent, the header's context
+    /// (height, bits, time) before the merkle root and the signatures.
     pub fn submit_block(&mut self, block: Block, now: u64) -> Result<BlockOutcome, ChainError> {
+        self.expire(now);
         let hash = block.hash();
+        if self.invalid.contains(&hash) {
+            return Err(ChainError::KnownInvalid(hash));
+        }
         if let Some(n) = self.index.get(&hash) {
             if n.status == BlockStatus::Invalid {
                 return Err(ChainError::KnownInvalid(hash));
@@ -625,38 +895,37 @@ impl Chain {
         if self.orphans.contains(&hash) {
             return Ok(BlockOutcome::Duplicate);
         }
-        if let Err(e) = self.check_block_alone(&block) {
-            if !matches!(
-                e,
-                ChainError::InvalidBlock {
-                    reason: ValidationError::BadMerkle,
-                    ..
-                }
-            ) {
-                self.drop_orphans_of(hash);
-            }
-            return Err(e);
-        }
-        if !self.index.contains_key(&block.header.prev) {
-            tracing::debug!(%hash, prev = %block.header.prev, "orphan block");
-            self.orphans.insert(block);
+        validate::check_header_alone(&self.params, &block.header)
+            .map_err(|reason| ChainError::InvalidBlock { hash, reason })?;
+        let prev = block.header.prev;
+        if !self.index.contains_key(&prev) && !self.is_invalid(&prev) {
+            // Nothing to check it against yet: hold it, cheaply bounded.
+            validate::check_body_bounds(&self.params, &block)
+                .map_err(|reason| ChainError::InvalidBlock { hash, reason })?;
+            tracing::debug!(%hash, %prev, "orphan block");
+            self.orphans.insert(block, now);
             return Ok(BlockOutcome::Orphan);
         }
         let old_tip = self.tip_hash();
-        if let Err(e) = self.accept_body(block, now) {
-            self.drop_orphans_of(hash);
-            return Err(e);
+        match self.accept_body(block, now) {
+            Ok(true) => {}
+            Ok(false) => return Ok(BlockOutcome::SideChain),
+            Err(e) => {
+                self.drop_orphans_of(hash, now);
+                return Err(e);
+            }
         }
-        // Orphans waiting for this block (and their own children) can now be indexed.
+        // Orphans waiting for this block (and their own children) can now be checked.
         let mut queue = vec![hash];
         while let Some(parent) = queue.pop() {
             for child in self.orphans.take_children(&parent) {
                 let ch = child.hash();
                 match self.accept_body(child, now) {
-                    Ok(()) => queue.push(ch),
+                    Ok(true) => queue.push(ch),
+                    Ok(false) => {}
                     Err(e) => {
                         tracing::debug!(block = %ch, "dropped orphan: {e}");
-                        self.drop_orphans_of(ch);
+                        self.drop_orphans_of(ch, now);
                     }
                 }
             }
@@ -684,89 +953,83 @@ impl Chain {
         })
     }
 
-    /// Add a header (whose parent is indexed) to the index as invalid, and persist it.
-    fn remember_invalid(&mut self, header: &Header) -> Result<(), ChainError> {
-        let hash = header.hash();
-        let Some(parent) = self.index.get(&header.prev) else {
-            return Ok(());
-        };
-        if self.index.contains_key(&hash) {
-            return self.mark_invalid(hash);
-        }
-        let work = parent.work.saturating_add(pow::work(header.bits));
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.index.insert(
-            hash,
-            Node {
-                header: header.clone(),
-                work,
-                status: BlockStatus::Invalid,
-                has_body: false,
-                seq,
-                connectable: false,
-            },
-        );
-        self.children.entry(header.prev).or_default().push(hash);
-        self.store.put_headers(&[(header.clone(), work, seq)])?;
-        self.store.mark_invalid(&[hash])?;
-        Ok(())
-    }
-
     /// Drop orphans descending from a block we refused: they can never connect. Where
-    /// the refused parent is indexed as invalid, each dropped header is remembered as
+    /// the refused block is known invalid, each dropped orphan's hash is remembered as
     /// invalid too, so a descendant that arrives later is refused at once instead of
     /// waiting in the orphan pool for a parent that will never come.
-    fn drop_orphans_of(&mut self, root: Hash) {
+    fn drop_orphans_of(&mut self, root: Hash, now: u64) {
         let mut stack = vec![root];
         while let Some(h) = stack.pop() {
             let parent_invalid = self.is_invalid(&h);
             for b in self.orphans.take_children(&h) {
+                let bh = b.hash();
                 if parent_invalid {
-                    if let Err(e) = self.remember_invalid(&b.header) {
-                        tracing::warn!(block = %b.hash(), "could not record invalid header: {e}");
-                    }
+                    self.invalid.insert(bh, now);
                 }
-                stack.push(b.hash());
+                stack.push(bh);
             }
         }
     }
 
-    /// Context-free block checks. A body failure other than a merkle mismatch condemns
-    /// the header too (the header commits to that body), so it is marked invalid.
-    fn check_block_alone(&mut self, block: &Block) -> Result<(), ChainError> {
+    /// Check a block whose parent is indexed (context first, then the body) and, if its
+    /// chain has enough work, index and store it; update connectability. Does not change
+    /// the active chain. `Ok(false)`: valid as far as checked but below the storing
+    /// threshold, so only its header was kept (in presync).
+    fn accept_body(&mut self, block: Block, now: u64) -> Result<bool, ChainError> {
         let hash = block.hash();
-        validate::check_header_alone(&block.header)
-            .map_err(|reason| ChainError::InvalidBlock { hash, reason })?;
-        if let Err(reason) = validate::check_body(&self.params, block, self.network_id) {
-            if reason != ValidationError::BadMerkle {
-                if self.index.contains_key(&hash) {
-                    self.mark_invalid(hash)?;
-                } else {
-                    self.remember_invalid(&block.header)?;
-                }
-            }
-            return Err(ChainError::InvalidBlock { hash, reason });
-        }
-        Ok(())
-    }
-
-    /// Index (if new) and store a checked block whose parent is known; update
-    /// connectability. Does not change the active chain.
-    fn accept_body(&mut self, block: Block, now: u64) -> Result<(), ChainError> {
-        let hash = block.hash();
-        let (work, seq) = match self.index_header(&block.header, now) {
-            Ok(Some(ws)) => ws,
-            Ok(None) => match self.index.get(&hash) {
-                Some(n) if n.has_body => return Ok(()),
-                Some(n) => (n.work, n.seq),
-                None => return Err(internal("indexed header vanished")),
-            },
+        let new_work = match self.check_in_context(&block.header, now) {
+            Ok(w) => w,
             Err(ChainError::InvalidHeader { hash, reason }) => {
                 return Err(ChainError::InvalidBlock { hash, reason })
             }
             Err(e) => return Err(e),
         };
+        if let Some(n) = self.index.get(&hash) {
+            if n.has_body {
+                return Ok(true);
+            }
+        }
+        let presync_now = self.index.get(&hash).is_some_and(|n| n.presync);
+        let work = match new_work {
+            Some(w) => w,
+            None => self.index.get(&hash).map_or(0, |n| n.work),
+        };
+        // A block that would beat the tip is kept whatever the threshold: that is how a
+        // young chain (our own miner's included) grows past the network minimum.
+        if work < self.store_threshold() && work <= self.tip().work {
+            // Not worth storing a body on a chain this cheap; the header is kept.
+            if let Some(w) = new_work {
+                self.insert_header(&block.header, w, now, false);
+            }
+            return Ok(false);
+        }
+        if let Err(reason) = validate::check_body(&self.params, &block, self.network_id) {
+            // A wrong merkle root is the sender's fault, not the header's.
+            if reason != ValidationError::BadMerkle {
+                if presync_now {
+                    self.remove_presync_subtree(hash);
+                    self.invalid.insert(hash, now);
+                } else if self.index.contains_key(&hash) {
+                    self.mark_invalid(hash)?;
+                } else {
+                    self.invalid.insert(hash, now);
+                }
+            }
+            return Err(ChainError::InvalidBlock { hash, reason });
+        }
+        let mut rows = match new_work {
+            Some(w) => self.insert_header(&block.header, w, now, true).0,
+            None if presync_now => self.leave_presync(hash),
+            None => Vec::new(),
+        };
+        // Presync ancestors this block brought to the threshold are stored first.
+        rows.retain(|(h, _, _)| h.hash() != hash);
+        self.store.put_headers(&rows)?;
+        let (work, seq) = self
+            .index
+            .get(&hash)
+            .map(|n| (n.work, n.seq))
+            .ok_or_else(|| internal("indexed header vanished"))?;
         self.store.put_block(&block, work, seq)?;
         let parent_ok = self
             .index
@@ -779,7 +1042,7 @@ impl Chain {
         if parent_ok {
             self.propagate_connectable(hash);
         }
-        Ok(())
+        Ok(true)
     }
 
     fn propagate_connectable(&mut self, start: Hash) {
@@ -896,8 +1159,21 @@ impl Chain {
     fn rebuild_mempool(&mut self, first: Vec<Transaction>) {
         let accounts = &self.accounts;
         let min = self.params.min_relay_fee;
-        self.mempool
-            .rebuild(first, |a| accounts.get(a).copied().unwrap_or_default(), min);
+        let (params, window) = (&self.params, &self.recent_coinbases);
+        let next = (self.main.len() as u64).max(1);
+        // The mempool sees only what the next block may spend: immature coinbase funds
+        // are left out of the balance it checks spends against.
+        self.mempool.rebuild(
+            first,
+            |a| {
+                let mut acc = accounts.get(a).copied().unwrap_or_default();
+                acc.balance = acc
+                    .balance
+                    .saturating_sub(immature_in(params, window, a, next));
+                acc
+            },
+            min,
+        );
     }
 
     /// Connect the block `h` (child of the tip). The outer error is a store failure;
@@ -911,7 +1187,11 @@ impl Chain {
             return Err(internal(format!("block {h} does not extend the tip")));
         }
         let mut ov = Overlay::new(&self.accounts);
-        if let Err(e) = validate::apply_block(&self.params, &mut ov, &block) {
+        let height = block.header.height;
+        let (params, window) = (&self.params, &self.recent_coinbases);
+        if let Err(e) = validate::apply_block(&self.params, &mut ov, &block, |a| {
+            immature_in(params, window, a, height)
+        }) {
             return Ok(Err(e));
         }
         let (changes, undo) = ov.into_parts();
@@ -925,6 +1205,15 @@ impl Chain {
         })?;
         apply_changes(&mut self.accounts, &changes);
         self.main.push(h);
+        self.recent_coinbases
+            .push_back((height, block.coinbase.to, block.coinbase.amount));
+        while self
+            .recent_coinbases
+            .front()
+            .is_some_and(|(ch, _, _)| ch.saturating_add(self.params.coinbase_maturity) <= height)
+        {
+            self.recent_coinbases.pop_front();
+        }
         for id in &tx_ids {
             self.mempool.remove(id);
         }
@@ -955,6 +1244,27 @@ impl Chain {
         })?;
         apply_changes(&mut self.accounts, &undo.prev);
         self.main.pop();
+        // The maturity window slides back: the block that leaves it at the top lets the
+        // one below its bottom back in.
+        if self
+            .recent_coinbases
+            .back()
+            .is_some_and(|(ch, _, _)| *ch == block.header.height)
+        {
+            self.recent_coinbases.pop_back();
+        }
+        let tip = block.header.height.saturating_sub(1);
+        let bottom = tip
+            .saturating_add(1)
+            .saturating_sub(self.params.coinbase_maturity);
+        if (1..=tip).contains(&bottom)
+            && self
+                .recent_coinbases
+                .front()
+                .is_none_or(|(ch, _, _)| *ch > bottom)
+        {
+            self.push_recent_coinbase_front_or_back(bottom, true)?;
+        }
         Ok(block.txs)
     }
 
@@ -1000,7 +1310,8 @@ impl Chain {
                 reason: ValidationError::BadSignature(id),
             });
         }
-        let acc = self.account(&tx.from);
+        let mut acc = self.account(&tx.from);
+        acc.balance = self.spendable_balance(&tx.from);
         let evicted = self
             .mempool
             .add(tx.clone(), id, acc, self.params.min_relay_fee)

@@ -1,5 +1,6 @@
 //! The chain: blocks, transactions, validation, state, mempool and fork choice.
 
+pub mod invalid;
 pub mod ledger;
 pub mod mempool;
 pub mod merkle;

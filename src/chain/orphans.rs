@@ -1,4 +1,10 @@
 //! Blocks whose parent we do not know yet, held (bounded) until the parent arrives.
+//!
+//! An orphan cannot be checked against its parent, so it gets only the cheap checks
+//! (proof of work against the network limit, size bounds) before it is pooled; the
+//! merkle root and signatures are checked when its parent arrives. The pool is bounded
+//! in count and bytes, and an orphan whose parent does not come within [`ORPHAN_TTL_SECS`]
+//! is dropped, so junk cannot sit in it for good.
 
 use super::types::{Block, Hash};
 use std::collections::{HashMap, VecDeque};
@@ -7,13 +13,17 @@ use std::collections::{HashMap, VecDeque};
 pub const MAX_ORPHANS: usize = 64;
 /// Default cap on the total encoded size of orphan blocks.
 pub const MAX_ORPHAN_BYTES: usize = 2 * 1024 * 1024;
+/// How long an orphan waits for its parent. An hour covers a slow radio link fetching
+/// the parent chain; past that the orphan is fetched again if it is still wanted.
+pub const ORPHAN_TTL_SECS: u64 = 60 * 60;
 
 /// A bounded pool of orphan blocks; the oldest is evicted first.
 #[derive(Debug)]
 pub struct OrphanPool {
     max_count: usize,
     max_bytes: usize,
-    blocks: HashMap<Hash, (Block, usize)>,
+    // Block, encoded size, time it was added (seconds).
+    blocks: HashMap<Hash, (Block, usize, u64)>,
     by_prev: HashMap<Hash, Vec<Hash>>,
     order: VecDeque<Hash>,
     bytes: usize,
@@ -55,12 +65,33 @@ impl OrphanPool {
 
     /// A held block.
     pub fn get(&self, h: &Hash) -> Option<&Block> {
-        self.blocks.get(h).map(|(b, _)| b)
+        self.blocks.get(h).map(|(b, _, _)| b)
     }
 
-    /// Add a block, evicting the oldest ones to stay within the limits. A block larger
-    /// than the byte limit on its own is not kept.
-    pub fn insert(&mut self, block: Block) {
+    /// Total encoded bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Drop orphans added more than [`ORPHAN_TTL_SECS`] before `now` (seconds).
+    pub fn expire(&mut self, now: u64) {
+        while let Some(old) = self.order.front().copied() {
+            match self.blocks.get(&old) {
+                Some((_, _, added)) if now.saturating_sub(*added) <= ORPHAN_TTL_SECS => break,
+                _ => {
+                    self.remove(&old);
+                    // A stale order entry (already removed) must not stall the loop.
+                    if self.order.front() == Some(&old) {
+                        self.order.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add a block at time `now` (seconds), evicting the oldest ones to stay within the
+    /// limits. A block larger than the byte limit on its own is not kept.
+    pub fn insert(&mut self, block: Block, now: u64) {
         let hash = block.hash();
         let size = block.encoded_len();
         if self.blocks.contains_key(&hash) || size > self.max_bytes || self.max_count == 0 {
@@ -78,12 +109,12 @@ impl OrphanPool {
             .push(hash);
         self.order.push_back(hash);
         self.bytes += size;
-        self.blocks.insert(hash, (block, size));
+        self.blocks.insert(hash, (block, size, now));
     }
 
     /// Remove one block.
     pub fn remove(&mut self, h: &Hash) -> Option<Block> {
-        let (block, size) = self.blocks.remove(h)?;
+        let (block, size, _) = self.blocks.remove(h)?;
         self.bytes -= size;
         self.order.retain(|x| x != h);
         if let Some(v) = self.by_prev.get_mut(&block.header.prev) {
@@ -119,7 +150,7 @@ mod tests {
         let mut p = OrphanPool::new(3, 1 << 20);
         let bs: Vec<Block> = (0..5).map(|i| block(1, i)).collect();
         for b in &bs {
-            p.insert(b.clone());
+            p.insert(b.clone(), 0);
         }
         assert_eq!(p.len(), 3);
         assert!(!p.contains(&bs[0].hash()));
@@ -134,10 +165,25 @@ mod tests {
         let size = block(1, 0).encoded_len();
         let mut p = OrphanPool::new(100, size * 2);
         for i in 0..4 {
-            p.insert(block(2, i));
+            p.insert(block(2, i), 0);
         }
         assert_eq!(p.len(), 2);
         assert!(p.contains(&block(2, 3).hash()));
         assert!(!p.contains(&block(2, 0).hash()));
+    }
+
+    #[test]
+    fn orphans_expire() {
+        let mut p = OrphanPool::new(100, 1 << 20);
+        p.insert(block(3, 0), 1000);
+        p.insert(block(3, 1), 1000 + ORPHAN_TTL_SECS);
+        p.expire(1000 + ORPHAN_TTL_SECS);
+        assert_eq!(p.len(), 2, "nothing is past its time yet");
+        p.expire(1001 + ORPHAN_TTL_SECS);
+        assert_eq!(p.len(), 1);
+        assert!(p.contains(&block(3, 1).hash()));
+        p.expire(1001 + 2 * ORPHAN_TTL_SECS);
+        assert!(p.is_empty());
+        assert_eq!(p.bytes(), 0);
     }
 }

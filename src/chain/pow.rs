@@ -242,12 +242,16 @@ pub fn bits_from_target(target: &U256) -> u32 {
     (size << 24) | mantissa
 }
 
-/// True if the header's hash meets the target its own `bits` claim (and the bits are valid).
-pub fn check_pow(header: &Header) -> bool {
-    match target_from_bits(header.bits) {
-        Some(t) => U256::from_be_bytes(&header.hash().0) <= t,
-        None => false,
-    }
+/// True if the header's bits are valid, no easier than the network's `pow_limit_bits`,
+/// and its hash meets them. Without the limit a header could claim a trivial target and
+/// cost nothing to make; context (the retarget rule) is checked later and needs the
+/// parent, so this is the check that bounds what an unconnected header costs.
+pub fn check_pow(params: &NetworkParams, header: &Header) -> bool {
+    let Some(t) = target_from_bits(header.bits) else {
+        return false;
+    };
+    let limit = target_from_bits(params.pow_limit_bits).unwrap_or(U256::MAX);
+    t <= limit && U256::from_be_bytes(&header.hash().0) <= t
 }
 
 /// Expected number of hashes to meet `bits`: 2^256 / (target + 1), saturating at
@@ -449,20 +453,41 @@ mod tests {
         let mut h = params::regtest().genesis.header;
         h.height = 1;
         assert!(mine(&mut h, 10_000));
-        assert!(check_pow(&h));
+        assert!(check_pow(&params::regtest(), &h));
+    }
+
+    #[test]
+    fn check_pow_enforces_the_network_limit() {
+        // A main header claiming regtest's trivial target meets its own bits after a few
+        // tries; main must still refuse it, regtest accept it.
+        let main = params::main();
+        let mut h = main.genesis.header.clone();
+        h.height = 1;
+        h.bits = params::regtest().pow_limit_bits;
+        assert!(mine(&mut h, 10_000));
+        assert!(check_pow(&params::regtest(), &h));
+        assert!(
+            !check_pow(&main, &h),
+            "a target easier than pow_limit passed"
+        );
+        // At the limit itself it is valid once mined.
+        h.bits = main.pow_limit_bits;
+        assert!(mine(&mut h, 10_000_000));
+        assert!(check_pow(&main, &h));
     }
 
     #[test]
     fn check_pow_rejects_bad_hash() {
-        let mut h = params::main().genesis.header;
+        let p = params::main();
+        let mut h = p.genesis.header.clone();
         h.height = 7;
         // Find a nonce that fails the main target (almost any does).
-        while check_pow(&h) {
+        while check_pow(&p, &h) {
             h.nonce += 1;
         }
-        assert!(!check_pow(&h));
+        assert!(!check_pow(&p, &h));
         h.bits = 0x0480_0000;
-        assert!(!check_pow(&h));
+        assert!(!check_pow(&p, &h));
     }
 
     proptest! {

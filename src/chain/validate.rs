@@ -8,7 +8,7 @@ use super::merkle;
 use super::params::NetworkParams;
 use super::pow;
 use super::state::{AccountView, Overlay};
-use super::types::{Block, Hash, Header, Transaction};
+use super::types::{Address, Block, Hash, Header, Transaction};
 use std::collections::HashSet;
 
 /// The only block version this build accepts.
@@ -115,6 +115,19 @@ pub enum ValidationError {
         /// amount + fee.
         needed: u64,
     },
+    /// The sender's balance covers the spend only with coinbase funds that have not
+    /// matured yet (consensus version 2).
+    #[error(
+        "transaction {tx}: spends immature coinbase funds (spendable {spendable}, needed {needed})"
+    )]
+    ImmatureSpend {
+        /// Transaction id.
+        tx: Hash,
+        /// Balance minus the coinbase funds still maturing.
+        spendable: u64,
+        /// amount + fee.
+        needed: u64,
+    },
     /// Nonce is not the sender's current nonce.
     #[error("transaction {tx}: nonce {got}, expected {expected}")]
     BadNonce {
@@ -138,12 +151,13 @@ pub struct HeaderContext {
     pub median_time_past: u64,
 }
 
-/// Checks that need only the header: version and proof of work.
-pub fn check_header_alone(header: &Header) -> Result<(), ValidationError> {
+/// Checks that need only the header: version and proof of work (against the network's
+/// `pow_limit`).
+pub fn check_header_alone(params: &NetworkParams, header: &Header) -> Result<(), ValidationError> {
     if header.version != BLOCK_VERSION {
         return Err(ValidationError::BadVersion(header.version));
     }
-    if !pow::check_pow(header) {
+    if !pow::check_pow(params, header) {
         return Err(ValidationError::BadPow);
     }
     Ok(())
@@ -169,7 +183,7 @@ pub fn check_header(
             got: header.bits,
         });
     }
-    check_header_alone(header)?;
+    check_header_alone(params, header)?;
     if header.time <= ctx.median_time_past {
         return Err(ValidationError::TimeTooOld {
             time: header.time,
@@ -193,6 +207,32 @@ pub fn median_time(times: &mut [u64]) -> u64 {
     }
     times.sort_unstable();
     times[times.len() / 2]
+}
+
+/// The cheap bounds of a block body: transaction count, encoded size and coinbase
+/// height. They need no hashing of the body, so they are all an orphan (a block whose
+/// parent is unknown) gets before it is pooled.
+pub fn check_body_bounds(params: &NetworkParams, block: &Block) -> Result<(), ValidationError> {
+    if block.txs.len() > params.max_block_txs {
+        return Err(ValidationError::TooManyTxs {
+            count: block.txs.len(),
+            max: params.max_block_txs,
+        });
+    }
+    let size = block.encoded_len();
+    if size > params.max_block_bytes {
+        return Err(ValidationError::TooBig {
+            size,
+            max: params.max_block_bytes,
+        });
+    }
+    if block.coinbase.height != block.header.height {
+        return Err(ValidationError::CoinbaseHeight {
+            expected: block.header.height,
+            got: block.coinbase.height,
+        });
+    }
+    Ok(())
 }
 
 /// Checks of a block's contents that need no state: merkle root, size, count,
@@ -240,11 +280,14 @@ pub fn check_body(
     Ok(())
 }
 
-/// Apply one transaction's account rules; returns its fee.
+/// Apply one transaction's account rules; returns its fee. `immature` is the part of
+/// the sender's balance that is coinbase funds not yet spendable (0 before consensus
+/// version 2): the spend must leave at least that much.
 pub fn apply_tx<V: AccountView>(
     view: &mut Overlay<'_, V>,
     tx: &Transaction,
     id: Hash,
+    immature: u64,
 ) -> Result<u64, ValidationError> {
     let needed = tx
         .amount
@@ -262,6 +305,14 @@ pub fn apply_tx<V: AccountView>(
         return Err(ValidationError::Overspend {
             tx: id,
             balance: sender.balance,
+            needed,
+        });
+    }
+    let spendable = sender.balance.saturating_sub(immature);
+    if spendable < needed {
+        return Err(ValidationError::ImmatureSpend {
+            tx: id,
+            spendable,
             needed,
         });
     }
@@ -286,16 +337,21 @@ pub fn apply_tx<V: AccountView>(
 }
 
 /// Apply a block's transactions and coinbase on top of the parent state, checking the
-/// account rules in order and the coinbase amount.
+/// account rules in order and the coinbase amount. `immature(a)` is the sum of the
+/// coinbases paid to `a` by the blocks at heights above `height - coinbase_maturity` on
+/// the chain this block extends; it is consulted only where the maturity rule is active.
 pub fn apply_block<V: AccountView>(
     params: &NetworkParams,
     view: &mut Overlay<'_, V>,
     block: &Block,
+    immature: impl Fn(&Address) -> u64,
 ) -> Result<(), ValidationError> {
+    let mature_rule = params.maturity_active(block.header.height);
     let mut fees: u64 = 0;
     for tx in &block.txs {
         let id = tx.id();
-        let fee = apply_tx(view, tx, id)?;
+        let locked = if mature_rule { immature(&tx.from) } else { 0 };
+        let fee = apply_tx(view, tx, id, locked)?;
         fees = fees.checked_add(fee).ok_or(ValidationError::FeeOverflow)?;
     }
     let expected = params

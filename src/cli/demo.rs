@@ -193,7 +193,8 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
             }
             bail!("demo did not converge in time");
         }
-        if tx_id.is_none() && nodes[last].node().chain().account(&miner_addr).balance > 0 {
+        let spendable = nodes[last].node().chain().spendable_balance(&miner_addr);
+        if tx_id.is_none() && spendable > 1_000_000 + params.min_relay_fee {
             let to = crate::keys::address(&crate::keys::generate());
             let tx = {
                 let node = nodes[last].node();

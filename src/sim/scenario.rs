@@ -257,9 +257,15 @@ fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) {
     }
 }
 
+/// Coinbase maturity in the simulated network. Regtest's own is 1 (tests pay from a
+/// fresh coinbase); the simulator uses more so its miners wait as real ones do, and
+/// payments from a coinbase on a fork that later loses never get in.
+pub const SIM_COINBASE_MATURITY: u64 = 2;
+
 /// Run a scenario.
 pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
-    let p = params::regtest();
+    let mut p = params::regtest();
+    p.coinbase_maturity = SIM_COINBASE_MATURITY;
     let mut sim = Sim::new(&p, sc.nodes, sc.seed)?;
     let mut rng = Rng::new(sc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1);
     build(sc, &mut sim, &mut rng);
@@ -297,7 +303,7 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
             let to = addrs[rng.below(sc.nodes as u64) as usize];
             let node = &sim.nodes[from];
             let nonce = node.chain().next_nonce(&addrs[from]);
-            if node.chain().account(&addrs[from]).balance < 10_000 {
+            if node.chain().spendable_balance(&addrs[from]) < 10_000 {
                 continue;
             }
             let tx = Transaction::sign(net, &keys[from], to, 1, 1000, nonce);
@@ -396,13 +402,17 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
 /// Otherwise only miners can pay, out of coinbases of their own island's fork: when the
 /// islands meet, all forks but one are orphaned, those coinbases never existed on the
 /// surviving chain, and payments made from them can never be mined anywhere (proof of
-/// work, not the sync). `miner` mines a block, pays every other node, mines the payments
-/// in, and the network runs (the gateways' internet path is up at the start) until every
+/// work, not the sync). `miner` mines until its first coinbase is mature, pays every
+/// other node, mines the payments in, and the network runs (the gateways' internet path is up at the start) until every
 /// node holds them.
 fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], miner: usize) {
     const GRANT: u64 = 100_000_000;
-    let net = params::regtest().network_id();
-    sim.mine(miner, addrs[miner]);
+    let p = sim.nodes[miner].chain().params().clone();
+    let net = p.network_id();
+    // Enough blocks that the first coinbase has matured by the next block.
+    for _ in 0..p.coinbase_maturity.max(1) {
+        sim.mine(miner, addrs[miner]);
+    }
     for (i, to) in addrs.iter().enumerate() {
         if i == miner {
             continue;

@@ -43,7 +43,7 @@ pub fn bad_pow_block() -> Block {
         nonce: 0,
         height: 1,
     };
-    while pow::check_pow(&header) {
+    while pow::check_pow(&p, &header) {
         header.nonce += 1;
     }
     Block {

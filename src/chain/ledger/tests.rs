@@ -1,6 +1,7 @@
 use super::*;
 use crate::chain::merkle;
 use crate::chain::params;
+use crate::chain::Sig;
 use ed25519_dalek::SigningKey;
 
 const T0: u64 = 1_793_491_200;
@@ -146,6 +147,7 @@ fn mines_and_pays_coinbase() {
 fn tx_flow_mempool_template_confirm() {
     let mut c = new_chain();
     mine_tip(&mut c, 1);
+    mine_tip(&mut c, 8); // block 1's coinbase matures
     let t = tx(&c, 1, 2, 1000, 2000, 0);
     let id = t.id();
     assert_eq!(c.submit_tx(t.clone(), T0).unwrap(), TxOutcome::Accepted);
@@ -154,7 +156,7 @@ fn tx_flow_mempool_template_confirm() {
     assert_eq!(c.find_tx(&id).unwrap(), Some((t.clone(), None)));
     let b = mine_tip(&mut c, 3);
     assert_eq!(b.txs, vec![t.clone()]);
-    assert_eq!(b.coinbase.amount, c.params().subsidy(2) + 2000);
+    assert_eq!(b.coinbase.amount, c.params().subsidy(3) + 2000);
     assert_eq!(c.mempool_len(), 0);
     assert_eq!(c.account(&addr(2)).balance, 1000);
     assert_eq!(
@@ -166,7 +168,7 @@ fn tx_flow_mempool_template_confirm() {
     );
     assert_eq!(
         c.find_tx(&id).unwrap(),
-        Some((t.clone(), Some((b.hash(), 2))))
+        Some((t.clone(), Some((b.hash(), 3))))
     );
     assert_eq!(c.submit_tx(t, T0).unwrap(), TxOutcome::Duplicate);
 }
@@ -319,7 +321,7 @@ fn every_block_rule_rejects() {
         (
             "bad pow",
             Box::new(|_, b| {
-                while pow::check_pow(&b.header) {
+                while pow::check_pow(&params::regtest(), &b.header) {
                     b.header.nonce += 1;
                 }
                 false
@@ -542,7 +544,7 @@ fn invalid_header_chain_rejected() {
 }
 
 fn replay(c: &Chain) -> Chain {
-    let mut r = new_chain();
+    let mut r = Chain::open(c.params().clone(), Store::open_in_memory().unwrap()).unwrap();
     for h in 1..=c.tip().height {
         let b = c.block(&c.main_hash_at(h).unwrap()).unwrap().unwrap();
         r.submit_block(b, T0 + 1_000_000).unwrap();
@@ -687,6 +689,10 @@ fn limited(limits: MempoolLimits, blocks: usize) -> Chain {
             .unwrap();
     for i in 0..blocks {
         mine_tip(&mut c, 1 + (i % 4) as u8);
+    }
+    // Let those coinbases mature (to a key the tests do not use).
+    for _ in 1..c.params().coinbase_maturity {
+        mine_tip(&mut c, 8);
     }
     c
 }
@@ -875,7 +881,7 @@ mod prop {
             let bad = corrupt && !txs.is_empty();
             let b = block_after(c.params(), ph, miner, txs, ph.time + 1 + (pick % 3) as u64);
             let mut ov = Overlay::new(&parent.state);
-            let ok = validate::apply_block(c.params(), &mut ov, &b).is_ok();
+            let ok = validate::apply_block(c.params(), &mut ov, &b, |_| 0).is_ok();
             if parent.valid {
                 assert_eq!(ok, !bad);
             }
@@ -899,7 +905,11 @@ mod prop {
             steps in proptest::collection::vec((0usize..64, 1u8..4, any::<bool>(), proptest::bool::weighted(0.15)), 1..24),
             order in proptest::collection::vec(any::<u64>(), 24),
         ) {
-            let mut c = new_chain();
+            // The model knows no coinbase maturity (tested on its own): spends of
+            // fresh coinbases stay valid here.
+            let mut p = params::regtest();
+            p.coinbase_maturity = 0;
+            let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
             let built = build(&c, &steps);
             // Submit in a random order: exercises orphans, side chains and reorgs.
             let mut idx: Vec<usize> = (1..built.len()).collect();
@@ -1058,4 +1068,359 @@ fn retarget_enforced_by_chain() {
     assert_eq!(b.header.bits, expected);
     // Between retargets the bits carry over.
     assert_eq!(c.next_bits(), expected);
+}
+
+// ---- Consensus hardening: pow limit, context first, bounded sets, presync, maturity ----
+
+/// A block on an unknown parent whose bits claim a target easier than the network's
+/// limit: without the limit in `check_pow`, nothing could refuse it before its parent.
+#[test]
+fn orphan_easier_than_pow_limit_is_refused() {
+    let mut c = Chain::open(params::main(), Store::open_in_memory().unwrap()).unwrap();
+    let regtest = params::regtest();
+    let mut fake_parent = c.params().genesis.header.clone();
+    fake_parent.nonce = 99;
+    let mut b = block_after(&regtest, &fake_parent, 1, vec![], T0 + 600);
+    b.coinbase.amount = c.params().subsidy(1);
+    remine(&mut b);
+    let r = c.submit_block(b, T0 + 600);
+    assert!(
+        matches!(
+            reason_of(r.as_ref().unwrap_err()),
+            Some(ValidationError::BadPow)
+        ),
+        "{r:?}"
+    );
+    assert_eq!(c.orphan_count(), 0);
+}
+
+/// A block with wrong difficulty bits and a bad signature: the cheap check against the
+/// parent's context must refuse it before any signature is verified.
+#[test]
+fn context_is_checked_before_signatures() {
+    let c0 = funded(params::regtest(), 2);
+    let mut c = funded(params::regtest(), 2);
+    let tip = c.tip();
+    let mut bad_tx = tx(&c0, 1, 2, 10, 1000, 0);
+    bad_tx.sig = Sig([7; 64]);
+    let mut b = block_on(&c0, tip.hash, 3, vec![bad_tx], tip.time + 1);
+    b.header.bits = 0x2000_ffff; // harder than required: valid pow, wrong bits
+    remine(&mut b);
+    let r = c.submit_block(b, tip.time + 100);
+    assert!(
+        matches!(
+            reason_of(r.as_ref().unwrap_err()),
+            Some(ValidationError::BadBits { .. })
+        ),
+        "signatures checked before the header's context: {r:?}"
+    );
+}
+
+/// Orphans get only cheap checks, wait a bounded time, and are fully checked when their
+/// parent arrives.
+#[test]
+fn orphans_are_checked_when_the_parent_comes_and_expire() {
+    let src = funded(params::regtest(), 2);
+    let mut c = new_chain();
+    let b1 = src.block(&src.main_hash_at(1).unwrap()).unwrap().unwrap();
+    let b2 = src.block(&src.main_hash_at(2).unwrap()).unwrap().unwrap();
+    let mut bad_tx = tx(&src, 1, 2, 10, 1000, 0);
+    bad_tx.sig = Sig([7; 64]);
+    let bad3 = block_after(
+        src.params(),
+        &b2.header,
+        3,
+        vec![bad_tx],
+        b2.header.time + 1,
+    );
+    // Parent unknown: no signature check yet, it waits.
+    assert_eq!(
+        c.submit_block(bad3.clone(), T0 + 10).unwrap(),
+        BlockOutcome::Orphan
+    );
+    c.submit_block(b1.clone(), T0 + 10).unwrap();
+    // Its parent arrives: now it is checked in full and refused.
+    let out = c.submit_block(b2.clone(), T0 + 10).unwrap();
+    assert!(matches!(out, BlockOutcome::Connected { .. }), "{out:?}");
+    assert_eq!(c.tip().hash, b2.hash());
+    assert_eq!(c.orphan_count(), 0);
+    assert!(c.is_invalid(&bad3.hash()));
+
+    // An orphan whose parent never comes is dropped after its time.
+    let mut lost_parent = b2.header.clone();
+    lost_parent.nonce ^= 0xdead;
+    let orphan = block_after(src.params(), &lost_parent, 4, vec![], b2.header.time + 1);
+    assert_eq!(
+        c.submit_block(orphan, T0 + 20).unwrap(),
+        BlockOutcome::Orphan
+    );
+    assert_eq!(c.orphan_count(), 1);
+    mine_tip(&mut c, 1); // any later submission sweeps the pool
+    let later = T0 + 20 + crate::chain::orphans::ORPHAN_TTL_SECS + 1;
+    let tpl = {
+        let mut b = c.block_template(addr(1), later);
+        assert!(pow::mine(&mut b.header, 1_000_000));
+        b
+    };
+    c.submit_block(tpl, later).unwrap();
+    assert_eq!(c.orphan_count(), 0, "orphan kept past its time");
+}
+
+/// A refused block is remembered by hash only: its header is not indexed or stored,
+/// and the memory of it expires.
+#[test]
+fn invalid_blocks_are_remembered_by_hash_only_and_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    let tip = c.tip();
+    let mut bad_tx = tx(&c, 1, 2, 10, 1000, 0);
+    bad_tx.sig = Sig([7; 64]);
+    let bad = block_on(&c, tip.hash, 3, vec![bad_tx], tip.time + 1);
+    let now = tip.time + 10;
+    assert!(c.submit_block(bad.clone(), now).is_err());
+    assert!(c.is_invalid(&bad.hash()));
+    assert!(
+        !c.has_header(&bad.hash()),
+        "the attacker's header is kept in the block index"
+    );
+    // Its child is refused at once, not parked as an orphan.
+    let child = block_after(c.params(), &bad.header, 3, vec![], bad.header.time + 1);
+    assert!(matches!(
+        c.submit_block(child.clone(), now),
+        Err(ChainError::KnownInvalid(_))
+    ));
+    assert_eq!(c.orphan_count(), 0);
+    // Nothing of it reached the store.
+    drop(c);
+    let mut c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    assert!(!c.has_header(&bad.hash()));
+    assert!(!c.has_header(&child.hash()));
+    // In memory, a day later it is forgotten.
+    assert!(c.submit_block(bad.clone(), now).is_err());
+    assert_eq!(c.invalid_len(), 1);
+    let later = now + crate::chain::invalid::INVALID_TTL_SECS + 1;
+    let mut b = c.block_template(addr(1), later);
+    assert!(pow::mine(&mut b.header, 1_000_000));
+    c.submit_block(b, later).unwrap();
+    assert_eq!(c.invalid_len(), 0);
+}
+
+/// Headers (not submitted) of `n` blocks on `parent`.
+fn header_branch(c: &Chain, parent: Hash, n: usize, t: u64) -> Vec<Header> {
+    branch(c, parent, 9, n, t)
+        .into_iter()
+        .map(|b| b.header)
+        .collect()
+}
+
+/// A header chain with less work than the network minimum is not stored, and what a
+/// peer can make us hold in the meantime is bounded.
+#[test]
+fn low_work_headers_are_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut p = params::regtest();
+    // Regtest headers are worth 2 each (genesis too): 50 of them reach this, 40 do not.
+    p.min_chain_work = 2 + 100;
+    let mut c = Chain::open(p.clone(), Store::open(&path).unwrap()).unwrap();
+    let g = c.tip();
+    let cheap = header_branch(&c, g.hash, 40, g.time);
+    assert_eq!(c.accept_headers(&cheap, T0 + 1000).unwrap(), 0);
+    assert_eq!(
+        c.best_header().hash,
+        g.hash,
+        "low-work headers became the best"
+    );
+    assert!(c.missing_blocks(10).is_empty());
+    assert_eq!(c.presync_len(), 40);
+    // Reopened: nothing of them was stored.
+    drop(c);
+    let mut c = Chain::open(p.clone(), Store::open(&path).unwrap()).unwrap();
+    assert!(!c.has_header(&cheap[0].hash()), "low-work header stored");
+    // The same chain, continued past the minimum, is stored whole.
+    let more = header_branch(&c, g.hash, 60, g.time);
+    assert_eq!(c.accept_headers(&more[..30], T0 + 1000).unwrap(), 0);
+    assert_eq!(c.accept_headers(&more[30..], T0 + 1000).unwrap(), 60);
+    assert_eq!(c.best_header().hash, more[59].hash());
+    assert_eq!(c.presync_len(), 0);
+    assert_eq!(c.missing_blocks(100).len(), 60);
+    drop(c);
+    let c = Chain::open(p, Store::open(&path).unwrap()).unwrap();
+    assert_eq!(c.best_header().hash, more[59].hash());
+}
+
+/// Below the network minimum a chain still grows by blocks that beat the tip (a young
+/// network's miner, or blocks relayed whole), and headers held in presync are stored
+/// when such a block arrives on them.
+#[test]
+fn blocks_that_beat_the_tip_are_stored_below_the_minimum() {
+    let mut p = params::regtest();
+    p.min_chain_work = 1000;
+    let mut c = Chain::open(p.clone(), Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..3 {
+        mine_tip(&mut c, 1); // asserts Connected
+    }
+    assert_eq!(c.tip().height, 3);
+    // A header announced first (presync), then its block: the block is stored and
+    // connects.
+    let tip = c.tip();
+    let b = block_on(&c, tip.hash, 1, vec![], tip.time + 1);
+    assert_eq!(
+        c.accept_headers(std::slice::from_ref(&b.header), T0 + 1000)
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.presync_len(), 1);
+    let out = c.submit_block(b.clone(), T0 + 1000).unwrap();
+    assert!(matches!(out, BlockOutcome::Connected { .. }), "{out:?}");
+    assert_eq!(c.presync_len(), 0);
+    assert_eq!(c.tip().hash, b.hash());
+    // A cheap side branch that does not beat the tip is not stored.
+    let side = branch(&c, c.main_hash_at(1).unwrap(), 5, 1, T0 + 500);
+    assert_eq!(
+        c.submit_block(side[0].clone(), T0 + 1000).unwrap(),
+        BlockOutcome::SideChain
+    );
+    assert!(!c.has_block(&side[0].hash()));
+}
+
+/// Header spam below the threshold is held in a bounded area and expires.
+#[test]
+fn presync_area_is_bounded_and_expires() {
+    let mut p = params::regtest();
+    p.min_chain_work = u128::MAX;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    let g = c.tip();
+    let spam = header_branch(&c, g.hash, MAX_PRESYNC_HEADERS + 300, g.time);
+    let (first, rest) = spam.split_at(MAX_PRESYNC_HEADERS - 96);
+    for chunk in first.chunks(500) {
+        assert_eq!(c.accept_headers(chunk, T0 + 1000).unwrap(), 0);
+    }
+    assert_eq!(c.presync_len(), first.len());
+    // Past the cap the oldest go, with the headers that hang on them.
+    for chunk in rest.chunks(500) {
+        let _ = c.accept_headers(chunk, T0 + 1000);
+    }
+    assert!(c.presync_len() <= MAX_PRESYNC_HEADERS);
+    assert_eq!(c.best_header().hash, g.hash);
+    c.accept_headers(&[], T0 + 1000 + PRESYNC_TTL_SECS + 1)
+        .unwrap();
+    assert_eq!(c.presync_len(), 0, "presync headers kept past their time");
+}
+
+/// A cheap fork from far behind the tip is not stored even where the network minimum
+/// is zero; one near the tip is.
+#[test]
+fn fork_far_below_the_tip_work_is_not_stored() {
+    let mut c = new_chain();
+    let g = c.tip();
+    for _ in 0..(PRESYNC_MARGIN_BLOCKS as usize + 20) {
+        mine_tip(&mut c, 1);
+    }
+    let far = header_branch(&c, g.hash, 10, g.time);
+    assert_eq!(c.accept_headers(&far, T0 + 100_000).unwrap(), 0);
+    assert_eq!(c.presync_len(), 10);
+    let near_parent = c.main_hash_at(c.tip().height - 5).unwrap();
+    let near = header_branch(&c, near_parent, 3, c.tip().time);
+    assert_eq!(c.accept_headers(&near, T0 + 100_000).unwrap(), 3);
+}
+
+/// Coinbase funds are spendable only `coinbase_maturity` blocks after their block, in
+/// blocks and in the mempool.
+#[test]
+fn immature_coinbase_cannot_be_spent() {
+    let mut p = params::regtest();
+    p.coinbase_maturity = 2;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    mine_tip(&mut c, 1);
+    let subsidy = c.params().subsidy(1);
+    assert_eq!(c.account(&addr(1)).balance, subsidy);
+    assert_eq!(c.spendable_balance(&addr(1)), 0);
+    // The mempool refuses the spend...
+    let spend = tx(&c, 1, 2, 10, 1000, 0);
+    assert!(matches!(
+        c.submit_tx(spend.clone(), T0),
+        Err(ChainError::TxRefused { .. })
+    ));
+    // ...and a block holding it is invalid.
+    let tip = c.tip();
+    let b = block_on(&c, tip.hash, 3, vec![spend.clone()], tip.time + 1);
+    let r = c.submit_block(b, tip.time + 10);
+    assert!(
+        matches!(
+            reason_of(r.as_ref().unwrap_err()),
+            Some(ValidationError::ImmatureSpend { .. })
+        ),
+        "{r:?}"
+    );
+    // One block later it has matured.
+    mine_tip(&mut c, 3);
+    assert_eq!(c.spendable_balance(&addr(1)), subsidy);
+    assert_eq!(c.submit_tx(spend, T0).unwrap(), TxOutcome::Accepted);
+    let b = mine_tip(&mut c, 3);
+    assert_eq!(b.txs.len(), 1);
+}
+
+/// Funds received from a transaction are spendable at once; only the coinbase part of a
+/// balance waits. Before the activation height the old rules hold.
+#[test]
+fn maturity_locks_only_coinbase_funds_and_only_after_activation() {
+    let mut p = params::regtest();
+    p.coinbase_maturity = 2;
+    let mut c = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    for _ in 0..3 {
+        mine_tip(&mut c, 1);
+    }
+    c.submit_tx(tx(&c, 1, 2, 50_000, 1000, 0), T0).unwrap();
+    mine_tip(&mut c, 2); // addr 2: 50 000 received + a fresh coinbase
+    assert_eq!(c.spendable_balance(&addr(2)), 50_000);
+    assert_eq!(
+        c.submit_tx(tx(&c, 2, 3, 40_000, 1000, 0), T0).unwrap(),
+        TxOutcome::Accepted
+    );
+    assert!(c.submit_tx(tx(&c, 2, 3, 20_000, 1000, 1), T0).is_err());
+
+    let mut p = params::regtest();
+    p.coinbase_maturity = 2;
+    p.maturity_height = 100;
+    let mut old = Chain::open(p, Store::open_in_memory().unwrap()).unwrap();
+    mine_tip(&mut old, 1);
+    assert_eq!(old.spendable_balance(&addr(1)), old.params().subsidy(1));
+    assert_eq!(
+        old.submit_tx(tx(&old, 1, 2, 10, 1000, 0), T0).unwrap(),
+        TxOutcome::Accepted
+    );
+}
+
+/// The maturity window follows reorgs and restarts: a coinbase of a chain that lost is
+/// gone, the winner's coinbases wait their turn.
+#[test]
+fn maturity_window_follows_reorg_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut p = params::regtest();
+    p.coinbase_maturity = 3;
+    let mut c = Chain::open(p.clone(), Store::open(&path).unwrap()).unwrap();
+    let a1 = mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    mine_tip(&mut c, 1);
+    // Heights 1..3 to addr 1: only height 1 is spendable in block 4.
+    let s = c.params().subsidy(1);
+    assert_eq!(c.spendable_balance(&addr(1)), s);
+    // A heavier branch from a1 pays addr 2 at heights 2..5.
+    for b in branch(&c, a1.hash(), 2, 4, a1.header.time + 100) {
+        c.submit_block(b, T0 + 100_000).unwrap();
+    }
+    assert_eq!(c.tip().height, 5);
+    assert_eq!(c.account(&addr(1)).balance, s);
+    assert_eq!(c.spendable_balance(&addr(1)), s);
+    // Block 6 may spend heights up to 3: two of addr 2's four coinbases.
+    assert_eq!(c.spendable_balance(&addr(2)), 2 * s);
+    drop(c);
+    let c = Chain::open(p, Store::open(&path).unwrap()).unwrap();
+    assert_eq!(c.spendable_balance(&addr(2)), 2 * s);
+    assert_eq!(c.account(&addr(2)).balance, 4 * s);
 }
