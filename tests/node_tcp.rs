@@ -193,3 +193,45 @@ fn a_node_killed_with_sigkill_restarts_with_its_chain() {
     let (code, tx) = support::http(&a.api(), "GET", &format!("/api/tx/{txid}"), None).unwrap();
     assert_eq!(code, 200, "accepted tx survives SIGKILL: {tx}");
 }
+
+/// A link task that ends while the node runs (here: its listen port is taken) stops the
+/// process with a non-zero status and says why, instead of leaving a node that answers
+/// its API without the link. A supervisor then restarts it.
+#[test]
+fn a_node_whose_link_task_ends_exits_non_zero_and_says_why() {
+    let n = TestNode::init("a", "N0CALL-1");
+    // Someone else holds the node's listen port.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", n.port)).expect("take the port");
+    let mut child = std::process::Command::new(support::bin())
+        .arg("--data-dir")
+        .arg(&n.dir)
+        .args(["run", "--api", "127.0.0.1:0"])
+        .env("SKYWAVE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn skywave run");
+    let status = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the node kept running without its listen link");
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(!status.success(), "exit status {status}; log:\n{err}");
+    assert!(
+        err.contains("tcp-listen://") && err.contains("ended unexpectedly"),
+        "no clear line naming the link; log:\n{err}"
+    );
+    assert!(
+        err.contains("cannot listen"),
+        "the cause is logged; log:\n{err}"
+    );
+    assert!(
+        !n.dir.join("api.addr").exists(),
+        "a stopped node leaves no API address behind"
+    );
+}
