@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
-/// Commands queued per link task.
-const LINK_QUEUE: usize = 4096;
+/// Commands queued in each link task's channel; the driver's backlog for the link (in
+/// bytes, below) holds the rest.
+const LINK_QUEUE: usize = 256;
 /// Envelope bytes the driver holds for one link that is not taking its commands (a
 /// stuck modem); beyond this, further envelopes for it are dropped (the core's own
 /// retries and the outbox cover them) and the other links carry on.
@@ -787,5 +788,39 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
         }
         last_found = shared.now_ms();
         shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link that never takes a command costs at most its channel and the byte bound
+    /// (and the one command its forwarder holds); what does not fit is refused (and
+    /// counted by the caller), and control commands still get through.
+    #[tokio::test]
+    async fn a_stuck_link_holds_a_bounded_number_of_bytes() {
+        const ENVELOPE: usize = 64 * 1024;
+        let (tx, _never_read) = mpsc::channel(LINK_QUEUE);
+        let (q, fwd) = LinkQueue::new(1, tx);
+        let mut accepted = 0usize;
+        for _ in 0..1000 {
+            let cmd = LinkCommand::Send {
+                peer: 1,
+                bytes: vec![0; ENVELOPE],
+            };
+            if q.push(1, cmd) {
+                accepted += 1;
+            }
+            // Let the forwarder fill the link's channel.
+            tokio::task::yield_now().await;
+        }
+        assert!(accepted < 1000, "a stuck link took everything");
+        assert!(
+            accepted * ENVELOPE <= (LINK_QUEUE + 1) * ENVELOPE + LINK_BACKLOG_BYTES,
+            "{accepted} envelopes held"
+        );
+        assert!(q.push(1, LinkCommand::Disconnect { peer: 1 }));
+        fwd.abort();
     }
 }
