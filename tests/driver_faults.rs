@@ -335,3 +335,29 @@ async fn wall_clock_steps_neither_drop_healthy_sessions_nor_freeze_timeouts() {
     let _ = da.await;
     let _ = db.await;
 }
+
+/// Block times are consensus: the core checks them against the wall clock it was told,
+/// not against its monotonic timer clock. Here the timer clock is three hours behind the
+/// wall clock (the wall clock stepped forward after start): a block stamped with the
+/// true time is accepted, one stamped three hours past the true time is refused.
+#[test]
+fn block_times_are_checked_against_the_wall_clock() {
+    use skywave::chain::pow;
+    let mono: u64 = 1_800_000_000_000;
+    let wall = mono + 3 * 3_600_000;
+    let mut n = node(1);
+    n.set_wall_clock(mono, wall);
+    let to = skywave::chain::Address([9; 32]);
+    let mut block = n.chain().block_template(to, wall / 1000);
+    while !pow::mine(&mut block.header, 1_000_000) {}
+    assert!(
+        n.submit_block(mono, block).is_ok(),
+        "a block stamped with the true time was refused"
+    );
+    let mut ahead = n.chain().block_template(to, (wall + 3 * 3_600_000) / 1000);
+    while !pow::mine(&mut ahead.header, 1_000_000) {}
+    assert!(
+        n.submit_block(mono, ahead).is_err(),
+        "a block three hours in the future was accepted"
+    );
+}
