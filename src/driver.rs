@@ -1,21 +1,33 @@
 //! The tokio driver: the only place with time and I/O. It owns the node (behind a mutex
 //! that the API and the miner also take briefly), runs the link tasks, feeds the node
 //! what they report with the current time, and carries out what the node asks.
+//!
+//! It fails loudly: a link task that panics or ends, a miner thread that panics, or a
+//! poisoned node mutex ends [`start`]'s future with an error, and `skywave run` exits
+//! non-zero so that a supervisor (systemd's `Restart=on-failure`) starts it afresh.
 
 use crate::chain::{pow, Address};
 use crate::link::{
     self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds,
 };
 use crate::node::{Dest, Node, NodeEvent};
+use anyhow::anyhow;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{broadcast, mpsc, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-/// Commands queued per link task.
-const LINK_QUEUE: usize = 4096;
+/// Commands queued in each link task's channel; the driver's backlog for the link (in
+/// bytes, below) holds the rest.
+const LINK_QUEUE: usize = 256;
+/// Envelope bytes the driver holds for one link that is not taking its commands (a
+/// stuck modem); beyond this, further envelopes for it are dropped (the core's own
+/// retries and the outbox cover them) and the other links carry on.
+pub const LINK_BACKLOG_BYTES: usize = 4 << 20;
+/// Control commands (disconnect, dial, connect) held for such a link.
+const LINK_BACKLOG_CONTROL: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
 /// Shortest interval between session requests to on-demand links.
@@ -23,12 +35,68 @@ const CONNECT_EVERY_MS: u64 = 60_000;
 /// Name of the link that carries sessions to addresses learned by peer exchange.
 pub const PEX_LINK_NAME: &str = "peer-exchange";
 
-/// Milliseconds since the Unix epoch: the node's clock.
-pub fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by the system clock, which steps (NTP, a Raspberry
+/// Pi without a real-time clock). For consensus timestamps only.
+pub fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The source of wall-clock time a [`Clock`] reads.
+pub type WallSource = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The node's clocks. `now_ms` drives every timer in the core: it is monotonic, and equal
+/// to the wall clock when the clock was made, so that times the core keeps across a
+/// restart stay roughly comparable. A step of the system clock moves neither: a backwards
+/// step no longer freezes pings, beacons and timeouts, and a forward one no longer times
+/// out every session. `wall_ms` follows the system clock, steps included, for block
+/// timestamps.
+#[derive(Clone)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+    anchor_ms: u64,
+    wall: WallSource,
+}
+
+impl Clock {
+    /// The system's clocks.
+    pub fn system() -> Clock {
+        Clock::with_wall(Arc::new(wall_ms))
+    }
+
+    /// A clock whose wall time comes from `wall` (tests step it). The monotonic part is
+    /// tokio's, so a paused test runtime drives it.
+    pub fn with_wall(wall: WallSource) -> Clock {
+        Clock {
+            origin: tokio::time::Instant::now(),
+            anchor_ms: wall(),
+            wall,
+        }
+    }
+
+    /// The core's time in milliseconds: monotonic.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.anchor_ms.saturating_add(elapsed)
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub fn wall_ms(&self) -> u64 {
+        (self.wall)()
+    }
+}
+
+/// The process's clock, shared by the driver, the API and the command line.
+pub fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(Clock::system)
+}
+
+/// The core's time (see [`Clock::now_ms`]): what every `Node` method is given.
+pub fn now_ms() -> u64 {
+    clock().now_ms()
 }
 
 /// A link as the API shows it.
@@ -61,17 +129,68 @@ pub struct Shared {
     pub misbehaviours: AtomicU64,
     /// Set once every configured link task has been started (for `/api/ready`).
     pub links_started: AtomicBool,
+    /// Envelopes dropped because their link did not take them (see [`LINK_BACKLOG_BYTES`]).
+    pub link_drops: AtomicU64,
+    /// The first fatal fault: the driver stops with it.
+    fault: OnceLock<String>,
+    clock: Clock,
 }
 
 impl Shared {
-    /// Lock the node. A panic while holding the lock does not make the node unusable:
-    /// the chain's own invariants are kept by the store transactions, not by the mutex.
+    /// Lock the node.
+    ///
+    /// # Panics
+    ///
+    /// If a thread panicked while holding the lock. The node's memory may then disagree
+    /// with its store (a handler stopped half way), so nothing may go on with it: the
+    /// fault is recorded, the driver stops with an error, and this caller panics too.
     pub fn node(&self) -> MutexGuard<'_, Node> {
-        self.node.lock().unwrap_or_else(|p| p.into_inner())
+        match self.try_node() {
+            Ok(n) => n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Lock the node, or the fault that made it unusable.
+    pub fn try_node(&self) -> anyhow::Result<MutexGuard<'_, Node>> {
+        match self.node.lock() {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                let why = "node state poisoned: a thread panicked while changing it";
+                self.fail(why.to_string());
+                Err(anyhow!("{why}"))
+            }
+        }
+    }
+
+    /// Record a fatal fault and wake the driver, which then stops with it.
+    pub fn fail(&self, why: String) {
+        if self.fault.set(why.clone()).is_ok() {
+            error!("fatal: {why}");
+        }
+        self.wake.notify_one();
+    }
+
+    /// The fatal fault recorded, if any.
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.get().map(String::as_str)
+    }
+
+    /// The core's time (monotonic, see [`Clock`]).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Lock the node with its wall clock brought up to date, and the core's time.
+    fn node_now(&self) -> anyhow::Result<(MutexGuard<'_, Node>, u64)> {
+        let mut n = self.try_node()?;
+        let now = self.clock.now_ms();
+        n.set_wall_clock(now, self.clock.wall_ms());
+        Ok((n, now))
     }
 }
 
-/// Options for [`run`].
+/// Options for [`start`].
 pub struct DriverOptions {
     /// Links to open.
     pub links: Vec<LinkUrl>,
@@ -89,12 +208,28 @@ pub struct DriverOptions {
 /// Starts a link task given its context.
 pub type LinkSpawner = Box<dyn FnOnce(LinkContext) -> tokio::task::JoinHandle<()> + Send>;
 
-/// Start the driver. Returns the shared state and a future that runs until `shutdown`
-/// resolves.
+/// Start the driver. Returns the shared state and a future that runs until [`stop`] is
+/// called (then `Ok`) or something fatal happens: a link task panicked or ended, the
+/// miner panicked, the node's mutex was poisoned (then `Err`, already logged).
 pub fn start(
     node: Node,
     opts: DriverOptions,
-) -> (Arc<Shared>, impl std::future::Future<Output = ()>) {
+) -> (
+    Arc<Shared>,
+    impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    start_with_clock(node, opts, clock().clone())
+}
+
+/// [`start`] on a clock of the caller's (tests step its wall clock).
+pub fn start_with_clock(
+    node: Node,
+    opts: DriverOptions,
+    clock: Clock,
+) -> (
+    Arc<Shared>,
+    impl std::future::Future<Output = anyhow::Result<()>>,
+) {
     let (events_tx, _) = broadcast::channel(1024);
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
@@ -104,6 +239,9 @@ pub fn start(
         stopping: AtomicBool::new(false),
         misbehaviours: AtomicU64::new(0),
         links_started: AtomicBool::new(false),
+        link_drops: AtomicU64::new(0),
+        fault: OnceLock::new(),
+        clock,
     });
     let fut = drive(shared.clone(), opts);
     (shared, fut)
@@ -115,11 +253,141 @@ pub fn stop(shared: &Shared) {
     shared.wake.notify_one();
 }
 
-async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
+/// Commands waiting for one link. A forwarding task hands them to the link's bounded
+/// channel, so a link that stops taking commands stalls only its own forwarder, never the
+/// driver's loop (and with it every other link and timer).
+struct LinkQueue {
+    inner: Arc<Mutex<Backlog>>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Backlog {
+    q: VecDeque<LinkCommand>,
+    bytes: usize,
+    control: usize,
+    /// Dropping since the link last took a command (one warning per stall).
+    stalled: bool,
+}
+
+fn cmd_bytes(cmd: &LinkCommand) -> Option<usize> {
+    match cmd {
+        LinkCommand::Send { bytes, .. } | LinkCommand::Broadcast { bytes } => Some(bytes.len()),
+        LinkCommand::Disconnect { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => None,
+    }
+}
+
+impl LinkQueue {
+    fn new(
+        link: LinkId,
+        tx: mpsc::Sender<LinkCommand>,
+    ) -> (LinkQueue, tokio::task::JoinHandle<()>) {
+        let inner = Arc::new(Mutex::new(Backlog::default()));
+        let wake = Arc::new(Notify::new());
+        let fwd = tokio::spawn(forward(link, inner.clone(), wake.clone(), tx));
+        (LinkQueue { inner, wake }, fwd)
+    }
+
+    /// Queue a command; false when it was dropped because the link is not keeping up.
+    fn push(&self, link: LinkId, cmd: LinkCommand) -> bool {
+        // The backlog is a plain queue and no code that can panic runs under its lock, so
+        // a poisoned lock still holds a consistent queue.
+        let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = match cmd_bytes(&cmd) {
+            Some(n) => b.bytes.saturating_add(n) <= LINK_BACKLOG_BYTES || b.q.is_empty(),
+            None => b.control < LINK_BACKLOG_CONTROL,
+        };
+        if !fits {
+            if !std::mem::replace(&mut b.stalled, true) {
+                warn!(
+                    link,
+                    queued = b.q.len(),
+                    bytes = b.bytes,
+                    "link is not taking commands: dropping what it cannot hold"
+                );
+            }
+            return false;
+        }
+        match cmd_bytes(&cmd) {
+            Some(n) => b.bytes += n,
+            None => b.control += 1,
+        }
+        b.q.push_back(cmd);
+        drop(b);
+        self.wake.notify_one();
+        true
+    }
+}
+
+async fn forward(
+    link: LinkId,
+    inner: Arc<Mutex<Backlog>>,
+    wake: Arc<Notify>,
+    tx: mpsc::Sender<LinkCommand>,
+) {
+    loop {
+        let next = {
+            let mut b = inner.lock().unwrap_or_else(|p| p.into_inner());
+            let next = b.q.pop_front();
+            match next.as_ref().map(cmd_bytes) {
+                Some(Some(n)) => b.bytes -= n,
+                Some(None) => b.control -= 1,
+                None => {}
+            }
+            next
+        };
+        match next {
+            Some(cmd) => {
+                if tx.send(cmd).await.is_err() {
+                    // The link task ended; the driver hears of it from the task itself.
+                    debug!(link, "link task gone: forwarder stops");
+                    return;
+                }
+                let mut b = inner.lock().unwrap_or_else(|p| p.into_inner());
+                if std::mem::replace(&mut b.stalled, false) {
+                    info!(link, "link takes commands again");
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+/// Why a task the driver depends on ended, for the log and the exit status.
+fn task_end(what: &str, r: Result<(), tokio::task::JoinError>) -> String {
+    match r {
+        Ok(()) => format!("{what} ended unexpectedly"),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            format!("{what} panicked: {msg}")
+        }
+        Err(e) => format!("{what} was cancelled: {e}"),
+    }
+}
+
+async fn drive(shared: Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
+    let r = drive_inner(&shared, opts).await;
+    // Whatever ended the loop, the miner must see it.
+    shared.stopping.store(true, Ordering::SeqCst);
+    if let Err(e) = &r {
+        // Already logged by the loop; recorded for whoever asks (`Shared::fault`).
+        let _ = shared.fault.set(format!("{e:#}"));
+    }
+    r
+}
+
+async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
     let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
+    // Link tasks, forwarders and the miner report here when they end.
+    let (dead_tx, mut dead_rx) = mpsc::unbounded_channel::<String>();
     let peer_ids = PeerIds::default();
-    let mut link_cmds: HashMap<LinkId, mpsc::Sender<LinkCommand>> = HashMap::new();
-    let mut tasks = Vec::new();
+    let mut link_cmds: HashMap<LinkId, LinkQueue> = HashMap::new();
+    let mut tasks: Vec<tokio::task::AbortHandle> = Vec::new();
     let mut custom = opts.custom_links;
     let named: Vec<(String, Option<LinkUrl>)> = opts
         .links
@@ -136,7 +404,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         .links
         .iter()
         .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_)));
-    let pex = tcp && shared.node().config().peers.peer_exchange;
+    let pex = tcp && shared.try_node()?.config().peers.peer_exchange;
     let named: Vec<(String, Option<LinkUrl>)> = if pex {
         named
             .into_iter()
@@ -150,7 +418,6 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         let id = i as LinkId + 1;
         let is_pex = pex && url.is_none() && name == PEX_LINK_NAME;
         let (cmd_tx, cmd_rx) = mpsc::channel(LINK_QUEUE);
-        link_cmds.insert(id, cmd_tx);
         let ctx = LinkContext {
             id,
             events: ev_tx.clone(),
@@ -161,13 +428,13 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
         if let Ok(mut l) = shared.links.lock() {
             l.push(LinkStatus {
                 id,
-                url: name,
+                url: name.clone(),
                 up: false,
                 caps: None,
                 error: None,
             });
         }
-        tasks.push(match url {
+        let task = match url {
             Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
             Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
             Some(LinkUrl::Kiss(k)) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
@@ -186,7 +453,19 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
                 Some((_, spawn)) => spawn(ctx),
                 None => continue,
             },
-        });
+        };
+        let (queue, fwd) = LinkQueue::new(id, cmd_tx);
+        link_cmds.insert(id, queue);
+        for (what, handle) in [
+            (format!("link {id} ({name}) task"), task),
+            (format!("link {id} ({name}) command forwarder"), fwd),
+        ] {
+            tasks.push(handle.abort_handle());
+            let dead = dead_tx.clone();
+            tokio::spawn(async move {
+                let _ = dead.send(task_end(&what, handle.await));
+            });
+        }
     }
     drop(ev_tx);
     shared.links_started.store(true, Ordering::SeqCst);
@@ -194,52 +473,115 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) {
     let until = opts.mine_until_height;
     let miner = opts.mine_to.map(|addr| {
         let s = shared.clone();
-        std::thread::spawn(move || mine_loop(s, addr, until))
+        let dead = dead_tx.clone();
+        std::thread::spawn(move || {
+            // Reports the thread's end, panics included (the guard drops while unwinding).
+            struct Watch(mpsc::UnboundedSender<String>);
+            impl Drop for Watch {
+                fn drop(&mut self) {
+                    let why = if std::thread::panicking() {
+                        "miner thread panicked"
+                    } else {
+                        "miner thread ended"
+                    };
+                    let _ = self.0.send(why.to_string());
+                }
+            }
+            let _watch = Watch(dead);
+            mine_loop(s, addr, until)
+        })
     });
+    drop(dead_tx);
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
     let mut last_connect: Option<u64> = None;
-    loop {
-        flush(&shared, &link_cmds, &mut peer_link, pex_link).await;
+    let outcome = loop {
+        if let Some(f) = shared.fault() {
+            break Err(anyhow!("{f}"));
+        }
+        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link) {
+            break Err(e);
+        }
         if !on_demand.is_empty() {
-            ask_for_sessions(&shared, &link_cmds, &on_demand, &mut last_connect);
+            if let Err(e) = ask_for_sessions(shared, &link_cmds, &on_demand, &mut last_connect) {
+                break Err(e);
+            }
         }
         if shared.stopping.load(Ordering::SeqCst) {
-            break;
+            break Ok(());
         }
-        let deadline = shared.node().poll_timeout();
-        let wait = deadline.saturating_sub(now_ms()).min(60_000);
-        tokio::select! {
+        let deadline = match shared.try_node() {
+            Ok(n) => n.poll_timeout(),
+            Err(e) => break Err(e),
+        };
+        let wait = deadline.saturating_sub(shared.now_ms()).min(60_000);
+        let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait));
+        let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => on_link_event(&shared, ev, &mut peer_link),
+                Some(ev) => on_link_event(shared, ev, &mut peer_link),
                 None => {
-                    // Every link task ended (none configured): run on timers alone.
+                    // No links at all: run on timers alone.
                     tokio::select! {
                         _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
                         _ = shared.wake.notified() => {}
                     }
-                    shared.node().handle_timeout(now_ms());
+                    timeout(shared)
                 }
             },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
-                shared.node().handle_timeout(now_ms());
+            _ = sleep => timeout(shared),
+            _ = shared.wake.notified() => Ok(()),
+            Some(why) = dead_rx.recv() => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    // What the link said before it ended (its Down reason) goes to the
+                    // log first.
+                    while let Ok(ev) = ev_rx.try_recv() {
+                        let _ = on_link_event(shared, ev, &mut peer_link);
+                    }
+                    Err(anyhow!("{why}"))
+                }
             }
-            _ = shared.wake.notified() => {}
+        };
+        if let Err(e) = r {
+            break Err(e);
         }
+    };
+    match &outcome {
+        Ok(()) => info!("shutting down"),
+        Err(e) => error!("stopping the node: {e:#}"),
     }
-    info!("shutting down");
+    shared.stopping.store(true, Ordering::SeqCst);
     for t in &tasks {
         t.abort();
     }
     if let Some(m) = miner {
         let _ = tokio::task::spawn_blocking(move || m.join()).await;
     }
+    outcome
 }
 
-fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId, LinkId>) {
-    let now = now_ms();
+fn timeout(shared: &Shared) -> anyhow::Result<()> {
+    let (mut n, now) = shared.node_now()?;
+    n.handle_timeout(now);
+    Ok(())
+}
+
+/// Caps as a link reports them, with the bit rate held to what any modem reaches: the
+/// core multiplies with it, and a link passes on numbers a modem told it.
+fn sane(mut caps: LinkCaps) -> LinkCaps {
+    caps.bitrate_bps = caps.bitrate_bps.min(link::MAX_BITRATE_BPS);
+    caps
+}
+
+fn on_link_event(
+    shared: &Shared,
+    ev: LinkEvent,
+    peer_link: &mut HashMap<PeerId, LinkId>,
+) -> anyhow::Result<()> {
     match ev {
         LinkEvent::Up { link, caps } => {
+            let caps = sane(caps);
             if let Ok(mut l) = shared.links.lock() {
                 if let Some(s) = l.iter_mut().find(|s| s.id == link) {
                     s.up = true;
@@ -247,15 +589,18 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
                     s.error = None;
                 }
             }
-            shared.node().link_up(now, link, caps);
+            let (mut n, now) = shared.node_now()?;
+            n.link_up(now, link, caps);
         }
         LinkEvent::Caps { link, caps } => {
+            let caps = sane(caps);
             if let Ok(mut l) = shared.links.lock() {
                 if let Some(s) = l.iter_mut().find(|s| s.id == link) {
                     s.caps = Some(caps.clone());
                 }
             }
-            shared.node().link_caps(now, link, caps);
+            let (mut n, now) = shared.node_now()?;
+            n.link_caps(now, link, caps);
         }
         LinkEvent::Down { link, reason } => {
             warn!(link, "link down: {reason}");
@@ -265,7 +610,7 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
                     s.error = Some(reason);
                 }
             }
-            shared.node().link_down(link);
+            shared.try_node()?.link_down(link);
         }
         LinkEvent::PeerUp {
             link,
@@ -275,35 +620,42 @@ fn on_link_event(shared: &Shared, ev: LinkEvent, peer_link: &mut HashMap<PeerId,
         } => {
             debug!(link, peer, %remote, outbound, "peer session open");
             peer_link.insert(peer, link);
-            shared
-                .node()
-                .peer_connected(now, peer, link, remote, outbound);
+            let (mut n, now) = shared.node_now()?;
+            n.peer_connected(now, peer, link, remote, outbound);
         }
-        LinkEvent::Frame { peer, bytes } => shared.node().handle_frame(now, peer, &bytes),
-        LinkEvent::Garbage { peer, reason } => shared.node().peer_garbage(now, peer, reason),
+        LinkEvent::Frame { peer, bytes } => {
+            let (mut n, now) = shared.node_now()?;
+            n.handle_frame(now, peer, &bytes);
+        }
+        LinkEvent::Garbage { peer, reason } => {
+            let (mut n, now) = shared.node_now()?;
+            n.peer_garbage(now, peer, reason);
+        }
         LinkEvent::PeerDown { peer, reason } => {
             debug!(peer, %reason, "peer session closed");
             peer_link.remove(&peer);
-            shared.node().peer_disconnected(now, peer);
+            let (mut n, now) = shared.node_now()?;
+            n.peer_disconnected(now, peer);
         }
     }
+    Ok(())
 }
 
 /// Ask on-demand links for a session while the outbox has items waiting, at most once
 /// per `CONNECT_EVERY_MS` (a dial costs air time; the link retries failed dials itself).
 fn ask_for_sessions(
     shared: &Shared,
-    link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
+    link_cmds: &HashMap<LinkId, LinkQueue>,
     on_demand: &[LinkId],
     last: &mut Option<u64>,
-) {
-    let now = now_ms();
+) -> anyhow::Result<()> {
+    let now = shared.now_ms();
     if last.is_some_and(|t| now.saturating_sub(t) < CONNECT_EVERY_MS) {
-        return;
+        return Ok(());
     }
-    let waiting = shared.node().outbox_waiting();
+    let waiting = shared.try_node()?.outbox_waiting();
     if waiting == 0 {
-        return;
+        return Ok(());
     }
     *last = Some(now);
     for id in on_demand {
@@ -311,22 +663,22 @@ fn ask_for_sessions(
             link = id,
             waiting, "outbox items waiting: asking for a session"
         );
-        if let Some(tx) = link_cmds.get(id) {
-            // A full queue means the link is busy anyway; the next minute asks again.
-            let _ = tx.try_send(LinkCommand::Connect);
+        if let Some(q) = link_cmds.get(id) {
+            q.push(*id, LinkCommand::Connect);
         }
     }
+    Ok(())
 }
 
-/// Carry out everything the node has queued.
-async fn flush(
+/// Hand everything the node has queued to the links' queues. Never waits on a link.
+fn flush(
     shared: &Shared,
-    link_cmds: &HashMap<LinkId, mpsc::Sender<LinkCommand>>,
+    link_cmds: &HashMap<LinkId, LinkQueue>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     pex_link: Option<LinkId>,
-) {
+) -> anyhow::Result<()> {
     let (transmits, events) = {
-        let mut node = shared.node();
+        let mut node = shared.try_node()?;
         let mut t = Vec::new();
         while let Some(x) = node.poll_transmit() {
             t.push(x);
@@ -336,6 +688,13 @@ async fn flush(
             e.push(x);
         }
         (t, e)
+    };
+    let push = |link: Option<LinkId>, cmd: LinkCommand| {
+        if let Some((l, q)) = link.and_then(|l| link_cmds.get(&l).map(|q| (l, q))) {
+            if !q.push(l, cmd) {
+                shared.link_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     };
     for t in transmits {
         let (link, cmd) = match t.to {
@@ -348,17 +707,16 @@ async fn flush(
             ),
             Dest::Broadcast(link) => (Some(link), LinkCommand::Broadcast { bytes: t.bytes }),
         };
-        if let Some(tx) = link.and_then(|l| link_cmds.get(&l)) {
-            let _ = tx.send(cmd).await;
-        }
+        push(link, cmd);
     }
     for e in events {
         match &e {
             NodeEvent::Disconnect { peer, reason } => {
                 info!(peer, "disconnecting peer: {reason}");
-                if let Some(cmd) = peer_link.get(peer).and_then(|l| link_cmds.get(l)) {
-                    let _ = cmd.send(LinkCommand::Disconnect { peer: *peer }).await;
-                }
+                push(
+                    peer_link.get(peer).copied(),
+                    LinkCommand::Disconnect { peer: *peer },
+                );
             }
             NodeEvent::Misbehaviour { .. } => {
                 shared.misbehaviours.fetch_add(1, Ordering::Relaxed);
@@ -369,13 +727,12 @@ async fn flush(
             NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
             NodeEvent::PeerReady { .. } => {}
             NodeEvent::Dial { addr } => {
-                if let Some(tx) = pex_link.and_then(|l| link_cmds.get(&l)) {
-                    let _ = tx.send(LinkCommand::Dial { addr: addr.clone() }).await;
-                }
+                push(pex_link, LinkCommand::Dial { addr: addr.clone() });
             }
         }
         let _ = shared.events.send(e);
     }
+    Ok(())
 }
 
 /// Grind blocks on the current tip until the node stops. Runs on its own thread: hashing
@@ -394,7 +751,7 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
         }
         if pacing > 0 {
             let due = last_found + pacing;
-            let now = now_ms();
+            let now = shared.now_ms();
             if now < due {
                 std::thread::sleep(std::time::Duration::from_millis((due - now).min(200)));
                 continue;
@@ -403,7 +760,11 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
         let (mut block, tip) = {
             let node = shared.node();
             let chain = node.chain();
-            (chain.block_template(to, now_ms() / 1000), chain.tip().hash)
+            // A block's time is consensus: the wall clock, steps and all.
+            (
+                chain.block_template(to, shared.clock.wall_ms() / 1000),
+                chain.tip().hash,
+            )
         };
         let found = loop {
             if pow::mine(&mut block.header, BATCH) {
@@ -417,12 +778,49 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
             continue;
         }
         let height = block.header.height;
-        let res = shared.node().submit_block(now_ms(), block);
+        let res = match shared.node_now() {
+            Ok((mut n, now)) => n.submit_block(now, block),
+            Err(_) => return,
+        };
         match res {
             Ok(_) => info!(height, "mined a block"),
             Err(e) => warn!(height, "mined block refused: {e}"),
         }
-        last_found = now_ms();
+        last_found = shared.now_ms();
         shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link that never takes a command costs at most its channel and the byte bound
+    /// (and the one command its forwarder holds); what does not fit is refused (and
+    /// counted by the caller), and control commands still get through.
+    #[tokio::test]
+    async fn a_stuck_link_holds_a_bounded_number_of_bytes() {
+        const ENVELOPE: usize = 64 * 1024;
+        let (tx, _never_read) = mpsc::channel(LINK_QUEUE);
+        let (q, fwd) = LinkQueue::new(1, tx);
+        let mut accepted = 0usize;
+        for _ in 0..1000 {
+            let cmd = LinkCommand::Send {
+                peer: 1,
+                bytes: vec![0; ENVELOPE],
+            };
+            if q.push(1, cmd) {
+                accepted += 1;
+            }
+            // Let the forwarder fill the link's channel.
+            tokio::task::yield_now().await;
+        }
+        assert!(accepted < 1000, "a stuck link took everything");
+        assert!(
+            accepted * ENVELOPE <= (LINK_QUEUE + 1) * ENVELOPE + LINK_BACKLOG_BYTES,
+            "{accepted} envelopes held"
+        );
+        assert!(q.push(1, LinkCommand::Disconnect { peer: 1 }));
+        fwd.abort();
     }
 }

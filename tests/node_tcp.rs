@@ -193,3 +193,99 @@ fn a_node_killed_with_sigkill_restarts_with_its_chain() {
     let (code, tx) = support::http(&a.api(), "GET", &format!("/api/tx/{txid}"), None).unwrap();
     assert_eq!(code, 200, "accepted tx survives SIGKILL: {tx}");
 }
+
+/// A link task that ends while the node runs (here: its listen port is taken) stops the
+/// process with a non-zero status and says why, instead of leaving a node that answers
+/// its API without the link. A supervisor then restarts it.
+#[test]
+fn a_node_whose_link_task_ends_exits_non_zero_and_says_why() {
+    let n = TestNode::init("a", "N0CALL-1");
+    // Someone else holds the node's listen port.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", n.port)).expect("take the port");
+    let mut child = std::process::Command::new(support::bin())
+        .arg("--data-dir")
+        .arg(&n.dir)
+        .args(["run", "--api", "127.0.0.1:0"])
+        .env("SKYWAVE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn skywave run");
+    let status = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the node kept running without its listen link");
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(!status.success(), "exit status {status}; log:\n{err}");
+    assert!(
+        err.contains("tcp-listen://") && err.contains("ended unexpectedly"),
+        "no clear line naming the link; log:\n{err}"
+    );
+    assert!(
+        err.contains("cannot listen"),
+        "the cause is logged; log:\n{err}"
+    );
+    assert!(
+        !n.dir.join("api.addr").exists(),
+        "a stopped node leaves no API address behind"
+    );
+}
+
+/// A peer that asks for headers again and again (50 bytes each, 90 KB answers) and never
+/// reads: the node drops it once its send queue holds `CONN_QUEUE_BYTES`, says why, and
+/// keeps serving. Before the bound was in bytes, 1000 such answers all stayed queued.
+#[test]
+fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
+    use skywave::chain::params;
+    use skywave::wire::message::{GetHeaders, Message};
+    use std::io::Write;
+    use support::hostile::{framed, hello};
+
+    let mut a = TestNode::init("a", "N0CALL-1");
+    a.ok(&["mine", "--blocks", "1000"]);
+    a.start(&[]);
+    let net = params::regtest().network_id();
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // A small receive window: the node's queue, not our kernel, holds what we ignore.
+    let _ = sock.set_recv_buffer_size(4096);
+    let dst: std::net::SocketAddr = format!("127.0.0.1:{}", a.port).parse().expect("addr");
+    sock.connect_timeout(&dst.into(), Duration::from_secs(5))
+        .expect("connect");
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ask = Message::GetHeaders(GetHeaders {
+        locator: vec![params::regtest().genesis_hash()],
+        stop: None,
+        max: 1000,
+    });
+    let mut out = framed(net, 1, &hello(net));
+    // Under the message-rate burst, so that only the byte bound can end the session.
+    for i in 0..1000u64 {
+        out.extend(framed(net, i + 2, &ask));
+    }
+    let _ = s.write_all(&out);
+    let dropped = wait_for(Duration::from_secs(60), || {
+        a.log_text().contains("does not read").then_some(())
+    });
+    assert!(
+        dropped.is_some(),
+        "the silent reader was kept; log:\n{}",
+        a.log_text()
+    );
+    // The node goes on serving: its API answers and the silent peer is gone.
+    let gone = wait_for(Duration::from_secs(10), || {
+        let (_, v) = support::http(&a.api(), "GET", "/api/peers", None)?;
+        let list = v["peers"].as_array().or_else(|| v.as_array())?.clone();
+        list.iter().all(|p| p["callsign"] != "N0EVIL").then_some(())
+    });
+    assert!(gone.is_some(), "the silent peer is still listed");
+    assert_eq!(a.height(), Some(1000));
+    drop(s);
+    a.stop();
+}

@@ -564,3 +564,82 @@ async fn vara_fm_link_sends_no_hf_commands_and_reads_bitrate_with_a_direction() 
     assert_eq!(pair.count(B, "BW"), 0, "{:?}", pair.log(B));
     task.abort();
 }
+
+/// A modem that reports an absurd bit rate (`BITRATE u64::MAX`) while data waits: the
+/// rate is refused (it would overflow the write throttle's sums), the link keeps
+/// carrying data, and no absurd rate reaches the core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_bitrate_from_the_modem_is_refused_and_the_link_carries_on() {
+    use skywave::link::{vara::run_vara, LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pair = VaraPair::start(EmuOpts::default());
+    let cfg = match LinkUrl::parse(&format!(
+        "vara+tcp://127.0.0.1:{}?peer={CALL_A}&alive=30",
+        pair.cmd_port(B)
+    )) {
+        Ok(LinkUrl::Vara(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A)))
+        .await
+        .expect("A command port");
+    let mut data_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A) + 1))
+        .await
+        .expect("A data port");
+    cmd_a
+        .write_all(format!("MYCALL {CALL_A}\rLISTEN ON\r").as_bytes())
+        .await
+        .expect("write");
+    let (ev_tx, mut events) = tokio::sync::mpsc::channel(64);
+    let (commands, cmd_rx) = tokio::sync::mpsc::channel(64);
+    let ctx = LinkContext {
+        id: 1,
+        events: ev_tx,
+        commands: cmd_rx,
+        peer_ids: PeerIds::default(),
+        callsign: CALL_B.into(),
+    };
+    let task = tokio::spawn(run_vara(cfg, ctx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let peer = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(LinkEvent::PeerUp { peer, .. })) => break peer,
+            Ok(Some(_)) => {}
+            other => panic!("no session: {other:?}; modem B got {:?}", pair.log(B)),
+        }
+    };
+    pair.set_bitrate(u64::MAX);
+    // Data queued after the bad line: the throttle must still work it out.
+    for _ in 0..3 {
+        commands
+            .send(LinkCommand::Send {
+                peer,
+                bytes: vec![0x5a; 200],
+            })
+            .await
+            .expect("link task alive");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.iter().filter(|b| **b == 0x5a).count() < 600 {
+        match tokio::time::timeout_at(deadline, data_a.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "data stopped after the huge BITRATE: {other:?}; task finished: {}",
+                task.is_finished()
+            ),
+        }
+    }
+    assert!(!task.is_finished(), "the link task died");
+    while let Ok(ev) = events.try_recv() {
+        if let LinkEvent::Caps { caps, .. } = ev {
+            assert!(
+                caps.bitrate_bps <= skywave::link::vara::MAX_VARA_BPS,
+                "absurd rate reached the core: {}",
+                caps.bitrate_bps
+            );
+        }
+    }
+    task.abort();
+}

@@ -9,7 +9,7 @@ mod sim;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
-use crate::driver::{self, now_ms, DriverOptions};
+use crate::driver::{self, wall_ms, DriverOptions};
 use crate::link::LinkUrl;
 use crate::node::{Node, NodeConfig};
 use crate::store::Store;
@@ -337,12 +337,12 @@ fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
     let to = crate::keys::address(&key);
     let mut mined = Vec::new();
     for _ in 0..blocks {
-        let mut block = chain.block_template(to, now_ms() / 1000);
+        let mut block = chain.block_template(to, wall_ms() / 1000);
         while !pow::mine(&mut block.header, 1_000_000) {}
         let hash = block.hash();
         let height = block.header.height;
         let txs = block.txs.len();
-        chain.submit_block(block, now_ms() / 1000)?;
+        chain.submit_block(block, wall_ms() / 1000)?;
         if !as_json {
             println!("mined block {height} {hash} ({txs} transactions)");
         }
@@ -426,19 +426,45 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             );
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), async {
+        let mut api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), async {
             let _ = stop_rx.await;
         }));
-        let driver_task = tokio::spawn(drive);
-        shutdown_signal().await;
-        tracing::info!("signal received, stopping");
+        let mut driver_task = tokio::spawn(drive);
+        // Runs until a signal, or until the driver or the API ends by itself: that is a
+        // fault (a dead link task, a poisoned node, a panic), and a node limping on
+        // without its driver would still answer its API. Stop, and exit non-zero.
+        let outcome: Result<()> = tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("signal received, stopping");
+                Ok(())
+            }
+            r = &mut driver_task => Err(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the driver stopped by itself"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("the driver task failed: {e}"),
+            }),
+            r = &mut api_task => Err(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the API server stopped by itself"),
+                Ok(Err(e)) => anyhow::anyhow!("the API server failed: {e:#}"),
+                Err(e) => anyhow::anyhow!("the API task failed: {e}"),
+            }),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!("fatal: {e:#}; stopping the node");
+        }
         driver::stop(&shared);
         let _ = stop_tx.send(());
-        let _ = driver_task.await;
-        let _ = api_task.await;
+        // Bounded: after a fault, a task may be wedged on the very thing that failed.
+        let grace = std::time::Duration::from_secs(10);
+        if !driver_task.is_finished() {
+            let _ = tokio::time::timeout(grace, &mut driver_task).await;
+        }
+        if !api_task.is_finished() {
+            let _ = tokio::time::timeout(grace, &mut api_task).await;
+        }
         let _ = std::fs::remove_file(&addr_file);
         drop(lock);
-        Ok::<(), anyhow::Error>(())
+        outcome
     })?;
     Ok(())
 }

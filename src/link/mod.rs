@@ -17,6 +17,10 @@ pub type LinkId = u32;
 /// Identifies one peer session (a TCP connection, a station heard on a radio channel).
 pub type PeerId = u64;
 
+/// Highest bit rate the driver passes to the core. Links report rates that modems told
+/// them; the core multiplies with them, so an absurd one is held to this.
+pub const MAX_BITRATE_BPS: u64 = 100_000_000;
+
 /// What a link can carry; the core sizes and paces its traffic from these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LinkCaps {

@@ -4,14 +4,19 @@
 use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
 use crate::wire::stream::{frame, StreamDecoder};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
-/// Envelopes queued for one connection before it counts as too slow and is dropped.
-const CONN_QUEUE: usize = 1024;
+/// Envelope bytes queued for one connection before it counts as a peer that does not
+/// read and is dropped. Counted in bytes, not envelopes: a 50-byte `GetHeaders` is
+/// answered with about 90 KB, so a count of envelopes let one silent reader pin tens of
+/// megabytes. This holds one full `GetData` answer (32 blocks of up to 256 KB).
+pub const CONN_QUEUE_BYTES: usize = 8 << 20;
 /// Longest wait for a TCP connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redial backoff bounds.
@@ -23,28 +28,77 @@ enum ConnCmd {
     Close,
 }
 
-/// Routes driver commands to connection tasks.
-#[derive(Default)]
-struct Conns(HashMap<PeerId, mpsc::Sender<ConnCmd>>);
+/// The link task's handle on one connection task.
+struct Conn {
+    tx: mpsc::UnboundedSender<ConnCmd>,
+    /// Bytes handed to the connection task and not yet written to the socket.
+    queued: Arc<AtomicUsize>,
+    /// Ends the connection at once, even in the middle of a write that cannot finish.
+    kill: Arc<Notify>,
+}
+
+/// Routes driver commands to connection tasks, and forgets each connection when its
+/// task ends.
+struct Conns {
+    map: HashMap<PeerId, Conn>,
+    done_tx: mpsc::UnboundedSender<PeerId>,
+    done_rx: mpsc::UnboundedReceiver<PeerId>,
+    /// Connections in `map`, for tests.
+    open: Arc<AtomicUsize>,
+}
 
 impl Conns {
+    fn new(open: Arc<AtomicUsize>) -> Conns {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Conns {
+            map: HashMap::new(),
+            done_tx,
+            done_rx,
+            open,
+        }
+    }
+
+    fn insert(&mut self, peer: PeerId, c: Conn) {
+        self.map.insert(peer, c);
+        self.open.store(self.map.len(), Ordering::Relaxed);
+    }
+
+    fn remove(&mut self, peer: PeerId) -> Option<Conn> {
+        let c = self.map.remove(&peer);
+        self.open.store(self.map.len(), Ordering::Relaxed);
+        c
+    }
+
+    /// Forget connections whose tasks ended (without waiting).
+    fn reap(&mut self) {
+        while let Ok(peer) = self.done_rx.try_recv() {
+            self.remove(peer);
+        }
+    }
+
     fn dispatch(&mut self, cmd: LinkCommand) {
         match cmd {
             LinkCommand::Send { peer, bytes } => {
-                if let Some(tx) = self.0.get(&peer) {
-                    match tx.try_send(ConnCmd::Send(bytes)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            // A peer that cannot keep up is dropped rather than buffered
-                            // without bound; dropping the sender closes the connection.
-                            warn!(peer, "send queue full; closing slow connection");
-                            self.0.remove(&peer);
-                        }
-                        // The connection already ended; its PeerDown is on the way.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.0.remove(&peer);
-                        }
-                    }
+                let Some(c) = self.map.get(&peer) else {
+                    return;
+                };
+                let n = bytes.len();
+                let queued = c.queued.load(Ordering::Relaxed);
+                if queued.saturating_add(n) > CONN_QUEUE_BYTES {
+                    // A peer that does not read is dropped rather than buffered for; its
+                    // task reports why (counted against it) and then PeerDown.
+                    warn!(
+                        peer,
+                        queued, "send queue full; closing a peer that does not read"
+                    );
+                    c.kill.notify_one();
+                    self.remove(peer);
+                    return;
+                }
+                c.queued.fetch_add(n, Ordering::Relaxed);
+                if c.tx.send(ConnCmd::Send(bytes)).is_err() {
+                    // The connection already ended; its PeerDown is on the way.
+                    self.remove(peer);
                 }
             }
             // TCP has no broadcast medium; the core sends per peer on such links. Dials
@@ -52,16 +106,21 @@ impl Conns {
             // are always connected (or redialling by themselves).
             LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => {}
             LinkCommand::Disconnect { peer } => {
-                if let Some(tx) = self.0.remove(&peer) {
-                    let _ = tx.try_send(ConnCmd::Close);
+                if let Some(c) = self.remove(peer) {
+                    let _ = c.tx.send(ConnCmd::Close);
                 }
             }
         }
     }
 }
 
+/// Why a connection is dropped for not reading.
+fn not_reading() -> String {
+    format!("send queue over {CONN_QUEUE_BYTES} bytes: peer does not read")
+}
+
 /// Run one connection until either side closes it. Reports `PeerUp` first and exactly one
-/// `PeerDown` at the end.
+/// `PeerDown` at the end, then its peer id on `done`.
 fn spawn_conn(
     stream: TcpStream,
     link: LinkId,
@@ -69,87 +128,146 @@ fn spawn_conn(
     remote: String,
     outbound: bool,
     events: mpsc::Sender<LinkEvent>,
-) -> (mpsc::Sender<ConnCmd>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<ConnCmd>(CONN_QUEUE);
+    done: mpsc::UnboundedSender<PeerId>,
+) -> (Conn, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ConnCmd>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let kill = Arc::new(Notify::new());
+    let conn = Conn {
+        tx,
+        queued: queued.clone(),
+        kill: kill.clone(),
+    };
     let _ = stream.set_nodelay(true);
     let handle = tokio::spawn(async move {
-        if events
-            .send(LinkEvent::PeerUp {
-                link,
-                peer,
-                remote: remote.clone(),
-                outbound,
-            })
-            .await
-            .is_err()
-        {
-            return;
+        run_conn(
+            stream, link, peer, remote, outbound, &events, &mut rx, &queued, &kill,
+        )
+        .await;
+        let _ = done.send(peer);
+    });
+    (conn, handle)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_conn(
+    stream: TcpStream,
+    link: LinkId,
+    peer: PeerId,
+    remote: String,
+    outbound: bool,
+    events: &mpsc::Sender<LinkEvent>,
+    rx: &mut mpsc::UnboundedReceiver<ConnCmd>,
+    queued: &AtomicUsize,
+    kill: &Notify,
+) {
+    if events
+        .send(LinkEvent::PeerUp {
+            link,
+            peer,
+            remote: remote.clone(),
+            outbound,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let reader_events = events.clone();
+    let mut reader = tokio::spawn(async move {
+        let mut dec = StreamDecoder::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) => return "closed by peer".to_string(),
+                Ok(n) => n,
+                Err(e) => return format!("read error: {e}"),
+            };
+            dec.push(&buf[..n]);
+            while let Some(item) = dec.next_frame() {
+                match item {
+                    Ok(bytes) => {
+                        if reader_events
+                            .send(LinkEvent::Frame { peer, bytes })
+                            .await
+                            .is_err()
+                        {
+                            return "driver stopped".to_string();
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("bad stream framing: {e}");
+                        let _ = reader_events
+                            .send(LinkEvent::Garbage {
+                                peer,
+                                reason: reason.clone(),
+                            })
+                            .await;
+                        return reason;
+                    }
+                }
+            }
         }
-        let (mut rd, mut wr) = stream.into_split();
-        let reader_events = events.clone();
-        let mut reader = tokio::spawn(async move {
-            let mut dec = StreamDecoder::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) => return "closed by peer".to_string(),
-                    Ok(n) => n,
-                    Err(e) => return format!("read error: {e}"),
-                };
-                dec.push(&buf[..n]);
-                while let Some(item) = dec.next_frame() {
-                    match item {
-                        Ok(bytes) => {
-                            if reader_events
-                                .send(LinkEvent::Frame { peer, bytes })
-                                .await
-                                .is_err()
-                            {
-                                return "driver stopped".to_string();
+    });
+    let mut slow = false;
+    let reason = loop {
+        tokio::select! {
+            r = &mut reader => {
+                break r.unwrap_or_else(|e| format!("reader failed: {e}"));
+            }
+            _ = kill.notified() => {
+                slow = true;
+                break not_reading();
+            }
+            cmd = rx.recv() => match cmd {
+                Some(ConnCmd::Send(bytes)) => {
+                    let n = bytes.len();
+                    let framed = frame(&bytes);
+                    drop(bytes);
+                    // A peer that does not read blocks this write for good: the link
+                    // task's kill must still get through.
+                    tokio::select! {
+                        r = wr.write_all(&framed) => {
+                            if let Err(e) = r {
+                                break format!("write error: {e}");
                             }
                         }
-                        Err(e) => {
-                            let reason = format!("bad stream framing: {e}");
-                            let _ = reader_events
-                                .send(LinkEvent::Garbage {
-                                    peer,
-                                    reason: reason.clone(),
-                                })
-                                .await;
-                            return reason;
+                        _ = kill.notified() => {
+                            slow = true;
+                            break not_reading();
                         }
                     }
+                    queued.fetch_sub(n, Ordering::Relaxed);
+                }
+                Some(ConnCmd::Close) | None => {
+                    // Whatever was queued before the close has been written above.
+                    let _ = wr.shutdown().await;
+                    break "closed by us".to_string();
                 }
             }
-        });
-        let reason = loop {
-            tokio::select! {
-                r = &mut reader => {
-                    break r.unwrap_or_else(|e| format!("reader failed: {e}"));
-                }
-                cmd = rx.recv() => match cmd {
-                    Some(ConnCmd::Send(bytes)) => {
-                        if let Err(e) = wr.write_all(&frame(&bytes)).await {
-                            break format!("write error: {e}");
-                        }
-                    }
-                    Some(ConnCmd::Close) | None => {
-                        // Whatever was queued before the close has been written above.
-                        let _ = wr.shutdown().await;
-                        break "closed by us".to_string();
-                    }
-                }
-            }
-        };
-        reader.abort();
-        debug!(peer, %remote, %reason, "tcp connection ended");
-        let _ = events.send(LinkEvent::PeerDown { peer, reason }).await;
-    });
-    (tx, handle)
+        }
+    };
+    reader.abort();
+    debug!(peer, %remote, %reason, "tcp connection ended");
+    if slow {
+        let _ = events
+            .send(LinkEvent::Garbage {
+                peer,
+                reason: reason.clone(),
+            })
+            .await;
+    }
+    let _ = events.send(LinkEvent::PeerDown { peer, reason }).await;
 }
 
 /// `tcp-listen://addr`: accept connections until the driver goes away.
-pub async fn run_listen(addr: String, mut ctx: LinkContext) {
+pub async fn run_listen(addr: String, ctx: LinkContext) {
+    listen(addr, ctx, Arc::default()).await
+}
+
+/// [`run_listen`], keeping the number of open connections in `open`.
+async fn listen(addr: String, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -175,14 +293,22 @@ pub async fn run_listen(addr: String, mut ctx: LinkContext) {
             caps: LinkCaps::tcp(),
         })
         .await;
-    let mut conns = Conns::default();
+    let mut conns = Conns::new(open);
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
                 Ok((stream, remote)) => {
                     let peer = ctx.peer_ids.next();
-                    let (tx, _) = spawn_conn(stream, ctx.id, peer, remote.to_string(), false, ctx.events.clone());
-                    conns.0.insert(peer, tx);
+                    let (c, _) = spawn_conn(
+                        stream,
+                        ctx.id,
+                        peer,
+                        remote.to_string(),
+                        false,
+                        ctx.events.clone(),
+                        conns.done_tx.clone(),
+                    );
+                    conns.insert(peer, c);
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -193,6 +319,9 @@ pub async fn run_listen(addr: String, mut ctx: LinkContext) {
             cmd = ctx.commands.recv() => match cmd {
                 Some(cmd) => conns.dispatch(cmd),
                 None => return,
+            },
+            Some(peer) = conns.done_rx.recv() => {
+                conns.remove(peer);
             }
         }
     }
@@ -208,7 +337,7 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
         })
         .await;
     let mut backoff = BACKOFF_MIN;
-    let mut conns = Conns::default();
+    let mut conns = Conns::new(Arc::default());
     loop {
         let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr));
         tokio::pin!(connect);
@@ -226,9 +355,16 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
                 let started = tokio::time::Instant::now();
                 let peer = ctx.peer_ids.next();
                 info!(link = ctx.id, %addr, peer, "connected");
-                let (tx, mut handle) =
-                    spawn_conn(stream, ctx.id, peer, addr.clone(), true, ctx.events.clone());
-                conns.0.insert(peer, tx);
+                let (c, mut handle) = spawn_conn(
+                    stream,
+                    ctx.id,
+                    peer,
+                    addr.clone(),
+                    true,
+                    ctx.events.clone(),
+                    conns.done_tx.clone(),
+                );
+                conns.insert(peer, c);
                 loop {
                     tokio::select! {
                         _ = &mut handle => break,
@@ -238,7 +374,7 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
                         }
                     }
                 }
-                conns.0.remove(&peer);
+                conns.reap();
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = BACKOFF_MIN;
                 }
@@ -276,7 +412,7 @@ pub async fn run_pex(mut ctx: LinkContext) {
         .await;
     let (done_tx, mut done_rx) = mpsc::channel::<(String, Option<TcpStream>)>(PEX_DIALS);
     let mut dialling = 0usize;
-    let mut conns = Conns::default();
+    let mut conns = Conns::new(Arc::default());
     loop {
         tokio::select! {
             cmd = ctx.commands.recv() => match cmd {
@@ -308,10 +444,20 @@ pub async fn run_pex(mut ctx: LinkContext) {
                 if let Some(stream) = stream {
                     let peer = ctx.peer_ids.next();
                     info!(link = ctx.id, %addr, peer, "connected to an address learned from peers");
-                    let (tx, _handle) =
-                        spawn_conn(stream, ctx.id, peer, addr, true, ctx.events.clone());
-                    conns.0.insert(peer, tx);
+                    let (c, _) = spawn_conn(
+                        stream,
+                        ctx.id,
+                        peer,
+                        addr,
+                        true,
+                        ctx.events.clone(),
+                        conns.done_tx.clone(),
+                    );
+                    conns.insert(peer, c);
                 }
+            }
+            Some(peer) = conns.done_rx.recv() => {
+                conns.remove(peer);
             }
         }
     }
@@ -413,5 +559,105 @@ mod tests {
             panic!("dialler did not redial")
         };
         assert_ne!(again, dpeer, "a new session gets a new peer id");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// A peer that connects and never reads: big answers pile up for it. The link drops
+    /// it once its queue holds `CONN_QUEUE_BYTES`, says why (counted against the peer),
+    /// and forgets the connection.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_is_dropped_at_the_byte_bound() {
+        let port = free_port();
+        let ids = PeerIds::default();
+        let (lctx, mut lev, lcmd) = ctx(1, &ids);
+        let open = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(listen(format!("127.0.0.1:{port}"), lctx, open.clone()));
+        let mut silent = None;
+        for _ in 0..100 {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    silent = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let _silent = silent.expect("connect to the listener");
+        let LinkEvent::PeerUp { peer, .. } = next_peer_event(&mut lev).await else {
+            panic!("listener did not accept")
+        };
+        // Answers of 90 KB each, as to a stream of GetHeaders: 30 MB in all, far more
+        // than the socket buffers and the byte bound together.
+        for _ in 0..330 {
+            lcmd.send(LinkCommand::Send {
+                peer,
+                bytes: vec![7; 90 * 1024],
+            })
+            .await
+            .unwrap();
+        }
+        let mut why = Vec::new();
+        loop {
+            match next_peer_event(&mut lev).await {
+                LinkEvent::Garbage { peer: p, reason } => {
+                    assert_eq!(p, peer);
+                    why.push(reason);
+                }
+                LinkEvent::PeerDown { peer: p, reason } => {
+                    assert_eq!(p, peer);
+                    assert!(reason.contains("does not read"), "{reason}");
+                    break;
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(
+            why.iter().any(|r| r.contains("does not read")),
+            "the drop is reported as the peer's fault: {why:?}"
+        );
+        assert_eq!(open.load(Ordering::Relaxed), 0, "connection forgotten");
+    }
+
+    /// Connections that end are forgotten by the listener: its map shrinks back.
+    #[tokio::test]
+    async fn the_listener_forgets_finished_connections() {
+        let port = free_port();
+        let ids = PeerIds::default();
+        let (lctx, mut lev, _lcmd) = ctx(1, &ids);
+        let open = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(listen(format!("127.0.0.1:{port}"), lctx, open.clone()));
+        let mut clients = Vec::new();
+        while clients.len() < 20 {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => clients.push(s),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        for _ in 0..20 {
+            assert!(matches!(
+                next_peer_event(&mut lev).await,
+                LinkEvent::PeerUp { .. }
+            ));
+        }
+        assert_eq!(open.load(Ordering::Relaxed), 20);
+        drop(clients);
+        for _ in 0..20 {
+            assert!(matches!(
+                next_peer_event(&mut lev).await,
+                LinkEvent::PeerDown { .. }
+            ));
+        }
+        // The listener hears of each end after its PeerDown: wait for it to catch up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while open.load(Ordering::Relaxed) != 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(open.load(Ordering::Relaxed), 0, "finished connections kept");
     }
 }

@@ -74,6 +74,9 @@ const DRAIN_WAIT: Duration = Duration::from_secs(90);
 const DISCONNECT_WAIT: Duration = Duration::from_secs(30);
 /// The two sockets are not ordered: data may still arrive after DISCONNECTED.
 const TAIL_READ: Duration = Duration::from_secs(2);
+/// Highest bit rate believed from a BITRATE line: VARA FM wide tops out near 25 kbit/s,
+/// so anything far above is a broken or hostile modem.
+pub const MAX_VARA_BPS: u64 = 100_000;
 /// Most air time held in the modem's buffer at once.
 const BUFFER_AIR_S: u64 = 10;
 /// ... but never less than this many bytes.
@@ -427,9 +430,13 @@ pub fn parse_modem_line(line: &str) -> Result<ModemLine, String> {
                 Some((b, t)) => (b, t),
                 None => return Err(format!("BITRATE expects (level) nnnn bps: '{line}'")),
             };
+            // The number is the modem's word, and it feeds the write throttle and the
+            // core's air-time sums: a rate no VARA mode reaches is a bad line.
             let bps = bps
                 .parse::<u64>()
-                .map_err(|_| format!("bad BITRATE value: '{line}'"))?;
+                .ok()
+                .filter(|b| *b <= MAX_VARA_BPS)
+                .ok_or_else(|| format!("bad BITRATE value: '{line}'"))?;
             match tail {
                 [] => {}
                 [unit, dir @ ..]
@@ -661,15 +668,17 @@ impl Modem<'_> {
 
     /// Bytes the modem may still take before holding more than `BUFFER_AIR_S` of air.
     fn room(&self, now: Instant) -> u64 {
-        let limit = (self.dialer.bitrate / 8 * BUFFER_AIR_S).max(MIN_BUFFER);
+        let limit = (self.dialer.bitrate / 8)
+            .saturating_mul(BUFFER_AIR_S)
+            .max(MIN_BUFFER);
         let quiet = now.saturating_duration_since(self.last_report);
         let unreported = match quiet.checked_sub(REPORT_GRACE) {
             Some(extra) => self
                 .unreported_now(now)
-                .saturating_sub(self.dialer.bitrate / 8 * extra.as_secs()),
+                .saturating_sub((self.dialer.bitrate / 8).saturating_mul(extra.as_secs())),
             None => self.unreported_now(now),
         };
-        limit.saturating_sub(self.modem_buffer + unreported)
+        limit.saturating_sub(self.modem_buffer.saturating_add(unreported))
     }
 
     fn queued(&self) -> usize {
@@ -1515,6 +1524,9 @@ mod tests {
             "BITRATE (3) 100 kbps",
             "BITRATE (3) -5 bps",
             "BITRATE",
+            // A rate no VARA mode reaches would wrap the air-time sums.
+            "BITRATE (9) 18446744073709551615 bps",
+            "BITRATE 100001",
             "SN NaN",
             "SN inf",
             "IAMALIVE\u{7f}",

@@ -42,7 +42,7 @@ impl Node {
         // The header's proof of work is checked before any work is done on the body.
         if let Err(e) = self
             .chain
-            .accept_headers(std::slice::from_ref(&c.header), now / 1000)
+            .accept_headers(std::slice::from_ref(&c.header), self.wall_s(now))
         {
             if e.is_peer_fault() {
                 self.misbehave(

@@ -332,6 +332,8 @@ pub struct Node {
     next_tick: u64,
     /// Time of the current input; set by every entry point.
     now: u64,
+    /// Wall clock minus `now` (see [`Node::set_wall_clock`]); 0 where they are one.
+    wall_offset_ms: i64,
     /// Running average size of blocks received, to size request timeouts on slow links.
     avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
@@ -373,6 +375,7 @@ impl Node {
             events: VecDeque::new(),
             next_tick: 0,
             now: 0,
+            wall_offset_ms: 0,
             avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
             retry_later: HashSet::new(),
@@ -1075,6 +1078,20 @@ impl Node {
         }
     }
 
+    /// Tell the core the wall clock. The `now` every entry point takes drives timers and
+    /// must never step; consensus timestamps (a block's time against ours) need the wall
+    /// clock, steps and all. The driver calls this with both before each input; where
+    /// it never does (the simulator), the two are one.
+    pub fn set_wall_clock(&mut self, now: u64, wall_ms: u64) {
+        let d = i128::from(wall_ms) - i128::from(now);
+        self.wall_offset_ms = i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX });
+    }
+
+    /// Wall-clock seconds at core time `now`, for consensus checks.
+    fn wall_s(&self, now: u64) -> u64 {
+        now.saturating_add_signed(self.wall_offset_ms) / 1000
+    }
+
     /// When the core next wants `handle_timeout` (milliseconds, driver's clock).
     pub fn poll_timeout(&self) -> u64 {
         let turns = self
@@ -1106,7 +1123,7 @@ impl Node {
     }
 
     fn submit_tx_inner(&mut self, now: u64, tx: Transaction, id: Hash) -> Result<Hash, ChainError> {
-        match self.chain.submit_tx(tx, now / 1000)? {
+        match self.chain.submit_tx(tx, self.wall_s(now))? {
             TxOutcome::Accepted => {
                 self.outbox_tx_accepted(now, id, None)?;
                 self.events
@@ -1131,7 +1148,7 @@ impl Node {
         block: crate::chain::Block,
     ) -> Result<BlockOutcome, ChainError> {
         self.now = now;
-        let out = self.chain.submit_block(block, now / 1000)?;
+        let out = self.chain.submit_block(block, self.wall_s(now))?;
         self.outbox_block_outcome(now, None, &out)?;
         self.after_block(None, &out);
         self.pump(now);
@@ -1577,7 +1594,7 @@ impl Node {
         let Some(last) = headers.last().cloned() else {
             return;
         };
-        match self.chain.accept_headers(&headers, now / 1000) {
+        match self.chain.accept_headers(&headers, self.wall_s(now)) {
             Ok(new) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.saw_tip(last.height, last.hash());
@@ -1623,7 +1640,7 @@ impl Node {
             );
             return;
         }
-        match self.chain.submit_tx(tx, now / 1000) {
+        match self.chain.submit_tx(tx, self.wall_s(now)) {
             Ok(TxOutcome::Accepted) => {
                 debug!(peer, %id, "tx accepted");
                 if let Err(e) = self.outbox_tx_accepted(now, id, Some(peer)) {
@@ -1967,7 +1984,7 @@ impl Node {
 
     fn accept_block(&mut self, now: u64, from: Option<PeerId>, block: crate::chain::Block) {
         let hash = block.hash();
-        match self.chain.submit_block(block, now / 1000) {
+        match self.chain.submit_block(block, self.wall_s(now)) {
             Ok(out) => {
                 if matches!(out, BlockOutcome::Orphan) {
                     if let Some(peer) = from {

@@ -229,11 +229,8 @@ impl Node {
             return;
         };
         let row = format!("{NODE_ROW}{}", hex::encode(node_id));
-        if let Err(e) = self
-            .chain
-            .store_mut()
-            .upsert_peer(&row, now / 1000, &callsign)
-        {
+        let seen_s = self.wall_s(now);
+        if let Err(e) = self.chain.store_mut().upsert_peer(&row, seen_s, &callsign) {
             warn!("cannot record peer {row}: {e}");
         }
         self.outbox.known.retain(|k| *k != node_id);

@@ -3,14 +3,16 @@
 //!
 //! Only fast links (TCP, no bit rate, not radio) take part: on radio an address is
 //! useless and its bytes cost air. Learned addresses are hearsay until a dial succeeds;
-//! the book is bounded, loopback addresses are taken only from loopback peers, and a
-//! failed address waits longer before each new try.
+//! the book is bounded, loopback addresses are taken only from loopback peers and
+//! private or link-local ones only from peers on such addresses (a public peer cannot
+//! aim us at the gateway's own network), and a failed address waits longer before each
+//! new try.
 
 use super::{Node, NodeEvent};
 use crate::link::PeerId;
 use crate::wire::message::{limits, Message, RejectCode};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tracing::debug;
 
 /// Addresses remembered at once.
@@ -70,6 +72,48 @@ impl AddrBook {
     /// Addresses known, for the API and tests.
     pub fn len(&self) -> usize {
         self.book.len()
+    }
+}
+
+/// How far an address reaches: only a public address means the same node to everyone
+/// who hears it. A private, link-local or loopback address passed on by a peer on the
+/// internet names a machine on *our* network, and dialling it would let any peer aim us
+/// at hosts behind the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Reach {
+    Loopback,
+    /// RFC 1918, shared (CGNAT), link-local, IPv6 unique-local and link-local.
+    Local,
+    Public,
+}
+
+fn reach(ip: IpAddr) -> Reach {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                Reach::Loopback
+            } else if v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+            {
+                Reach::Local
+            } else {
+                Reach::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments()[0];
+            if v6.is_loopback() {
+                Reach::Loopback
+            } else if (seg & 0xfe00) == 0xfc00 || (seg & 0xffc0) == 0xfe80 {
+                Reach::Local
+            } else {
+                Reach::Public
+            }
+        }
     }
 }
 
@@ -146,11 +190,14 @@ impl Node {
         if !self.pex_peer(peer) {
             return;
         }
-        let from_loopback = self
+        // A peer reachable only on our own host or network may tell us addresses of
+        // that reach; a public peer (or one whose address we cannot read) only public
+        // ones.
+        let from = self
             .peers
             .get(&peer)
             .and_then(|p| p.remote.parse::<SocketAddr>().ok())
-            .is_some_and(|a| a.ip().is_loopback());
+            .map_or(Reach::Public, |a| reach(a.ip()));
         let taken = self.addrs.taken.entry(peer).or_default().0;
         let room = PER_SESSION.saturating_sub(taken);
         let mut bad = 0;
@@ -165,7 +212,7 @@ impl Node {
                 bad += 1;
                 continue;
             }
-            if ip.is_loopback() && !from_loopback {
+            if reach(ip) < from {
                 continue;
             }
             if Some(a) == self.cfg.peers.advertise {
@@ -232,5 +279,88 @@ impl Node {
     /// Addresses in the book.
     pub fn known_addresses(&self) -> usize {
         self.addrs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{params, Chain};
+    use crate::link::{LinkCaps, LinkId};
+    use crate::node::{NodeConfig, PeerPolicy};
+    use crate::store::Store;
+
+    const LINK: LinkId = 1;
+    const T: u64 = 1_700_000_000_000;
+
+    fn node() -> Node {
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let mut n = Node::new(
+            chain,
+            NodeConfig {
+                node_id: [1; 32],
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "pex-test".into(),
+                peers: PeerPolicy::default(),
+            },
+        );
+        n.link_up(T, LINK, LinkCaps::tcp());
+        n
+    }
+
+    const HEARD: [&str; 10] = [
+        "192.168.1.1:80",
+        "10.0.0.5:7300",
+        "172.16.3.4:22",
+        "100.64.1.1:7300",
+        "169.254.169.254:80",
+        "127.0.0.1:7300",
+        "[::1]:7300",
+        "[fe80::1]:7300",
+        "[fd00::5]:7300",
+        "[::ffff:10.1.2.3]:7300",
+    ];
+
+    /// Every address the node asks the driver to dial over `rounds` dial rounds.
+    fn dials(n: &mut Node, rounds: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..rounds {
+            n.pex_tick(T + i * DIAL_EVERY_MS);
+            while let Some(e) = n.poll_event() {
+                if let NodeEvent::Dial { addr } = e {
+                    out.push(addr);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_public_peer_cannot_aim_us_at_private_loopback_or_link_local_hosts() {
+        let mut n = node();
+        n.peer_connected(T, 7, LINK, "203.0.113.9:7300".into(), false);
+        let mut heard: Vec<String> = HEARD.iter().map(|s| s.to_string()).collect();
+        heard.push("198.51.100.20:7300".into());
+        n.on_addr(T, 7, heard);
+        let dialled = dials(&mut n, 20);
+        assert_eq!(dialled, vec!["198.51.100.20:7300".to_string()]);
+        assert_eq!(n.known_addresses(), 1);
+    }
+
+    #[test]
+    fn a_peer_on_the_local_network_may_name_local_hosts_but_not_ours() {
+        let mut n = node();
+        n.peer_connected(T, 7, LINK, "192.168.1.20:7300".into(), false);
+        n.on_addr(T, 7, HEARD.iter().map(|s| s.to_string()).collect());
+        let mut dialled = dials(&mut n, 20);
+        dialled.sort();
+        let mut want: Vec<String> = HEARD
+            .iter()
+            .filter(|s| !matches!(**s, "127.0.0.1:7300" | "[::1]:7300"))
+            .map(|s| s.parse::<SocketAddr>().unwrap().to_string())
+            .collect();
+        want.sort();
+        assert_eq!(dialled, want);
     }
 }
