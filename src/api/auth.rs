@@ -67,6 +67,7 @@ impl ApiAuth {
         let cookie_token = new_token();
         let path = dir.join(COOKIE_FILE);
         crate::config::write_private(&path, cookie_token.as_bytes())?;
+        tracing::info!(cookie = %path.display(), "API token written (the CLI reads it)");
         let mut tokens = vec![cookie_token];
         tokens.extend(configured.map(String::from));
         Ok(ApiAuth {

@@ -320,6 +320,17 @@ fn init(
         println!("created {} for network {}", dir.display(), cfg.network);
         println!("callsign: {}", cfg.callsign);
         println!("wallet address: {addr}");
+        let beyond_loopback = cfg
+            .api
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if beyond_loopback {
+            println!(
+                "the API ({}) is beyond loopback: add api_token = \"<16+ characters>\" to {} before `run`",
+                cfg.api,
+                dir.join(config::CONFIG_FILE).display()
+            );
+        }
         println!("next: skywave --data-dir {} run", dir.display());
     }
     Ok(())
