@@ -33,6 +33,11 @@ pub struct Config {
     /// Address of the HTTP API (loopback by default).
     #[serde(default = "default_api")]
     pub api: String,
+    /// Password for the API, required when `api` is beyond loopback (at least 16
+    /// characters); sent as `Authorization: Bearer <api_token>`. On loopback the token
+    /// in `DATA_DIR/.cookie` is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
     /// Mine continuously while running.
     #[serde(default)]
     pub mine: bool,
@@ -175,12 +180,60 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Write `DIR/skywave.toml`.
+    /// Write `DIR/skywave.toml`, readable by the owner only (it may hold the network
+    /// key and the API token), atomically: a crash leaves the old file or the new one.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self)?;
-        let path = dir.join(CONFIG_FILE);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+        write_private(&dir.join(CONFIG_FILE), text.as_bytes())
     }
+}
+
+/// Create the data directory (and its parents) readable by the owner only: it holds
+/// keys, the API token and the config.
+pub fn create_data_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // An existing directory keeps the mode it was made with: tighten it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` with mode 0600, atomically: into a temporary file in the same
+/// directory, synced, then renamed over `path`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile creates the file 0600 on Unix.
+    let mut tmp = tempfile::NamedTempFile::new_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// The default data directory: `$SKYWAVE_DATA_DIR`, else the user's data dir + `skywave`.
@@ -262,6 +315,7 @@ mod tests {
             callsign: "N0CALL-1".into(),
             links: vec!["tcp-listen://127.0.0.1:1".into()],
             api: default_api(),
+            api_token: None,
             mine: false,
             peers: PeersConfig {
                 ban_loopback: true,
@@ -293,6 +347,38 @@ mod tests {
             ..PeersConfig::default()
         };
         assert!(bad.policy().is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn config_and_data_dir_are_private_and_written_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        create_data_dir(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let cfg = Config {
+            network: "regtest".into(),
+            callsign: "N0CALL-1".into(),
+            links: vec![],
+            api: default_api(),
+            api_token: Some("a-long-enough-password".into()),
+            mine: false,
+            peers: PeersConfig::default(),
+        };
+        // A config left world-readable by an older version is replaced, not rewritten in place.
+        std::fs::write(dir.join(CONFIG_FILE), "old").unwrap();
+        std::fs::set_permissions(
+            dir.join(CONFIG_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        cfg.save(&dir).unwrap();
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+        assert_eq!(Config::load(&dir).unwrap(), cfg);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
     }
 
     #[test]

@@ -150,7 +150,9 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
     ]);
     assert_eq!(a.ban_keys(), vec!["127.0.0.0/8".to_string()]);
     assert_refused(&a, "under a CIDR ban");
-    let (code, _) = http(&a.api(), "DELETE", "/api/bans/127.0.0.0%2F8", None).expect("api");
+    let (code, _) = a
+        .call("DELETE", "/api/bans/127.0.0.0%2F8", None)
+        .expect("api");
     assert_eq!(code, 200);
     let greeted = wait_for(Duration::from_secs(5), || {
         let (got, _) = exchange(a.port, &[], Duration::from_secs(1));
@@ -159,13 +161,13 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
     assert!(greeted.is_some(), "still refused after DELETE");
 
     // The API refuses nonsense.
-    let (code, v) = http(
-        &a.api(),
-        "POST",
-        "/api/bans",
-        Some(r#"{"key":"10.0.0.0/33","hours":1}"#),
-    )
-    .expect("api");
+    let (code, v) = a
+        .call(
+            "POST",
+            "/api/bans",
+            Some(r#"{"key":"10.0.0.0/33","hours":1}"#),
+        )
+        .expect("api");
     assert_eq!(code, 400, "{v}");
     a.stop();
 }

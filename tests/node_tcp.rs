@@ -68,8 +68,11 @@ fn empty_node_syncs_over_tcp_and_transactions_are_mined_on_both() {
         b.log_text()
     );
     assert_eq!(
-        b.ok(&["wallet", "balance"]).split_whitespace().next(),
-        Some("500000")
+        b.ok(&["wallet", "balance"])
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>(),
+        vec!["0.00500000", "SKY"]
     );
 
     let tx2 = b.ok(&[
@@ -176,7 +179,7 @@ fn a_node_killed_with_sigkill_restarts_with_its_chain() {
         "tx",
         "send",
         "--to",
-        &"ab".repeat(32),
+        &support::test_address(0xab),
         "--amount",
         "5",
         "--fee",

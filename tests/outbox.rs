@@ -51,7 +51,7 @@ fn outbox_delivers_200_txs_to_a_peer_killed_ten_times() {
     b.kill9();
 
     // A queues 200 transactions for B while B is killed at random moments.
-    let to = "ab".repeat(32);
+    let to = support::test_address(0xab);
     let a_dir = a.dir.clone();
     let sender = std::thread::spawn(move || {
         let mut ids = Vec::new();
@@ -140,7 +140,7 @@ fn a_tx_queued_offline_survives_a_restart_and_is_mined_once_a_link_opens() {
         "tx",
         "send",
         "--to",
-        &"cd".repeat(32),
+        &support::test_address(0xcd),
         "--amount",
         "7",
         "--fee",

@@ -12,7 +12,7 @@ use support::{http, wait_for, TestNode};
 fn node_a_with_ten_blocks() -> TestNode {
     let mut a = TestNode::init("a", "N0CALL-1");
     a.ok(&["mine", "--blocks", "1"]);
-    let dest = "cd".repeat(32);
+    let dest = support::test_address(0xcd);
     for _ in 0..3 {
         a.start(&[]);
         for _ in 0..2 {
@@ -94,13 +94,13 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
         "tx",
         "sign",
         "--to",
-        &"ef".repeat(32),
+        &support::test_address(0xef),
         "--amount",
         "7",
         "--fee",
         "1000",
     ]);
-    let (code, v) = http(&b.api(), "POST", "/api/tx", Some(&signed)).unwrap();
+    let (code, v) = b.call("POST", "/api/tx", Some(&signed)).unwrap();
     assert_eq!(code, 200, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     let reached = wait_for(Duration::from_secs(600), || {

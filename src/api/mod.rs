@@ -1,10 +1,20 @@
 //! The HTTP API (axum), loopback by default. Handlers take the node lock briefly and wake
 //! the driver after a change so that what the node queued goes out at once.
+//!
+//! Addresses in requests and answers are in their checksummed text form (`rsky1...` on
+//! regtest, see [`Address::to_text`]); amounts are integers in base units, with a
+//! `*_text` companion in coins for people (`0.00500000 SKY`). Access rules: [`auth`].
 
-use crate::chain::{Address, Block, Hash, Transaction};
+pub mod auth;
+pub mod metrics;
+
+pub use auth::{ApiAuth, COOKIE_FILE};
+
+use crate::chain::types::format_amount;
+use crate::chain::{Address, Block, Coinbase, Hash, Sig, Transaction};
 use crate::driver::{now_ms, Shared};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,9 +23,10 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Build the API router.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Build the API router, every route behind `auth`.
+pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
     Router::new()
+        .route("/metrics", get(metrics_text))
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
         .route("/api/peers", get(peers))
@@ -30,6 +41,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
         .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&s),
+    )
+        .into_response()
 }
 
 /// An error answer: status code and a JSON `{"error": ...}` body.
@@ -193,24 +216,75 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
     })
 }
 
-fn block_json(b: &Block, main_chain: bool) -> Value {
+fn block_json(b: &Block, main_chain: bool, network: &str) -> Value {
     json!({
         "hash": b.hash(),
         "height": b.header.height,
         "main_chain": main_chain,
         "size": b.encoded_len(),
         "header": b.header,
-        "coinbase": b.coinbase,
-        "txs": b.txs.iter().map(tx_json).collect::<Vec<_>>(),
+        "coinbase": coinbase_json(&b.coinbase, network),
+        "txs": b.txs.iter().map(|t| tx_json(t, network)).collect::<Vec<_>>(),
     })
 }
 
-fn tx_json(t: &Transaction) -> Value {
-    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.insert("id".into(), json!(t.id()));
+fn coinbase_json(c: &Coinbase, network: &str) -> Value {
+    json!({
+        "height": c.height,
+        "to": c.to.to_text(network),
+        "amount": c.amount,
+        "amount_text": format_amount(c.amount),
+    })
+}
+
+/// A transaction as the API and `tx sign` show it: what [`TxBody`] reads back, plus its
+/// id and the amounts in coins.
+pub fn tx_json(t: &Transaction, network: &str) -> Value {
+    json!({
+        "id": t.id(),
+        "from": t.from.to_text(network),
+        "to": t.to.to_text(network),
+        "amount": t.amount,
+        "amount_text": format_amount(t.amount),
+        "fee": t.fee,
+        "fee_text": format_amount(t.fee),
+        "nonce": t.nonce,
+        "sig": t.sig,
+    })
+}
+
+/// `POST /api/tx` body: a signed transaction, addresses in their text form. Extra
+/// fields that [`tx_json`] adds (`id`, `*_text`) are ignored.
+#[derive(Deserialize)]
+pub struct TxBody {
+    /// Sender address.
+    pub from: String,
+    /// Recipient address.
+    pub to: String,
+    /// Amount in base units.
+    pub amount: u64,
+    /// Fee in base units.
+    pub fee: u64,
+    /// Sender nonce.
+    pub nonce: u64,
+    /// Signature (hex).
+    pub sig: Sig,
+}
+
+impl TxBody {
+    /// The transaction, with both addresses checked for `network`.
+    pub fn into_tx(self, network: &str) -> Result<Transaction, String> {
+        let from = Address::parse(&self.from, network).map_err(|e| format!("from: {e}"))?;
+        let to = Address::parse(&self.to, network).map_err(|e| format!("to: {e}"))?;
+        Ok(Transaction {
+            from,
+            to,
+            amount: self.amount,
+            fee: self.fee,
+            nonce: self.nonce,
+            sig: self.sig,
+        })
     }
-    v
 }
 
 async fn block(
@@ -230,7 +304,8 @@ async fn block(
         .block(&hash)
         .map_err(|e| internal(e.to_string()))?
         .ok_or_else(|| not_found(format!("no block {hash}")))?;
-    Ok(Json(block_json(&b, chain.is_on_main_chain(&hash))))
+    let network = chain.params().name;
+    Ok(Json(block_json(&b, chain.is_on_main_chain(&hash), network)))
 }
 
 async fn tx_get(
@@ -240,22 +315,44 @@ async fn tx_get(
     let id = Hash::from_hex(&id).map_err(|_| bad("expected a 64-hex-digit transaction id"))?;
     let node = s.node();
     let chain = node.chain();
+    let network = chain.params().name;
     match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
         Some((tx, Some((block, height)))) => Ok(Json(json!({
-            "tx": tx_json(&tx), "status": "confirmed", "block": block, "height": height,
+            "tx": tx_json(&tx, network), "status": "confirmed", "block": block, "height": height,
             "confirmations": chain.tip().height.saturating_sub(height) + 1,
         }))),
-        Some((tx, None)) => Ok(Json(json!({ "tx": tx_json(&tx), "status": "mempool" }))),
+        Some((tx, None)) => Ok(Json(
+            json!({ "tx": tx_json(&tx, network), "status": "mempool" }),
+        )),
         None => Err(not_found(format!("no transaction {id}"))),
     }
 }
 
+/// `POST /api/tx`. A transaction the chain already holds is not submitted again: the
+/// answer says where it is (`confirmed` with its block, or `mempool`), so a resubmission
+/// is never reported as newly `accepted`.
 async fn tx_post(
     State(s): State<Arc<Shared>>,
-    body: Result<Json<Transaction>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<TxBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(tx) = body.map_err(|e| bad(format!("not a transaction: {e}")))?;
-    let res = s.node().submit_tx(now_ms(), tx);
+    let Json(body) = body.map_err(|e| bad(format!("not a transaction: {e}")))?;
+    let res = {
+        let mut node = s.node();
+        let tx = body.into_tx(node.chain().params().name).map_err(bad)?;
+        let id = tx.id();
+        let chain = node.chain();
+        match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
+            Some((_, Some((block, height)))) => {
+                let confirmations = chain.tip().height.saturating_sub(height) + 1;
+                return Ok(Json(json!({
+                    "id": id, "status": "confirmed", "block": block, "height": height,
+                    "confirmations": confirmations,
+                })));
+            }
+            Some((_, None)) => return Ok(Json(json!({ "id": id, "status": "mempool" }))),
+            None => node.submit_tx(now_ms(), tx),
+        }
+    };
     s.wake.notify_one();
     match res {
         Ok(id) => Ok(Json(json!({ "id": id, "status": "accepted" }))),
@@ -265,10 +362,11 @@ async fn tx_post(
 
 async fn mempool(State(s): State<Arc<Shared>>) -> Json<Value> {
     let node = s.node();
+    let network = node.chain().params().name;
     let txs = node.chain().mempool_txs();
     Json(json!({
         "count": txs.len(),
-        "txs": txs.iter().map(tx_json).collect::<Vec<_>>(),
+        "txs": txs.iter().map(|t| tx_json(t, network)).collect::<Vec<_>>(),
     }))
 }
 
@@ -276,12 +374,14 @@ async fn account(
     State(s): State<Arc<Shared>>,
     Path(addr): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = Address::from_hex(&addr).map_err(|_| bad("expected a 64-hex-digit address"))?;
     let node = s.node();
+    let network = node.chain().params().name;
+    let a = Address::parse(&addr, network).map_err(|e| bad(e.to_string()))?;
     let acct = node.chain().account(&a);
     Ok(Json(json!({
-        "address": a,
+        "address": a.to_text(network),
         "balance": acct.balance,
+        "balance_text": format_amount(acct.balance),
         "nonce": acct.nonce,
         "next_nonce": node.chain().next_nonce(&a),
     })))
@@ -317,9 +417,10 @@ async fn outbox_cmd(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    auth: Arc<ApiAuth>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
+    axum::serve(listener, router(shared, auth))
         .with_graceful_shutdown(shutdown)
         .await
 }

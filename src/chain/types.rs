@@ -26,12 +26,6 @@ macro_rules! byte_array_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
-            }
-        }
-
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.to_hex())
@@ -100,6 +94,18 @@ byte_array_type!(
     Sig,
     64
 );
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for Sig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
 
 impl Hash {
     /// The all-zero hash (the genesis block's `prev`).
@@ -312,5 +318,248 @@ impl Block {
         postcard::to_stdvec(self)
             .map(|v| v.len())
             .unwrap_or(usize::MAX)
+    }
+}
+
+/// Human-readable part of addresses on the main network: `sky1...`.
+pub const HRP_MAIN: &str = "sky";
+/// Human-readable part of addresses on the regression-test network: `rsky1...`.
+pub const HRP_REGTEST: &str = "rsky";
+/// Human-readable part of addresses on any other (test) network: `tsky1...`.
+pub const HRP_TEST: &str = "tsky";
+
+/// The address prefix (bech32m human-readable part) of a network, by its name.
+pub fn address_hrp(network: &str) -> &'static str {
+    match network {
+        "main" => HRP_MAIN,
+        "regtest" => HRP_REGTEST,
+        _ => HRP_TEST,
+    }
+}
+
+/// Why an address string was refused. Every message says what a valid one looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// A bare 64-hex-digit key, the form used before addresses had checksums.
+    #[error(
+        "'{given}' is an old hex address: refused, because a typo in it would go unnoticed. \
+         Its checksummed form on this network is {new}"
+    )]
+    OldHex {
+        /// What was given.
+        given: String,
+        /// The same key, checksummed, for this network.
+        new: String,
+    },
+    /// A valid address for another network.
+    #[error("'{given}' is an address for another network (prefix {found}1); this network's addresses start with {expected}1")]
+    WrongNetwork {
+        /// What was given.
+        given: String,
+        /// Its prefix.
+        found: String,
+        /// This network's prefix.
+        expected: &'static str,
+    },
+    /// Not an address at all, or one with a typo (the checksum does not match).
+    #[error("'{given}' is not a valid address ({why}); addresses look like {expected}1... and carry a checksum, so a typo is caught here")]
+    Invalid {
+        /// What was given.
+        given: String,
+        /// What the decoder said.
+        why: String,
+        /// This network's prefix.
+        expected: &'static str,
+    },
+}
+
+impl Address {
+    /// The address as users see it: bech32m with the network's prefix, e.g. `rsky1...`
+    /// on regtest. The data part is the 32-byte key; the checksum catches typos.
+    pub fn to_text(&self, network: &str) -> String {
+        // The HRPs are short valid constants and 32 bytes fit the code length: the
+        // encoder cannot fail, the fallback is never taken.
+        bech32::Hrp::parse(address_hrp(network))
+            .ok()
+            .and_then(|hrp| bech32::encode::<bech32::Bech32m>(hrp, &self.0).ok())
+            .unwrap_or_else(|| self.to_hex())
+    }
+
+    /// Parse a user's address for `network`. Old hex addresses, other networks' prefixes,
+    /// bech32 (not bech32m) checksums and bad lengths are refused with a message that
+    /// says what to use instead.
+    pub fn parse(s: &str, network: &str) -> Result<Address, AddressError> {
+        let s = s.trim();
+        let expected = address_hrp(network);
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(a) = Address::from_hex(s) {
+                return Err(AddressError::OldHex {
+                    given: s.to_string(),
+                    new: a.to_text(network),
+                });
+            }
+        }
+        // Longest valid address: 4-char HRP + 1 + 52 data + 6 checksum; the cap keeps
+        // the decoder from chewing on a pasted page.
+        let shown: String = s.chars().take(100).collect();
+        let invalid = |why: String| AddressError::Invalid {
+            given: shown.clone(),
+            why,
+            expected,
+        };
+        if s.len() > 100 {
+            return Err(invalid("too long".into()));
+        }
+        let checked = bech32::primitives::decode::CheckedHrpstring::new::<bech32::Bech32m>(s)
+            .map_err(|e| invalid(e.to_string()))?;
+        let hrp = checked.hrp().to_lowercase();
+        if hrp != expected {
+            return Err(AddressError::WrongNetwork {
+                given: shown,
+                found: hrp,
+                expected,
+            });
+        }
+        let bytes: Vec<u8> = checked.byte_iter().collect();
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| invalid(format!("{} bytes of key, expected 32", b.len())))?;
+        Ok(Address(key))
+    }
+}
+
+/// Name of the coin, shown after amounts.
+pub const UNIT: &str = "SKY";
+/// Decimal places of one coin: amounts on the chain are in base units, 10^8 to the coin
+/// (a block subsidy of 50 coins is 5 000 000 000 base units).
+pub const UNIT_DECIMALS: u32 = 8;
+/// Base units in one coin.
+pub const BASE_UNITS_PER_COIN: u64 = 100_000_000;
+
+/// An amount in base units as users read it: `0.00500000 SKY`.
+pub fn format_amount(base_units: u64) -> String {
+    format!(
+        "{}.{:0width$} {UNIT}",
+        base_units / BASE_UNITS_PER_COIN,
+        base_units % BASE_UNITS_PER_COIN,
+        width = UNIT_DECIMALS as usize
+    )
+}
+
+/// Parse an amount: a whole number is base units (`500000`); a number with a decimal
+/// point or the unit is coins (`0.005`, `1.5 SKY`, `2sky`), at most 8 decimals.
+pub fn parse_amount(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, coins) = match lower.strip_suffix(&UNIT.to_ascii_lowercase()) {
+        Some(n) => (n.trim(), true),
+        None => (lower.as_str(), lower.contains('.')),
+    };
+    let bad = || {
+        format!("'{s}' is not an amount: give base units (500000) or {UNIT} with up to {UNIT_DECIMALS} decimals (0.005 {UNIT})")
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    if !coins {
+        return num.parse::<u64>().map_err(|_| bad());
+    }
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if frac.contains('.')
+        || frac.len() > UNIT_DECIMALS as usize
+        || (whole.is_empty() && frac.is_empty())
+    {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_units: u64 = if frac.is_empty() {
+        0
+    } else {
+        let padded = format!("{frac:0<width$}", width = UNIT_DECIMALS as usize);
+        padded.parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(BASE_UNITS_PER_COIN)
+        .and_then(|w| w.checked_add(frac_units))
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_per_network_and_catch_typos() {
+        let a = Address([7; 32]);
+        let main = a.to_text("main");
+        let reg = a.to_text("regtest");
+        assert!(main.starts_with("sky1"), "{main}");
+        assert!(reg.starts_with("rsky1"), "{reg}");
+        assert_eq!(Address::parse(&main, "main"), Ok(a));
+        assert_eq!(Address::parse(&main.to_uppercase(), "main"), Ok(a));
+        assert_eq!(Address::parse(&reg, "regtest"), Ok(a));
+        // One character changed anywhere in the data part is caught.
+        for i in 5..main.len() {
+            let mut b = main.clone().into_bytes();
+            b[i] = if b[i] == b'q' { b'p' } else { b'q' };
+            let typo = String::from_utf8(b).unwrap();
+            assert!(
+                matches!(
+                    Address::parse(&typo, "main"),
+                    Err(AddressError::Invalid { .. })
+                ),
+                "typo at {i} accepted: {typo}"
+            );
+        }
+        assert!(matches!(
+            Address::parse(&reg, "main"),
+            Err(AddressError::WrongNetwork { .. })
+        ));
+    }
+
+    #[test]
+    fn old_hex_addresses_are_refused_with_the_new_form() {
+        let a = Address([0xab; 32]);
+        let e = Address::parse(&a.to_hex(), "regtest").unwrap_err();
+        assert!(e.to_string().contains(&a.to_text("regtest")), "{e}");
+    }
+
+    #[test]
+    fn bech32_without_m_and_wrong_lengths_are_refused() {
+        let hrp = bech32::Hrp::parse("sky").unwrap();
+        let classic = bech32::encode::<bech32::Bech32>(hrp, &[7; 32]).unwrap();
+        assert!(Address::parse(&classic, "main").is_err());
+        let short = bech32::encode::<bech32::Bech32m>(hrp, &[7; 20]).unwrap();
+        assert!(Address::parse(&short, "main").is_err());
+        assert!(Address::parse(&"x".repeat(10_000), "main").is_err());
+        assert!(Address::parse("", "main").is_err());
+    }
+
+    #[test]
+    fn amounts_show_unit_and_decimals_and_parse_both_ways() {
+        assert_eq!(format_amount(500_000), "0.00500000 SKY");
+        assert_eq!(format_amount(5_000_000_000), "50.00000000 SKY");
+        assert_eq!(format_amount(1), "0.00000001 SKY");
+        assert_eq!(parse_amount("500000"), Ok(500_000));
+        assert_eq!(parse_amount("0.005"), Ok(500_000));
+        assert_eq!(parse_amount("1.5 SKY"), Ok(150_000_000));
+        assert_eq!(parse_amount("2sky"), Ok(200_000_000));
+        assert_eq!(parse_amount(".5"), Ok(50_000_000));
+        for bad in [
+            "",
+            "SKY",
+            "1.000000001",
+            "1.2.3",
+            "-1",
+            "1e3",
+            "abc",
+            "184467440737.09551616",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! in-memory stores) in one process, so a newcomer sees blocks and a transaction relayed
 //! hop by hop without configuring anything.
 
+use crate::chain::types::format_amount;
 use crate::chain::{params, Chain, Transaction};
 use crate::driver::{self, now_ms, DriverOptions, LinkSpawner, Shared};
 use crate::lab::{DirewolfOpts, DirewolfPair};
@@ -184,6 +185,8 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
 
     let deadline = Instant::now() + Duration::from_secs(120 + 15 * blocks);
     let mut tx_id = None;
+    let mut tx_to = None;
+    const DEMO_AMOUNT: u64 = 1_000_000;
     let last = nodes.len() - 1;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -199,7 +202,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
             let tx = {
                 let node = nodes[last].node();
                 let nonce = node.chain().next_nonce(&miner_addr);
-                Transaction::sign(net, &miner, to, 1_000_000, params.min_relay_fee, nonce)
+                Transaction::sign(net, &miner, to, DEMO_AMOUNT, params.min_relay_fee, nonce)
             };
             let id = nodes[last]
                 .node()
@@ -207,6 +210,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
                 .context("demo tx refused")?;
             nodes[last].wake.notify_one();
             tx_id = Some(id);
+            tx_to = Some(to);
         }
         let tips: Vec<_> = nodes.iter().map(|s| s.node().chain().tip()).collect();
         let agree = tips.iter().all(|t| t.hash == tips[0].hash);
@@ -238,6 +242,8 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         driver::stop(s);
     }
     let id = tx_id.map(|t| t.to_hex()).unwrap_or_default();
+    let from_text = miner_addr.to_text(params.name);
+    let to_text = tx_to.map(|a| a.to_text(params.name)).unwrap_or_default();
     let (air_ms, frames) = match &lab {
         Some(p) => {
             let a = p.air_stats();
@@ -253,6 +259,8 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         println!(
             "{}",
             json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true,
+                   "tx_from": from_text, "tx_to": to_text, "tx_amount": DEMO_AMOUNT,
+                   "tx_amount_text": format_amount(DEMO_AMOUNT),
                    "radio": {"frames": frames, "air_seconds": air_ms as f64 / 1000.0}})
         );
     } else {
@@ -275,6 +283,10 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         println!(
             "  all {n} nodes agree on the tip; tx {} confirmed everywhere",
             &id[..16.min(id.len())]
+        );
+        println!(
+            "  it moved {} from {from_text} (node0's miner) to {to_text}",
+            format_amount(DEMO_AMOUNT)
         );
     }
     Ok(())

@@ -165,30 +165,32 @@ pub enum TxCmd {
     /// Sign a transfer with this wallet and print it as JSON without submitting it
     /// (to carry to another node, or to submit later with `POST /api/tx`).
     Sign {
-        /// Recipient address (64 hex digits).
+        /// Recipient address (`sky1...` on main, `rsky1...` on regtest).
         #[arg(long)]
         to: String,
-        /// Amount in base units.
+        /// Amount: a whole number is base units (500000); with a decimal point or the
+        /// unit it is SKY (0.005, 1.5SKY). 1 SKY = 100000000 base units. Not zero.
         #[arg(long)]
-        amount: u64,
-        /// Fee in base units (default: the network's minimum relay fee).
+        amount: String,
+        /// Fee, in the same form (default: the network's minimum relay fee).
         #[arg(long)]
-        fee: Option<u64>,
+        fee: Option<String>,
         /// Sender nonce (default: asked from the running node).
         #[arg(long)]
         nonce: Option<u64>,
     },
     /// Sign a transfer with this wallet and submit it to the running node.
     Send {
-        /// Recipient address (64 hex digits).
+        /// Recipient address (`sky1...` on main, `rsky1...` on regtest).
         #[arg(long)]
         to: String,
-        /// Amount in base units.
+        /// Amount: a whole number is base units (500000); with a decimal point or the
+        /// unit it is SKY (0.005, 1.5SKY). 1 SKY = 100000000 base units. Not zero.
         #[arg(long)]
-        amount: u64,
-        /// Fee in base units (default: the network's minimum relay fee).
+        amount: String,
+        /// Fee, in the same form (default: the network's minimum relay fee).
         #[arg(long)]
-        fee: Option<u64>,
+        fee: Option<String>,
     },
 }
 
@@ -226,8 +228,9 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Wallet {
             cmd: WalletCmd::Address,
         } => {
+            let network = client::network_of(&dir)?;
             let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
-            let addr = crate::keys::address(&key);
+            let addr = crate::keys::address(&key).to_text(&network);
             if cli.json {
                 println!("{}", json!({ "address": addr }));
             } else {
@@ -240,7 +243,7 @@ pub fn main(cli: Cli) -> Result<()> {
         } => client::balance(&dir, cli.json),
         Cmd::Tx {
             cmd: TxCmd::Send { to, amount, fee },
-        } => client::send(&dir, &to, amount, fee, cli.json),
+        } => client::send(&dir, &to, &amount, fee.as_deref(), cli.json),
         Cmd::Tx {
             cmd:
                 TxCmd::Sign {
@@ -249,7 +252,7 @@ pub fn main(cli: Cli) -> Result<()> {
                     fee,
                     nonce,
                 },
-        } => client::sign(&dir, &to, amount, fee, nonce),
+        } => client::sign(&dir, &to, &amount, fee.as_deref(), nonce),
         Cmd::Demo {
             nodes,
             blocks,
@@ -289,12 +292,13 @@ fn init(
     if dir.join(config::CONFIG_FILE).exists() {
         bail!("{} already holds a skywave config", dir.display());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    config::create_data_dir(dir)?;
     let cfg = Config {
         network: network.to_string(),
         callsign,
         links,
         api: api.unwrap_or_else(|| format!("127.0.0.1:{}", params.default_port + 80)),
+        api_token: None,
         mine: false,
         peers: Default::default(),
     };
@@ -305,7 +309,7 @@ fn init(
     let store = Store::open(&dir.join(config::STORE_FILE))?;
     let chain = Chain::open(params, store)?;
     cfg.save(dir)?;
-    let addr = crate::keys::address(&wallet_key);
+    let addr = crate::keys::address(&wallet_key).to_text(&cfg.network);
     if as_json {
         println!(
             "{}",
@@ -316,6 +320,17 @@ fn init(
         println!("created {} for network {}", dir.display(), cfg.network);
         println!("callsign: {}", cfg.callsign);
         println!("wallet address: {addr}");
+        let beyond_loopback = cfg
+            .api
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        if beyond_loopback {
+            println!(
+                "the API ({}) is beyond loopback: add api_token = \"<16+ characters>\" to {} before `run`",
+                cfg.api,
+                dir.join(config::CONFIG_FILE).display()
+            );
+        }
         println!("next: skywave --data-dir {} run", dir.display());
     }
     Ok(())
@@ -400,6 +415,11 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             .await
             .with_context(|| format!("cannot bind the API to {api_addr}"))?;
         let bound = listener.local_addr()?;
+        let auth = std::sync::Arc::new(crate::api::ApiAuth::start(
+            dir,
+            bound,
+            cfg.api_token.as_deref(),
+        )?);
         let addr_file = dir.join(config::API_ADDR_FILE);
         std::fs::write(&addr_file, bound.to_string())
             .with_context(|| format!("cannot write {}", addr_file.display()))?;
@@ -426,7 +446,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
             );
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), async {
+        let mut api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), auth, async {
             let _ = stop_rx.await;
         }));
         let mut driver_task = tokio::spawn(drive);
@@ -489,7 +509,7 @@ async fn shutdown_signal() {
     ctrl_c.await;
 }
 
-/// Parse an address argument with a clear error.
-pub(crate) fn parse_address(s: &str) -> Result<Address> {
-    Address::from_hex(s).map_err(|_| anyhow::anyhow!("'{s}' is not an address (64 hex digits)"))
+/// Parse an address argument for `network`, with a message that says what to use.
+pub(crate) fn parse_address(s: &str, network: &str) -> Result<Address> {
+    Address::parse(s, network).map_err(anyhow::Error::msg)
 }

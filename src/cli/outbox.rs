@@ -1,6 +1,6 @@
 //! `skywave outbox`: inspect and steer the running node's outbox through its API.
 
-use super::client::{api_base, get, request};
+use super::client::Api;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::Value;
@@ -35,17 +35,17 @@ pub enum OutboxCmd {
 
 /// Run an `outbox` subcommand.
 pub fn run(dir: &Path, cmd: OutboxCmd, as_json: bool) -> Result<()> {
-    let base = api_base(dir)?;
+    let api = Api::open(dir)?;
     let (id, verb) = match cmd {
-        OutboxCmd::List => return list(&base, as_json),
+        OutboxCmd::List => return list(&api, as_json),
         OutboxCmd::Hold { id } => (id, "hold"),
         OutboxCmd::Release { id } => (id, "release"),
         OutboxCmd::Drop { id } => (id, "drop"),
         OutboxCmd::Retry { id } => (id, "retry"),
     };
-    let v = request(
+    let v = api.call(
         reqwest::Method::POST,
-        &format!("{base}/api/outbox/{id}/{verb}"),
+        &format!("/api/outbox/{id}/{verb}"),
         None,
     )?;
     if as_json {
@@ -56,8 +56,8 @@ pub fn run(dir: &Path, cmd: OutboxCmd, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn list(base: &str, as_json: bool) -> Result<()> {
-    let v = get(&format!("{base}/api/outbox"))?;
+fn list(api: &Api, as_json: bool) -> Result<()> {
+    let v = api.get("/api/outbox")?;
     if as_json {
         println!("{v}");
         return Ok(());

@@ -1,7 +1,7 @@
 //! `skywave peers` and `skywave ban`: peer sessions and the ban list of the running node,
 //! through its API.
 
-use super::client::{api_base, get, request};
+use super::client::Api;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
@@ -71,15 +71,15 @@ fn chrono_like(secs: i64) -> String {
 
 /// Run a `ban` subcommand.
 pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
-    let base = api_base(dir)?;
+    let api = Api::open(dir)?;
     match cmd {
         BanCmd::Add { key, hours, reason } => {
             if !(hours.is_finite() && hours > 0.0) {
                 anyhow::bail!("--hours must be a positive number");
             }
-            let v = request(
+            let v = api.call(
                 reqwest::Method::POST,
-                &format!("{base}/api/bans"),
+                "/api/bans",
                 Some(json!({ "key": key, "hours": hours, "reason": reason })),
             )?;
             if as_json {
@@ -93,9 +93,9 @@ pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
             }
         }
         BanCmd::Remove { key } => {
-            let v = request(
+            let v = api.call(
                 reqwest::Method::DELETE,
-                &format!("{base}/api/bans/{}", encode_segment(&key)),
+                &format!("/api/bans/{}", encode_segment(&key)),
                 None,
             )?;
             if as_json {
@@ -105,7 +105,7 @@ pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
             }
         }
         BanCmd::List => {
-            let v = get(&format!("{base}/api/bans"))?;
+            let v = api.get("/api/bans")?;
             if as_json {
                 println!("{v}");
                 return Ok(());
@@ -129,7 +129,7 @@ pub fn ban(dir: &Path, cmd: BanCmd, as_json: bool) -> Result<()> {
 
 /// `skywave peers`.
 pub fn peers(dir: &Path, as_json: bool) -> Result<()> {
-    let v = get(&format!("{}/api/peers", api_base(dir)?))?;
+    let v = Api::open(dir)?.get("/api/peers")?;
     if as_json {
         println!("{v}");
         return Ok(());

@@ -39,21 +39,42 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// Minimal HTTP/1.0 request against loopback; returns (status, JSON body).
+/// Minimal HTTP/1.0 request against loopback without a token; returns (status, JSON body).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
+    let (code, body) = http_raw(addr, method, path, &[("Host", addr)], body)?;
+    Some((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+/// HTTP/1.0 request with exactly these headers; returns (status, body text).
+pub fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    let mut req = format!("{method} {path} HTTP/1.0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
+    ));
     s.write_all(req.as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, serde_json::from_str(body).unwrap_or(Value::Null)))
+    Some((code, body.to_string()))
+}
+
+/// A regtest address in its text form, for a key nobody holds.
+pub fn test_address(byte: u8) -> String {
+    skywave::chain::Address([byte; 32]).to_text("regtest")
 }
 
 /// One node's data directory and, while running, its process.
@@ -164,6 +185,28 @@ impl TestNode {
             .expect("api.addr")
             .trim()
             .to_string()
+    }
+
+    /// The API token the running node wrote to its cookie file.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".cookie"))
+            .expect("cookie file")
+            .trim()
+            .to_string()
+    }
+
+    /// An API request with the token, as the CLI sends it.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
+        let api = self.api();
+        let auth = format!("Bearer {}", self.token());
+        let (code, body) = http_raw(
+            &api,
+            method,
+            path,
+            &[("Host", &api), ("Authorization", &auth)],
+            body,
+        )?;
+        Some((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
     }
 
     /// `GET /api/status`.
