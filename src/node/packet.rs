@@ -38,7 +38,7 @@ const BURST_MS: u64 = 45_000;
 /// still to come), frames handed to the TNC join what is waiting there.
 const APPEND_MS: u64 = 150;
 /// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
-const MIN_BURST_FRAMES: u64 = 3;
+const MIN_BURST_FRAMES: u64 = 4;
 /// On half duplex, the most bytes one burst hands to the TNC at once (a hardware TNC
 /// holds its transmit queue in a few KB of RAM). At 1200 bit/s `BURST_MS` binds first.
 const BURST_BYTES: usize = 8 * 1024;
@@ -663,7 +663,8 @@ impl PacketLink {
             }
             burst_bytes += next_len;
             let idle = self.backlog_until <= now;
-            if idle {
+            if idle && self.caps.slot_ms == 0 {
+                // (On a slotted link the key-up is inside the slot already counted.)
                 t += BURST_OVERHEAD_MS;
             }
             if let Some(d) = self.duty.as_mut() {
@@ -706,8 +707,8 @@ impl PacketLink {
                 0
             };
             // Our estimate of when the TNC finishes drifts with the length of the burst
-            // (a few percent): a long burst leaves a little more room.
-            self.quiet_until = self.backlog_until + YIELD_MS + self.burst_air / 25 + slotted;
+            // (bit stuffing depends on the data): a long burst leaves a little more room.
+            self.quiet_until = self.backlog_until + YIELD_MS + self.burst_air / 50 + slotted;
         }
     }
 
@@ -717,8 +718,8 @@ impl PacketLink {
     }
 }
 
-/// Estimated air time of a packet of `len` bytes: AX.25 frame overhead and ~3 % bit
-/// stuffing; on a slotted link (JS8Call, whose framing is in its effective bit rate)
+/// Estimated air time of a packet of `len` bytes: AX.25 frame overhead and 2 % bit
+/// stuffing (1.6 % on random bytes, what signatures and hashes are); on a slotted link (JS8Call, whose framing is in its effective bit rate)
 /// whole slots.
 pub fn airtime_ms(caps: &LinkCaps, len: usize) -> u64 {
     if caps.bitrate_bps == 0 {
@@ -728,7 +729,7 @@ pub fn airtime_ms(caps: &LinkCaps, len: usize) -> u64 {
         let ms = (len as u64 * 8 * 1000).div_ceil(caps.bitrate_bps);
         return ms.div_ceil(caps.slot_ms).max(1) * caps.slot_ms;
     }
-    let bits = ((len + FRAME_OVERHEAD) as u64) * 8 * 103 / 100;
+    let bits = ((len + FRAME_OVERHEAD) as u64) * 8 * 102 / 100;
     (bits * 1000).div_ceil(caps.bitrate_bps)
 }
 
