@@ -1878,23 +1878,39 @@ impl Node {
             *load.entry(r.peer).or_default() += 1;
         }
         // Not now from a peer whose burst is still on the air (it may be bringing the
-        // blocks), nor from one whose transfer to us is being repaired by NACK.
+        // blocks). A peer with transfers to us under way (cut by its burst's length, or
+        // being repaired by NACK) is bringing that many blocks: it sends in height
+        // order, so the lowest missing ones it has are left to those transfers, and the
+        // rest asked for now, in this turn, rather than after another round.
         let now_ms = self.now;
-        let busy: HashSet<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(&id, p)| {
-                self.packet_links.get(&p.link).is_some_and(|l| {
-                    l.holding(now_ms) || l.receiving_from(now_ms, id, 3 * l.stall_ms())
-                })
-            })
-            .map(|(&id, _)| id)
-            .collect();
+        let mut busy: HashSet<PeerId> = HashSet::new();
+        let mut coming: BTreeMap<PeerId, usize> = BTreeMap::new();
+        for (&id, p) in &self.peers {
+            let Some(l) = self.packet_links.get(&p.link) else {
+                continue;
+            };
+            if l.holding(now_ms) {
+                busy.insert(id);
+            } else if l.receiving_from(now_ms, id, 3 * l.stall_ms()) {
+                coming.insert(id, l.reasm.transfers_for(id));
+            }
+        }
         for hash in missing {
             if self.in_flight.contains_key(&hash) {
                 continue;
             }
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
+            let bringing = coming.iter_mut().find(|(id, n)| {
+                **n > 0
+                    && self
+                        .peers
+                        .get(id)
+                        .is_some_and(|p| p.best_height >= height || p.known.contains(&hash))
+            });
+            if let Some((_, n)) = bringing {
+                *n -= 1;
+                continue;
+            }
             // Least-loaded ready peer that has (or claims) a chain that high, preferring
             // one known to hold the block: a peer as high on another fork lacks it.
             let pick = self
