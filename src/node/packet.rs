@@ -832,6 +832,44 @@ mod tests {
         assert!(frag::is_over(&out.last().unwrap().1));
     }
 
+    /// A frame heard from another station while part of our burst should have been on
+    /// the air: our TNC sent nothing then, so our burst ends that much later, and our yield
+    /// is not cut short (only a station heard after our burst is taking its turn).
+    #[test]
+    fn a_frame_heard_during_our_burst_moves_its_end() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        l.enqueue(0, Dest::Peer(1), &vec![7u8; 2000], Priority::Bulk);
+        let mut out = Vec::new();
+        l.release(1_000, &mut out);
+        let end = l.burst_end();
+        let quiet = l.quiet_until;
+        assert!(end > 10_000 && quiet > end);
+        let other = frag::split(9, &[1u8; 200], 256).unwrap().remove(0);
+        let air = l.airtime_ms(other.len());
+        l.heard(3_000, &other);
+        assert_eq!(l.burst_end(), end + air);
+        assert_eq!(l.quiet_until, quiet + air);
+        // Heard after our burst: the other station's turn; our yield is over.
+        l.heard(l.burst_end() + air + 500, &other);
+        assert_eq!(l.quiet_until, 0);
+    }
+
+    /// After its last NACK round a receiver drops the partial transfer, so that it is not
+    /// asked for again every stall time for ever (the count used to start over).
+    #[test]
+    fn nack_rounds_end_and_the_partial_transfer_is_dropped() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let frags = frag::split(4, &[5u8; 1000], 256).unwrap();
+        assert!(l.reasm.insert(0, 9, &frags[0]).unwrap().is_none());
+        for _ in 0..MAX_NACK_ROUNDS {
+            assert!(l.nack_round(9, 4));
+        }
+        assert!(l.reasm.missing(9, 4).is_some());
+        assert!(!l.nack_round(9, 4), "gave up");
+        assert!(l.reasm.missing(9, 4).is_none(), "partial transfer dropped");
+        assert!(l.reasm.stalled(u64::MAX / 2, 0).is_empty());
+    }
+
     #[test]
     fn nack_repairs_exactly_the_missing_fragments_and_ack_frees_them() {
         let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
