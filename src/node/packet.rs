@@ -40,7 +40,7 @@ const APPEND_MS: u64 = 150;
 /// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
 const MIN_BURST_FRAMES: u64 = 4;
 /// On half duplex, the most bytes one burst hands to the TNC at once (a hardware TNC
-/// holds its transmit queue in a few KB of RAM). At 1200 bit/s `BURST_MS` binds first.
+/// queues frames in its own small RAM). At 1200 bit/s `BURST_MS` binds first.
 const BURST_BYTES: usize = 8 * 1024;
 /// After a burst that ended with OVER, time left to the other stations to take the
 /// channel (their TNC's channel access and TXDELAY) before we start anything unasked.
