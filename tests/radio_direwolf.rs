@@ -27,6 +27,7 @@ fn node_a_with_ten_blocks() -> TestNode {
 }
 
 fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
+    let opts_clean = opts.ber.is_none();
     if skip_without_direwolf(test) {
         return;
     }
@@ -43,6 +44,7 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
 
     a.start(&["--link", &kiss_a]);
     let tip = a.tip();
+    let before = pair.air_stats();
     let started = Instant::now();
     b.start(&["--link", &kiss_b]);
     let synced = wait_for(Duration::from_secs(900), || {
@@ -63,6 +65,19 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
         air.a_to_b.bursts,
         air.b_to_a.air_seconds
     );
+    if opts_clean {
+        // Turns: A keys up only when B's turn is over (B's greeting, acks, requests), once
+        // for everything it has to say, so A's transmissions during the sync are no more
+        // than B's, plus one for an unasked beacon. (Handing the burst over in pieces, or
+        // answering each request as it comes, keys up again and again.)
+        let a_tx = air.a_to_b.bursts - before.a_to_b.bursts;
+        let b_tx = air.b_to_a.bursts - before.b_to_a.bursts;
+        assert!(
+            a_tx <= b_tx + 1,
+            "A keyed up {a_tx} times against B's {b_tx} during the sync\n{:#?}",
+            pair.air_log()
+        );
+    }
     // Every block B holds is the one A mined, with its transactions, once each.
     let mut seen = std::collections::HashSet::new();
     let mut txs = 0;

@@ -630,10 +630,11 @@ impl PacketLink {
         }
         let first = out.len();
         let mut capped = false;
-        // With turns, the whole burst goes to the TNC at once: a TNC keys up for what it
-        // holds when the channel is clear (Direwolf renders a transmission's audio when
-        // it starts), so a frame handed over later becomes a transmission of its own,
-        // after a gap in which the peer, having heard our OVER, starts its answer.
+        // With turns, the whole burst goes to the TNC at once: a TNC sends in one key-up
+        // what it holds by the time it has generated the last frame (Direwolf with a
+        // large audio buffer: when it keys up), so a frame handed over later can become
+        // a transmission of its own, after a gap in which the peer, having heard our
+        // OVER, starts its answer.
         let turns = self.takes_turns();
         let mut burst_bytes = 0usize;
         loop {
