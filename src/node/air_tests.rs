@@ -219,10 +219,12 @@ fn transactions_already_in_blocks_are_not_pushed_alone() {
 }
 
 #[test]
-#[ignore = "issue 10, open: with a hidden terminal some seeds have not completed every handshake in 60 s"]
 fn hidden_stations_started_together_all_meet_within_a_minute() {
     // 0 and 2 cannot hear each other; both hear 1. Their beacons and answers collide at
     // 1 while carrier sense cannot help; discovery backs off from seconds, not a minute.
+    // Their greetings to 1 collide there too: a station that hears only beacons from one
+    // it greeted greets it again, at a random moment (two hidden stations reacting to
+    // the same beacon would otherwise collide every time).
     for seed in SEEDS {
         let caps = radio_caps();
         let cfg = channel_config(&caps, 0);

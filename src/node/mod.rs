@@ -269,6 +269,8 @@ struct Peer {
     want_headers: bool,
     /// Our `Hello` to this station waits for our turn (broadcast links).
     hello_due: bool,
+    /// It has sent us something other than a beacon (so it holds our greeting).
+    answered: bool,
     /// When we last pushed it blocks or headers unasked.
     pushed_at: Option<u64>,
     /// When it last asked us for headers or blocks (it is syncing by itself).
@@ -522,6 +524,7 @@ impl Node {
                 headers_timing: None,
                 want_headers: false,
                 hello_due: false,
+                answered: false,
                 pushed_at: None,
                 asked_at: None,
                 early: Vec::new(),
@@ -717,6 +720,13 @@ impl Node {
         }
         let msg_id = env.msg_id;
         let msg = env.message;
+        let beacon = matches!(&msg, Message::Hello(h) if h.features & features::BEACON != 0);
+        if !beacon {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                // Something meant for us: it holds our session (see `on_hello`).
+                p.answered = true;
+            }
+        }
         self.note_heard(peer, &msg);
         // Outbox: proofs of delivery, and a repeated push acked from the seen-set.
         let pushed = match self.outbox_inspect(now, peer, msg_id, &msg) {
@@ -967,7 +977,8 @@ impl Node {
                 if self.beacon_nonces.len() > 8 {
                     self.beacon_nonces.pop_front();
                 }
-                let hello = self.hello(nonce);
+                let mut hello = self.hello(nonce);
+                hello.features |= features::BEACON;
                 let bytes = self.encode(&Message::Hello(hello));
                 let jitter = self.rng.below(1_000_000);
                 // Until some station answers, beacon after 5 s, 10 s, 20 s... up to every
@@ -1192,6 +1203,15 @@ impl Node {
 
     // ----- message handlers -----
 
+    /// Our answer to a broadcast from `peer` waits a random moment (see
+    /// `PacketLink::defer_answer`).
+    fn defer_answer(&mut self, peer: PeerId, now: u64) {
+        let link = self.peers.get(&peer).map(|p| p.link);
+        if let Some(l) = link.and_then(|l| self.packet_links.get_mut(&l)) {
+            l.defer_answer(now);
+        }
+    }
+
     fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
         let on_broadcast = self
             .peers
@@ -1228,6 +1248,22 @@ impl Node {
             // A station's periodic beacon (or its greeting in its turn): news of its tip,
             // not a protocol error.
             if h.network == self.network && h.node_id != self.cfg.node_id {
+                // Only its beacons since we greeted it, well after an answer was due: our
+                // greeting was lost (a hidden station keyed up over it). Greet it again
+                // in our turn; its beacons back off, and so do these.
+                let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
+                if h.features & features::BEACON != 0 {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if !p.answered && now > p.connected_at + 2 * rto {
+                            debug!(peer, "only beacons from a station we greeted: again");
+                            p.hello_due = true;
+                        }
+                    }
+                    // Every station that heard the beacon may answer it: the first answer
+                    // to a new station goes at once (the usual case, two stations), what
+                    // follows a beacon from a known one at a random moment.
+                    self.defer_answer(peer, now);
+                }
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.saw_tip(h.height, h.tip);
                     p.best_work = p.best_work.max(h.work);

@@ -320,6 +320,14 @@ impl PacketLink {
         {
             return false;
         }
+        if self.caps.carrier_sense && self.access_at.is_some() {
+            // An answer to a broadcast, deferred (see `defer_answer`).
+            if self.access_at.is_some_and(|a| now < a) {
+                return false;
+            }
+            self.access_at = None;
+            return true;
+        }
         if self.caps.carrier_sense || self.caps.slot_ms == 0 || now < self.answer_until {
             return true;
         }
@@ -345,6 +353,22 @@ impl PacketLink {
     /// hands the turn over for every frame.
     fn burst_limit_ms(&self) -> u64 {
         BURST_MS.max(MIN_BURST_FRAMES * self.airtime_ms(self.caps.mtu))
+    }
+
+    /// We are about to answer a broadcast (a beacon) that other stations heard too: wait
+    /// a random 0-3 units of a packet's air time first. Stations hidden from each other
+    /// (both hear the beacon's sender, not each other) would otherwise answer in the same
+    /// moment, carrier sense or not, and collide at the sender every time.
+    pub fn defer_answer(&mut self, now: u64) {
+        if !self.takes_turns() {
+            return;
+        }
+        let unit = match self.caps.slot_ms {
+            0 => self.airtime_ms(self.caps.mtu),
+            slot => self.airtime_ms(self.caps.mtu).div_ceil(slot).max(1) * slot,
+        };
+        self.access_at = Some(now + self.rng.below(CONTENTION_SLOTS) * unit);
+        self.answer_until = 0;
     }
 
     /// Estimated air time of one packet of `len` bytes on this link.

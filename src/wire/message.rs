@@ -46,6 +46,10 @@ pub mod features {
     /// (it restarted, or lost the receiver's Hello): a station that holds a session
     /// with the sender drops it, starts a new one and greets back. Broadcast links.
     pub const NEW_SESSION: u64 = 1 << 1;
+    /// A beacon: broadcast to every station, not an answer to anyone's greeting. A station
+    /// that greeted the sender and has heard only its beacons since (its greeting was
+    /// lost, to a hidden station keying up at the same moment) greets it again.
+    pub const BEACON: u64 = 1 << 2;
 }
 
 /// What an inventory entry names.
