@@ -1281,6 +1281,15 @@ impl Node {
             self.misbehave(peer, RejectCode::Protocol, "second hello".into(), None);
             return;
         }
+        if on_broadcast && h.features & (features::BEACON | features::NEW_SESSION) == 0 {
+            // A greeting meant for us, not a beacon nor a call for a new session: the
+            // station greets us because it heard us, i.e. our beacon, so it holds our
+            // Hello. Ours again would cost a turn (a minute on JS8Call). Were it wrong, the
+            // station would ask for a new session at our next message.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.hello_due = false;
+            }
+        }
         if h.network != self.network {
             self.misbehave(
                 peer,
