@@ -20,6 +20,7 @@ pub mod driver;
 pub mod keys;
 pub mod lab;
 pub mod link;
+pub mod net;
 pub mod node;
 pub mod outbox;
 pub mod rng;

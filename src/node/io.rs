@@ -7,7 +7,7 @@ use super::{
     DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_QUEUED_TRANSMITS,
 };
 use crate::chain::Hash;
-use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::wire::envelope::{self, WireError};
 use crate::wire::frag;
 use crate::wire::message::{features, limits, InvKind, Message, RejectCode};

@@ -24,7 +24,7 @@ pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction};
-use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::message::{Hello, Message};
 use serde::Serialize;

@@ -7,7 +7,7 @@ use super::{
     NARROW_TX_MAX,
 };
 use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome};
-use crate::link::PeerId;
+use crate::net::PeerId;
 use crate::wire::message::{limits, InvItem, InvKind, Message, Reject, RejectCode};
 use tracing::{debug, info, warn};
 

@@ -4,7 +4,7 @@
 
 use super::{auth, is_narrow, peers, rtt, truncate, Node, NodeEvent, Peer, PeerKey, PeerStats};
 use crate::chain::Hash;
-use crate::link::{LinkId, PeerId};
+use crate::net::{LinkId, PeerId};
 use crate::wire::message::{
     features, limits, Hello, InvItem, InvKind, Message, Reject, RejectCode, PROTOCOL_VERSION,
 };

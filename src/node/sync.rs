@@ -7,7 +7,7 @@ use super::{
     PUSH_AIR_MS, PUSH_HEADERS,
 };
 use crate::chain::{BlockOutcome, ChainError, Hash};
-use crate::link::PeerId;
+use crate::net::PeerId;
 use crate::wire::message::{limits, GetHeaders, Hello, InvItem, InvKind, Message, RejectCode};
 use std::collections::{HashMap, HashSet};
 use tracing::{debug, warn};
