@@ -7,6 +7,21 @@
 //! the headers are checked (proof of work, linkage, timestamps) before any block body is
 //! requested, and bodies are fetched in a bounded window. New blocks and transactions are
 //! announced by id (`Inv`) and fetched only by those who lack them.
+//!
+//! `Node` is one struct; its methods are split by concern into child modules, each an
+//! `impl Node` block that sees the private fields:
+//! - this file: the public types, `Peer`, `Request`, the `Node` struct, links up and
+//!   down, the periodic tick (`handle_timeout`), polling, local submissions, `peers`;
+//! - `session`: sessions opening and closing, the handshake (`Hello`, network-key
+//!   proof), session limits and rate buckets, `misbehave` and `disconnect`;
+//! - `sync`: headers-first sync, the block download window and its deadlines, blocks
+//!   pushed unasked to a radio peer that is behind;
+//! - `relay`: `Inv` and `GetData`, transactions from peers and the API, announcements;
+//! - `io`: frames in (packets and envelopes) and the message dispatcher, radio turns
+//!   and beacons, encoding and routing what is sent;
+//! - `packet` (fragmentation, NACK repair, pacing, turns), `rtt` (request timers),
+//!   `compact` (compact blocks), `outbox` (durable per-peer delivery), `peers`
+//!   (misbehaviour scores and bans), `auth` (network key), `pex` (peer exchange).
 
 mod auth;
 mod compact;
