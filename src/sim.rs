@@ -5,7 +5,7 @@
 //! [`Sim::radio_channel`] (carrier sense, collisions, hidden terminals).
 
 use crate::chain::{pow, Address, Block, Chain, NetworkParams};
-use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::node::{Node, NodeConfig, NodeEvent};
 use crate::rng::Rng;
 use crate::store::Store;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::chain::params;
 use crate::store::Store;
+use crate::wire::envelope;
 
 const LINK: LinkId = 1;
 const T: u64 = 1_700_000_000_000;

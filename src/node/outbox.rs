@@ -4,7 +4,7 @@
 
 use super::Node;
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, Transaction};
-use crate::link::{LinkCaps, PeerId};
+use crate::net::{LinkCaps, PeerId};
 use crate::outbox::{
     item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, RetryPolicy, State, Totals,
 };

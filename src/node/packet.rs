@@ -23,7 +23,7 @@
 //! queued frames in one transmission, paying TXDELAY once) without being flooded, and
 //! control traffic (requests, NACKs, announcements) overtakes bulk data.
 
-use crate::link::{LinkCaps, LinkId, PeerId};
+use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::frag::{self, Reassembler, ReassemblerConfig};
 use std::collections::{BTreeMap, VecDeque};

@@ -15,7 +15,7 @@
 //! Tor hidden service, comes from 127.0.0.1. Operator bans apply to loopback too.
 
 use super::{Node, NodeEvent};
-use crate::link::PeerId;
+use crate::net::PeerId;
 use crate::store::BanRow;
 use crate::wire::message::RejectCode;
 use serde::Serialize;

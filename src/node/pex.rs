@@ -9,7 +9,7 @@
 //! new try.
 
 use super::{Node, NodeEvent};
-use crate::link::PeerId;
+use crate::net::PeerId;
 use crate::wire::message::{limits, Message, RejectCode};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -117,7 +117,7 @@ fn reach(ip: IpAddr) -> Reach {
     }
 }
 
-fn fast(caps: &crate::link::LinkCaps) -> bool {
+fn fast(caps: &crate::net::LinkCaps) -> bool {
     caps.bitrate_bps == 0 && !caps.radio && caps.connection_oriented
 }
 
@@ -286,7 +286,7 @@ impl Node {
 mod tests {
     use super::*;
     use crate::chain::{params, Chain};
-    use crate::link::{LinkCaps, LinkId};
+    use crate::net::{LinkCaps, LinkId};
     use crate::node::{NodeConfig, PeerPolicy};
     use crate::store::Store;
 

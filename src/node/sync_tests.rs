@@ -71,7 +71,7 @@ fn a_queued_block_that_lost_a_reorg_is_delivered_as_the_new_tip() {
 /// Two nodes on a stream link, driven by hand so that chosen messages can be lost.
 fn pair() -> (Vec<crate::node::Node>, u64) {
     use crate::chain::Chain;
-    use crate::link::LinkCaps;
+    use crate::net::LinkCaps;
     use crate::node::{Node, NodeConfig};
     use crate::store::Store;
     let p = params::regtest();

@@ -4,7 +4,7 @@
 //! docs/adr/0004-outbox.md).
 
 use crate::chain::Hash;
-use crate::link::LinkCaps;
+use crate::net::LinkCaps;
 use crate::rng::Rng;
 use crate::store::{Store, StoreError};
 use crate::wire::message::ACK_REQUESTED_MIN_ID;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::link::LinkCaps;
+use crate::net::LinkCaps;
 
 fn h(b: u8) -> Hash {
     Hash([b; 32])

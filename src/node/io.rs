@@ -1,0 +1,485 @@
+//! The node's input and output: frames from the links (packets on packet links,
+//! envelopes on stream links) and the message dispatcher; the radio turn (beacons,
+//! NACKs, turn-taking, pacing); encoding and routing what is sent.
+
+use super::{
+    outbox, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
+    DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_QUEUED_TRANSMITS,
+};
+use crate::chain::Hash;
+use crate::net::{LinkCaps, LinkId, PeerId};
+use crate::wire::envelope::{self, WireError};
+use crate::wire::frag;
+use crate::wire::message::{features, limits, InvKind, Message, RejectCode};
+use tracing::{debug, warn};
+
+impl Node {
+    /// What a link delivered from `peer`: a whole envelope on stream links, one
+    /// `wire::frag` packet on packet links.
+    pub fn handle_frame(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        self.now = now;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.closing {
+            return;
+        }
+        p.last_recv = now;
+        p.stats.bytes_in += bytes.len() as u64;
+        let link = p.link;
+        if !p.msg_bucket.take(now, 1) || !p.byte_bucket.take(now, bytes.len() as u64) {
+            // Dropped unread: a flood costs the flooder, not us.
+            self.misbehave(
+                peer,
+                RejectCode::RateLimited,
+                "flooding: over the message or byte rate limit".into(),
+                None,
+            );
+            self.pump(now);
+            return;
+        }
+        if self.packet_links.contains_key(&link) {
+            self.handle_packet(now, peer, link, bytes);
+        } else {
+            self.handle_envelope(now, peer, bytes);
+        }
+        self.pump(now);
+    }
+
+    fn handle_packet(&mut self, now: u64, peer: PeerId, link: LinkId, bytes: &[u8]) {
+        let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
+        let Some(l) = self.packet_links.get_mut(&link) else {
+            return;
+        };
+        let over = l.heard(now, bytes);
+        // The peer is talking: whatever we asked of it may be on its way, so give the
+        // requests time for the rest of its burst rather than declaring them lost.
+        let extend = now + rto + 2 * l.airtime_ms(l.caps.mtu);
+        for r in self.in_flight.values_mut() {
+            if r.peer == peer && r.deadline < extend {
+                r.deadline = extend;
+            }
+        }
+        let parsed = match frag::parse(bytes) {
+            Ok(frag::Packet::Nack(nack)) => {
+                if !l.repair(now, peer, &nack) {
+                    debug!(
+                        peer,
+                        transfer = nack.transfer_id,
+                        "nack for a transfer no longer held"
+                    );
+                }
+                Ok(None)
+            }
+            Ok(frag::Packet::Whole(_)) | Ok(frag::Packet::Fragment(_)) => {
+                l.reasm.insert(now, peer, bytes)
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(more) = over {
+            // Its burst is over, so what is missing of its transfers was lost: ask in the
+            // turn we are about to take, not after a stall timer.
+            for (tid, nack) in l.nacks_after_over(now, peer, more) {
+                debug!(
+                    peer,
+                    transfer = tid,
+                    "asking for fragments lost in its burst"
+                );
+                l.queue_nack(now, peer, tid, nack);
+            }
+        }
+        match parsed {
+            Ok(Some(envelope)) => self.handle_envelope(now, peer, &envelope),
+            Ok(None) => {}
+            Err(e) => self.misbehave(
+                peer,
+                RejectCode::Malformed,
+                format!("bad packet: {e}"),
+                None,
+            ),
+        }
+    }
+
+    pub(super) fn handle_envelope(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.stats.msgs_in += 1;
+        }
+        let env = match envelope::decode(bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                let code = match e {
+                    WireError::UnsupportedVersion(_) => RejectCode::Version,
+                    _ => RejectCode::Malformed,
+                };
+                self.misbehave(peer, code, format!("undecodable message: {e}"), None);
+                return;
+            }
+        };
+        if env.network != self.network {
+            self.misbehave(
+                peer,
+                RejectCode::WrongNetwork,
+                format!(
+                    "wrong network: peer speaks network {}, this node is {} ({})",
+                    hex::encode(env.network),
+                    self.chain.params().name,
+                    hex::encode(self.network)
+                ),
+                None,
+            );
+            return;
+        }
+        let msg_id = env.msg_id;
+        let msg = env.message;
+        let beacon = matches!(&msg, Message::Hello(h) if h.features & features::BEACON != 0);
+        if !beacon {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                // Something meant for us: it holds our session (see `on_hello`).
+                p.answered = true;
+            }
+        }
+        self.note_heard(peer, &msg);
+        // Outbox: proofs of delivery, and a repeated push acked from the seen-set.
+        let pushed = match self.outbox_inspect(now, peer, msg_id, &msg) {
+            outbox::Pushed::Done => return,
+            p => p,
+        };
+        let ready = self.peers.get(&peer).is_some_and(|p| p.hello.is_some());
+        match msg {
+            Message::Hello(h) => self.on_hello(now, peer, h),
+            Message::Auth(a) => self.on_auth(now, peer, a),
+            _ if !ready && self.peer_caps(peer).is_some_and(|c| c.broadcast) => {
+                // On a shared channel this is a station that greeted us before we
+                // restarted, or whose Hello we lost: not an offence. Ask it for a new
+                // session (at most once per handshake timeout); it greets us back.
+                let name = msg.name();
+                debug!(
+                    peer,
+                    "'{name}' from a station we have no session with; asking for one"
+                );
+                let again = self.peers.get(&peer).is_some_and(|p| {
+                    p.new_session_at
+                        .is_none_or(|t| now.saturating_sub(t) > 2 * p.rtt.rto())
+                });
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    // Kept until its Hello comes: blocks and transactions prove themselves,
+                    // and a lost greeting should not cost the whole burst that followed.
+                    if p.early_bytes + bytes.len() <= EARLY_BYTES {
+                        p.early_bytes += bytes.len();
+                        p.early.push(bytes.to_vec());
+                    }
+                }
+                if again {
+                    let nonce = self.peers.get(&peer).map_or(0, |p| p.hello_nonce);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.new_session_at = Some(now);
+                        // This greeting is the one we owed it.
+                        p.hello_due = false;
+                    }
+                    let mut hello = self.hello(nonce);
+                    hello.features |= features::NEW_SESSION;
+                    self.send(peer, Message::Hello(hello));
+                }
+            }
+            _ if !ready => {
+                let name = msg.name();
+                self.misbehave(
+                    peer,
+                    RejectCode::Protocol,
+                    format!("'{name}' before the handshake"),
+                    None,
+                );
+            }
+            Message::Ping(n) => self.send(peer, Message::Pong(n)),
+            Message::Pong(n) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.ping.is_some_and(|(nonce, _)| nonce == n) {
+                        p.ping = None;
+                    }
+                }
+            }
+            Message::Inv(items) => self.on_inv(now, peer, items),
+            Message::GetData(items) => {
+                self.asked(now, peer);
+                self.on_getdata(peer, items)
+            }
+            Message::GetHeaders(gh) => {
+                self.asked(now, peer);
+                let max = (gh.max as usize).min(limits::MAX_HEADERS);
+                let headers = self.chain.headers_after(&gh.locator, gh.stop, max);
+                self.send(peer, Message::Headers(headers));
+            }
+            Message::Headers(headers) => self.on_headers(now, peer, headers),
+            Message::Block(block) => {
+                self.avg_block_bytes = (self.avg_block_bytes * 7 + bytes.len() as u64) / 8;
+                self.block_arrived(now, peer, block);
+            }
+            Message::CompactBlock(c) => self.on_compact(now, peer, c),
+            Message::GetBlockTxn(g) => self.on_getblocktxn(peer, g),
+            Message::BlockTxn(b) => self.on_blocktxn(now, peer, b),
+            Message::Tx(tx) => self.on_tx(now, peer, tx),
+            Message::NotFound(items) => {
+                for it in items {
+                    if it.kind != InvKind::Tx {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            if p.lacks.len() >= KNOWN_CAP {
+                                p.lacks.clear();
+                            }
+                            p.lacks.insert(it.hash);
+                        }
+                    }
+                    if self.in_flight.get(&it.hash).is_some_and(|r| r.peer == peer) {
+                        self.in_flight.remove(&it.hash);
+                    }
+                }
+            }
+            Message::Reject(r) => {
+                let remote = self.remote(peer);
+                warn!(peer, %remote, code = ?r.code, about = ?r.about, "peer rejected: {}", r.reason);
+            }
+            Message::Ack(ids) => self.outbox_on_ack(now, peer, ids),
+            Message::GetAddr => self.on_getaddr(now, peer),
+            Message::Addr(v) => self.on_addr(now, peer, v),
+        }
+        self.outbox_after(now, peer, pushed);
+    }
+
+    /// Beacons, NACKs for stalled transfers, expiry of partial transfers.
+    pub(super) fn packet_timers(&mut self, now: u64) {
+        let links: Vec<LinkId> = self.packet_links.keys().copied().collect();
+        for link in links {
+            let beacon_due = self
+                .packet_links
+                .get(&link)
+                .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
+            if beacon_due {
+                let nonce = self.rng.next_u64();
+                self.beacon_nonces.push_back(nonce);
+                if self.beacon_nonces.len() > 8 {
+                    self.beacon_nonces.pop_front();
+                }
+                let mut hello = self.hello(nonce);
+                hello.features |= features::BEACON;
+                let bytes = self.encode(&Message::Hello(hello));
+                let jitter = self.rng.below(1_000_000);
+                // Until some station answers, beacon after 5 s, 10 s, 20 s... up to every
+                // minute (two stations that start together may collide, and nobody should
+                // wait long to be found); then every five minutes. Each with up to a quarter
+                // of random jitter, and never more than ~2 % of the channel.
+                let alone = !self.peers.values().any(|p| p.link == link && p.ready());
+                if let Some(l) = self.packet_links.get_mut(&link) {
+                    let air = l.airtime_ms(bytes.len());
+                    let interval = if alone && l.alone_beacons < DISCOVERY_FAST_TRIES {
+                        // The first few also on a slow channel (JS8): a collision of the
+                        // first beacons must not cost the 2 % rule's hour.
+                        let n = l.alone_beacons;
+                        l.alone_beacons += 1;
+                        (DISCOVERY_FIRST_MS << n)
+                            .min(DISCOVERY_INTERVAL_MS)
+                            .max(3 * air)
+                    } else if alone {
+                        DISCOVERY_INTERVAL_MS.max(air * 50)
+                    } else {
+                        l.alone_beacons = 0;
+                        BEACON_INTERVAL_MS.max(air * 50)
+                    };
+                    let jitter = interval / 4 * jitter / 1_000_000;
+                    l.next_beacon = now + interval + jitter;
+                    l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
+                }
+            }
+            let Some(l) = self.packet_links.get_mut(&link) else {
+                continue;
+            };
+            l.reasm.expire(now);
+            let stall = l.stall_ms();
+            for (peer, tid) in l.reasm.stalled(now, stall) {
+                l.reasm.touch(peer, tid, now);
+                if !l.may_nack(now, peer, tid) || !l.nack_round(peer, tid) {
+                    continue;
+                }
+                if let Some(nack) = l.reasm.nack(peer, tid) {
+                    debug!(peer, transfer = tid, "asking for missing fragments");
+                    l.queue_nack(now, peer, tid, nack);
+                }
+            }
+        }
+    }
+
+    /// Take our turn on packet links where it is due, then move paced packets to the
+    /// transmit queue.
+    pub(super) fn pump(&mut self, now: u64) {
+        let free: Vec<(LinkId, bool)> = self
+            .packet_links
+            .iter()
+            .filter(|(_, l)| !l.holding(now))
+            .map(|(&id, l)| (id, l.turn_due))
+            .collect();
+        let mut turn = false;
+        for (link, due) in free {
+            turn |= due;
+            self.take_turn(now, link, due);
+        }
+        if turn {
+            // Blocks wanted from peers whose burst just ended.
+            self.request_blocks(now);
+        }
+        let mut out = Vec::new();
+        for l in self.packet_links.values_mut() {
+            l.release(now, &mut out);
+        }
+        for (to, bytes) in out {
+            self.transmits.push_back(Transmit { to, bytes });
+        }
+    }
+
+    /// Our turn on a packet link whose channel is free: the greetings we owe, and after
+    /// a burst we heard, the acks and header requests held back while it was on the air.
+    /// They all leave in one key-up, with whatever else this turn sends.
+    fn take_turn(&mut self, now: u64, link: LinkId, after_burst: bool) {
+        if let Some(l) = self.packet_links.get_mut(&link) {
+            l.turn_due = false;
+        }
+        let on_link: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link == link && !p.closing)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in on_link {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if std::mem::take(&mut p.hello_due) {
+                let nonce = p.hello_nonce;
+                let hello = self.hello(nonce);
+                self.send(id, Message::Hello(hello));
+            }
+            if !after_burst {
+                continue;
+            }
+            self.flush_acks(id);
+            let best = self.chain.best_header().work;
+            let want = self
+                .peers
+                .get_mut(&id)
+                .is_some_and(|p| std::mem::take(&mut p.want_headers) && p.best_work > best);
+            if want {
+                self.ask_headers(now, id, None);
+            }
+        }
+    }
+
+    /// Is the channel of `peer`'s link busy with another station's burst (half duplex)?
+    pub(super) fn link_holding(&self, peer: PeerId, now: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .and_then(|p| self.packet_links.get(&p.link))
+            .is_some_and(|l| l.holding(now))
+    }
+
+    /// Air time before something sent to `peer` now would be on the air.
+    pub(super) fn link_air_ahead(&self, peer: PeerId, now: u64) -> u64 {
+        self.peers
+            .get(&peer)
+            .and_then(|p| self.packet_links.get(&p.link))
+            .map_or(0, |l| l.air_ahead(now))
+    }
+
+    fn note_heard(&mut self, peer: PeerId, msg: &Message) {
+        let Some(link) = self.peers.get(&peer).map(|p| p.link) else {
+            return;
+        };
+        if !self.links.get(&link).is_some_and(|c| c.broadcast) {
+            return;
+        }
+        let hashes: Vec<Hash> = match msg {
+            Message::Tx(tx) => vec![tx.id()],
+            Message::Block(b) => vec![b.hash()],
+            Message::Headers(hs) if hs.len() == 1 => vec![hs[0].hash()],
+            Message::Inv(items) => items.iter().map(|i| i.hash).collect(),
+            _ => return,
+        };
+        for h in hashes {
+            if self.heard_on.insert(h, link).is_none() {
+                self.heard_order.push_back(h);
+                if self.heard_order.len() > KNOWN_CAP {
+                    if let Some(old) = self.heard_order.pop_front() {
+                        self.heard_on.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Was `hash` first heard on the broadcast link this peer is on?
+    pub(super) fn heard_where_peer_is(&self, peer: PeerId, hash: &Hash) -> bool {
+        let link = self.peers.get(&peer).map(|p| p.link);
+        link.is_some() && self.heard_on.get(hash).copied() == link
+    }
+
+    pub(super) fn peer_caps(&self, peer: PeerId) -> Option<&LinkCaps> {
+        self.peers.get(&peer).and_then(|p| self.links.get(&p.link))
+    }
+
+    pub(super) fn send(&mut self, peer: PeerId, msg: Message) {
+        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+            // The driver is not draining: shed the peer rather than grow without bound.
+            self.disconnect(peer, "output queue overflow".into());
+            return;
+        }
+        let bytes = self.encode(&msg);
+        self.route(peer, bytes, &msg);
+    }
+
+    /// Hand an encoded envelope to the peer's link: straight out on stream links, through
+    /// the packet layer (fragmented, paced) on packet links.
+    pub(super) fn route(&mut self, peer: PeerId, bytes: Vec<u8>, msg: &Message) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.stats.bytes_out += bytes.len() as u64;
+        p.stats.msgs_out += 1;
+        p.last_send = self.now;
+        let link = p.link;
+        if let Some(l) = self.packet_links.get_mut(&link) {
+            let prio = match msg {
+                Message::Hello(_) => Priority::Greeting,
+                Message::Block(_) | Message::Headers(_) | Message::Tx(_) => Priority::Bulk,
+                _ => Priority::Control,
+            };
+            let now = self.now;
+            if !l.enqueue(now, Dest::Peer(peer), &bytes, prio) {
+                warn!(peer, link, "radio queue full; {} not sent", msg.name());
+            }
+        } else {
+            self.transmits.push_back(Transmit {
+                to: Dest::Peer(peer),
+                bytes,
+            });
+        }
+    }
+
+    /// Size of `msg` as an envelope (the id's varint width aside).
+    pub(super) fn encode_len(&self, msg: &Message) -> usize {
+        envelope::encode(self.network, self.next_msg_id, msg).len()
+    }
+
+    pub(super) fn encode(&mut self, msg: &Message) -> Vec<u8> {
+        let id = self.next_msg_id;
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        envelope::encode(self.network, id, msg)
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,305 @@
+//! Relay of transactions and blocks: inventory (`Inv`, `GetData`), transactions from
+//! peers and from the API, and announcing what is new to the peers that lack it (by
+//! header on packet links, whole on narrow ones, once per broadcast channel).
+
+use super::{
+    compact, is_narrow, truncate, Dest, Node, NodeEvent, Priority, Request, MAX_BLOCKS_PER_GETDATA,
+    NARROW_TX_MAX,
+};
+use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome};
+use crate::net::PeerId;
+use crate::wire::message::{limits, InvItem, InvKind, Message, Reject, RejectCode};
+use tracing::{debug, info, warn};
+
+impl Node {
+    pub(super) fn submit_tx_inner(
+        &mut self,
+        now: u64,
+        tx: Transaction,
+        id: Hash,
+    ) -> Result<Hash, ChainError> {
+        match self.chain.submit_tx(tx, self.wall_s(now))? {
+            TxOutcome::Accepted => {
+                self.outbox_tx_accepted(now, id, None)?;
+                self.events
+                    .push_back(NodeEvent::TxAccepted { id, from: None });
+                self.announce(
+                    None,
+                    InvItem {
+                        kind: InvKind::Tx,
+                        hash: id,
+                    },
+                );
+            }
+            TxOutcome::Duplicate => {}
+        }
+        Ok(id)
+    }
+
+    pub(super) fn on_inv(&mut self, now: u64, peer: PeerId, items: Vec<InvItem>) {
+        let mut want_headers = false;
+        let mut want = Vec::new();
+        for it in items {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.learn(it.hash);
+            }
+            match it.kind {
+                InvKind::Block | InvKind::CompactBlock => {
+                    if !self.chain.has_header(&it.hash) {
+                        want_headers = true;
+                    }
+                }
+                InvKind::Tx => {
+                    if self.chain.mempool_get(&it.hash).is_none()
+                        && !self.in_flight.contains_key(&it.hash)
+                    {
+                        let (deadline, _) = self.block_deadline(peer, now, 1);
+                        self.in_flight.insert(
+                            it.hash,
+                            Request {
+                                peer,
+                                deadline,
+                                sent_at: now,
+                                air: 0,
+                                retry: true,
+                            },
+                        );
+                        want.push(it);
+                    }
+                }
+            }
+        }
+        if want_headers {
+            self.ask_headers(now, peer, None);
+        }
+        if !want.is_empty() {
+            self.send(peer, Message::GetData(want));
+        }
+    }
+
+    pub(super) fn on_getdata(&mut self, peer: PeerId, items: Vec<InvItem>) {
+        // The operator keeps whole blocks off this link (a narrow one): NotFound.
+        let carries_blocks = self.peer_caps(peer).is_none_or(|c| c.blocks);
+        let mut missing = Vec::new();
+        let mut blocks_sent = 0;
+        for it in items {
+            match it.kind {
+                InvKind::Block | InvKind::CompactBlock => {
+                    if blocks_sent >= MAX_BLOCKS_PER_GETDATA || !carries_blocks {
+                        missing.push(it);
+                        continue;
+                    }
+                    match self.chain.block(&it.hash) {
+                        Ok(Some(b)) => {
+                            blocks_sent += 1;
+                            let msg = if it.kind == InvKind::CompactBlock {
+                                compact::compact_of(&b)
+                            } else {
+                                Message::Block(b)
+                            };
+                            self.send(peer, msg);
+                            // The peer asked for it: the sync now carries it there, so the
+                            // outbox need not.
+                            self.outbox_peer_has(self.now, peer, it.hash);
+                        }
+                        Ok(None) => missing.push(it),
+                        Err(e) => {
+                            warn!("store error reading block {}: {e}", it.hash);
+                            missing.push(it);
+                        }
+                    }
+                }
+                InvKind::Tx => match self.chain.mempool_get(&it.hash) {
+                    Some(tx) => self.send(peer, Message::Tx(tx)),
+                    None => missing.push(it),
+                },
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.learn(it.hash);
+            }
+        }
+        if !missing.is_empty() {
+            self.send(peer, Message::NotFound(missing));
+        }
+    }
+
+    pub(super) fn on_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
+        let id = tx.id();
+        self.in_flight.remove(&id);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.learn(id);
+        }
+        if !tx.verify(self.network) {
+            self.misbehave(
+                peer,
+                RejectCode::Invalid,
+                format!("transaction {id}: bad signature"),
+                Some(id),
+            );
+            return;
+        }
+        match self.chain.submit_tx(tx, self.wall_s(now)) {
+            Ok(TxOutcome::Accepted) => {
+                debug!(peer, %id, "tx accepted");
+                if let Err(e) = self.outbox_tx_accepted(now, id, Some(peer)) {
+                    warn!(%id, "cannot queue relayed tx in the outbox: {e}");
+                }
+                self.events.push_back(NodeEvent::TxAccepted {
+                    id,
+                    from: Some(peer),
+                });
+                self.announce(
+                    Some(peer),
+                    InvItem {
+                        kind: InvKind::Tx,
+                        hash: id,
+                    },
+                );
+            }
+            Ok(TxOutcome::Duplicate) => {}
+            // A well-signed transaction can fail policy or state checks without any fault
+            // of the peer (it may have seen a block we have not): refuse it, keep the peer.
+            Err(e) => {
+                debug!(peer, %id, "tx refused: {e}");
+                self.send(
+                    peer,
+                    Message::Reject(Reject {
+                        code: RejectCode::Invalid,
+                        reason: truncate(&e.to_string(), limits::MAX_REASON),
+                        about: Some(id),
+                    }),
+                );
+            }
+        }
+    }
+
+    pub(super) fn after_block(&mut self, from: Option<PeerId>, out: &BlockOutcome) {
+        if let BlockOutcome::Connected {
+            tip,
+            connected,
+            disconnected,
+        } = out
+        {
+            if !disconnected.is_empty() {
+                info!(
+                    disconnected = disconnected.len(),
+                    connected = connected.len(),
+                    height = tip.height,
+                    tip = %tip.hash,
+                    "reorganised to a chain with more work"
+                );
+            }
+            if !disconnected.is_empty() {
+                // Transactions of the replaced blocks are back in the mempool: offer them
+                // again, since peers that saw them mined may have dropped them.
+                let ids: Vec<Hash> = self
+                    .chain
+                    .mempool_txs()
+                    .iter()
+                    .take(limits::MAX_INV)
+                    .map(Transaction::id)
+                    .collect();
+                for id in ids {
+                    self.announce(
+                        None,
+                        InvItem {
+                            kind: InvKind::Tx,
+                            hash: id,
+                        },
+                    );
+                }
+            }
+            self.events.push_back(NodeEvent::TipChanged {
+                tip: *tip,
+                connected: connected.len(),
+                disconnected: disconnected.len(),
+                from,
+            });
+            self.announce(
+                from,
+                InvItem {
+                    kind: InvKind::Block,
+                    hash: tip.hash,
+                },
+            );
+        }
+    }
+
+    /// Announce an item to every ready peer that does not already know it.
+    pub(super) fn announce(&mut self, except: Option<PeerId>, item: InvItem) {
+        // Whatever came in on a broadcast channel was heard by every station on it;
+        // repeating it there would only spend air time (beacons cover a missed frame).
+        let heard_on = except
+            .and_then(|e| self.peers.get(&e))
+            .map(|p| p.link)
+            .filter(|l| self.links.get(l).is_some_and(|c| c.broadcast));
+        let mut targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(&id, p)| {
+                Some(id) != except
+                    && Some(p.link) != heard_on
+                    && p.ready()
+                    && !p.known.contains(&item.hash)
+                    && !self.outbox_will_push(id, &item)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        targets.sort_unstable();
+        // On packet links a new block is announced by its header: the receiver can
+        // check its proof of work and ask for the body at once, saving a round trip
+        // of GetHeaders/Headers (two channel turnarounds on a half-duplex radio).
+        let header_msg = match item.kind {
+            InvKind::Block | InvKind::CompactBlock => self
+                .chain
+                .header(&item.hash)
+                .map(|h| Message::Headers(vec![h])),
+            InvKind::Tx => None,
+        };
+        // On a narrow link an Inv, GetData and Tx would cost three turnarounds of minutes
+        // each: a small transaction goes whole, a large one not at all.
+        let narrow_tx = match item.kind {
+            InvKind::Tx => self
+                .chain
+                .mempool_get(&item.hash)
+                .map(Message::Tx)
+                .filter(|m| self.encode_len(m) <= NARROW_TX_MAX),
+            _ => None,
+        };
+        let announcement = |packet: bool, narrow: bool| match (&header_msg, packet) {
+            _ if narrow && item.kind == InvKind::Tx => narrow_tx.clone(),
+            (Some(h), true) => Some(h.clone()),
+            _ => Some(Message::Inv(vec![item])),
+        };
+        let mut broadcast_links = Vec::new();
+        for id in targets {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            p.learn(item.hash);
+            let link = p.link;
+            let narrow = self.links.get(&link).is_some_and(is_narrow);
+            // On a shared channel one broadcast reaches every station at the price of one.
+            if self.links.get(&link).is_some_and(|c| c.broadcast) {
+                if !broadcast_links.contains(&(link, narrow)) {
+                    broadcast_links.push((link, narrow));
+                }
+                continue;
+            }
+            let packet = self.packet_links.contains_key(&link);
+            if let Some(msg) = announcement(packet, narrow) {
+                self.send(id, msg);
+            }
+        }
+        for (link, narrow) in broadcast_links {
+            let Some(msg) = announcement(true, narrow) else {
+                continue;
+            };
+            let bytes = self.encode(&msg);
+            let now = self.now;
+            if let Some(l) = self.packet_links.get_mut(&link) {
+                l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
+            }
+        }
+    }
+}

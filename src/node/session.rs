@@ -1,0 +1,461 @@
+//! Peer sessions: opening and closing them, the handshake (`Hello` and the network-key
+//! proof), per-link session limits and rate buckets, and refusing or dropping a peer
+//! that breaks the rules.
+
+use super::{auth, is_narrow, peers, rtt, truncate, Node, NodeEvent, Peer, PeerKey, PeerStats};
+use crate::chain::Hash;
+use crate::net::{LinkId, PeerId};
+use crate::wire::message::{
+    features, limits, Hello, InvItem, InvKind, Message, Reject, RejectCode, PROTOCOL_VERSION,
+};
+use std::collections::{HashSet, VecDeque};
+use tracing::{debug, info, warn};
+
+impl Node {
+    /// A peer session opened: we greet it first.
+    pub fn peer_connected(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        link: LinkId,
+        remote: String,
+        outbound: bool,
+    ) {
+        self.now = now;
+        if let Some(reason) = self.refused(now, peer, &remote) {
+            // No Hello: a banned peer learns nothing about us.
+            self.refuse(peer, reason);
+            return;
+        }
+        if let Some(reason) = self.over_session_limits(peer, link, &remote) {
+            self.refuse(peer, reason);
+            return;
+        }
+        let (msg_bucket, byte_bucket) = self.buckets_for(link, now);
+        let nonce = self.rng.next_u64();
+        self.peers.insert(
+            peer,
+            Peer {
+                link,
+                remote,
+                outbound,
+                connected_at: now,
+                hello_nonce: nonce,
+                new_session_at: None,
+                hello: None,
+                pending_hello: None,
+                closing: false,
+                best_height: 0,
+                best_work: 0,
+                tip: None,
+                last_recv: now,
+                last_send: now,
+                ping: None,
+                headers_asked_at: None,
+                headers_max: limits::MAX_HEADERS as u16,
+                known: HashSet::new(),
+                known_order: VecDeque::new(),
+                lacks: HashSet::new(),
+                stats: PeerStats::default(),
+                msg_bucket,
+                byte_bucket,
+                rtt: rtt::Rtt::default(),
+                headers_deadline: 0,
+                headers_timing: None,
+                want_headers: false,
+                hello_due: false,
+                answered: false,
+                pushed_at: None,
+                asked_at: None,
+                early: Vec::new(),
+                early_bytes: 0,
+            },
+        );
+        if self.packet_links.contains_key(&link) {
+            // A station heard on a radio channel: its frame follows, and maybe more of its
+            // burst. Our greeting goes in our turn, with our tip as it is by then.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.hello_due = true;
+            }
+            return;
+        }
+        let hello = self.hello(nonce);
+        self.send(peer, Message::Hello(hello));
+        self.pump(now);
+    }
+
+    /// Refuse a session beyond the per-link or per-address limits.
+    fn over_session_limits(&self, peer: PeerId, link: LinkId, remote: &str) -> Option<String> {
+        let pol = &self.cfg.peers;
+        let on_link = self.peers.values().filter(|p| p.link == link).count();
+        if on_link >= pol.max_peers_per_link {
+            warn!(peer, %remote, on_link, "refusing peer: link full");
+            return Some(format!("too many peers on this link ({on_link})"));
+        }
+        let key = PeerKey::of(remote);
+        let same = self
+            .peers
+            .values()
+            .filter(|p| !p.closing && PeerKey::of(&p.remote) == key)
+            .count();
+        if same >= pol.max_sessions_per_key {
+            warn!(peer, %remote, same, "refusing peer: too many sessions from one address");
+            return Some(format!(
+                "too many sessions from {} ({same})",
+                key.as_string()
+            ));
+        }
+        None
+    }
+
+    /// Rate limits for a new peer on `link`. On radio the channel's bit rate already
+    /// bounds an honest station: four times that (a minute's burst) is a flood, with
+    /// room left for a modem that runs faster than it reported.
+    pub(super) fn buckets_for(&self, link: LinkId, now: u64) -> (peers::Bucket, peers::Bucket) {
+        let pol = &self.cfg.peers;
+        match self.links.get(&link) {
+            Some(c) if c.bitrate_bps > 0 => {
+                let bytes = (c.bitrate_bps / 8 * 4).max(64);
+                let msgs = (bytes / 16).max(2);
+                (
+                    peers::Bucket::new(msgs, msgs * 60, now),
+                    peers::Bucket::new(bytes, bytes * 60, now),
+                )
+            }
+            _ => (
+                peers::Bucket::new(pol.msgs_per_sec, pol.msgs_per_sec * 10, now),
+                peers::Bucket::new(pol.bytes_per_sec, pol.bytes_per_sec * 10, now),
+            ),
+        }
+    }
+
+    /// A peer session closed.
+    pub fn peer_disconnected(&mut self, now: u64, peer: PeerId) {
+        self.now = now;
+        if let Some(p) = self.peers.remove(&peer) {
+            if let Some(l) = self.packet_links.get_mut(&p.link) {
+                l.forget_peer(peer);
+            }
+        }
+        self.outbox_peer_gone(peer);
+        self.pex_gone(peer);
+        self.in_flight.retain(|_, r| r.peer != peer);
+        // Bodies it was fetching are re-requested from others on the next tick.
+    }
+
+    /// The link could not frame what `peer` sent (a bad length prefix, a broken KISS
+    /// escape): the same as an undecodable message.
+    pub fn peer_garbage(&mut self, now: u64, peer: PeerId, reason: String) {
+        self.now = now;
+        if self.peers.get(&peer).is_some_and(|p| !p.closing) {
+            self.misbehave(peer, RejectCode::Malformed, reason, None);
+        }
+    }
+
+    /// Our answer to a broadcast from `peer` waits a random moment (see
+    /// `PacketLink::defer_answer`).
+    fn defer_answer(&mut self, peer: PeerId, now: u64) {
+        let link = self.peers.get(&peer).map(|p| p.link);
+        if let Some(l) = link.and_then(|l| self.packet_links.get_mut(&l)) {
+            l.defer_answer(now);
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        let on_broadcast = self
+            .peers
+            .get(&peer)
+            .and_then(|p| self.links.get(&p.link))
+            .is_some_and(|c| c.broadcast);
+        if on_broadcast && self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+            if h.features & features::NEW_SESSION != 0
+                && h.network == self.network
+                && h.node_id != self.cfg.node_id
+            {
+                // The station restarted (or lost our greeting): what we knew of its
+                // session is stale. Start a new one and greet it back.
+                info!(peer, callsign = %h.callsign, "station opened a new session");
+                if let Some((link, remote, rtt, pushed_at)) = self
+                    .peers
+                    .get(&peer)
+                    .map(|p| (p.link, p.remote.clone(), p.rtt.clone(), p.pushed_at))
+                {
+                    self.peer_disconnected(now, peer);
+                    self.peer_connected(now, peer, link, remote, false);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        // The path is the same, and what we pushed it a moment ago it may
+                        // well hold (kept until our greeting came): no second push yet.
+                        p.rtt = rtt;
+                        p.pushed_at = pushed_at;
+                    }
+                    if self.peers.get(&peer).is_some_and(|p| p.hello.is_none()) {
+                        self.on_hello(now, peer, h);
+                    }
+                }
+                return;
+            }
+            // A station's periodic beacon (or its greeting in its turn): news of its tip,
+            // not a protocol error.
+            if h.network == self.network && h.node_id != self.cfg.node_id {
+                // Only its beacons since we greeted it, well after an answer was due: our
+                // greeting was lost (a hidden station keyed up over it). Greet it again
+                // in our turn; its beacons back off, and so do these.
+                let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
+                if h.features & features::BEACON != 0 {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if !p.answered && now > p.connected_at + 2 * rto {
+                            debug!(peer, "only beacons from a station we greeted: again");
+                            p.hello_due = true;
+                        }
+                    }
+                    // Every station that heard the beacon may answer it: the first answer
+                    // to a new station goes at once (the usual case, two stations), what
+                    // follows a beacon from a known one at a random moment.
+                    self.defer_answer(peer, now);
+                }
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.saw_tip(h.height, h.tip);
+                    p.best_work = p.best_work.max(h.work);
+                    p.learn(h.tip);
+                }
+                self.outbox_peer_has(now, peer, h.tip);
+                if h.work > self.chain.best_header().work {
+                    self.ask_headers(now, peer, None);
+                }
+                self.push_to_behind(now, peer, &h);
+            }
+            return;
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+            self.misbehave(peer, RejectCode::Protocol, "second hello".into(), None);
+            return;
+        }
+        if h.network != self.network {
+            self.misbehave(
+                peer,
+                RejectCode::WrongNetwork,
+                format!(
+                    "wrong network in hello: {} (this node is {} {})",
+                    hex::encode(h.network),
+                    self.chain.params().name,
+                    hex::encode(self.network)
+                ),
+                None,
+            );
+            return;
+        }
+        if h.version != PROTOCOL_VERSION {
+            self.misbehave(
+                peer,
+                RejectCode::Version,
+                format!(
+                    "protocol version {} not supported (we speak {PROTOCOL_VERSION})",
+                    h.version
+                ),
+                None,
+            );
+            return;
+        }
+        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.cfg.node_id {
+            self.reject_and_close(peer, RejectCode::Duplicate, "connected to ourselves".into());
+            return;
+        }
+        if self.peers.iter().any(|(&id, p)| {
+            id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == h.node_id)
+        }) {
+            self.reject_and_close(
+                peer,
+                RejectCode::Duplicate,
+                "already connected to this node".into(),
+            );
+            return;
+        }
+        if let Some(key) = self.cfg.peers.network_key {
+            // Hold the Hello until the peer proves the key; prove ours meanwhile.
+            let proof = auth::prove(&key, self.network, h.nonce, &self.cfg.node_id);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.pending_hello = Some(h);
+            }
+            self.send(peer, Message::Auth(proof));
+            return;
+        }
+        self.finish_hello(now, peer, h);
+    }
+
+    /// The peer's network-key proof (see `auth`).
+    pub(super) fn on_auth(&mut self, now: u64, peer: PeerId, a: crate::wire::message::Auth) {
+        let Some(key) = self.cfg.peers.network_key else {
+            debug!(peer, "peer proves a network key; none is configured here");
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(h) = p.pending_hello.take() else {
+            if p.hello.is_none() {
+                self.misbehave(
+                    peer,
+                    RejectCode::Protocol,
+                    "key proof before hello".into(),
+                    None,
+                );
+            }
+            return;
+        };
+        let ours = a.seen == p.hello_nonce || self.beacon_nonces.contains(&a.seen);
+        if ours && auth::verify(&key, self.network, &a, &h.node_id) {
+            self.finish_hello(now, peer, h);
+        } else {
+            self.misbehave(
+                peer,
+                RejectCode::Protocol,
+                "network key proof does not match (the peer lacks this network's key)".into(),
+                None,
+            );
+        }
+    }
+
+    /// The handshake is complete: the peer is ready.
+    fn finish_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        let (remote, height) = {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return;
+            };
+            p.best_height = h.height;
+            p.tip = Some(h.tip);
+            p.best_work = h.work;
+            p.learn(h.tip);
+            let out = (p.remote.clone(), h.height);
+            p.hello = Some(h.clone());
+            out
+        };
+        info!(peer, %remote, callsign = %h.callsign, height, agent = %h.user_agent, "peer ready");
+        self.events.push_back(NodeEvent::PeerReady {
+            peer,
+            remote,
+            callsign: h.callsign.clone(),
+            height,
+        });
+        if h.work > self.chain.best_header().work {
+            self.ask_headers(now, peer, None);
+        }
+        // Before the outbox: blocks pushed now come ahead of the tip the outbox offers,
+        // so the peer holds them when it reads that offer and acks it at once.
+        self.push_to_behind(now, peer, &h);
+        self.outbox_peer_ready(now, peer);
+        self.pex_ready(now, peer);
+        // Offer what we hold for relay: a peer that was away may lack it. On a slow link
+        // only the best-paying few (about 3 s of air): each id costs 33 bytes, and the
+        // outbox delivers what this peer is owed anyway.
+        let offer = match self.peer_caps(peer) {
+            Some(c) if is_narrow(c) => 0,
+            Some(c) if c.bitrate_bps > 0 => ((c.bitrate_bps / 8 * 3) / 33).clamp(4, 64) as usize,
+            _ => limits::MAX_INV,
+        };
+        let items: Vec<InvItem> = self
+            .chain
+            .mempool_txs()
+            .iter()
+            .take(offer)
+            .map(|tx| InvItem {
+                kind: InvKind::Tx,
+                hash: tx.id(),
+            })
+            .collect();
+        if !items.is_empty() {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                for it in &items {
+                    p.learn(it.hash);
+                }
+            }
+            self.send(peer, Message::Inv(items));
+        }
+        // What it said before we had its greeting (see `EARLY_BYTES`).
+        let early = self
+            .peers
+            .get_mut(&peer)
+            .map(|p| {
+                p.early_bytes = 0;
+                std::mem::take(&mut p.early)
+            })
+            .unwrap_or_default();
+        for env in early {
+            self.handle_envelope(now, peer, &env);
+        }
+    }
+
+    /// Our handshake, as sent to a peer or broadcast as a beacon.
+    pub(super) fn hello(&self, nonce: u64) -> Hello {
+        let tip = self.chain.tip();
+        Hello {
+            version: PROTOCOL_VERSION,
+            network: self.network,
+            height: tip.height,
+            tip: tip.hash,
+            work: tip.work,
+            node_id: self.cfg.node_id,
+            callsign: self.cfg.callsign.clone(),
+            features: features::FULL_BLOCKS,
+            nonce,
+            user_agent: self.cfg.user_agent.clone(),
+        }
+    }
+
+    pub(super) fn remote(&self, peer: PeerId) -> String {
+        self.peers
+            .get(&peer)
+            .map(|p| p.remote.clone())
+            .unwrap_or_default()
+    }
+
+    fn reject_and_close(&mut self, peer: PeerId, code: RejectCode, reason: String) {
+        self.send(
+            peer,
+            Message::Reject(Reject {
+                code,
+                reason: truncate(&reason, limits::MAX_REASON),
+                about: None,
+            }),
+        );
+        self.disconnect(peer, reason);
+    }
+
+    /// Refuse, report and disconnect a peer that broke the rules.
+    pub(super) fn misbehave(
+        &mut self,
+        peer: PeerId,
+        code: RejectCode,
+        reason: String,
+        about: Option<Hash>,
+    ) {
+        let remote = self.remote(peer);
+        warn!(peer, %remote, "misbehaving peer: {reason}");
+        self.send(
+            peer,
+            Message::Reject(Reject {
+                code,
+                reason: truncate(&reason, limits::MAX_REASON),
+                about,
+            }),
+        );
+        self.score_misbehaviour(&remote, code, &reason);
+        self.events.push_back(NodeEvent::Misbehaviour {
+            peer,
+            remote,
+            reason: reason.clone(),
+        });
+        self.disconnect(peer, reason);
+    }
+
+    pub(super) fn disconnect(&mut self, peer: PeerId, reason: String) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.closing {
+                return;
+            }
+            p.closing = true;
+        }
+        self.in_flight.retain(|_, r| r.peer != peer);
+        self.events
+            .push_back(NodeEvent::Disconnect { peer, reason });
+    }
+}
