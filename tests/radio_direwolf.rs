@@ -69,9 +69,14 @@ fn sync_over_direwolf(test: &str, opts: DirewolfOpts) {
         // Turns: A keys up only when B's turn is over (B's greeting, acks, requests), once
         // for everything it has to say, so A's transmissions during the sync are no more
         // than B's, plus one for an unasked beacon. (Handing the burst over in pieces, or
-        // answering each request as it comes, keys up again and again.)
+        // answering each request as it comes, keys up again and again.) Counted once the
+        // last transmission, still in its tail at sync, has ended.
+        pair.wait_air_idle(Duration::from_secs(1), Duration::from_secs(30));
+        let air = pair.air_stats();
         let a_tx = air.a_to_b.bursts - before.a_to_b.bursts;
         let b_tx = air.b_to_a.bursts - before.b_to_a.bursts;
+        eprintln!("{test}: A keyed up {a_tx} times, B {b_tx} times");
+        assert!(a_tx > 0 && b_tx > 0, "transmissions not counted: {air:?}");
         assert!(
             a_tx <= b_tx + 1,
             "A keyed up {a_tx} times against B's {b_tx} during the sync\n{:#?}",

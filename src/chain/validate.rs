@@ -247,25 +247,7 @@ pub fn check_body(
     if merkle::root(&ids) != block.header.merkle_root {
         return Err(ValidationError::BadMerkle);
     }
-    if block.txs.len() > params.max_block_txs {
-        return Err(ValidationError::TooManyTxs {
-            count: block.txs.len(),
-            max: params.max_block_txs,
-        });
-    }
-    let size = block.encoded_len();
-    if size > params.max_block_bytes {
-        return Err(ValidationError::TooBig {
-            size,
-            max: params.max_block_bytes,
-        });
-    }
-    if block.coinbase.height != block.header.height {
-        return Err(ValidationError::CoinbaseHeight {
-            expected: block.header.height,
-            got: block.coinbase.height,
-        });
-    }
+    check_body_bounds(params, block)?;
     let mut seen = HashSet::with_capacity(block.txs.len());
     for id in &ids[1..] {
         if !seen.insert(*id) {
