@@ -557,9 +557,16 @@ impl PacketLink {
             .filter_map(|&i| t.frags.get(i as usize).cloned())
             .collect();
         for f in frags {
-            // Two NACKs that crossed our repair name the same fragments: send them once.
+            // Two NACKs that crossed our repair name the same fragments, and a NACK sent
+            // while our burst was cut (OVER|MORE) names fragments still waiting here for
+            // the next one: send each once.
             let dest = Dest::Peer(peer);
-            if self.control.iter().any(|(d, p)| *d == dest && *p == f) {
+            if self
+                .control
+                .iter()
+                .chain(self.bulk.iter())
+                .any(|(d, p)| *d == dest && *p == f)
+            {
                 continue;
             }
             self.repaired += 1;
@@ -893,6 +900,24 @@ mod tests {
         assert!(!l.nack_round(9, 4), "gave up");
         assert!(l.reasm.missing(9, 4).is_none(), "partial transfer dropped");
         assert!(l.reasm.stalled(u64::MAX / 2, 0).is_empty());
+    }
+
+    /// A NACK naming fragments that are still queued here (our burst was cut, the rest
+    /// goes in the next one) does not queue them a second time.
+    #[test]
+    fn a_nack_for_fragments_still_queued_sends_them_once() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        l.enqueue(0, Dest::Peer(5), &vec![3u8; 12_000], Priority::Bulk);
+        let total = l.queued();
+        let mut out = Vec::new();
+        l.release(100, &mut out);
+        assert!(out.len() < total, "the burst was cut");
+        let all: Vec<u32> = (0..total as u32).collect();
+        let nack = frag::Nack::from_indices(1, &all);
+        assert!(l.repair(200, 5, &nack));
+        // Only what already went out is queued again.
+        assert_eq!(l.queued(), total);
+        assert_eq!(l.repaired as usize, out.len());
     }
 
     #[test]
