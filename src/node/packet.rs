@@ -618,6 +618,40 @@ impl PacketLink {
         }
     }
 
+    /// NACKs waiting for our turn name what was missing when they were made; the burst
+    /// we held for may have brought it since. Ask for what is missing now, and drop a
+    /// NACK whose transfer is complete (its fragments would be sent twice).
+    fn refresh_nacks(&mut self) {
+        let reasm = &self.reasm;
+        let mut changed = false;
+        self.control.retain_mut(|(d, p)| {
+            let Dest::Peer(peer) = *d else {
+                return true;
+            };
+            let Ok(frag::Packet::Nack(n)) = frag::parse(p) else {
+                return true;
+            };
+            match reasm.missing(peer, n.transfer_id) {
+                Some(m) if !m.is_empty() => {
+                    let fresh = frag::encode_nack(n.transfer_id, &m);
+                    if *p != fresh {
+                        *p = fresh;
+                        changed = true;
+                    }
+                    true
+                }
+                // Complete (or given up): nothing to ask for.
+                _ => {
+                    changed = true;
+                    false
+                }
+            }
+        });
+        if changed {
+            self.recount_queued();
+        }
+    }
+
     /// Bytes queued, counted again after packets were taken out of the middle.
     fn recount_queued(&mut self) {
         self.queued_bytes = self
@@ -658,6 +692,9 @@ impl PacketLink {
     pub fn release(&mut self, now: u64, out: &mut Vec<(Dest, Vec<u8>)>) {
         if self.queued() == 0 || !self.may_key_up(now) {
             return;
+        }
+        if self.takes_turns() && self.backlog_until <= now {
+            self.refresh_nacks();
         }
         let first = out.len();
         let mut capped = false;
@@ -900,6 +937,41 @@ mod tests {
         assert!(!l.nack_round(9, 4), "gave up");
         assert!(l.reasm.missing(9, 4).is_none(), "partial transfer dropped");
         assert!(l.reasm.stalled(u64::MAX / 2, 0).is_empty());
+    }
+
+    /// A NACK made while the sender's burst was still on the air is brought up to date
+    /// when our turn comes: it asks only for what is still missing then, or goes.
+    #[test]
+    fn a_queued_nack_asks_for_what_is_missing_when_it_leaves() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let frags = frag::split(7, &[9u8; 1000], 256).unwrap();
+        assert!(l.reasm.insert(0, 4, &frags[0]).unwrap().is_none());
+        let stale = l.reasm.nack(4, 7).unwrap();
+        l.queue_nack(0, 4, 7, stale.clone());
+        // The rest of the transfer arrives before our turn.
+        for f in &frags[1..] {
+            let _ = l.reasm.insert(1, 4, f).unwrap();
+        }
+        let mut out = Vec::new();
+        l.release(60_000, &mut out);
+        assert!(
+            out.is_empty(),
+            "a NACK for a complete transfer went out: {out:?}"
+        );
+        // A transfer still missing its last fragment: the NACK names only that one.
+        let frags = frag::split(8, &[9u8; 1000], 256).unwrap();
+        l.reasm.insert(60_000, 4, &frags[0]).unwrap();
+        let stale = l.reasm.nack(4, 8).unwrap();
+        l.queue_nack(60_000, 4, 8, stale.clone());
+        for f in &frags[1..frags.len() - 1] {
+            let _ = l.reasm.insert(60_001, 4, f).unwrap();
+        }
+        l.release(120_000, &mut out);
+        assert_eq!(out.len(), 1);
+        let frag::Packet::Nack(n) = frag::parse(&out[0].1).unwrap() else {
+            panic!("not a nack")
+        };
+        assert_eq!(n.indices(frags.len() as u32), vec![frags.len() as u32 - 1]);
     }
 
     /// A NACK naming fragments that are still queued here (our burst was cut, the rest
