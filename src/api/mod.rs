@@ -26,6 +26,9 @@ use std::sync::Arc;
 /// Build the API router, every route behind `auth`.
 pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
     Router::new()
+        .route("/", get(page_index))
+        .route("/page/app.js", get(page_js))
+        .route("/page/style.css", get(page_css))
         .route("/metrics", get(metrics_text))
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
@@ -42,6 +45,39 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+}
+
+// The status page, embedded: no build step, nothing fetched from elsewhere.
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/app.js");
+const PAGE_CSS: &str = include_str!("page/style.css");
+
+async fn page_index() -> Response {
+    page(PAGE_HTML, "text/html; charset=utf-8")
+}
+
+async fn page_js() -> Response {
+    page(PAGE_JS, "text/javascript; charset=utf-8")
+}
+
+async fn page_css() -> Response {
+    page(PAGE_CSS, "text/css; charset=utf-8")
+}
+
+fn page(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            // The page loads only its own script and style and talks only to this API.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
@@ -224,6 +260,8 @@ pub struct Status {
     pub peers: Vec<crate::node::PeerSummary>,
     /// Links.
     pub links: Vec<crate::driver::LinkStatus>,
+    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct}` each.
+    pub radio: Vec<Value>,
     /// Peers disconnected for misbehaviour since start.
     pub misbehaviours: u64,
     /// Software version.
@@ -246,6 +284,16 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         callsign: node.config().callsign.clone(),
         node_id: hex::encode(node.config().node_id),
         peers: node.peers(now_ms()),
+        radio: links
+            .iter()
+            .filter_map(|l| {
+                let p = node.packet_stats(l.id)?;
+                Some(json!({
+                    "link": l.id, "air_ms": p.air_ms,
+                    "duty_cycle_pct": node.config().peers.duty_cycle_pct,
+                }))
+            })
+            .collect(),
         links,
         misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION").to_string(),
