@@ -825,10 +825,18 @@ fn flush(
             NodeEvent::Misbehaviour { .. } => {
                 shared.misbehaviours.fetch_add(1, Ordering::Relaxed);
             }
-            NodeEvent::TipChanged { tip, from, .. } => {
-                info!(height = tip.height, tip = %tip.hash, from = ?from, "new tip");
-            }
-            NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
+            // `skywave run` logs each tip as an `UpdateTip` line, with sync progress.
+            NodeEvent::TipChanged { tip, from, .. } => match from {
+                Some(p) => debug!(
+                    "new tip {} at height {} from peer {p}",
+                    tip.hash, tip.height
+                ),
+                None => debug!("new tip {} at height {} mined here", tip.hash, tip.height),
+            },
+            NodeEvent::TxAccepted { id, from } => match from {
+                Some(p) => debug!("tx {id} accepted from peer {p}"),
+                None => debug!("tx {id} accepted, submitted here"),
+            },
             NodeEvent::PeerReady { .. } => {}
             NodeEvent::Dial { addr } => {
                 push(pex_link, LinkCommand::Dial { addr: addr.clone() });
