@@ -124,6 +124,16 @@ fn a_dial_that_connects_is_up_and_the_node_ready() {
     assert!(up.is_some(), "{}", b.status());
     let (code, ready) = http(&b.api(), "GET", "/api/ready", None).expect("ready answers");
     assert_eq!(code, 200, "{ready}");
+    // `peers` heads its table.
+    let peers = wait_for(Duration::from_secs(20), || {
+        let out = b.ok(&["peers"]);
+        out.contains("N0CALL-1").then_some(out)
+    })
+    .unwrap_or_else(|| b.ok(&["peers"]));
+    let header = peers.lines().nth(1).unwrap_or("");
+    for col in ["ID", "ADDRESS", "CALLSIGN", "HEIGHT", "SCORE", "HEARD"] {
+        assert!(header.contains(col), "no {col} column: {peers}");
+    }
     b.stop();
     a.stop();
 }
