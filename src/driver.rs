@@ -8,7 +8,8 @@
 
 use crate::chain::{pow, Address};
 use crate::link::{
-    self, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId, PeerIds,
+    self, DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId,
+    PeerIds,
 };
 use crate::node::{Dest, Node, NodeEvent};
 use anyhow::anyhow;
@@ -99,6 +100,29 @@ pub fn now_ms() -> u64 {
     clock().now_ms()
 }
 
+/// Wall-clock milliseconds since the epoch as people read them: `2026-12-02 04:40:12 UTC`.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm), valid for any u64 input here.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// A link as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct LinkStatus {
@@ -106,12 +130,30 @@ pub struct LinkStatus {
     pub id: LinkId,
     /// Its URL.
     pub url: String,
-    /// Up (listening, dialling, open) or not.
+    /// Usable: listening, connected (a `tcp://` link), or its modem answering.
     pub up: bool,
+    /// `starting`, `up`, `dialling` (a `tcp://` link trying to connect) or `down`.
+    pub state: String,
     /// Capabilities once up.
     pub caps: Option<LinkCaps>,
-    /// Last error, if it went down.
+    /// The last error, in words (kept while the link dials again).
     pub error: Option<String>,
+    /// When a link that is down tries again (wall-clock ms since the epoch), if it says.
+    pub next_retry_ms: Option<u64>,
+    /// The same, readable (UTC).
+    pub next_retry: Option<String>,
+    /// Since when the link is in this state (wall-clock ms since the epoch).
+    pub since_ms: u64,
+}
+
+impl LinkStatus {
+    fn set_state(&mut self, state: &str, wall: u64) {
+        if self.state != state {
+            self.state = state.to_string();
+            self.since_ms = wall;
+        }
+        self.up = state == "up";
+    }
 }
 
 /// State shared by the driver, the API and the miner.
@@ -430,8 +472,12 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                 id,
                 url: name.clone(),
                 up: false,
+                state: "starting".into(),
                 caps: None,
                 error: None,
+                next_retry_ms: None,
+                next_retry: None,
+                since_ms: shared.clock.wall_ms(),
             });
         }
         let task = match url {
@@ -582,16 +628,23 @@ fn on_link_event(
     match ev {
         LinkEvent::Up { link, caps } => {
             let caps = sane(caps);
+            let wall = shared.clock.wall_ms();
             if let Ok(mut l) = shared.links.lock() {
                 if let Some(s) = l.iter_mut().find(|s| s.id == link) {
-                    s.up = true;
+                    if s.state == "down" {
+                        info!("link {link} ({}) is up again", s.url);
+                    }
+                    s.set_state("up", wall);
                     s.caps = Some(caps.clone());
                     s.error = None;
+                    s.next_retry_ms = None;
+                    s.next_retry = None;
                 }
             }
             let (mut n, now) = shared.node_now()?;
             n.link_up(now, link, caps);
         }
+        LinkEvent::Dial { link, state } => on_dial(shared, link, state),
         LinkEvent::Caps { link, caps } => {
             let caps = sane(caps);
             if let Ok(mut l) = shared.links.lock() {
@@ -603,11 +656,14 @@ fn on_link_event(
             n.link_caps(now, link, caps);
         }
         LinkEvent::Down { link, reason } => {
-            warn!(link, "link down: {reason}");
+            let wall = shared.clock.wall_ms();
             if let Ok(mut l) = shared.links.lock() {
                 if let Some(s) = l.iter_mut().find(|s| s.id == link) {
-                    s.up = false;
+                    warn!("link {link} ({}) is down: {reason}", s.url);
+                    s.set_state("down", wall);
                     s.error = Some(reason);
+                    s.next_retry_ms = None;
+                    s.next_retry = None;
                 }
             }
             shared.try_node()?.link_down(link);
@@ -639,6 +695,54 @@ fn on_link_event(
         }
     }
     Ok(())
+}
+
+/// A dialling link's progress: its status for people, and the log. The first failure,
+/// a new error and every change between up and down are logged; the same failure
+/// repeated at each redial is not.
+fn on_dial(shared: &Shared, link: LinkId, state: DialState) {
+    let wall = shared.clock.wall_ms();
+    let Ok(mut l) = shared.links.lock() else {
+        return;
+    };
+    let Some(s) = l.iter_mut().find(|s| s.id == link) else {
+        return;
+    };
+    match state {
+        DialState::Dialling => {
+            if s.state == "starting" {
+                info!("link {link} ({}): dialling", s.url);
+            }
+            s.set_state("dialling", wall);
+            s.next_retry_ms = None;
+            s.next_retry = None;
+        }
+        DialState::Connected => {
+            info!("link {link} ({}) is up: connected", s.url);
+            s.set_state("up", wall);
+            s.error = None;
+        }
+        DialState::Failed { error, retry_in_ms } => {
+            let at = wall.saturating_add(retry_in_ms);
+            let secs = retry_in_ms.div_ceil(1000);
+            if s.up || s.error.as_deref() != Some(error.as_str()) {
+                warn!(
+                    "link {link} ({}) is down: {error}; next try at {} (in {secs} s)",
+                    s.url,
+                    utc_text(at)
+                );
+            } else {
+                debug!(
+                    "link {link} ({}) still down: {error}; next try in {secs} s",
+                    s.url
+                );
+            }
+            s.set_state("down", wall);
+            s.error = Some(error);
+            s.next_retry_ms = Some(at);
+            s.next_retry = Some(utc_text(at));
+        }
+    }
 }
 
 /// Ask on-demand links for a session while the outbox has items waiting, at most once
@@ -721,10 +825,18 @@ fn flush(
             NodeEvent::Misbehaviour { .. } => {
                 shared.misbehaviours.fetch_add(1, Ordering::Relaxed);
             }
-            NodeEvent::TipChanged { tip, from, .. } => {
-                info!(height = tip.height, tip = %tip.hash, from = ?from, "new tip");
-            }
-            NodeEvent::TxAccepted { id, from } => debug!(%id, from = ?from, "tx accepted"),
+            // `skywave run` logs each tip as an `UpdateTip` line, with sync progress.
+            NodeEvent::TipChanged { tip, from, .. } => match from {
+                Some(p) => debug!(
+                    "new tip {} at height {} from peer {p}",
+                    tip.hash, tip.height
+                ),
+                None => debug!("new tip {} at height {} mined here", tip.hash, tip.height),
+            },
+            NodeEvent::TxAccepted { id, from } => match from {
+                Some(p) => debug!("tx {id} accepted from peer {p}"),
+                None => debug!("tx {id} accepted, submitted here"),
+            },
             NodeEvent::PeerReady { .. } => {}
             NodeEvent::Dial { addr } => {
                 push(pex_link, LinkCommand::Dial { addr: addr.clone() });

@@ -78,7 +78,12 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
     .expect("write config");
     a.start(&[]);
 
-    let (code, v) = http(&a.api(), "GET", "/api/ready", None).expect("ready");
+    // Ready once its listen link is up, which follows the API by a moment.
+    let ready = wait_for(Duration::from_secs(20), || {
+        http(&a.api(), "GET", "/api/ready", None).filter(|(code, _)| *code == 200)
+    });
+    let (code, v) =
+        ready.unwrap_or_else(|| http(&a.api(), "GET", "/api/ready", None).expect("ready"));
     assert_eq!((code, &v["ready"]), (200, &serde_json::json!(true)), "{v}");
     assert_greeted(&a, "before any offence");
 

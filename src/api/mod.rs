@@ -26,6 +26,9 @@ use std::sync::Arc;
 /// Build the API router, every route behind `auth`.
 pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
     Router::new()
+        .route("/", get(page_index))
+        .route("/page/app.js", get(page_js))
+        .route("/page/style.css", get(page_css))
         .route("/metrics", get(metrics_text))
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
@@ -42,6 +45,39 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+}
+
+// The status page, embedded: no build step, nothing fetched from elsewhere.
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/app.js");
+const PAGE_CSS: &str = include_str!("page/style.css");
+
+async fn page_index() -> Response {
+    page(PAGE_HTML, "text/html; charset=utf-8")
+}
+
+async fn page_js() -> Response {
+    page(PAGE_JS, "text/javascript; charset=utf-8")
+}
+
+async fn page_css() -> Response {
+    page(PAGE_CSS, "text/css; charset=utf-8")
+}
+
+fn page(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            // The page loads only its own script and style and talks only to this API.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
@@ -80,10 +116,11 @@ async fn health() -> Json<Value> {
     Json(json!({ "ok": true }))
 }
 
-/// Readiness: the store answers, the chain is loaded and the link tasks were started.
+/// Readiness: the store answers, the chain is loaded, the link tasks were started and at
+/// least one link is up. `not_ready` says in words which of these is missing.
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let started = s.links_started.load(Ordering::SeqCst);
-    let (store_ok, height) = {
+    let (store_ok, height, header_height) = {
         let node = s.node();
         let chain = node.chain();
         let ok = chain
@@ -91,13 +128,48 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
             .conn()
             .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
             .is_ok();
-        (ok, chain.tip().height)
+        (ok, chain.tip().height, chain.best_header().height)
     };
-    let links = s.links.lock().map(|l| l.len()).unwrap_or(0);
-    let ready = started && store_ok && !s.stopping.load(Ordering::SeqCst);
+    let (links, links_up, down) = s
+        .links
+        .lock()
+        .map(|l| {
+            // The peer-exchange link only carries sessions the configured links led to.
+            let l: Vec<_> = l
+                .iter()
+                .filter(|x| x.url != crate::driver::PEX_LINK_NAME)
+                .collect();
+            let down: Vec<String> = l
+                .iter()
+                .filter(|x| !x.up)
+                .map(|x| match &x.error {
+                    Some(e) => format!("{} is {}: {e}", x.url, x.state),
+                    None => format!("{} is {}", x.url, x.state),
+                })
+                .collect();
+            (l.len(), l.iter().filter(|x| x.up).count(), down)
+        })
+        .unwrap_or_default();
+    let stopping = s.stopping.load(Ordering::SeqCst);
+    let mut not_ready = Vec::new();
+    if !store_ok {
+        not_ready.push("the store does not answer".to_string());
+    }
+    if !started {
+        not_ready.push("the links are not started yet".to_string());
+    } else if links == 0 {
+        not_ready.push("no links are configured".to_string());
+    } else if links_up == 0 {
+        not_ready.push(format!("no link is up ({})", down.join("; ")));
+    }
+    if stopping {
+        not_ready.push("the node is stopping".to_string());
+    }
+    let ready = not_ready.is_empty();
     let body = json!({
-        "ready": ready, "store": store_ok, "links_started": started,
-        "links": links, "height": height,
+        "ready": ready, "not_ready": not_ready, "store": store_ok, "chain": true,
+        "links_started": started, "links": links, "links_up": links_up,
+        "height": height, "header_height": header_height,
     });
     let code = if ready {
         StatusCode::OK
@@ -188,6 +260,8 @@ pub struct Status {
     pub peers: Vec<crate::node::PeerSummary>,
     /// Links.
     pub links: Vec<crate::driver::LinkStatus>,
+    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct}` each.
+    pub radio: Vec<Value>,
     /// Peers disconnected for misbehaviour since start.
     pub misbehaviours: u64,
     /// Software version.
@@ -210,6 +284,16 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         callsign: node.config().callsign.clone(),
         node_id: hex::encode(node.config().node_id),
         peers: node.peers(now_ms()),
+        radio: links
+            .iter()
+            .filter_map(|l| {
+                let p = node.packet_stats(l.id)?;
+                Some(json!({
+                    "link": l.id, "air_ms": p.air_ms,
+                    "duty_cycle_pct": node.config().peers.duty_cycle_pct,
+                }))
+            })
+            .collect(),
         links,
         misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -457,11 +541,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ready_only_once_links_are_started() {
+    async fn ready_only_once_links_are_started_and_one_is_up() {
         let s = shared();
         let r = ready(State(s.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         s.links_started.store(true, Ordering::SeqCst);
+        let r = ready(State(s.clone())).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no links at all"
+        );
+        s.links.lock().unwrap().push(crate::driver::LinkStatus {
+            id: 1,
+            url: "tcp://127.0.0.1:1".into(),
+            up: false,
+            state: "down".into(),
+            caps: None,
+            error: Some("cannot connect".into()),
+            next_retry_ms: None,
+            next_retry: None,
+            since_ms: 0,
+        });
+        let r = ready(State(s.clone())).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "link down");
+        s.links.lock().unwrap()[0].up = true;
         let r = ready(State(s.clone())).await;
         assert_eq!(r.status(), StatusCode::OK);
         let r = health().await;

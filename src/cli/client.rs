@@ -120,16 +120,24 @@ pub fn status(dir: &Path, as_json: bool) -> Result<()> {
     );
     if let Some(links) = v.get("links").and_then(Value::as_array) {
         for l in links {
-            println!(
-                "link {} {} {}",
-                l["id"],
-                l["url"].as_str().unwrap_or(""),
-                if l["up"].as_bool().unwrap_or(false) {
+            let state = l["state"]
+                .as_str()
+                .unwrap_or(if l["up"].as_bool().unwrap_or(false) {
                     "up"
                 } else {
                     "down"
-                }
+                });
+            println!(
+                "link {} {} {state}",
+                l["id"],
+                l["url"].as_str().unwrap_or("")
             );
+            if let Some(e) = l["error"].as_str() {
+                println!("  last error: {e}");
+            }
+            if let Some(t) = l["next_retry"].as_str() {
+                println!("  next retry: {t}");
+            }
         }
     }
     if let Some(peers) = v.get("peers").and_then(Value::as_array) {

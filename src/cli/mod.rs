@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod kiss_monitor;
+pub mod logfile;
 mod outbox;
 mod peers;
 mod sim;
@@ -29,9 +30,14 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "skywave=debug".
-    #[arg(long, global = true, env = "SKYWAVE_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "skywave=debug". Default:
+    /// info; warn for `demo` and `sim`, which tell their story on stdout.
+    #[arg(long, global = true, env = "SKYWAVE_LOG")]
+    pub log: Option<String>,
+    /// `run`: where to keep the log besides stderr (default DATA_DIR/debug.log; over
+    /// 10 MB it is renamed to debug.log.1 and started afresh).
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -196,23 +202,64 @@ pub enum TxCmd {
 
 /// Set up logging to stderr.
 pub fn init_tracing(filter: &str) {
+    init_logging(filter, None);
+}
+
+/// Set up logging to stderr and, if given, to a size-capped log file (no colours there).
+pub fn init_logging(filter: &str, file: Option<logfile::RotatingFile>) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .with_target(false);
+    let file = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(f)
+            .with_ansi(false)
+            .with_target(false)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
         .try_init();
 }
 
 /// Run the parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
-    init_tracing(&cli.log);
     let dir = cli
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
+    let quiet = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Sim { .. });
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
+    let mut log_path = None;
+    if matches!(cli.cmd, Cmd::Run { .. }) {
+        // Only into a data directory that exists: `run` on a missing one fails below
+        // with a message, and must not leave a directory holding just a log behind.
+        let path = cli
+            .log_file
+            .clone()
+            .or_else(|| dir.is_dir().then(|| dir.join(logfile::LOG_FILE)));
+        match path.map(|p| logfile::RotatingFile::open(&p, logfile::DEFAULT_CAP_BYTES)) {
+            Some(Ok(f)) => {
+                log_path = Some(f.path());
+                init_logging(&filter, Some(f));
+            }
+            Some(Err(e)) => {
+                init_logging(&filter, None);
+                tracing::warn!("cannot open the log file: {e}; logging to stderr only");
+            }
+            None => init_logging(&filter, None),
+        }
+    } else {
+        init_logging(&filter, None);
+    }
     match cli.cmd {
         Cmd::Init {
             network,
@@ -220,7 +267,7 @@ pub fn main(cli: Cli) -> Result<()> {
             links,
             api,
         } => init(&dir, &network, &callsign, links, api, cli.json),
-        Cmd::Run { api, links, mine } => run(&dir, api, links, mine),
+        Cmd::Run { api, links, mine } => run(&dir, api, links, mine, log_path),
         Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
         Cmd::Status => client::status(&dir, cli.json),
         Cmd::Peers => peers::peers(&dir, cli.json),
@@ -383,7 +430,13 @@ fn advertised_listen_addr(urls: &[LinkUrl]) -> Option<std::net::SocketAddr> {
     (listen.next().is_none() && !first.ip().is_unspecified()).then_some(first)
 }
 
-fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) -> Result<()> {
+fn run(
+    dir: &Path,
+    api: Option<String>,
+    extra_links: Vec<String>,
+    mine: bool,
+    log_path: Option<PathBuf>,
+) -> Result<()> {
     let cfg = Config::load(dir)?;
     let lock = DirLock::acquire(dir)?;
     let mut urls = Vec::new();
@@ -423,6 +476,7 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
         let addr_file = dir.join(config::API_ADDR_FILE);
         std::fs::write(&addr_file, bound.to_string())
             .with_context(|| format!("cannot write {}", addr_file.display()))?;
+        let links_text: Vec<String> = urls.iter().map(link_role).collect();
         let (shared, drive) = driver::start(
             node,
             DriverOptions {
@@ -433,18 +487,17 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
                 mine_until_height: None,
             },
         );
-        {
-            let n = shared.node();
-            let tip = n.chain().tip();
-            tracing::info!(
-                network = n.chain().params().name,
-                height = tip.height,
-                tip = %tip.hash,
-                api = %bound,
-                mining = mine_to.is_some(),
-                "skywave node running"
-            );
-        }
+        banner(
+            &shared,
+            dir,
+            &cfg.callsign,
+            &links_text,
+            bound,
+            auth.cookie_path(),
+            log_path.as_deref(),
+            mine_to.is_some(),
+        );
+        tokio::spawn(log_tips(shared.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), auth, async {
             let _ = stop_rx.await;
@@ -487,6 +540,105 @@ fn run(dir: &Path, api: Option<String>, extra_links: Vec<String>, mine: bool) ->
         outcome
     })?;
     Ok(())
+}
+
+/// What a link does, for the banner.
+fn link_role(u: &LinkUrl) -> String {
+    match u {
+        LinkUrl::TcpListen(a) => format!("{u}: listens for TCP peers on {a}"),
+        LinkUrl::TcpDial(a) => format!("{u}: dials {a} (and redials)"),
+        LinkUrl::Kiss(_) => format!("{u}: KISS TNC (packet radio)"),
+        LinkUrl::Vara(_) => format!("{u}: VARA modem"),
+        LinkUrl::Js8(_) => format!("{u}: JS8Call"),
+    }
+}
+
+/// The start-up banner, as Direwolf prints one: what this node is and where its parts are.
+#[allow(clippy::too_many_arguments)]
+fn banner(
+    shared: &driver::Shared,
+    dir: &Path,
+    callsign: &str,
+    links: &[String],
+    api: std::net::SocketAddr,
+    cookie: Option<&Path>,
+    log: Option<&Path>,
+    mining: bool,
+) {
+    let (network, height, tip, headers) = {
+        let n = shared.node();
+        let c = n.chain();
+        (
+            c.params().name.to_string(),
+            c.tip().height,
+            c.tip().hash,
+            c.best_header().height,
+        )
+    };
+    tracing::info!("skywave {} on {network}", env!("CARGO_PKG_VERSION"));
+    tracing::info!("callsign {callsign}, data directory {}", dir.display());
+    if links.is_empty() {
+        tracing::warn!("no links configured: this node talks to nobody (add --link)");
+    }
+    for (i, l) in links.iter().enumerate() {
+        tracing::info!("link {}: {l}", i + 1);
+    }
+    match cookie {
+        Some(c) => tracing::info!("API on http://{api}/ (token in {})", c.display()),
+        None => tracing::info!("API on http://{api}/ (token from api_token in the config)"),
+    }
+    if let Some(l) = log {
+        tracing::info!("log file {}", l.display());
+    }
+    tracing::info!(
+        "chain at height {height} (tip {tip}), best header {headers}{}",
+        if mining { "; mining" } else { "" }
+    );
+}
+
+/// Sync progress in the log, as bitcoind's `UpdateTip` lines: each new tip with the best
+/// header height and the share of it reached.
+async fn log_tips(shared: std::sync::Arc<driver::Shared>) {
+    let mut rx = shared.events.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(crate::node::NodeEvent::TipChanged {
+                tip,
+                disconnected,
+                from,
+                ..
+            }) => {
+                let headers = {
+                    let Ok(n) = shared.try_node() else { return };
+                    n.chain().best_header().height.max(tip.height)
+                };
+                let time = driver::utc_text(tip.time.saturating_mul(1000));
+                let progress = if headers == 0 {
+                    100.0
+                } else {
+                    tip.height as f64 * 100.0 / headers as f64
+                };
+                let how = match from {
+                    Some(_) => "from a peer",
+                    None => "mined here",
+                };
+                let reorg = if disconnected > 0 {
+                    format!(", reorganised {disconnected} block(s)")
+                } else {
+                    String::new()
+                };
+                tracing::info!(
+                    "UpdateTip: height={} best_header={headers} progress={progress:.1}% tip={} time={} ({how}{reorg})",
+                    tip.height,
+                    tip.hash,
+                    time,
+                );
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -136,6 +136,12 @@ pub fn peers(dir: &Path, as_json: bool) -> Result<()> {
     }
     let list = v["peers"].as_array().cloned().unwrap_or_default();
     println!("{} peer(s)", list.len());
+    if !list.is_empty() {
+        println!(
+            "{:>4} {:<6} {:<3} {:<22} {:<10} {:<6} {:<5} {:<11} {:<9} AGENT",
+            "ID", "LINK", "DIR", "ADDRESS", "CALLSIGN", "HEIGHT", "SCORE", "STATE", "HEARD"
+        );
+    }
     for p in list {
         let state = if p["ready"].as_bool().unwrap_or(false) {
             "ready"
@@ -147,16 +153,18 @@ pub fn peers(dir: &Path, as_json: bool) -> Result<()> {
         } else {
             "in"
         };
+        let heard = format!("{} s ago", p["idle_ms"].as_u64().unwrap_or(0) / 1000);
         println!(
-            "{:>4} link {} {:<3} {:<22} {:<10} height {:<6} score {:<3} {} {}",
-            p["id"],
-            p["link"],
+            "{:>4} {:<6} {:<3} {:<22} {:<10} {:<6} {:<5} {:<11} {:<9} {}",
+            p["id"].to_string(),
+            p["link"].to_string(),
             dir,
             p["remote"].as_str().unwrap_or(""),
             p["callsign"].as_str().unwrap_or(""),
-            p["height"],
-            p["score"],
+            p["height"].to_string(),
+            p["score"].to_string(),
             state,
+            heard,
             p["user_agent"].as_str().unwrap_or(""),
         );
     }

@@ -46,20 +46,9 @@ impl LinkUrl {
             return js8call::Js8LinkConfig::parse_url(s).map(LinkUrl::Js8);
         }
         let hostport = rest.trim_end_matches('/');
-        let check_hostport = |hp: &str| -> Result<String, String> {
-            let (host, port) = hp
-                .rsplit_once(':')
-                .ok_or_else(|| format!("link '{s}': expected host:port"))?;
-            if host.is_empty() {
-                return Err(format!("link '{s}': empty host"));
-            }
-            port.parse::<u16>()
-                .map_err(|_| format!("link '{s}': bad port '{port}'"))?;
-            Ok(hp.to_string())
-        };
         match scheme {
-            "tcp" => Ok(LinkUrl::TcpDial(check_hostport(hostport)?)),
-            "tcp-listen" => Ok(LinkUrl::TcpListen(check_hostport(hostport)?)),
+            "tcp" => Ok(LinkUrl::TcpDial(tcp::parse_hostport(s, hostport, false)?)),
+            "tcp-listen" => Ok(LinkUrl::TcpListen(tcp::parse_hostport(s, hostport, true)?)),
             other => Err(format!(
                 "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial, vara+tcp, js8call)"
             )),
@@ -101,6 +90,20 @@ pub enum LinkEvent {
     Garbage { peer: PeerId, reason: String },
     /// A peer session closed.
     PeerDown { peer: PeerId, reason: String },
+    /// Where a link that dials one peer stands, for status displays and the log (the
+    /// core does not see it: it learns of sessions from `PeerUp` and `PeerDown`).
+    Dial { link: LinkId, state: DialState },
+}
+
+/// See [`LinkEvent::Dial`].
+#[derive(Debug, Clone)]
+pub enum DialState {
+    /// Dialling now.
+    Dialling,
+    /// Connected to the peer.
+    Connected,
+    /// The dial failed or the connection ended; the next try is in `retry_in_ms`.
+    Failed { error: String, retry_in_ms: u64 },
 }
 
 /// What the driver asks of a link task.

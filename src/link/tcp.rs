@@ -1,7 +1,7 @@
 //! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
 //! backoff. Envelopes travel length-prefixed (see `wire::stream`).
 
-use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
+use super::{DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
 use crate::wire::stream::{frame, StreamDecoder};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +22,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redial backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Check the `host:port` part of a `tcp://` or `tcp-listen://` URL (`url` is the whole
+/// URL, for the message). A malformed address (`[::1`, `::1:80`, `host:`) is refused
+/// here, when the config or command line is read, rather than failing at every redial.
+pub fn parse_hostport(url: &str, hp: &str, listen: bool) -> Result<String, String> {
+    let bad = |why: String| format!("link '{url}': {why}");
+    let (host, port) = if let Some(rest) = hp.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or_else(|| {
+            bad("an IPv6 address opened with '[' is not closed with ']' (expected tcp://[::1]:port)".into())
+        })?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad(format!("'{ip}' is not an IPv6 address")))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| bad("expected [ipv6]:port".into()))?;
+        (ip, port)
+    } else {
+        let (host, port) = hp
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected host:port".into()))?;
+        if host.contains(':') {
+            return Err(bad(format!(
+                "an IPv6 address goes in brackets: [{host}]:{port}"
+            )));
+        }
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if let Some(c) = host.chars().find(|c| !ok(*c)) {
+            return Err(bad(format!("'{host}' is not a host name ('{c}')")));
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(bad("empty host".into()));
+    }
+    let n: u16 = port
+        .parse()
+        .map_err(|_| bad(format!("bad port '{port}' (expected 1 to 65535)")))?;
+    if n == 0 && !listen {
+        return Err(bad("port 0 cannot be dialled".into()));
+    }
+    Ok(hp.to_string())
+}
 
 enum ConnCmd {
     Send(Vec<u8>),
@@ -129,7 +171,7 @@ fn spawn_conn(
     outbound: bool,
     events: mpsc::Sender<LinkEvent>,
     done: mpsc::UnboundedSender<PeerId>,
-) -> (Conn, tokio::task::JoinHandle<()>) {
+) -> (Conn, tokio::task::JoinHandle<String>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ConnCmd>();
     let queued = Arc::new(AtomicUsize::new(0));
     let kill = Arc::new(Notify::new());
@@ -140,11 +182,12 @@ fn spawn_conn(
     };
     let _ = stream.set_nodelay(true);
     let handle = tokio::spawn(async move {
-        run_conn(
+        let reason = run_conn(
             stream, link, peer, remote, outbound, &events, &mut rx, &queued, &kill,
         )
         .await;
         let _ = done.send(peer);
+        reason
     });
     (conn, handle)
 }
@@ -160,7 +203,7 @@ async fn run_conn(
     rx: &mut mpsc::UnboundedReceiver<ConnCmd>,
     queued: &AtomicUsize,
     kill: &Notify,
-) {
+) -> String {
     if events
         .send(LinkEvent::PeerUp {
             link,
@@ -171,7 +214,7 @@ async fn run_conn(
         .await
         .is_err()
     {
-        return;
+        return "driver stopped".to_string();
     }
     let (mut rd, mut wr) = stream.into_split();
     let reader_events = events.clone();
@@ -258,7 +301,13 @@ async fn run_conn(
             })
             .await;
     }
-    let _ = events.send(LinkEvent::PeerDown { peer, reason }).await;
+    let _ = events
+        .send(LinkEvent::PeerDown {
+            peer,
+            reason: reason.clone(),
+        })
+        .await;
+    reason
 }
 
 /// `tcp-listen://addr`: accept connections until the driver goes away.
@@ -327,8 +376,12 @@ async fn listen(addr: String, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
     }
 }
 
-/// `tcp://addr`: keep one connection to `addr` open, redialling with backoff.
+/// `tcp://addr`: keep one connection to `addr` open, redialling with backoff. Each
+/// attempt, connection and failure (with the wait before the next try) is reported as
+/// [`LinkEvent::Dial`], so that status shows the link down while it cannot connect.
 pub async fn run_dial(addr: String, mut ctx: LinkContext) {
+    // The core needs the link's caps before the first session; the link's state for
+    // people follows from the Dial events.
     let _ = ctx
         .events
         .send(LinkEvent::Up {
@@ -339,6 +392,13 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
     let mut backoff = BACKOFF_MIN;
     let mut conns = Conns::new(Arc::default());
     loop {
+        let _ = ctx
+            .events
+            .send(LinkEvent::Dial {
+                link: ctx.id,
+                state: DialState::Dialling,
+            })
+            .await;
         let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr));
         tokio::pin!(connect);
         let stream = loop {
@@ -350,11 +410,17 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
                 }
             }
         };
-        match stream {
+        let error = match stream {
             Ok(Ok(stream)) => {
                 let started = tokio::time::Instant::now();
                 let peer = ctx.peer_ids.next();
-                info!(link = ctx.id, %addr, peer, "connected");
+                let _ = ctx
+                    .events
+                    .send(LinkEvent::Dial {
+                        link: ctx.id,
+                        state: DialState::Connected,
+                    })
+                    .await;
                 let (c, mut handle) = spawn_conn(
                     stream,
                     ctx.id,
@@ -365,23 +431,37 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
                     conns.done_tx.clone(),
                 );
                 conns.insert(peer, c);
-                loop {
+                let reason = loop {
                     tokio::select! {
-                        _ = &mut handle => break,
+                        r = &mut handle => break r.unwrap_or_else(|e| format!("connection task failed: {e}")),
                         cmd = ctx.commands.recv() => match cmd {
                             Some(cmd) => conns.dispatch(cmd),
                             None => return,
                         }
                     }
-                }
+                };
                 conns.reap();
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = BACKOFF_MIN;
                 }
+                format!("connection to {addr} ended: {reason}")
             }
-            Ok(Err(e)) => debug!(link = ctx.id, %addr, "dial failed: {e}"),
-            Err(_) => debug!(link = ctx.id, %addr, "dial timed out"),
-        }
+            Ok(Err(e)) => format!("cannot connect to {addr}: {e}"),
+            Err(_) => format!(
+                "cannot connect to {addr}: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        };
+        let _ = ctx
+            .events
+            .send(LinkEvent::Dial {
+                link: ctx.id,
+                state: DialState::Failed {
+                    error,
+                    retry_in_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                },
+            })
+            .await;
         let wait = tokio::time::sleep(backoff);
         tokio::pin!(wait);
         loop {
@@ -497,7 +577,7 @@ mod tests {
                 .await
                 .expect("link event in time")
                 .expect("link task alive");
-            if !matches!(ev, LinkEvent::Up { .. }) {
+            if !matches!(ev, LinkEvent::Up { .. } | LinkEvent::Dial { .. }) {
                 return ev;
             }
         }
@@ -559,6 +639,36 @@ mod tests {
             panic!("dialler did not redial")
         };
         assert_ne!(again, dpeer, "a new session gets a new peer id");
+    }
+
+    #[test]
+    fn malformed_tcp_urls_are_refused_when_parsed() {
+        use super::super::LinkUrl;
+        for bad in [
+            "tcp://[::1",
+            "tcp://[::1]",
+            "tcp://[::1]80",
+            "tcp://[nope]:80",
+            "tcp://::1:80",
+            "tcp://host:",
+            "tcp://host:99999",
+            "tcp://:80",
+            "tcp://ho st:80",
+            "tcp://host:0",
+        ] {
+            assert!(LinkUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+        let e = LinkUrl::parse("tcp://[::1").unwrap_err();
+        assert!(e.contains("not closed"), "{e}");
+        for good in [
+            "tcp://[::1]:80",
+            "tcp://127.0.0.1:9000",
+            "tcp://node.example.org:9000/",
+            "tcp-listen://0.0.0.0:0",
+            "tcp-listen://[::]:9000",
+        ] {
+            assert!(LinkUrl::parse(good).is_ok(), "{good} refused");
+        }
     }
 
     fn free_port() -> u16 {

@@ -88,11 +88,22 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// `skywave init` on a fresh directory (regtest).
+    /// `skywave init` on a fresh directory (regtest), with a listen link.
     pub fn init(name: &str, callsign: &str) -> TestNode {
+        let port = free_port();
+        TestNode::init_with_links(
+            name,
+            callsign,
+            port,
+            &[&format!("tcp-listen://127.0.0.1:{port}")],
+        )
+    }
+
+    /// `skywave init` on a fresh directory (regtest) with exactly these links; `port` is
+    /// what [`TestNode::url`] reaches.
+    pub fn init_with_links(name: &str, callsign: &str, port: u16, links: &[&str]) -> TestNode {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join(name);
-        let port = free_port();
         let n = TestNode {
             name: name.to_string(),
             log: tmp.path().join(format!("{name}.log")),
@@ -101,15 +112,11 @@ impl TestNode {
             child: None,
             port,
         };
-        let out = n.cli(&[
-            "init",
-            "--network",
-            "regtest",
-            "--callsign",
-            callsign,
-            "--link",
-            &format!("tcp-listen://127.0.0.1:{port}"),
-        ]);
+        let mut args = vec!["init", "--network", "regtest", "--callsign", callsign];
+        for l in links {
+            args.extend(["--link", l]);
+        }
+        let out = n.cli(&args);
         assert!(
             out.status.success(),
             "init failed: {}",

@@ -1,0 +1,143 @@
+// The status page: polls the node's JSON endpoints and redraws. No build step, no CDN.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const text = (v) => (v === null || v === undefined ? "" : String(v));
+function cell(tr, v, cls) {
+  const td = document.createElement("td");
+  td.textContent = text(v);
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+function rows(id, items, fill) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren();
+  for (const it of items) {
+    const tr = document.createElement("tr");
+    fill(tr, it);
+    body.appendChild(tr);
+  }
+  if (!items.length) {
+    const tr = document.createElement("tr");
+    const td = cell(tr, "none", "muted");
+    td.colSpan = 6;
+    body.appendChild(tr);
+  }
+}
+function bytes(n) {
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + " MB";
+  if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
+  return n + " B";
+}
+function ago(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  return (s / 3600).toFixed(1) + " h ago";
+}
+function utc(secs) {
+  return new Date(secs * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+async function get(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+let shownTip = null;
+async function refreshBlocks(height) {
+  const list = [];
+  for (let h = height; h >= 0 && h > height - 8; h--) {
+    try { list.push(await get("/api/blocks/" + h)); } catch (e) { break; }
+  }
+  rows("blocks", list, (tr, b) => {
+    cell(tr, b.height);
+    cell(tr, b.hash.slice(0, 16) + "…", "hash");
+    cell(tr, b.txs.length);
+    cell(tr, utc(b.header.time));
+  });
+}
+async function refresh() {
+  const s = await get("/api/status");
+  $("network").textContent = s.network;
+  $("height").textContent = s.height;
+  $("header-height").textContent = s.header_height;
+  const best = Math.max(s.header_height, ...s.peers.map((p) => p.height || 0), s.height);
+  const pct = best > 0 ? (100 * s.height) / best : 100;
+  $("sync-bar").value = pct;
+  $("sync").textContent = pct >= 100 ? "in sync" : pct.toFixed(1) + " % (" + (best - s.height) + " blocks to go)";
+  $("tip").textContent = s.tip;
+  $("mempool").textContent = s.mempool + " transaction(s)";
+  $("callsign").textContent = s.callsign + " · skywave " + s.version;
+  const traffic = {};
+  for (const p of s.peers) {
+    const t = (traffic[p.link] = traffic[p.link] || { i: 0, o: 0 });
+    t.i += p.stats.bytes_in;
+    t.o += p.stats.bytes_out;
+  }
+  const radio = {};
+  for (const r of s.radio || []) radio[r.link] = r;
+  rows("links", s.links, (tr, l) => {
+    cell(tr, l.url, "hash");
+    cell(tr, l.state, l.state);
+    cell(tr, l.error, "error");
+    cell(tr, l.next_retry);
+    const t = traffic[l.id] || { i: 0, o: 0 };
+    cell(tr, bytes(t.i) + " / " + bytes(t.o));
+    const r = radio[l.id];
+    cell(tr, r ? (r.air_ms / 1000).toFixed(0) + " s on air, duty " + r.duty_cycle_pct + " %" : "");
+  });
+  rows("peers", s.peers, (tr, p) => {
+    cell(tr, p.callsign || p.remote);
+    cell(tr, p.height);
+    cell(tr, p.score);
+    cell(tr, ago(p.idle_ms));
+    cell(tr, p.ready ? "ready" : "handshaking");
+  });
+  const ob = await get("/api/outbox");
+  const counts = {};
+  for (const it of ob.items) counts[it.state] = (counts[it.state] || 0) + 1;
+  const oldest = ob.items.reduce((a, b) => (a && a.created_ms <= b.created_ms ? a : b), null);
+  $("outbox-counts").textContent = ob.items.length
+    ? Object.entries(counts).map(([k, v]) => v + " " + k).join(", ") +
+      (oldest ? " · oldest: #" + oldest.id + " (" + oldest.kind + ")" : "")
+    : "empty";
+  rows("outbox", ob.items, (tr, it) => {
+    cell(tr, it.id);
+    cell(tr, it.kind);
+    cell(tr, it.dest, "hash");
+    cell(tr, it.state);
+    cell(tr, it.attempts);
+    const td = cell(tr, "");
+    for (const cmd of ["hold", "release", "drop"]) {
+      const b = document.createElement("button");
+      b.textContent = cmd;
+      b.onclick = () => act("/api/outbox/" + it.id + "/" + cmd, null);
+      td.appendChild(b);
+    }
+  });
+  if (shownTip !== s.tip) {
+    shownTip = s.tip;
+    await refreshBlocks(s.height);
+  }
+  $("live").textContent = "updated " + new Date().toLocaleTimeString();
+}
+async function act(path, body) {
+  const token = $("token").value.trim();
+  sessionStorage.setItem("skywave-token", token);
+  const r = await fetch(path, {
+    method: "POST",
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    body: body === null ? "" : body,
+  });
+  let answer = await r.text();
+  $("action-result").textContent = (r.ok ? "done: " : "refused (HTTP " + r.status + "): ") + answer;
+  tick();
+}
+$("token").value = sessionStorage.getItem("skywave-token") || "";
+$("submit-tx").onclick = () => act("/api/tx", $("tx").value);
+async function tick() {
+  try { await refresh(); }
+  catch (e) { $("live").textContent = "node not answering: " + e.message; }
+}
+tick();
+setInterval(tick, 2000);
