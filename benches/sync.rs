@@ -13,9 +13,12 @@
 //! and time it until its API reports height N (end-to-end sync rate, and its ratio to the
 //! `mine` rate); then read B's and A's RSS from `/proc/<pid>/status`.
 //!
-//! Knobs: `SKYWAVE_BENCH_TIMEOUT` seconds for the sync (default 1800), `RUST_LOG`-style
-//! `SKYWAVE_LOG` for the nodes' log (default `warn`; the logs are left in the temporary
-//! directory only while the bench runs).
+//! Knobs: `SKYWAVE_BENCH_MSGS` sets both nodes' `peers.max_msgs_per_sec` (default 200:
+//! B's one `GetData` per arriving block runs into it, see docs/BENCHMARKS.md),
+//! `SKYWAVE_BENCH_BIN` another `skywave` binary to run (e.g. an older build, for a before
+//! and after), `SKYWAVE_BENCH_TIMEOUT` seconds for the sync (default 1800), `RUST_LOG`-style
+//! `SKYWAVE_LOG` for the nodes' log (default `warn`), `SKYWAVE_BENCH_KEEP=1` keeps the
+//! data directories and the nodes' logs (`bench.log`) instead of deleting them.
 
 use skywave::chain::{params::NetworkParams, pow, Chain};
 use skywave::config::{self, Config};
@@ -26,7 +29,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skywave"))
+    std::env::var_os("SKYWAVE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skywave")))
 }
 
 fn free_port() -> u16 {
@@ -77,6 +82,14 @@ impl Node {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(m) = std::env::var("SKYWAVE_BENCH_MSGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            let mut cfg = Config::load(&dir).expect("config");
+            cfg.peers.max_msgs_per_sec = m;
+            cfg.save(&dir).expect("save config");
+        }
         Node {
             dir,
             port,
@@ -269,4 +282,7 @@ fn main() {
     );
     b.stop();
     a.stop();
+    if std::env::var_os("SKYWAVE_BENCH_KEEP").is_some() {
+        println!("data directories and logs kept in {}", tmp.keep().display());
+    }
 }
