@@ -100,6 +100,13 @@ pub fn now_ms() -> u64 {
     clock().now_ms()
 }
 
+/// The same to the minute: `2026-12-02 04:40 UTC`.
+pub fn utc_minutes(ms: u64) -> String {
+    let t = utc_text(ms);
+    // "YYYY-MM-DD HH:MM:SS UTC": drop ":SS".
+    format!("{} UTC", &t[..t.len() - 7])
+}
+
 /// Wall-clock milliseconds since the epoch as people read them: `2026-12-02 04:40:12 UTC`.
 pub fn utc_text(ms: u64) -> String {
     let secs = ms / 1000;

@@ -45,28 +45,7 @@ fn encode_segment(s: &str) -> String {
 
 /// Milliseconds since the epoch as a UTC date and time.
 fn when(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    chrono_like(secs)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (civil-from-days, proleptic Gregorian).
-fn chrono_like(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    crate::driver::utc_minutes(ms)
 }
 
 /// Run a `ban` subcommand.
@@ -184,8 +163,8 @@ mod tests {
 
     #[test]
     fn dates_are_utc() {
-        assert_eq!(chrono_like(0), "1970-01-01 00:00 UTC");
-        assert_eq!(chrono_like(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(chrono_like(1_790_000_000), "2026-09-21 14:13 UTC");
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(when(1_790_000_000_000), "2026-09-21 14:13 UTC");
     }
 }
