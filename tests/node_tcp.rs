@@ -247,7 +247,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
     use skywave::chain::params;
     use skywave::wire::message::{GetHeaders, Message};
     use std::io::Write;
-    use support::hostile::{framed, hello};
+    use support::hostile::{framed, handshake_on};
 
     let mut a = TestNode::init("a", "N0CALL-1");
     a.ok(&["mine", "--blocks", "1000"]);
@@ -262,12 +262,13 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
         .expect("connect");
     let mut s: std::net::TcpStream = sock.into();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    handshake_on(&mut s, net).expect("handshake");
     let ask = Message::GetHeaders(GetHeaders {
         locator: vec![params::regtest().genesis_hash()],
         stop: None,
         max: 1000,
     });
-    let mut out = framed(net, 1, &hello(net));
+    let mut out = Vec::new();
     // Under the message-rate burst, so that only the byte bound can end the session.
     for i in 0..1000u64 {
         out.extend(framed(net, i + 2, &ask));

@@ -14,7 +14,7 @@ fn node(id: u8, policy: PeerPolicy) -> Node {
     let mut n = Node::new(
         chain,
         NodeConfig {
-            node_id: [id; 32],
+            node_key: ed25519_dalek::SigningKey::from_bytes(&[id; 32]),
             callsign: format!("N0CALL-{id}"),
             seed: u64::from(id),
             user_agent: "limits-test".into(),
@@ -27,7 +27,7 @@ fn node(id: u8, policy: PeerPolicy) -> Node {
 
 fn keyed(k: &str) -> PeerPolicy {
     PeerPolicy {
-        network_key: Some(network_key(k)),
+        network_key: Some(network_key(k, params::regtest().network_id()).expect("kdf")),
         ..PeerPolicy::default()
     }
 }
