@@ -283,7 +283,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
         a.log_text()
     );
     // The node goes on serving: its API answers and the silent peer is gone.
-    let gone = wait_for(Duration::from_secs(10), || {
+    let gone = wait_for(Duration::from_secs(30), || {
         let (_, v) = support::http(&a.api(), "GET", "/api/peers", None)?;
         let list = v["peers"].as_array().or_else(|| v.as_array())?.clone();
         list.iter().all(|p| p["callsign"] != "N0EVIL").then_some(())
