@@ -778,7 +778,12 @@ impl Link {
             self.stats.own += 1;
             return Vec::new();
         }
-        if ui.pid == ax25::PID_NO_L3 && aprs::is_aprs_destination(&ui.dst) {
+        // Ours first: a station's own callsign may start like a tocall (AP is Pakistan).
+        if ui.pid == ax25::PID_NO_L3
+            && ui.dst != self.me
+            && ui.dst != BROADCAST
+            && aprs::is_aprs_destination(&ui.dst)
+        {
             return self.heard_aprs(link, ui.src, &ui.info);
         }
         if ui.pid != ax25::PID_NO_L3 || (ui.dst != self.me && ui.dst != BROADCAST) {
@@ -2017,6 +2022,21 @@ mod tests {
         assert!(rx_aprs(&mut l, "N0CALL-8", b"!4903.50N/07201.75W-").is_empty());
         assert_eq!(l.stations.len(), 1);
         assert_eq!(l.stats.not_for_us, 3);
+        // A station whose callsign looks like a tocall still gets its skywave frames.
+        let mut ap = Link::new(parse("kiss+tcp://t:1"), call("AP2ABC"), PeerIds::default());
+        let frame = ax25::encode_ui(&call("N0CALL-2"), &call("AP2ABC"), &[], b"x").expect("encode");
+        let evs = ap.received(
+            1,
+            KissFrame {
+                port: 0,
+                command: 0,
+                payload: frame,
+            },
+        );
+        assert!(
+            matches!(evs.last(), Some(LinkEvent::Frame { bytes, .. }) if bytes == b"x"),
+            "{evs:?}"
+        );
     }
 
     #[test]
