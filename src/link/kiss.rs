@@ -1900,7 +1900,17 @@ mod tests {
     }
 
     fn rx(link: &mut Link, src: &str, info: &[u8]) -> Vec<LinkEvent> {
-        let frame = ax25::encode_ui(&call(src), &BROADCAST, &[], info).expect("encode");
+        rx_to(link, src, &BROADCAST, &[], info)
+    }
+
+    fn rx_to(
+        link: &mut Link,
+        src: &str,
+        dst: &Callsign,
+        via: &[Callsign],
+        info: &[u8],
+    ) -> Vec<LinkEvent> {
+        let frame = ax25::encode_ui(&call(src), dst, via, info).expect("encode");
         link.received(
             1,
             KissFrame {
@@ -1989,16 +1999,7 @@ mod tests {
     }
 
     fn rx_aprs(link: &mut Link, src: &str, info: &[u8]) -> Vec<LinkEvent> {
-        let frame =
-            ax25::encode_ui(&call(src), &aprs::tocall(), &[call("WIDE1-1")], info).expect("encode");
-        link.received(
-            1,
-            KissFrame {
-                port: 0,
-                command: 0,
-                payload: frame,
-            },
-        )
+        rx_to(link, src, &aprs::tocall(), &[call("WIDE1-1")], info)
     }
 
     #[test]
@@ -2024,15 +2025,7 @@ mod tests {
         assert_eq!(l.stats.not_for_us, 3);
         // A station whose callsign looks like a tocall still gets its skywave frames.
         let mut ap = Link::new(parse("kiss+tcp://t:1"), call("AP2ABC"), PeerIds::default());
-        let frame = ax25::encode_ui(&call("N0CALL-2"), &call("AP2ABC"), &[], b"x").expect("encode");
-        let evs = ap.received(
-            1,
-            KissFrame {
-                port: 0,
-                command: 0,
-                payload: frame,
-            },
-        );
+        let evs = rx_to(&mut ap, "N0CALL-2", &call("AP2ABC"), &[], b"x");
         assert!(
             matches!(evs.last(), Some(LinkEvent::Frame { bytes, .. }) if bytes == b"x"),
             "{evs:?}"
