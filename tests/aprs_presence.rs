@@ -1,11 +1,14 @@
-//! APRS presence over two real Direwolf modems (skipped without direwolf): the beacon a
-//! `skywave run` sends with `aprs_status=true` is valid APRS to Direwolf, and a second
-//! node that hears it learns the station from it alone.
+//! APRS presence: the beacon a `skywave run` sends with `aprs_status=true` reaches its
+//! TNC (a fake KISS TNC, always run), and over two real Direwolf modems (skipped without
+//! direwolf) it is valid APRS to Direwolf, and a second node that hears it learns the
+//! station from it alone.
 
 mod support;
 
 use skywave::lab::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
 use skywave::wire::ax25::decode_ui;
+use skywave::wire::kiss::KissDecoder;
+use std::io::Read;
 use std::time::{Duration, Instant};
 use support::kiss_tcp::KissTcp;
 use support::{wait_for, TestNode};
@@ -115,5 +118,48 @@ fn direwolf_decodes_the_beacon_and_a_second_node_learns_the_station_from_it() {
             .contains("skywave station N0CALL-1 heard in an APRS status"),
         "{}",
         b.log_text()
+    );
+}
+
+#[test]
+fn skywave_run_sends_its_beacon_to_the_tnc_with_the_tip_it_holds() {
+    // A fake KISS TNC: it takes the connection and reads what the node writes.
+    let tnc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "kiss+tcp://{}?aprs_status=true&aprs_path=WIDE2-2",
+        tnc.local_addr().expect("addr")
+    );
+    let mut a = TestNode::init("a", "N0CALL-1");
+    a.ok(&["mine", "--blocks", "3"]);
+    a.start(&["--link", &url]);
+    let tip = a.tip();
+    let (mut conn, _) = tnc.accept().expect("the node opens its TNC");
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut dec = KissDecoder::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut beacon = None;
+    while beacon.is_none() && Instant::now() < deadline {
+        if let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            dec.push(&buf[..n]);
+        }
+        while let Some(Ok(f)) = dec.next_frame() {
+            match decode_ui(&f.payload) {
+                Ok(ui) if ui.dst.to_string() == "APZSKY" => beacon = Some(ui),
+                _ => {}
+            }
+        }
+    }
+    let ui = beacon.unwrap_or_else(|| panic!("no APRS beacon in 60 s\n{}", a.log_text()));
+    assert_eq!(ui.src.to_string(), "N0CALL-1");
+    let path: Vec<String> = ui.digis.iter().map(|d| d.call.to_string()).collect();
+    assert_eq!(path, ["WIDE2-2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ui.info),
+        format!(">skywave regtest h=3 tip={}", &tip[..8])
     );
 }
