@@ -804,10 +804,11 @@ fn send_beacons(
     link_cmds: &HashMap<LinkId, LinkQueue>,
     beacons: &mut [link::aprs::Beacon],
 ) -> anyhow::Result<()> {
-    if beacons.is_empty() {
+    let now = shared.now_ms();
+    // Most turns of the loop have none due: no need to take the node's lock.
+    if link::aprs::next_due(beacons) > now {
         return Ok(());
     }
-    let now = shared.now_ms();
     let due = link::aprs::due(beacons, now, &*shared.try_node()?);
     for (id, info) in due {
         debug!(link = id, "APRS presence beacon");
