@@ -233,15 +233,46 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, Bad> {
     }
 }
 
+/// When to resolve the seeds again: once the node has been short of outbound peers for
+/// [`RETRY`] since the last time, then for twice as long each round, up to a day; a node
+/// that has enough peers again starts over.
+struct Backoff {
+    retry: Duration,
+    short_for: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            retry: RETRY,
+            short_for: Duration::ZERO,
+        }
+    }
+
+    /// `dt` has passed and the node is `short` of peers (or not): resolve again now?
+    fn tick(&mut self, dt: Duration, short: bool) -> bool {
+        if !short {
+            *self = Backoff::new();
+            return false;
+        }
+        self.short_for += dt;
+        if self.short_for < self.retry {
+            return false;
+        }
+        self.retry = (self.retry * 2).min(RETRY_MAX);
+        self.short_for = Duration::ZERO;
+        true
+    }
+}
+
 /// Resolve the seeds at start, then again whenever the node is short of outbound peers,
-/// at most every [`RETRY`] (doubling while that goes on, up to a day). Runs until the
-/// node stops.
+/// backed off (see [`Backoff`]). Runs until the node stops.
 pub async fn seed(shared: Arc<Shared>, names: Vec<String>, port: u16, how: Resolver) {
     let told_by = match &how {
         Resolver::Server(s) => Some(s.ip()),
         Resolver::System => None,
     };
-    let mut retry = RETRY;
+    let mut backoff = Backoff::new();
     loop {
         let mut found = Vec::new();
         for name in &names {
@@ -265,11 +296,8 @@ pub async fn seed(shared: Arc<Shared>, names: Vec<String>, port: u16, how: Resol
             found.len()
         );
         shared.wake.notify_one();
-        // Wait for the backoff, then until the node is short of peers.
-        let mut waited = Duration::ZERO;
         loop {
-            tokio::time::sleep(CHECK_EVERY.min(retry)).await;
-            waited += CHECK_EVERY.min(retry);
+            tokio::time::sleep(CHECK_EVERY).await;
             if shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
@@ -277,11 +305,7 @@ pub async fn seed(shared: Arc<Shared>, names: Vec<String>, port: u16, how: Resol
                 Ok(n) => n.short_of_peers(),
                 Err(_) => return,
             };
-            if !short {
-                retry = RETRY;
-                waited = Duration::ZERO;
-            } else if waited >= retry {
-                retry = (retry * 2).min(RETRY_MAX);
+            if backoff.tick(CHECK_EVERY, short) {
                 break;
             }
         }
@@ -366,6 +390,27 @@ mod tests {
                 let _ = parse_answer(9, TYPE_A, &b);
             }
         }
+    }
+
+    #[test]
+    fn seeds_are_asked_again_only_while_short_of_peers_and_ever_less_often() {
+        let mut b = Backoff::new();
+        // Minutes of being short before each new resolution.
+        let mut rounds = Vec::new();
+        let mut minutes = 0;
+        while rounds.len() < 10 {
+            minutes += 1;
+            if b.tick(CHECK_EVERY, true) {
+                rounds.push(minutes);
+                minutes = 0;
+            }
+        }
+        assert_eq!(rounds, [10, 20, 40, 80, 160, 320, 640, 1280, 1440, 1440]);
+        // Enough peers for a while: never; short again, the first wait is 10 min again.
+        for _ in 0..10_000 {
+            assert!(!b.tick(CHECK_EVERY, false));
+        }
+        assert_eq!((1..=10).find(|_| b.tick(CHECK_EVERY, true)), Some(10));
     }
 
     #[tokio::test]
