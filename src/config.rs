@@ -80,6 +80,15 @@ pub struct PeersConfig {
     /// `tcp-listen` address if it names one IP (not 0.0.0.0 or ::).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// Host names whose A and AAAA records are nodes to dial (at the network's default
+    /// port), resolved at start and again when short of outbound peers. Dialled through
+    /// peer exchange's link: needs `peer_exchange` and a `tcp` or `tcp-listen` link.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_seeds: Vec<String>,
+    /// DNS server (`ip:port`) to ask for `dns_seeds` directly over UDP. Unset: the
+    /// system resolver (`/etc/hosts`, then the system's DNS servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_resolver: Option<String>,
 }
 
 impl Default for PeersConfig {
@@ -99,11 +108,40 @@ impl Default for PeersConfig {
             peer_exchange: p.peer_exchange,
             max_outbound: p.max_outbound,
             advertise: None,
+            dns_seeds: Vec::new(),
+            dns_resolver: None,
         }
     }
 }
 
 impl PeersConfig {
+    /// How to resolve `dns_seeds`; errors on a name or resolver that cannot be used.
+    pub fn dns(&self) -> Result<crate::dns::Resolver> {
+        if self.dns_seeds.len() > crate::dns::MAX_SEEDS {
+            bail!("peers.dns_seeds: at most {} names", crate::dns::MAX_SEEDS);
+        }
+        for name in &self.dns_seeds {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name.trim_end_matches('.').split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !ok {
+                bail!("peers.dns_seeds: '{name}' is not a host name");
+            }
+        }
+        match &self.dns_resolver {
+            Some(r) => r
+                .parse::<std::net::SocketAddr>()
+                .map(crate::dns::Resolver::Server)
+                .map_err(|_| anyhow::anyhow!("peers.dns_resolver '{r}' is not ip:port")),
+            None => Ok(crate::dns::Resolver::System),
+        }
+    }
+
     /// The node's policy; errors on values that make no sense.
     /// The network key, if configured, is derived for `network` (its id, the salt).
     pub fn policy(&self, network: [u8; 4]) -> Result<crate::node::PeerPolicy> {
@@ -348,6 +386,40 @@ mod tests {
             ..PeersConfig::default()
         };
         assert!(bad.policy([0; 4]).is_err());
+    }
+
+    #[test]
+    fn dns_seeds_and_resolver_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "network = \"regtest\"\n[peers]\ndns_seeds = [\"seed.example.net\"]\n\
+             dns_resolver = \"127.0.0.1:5353\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(dir.path()).unwrap();
+        assert_eq!(cfg.peers.dns_seeds, ["seed.example.net"]);
+        assert_eq!(
+            cfg.peers.dns().unwrap(),
+            crate::dns::Resolver::Server("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            PeersConfig::default().dns().unwrap(),
+            crate::dns::Resolver::System
+        );
+        for (seeds, resolver) in [
+            (vec!["bad name"], None),
+            (vec!["a..b"], None),
+            (vec![""], None),
+            (vec!["seed.example.net"], Some("localhost")),
+        ] {
+            let p = PeersConfig {
+                dns_seeds: seeds.iter().map(|s| s.to_string()).collect(),
+                dns_resolver: resolver.map(String::from),
+                ..PeersConfig::default()
+            };
+            assert!(p.dns().is_err(), "{seeds:?} {resolver:?}");
+        }
     }
 
     #[cfg(unix)]

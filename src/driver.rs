@@ -321,7 +321,9 @@ struct Backlog {
 
 fn cmd_bytes(cmd: &LinkCommand) -> Option<usize> {
     match cmd {
-        LinkCommand::Send { bytes, .. } | LinkCommand::Broadcast { bytes } => Some(bytes.len()),
+        LinkCommand::Send { bytes, .. }
+        | LinkCommand::Broadcast { bytes }
+        | LinkCommand::Aprs { info: bytes } => Some(bytes.len()),
         LinkCommand::Disconnect { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => None,
     }
 }
@@ -463,6 +465,8 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         named
     };
     let mut pex_link = None;
+    let network = shared.try_node()?.chain().params().name.to_string();
+    let mut beacons: Vec<link::aprs::Beacon> = Vec::new();
     for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
         let is_pex = pex && url.is_none() && name == PEX_LINK_NAME;
@@ -490,7 +494,17 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         let task = match url {
             Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
             Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
-            Some(LinkUrl::Kiss(k)) => tokio::spawn(link::kiss::run_kiss(k, ctx)),
+            Some(LinkUrl::Kiss(mut k)) => {
+                k.aprs_network = Some(network.clone());
+                if k.aprs_status {
+                    beacons.push(link::aprs::Beacon::new(
+                        id,
+                        k.aprs_every_min,
+                        shared.now_ms(),
+                    ));
+                }
+                tokio::spawn(link::kiss::run_kiss(k, ctx))
+            }
             Some(LinkUrl::Vara(v)) => {
                 if v.peer.is_some() {
                     on_demand.push(id);
@@ -560,11 +574,14 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                 break Err(e);
             }
         }
+        if let Err(e) = send_beacons(shared, &link_cmds, &mut beacons) {
+            break Err(e);
+        }
         if shared.stopping.load(Ordering::SeqCst) {
             break Ok(());
         }
         let deadline = match shared.try_node() {
-            Ok(n) => n.poll_timeout(),
+            Ok(n) => n.poll_timeout().min(link::aprs::next_due(&beacons)),
             Err(e) => break Err(e),
         };
         let wait = deadline.saturating_sub(shared.now_ms()).min(60_000);
@@ -776,6 +793,27 @@ fn ask_for_sessions(
         );
         if let Some(q) = link_cmds.get(id) {
             q.push(*id, LinkCommand::Connect);
+        }
+    }
+    Ok(())
+}
+
+/// Hand the APRS presence beacons that are due to their KISS links.
+fn send_beacons(
+    shared: &Shared,
+    link_cmds: &HashMap<LinkId, LinkQueue>,
+    beacons: &mut [link::aprs::Beacon],
+) -> anyhow::Result<()> {
+    let now = shared.now_ms();
+    // Most turns of the loop have none due: no need to take the node's lock.
+    if link::aprs::next_due(beacons) > now {
+        return Ok(());
+    }
+    let due = link::aprs::due(beacons, now, &*shared.try_node()?);
+    for (id, info) in due {
+        debug!(link = id, "APRS presence beacon");
+        if let Some(q) = link_cmds.get(&id) {
+            q.push(id, LinkCommand::Aprs { info });
         }
     }
     Ok(())

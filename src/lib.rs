@@ -25,6 +25,7 @@ pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod driver;
 pub mod keys;
 pub mod lab;

@@ -33,6 +33,7 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/health", get(health))
         .route("/api/ready", get(ready))
         .route("/api/peers", get(peers))
+        .route("/api/peers/addrs", get(peer_addrs))
         .route("/api/bans", get(bans_list).post(bans_add))
         .route("/api/bans/{key}", axum::routing::delete(bans_remove))
         .route("/api/status", get(status))
@@ -182,6 +183,11 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 async fn peers(State(s): State<Arc<Shared>>) -> Json<Value> {
     let peers = s.node().peers(now_ms());
     Json(json!({ "count": peers.len(), "peers": peers }))
+}
+
+async fn peer_addrs(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let addrs = s.node().address_book(now_ms());
+    Json(json!({ "count": addrs.len(), "addrs": addrs }))
 }
 
 async fn bans_list(State(s): State<Arc<Shared>>) -> Json<Value> {

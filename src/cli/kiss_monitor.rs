@@ -1,6 +1,7 @@
 //! `skywave kiss monitor URL`: print every frame a TNC hears, like axlisten, and decode
-//! skywave packets. Listen-only: nothing is sent to the TNC, not even parameters.
+//! skywave packets and APRS (positions, status reports, messages). Listen-only: nothing is sent to the TNC, not even parameters.
 
+use crate::link::aprs;
 use crate::link::kiss::{open_transport, KissLinkConfig};
 use crate::link::LinkUrl;
 use crate::wire::ax25::{self, Ax25Error, Callsign, FrameKind};
@@ -40,6 +41,8 @@ pub struct Heard {
     pub info_hex: String,
     /// What the info field is as a skywave packet, if it is one.
     pub skywave: Option<String>,
+    /// What the info field is as an APRS packet, if it is one.
+    pub aprs: Option<String>,
 }
 
 /// Run the monitor until Ctrl-C, or until `count` frames were printed.
@@ -129,6 +132,9 @@ fn print_text(h: &Heard) {
     if let Some(s) = &h.skywave {
         println!("  skywave {s}");
     }
+    if let Some(s) = &h.aprs {
+        println!("  APRS {s}");
+    }
     if h.len > 0 {
         println!("  {}", h.info);
     }
@@ -172,6 +178,17 @@ pub fn describe(now_ms: u64, port: u8, frame: &[u8]) -> Result<Heard, String> {
     } else {
         None
     };
+    // APRS goes to tocalls and group destinations; Mic-E hides its latitude in the
+    // destination, so its data type identifier is what marks it.
+    let aprs = if kind == "UI" && pid == Some(ax25::PID_NO_L3) && skywave.is_none() {
+        let mic_e = matches!(info.first(), Some(b'`' | b'\'' | 0x1c | 0x1d));
+        (aprs::is_aprs_destination(&addrs[0].0) || mic_e)
+            .then(|| aprs::decode(info))
+            .flatten()
+            .map(|a| a.to_string())
+    } else {
+        None
+    };
     Ok(Heard {
         time: clock(now_ms),
         time_ms: now_ms,
@@ -197,6 +214,7 @@ pub fn describe(now_ms: u64, port: u8, frame: &[u8]) -> Result<Heard, String> {
             .collect(),
         info_hex: hex::encode(info),
         skywave,
+        aprs,
     })
 }
 
@@ -343,6 +361,30 @@ mod tests {
         assert_eq!(h.info, "hi.there");
         assert_eq!(h.time, "01:02:03.004");
         assert_eq!(h.skywave, None);
+        assert_eq!(h.aprs, None);
+    }
+
+    #[test]
+    fn decodes_aprs_position_status_and_messages() {
+        let dst = call("APDW16");
+        for (info, want) in [
+            (
+                &b"!4903.50N/07201.75W-Test"[..],
+                "position 49.0583N 72.0292W symbol /-: Test",
+            ),
+            (
+                b">skywave regtest h=3 tip=0a1b2c3d",
+                "status: skywave regtest h=3 tip=0a1b2c3d",
+            ),
+            (b":N0CALL-2 :hello{42", "message to N0CALL-2 #42: hello"),
+        ] {
+            let f = encode_ui(&call("N0CALL-1"), &dst, &[call("WIDE1-1")], info).expect("encode");
+            let h = describe(0, 0, &f).expect("describe");
+            assert_eq!(h.aprs.as_deref(), Some(want));
+        }
+        // The same text to a skywave destination is not APRS.
+        let f = encode_ui(&call("N0CALL-1"), &BROADCAST, &[], b">hello").expect("encode");
+        assert_eq!(describe(0, 0, &f).expect("describe").aprs, None);
     }
 
     #[test]

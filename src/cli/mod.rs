@@ -82,7 +82,12 @@ pub enum Cmd {
     /// Show the running node's status.
     Status,
     /// List the running node's peer sessions with their misbehaviour scores.
-    Peers,
+    Peers {
+        /// List the address book instead: addresses to dial, and where each came from
+        /// (config, DNS seed, peer exchange).
+        #[arg(long)]
+        addrs: bool,
+    },
     /// Manage the running node's ban list (IP addresses, CIDR subnets, callsigns).
     Ban {
         /// What to do.
@@ -270,7 +275,8 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Run { api, links, mine } => run(&dir, api, links, mine, log_path),
         Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
         Cmd::Status => client::status(&dir, cli.json),
-        Cmd::Peers => peers::peers(&dir, cli.json),
+        Cmd::Peers { addrs: false } => peers::peers(&dir, cli.json),
+        Cmd::Peers { addrs: true } => peers::addrs(&dir, cli.json),
         Cmd::Ban { cmd } => peers::ban(&dir, cmd, cli.json),
         Cmd::Wallet {
             cmd: WalletCmd::Address,
@@ -450,10 +456,11 @@ fn run(
         .with_context(|| format!("unknown network '{}'", cfg.network))?
         .network_id();
     let mut peers = cfg.peers.policy(network)?;
+    let resolver = cfg.peers.dns()?;
     if peers.advertise.is_none() {
         peers.advertise = advertised_listen_addr(&urls);
     }
-    let node = Node::new(
+    let mut node = Node::new(
         chain,
         NodeConfig {
             node_key,
@@ -463,6 +470,31 @@ fn run(
             peers,
         },
     );
+    let configured: Vec<std::net::SocketAddr> = urls
+        .iter()
+        .filter_map(|u| match u {
+            LinkUrl::TcpDial(a) => a.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    node.add_addresses(
+        driver::now_ms(),
+        &configured,
+        crate::node::AddrSource::Config,
+        None,
+    );
+    let seeds = (!cfg.peers.dns_seeds.is_empty()).then(|| {
+        let port = node.chain().params().default_port;
+        (cfg.peers.dns_seeds.clone(), port, resolver)
+    });
+    if seeds.is_some()
+        && !(cfg.peers.peer_exchange
+            && urls
+                .iter()
+                .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_))))
+    {
+        tracing::warn!("peers.dns_seeds are dialled through peer exchange: they need peer_exchange = true and a tcp or tcp-listen link");
+    }
     let api_addr = api.unwrap_or(cfg.api.clone());
     let mine_to = (mine || cfg.mine).then(|| crate::keys::address(&wallet));
     let rt = tokio::runtime::Runtime::new()?;
@@ -501,6 +533,9 @@ fn run(
             mine_to.is_some(),
         );
         tokio::spawn(log_tips(shared.clone()));
+        if let Some((names, port, how)) = seeds {
+            tokio::spawn(crate::dns::seed(shared.clone(), names, port, how));
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut api_task = tokio::spawn(crate::api::serve(listener, shared.clone(), auth, async {
             let _ = stop_rx.await;

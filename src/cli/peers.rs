@@ -150,6 +150,43 @@ pub fn peers(dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `skywave peers --addrs`: the address book.
+pub fn addrs(dir: &Path, as_json: bool) -> Result<()> {
+    let v = Api::open(dir)?.get("/api/peers/addrs")?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    let list = v["addrs"].as_array().cloned().unwrap_or_default();
+    println!("{} address(es)", list.len());
+    if !list.is_empty() {
+        println!(
+            "{:<40} {:<14} {:<5} {:<5} {:<12} TRIED",
+            "ADDRESS", "SOURCE", "GOOD", "FAILS", "HEARD"
+        );
+    }
+    let ago = |v: &serde_json::Value| match v.as_u64() {
+        Some(ms) => format!("{} s ago", ms / 1000),
+        None => "never".into(),
+    };
+    for a in list {
+        println!(
+            "{:<40} {:<14} {:<5} {:<5} {:<12} {}",
+            a["addr"].as_str().unwrap_or(""),
+            a["source"].as_str().unwrap_or(""),
+            if a["good"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            a["fails"].to_string(),
+            ago(&a["heard_ms_ago"]),
+            ago(&a["tried_ms_ago"]),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

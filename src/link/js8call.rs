@@ -348,7 +348,7 @@ impl Link {
             }
             // Stations are reached by callsign, not by address, and JS8 has no sessions
             // to open.
-            LinkCommand::Dial { .. } | LinkCommand::Connect => {}
+            LinkCommand::Dial { .. } | LinkCommand::Connect | LinkCommand::Aprs { .. } => {}
         }
         Vec::new()
     }

@@ -5,7 +5,7 @@
 //! `kiss+tcp://host:port` and `kiss+serial:///dev/ttyUSB0` take query parameters, see
 //! [`KissLinkConfig::parse_url`].
 
-use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use super::{aprs, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
 use crate::wire::ax25::{self, Ax25Error, Callsign, BROADCAST};
 use crate::wire::kiss::{self, KissCommand, KissDecoder};
 use std::collections::{HashMap, VecDeque};
@@ -192,6 +192,15 @@ pub struct KissLinkConfig {
     pub full_duplex: bool,
     /// Device preset given as `tnc=`, if any.
     pub tnc: Option<TncPreset>,
+    /// Send an APRS status beacon (`aprs_status=true`), see [`super::aprs`].
+    pub aprs_status: bool,
+    /// Minutes between APRS beacons (`aprs_every`).
+    pub aprs_every_min: u32,
+    /// Digipeater path of APRS beacons (`aprs_path`, default `WIDE1-1`).
+    pub aprs_path: Vec<Callsign>,
+    /// The node's network, set by the driver (not part of the URL): heard APRS beacons
+    /// of skywave nodes on this network become stations. `None`: any network.
+    pub aprs_network: Option<String>,
 }
 
 impl KissLinkConfig {
@@ -209,6 +218,10 @@ impl KissLinkConfig {
             via: Vec::new(),
             full_duplex: false,
             tnc: None,
+            aprs_status: false,
+            aprs_every_min: super::aprs::DEFAULT_EVERY_MIN,
+            aprs_path: super::aprs::default_path(),
+            aprs_network: None,
         }
     }
 
@@ -235,7 +248,10 @@ impl KissLinkConfig {
     /// win over it), `baud` (serial only), `port` (0-15), `txdelay`, `persist`,
     /// `slottime`, `txtail` (0-255, KISS units), `paclen` (32 up to what fits a
     /// 2048-byte KISS frame, see [`max_paclen`]), `bitrate`, `via` (comma-separated
-    /// digipeaters), `duplex` (`half` or `full`). Errors name the offending parameter.
+    /// digipeaters), `duplex` (`half` or `full`), `aprs_status` (`true`: send an APRS
+    /// status beacon), `aprs_every` (its interval in minutes, 10-1440, default 30),
+    /// `aprs_path` (its comma-separated digipeaters, default `WIDE1-1`, empty for none).
+    /// Errors name the offending parameter.
     pub fn parse_url(s: &str) -> Result<KissLinkConfig, String> {
         let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
         let transport = match url.scheme() {
@@ -334,17 +350,7 @@ impl KissLinkConfig {
                         .filter(|b| (1..=100_000_000).contains(b))
                         .ok_or_else(|| bad("expected bits per second, e.g. 1200 or 9600"))?;
                 }
-                "via" => {
-                    let digis = v
-                        .split(',')
-                        .filter(|d| !d.is_empty())
-                        .map(|d| d.parse::<Callsign>().map_err(|e| bad(&e.to_string())))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if digis.len() > ax25::MAX_DIGIS {
-                        return Err(bad(&format!("at most {} digipeaters", ax25::MAX_DIGIS)));
-                    }
-                    cfg.via = digis;
-                }
+                "via" => cfg.via = digipeaters(&v).map_err(|e| bad(&e))?,
                 "duplex" => {
                     cfg.full_duplex = match v.as_ref() {
                         "half" => false,
@@ -352,10 +358,27 @@ impl KissLinkConfig {
                         _ => return Err(bad("expected half or full")),
                     }
                 }
+                "aprs_status" => {
+                    cfg.aprs_status = match v.as_ref() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad("expected true or false")),
+                    }
+                }
+                "aprs_every" => {
+                    let (lo, hi) = super::aprs::EVERY_MIN_RANGE;
+                    cfg.aprs_every_min = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|m| (lo..=hi).contains(m))
+                        .ok_or_else(|| bad(&format!("expected {lo}-{hi} minutes")))?;
+                }
+                "aprs_path" => cfg.aprs_path = digipeaters(&v).map_err(|e| bad(&e))?,
                 _ => {
                     return Err(format!(
                         "link '{s}': unknown parameter '{k}' (known: tnc, baud, port, txdelay, \
-                         persist, slottime, txtail, paclen, bitrate, via, duplex)"
+                         persist, slottime, txtail, paclen, bitrate, via, duplex, aprs_status, \
+                         aprs_every, aprs_path)"
                     ))
                 }
             }
@@ -419,6 +442,24 @@ impl KissLinkConfig {
     }
 }
 
+/// A comma-separated digipeater path (`via`, `aprs_path`).
+fn digipeaters(v: &str) -> Result<Vec<Callsign>, String> {
+    let digis = v
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<Callsign>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if digis.len() > ax25::MAX_DIGIS {
+        return Err(format!("at most {} digipeaters", ax25::MAX_DIGIS));
+    }
+    Ok(digis)
+}
+
+fn path_text(digis: &[Callsign]) -> String {
+    let v: Vec<String> = digis.iter().map(|c| c.to_string()).collect();
+    v.join(",")
+}
+
 /// Canonical form: defaults (and the preset's values) are omitted, parameters in a fixed
 /// order.
 impl fmt::Display for KissLinkConfig {
@@ -457,11 +498,19 @@ impl fmt::Display for KissLinkConfig {
             q.push(format!("bitrate={}", self.bitrate));
         }
         if !self.via.is_empty() {
-            let v: Vec<String> = self.via.iter().map(|c| c.to_string()).collect();
-            q.push(format!("via={}", v.join(",")));
+            q.push(format!("via={}", path_text(&self.via)));
         }
         if self.full_duplex {
             q.push("duplex=full".into());
+        }
+        if self.aprs_status {
+            q.push("aprs_status=true".into());
+        }
+        if self.aprs_every_min != base.aprs_every_min {
+            q.push(format!("aprs_every={}", self.aprs_every_min));
+        }
+        if self.aprs_path != base.aprs_path {
+            q.push(format!("aprs_path={}", path_text(&self.aprs_path)));
         }
         if !q.is_empty() {
             write!(f, "?{}", q.join("&"))?;
@@ -614,6 +663,11 @@ impl Link {
     /// Queue a frame for the TNC. Over capacity, broadcasts are the first to go: a lost
     /// announcement is repeated anyway, a directed frame may be part of a transfer.
     fn enqueue(&mut self, dst: Callsign, info: &[u8], broadcast: bool) {
+        self.enqueue_via(dst, false, info, broadcast);
+    }
+
+    /// [`Self::enqueue`] through the APRS path (`aprs`) or the link's own.
+    fn enqueue_via(&mut self, dst: Callsign, aprs: bool, info: &[u8], broadcast: bool) {
         let mtu = self.cfg.caps().mtu;
         if info.len() > mtu {
             warn!(
@@ -623,7 +677,12 @@ impl Link {
             self.stats.tx_dropped += 1;
             return;
         }
-        let frame = match ax25::encode_ui(&self.me, &dst, &self.cfg.via, info) {
+        let via = if aprs {
+            &self.cfg.aprs_path
+        } else {
+            &self.cfg.via
+        };
+        let frame = match ax25::encode_ui(&self.me, &dst, via, info) {
             Ok(f) => f,
             Err(e) => {
                 warn!("cannot build AX.25 frame: {e}");
@@ -684,6 +743,14 @@ impl Link {
             LinkCommand::Dial { .. } => {}
             // A broadcast channel has no sessions to open.
             LinkCommand::Connect => {}
+            LinkCommand::Aprs { info } => {
+                if up && self.cfg.aprs_status {
+                    // Like a broadcast: the first to go when the queue is full.
+                    self.enqueue_via(aprs::tocall(), true, &info, true);
+                } else {
+                    self.stats.tx_dropped += 1;
+                }
+            }
         }
         Vec::new()
     }
@@ -710,6 +777,14 @@ impl Link {
         if ui.src == self.me {
             self.stats.own += 1;
             return Vec::new();
+        }
+        // Ours first: a station's own callsign may start like a tocall (AP is Pakistan).
+        if ui.pid == ax25::PID_NO_L3
+            && ui.dst != self.me
+            && ui.dst != BROADCAST
+            && aprs::is_aprs_destination(&ui.dst)
+        {
+            return self.heard_aprs(link, ui.src, &ui.info);
         }
         if ui.pid != ax25::PID_NO_L3 || (ui.dst != self.me && ui.dst != BROADCAST) {
             self.stats.not_for_us += 1;
@@ -741,8 +816,52 @@ impl Link {
         self.recent.push_back((now, ui.src, sum));
 
         let mut events = Vec::new();
+        let peer = self.station(link, ui.src, &mut events);
+        events.push(LinkEvent::Frame {
+            peer,
+            bytes: ui.info,
+        });
+        events
+    }
+
+    /// An APRS packet: a skywave node's presence beacon (on our network) makes it a
+    /// station as if we had heard it, so the core can greet it; anything else APRS
+    /// carries is not ours.
+    fn heard_aprs(&mut self, link: LinkId, src: Callsign, info: &[u8]) -> Vec<LinkEvent> {
+        let Some(p) = aprs::Presence::parse(info) else {
+            self.stats.not_for_us += 1;
+            return Vec::new();
+        };
+        if self
+            .cfg
+            .aprs_network
+            .as_ref()
+            .is_some_and(|n| *n != p.network)
+        {
+            self.stats.not_for_us += 1;
+            debug!(%src, network = %p.network, "APRS beacon of a skywave node on another network");
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        let known = self.stations.contains_key(&src);
+        self.station(link, src, &mut events);
+        if !known {
+            info!(
+                link,
+                "skywave station {src} heard in an APRS status: {} height {} tip {}",
+                p.network,
+                p.height,
+                p.tip
+            );
+        }
+        events
+    }
+
+    /// The peer id of station `call`, heard just now: a new station gets one (and a
+    /// PeerUp), evicting the least recently heard when the table is full.
+    fn station(&mut self, link: LinkId, call: Callsign, events: &mut Vec<LinkEvent>) -> PeerId {
         self.tick += 1;
-        let peer = match self.stations.get_mut(&ui.src) {
+        match self.stations.get_mut(&call) {
             Some(st) => {
                 st.last_heard = self.tick;
                 st.peer
@@ -766,27 +885,22 @@ impl Link {
                 // Ids come from the shared allocator so they never clash across links.
                 let peer = self.ids.next();
                 self.stations.insert(
-                    ui.src,
+                    call,
                     Station {
                         peer,
                         last_heard: self.tick,
                     },
                 );
-                self.by_peer.insert(peer, ui.src);
+                self.by_peer.insert(peer, call);
                 events.push(LinkEvent::PeerUp {
                     link,
                     peer,
-                    remote: ui.src.to_string(),
+                    remote: call.to_string(),
                     outbound: false,
                 });
                 peer
             }
-        };
-        events.push(LinkEvent::Frame {
-            peer,
-            bytes: ui.info,
-        });
-        events
+        }
     }
 
     /// Forget every station (the channel is gone); returns their PeerDowns.
@@ -1786,7 +1900,17 @@ mod tests {
     }
 
     fn rx(link: &mut Link, src: &str, info: &[u8]) -> Vec<LinkEvent> {
-        let frame = ax25::encode_ui(&call(src), &BROADCAST, &[], info).expect("encode");
+        rx_to(link, src, &BROADCAST, &[], info)
+    }
+
+    fn rx_to(
+        link: &mut Link,
+        src: &str,
+        dst: &Callsign,
+        via: &[Callsign],
+        info: &[u8],
+    ) -> Vec<LinkEvent> {
+        let frame = ax25::encode_ui(&call(src), dst, via, info).expect("encode");
         link.received(
             1,
             KissFrame {
@@ -1872,5 +1996,86 @@ mod tests {
         other.payload.pop();
         other.payload.push(b'n');
         assert_eq!(l.received(1, other).len(), 1);
+    }
+
+    fn rx_aprs(link: &mut Link, src: &str, info: &[u8]) -> Vec<LinkEvent> {
+        rx_to(link, src, &aprs::tocall(), &[call("WIDE1-1")], info)
+    }
+
+    #[test]
+    fn a_heard_skywave_aprs_beacon_makes_a_station_and_other_aprs_does_not() {
+        let mut l = state();
+        l.cfg.aprs_network = Some("regtest".into());
+        let evs = rx_aprs(&mut l, "N0CALL-5", b">skywave regtest h=12 tip=0a1b2c3d");
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert!(
+            matches!(&evs[0], LinkEvent::PeerUp { remote, .. } if remote == "N0CALL-5"),
+            "{evs:?}"
+        );
+        // Heard again (a digipeated copy, the next beacon): still one station, no frame
+        // for the core.
+        assert!(rx_aprs(&mut l, "N0CALL-5", b">skywave regtest h=13 tip=0a1b2c3e").is_empty());
+        assert_eq!(l.stations.len(), 1);
+        // Skywave nodes of another network, and APRS that is not a skywave beacon, are not
+        // stations of ours.
+        assert!(rx_aprs(&mut l, "N0CALL-6", b">skywave main h=12 tip=0a1b2c3d").is_empty());
+        assert!(rx_aprs(&mut l, "N0CALL-7", b">Monitoring 144.800").is_empty());
+        assert!(rx_aprs(&mut l, "N0CALL-8", b"!4903.50N/07201.75W-").is_empty());
+        assert_eq!(l.stations.len(), 1);
+        assert_eq!(l.stats.not_for_us, 3);
+        // A station whose callsign looks like a tocall still gets its skywave frames.
+        let mut ap = Link::new(parse("kiss+tcp://t:1"), call("AP2ABC"), PeerIds::default());
+        let evs = rx_to(&mut ap, "N0CALL-2", &call("AP2ABC"), &[], b"x");
+        assert!(
+            matches!(evs.last(), Some(LinkEvent::Frame { bytes, .. }) if bytes == b"x"),
+            "{evs:?}"
+        );
+    }
+
+    #[test]
+    fn an_aprs_command_sends_a_status_frame_to_the_tocall_through_the_aprs_path() {
+        let mut l = Link::new(
+            parse("kiss+tcp://t:1?aprs_status=true&aprs_path=WIDE1-1,WIDE2-1&via=RELAY"),
+            call(ME),
+            PeerIds::default(),
+        );
+        let info = b">skywave regtest h=1 tip=00112233".to_vec();
+        assert!(l
+            .command(LinkCommand::Aprs { info: info.clone() }, true)
+            .is_empty());
+        let ui = ax25::decode_ui(&kiss_payload(&l.queue[0].kiss)).expect("UI");
+        assert_eq!(ui.src, call(ME));
+        assert_eq!(ui.dst.to_string(), "APZSKY");
+        let path: Vec<String> = ui.digis.iter().map(|d| d.call.to_string()).collect();
+        assert_eq!(path, ["WIDE1-1", "WIDE2-1"]);
+        assert_eq!(ui.pid, ax25::PID_NO_L3);
+        assert_eq!(ui.info, info);
+        // Without aprs_status the link never sends one.
+        let mut quiet = state();
+        quiet.command(LinkCommand::Aprs { info }, true);
+        assert!(quiet.queue.is_empty());
+    }
+
+    #[test]
+    fn aprs_parameters_parse_and_round_trip() {
+        let k = parse("kiss+tcp://t:1");
+        assert!(!k.aprs_status);
+        assert_eq!(k.aprs_every_min, 30);
+        assert_eq!(path_text(&k.aprs_path), "WIDE1-1");
+        let canon = "kiss+tcp://t:1?aprs_status=true&aprs_every=60&aprs_path=WIDE2-2";
+        let k = parse(canon);
+        assert!(k.aprs_status);
+        assert_eq!(k.aprs_every_min, 60);
+        assert_eq!(LinkUrl::Kiss(k).to_string(), canon);
+        assert!(parse("kiss+tcp://t:1?aprs_path=").aprs_path.is_empty());
+        for (url, needle) in [
+            ("kiss+tcp://t:1?aprs_status=yes", "aprs_status"),
+            ("kiss+tcp://t:1?aprs_every=5", "aprs_every"),
+            ("kiss+tcp://t:1?aprs_every=1441", "aprs_every"),
+            ("kiss+tcp://t:1?aprs_path=NOT_A_CALL", "aprs_path"),
+        ] {
+            let e = parse_err(url);
+            assert!(e.contains(needle), "{url}: {e}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! core never sees a socket and never decides anything from a link's name. The names
 //! and capabilities shared with the core live in [`crate::net`], re-exported here.
 
+pub mod aprs;
 pub mod js8call;
 pub mod kiss;
 pub mod simtnc;
@@ -121,6 +122,9 @@ pub enum LinkCommand {
     /// Open a session if the link opens sessions on demand (a VARA modem): the node has
     /// something to deliver. Other links ignore it.
     Connect,
+    /// Send this APRS information field (a presence beacon) to the APRS tocall through
+    /// the link's APRS path. KISS links with `aprs_status` only; others ignore it.
+    Aprs { info: Vec<u8> },
 }
 
 /// Hands out process-unique peer ids, so peers of all links share one id space.

@@ -146,7 +146,10 @@ impl Conns {
             // TCP has no broadcast medium; the core sends per peer on such links. Dials
             // of learned addresses go to the peer-exchange link (`run_pex`); TCP links
             // are always connected (or redialling by themselves).
-            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } | LinkCommand::Connect => {}
+            LinkCommand::Broadcast { .. }
+            | LinkCommand::Dial { .. }
+            | LinkCommand::Connect
+            | LinkCommand::Aprs { .. } => {}
             LinkCommand::Disconnect { peer } => {
                 if let Some(c) = self.remove(peer) {
                     let _ = c.tx.send(ConnCmd::Close);

@@ -995,7 +995,8 @@ impl Modem<'_> {
             }
             // Not a broadcast medium (the core never broadcasts here), and the only
             // station dialled is the configured peer.
-            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } => {}
+            LinkCommand::Broadcast { .. } | LinkCommand::Dial { .. } | LinkCommand::Aprs { .. } => {
+            }
         }
     }
 

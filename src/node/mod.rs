@@ -37,6 +37,7 @@ mod sync;
 pub use auth::network_key;
 pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
+pub use pex::{AddrInfo, AddrSource};
 
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction};
 use crate::net::{LinkCaps, LinkId, PeerId};

@@ -30,6 +30,37 @@ const DIAL_EVERY_MS: u64 = 10_000;
 /// everyone but itself, so proven addresses alone would never spread).
 const PASS_ON_MS: u64 = 3 * 3600 * 1000;
 
+/// Where an address in the book came from. An address known several ways keeps the
+/// first in this order: the operator's config, a DNS seed, peer exchange.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddrSource {
+    /// A `tcp://` link in the config (its own link dials it).
+    Config,
+    /// A DNS seed's A or AAAA record.
+    Dns,
+    /// Told by a peer.
+    #[default]
+    PeerExchange,
+}
+
+/// An address in the book, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AddrInfo {
+    /// `ip:port`.
+    pub addr: String,
+    /// Where it came from.
+    pub source: AddrSource,
+    /// A session with it completed a handshake.
+    pub good: bool,
+    /// Dials since the last success.
+    pub fails: u32,
+    /// Milliseconds since it was last heard of.
+    pub heard_ms_ago: u64,
+    /// Milliseconds since it was last dialled (None: never).
+    pub tried_ms_ago: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Entry {
     heard: u64,
@@ -37,6 +68,7 @@ struct Entry {
     fails: u32,
     /// A session with it completed a handshake.
     good: bool,
+    source: AddrSource,
 }
 
 /// Known addresses and the exchange's own state.
@@ -50,18 +82,26 @@ pub(super) struct AddrBook {
 
 impl AddrBook {
     fn insert(&mut self, a: SocketAddr, now: u64, good: bool) {
+        self.insert_from(a, now, good, AddrSource::PeerExchange);
+    }
+
+    fn insert_from(&mut self, a: SocketAddr, now: u64, good: bool, source: AddrSource) {
         if !self.book.contains_key(&a) && self.book.len() >= BOOK_CAP {
             // Forget the stalest hearsay first, then the stalest of all.
             let victim = self
                 .book
                 .iter()
-                .min_by_key(|(k, e)| (e.good, e.heard, **k))
+                .min_by_key(|(k, e)| (e.good, std::cmp::Reverse(e.source), e.heard, **k))
                 .map(|(k, _)| *k);
             if let Some(v) = victim {
                 self.book.remove(&v);
             }
         }
+        let new = !self.book.contains_key(&a);
         let e = self.book.entry(a).or_default();
+        if new || source < e.source {
+            e.source = source;
+        }
         e.heard = e.heard.max(now);
         if good {
             e.good = true;
@@ -238,12 +278,7 @@ impl Node {
             return;
         }
         self.addrs.next_dial = now + DIAL_EVERY_MS;
-        let outbound = self
-            .peers
-            .values()
-            .filter(|p| p.outbound && !p.closing)
-            .filter(|p| self.links.get(&p.link).is_some_and(fast))
-            .count();
+        let outbound = self.fast_outbound();
         if outbound >= self.cfg.peers.max_outbound {
             return;
         }
@@ -254,7 +289,9 @@ impl Node {
             .iter()
             .filter(|(a, e)| {
                 let wait = (RETRY_MS << e.fails.min(10)).min(RETRY_MAX_MS);
-                (e.tried == 0 || now.saturating_sub(e.tried) >= wait)
+                // A configured address has a link of its own that dials it.
+                e.source != AddrSource::Config
+                    && (e.tried == 0 || now.saturating_sub(e.tried) >= wait)
                     && !connected.contains(&a.to_string())
                     && Some(**a) != self.cfg.peers.advertise
                     && self.guard_banned(&a.to_string(), now).is_none()
@@ -279,6 +316,67 @@ impl Node {
     /// Addresses in the book.
     pub fn known_addresses(&self) -> usize {
         self.addrs.len()
+    }
+
+    /// Put addresses from the operator's side in the book: `Config` (the config's
+    /// `tcp://` links) or `Dns` (a seed's records, `told_by` the DNS server asked, if not
+    /// the system's resolver). Like a peer's, a resolver's answer may name loopback or
+    /// private hosts only when the resolver itself is that close: a public seed cannot
+    /// aim us at the gateway's own network. Returns how many were new.
+    pub fn add_addresses(
+        &mut self,
+        now: u64,
+        addrs: &[SocketAddr],
+        source: AddrSource,
+        told_by: Option<IpAddr>,
+    ) -> usize {
+        let from = match source {
+            AddrSource::Config => Reach::Loopback,
+            _ => told_by.map_or(Reach::Public, reach),
+        };
+        let mut new = 0;
+        for a in addrs {
+            let ip = a.ip();
+            if a.port() == 0 || ip.is_unspecified() || ip.is_multicast() || reach(ip) < from {
+                continue;
+            }
+            if Some(*a) == self.cfg.peers.advertise {
+                continue;
+            }
+            new += usize::from(!self.addrs.book.contains_key(a));
+            self.addrs.insert_from(*a, now, false, source);
+        }
+        new
+    }
+
+    /// The address book, for the API.
+    pub fn address_book(&self, now: u64) -> Vec<AddrInfo> {
+        self.addrs
+            .book
+            .iter()
+            .map(|(a, e)| AddrInfo {
+                addr: a.to_string(),
+                source: e.source,
+                good: e.good,
+                fails: e.fails,
+                heard_ms_ago: now.saturating_sub(e.heard),
+                tried_ms_ago: (e.tried != 0).then(|| now.saturating_sub(e.tried)),
+            })
+            .collect()
+    }
+
+    /// Fewer outbound sessions on fast links than `max_outbound` (DNS seeds are asked
+    /// again then).
+    pub fn short_of_peers(&self) -> bool {
+        self.cfg.peers.peer_exchange && self.fast_outbound() < self.cfg.peers.max_outbound
+    }
+
+    fn fast_outbound(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.outbound && !p.closing)
+            .filter(|p| self.links.get(&p.link).is_some_and(fast))
+            .count()
     }
 }
 
@@ -362,5 +460,47 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(dialled, want);
+    }
+
+    #[test]
+    fn seeds_from_a_public_resolver_name_public_hosts_only_and_config_is_not_dialled_twice() {
+        let mut n = node();
+        let public: SocketAddr = "198.51.100.7:7300".parse().unwrap();
+        let mut heard: Vec<SocketAddr> = HEARD.iter().map(|s| s.parse().unwrap()).collect();
+        heard.push(public);
+        assert_eq!(n.add_addresses(T, &heard, AddrSource::Dns, None), 1);
+        // A resolver on this host may name hosts here (a lab, a test).
+        let local: SocketAddr = "127.0.0.9:7300".parse().unwrap();
+        assert_eq!(
+            n.add_addresses(
+                T,
+                &[local],
+                AddrSource::Dns,
+                Some("127.0.0.1".parse().unwrap())
+            ),
+            1
+        );
+        let configured: SocketAddr = "192.168.1.1:7300".parse().unwrap();
+        assert_eq!(
+            n.add_addresses(T, &[configured], AddrSource::Config, None),
+            1
+        );
+        // Heard again from a peer: still the seed's.
+        n.peer_connected(T, 7, LINK, "203.0.113.9:7300".into(), false);
+        n.on_addr(T, 7, vec![public.to_string()]);
+        let book = n.address_book(T);
+        let source = |a: SocketAddr| {
+            book.iter()
+                .find(|i| i.addr == a.to_string())
+                .map(|i| i.source)
+        };
+        assert_eq!(source(public), Some(AddrSource::Dns));
+        assert_eq!(source(local), Some(AddrSource::Dns));
+        assert_eq!(source(configured), Some(AddrSource::Config));
+        assert_eq!(book.len(), 3);
+        let mut dialled = dials(&mut n, 20);
+        dialled.sort();
+        assert_eq!(dialled, vec![local.to_string(), public.to_string()]);
+        assert!(n.short_of_peers());
     }
 }
