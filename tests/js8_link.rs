@@ -224,7 +224,9 @@ fn tx_then_block(
         .unwrap_or_default();
     assert!(ids.contains(&txid.as_str()), "tx not mined: {blk}");
     let t = Instant::now();
-    let learned = wait_for(Duration::from_secs(60), || {
+    // A new session first (greetings and signed proofs both ways: about 18 JS8 frames),
+    // then the header.
+    let learned = wait_for(Duration::from_secs(120), || {
         (b.status()["header_height"].as_u64()? >= height).then_some(())
     });
     assert!(
@@ -462,7 +464,7 @@ fn emulator_follows_the_js8call_api() {
 /// carry a transaction within twice the air time of the frames that needs (each Hello
 /// and the transaction, back to back): at most one round of collisions.
 #[test]
-#[ignore = "issue 10, open: no message collides any more (0 of 27), but the handshake and the tx do not fit the bound: each station sends its own greeting after hearing the other's, a turn the signed handshake of issue 12 can save"]
+#[ignore = "issue 10, open: passed 3 of 5 runs (handshake with signed proofs in 22 s, tx in 32-35 s against a bound of 46-47 s); in the others the two stations drew the same slots after their first collision and stayed in step (19 of 43 messages collided)"]
 fn js8_stations_started_together_handshake_and_carry_a_tx() {
     let (mut a, mut b) = shared_chain();
     let pair = Js8Pair::start(CALL_A, CALL_B, SCALE as f64, 0.0);
@@ -551,7 +553,8 @@ fn js8_stations_started_together_handshake_and_carry_a_tx() {
         collisions(&pair)
     );
 
-    // The frames the exchange needs: each station's first Hello, and B's transaction.
+    // The frames the exchange needs: each station's first Hello and first signed proof
+    // (protocol 2: no session is ready without it), and B's transaction.
     let transfers = transfers_on_air(&pair);
     let first = |from: &str, kind: &str| {
         transfers
@@ -560,7 +563,11 @@ fn js8_stations_started_together_handshake_and_carry_a_tx() {
             .map(|t| t.frames)
             .unwrap_or_else(|| panic!("no {kind} from {from} on air: {transfers:?}"))
     };
-    let needed = first(CALL_A, "hello") + first(CALL_B, "hello") + first(CALL_B, "tx");
+    let needed = first(CALL_A, "hello")
+        + first(CALL_B, "hello")
+        + first(CALL_A, "auth")
+        + first(CALL_B, "auth")
+        + first(CALL_B, "tx");
     let bound = slot * (2 * needed as u32);
     eprintln!(
         "needed {needed} frames back to back ({:.1} s); bound {:.1} s; took {:.1} s",
