@@ -43,6 +43,7 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/accounts/{addr}", get(account))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
+        .route("/api/mine", axum::routing::post(mine))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }
@@ -260,8 +261,11 @@ pub struct Status {
     pub peers: Vec<crate::node::PeerSummary>,
     /// Links.
     pub links: Vec<crate::driver::LinkStatus>,
-    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct}` each.
+    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct, duty_budget_ms,
+    /// duty_budget_max_ms}` each (the budget is the air time the cap allows at once now).
     pub radio: Vec<Value>,
+    /// Sync progress and its estimate, see [`sync_estimate`].
+    pub sync: Value,
     /// Peers disconnected for misbehaviour since start.
     pub misbehaviours: u64,
     /// Software version.
@@ -270,9 +274,11 @@ pub struct Status {
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
     let links = s.links.lock().map(|l| l.clone()).unwrap_or_default();
+    let now = now_ms();
     let node = s.node();
     let chain = node.chain();
     let tip = chain.tip();
+    let peers = node.peers(now);
     Json(Status {
         network: chain.params().name.to_string(),
         network_id: hex::encode(chain.params().network_id()),
@@ -283,7 +289,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         mempool: chain.mempool_len(),
         callsign: node.config().callsign.clone(),
         node_id: hex::encode(node.config().node_id),
-        peers: node.peers(now_ms()),
+        sync: sync_estimate(&node, &peers),
+        peers,
         radio: links
             .iter()
             .filter_map(|l| {
@@ -291,12 +298,73 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
                 Some(json!({
                     "link": l.id, "air_ms": p.air_ms,
                     "duty_cycle_pct": node.config().peers.duty_cycle_pct,
+                    "duty_budget_ms": p.duty_budget_ms.map(|b| b.0),
+                    "duty_budget_max_ms": p.duty_budget_ms.map(|b| b.1),
+                    "duty_waits": p.duty_waits,
                 }))
             })
             .collect(),
         links,
         misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// How far the chain is from the best height known (the best header, or a peer's tip
+/// if one claims more), and a guess at what is left: blocks times the average block
+/// size seen, at the rate of the link to the best peer (its line rate on radio, what the
+/// session has carried so far on TCP). Unknown parts are `null`.
+pub fn sync_estimate(node: &crate::node::Node, peers: &[crate::node::PeerSummary]) -> Value {
+    let chain = node.chain();
+    let height = chain.tip().height;
+    let header = chain.best_header().height;
+    let best_peer = peers.iter().filter(|p| p.ready).max_by_key(|p| p.height);
+    let (target, source) = match best_peer {
+        Some(p) if p.height > header => (
+            p.height,
+            format!(
+                "tip of peer {}",
+                if p.callsign.is_empty() {
+                    &p.remote
+                } else {
+                    &p.callsign
+                }
+            ),
+        ),
+        _ => (header, "best header".to_string()),
+    };
+    let blocks_left = target.saturating_sub(height);
+    let bytes_left = blocks_left.saturating_mul(node.avg_block_bytes());
+    // The peer that will feed us: the best one, else any ready one.
+    let feeder = best_peer.filter(|p| p.height > height);
+    let rate = feeder.and_then(|p| {
+        let caps = node.links().get(&p.link)?;
+        if caps.bitrate_bps > 0 {
+            Some((caps.bitrate_bps / 8, "line rate"))
+        } else if p.connected_ms >= 1000 && p.stats.bytes_in > 0 {
+            Some((
+                p.stats.bytes_in.saturating_mul(1000) / p.connected_ms,
+                "measured",
+            ))
+        } else {
+            None
+        }
+    });
+    let rate = rate.filter(|r| r.0 > 0);
+    let progress = if target == 0 {
+        100.0
+    } else {
+        (height.min(target) as f64 * 100.0 / target as f64 * 10.0).floor() / 10.0
+    };
+    json!({
+        "target_height": target,
+        "target_from": source,
+        "blocks_left": blocks_left,
+        "progress_pct": progress,
+        "bytes_left": (blocks_left > 0).then_some(bytes_left),
+        "rate_bytes_per_s": rate.map(|r| r.0),
+        "rate_from": rate.map(|r| r.1),
+        "seconds_left": rate.filter(|_| blocks_left > 0).map(|r| bytes_left.div_ceil(r.0)),
     })
 }
 
@@ -471,8 +539,33 @@ async fn account(
     })))
 }
 
-async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<crate::node::OutboxView> {
-    Json(s.node().outbox())
+/// `GET /api/outbox`: the node's view, each item with `dest_name`, its destination as
+/// an operator knows it: the callsign the peer gave at its last handshake (the node
+/// records it), else the start of its node id (`dest` keeps the whole id).
+async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let node = s.node();
+    let view = node.outbox();
+    let known: std::collections::HashMap<String, String> = node
+        .chain()
+        .store()
+        .peers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(row, _, call)| Some((row.strip_prefix("node:")?.to_string(), call)))
+        .collect();
+    let mut v = json!(view);
+    if let Some(items) = v["items"].as_array_mut() {
+        for it in items {
+            let dest = it["dest"].as_str().unwrap_or("").to_string();
+            let name = match known.get(&dest) {
+                _ if dest == "any" => "any peer".to_string(),
+                Some(call) if !call.is_empty() => call.clone(),
+                _ => format!("node {}", dest.get(..12).unwrap_or(&dest)),
+            };
+            it["dest_name"] = json!(name);
+        }
+    }
+    Json(v)
 }
 
 /// `POST /api/outbox/{id}/hold|release|drop|retry`.
@@ -495,6 +588,65 @@ async fn outbox_cmd(
         Err(e) if e.starts_with("no outbox item") => Err(not_found(e)),
         Err(e) => Err(bad(e)),
     }
+}
+
+/// Most blocks one `POST /api/mine` may ask for.
+pub const MAX_MINE_BLOCKS: u64 = 1000;
+
+/// `POST /api/mine` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MineRequest {
+    /// How many blocks (1 to [`MAX_MINE_BLOCKS`]).
+    pub blocks: u64,
+    /// Address the coinbases pay.
+    pub to: String,
+}
+
+/// `POST /api/mine`, regtest only (as bitcoind's `generatetoaddress`): mine `blocks`
+/// blocks on the node's tip, each submitted and relayed like one the miner found.
+async fn mine(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<MineRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| bad(format!("expected {{\"blocks\", \"to\"}}: {e}")))?;
+    let network = s.node().chain().params().name;
+    if network != "regtest" {
+        return Err(not_found(format!(
+            "mining on demand exists only on regtest (this node is on {network})"
+        )));
+    }
+    if !(1..=MAX_MINE_BLOCKS).contains(&req.blocks) {
+        return Err(bad(format!("blocks must be 1 to {MAX_MINE_BLOCKS}")));
+    }
+    let to = Address::parse(&req.to, network).map_err(|e| bad(format!("to: {e}")))?;
+    // Hashing must not stall the runtime; the node lock is held only to take a template
+    // and to submit.
+    let shared = s.clone();
+    let mined = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut mined = Vec::new();
+        for _ in 0..req.blocks {
+            let mut block = shared
+                .node()
+                .chain()
+                .block_template(to, crate::driver::wall_ms() / 1000);
+            while !crate::chain::pow::mine(&mut block.header, 100_000) {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return Err(internal("the node is stopping"));
+                }
+            }
+            let (hash, height, txs) = (block.hash(), block.header.height, block.txs.len());
+            let res = shared.node().submit_block(now_ms(), block);
+            shared.wake.notify_one();
+            res.map_err(|e| internal(format!("mined block {height} refused: {e}")))?;
+            mined.push(json!({ "height": height, "hash": hash, "txs": txs }));
+        }
+        Ok(mined)
+    })
+    .await
+    .map_err(|e| internal(format!("the miner failed: {e}")))??;
+    let height = s.node().chain().tip().height;
+    Ok(Json(json!({ "mined": mined, "height": height })))
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.

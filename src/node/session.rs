@@ -270,6 +270,10 @@ impl Node {
             );
             return;
         }
+        if let Some(reason) = self.callsign_refused(now, peer, &h.callsign) {
+            self.disconnect(peer, reason);
+            return;
+        }
         if let Some(key) = self.cfg.peers.network_key {
             // Hold the Hello until the peer proves the key; prove ours meanwhile.
             let proof = auth::prove(&key, self.network, h.nonce, &self.cfg.node_id);
@@ -439,6 +443,10 @@ impl Node {
             }),
         );
         self.score_misbehaviour(&remote, code, &reason);
+        *self
+            .misbehaviour_counts
+            .entry(reject_code_name(code))
+            .or_default() += 1;
         self.events.push_back(NodeEvent::Misbehaviour {
             peer,
             remote,
@@ -457,5 +465,18 @@ impl Node {
         self.in_flight.retain(|_, r| r.peer != peer);
         self.events
             .push_back(NodeEvent::Disconnect { peer, reason });
+    }
+}
+
+/// A reject code as `/metrics` labels it.
+fn reject_code_name(code: RejectCode) -> &'static str {
+    match code {
+        RejectCode::Malformed => "malformed",
+        RejectCode::Invalid => "invalid",
+        RejectCode::WrongNetwork => "wrong_network",
+        RejectCode::Version => "version",
+        RejectCode::Protocol => "protocol",
+        RejectCode::Duplicate => "duplicate",
+        RejectCode::RateLimited => "rate_limited",
     }
 }
