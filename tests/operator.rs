@@ -427,3 +427,48 @@ fn metrics_count_misbehaviour_by_reason() {
         "a second Hello is a protocol error"
     );
 }
+
+#[test]
+fn outbox_destinations_are_shown_by_callsign() {
+    let mut a = TestNode::init("a", "N0CALL-1");
+    // B only dials.
+    let mut b = TestNode::init_with_links("b", "N0CALL-2", 0, &[]);
+    a.ok(&["mine", "--blocks", "2"]);
+    a.start(&[]);
+    b.start(&["--link", &a.url()]);
+    let peer_listed = |want: bool| {
+        wait_for(Duration::from_secs(30), || {
+            let listed = a.status()["peers"]
+                .as_array()?
+                .iter()
+                .any(|p| p["callsign"] == "N0CALL-2" && p["ready"] == true);
+            (listed == want).then_some(())
+        })
+    };
+    assert!(peer_listed(true).is_some(), "B never connected");
+    b.stop();
+    assert!(peer_listed(false).is_some(), "B's session never closed");
+    // What A sends now it owes B in particular, until B is back.
+    a.ok(&[
+        "tx",
+        "send",
+        "--to",
+        &support::test_address(3),
+        "--amount",
+        "1",
+    ]);
+    let (_, ob) = a.call("GET", "/api/outbox", None).expect("api");
+    let items = ob["items"].as_array().cloned().unwrap_or_default();
+    let for_b: Vec<&Value> = items.iter().filter(|it| it["dest"] != "any").collect();
+    assert!(!for_b.is_empty(), "nothing queued for B: {ob}");
+    for it in &for_b {
+        assert_eq!(it["dest_name"], "N0CALL-2", "{it}");
+    }
+    let list = a.ok(&["outbox", "list"]);
+    assert!(list.contains("N0CALL-2"), "{list}");
+    let status = a.ok(&["status"]);
+    assert!(
+        status.contains("to N0CALL-2") || status.contains("to any peer"),
+        "{status}"
+    );
+}
