@@ -135,7 +135,7 @@ pub(crate) fn render(s: &Value, outbox: Option<&Value>) -> String {
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     let radio = s["radio"].as_array().cloned().unwrap_or_default();
     let links = s["links"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(o, "\nlinks ({})", links.len());
+    o.push('\n');
     for l in &links {
         let (i, out) = peers
             .iter()
@@ -148,24 +148,23 @@ pub(crate) fn render(s: &Value, outbox: Option<&Value>) -> String {
             });
         let _ = writeln!(
             o,
-            "  {:>2} {:<9} {}  in {} out {}",
+            "link {} {} {}",
             text(&l["id"]),
-            text(&l["state"]),
             text(&l["url"]),
-            bytes(i),
-            bytes(out)
+            text(&l["state"])
         );
+        let _ = writeln!(o, "  traffic: in {}, out {}", bytes(i), bytes(out));
         if let Some(e) = l["error"].as_str() {
-            let _ = writeln!(o, "       last error: {e}");
+            let _ = writeln!(o, "  last error: {e}");
         }
         if let Some(t) = l["next_retry"].as_str() {
-            let _ = writeln!(o, "       next retry: {t}");
+            let _ = writeln!(o, "  next retry: {t}");
         }
         if let Some(r) = radio.iter().find(|r| r["link"] == l["id"]) {
             let air = r["air_ms"].as_u64().unwrap_or(0) / 1000;
             let _ = write!(
                 o,
-                "       on air {}, duty cycle {} %",
+                "  on air {}, duty cycle {} %",
                 duration(air),
                 text(&r["duty_cycle_pct"])
             );
@@ -273,7 +272,10 @@ mod tests {
             v.contains("about 30.0 kB left at 150 B/s (line rate): 4 min"),
             "{v}"
         );
-        assert!(v.contains("in 2.5 kB out 700 B"), "{v}");
+        assert!(
+            v.contains("link 1 kiss+tcp://127.0.0.1:8001 up\n  traffic: in 2.5 kB, out 700 B"),
+            "{v}"
+        );
         assert!(
             v.contains("on air 61 s, duty cycle 50 %, budget 30 of 120 s"),
             "{v}"
