@@ -198,6 +198,17 @@ fn errors_are_json_with_json_and_a_closed_pipe_does_not_panic() {
         .expect("run");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert_ne!(o.status.code(), Some(101), "exited as a panic");
+    // The demo, which keeps SIGPIPE off for its sockets and FIFOs, ends quietly too.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = Command::new(bin())
+        .args(["demo", "--simulated-radio", "--blocks", "3"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run demo");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]

@@ -391,7 +391,8 @@ pub fn report_error(e: &anyhow::Error, as_json: bool) {
 }
 
 /// Let a closed stdout (`skywave ... | head`) end the process quietly, as it ends `cat`,
-/// instead of panicking in `println!`. Not for `run`: a node must not die of a pipe.
+/// instead of panicking in `println!`. Not for commands that write to pipes or sockets
+/// of their own (`run`, `demo`): there a closed peer is an error to handle.
 pub fn die_quietly_on_closed_stdout() {
     #[cfg(unix)]
     // SAFETY: called at start-up before any thread is spawned; SIG_DFL is a valid

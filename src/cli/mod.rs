@@ -284,7 +284,9 @@ pub fn main(cli: Cli) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
-    if !matches!(cli.cmd, Cmd::Run { .. }) {
+    // Not for `run` and `demo`: they write to sockets and to Direwolf's audio FIFOs,
+    // where a peer that went away must be an error to handle, not a signal that kills.
+    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. }) {
         admin::die_quietly_on_closed_stdout();
     }
     let quiet = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Sim { .. });
