@@ -724,6 +724,63 @@ mod tests {
         assert_eq!(r.0["ok"], true);
     }
 
+    fn peer(link: u32, height: u64, bytes_in: u64) -> crate::node::PeerSummary {
+        crate::node::PeerSummary {
+            id: 1,
+            link,
+            remote: "127.0.0.1:7300".into(),
+            outbound: true,
+            ready: true,
+            callsign: "N0CALL-2".into(),
+            user_agent: String::new(),
+            height,
+            tip: None,
+            connected_ms: 10_000,
+            idle_ms: 0,
+            send_idle_ms: 0,
+            stats: crate::node::PeerStats {
+                bytes_in,
+                ..Default::default()
+            },
+            score: 0,
+            rtt_ms: None,
+        }
+    }
+
+    #[test]
+    fn sync_estimate_names_its_target_and_the_rate_it_assumes() {
+        let s = shared();
+        let mut node = s.node();
+        let in_sync = sync_estimate(&node, &[]);
+        assert_eq!(in_sync["blocks_left"], 0);
+        assert_eq!(in_sync["target_from"], "best header");
+        assert_eq!(in_sync["seconds_left"], Value::Null);
+        // A TCP peer 50 blocks ahead that sent 20 kB in 10 s: 2 kB/s measured.
+        node.link_up(0, 1, crate::net::LinkCaps::tcp());
+        let avg = node.avg_block_bytes();
+        let v = sync_estimate(&node, &[peer(1, 50, 20_000)]);
+        assert_eq!(v["target_height"], 50);
+        assert_eq!(v["target_from"], "tip of peer N0CALL-2");
+        assert_eq!(v["blocks_left"], 50);
+        assert_eq!(v["bytes_left"], 50 * avg);
+        assert_eq!(
+            (v["rate_bytes_per_s"].as_u64(), v["rate_from"].as_str()),
+            (Some(2000), Some("measured"))
+        );
+        assert_eq!(v["seconds_left"], (50 * avg).div_ceil(2000));
+        // On 1200-baud radio the line rate counts: 150 B/s.
+        let mut radio = crate::net::LinkCaps::tcp();
+        radio.bitrate_bps = 1200;
+        radio.radio = true;
+        node.link_up(0, 2, radio);
+        let v = sync_estimate(&node, &[peer(2, 50, 0)]);
+        assert_eq!(
+            (v["rate_bytes_per_s"].as_u64(), v["rate_from"].as_str()),
+            (Some(150), Some("line rate"))
+        );
+        assert_eq!(v["seconds_left"], (50 * avg).div_ceil(150));
+    }
+
     #[tokio::test]
     async fn bans_round_trip_through_the_handlers() {
         let s = shared();

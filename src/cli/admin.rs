@@ -209,7 +209,11 @@ pub fn wallet_restore(dir: &Path, file: &Path, replace: bool, as_json: bool) -> 
     let mut kept = None;
     if let Ok(old) = crate::keys::load(&path) {
         if old.to_bytes() == key.to_bytes() {
-            println!("wallet {address} is already this data directory's wallet");
+            if as_json {
+                println!("{}", json!({ "restored": address, "unchanged": true }));
+            } else {
+                println!("wallet {address} is already this data directory's wallet");
+            }
             return Ok(());
         }
         if !replace {
