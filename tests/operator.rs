@@ -483,3 +483,32 @@ fn outbox_destinations_are_shown_by_callsign() {
         "{status}"
     );
 }
+
+#[test]
+fn api_events_stream_tells_of_new_tips() {
+    let mut a = TestNode::init("a", "N0CALL-1");
+    a.start(&[]);
+    let api = a.api();
+    let mut s = TcpStream::connect(&api).expect("connect");
+    s.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {api}\r\n\r\n").as_bytes())
+        .expect("request");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    // The stream is open once the headers came.
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let mut read_until = |want: &str, got: &mut String| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end && !got.contains(want) {
+            if let Ok(n) = s.read(&mut buf) {
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        got.contains(want)
+    };
+    assert!(read_until("text/event-stream", &mut got), "{got}");
+    a.ok(&["mine", "--blocks", "1"]);
+    assert!(read_until("event: tip", &mut got), "no tip event: {got}");
+    assert!(read_until("\"height\":1", &mut got), "{got}");
+    a.stop();
+}

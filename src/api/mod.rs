@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
         .route("/api/mine", axum::routing::post(mine))
+        .route("/api/events", get(events))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }
@@ -588,6 +589,89 @@ async fn outbox_cmd(
         Err(e) if e.starts_with("no outbox item") => Err(not_found(e)),
         Err(e) => Err(bad(e)),
     }
+}
+
+/// Most `GET /api/events` streams open at once (each holds a connection and a receiver).
+pub const MAX_EVENT_STREAMS: usize = 16;
+
+static EVENT_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the [`MAX_EVENT_STREAMS`], given back when the stream ends.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take() -> Option<StreamSlot> {
+        let prev = EVENT_STREAMS.fetch_add(1, Ordering::SeqCst);
+        if prev >= MAX_EVENT_STREAMS {
+            EVENT_STREAMS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        EVENT_STREAMS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a status display needs to hear of a node event: its name and a little data, or
+/// nothing.
+fn sse_event(e: &crate::node::NodeEvent) -> Option<axum::response::sse::Event> {
+    use crate::node::NodeEvent;
+    let (name, data) = match e {
+        NodeEvent::TipChanged { tip, .. } => {
+            ("tip", json!({ "height": tip.height, "hash": tip.hash }))
+        }
+        NodeEvent::TxAccepted { id, .. } => ("tx", json!({ "id": id })),
+        NodeEvent::PeerReady { .. } | NodeEvent::Disconnect { .. } => ("peers", json!({})),
+        _ => return None,
+    };
+    Some(
+        axum::response::sse::Event::default()
+            .event(name)
+            .data(data.to_string()),
+    )
+}
+
+/// `GET /api/events`: server-sent events (`tip`, `tx`, `peers`, and `lagged` when some
+/// were missed) so that a page redraws when something happens instead of on its next
+/// poll. At most [`MAX_EVENT_STREAMS`] at once; each ends when the node stops.
+async fn events(State(s): State<Arc<Shared>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(slot) = StreamSlot::take() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many event streams open (at most {MAX_EVENT_STREAMS})"),
+        )
+        .into_response();
+    };
+    let rx = s.events.subscribe();
+    let stream = futures_util::stream::unfold((rx, s, slot), |(mut rx, s, slot)| async move {
+        // The shutdown waits for open connections: look at `stopping` every second.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            if s.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            let ev = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(e) => sse_event(&e),
+                    Err(RecvError::Lagged(_)) => Some(Event::default().event("lagged").data("{}")),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tick.tick() => None,
+            };
+            if let Some(ev) = ev {
+                return Some((Ok::<_, std::convert::Infallible>(ev), (rx, s, slot)));
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Most blocks one `POST /api/mine` may ask for.
