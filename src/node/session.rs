@@ -162,6 +162,11 @@ impl Node {
     }
 
     pub(super) fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        // A station banned by callsign is refused on every link, TCP included.
+        if let Some(reason) = self.callsign_refused(now, peer, &h.callsign) {
+            self.disconnect(peer, reason);
+            return;
+        }
         let on_broadcast = self
             .peers
             .get(&peer)
@@ -268,10 +273,6 @@ impl Node {
                 RejectCode::Duplicate,
                 "already connected to this node".into(),
             );
-            return;
-        }
-        if let Some(reason) = self.callsign_refused(now, peer, &h.callsign) {
-            self.disconnect(peer, reason);
             return;
         }
         if let Some(key) = self.cfg.peers.network_key {
