@@ -275,11 +275,9 @@ pub struct Status {
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
     let links = s.links.lock().map(|l| l.clone()).unwrap_or_default();
-    let now = now_ms();
     let node = s.node();
     let chain = node.chain();
     let tip = chain.tip();
-    let peers = node.peers(now);
     Json(Status {
         network: chain.params().name.to_string(),
         network_id: hex::encode(chain.params().network_id()),
@@ -290,8 +288,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         mempool: chain.mempool_len(),
         callsign: node.config().callsign.clone(),
         node_id: hex::encode(node.config().node_id),
-        sync: sync_estimate(&node, &peers),
-        peers,
+        peers: node.peers(now_ms()),
         radio: links
             .iter()
             .filter_map(|l| {
@@ -308,6 +305,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         links,
         misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        sync: sync_estimate(&node, &node.peers(now_ms())),
     })
 }
 
