@@ -192,7 +192,7 @@ fn node(chain: Chain, id: [u8; 32], call: &str, run: usize) -> Node {
     Node::new(
         chain,
         NodeConfig {
-            node_id: id,
+            node_key: ed25519_dalek::SigningKey::from_bytes(&id),
             callsign: call.into(),
             seed: u64::from(id[0]) + 1000 * run as u64,
             user_agent: "skywave-bench".into(),

@@ -105,7 +105,8 @@ impl Default for PeersConfig {
 
 impl PeersConfig {
     /// The node's policy; errors on values that make no sense.
-    pub fn policy(&self) -> Result<crate::node::PeerPolicy> {
+    /// The network key, if configured, is derived for `network` (its id, the salt).
+    pub fn policy(&self, network: [u8; 4]) -> Result<crate::node::PeerPolicy> {
         let max_h = (crate::node::MAX_BAN_MS / 3_600_000) as f64;
         if !(self.ban_hours > 0.0 && self.ban_hours <= max_h) {
             bail!("peers.ban_hours must be above 0 and at most {max_h}");
@@ -124,7 +125,7 @@ impl PeersConfig {
         }
         let network_key = match &self.network_key {
             Some(k) if k.trim().is_empty() => bail!("peers.network_key is empty"),
-            Some(k) => Some(crate::node::network_key(k)),
+            Some(k) => Some(crate::node::network_key(k, network)?),
             None => None,
         };
         let advertise = match &self.advertise {
@@ -378,18 +379,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "network = \"regtest\"\n").unwrap();
         let cfg = Config::load(dir.path()).unwrap();
-        let p = cfg.peers.policy().unwrap();
+        let p = cfg.peers.policy([0; 4]).unwrap();
         assert_eq!(p, crate::node::PeerPolicy::default());
         let bad = PeersConfig {
             ban_hours: 0.0,
             ..PeersConfig::default()
         };
-        assert!(bad.policy().is_err());
+        assert!(bad.policy([0; 4]).is_err());
         let bad = PeersConfig {
             ban_threshold: 0,
             ..PeersConfig::default()
         };
-        assert!(bad.policy().is_err());
+        assert!(bad.policy([0; 4]).is_err());
     }
 
     #[cfg(unix)]

@@ -187,7 +187,7 @@ impl Sim {
             id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             id[8..16].copy_from_slice(&(i as u64).to_le_bytes());
             let cfg = NodeConfig {
-                node_id: id,
+                node_key: ed25519_dalek::SigningKey::from_bytes(&id),
                 callsign: format!("N0SIM-{}", i % 16),
                 seed: rng.next_u64(),
                 user_agent: "skywave-sim".into(),

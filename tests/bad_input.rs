@@ -10,12 +10,23 @@ use skywave::wire::stream::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::hostile::{bad_pow_block, framed, hello};
+use support::hostile::{bad_pow_block, framed, handshake, hello};
 use support::{wait_for, TestNode};
 
 /// Send `bytes`, then read until the node closes the connection. Returns what it sent us.
 fn send_and_expect_close(port: u16, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    read_until_close(s, bytes)
+}
+
+/// Finish a handshake as a stranger holding its key, send `bytes`, then read until the
+/// node closes the connection.
+fn send_after_handshake(port: u16, net: [u8; 4], bytes: &[u8]) -> Vec<u8> {
+    let s = handshake(port, net).expect("handshake");
+    read_until_close(s, bytes)
+}
+
+fn read_until_close(mut s: TcpStream, bytes: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(bytes);
     let mut got = Vec::new();
@@ -57,18 +68,18 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
 
     // 3. A block with bad proof of work, after a proper handshake.
     let bad_block = bad_pow_block();
-    let mut msg = framed(net, 1, &hello(net));
-    msg.extend(framed(net, 2, &Message::Block(bad_block)));
-    let reply = send_and_expect_close(a.port, &msg);
-    assert!(!reply.is_empty(), "node greets and rejects before closing");
+    let msg = framed(net, 3, &Message::Block(bad_block));
+    let reply = send_after_handshake(a.port, net, &msg);
+    assert!(
+        !reply.is_empty(),
+        "node proves itself and rejects before closing"
+    );
 
     // 4. A transaction with a bad signature.
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let mut tx = Transaction::sign(net, &key, Address([2; 32]), 10, 1000, 0);
     tx.sig.0[0] ^= 0x55;
-    let mut msg = framed(net, 1, &hello(net));
-    msg.extend(framed(net, 2, &Message::Tx(tx)));
-    send_and_expect_close(a.port, &msg);
+    send_after_handshake(a.port, net, &framed(net, 3, &Message::Tx(tx)));
 
     // 5. A handshake from another network.
     let main = params::main().network_id();

@@ -10,13 +10,18 @@ use skywave::wire::message::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::hostile::{bad_pow_block, framed, hello};
+use support::hostile::{bad_pow_block, framed, handshake};
 use support::{http, wait_for, TestNode};
 
 /// Connect, send `bytes`, and read for up to `wait`. Returns what the node sent and
 /// whether it closed the connection.
 fn exchange(port: u16, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    exchange_on(s, bytes, wait)
+}
+
+/// `exchange` on a connection that is already open (past the handshake).
+fn exchange_on(mut s: TcpStream, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool) {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let _ = s.write_all(bytes);
@@ -34,12 +39,13 @@ fn exchange(port: u16, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-/// A handshake followed by a block whose proof of work is wrong.
-fn bad_block_session() -> Vec<u8> {
+/// A handshake followed by a block whose proof of work is wrong: (what the node sent,
+/// whether it closed the connection).
+fn bad_block_session(port: u16) -> (Vec<u8>, bool) {
     let net = params::regtest().network_id();
-    let mut msg = framed(net, 1, &hello(net));
-    msg.extend(framed(net, 2, &Message::Block(bad_pow_block())));
-    msg
+    let s = handshake(port, net).expect("handshake");
+    let msg = framed(net, 3, &Message::Block(bad_pow_block()));
+    exchange_on(s, &msg, Duration::from_secs(10))
 }
 
 /// Refused: closed at once, and not a byte (no Hello) sent.
@@ -99,12 +105,11 @@ fn hostile_peer_is_banned_refused_and_unbanned() {
             "not banned after 10 offences; log:\n{}",
             a.log_text()
         );
-        let bytes = if tries % 2 == 1 {
-            garbage.clone()
+        let (_, closed) = if tries % 2 == 1 {
+            exchange(a.port, &garbage, Duration::from_secs(10))
         } else {
-            bad_block_session()
+            bad_block_session(a.port)
         };
-        let (_, closed) = exchange(a.port, &bytes, Duration::from_secs(10));
         assert!(closed, "offender not disconnected");
     }
     assert!(

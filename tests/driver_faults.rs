@@ -17,7 +17,7 @@ fn node(id: u8) -> Node {
     Node::new(
         chain,
         NodeConfig {
-            node_id: [id; 32],
+            node_key: ed25519_dalek::SigningKey::from_bytes(&[id; 32]),
             callsign: format!("N0CALL-{id}"),
             seed: u64::from(id),
             user_agent: "driver-test".into(),

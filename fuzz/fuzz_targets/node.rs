@@ -66,7 +66,7 @@ impl Harness {
         let node = Node::new(
             chain,
             NodeConfig {
-                node_id: [0xAA; 32],
+                node_key: ed25519_dalek::SigningKey::from_bytes(&[0xAA; 32]),
                 callsign: "N0FUZ".into(),
                 seed: 0x5eed,
                 user_agent: "skywave-fuzz".into(),

@@ -287,7 +287,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         header_height: chain.best_header().height,
         mempool: chain.mempool_len(),
         callsign: node.config().callsign.clone(),
-        node_id: hex::encode(node.config().node_id),
+        node_id: hex::encode(node.node_id()),
         peers: node.peers(now_ms()),
         radio: links
             .iter()
@@ -756,7 +756,7 @@ mod tests {
         let node = Node::new(
             chain,
             NodeConfig {
-                node_id: [1; 32],
+                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
                 callsign: "N0CALL-1".into(),
                 seed: 1,
                 user_agent: "test".into(),

@@ -129,7 +129,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         let node = Node::new(
             chain,
             NodeConfig {
-                node_id: crate::keys::generate().verifying_key().to_bytes(),
+                node_key: crate::keys::generate(),
                 callsign: format!("N0CALL-{}", i + 1),
                 seed: rand::random(),
                 user_agent: format!("skywave-demo/{}", env!("CARGO_PKG_VERSION")),

@@ -548,14 +548,17 @@ fn run(
     let chain = admin::open_chain(dir, &cfg)?;
     let node_key = crate::keys::load(&dir.join(config::NODE_KEY_FILE))?;
     let wallet = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
-    let mut peers = cfg.peers.policy()?;
+    let network = crate::chain::NetworkParams::by_name(&cfg.network)
+        .with_context(|| format!("unknown network '{}'", cfg.network))?
+        .network_id();
+    let mut peers = cfg.peers.policy(network)?;
     if peers.advertise.is_none() {
         peers.advertise = advertised_listen_addr(&urls);
     }
     let node = Node::new(
         chain,
         NodeConfig {
-            node_id: node_key.verifying_key().to_bytes(),
+            node_key,
             callsign: cfg.callsign.clone(),
             seed: rand::random(),
             user_agent: format!("skywave/{}", env!("CARGO_PKG_VERSION")),

@@ -264,9 +264,10 @@ fn js8_stations_started_in_the_same_second_fall_out_of_step() {
         }
         let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
         let id = air.nodes[0].submit_tx(air.now, tx).unwrap();
-        // Greetings both ways (about 120 B each: 4 packets) and the payment (about
-        // 150 B: 5 packets) are 13 slots back to back. Allowed: twice that.
-        let allowed = 2 * 13 * 15_000;
+        // Greetings both ways (about 120 B each: 4 packets), the signed proofs both ways
+        // (about 100 B each: 4 packets) and the payment (about 150 B: 5 packets) are 21
+        // slots back to back. Allowed: twice that.
+        let allowed = 2 * 21 * 15_000;
         let took = run_until(&mut air, allowed, |a| {
             a.nodes[1].chain().mempool_get(&id).is_some()
         });

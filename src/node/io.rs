@@ -175,6 +175,7 @@ impl Node {
                         p.new_session_at = Some(now);
                         // This greeting is the one we owed it.
                         p.hello_due = false;
+                        p.held_nonce = None;
                     }
                     let mut hello = self.hello(nonce);
                     hello.features |= features::NEW_SESSION;
@@ -252,8 +253,19 @@ impl Node {
                 .packet_links
                 .get(&link)
                 .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
-            if beacon_due {
-                let nonce = self.rng.next_u64();
+            // A greeting or proof we owe a station here says all a beacon would, to the
+            // one that is listening: the beacon waits (on JS8 it is five frames).
+            let greeting = self
+                .peers
+                .values()
+                .any(|p| p.link == link && (p.hello_due || p.auth_due))
+                || self.packet_links.get(&link).is_some_and(|l| l.holding(now));
+            if beacon_due && greeting {
+                if let Some(l) = self.packet_links.get_mut(&link) {
+                    l.next_beacon = now + l.airtime_ms(l.caps.mtu).max(1_000);
+                }
+            } else if beacon_due {
+                let nonce = self.nonce();
                 self.beacon_nonces.push_back(nonce);
                 if self.beacon_nonces.len() > 8 {
                     self.beacon_nonces.pop_front();
@@ -283,7 +295,15 @@ impl Node {
                         l.alone_beacons = 0;
                         BEACON_INTERVAL_MS.max(air * 50)
                     };
-                    let jitter = interval / 4 * jitter / 1_000_000;
+                    // Without carrier sense (JS8Call) two beacons overlap unless they start
+                    // a whole beacon apart: spread over a few beacon lengths, or stations
+                    // that collided once stay in step.
+                    let spread = if alone && l.caps.slot_ms > 0 && !l.caps.carrier_sense {
+                        (interval / 4).max(3 * air)
+                    } else {
+                        interval / 4
+                    };
+                    let jitter = spread * jitter / 1_000_000;
                     l.next_beacon = now + interval + jitter;
                     l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
                 }
@@ -337,9 +357,10 @@ impl Node {
     /// a burst we heard, the acks and header requests held back while it was on the air.
     /// They all leave in one key-up, with whatever else this turn sends.
     fn take_turn(&mut self, now: u64, link: LinkId, after_burst: bool) {
-        if let Some(l) = self.packet_links.get_mut(&link) {
+        let more = self.packet_links.get_mut(&link).is_some_and(|l| {
             l.turn_due = false;
-        }
+            l.heard_more
+        });
         let on_link: Vec<PeerId> = self
             .peers
             .iter()
@@ -350,10 +371,33 @@ impl Node {
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
+            if after_burst && !more && std::mem::take(&mut p.greeted_unproven) && p.hello.is_none()
+            {
+                // Its burst ended (with nothing more to come) after a greeting and no
+                // proof: it lacks our Hello.
+                p.hello_due = true;
+            }
             if std::mem::take(&mut p.hello_due) {
                 let nonce = p.hello_nonce;
+                // They will hold this greeting: our proof names its nonce.
+                p.held_nonce = None;
+                if let Some(l) = self.packet_links.get_mut(&link) {
+                    l.drop_queued_beacon();
+                }
                 let hello = self.hello(nonce);
                 self.send(id, Message::Hello(hello));
+            }
+            let owe = self
+                .peers
+                .get_mut(&id)
+                .is_some_and(|p| std::mem::take(&mut p.auth_due));
+            if owe {
+                if let Some(a) = self.proof_for(id) {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.proof_at = now;
+                    }
+                    self.send(id, Message::Auth(a));
+                }
             }
             if !after_burst {
                 continue;

@@ -14,7 +14,7 @@ fn node(id: u8, policy: PeerPolicy) -> Node {
     let mut n = Node::new(
         chain,
         NodeConfig {
-            node_id: [id; 32],
+            node_key: ed25519_dalek::SigningKey::from_bytes(&[id; 32]),
             callsign: format!("N0CALL-{id}"),
             seed: u64::from(id),
             user_agent: "limits-test".into(),
@@ -27,7 +27,7 @@ fn node(id: u8, policy: PeerPolicy) -> Node {
 
 fn keyed(k: &str) -> PeerPolicy {
     PeerPolicy {
-        network_key: Some(network_key(k)),
+        network_key: Some(network_key(k, params::regtest().network_id()).expect("kdf")),
         ..PeerPolicy::default()
     }
 }
@@ -187,4 +187,143 @@ fn sessions_per_address_and_per_link_are_capped() {
         })
         .collect();
     assert_eq!(refused, vec![3, 6]);
+}
+
+/// Mine one regtest block at `n` (its outbox then owes it to every known destination).
+fn mine_one(n: &mut Node) {
+    let to = crate::chain::Address([5; 32]);
+    let time = params::regtest().genesis.header.time + 60;
+    let mut b = n.chain().block_template(to, time);
+    while !crate::chain::pow::mine(&mut b.header, 1_000_000) {}
+    n.submit_block(time * 1000, b).unwrap();
+}
+
+/// Items `n`'s outbox still owes node `dest`.
+fn owed(n: &Node, dest: [u8; 32]) -> Vec<crate::outbox::Item> {
+    n.outbox_items()
+        .into_iter()
+        .filter(|it| it.dest == crate::outbox::Dest::Peer(dest))
+        .collect()
+}
+
+/// The nonce of the `Hello` `n` sent to `peer` (a stranger connecting by hand).
+fn hello_nonce_to(n: &mut Node) -> u64 {
+    std::iter::from_fn(|| n.poll_transmit())
+        .filter_map(|t| envelope::decode(&t.bytes).ok())
+        .find_map(|e| match e.message {
+            Message::Hello(h) => Some(h.nonce),
+            _ => None,
+        })
+        .expect("the node greets a new peer")
+}
+
+/// A stranger's `Hello` claiming `node_id`.
+fn claim(node_id: [u8; 32], nonce: u64) -> Vec<u8> {
+    let mut h = node(9, PeerPolicy::default()).hello(nonce);
+    h.node_id = node_id;
+    h.callsign = "N0EVIL".into();
+    envelope::encode(params::regtest().network_id(), 1, &Message::Hello(h))
+}
+
+#[test]
+fn a_forged_node_id_is_refused_and_cannot_clear_the_outbox() {
+    let net = params::regtest().network_id();
+    let mut a = node(1, PeerPolicy::default());
+    let mut v = node(3, PeerPolicy::default());
+    // V met A once, so A relays to V through its outbox.
+    let (ea, _) = handshake(&mut a, &mut v);
+    assert!(ready(&ea), "{ea:?}");
+    a.peer_disconnected(T, 1);
+    mine_one(&mut a);
+    let before = owed(&a, v.node_id());
+    assert_eq!(before.len(), 1, "A owes V the block");
+    // M claims V's id. It proves with the only key it has (its own) and acks what A owes V.
+    a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
+    let seen = hello_nonce_to(&mut a);
+    a.handle_frame(T, 9, &claim(v.node_id(), 77));
+    let m_key = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let t = auth::Transcript {
+        network: net,
+        prover: v.node_id(),
+        verifier: a.node_id(),
+        seen,
+        nonce: 77,
+    };
+    let proof = auth::prove(&m_key, None, &t);
+    a.handle_frame(T, 9, &envelope::encode(net, 2, &Message::Auth(proof)));
+    let ack: Vec<u64> = before.iter().map(|it| it.msg_id()).collect();
+    a.handle_frame(T, 9, &envelope::encode(net, 3, &Message::Ack(ack)));
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(!ready(&ev), "{ev:?}");
+    assert!(misbehaved(&ev, "signature does not verify"), "{ev:?}");
+    let after = owed(&a, v.node_id());
+    assert_eq!(after.len(), 1, "the forged ack delivered V's item");
+    assert_eq!(after[0].state, crate::outbox::State::Pending);
+}
+
+#[test]
+fn a_squatter_on_an_id_does_not_lock_out_its_owner() {
+    let mut a = node(1, PeerPolicy::default());
+    let mut v = node(3, PeerPolicy::default());
+    // M claims V's id first and never proves it.
+    a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
+    let _ = hello_nonce_to(&mut a);
+    a.handle_frame(T, 9, &claim(v.node_id(), 77));
+    while a.poll_transmit().is_some() {}
+    // V itself still gets in.
+    let (ea, ev) = handshake(&mut a, &mut v);
+    assert!(ready(&ea) && ready(&ev), "{ea:?} {ev:?}");
+    assert!(
+        !ea.iter()
+            .any(|e| matches!(e, NodeEvent::Disconnect { peer: 1, .. })),
+        "{ea:?}"
+    );
+}
+
+#[test]
+fn an_ack_delivers_only_what_was_sent_on_that_session() {
+    let net = params::regtest().network_id();
+    let mut a = node(1, PeerPolicy::default());
+    let mut v = node(3, PeerPolicy::default());
+    let _ = handshake(&mut a, &mut v);
+    a.peer_disconnected(T, 1);
+    v.peer_disconnected(T, 2);
+    mine_one(&mut a);
+    let item = owed(&a, v.node_id()).pop().expect("A owes V the block");
+    // Held by the operator: not sent on V's next session.
+    a.outbox_command(T, item.id, crate::outbox::Command::Hold)
+        .unwrap();
+    let (ea, _) = handshake(&mut a, &mut v);
+    assert!(ready(&ea));
+    // V acks an id it was never sent on this session (ids are sequential: easy to guess).
+    a.handle_frame(
+        T,
+        1,
+        &envelope::encode(net, 99, &Message::Ack(vec![item.msg_id()])),
+    );
+    let still = owed(&a, v.node_id());
+    assert_eq!(still.len(), 1, "an unsent item was acked away");
+}
+
+#[test]
+fn many_new_identities_do_not_push_known_destinations_out() {
+    let mut a = node(1, PeerPolicy::default());
+    let mut v = node(3, PeerPolicy::default());
+    let _ = handshake(&mut a, &mut v);
+    a.peer_disconnected(T, 1);
+    // 100 fresh identities, each proving its own key: free to make.
+    for i in 0..100u64 {
+        let mut m = node(9, PeerPolicy::default());
+        m.cfg.node_key =
+            ed25519_dalek::SigningKey::from_bytes(&blake3::hash(&i.to_le_bytes()).into());
+        m.node_id = m.cfg.node_id();
+        let _ = handshake(&mut a, &mut m);
+        a.peer_disconnected(T, 1);
+    }
+    mine_one(&mut a);
+    assert_eq!(
+        owed(&a, v.node_id()).len(),
+        1,
+        "V was pushed out of A's destinations"
+    );
 }

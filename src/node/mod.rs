@@ -23,7 +23,7 @@
 //!   `compact` (compact blocks), `outbox` (durable per-peer delivery), `peers`
 //!   (misbehaviour scores and bans), `auth` (network key), `pex` (peer exchange).
 
-mod auth;
+pub mod auth;
 mod compact;
 mod io;
 mod packet;
@@ -104,16 +104,25 @@ pub fn is_narrow(caps: &LinkCaps) -> bool {
 /// Static settings of a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// Ed25519 public key of the node: its identity in `Hello`.
-    pub node_id: [u8; 32],
+    /// The node key: its public half is the node's identity in `Hello`, and it signs the
+    /// handshake (see `auth`). (Its `Debug` shows only the public half.)
+    pub node_key: ed25519_dalek::SigningKey,
     /// Operator's callsign, sent in `Hello` (identification on radio links).
     pub callsign: String,
-    /// Seed for nonces and message ids (from the OS, or the simulation's seed).
+    /// Seed for jitter and message ids (from the OS, or the simulation's seed). Handshake
+    /// nonces come from ChaCha20 keyed by this and the node key.
     pub seed: u64,
     /// Software name/version.
     pub user_agent: String,
     /// Misbehaviour scoring and automatic bans.
     pub peers: PeerPolicy,
+}
+
+impl NodeConfig {
+    /// The node's identity: the public half of its node key.
+    pub fn node_id(&self) -> [u8; 32] {
+        self.node_key.verifying_key().to_bytes()
+    }
 }
 
 /// Bytes for a link to send: a whole envelope on stream links, one packet (a
@@ -258,8 +267,23 @@ struct Peer {
     /// When we last asked it for a new session (broadcast links).
     new_session_at: Option<u64>,
     hello: Option<Hello>,
-    /// Their Hello, held until their network-key proof arrives (key configured).
+    /// Their Hello, held until their proof (`Auth`) arrives.
     pending_hello: Option<Hello>,
+    /// Nonces of their recent `Hello`s (their proof must name one).
+    their_nonces: VecDeque<u64>,
+    /// Our proof waits for our turn (packet links).
+    auth_due: bool,
+    /// The nonce of our `Hello` they hold, as their proof named it (a beacon of ours
+    /// serves as our greeting).
+    held_nonce: Option<u64>,
+    /// Their proof, come before their `Hello` was whole (packet links).
+    early_auth: Option<crate::wire::message::Auth>,
+    /// When our proof last went out, and how often without theirs coming back.
+    proof_at: u64,
+    proof_tries: u32,
+    /// It greeted us and no proof followed yet: at the end of its burst this means it
+    /// lacks our Hello.
+    greeted_unproven: bool,
     closing: bool,
     best_height: u64,
     best_work: u128,
@@ -341,7 +365,13 @@ struct Request {
 pub struct Node {
     chain: Chain,
     cfg: NodeConfig,
+    /// Our identity (`cfg.node_id()`, kept: it costs a scalar multiplication).
+    node_id: [u8; 32],
     rng: Rng,
+    /// Handshake nonces: unpredictable without the node key, so a proof cannot be
+    /// obtained in advance for a nonce we will issue (SplitMix64 can be inverted from one
+    /// output).
+    nonces: rand_chacha::ChaCha20Rng,
     network: [u8; 4],
     next_msg_id: u64,
     // Ordered, so that everything derived from iterating peers is deterministic.
@@ -385,10 +415,20 @@ impl Node {
         let network = chain.params().network_id();
         let outbox = outbox::OutboxState::load(&chain);
         let guard = peers::PeerGuard::new(cfg.peers.clone());
+        let node_id = cfg.node_id();
+        let nonces = {
+            use rand::SeedableRng;
+            let mut h = blake3::Hasher::new_derive_key("skywave handshake nonces v1");
+            h.update(&cfg.node_key.to_bytes());
+            h.update(&cfg.seed.to_le_bytes());
+            rand_chacha::ChaCha20Rng::from_seed(*h.finalize().as_bytes())
+        };
         let mut node = Node {
             chain,
             cfg,
+            node_id,
             rng,
+            nonces,
             network,
             next_msg_id,
             peers: BTreeMap::new(),
@@ -423,6 +463,16 @@ impl Node {
     /// This node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.cfg
+    }
+
+    /// This node's identity (the public half of its node key).
+    pub fn node_id(&self) -> [u8; 32] {
+        self.node_id
+    }
+
+    /// A handshake nonce (ChaCha20, see `nonces`).
+    fn nonce(&mut self) -> u64 {
+        rand::RngCore::next_u64(&mut self.nonces)
     }
 
     /// Give back the chain (and its store), e.g. to rebuild the node after a simulated
@@ -541,7 +591,7 @@ impl Node {
             };
             if p.hello.is_none() && now.saturating_sub(p.connected_at) > handshake_timeout {
                 let what = if p.pending_hello.is_some() {
-                    "no network key proof"
+                    "no handshake proof"
                 } else {
                     "no handshake"
                 };
@@ -560,6 +610,7 @@ impl Node {
                 pings.push(id);
             }
         }
+        self.proof_retries(now);
         self.packet_timers(now);
         for (id, reason) in drop {
             self.disconnect(id, reason);

@@ -16,6 +16,10 @@ use tracing::{debug, info, warn};
 
 /// Destinations remembered from the peers table (most recently seen first).
 const MAX_KNOWN_DESTS: usize = 64;
+/// A full list of destinations takes a new one only in place of one unseen this long.
+const KNOWN_STALE_S: u64 = 7 * 24 * 3600;
+/// Items remembered as pushed to a peer before its outbox session opened.
+const MAX_EARLY_PUSHED: usize = 1024;
 /// Entries kept in the receiver's seen-set.
 pub const SEEN_CAP: u64 = 50_000;
 /// Prefix of peers-table rows that record a node id (the table is keyed by address).
@@ -48,6 +52,9 @@ struct Session {
     policy: RetryPolicy,
     /// Items sent on this session and not acked, with their retry deadline.
     inflight: BTreeMap<u64, u64>,
+    /// Items whose block went out unasked on this session (see `push_to_behind`): its
+    /// ack delivers them too.
+    pushed: BTreeSet<u64>,
     /// Highest main-chain block the peer proved it holds.
     tip_height: Option<u64>,
     acks: Vec<u64>,
@@ -60,7 +67,11 @@ struct Session {
 pub(super) struct OutboxState {
     ob: Outbox,
     known: Vec<[u8; 32]>,
+    /// When each known destination was last seen (wall seconds).
+    known_seen: BTreeMap<[u8; 32], u64>,
     sessions: BTreeMap<PeerId, Session>,
+    /// Items pushed to a peer before its outbox session opened (in the handshake turn).
+    early_pushed: BTreeMap<PeerId, BTreeSet<u64>>,
     pub(super) wake: u64,
     stats: OutboxStats,
 }
@@ -74,23 +85,58 @@ impl OutboxState {
             warn!("cannot load the outbox, starting with none in memory: {e}");
             Outbox::default()
         });
-        let known = store
+        let rows: Vec<([u8; 32], u64)> = store
             .peers()
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(addr, _, _)| {
+            .filter_map(|(addr, seen, _)| {
                 let h = addr.strip_prefix(NODE_ROW)?;
-                <[u8; 32]>::try_from(hex::decode(h).ok()?).ok()
+                Some((<[u8; 32]>::try_from(hex::decode(h).ok()?).ok()?, seen))
             })
             .take(MAX_KNOWN_DESTS)
             .collect();
+        let known = rows.iter().map(|(k, _)| *k).collect();
+        let known_seen = rows.into_iter().collect();
         OutboxState {
             ob,
             known,
+            known_seen,
             sessions: BTreeMap::new(),
+            early_pushed: BTreeMap::new(),
             wake: u64::MAX,
             stats: OutboxStats::default(),
         }
+    }
+}
+
+impl OutboxState {
+    /// A proven peer `node_id` seen at `seen_s`: it becomes (or stays) a destination for
+    /// what the node relays. The list is bounded, and full it takes a newcomer only in
+    /// place of a destination unseen for `KNOWN_STALE_S`: a stranger that makes many
+    /// identities (keys are free) cannot push the peers that come back out of it.
+    fn remember(&mut self, node_id: [u8; 32], seen_s: u64) {
+        if self.known.contains(&node_id) {
+            self.known.retain(|k| *k != node_id);
+        } else if self.known.len() >= MAX_KNOWN_DESTS {
+            let stalest = self
+                .known
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, k)| self.known_seen.get(*k).copied().unwrap_or(0))
+                .map(|(i, k)| (i, self.known_seen.get(k).copied().unwrap_or(0)));
+            match stalest {
+                Some((i, seen)) if seen_s.saturating_sub(seen) > KNOWN_STALE_S => {
+                    let gone = self.known.remove(i);
+                    self.known_seen.remove(&gone);
+                }
+                _ => {
+                    debug!("known destinations full; not adding a new node");
+                    return;
+                }
+            }
+        }
+        self.known.insert(0, node_id);
+        self.known_seen.insert(node_id, seen_s);
     }
 }
 
@@ -233,15 +279,15 @@ impl Node {
         if let Err(e) = self.chain.store_mut().upsert_peer(&row, seen_s, &callsign) {
             warn!("cannot record peer {row}: {e}");
         }
-        self.outbox.known.retain(|k| *k != node_id);
-        self.outbox.known.insert(0, node_id);
-        self.outbox.known.truncate(MAX_KNOWN_DESTS);
+        self.outbox.remember(node_id, seen_s);
+        let pushed = self.outbox.early_pushed.remove(&peer).unwrap_or_default();
         self.outbox.sessions.insert(
             peer,
             Session {
                 node_id,
                 policy: RetryPolicy::for_link(&caps, TYPICAL_ITEM_BYTES),
                 inflight: BTreeMap::new(),
+                pushed,
                 tip_height: None,
                 acks: Vec::new(),
                 ack_first: None,
@@ -258,6 +304,7 @@ impl Node {
     /// A session closed: its attempts in flight are dropped (retried on the next one).
     pub(super) fn outbox_peer_gone(&mut self, peer: PeerId) {
         self.outbox.sessions.remove(&peer);
+        self.outbox.early_pushed.remove(&peer);
     }
 
     /// Before a message is handled: note what it proves the peer holds, and answer a
@@ -350,23 +397,27 @@ impl Node {
         self.queue_ack(now, peer, msg_id);
     }
 
-    /// `Ack` from a peer: its items are delivered.
+    /// `Ack` from a peer: its items are delivered. Only items sent to it on this session
+    /// count: an ack of ids it was never sent (the ids are sequential, easy to guess)
+    /// delivers nothing.
     pub(super) fn outbox_on_ack(&mut self, now: u64, peer: PeerId, ids: Vec<u64>) {
         let Some(node_id) = self.outbox.sessions.get(&peer).map(|s| s.node_id) else {
             return;
         };
         for msg_id in ids {
             let Some(id) = item_id(msg_id) else { continue };
-            let ok = self
-                .outbox
-                .ob
-                .get(id)
-                .is_some_and(|it| it.dest == Dest::Peer(node_id) || it.dest == Dest::Any);
+            let sent_here = self.outbox.sessions.get_mut(&peer).is_some_and(|s| {
+                let inflight = s.inflight.remove(&id).is_some();
+                s.pushed.remove(&id) || inflight
+            });
+            let ok = sent_here
+                && self
+                    .outbox
+                    .ob
+                    .get(id)
+                    .is_some_and(|it| it.dest == Dest::Peer(node_id) || it.dest == Dest::Any);
             if !ok {
                 continue;
-            }
-            if let Some(s) = self.outbox.sessions.get_mut(&peer) {
-                s.inflight.remove(&id);
             }
             match self.outbox.ob.delivered(self.chain.store_mut(), id) {
                 Ok(Some(it)) => {
@@ -807,16 +858,29 @@ impl Node {
 
     /// The message id under which a block we push to `peer` unasked also delivers the
     /// outbox item for it (the peer acks it like any push), if there is one.
-    pub(super) fn outbox_msg_id_for_block(&self, peer: PeerId, hash: Hash) -> Option<u64> {
+    pub(super) fn outbox_msg_id_for_block(&mut self, peer: PeerId, hash: Hash) -> Option<u64> {
         // From its greeting: the outbox session may not be open yet.
         let node_id = self.peers.get(&peer)?.hello.as_ref()?.node_id;
-        [Dest::Peer(node_id), Dest::Any].iter().find_map(|d| {
+        let (id, msg_id) = [Dest::Peer(node_id), Dest::Any].iter().find_map(|d| {
             self.outbox
                 .ob
                 .find(*d, OutItem::Block(hash))
                 .filter(|it| it.state == State::Pending)
-                .map(|it| it.msg_id())
-        })
+                .map(|it| (it.id, it.msg_id()))
+        })?;
+        // Sent on this session: its ack counts.
+        match self.outbox.sessions.get_mut(&peer) {
+            Some(s) => {
+                s.pushed.insert(id);
+            }
+            None => {
+                let early = self.outbox.early_pushed.entry(peer).or_default();
+                if early.len() < MAX_EARLY_PUSHED {
+                    early.insert(id);
+                }
+            }
+        }
+        Some(msg_id)
     }
 
     /// Does the outbox hold a pending push of this transaction for `peer`? Then an

@@ -39,6 +39,10 @@ const BURST_MS: u64 = 45_000;
 const APPEND_MS: u64 = 150;
 /// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
 const MIN_BURST_FRAMES: u64 = 4;
+/// Frames a burst may hold on a slotted link (JS8Call): no carrier sense and no busy-channel
+/// timeout to respect, and a greeting with its signed proof is nine 32-byte frames, which
+/// should not be split over two turns.
+const SLOTTED_BURST_FRAMES: u64 = 10;
 /// On half duplex, the most bytes one burst hands to the TNC at once (a hardware TNC
 /// queues frames in its own small RAM). At 1200 bit/s `BURST_MS` binds first.
 const BURST_BYTES: usize = 8 * 1024;
@@ -148,6 +152,8 @@ pub(super) struct PacketLink {
     heard_at: u64,
     /// A burst we heard ended: our turn has to be taken (acks, requests, answers).
     pub turn_due: bool,
+    /// The last burst we heard end said it has more to send (OVER|MORE).
+    pub heard_more: bool,
     /// After our own burst, the channel is left to the others until then.
     quiet_until: u64,
     /// Channels without carrier sense: the slot chosen for our next transmission.
@@ -173,7 +179,11 @@ impl PacketLink {
         duty_pct: u8,
         seed: u64,
     ) -> PacketLink {
-        let duty_depth = if super::is_narrow(&caps) {
+        // Slotted links (JS8Call) have no carrier sense to talk over: stations keep to
+        // their slots, and a message of a few frames must fit the allowance whole.
+        let duty_depth = if caps.slot_ms > 0 {
+            DUTY_BURST_MS.max(SLOTTED_BURST_FRAMES * airtime_ms(&caps, caps.mtu))
+        } else if super::is_narrow(&caps) {
             NARROW_DUTY_BURST_MS
         } else {
             DUTY_BURST_MS
@@ -210,6 +220,7 @@ impl PacketLink {
             hold_until: 0,
             heard_at: 0,
             turn_due: false,
+            heard_more: false,
             quiet_until: 0,
             access_at: None,
             answer_until: 0,
@@ -242,6 +253,9 @@ impl PacketLink {
         }
         self.heard_at = now;
         self.turn_due = true;
+        if let Some(more) = over {
+            self.heard_more = more;
+        }
         self.hold_until = if over.is_some() {
             now
         } else {
@@ -357,7 +371,31 @@ impl PacketLink {
     /// most of that (a narrow link, JS8Call), since a burst that stops after every frame
     /// hands the turn over for every frame.
     fn burst_limit_ms(&self) -> u64 {
-        BURST_MS.max(MIN_BURST_FRAMES * self.airtime_ms(self.caps.mtu))
+        let frames = if self.caps.slot_ms > 0 {
+            SLOTTED_BURST_FRAMES
+        } else {
+            MIN_BURST_FRAMES
+        };
+        BURST_MS.max(frames * self.airtime_ms(self.caps.mtu))
+    }
+
+    /// Is the next queued packet the last fragment of the transfer whose previous
+    /// fragment `last` (sent in this burst) carried? Then it goes past the burst limit:
+    /// one frame more costs less than a message left undecodable for a whole turn (a
+    /// 120-byte `Hello` is five 32-byte JS8 frames against a four-frame burst).
+    fn finishes_transfer(&self, last: Option<&(Dest, Vec<u8>)>) -> bool {
+        let Some((_, prev)) = last else {
+            return false;
+        };
+        let Some((_, next)) = self.control.front().or(self.bulk.front()) else {
+            return false;
+        };
+        match (frag::parse(prev), frag::parse(next)) {
+            (Ok(frag::Packet::Fragment(a)), Ok(frag::Packet::Fragment(b))) => {
+                a.transfer_id == b.transfer_id && b.index == a.index + 1 && b.index + 1 == b.count
+            }
+            _ => false,
+        }
     }
 
     /// We are about to answer a broadcast (a beacon) that other stations heard too: wait
@@ -519,6 +557,47 @@ impl PacketLink {
             }
         }
         true
+    }
+
+    /// Drop a beacon still waiting in the queue, whole (none of its packets on the air
+    /// yet): a greeting we are about to send a station says the same to the one that is
+    /// listening, and on a slow channel the beacon costs as much again.
+    pub fn drop_queued_beacon(&mut self) {
+        let is_hello = |m: &[u8]| m.get(5) == Some(&1);
+        let mut tids = Vec::new();
+        let mut whole = false;
+        for (d, p) in &self.control {
+            if !matches!(d, Dest::Broadcast(_)) {
+                continue;
+            }
+            match frag::parse(p) {
+                Ok(frag::Packet::Fragment(f)) if f.index == 0 && is_hello(f.payload) => {
+                    tids.push(f.transfer_id)
+                }
+                Ok(frag::Packet::Whole(m)) if is_hello(m) => whole = true,
+                _ => {}
+            }
+        }
+        if tids.is_empty() && !whole {
+            return;
+        }
+        let before = self.control.len();
+        let mut freed = 0;
+        self.control.retain(|(d, p)| {
+            let beacon = matches!(d, Dest::Broadcast(_))
+                && match frag::parse(p) {
+                    Ok(frag::Packet::Fragment(f)) => tids.contains(&f.transfer_id),
+                    Ok(frag::Packet::Whole(m)) => is_hello(m),
+                    _ => false,
+                };
+            if beacon {
+                freed += p.len();
+            }
+            !beacon
+        });
+        if self.control.len() < before {
+            self.queued_bytes = self.queued_bytes.saturating_sub(freed);
+        }
     }
 
     /// Queue a raw packet (a NACK, a repaired fragment) ahead of bulk data.
@@ -731,6 +810,7 @@ impl PacketLink {
                 && self.burst_air > 0
                 && (self.burst_air + t > self.burst_limit_ms()
                     || burst_bytes + next_len > BURST_BYTES)
+                && !self.finishes_transfer(out.get(first..).and_then(|o| o.last()))
             {
                 capped = true;
                 break;

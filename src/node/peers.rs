@@ -789,7 +789,7 @@ mod tests {
         Node::new(
             chain,
             super::super::NodeConfig {
-                node_id: [1; 32],
+                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
                 callsign: "N0CALL-1".into(),
                 seed: 1,
                 user_agent: "test".into(),

@@ -54,7 +54,18 @@ pub(super) fn describe(bytes: &[u8]) -> String {
             .map(|e| e.message.name())
             .unwrap_or("?")
             .to_string(),
-        Ok(crate::wire::frag::Packet::Fragment(_)) => "fragment".into(),
+        Ok(crate::wire::frag::Packet::Fragment(f)) => {
+            // The first fragment starts with the envelope: version, network (4), kind.
+            let kind = if f.index == 0 {
+                f.payload
+                    .get(5)
+                    .map(|k| format!(" kind {k}"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            format!("fragment t{} {}/{}{kind}", f.transfer_id, f.index, f.count)
+        }
         Ok(crate::wire::frag::Packet::Nack(_)) => "nack".into(),
         Err(_) => "bad".into(),
     }
@@ -292,7 +303,7 @@ impl Air {
 
 pub(super) fn station_config(i: usize, seed: u64) -> NodeConfig {
     NodeConfig {
-        node_id: [i as u8 + 1; 32],
+        node_key: ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 1; 32]),
         callsign: format!("N0CALL-{}", i + 1),
         seed: seed + i as u64,
         user_agent: "radio-test".into(),

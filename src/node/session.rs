@@ -6,10 +6,14 @@ use super::{auth, is_narrow, peers, rtt, truncate, Node, NodeEvent, Peer, PeerKe
 use crate::chain::Hash;
 use crate::net::{LinkId, PeerId};
 use crate::wire::message::{
-    features, limits, Hello, InvItem, InvKind, Message, Reject, RejectCode, PROTOCOL_VERSION,
+    features, limits, Auth, Hello, InvItem, InvKind, Message, Reject, RejectCode, PROTOCOL_VERSION,
 };
 use std::collections::{HashSet, VecDeque};
 use tracing::{debug, info, warn};
+
+/// Nonces of a station's recent `Hello`s we accept a proof for (its beacons and its
+/// greeting can cross ours on a shared channel).
+const THEIR_NONCES: usize = 4;
 
 impl Node {
     /// A peer session opened: we greet it first.
@@ -32,7 +36,7 @@ impl Node {
             return;
         }
         let (msg_bucket, byte_bucket) = self.buckets_for(link, now);
-        let nonce = self.rng.next_u64();
+        let nonce = self.nonce();
         self.peers.insert(
             peer,
             Peer {
@@ -44,6 +48,13 @@ impl Node {
                 new_session_at: None,
                 hello: None,
                 pending_hello: None,
+                their_nonces: VecDeque::new(),
+                auth_due: false,
+                held_nonce: None,
+                early_auth: None,
+                proof_at: now,
+                proof_tries: 0,
+                greeted_unproven: false,
                 closing: false,
                 best_height: 0,
                 best_work: 0,
@@ -175,7 +186,7 @@ impl Node {
         if on_broadcast && self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
             if h.features & features::NEW_SESSION != 0
                 && h.network == self.network
-                && h.node_id != self.cfg.node_id
+                && h.node_id != self.node_id
             {
                 // The station restarted (or lost our greeting): what we knew of its
                 // session is stale. Start a new one and greet it back.
@@ -201,18 +212,34 @@ impl Node {
             }
             // A station's periodic beacon (or its greeting in its turn): news of its tip,
             // not a protocol error.
-            if h.network == self.network && h.node_id != self.cfg.node_id {
+            if h.network == self.network && h.node_id != self.node_id {
                 // Only its beacons since we greeted it, well after an answer was due: our
                 // greeting was lost (a hidden station keyed up over it). Greet it again
                 // in our turn; its beacons back off, and so do these.
                 let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
-                if h.features & features::BEACON != 0 {
+                let beacon = h.features & features::BEACON != 0;
+                let mut owe = !beacon;
+                if beacon {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         if !p.answered && now > p.connected_at + 2 * rto {
                             debug!(peer, "only beacons from a station we greeted: again");
                             p.hello_due = true;
+                            owe = true;
                         }
                     }
+                }
+                if owe {
+                    // Its greeting (or only beacons where an answer was due): our proof
+                    // was lost, so it cannot finish its side. Prove again, answering this.
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if p.their_nonces.len() >= THEIR_NONCES {
+                            p.their_nonces.pop_front();
+                        }
+                        p.their_nonces.push_back(h.nonce);
+                    }
+                    self.owe_proof(peer);
+                }
+                if beacon {
                     // Every station that heard the beacon may answer it: the first answer
                     // to a new station goes at once (the usual case, two stations), what
                     // follows a beacon from a known one at a random moment.
@@ -231,7 +258,11 @@ impl Node {
             }
             return;
         }
-        if self.peers.get(&peer).is_some_and(|p| p.hello.is_some()) {
+        let second = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.hello.is_some() || (!on_broadcast && p.pending_hello.is_some()));
+        if second {
             self.misbehave(peer, RejectCode::Protocol, "second hello".into(), None);
             return;
         }
@@ -261,13 +292,11 @@ impl Node {
             );
             return;
         }
-        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.cfg.node_id {
+        if self.peers.values().any(|p| p.hello_nonce == h.nonce) || h.node_id == self.node_id {
             self.reject_and_close(peer, RejectCode::Duplicate, "connected to ourselves".into());
             return;
         }
-        if self.peers.iter().any(|(&id, p)| {
-            id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == h.node_id)
-        }) {
+        if self.proven_elsewhere(peer, &h.node_id) {
             self.reject_and_close(
                 peer,
                 RejectCode::Duplicate,
@@ -275,49 +304,210 @@ impl Node {
             );
             return;
         }
-        if let Some(key) = self.cfg.peers.network_key {
-            // Hold the Hello until the peer proves the key; prove ours meanwhile.
-            let proof = auth::prove(&key, self.network, h.nonce, &self.cfg.node_id);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.pending_hello = Some(h);
+        if on_broadcast && h.features & features::BEACON != 0 {
+            // Still only its beacons, well after our greeting went out: that was lost (a
+            // hidden station keyed up over it). Greet it again, at a random moment, since
+            // the stations that lost theirs the same way answer this beacon too.
+            let rto = self.peers.get(&peer).map_or(0, |p| p.rtt.rto());
+            let again = self.peers.get_mut(&peer).is_some_and(|p| {
+                let lost = !p.answered
+                    && !p.hello_due
+                    && p.pending_hello.is_some()
+                    && now > p.connected_at + 2 * rto;
+                if lost {
+                    p.hello_due = true;
+                }
+                lost
+            });
+            if again {
+                debug!(peer, "only beacons from a station we greeted: again");
+                self.defer_answer(peer, now);
             }
-            self.send(peer, Message::Auth(proof));
-            return;
         }
-        self.finish_hello(now, peer, h);
+        if on_broadcast && h.features & features::BEACON == 0 {
+            // A greeting: unless its proof follows in the same burst (naming a Hello of
+            // ours it holds), the station lacks our Hello (see `take_turn`).
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.greeted_unproven = true;
+            }
+        }
+        // Held until the peer proves it holds the key of the id it claims; we prove ours
+        // (at once, or in our turn on a packet link, after our greeting if one is due).
+        let early = self.peers.get_mut(&peer).and_then(|p| {
+            p.pending_hello = Some(h.clone());
+            if p.their_nonces.len() >= THEIR_NONCES {
+                p.their_nonces.pop_front();
+            }
+            p.their_nonces.push_back(h.nonce);
+            p.early_auth.take()
+        });
+        self.owe_proof(peer);
+        if let Some(a) = early {
+            self.on_auth(now, peer, a);
+        }
     }
 
-    /// The peer's network-key proof (see `auth`).
-    pub(super) fn on_auth(&mut self, now: u64, peer: PeerId, a: crate::wire::message::Auth) {
-        let Some(key) = self.cfg.peers.network_key else {
-            debug!(peer, "peer proves a network key; none is configured here");
-            return;
+    /// On a packet link, a station whose greeting we hold but whose proof has not come
+    /// (it was lost, or keyed over by a hidden station) is greeted and proven to again,
+    /// after twice the retransmission timeout, backing off. A station that finished its
+    /// side answers a repeated greeting with its proof (see `on_hello`).
+    pub(super) fn proof_retries(&mut self, now: u64) {
+        let mut due = Vec::new();
+        for (&id, p) in self.peers.iter_mut() {
+            let Some(l) = self.packet_links.get(&p.link) else {
+                continue;
+            };
+            let waiting = p.hello.is_none()
+                && p.pending_hello.is_some()
+                && !p.closing
+                && !p.hello_due
+                && !p.auth_due;
+            if !waiting {
+                continue;
+            }
+            if l.holding(now) || l.air_ahead(now) > 0 {
+                // Our greeting is still queued or on the air, or theirs is coming: the
+                // wait starts when the channel is ours and empty.
+                p.proof_at = now;
+                continue;
+            }
+            // Their answer: a greeting and a proof (about 250 bytes) on the air.
+            let wait = (2 * p.rtt.rto() + l.airtime_ms(250)) << p.proof_tries.min(4);
+            if now > p.proof_at + wait {
+                debug!(remote = %p.remote, "no handshake proof yet: greeting again");
+                p.hello_due = true;
+                p.auth_due = true;
+                p.proof_tries += 1;
+                due.push(id);
+            }
+        }
+        if !due.is_empty() {
+            // At a random moment: a hidden station that lost its proof the same way
+            // retries on the same schedule.
+            for id in due {
+                self.defer_answer(id, now);
+            }
+            self.pump(now);
+        }
+    }
+
+    /// Is `node_id` already the proven identity of another open session? A claim alone
+    /// (an unproven `Hello`) never blocks anyone: a squatter cannot finish its handshake.
+    fn proven_elsewhere(&self, peer: PeerId, node_id: &[u8; 32]) -> bool {
+        self.peers.iter().any(|(&id, p)| {
+            id != peer && !p.closing && p.hello.as_ref().is_some_and(|o| o.node_id == *node_id)
+        })
+    }
+
+    /// We owe `peer` our proof: now on a stream link, in our turn on a packet link.
+    fn owe_proof(&mut self, peer: PeerId) {
+        let on_packet = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| self.packet_links.contains_key(&p.link));
+        if on_packet {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.auth_due = true;
+            }
+        } else if let Some(a) = self.proof_for(peer) {
+            self.send(peer, Message::Auth(a));
+        }
+    }
+
+    /// Our proof for `peer`: it answers the newest of its nonces we hold, and names the
+    /// nonce of our `Hello` that it holds (a beacon it answered, or our greeting).
+    pub(super) fn proof_for(&self, peer: PeerId) -> Option<Auth> {
+        let p = self.peers.get(&peer)?;
+        let h = p.pending_hello.as_ref().or(p.hello.as_ref())?;
+        let t = auth::Transcript {
+            network: self.network,
+            prover: self.node_id,
+            verifier: h.node_id,
+            seen: *p.their_nonces.back()?,
+            nonce: p.held_nonce.unwrap_or(p.hello_nonce),
         };
+        Some(auth::prove(
+            &self.cfg.node_key,
+            self.cfg.peers.network_key.as_ref(),
+            &t,
+        ))
+    }
+
+    /// The peer's handshake proof (see `auth`): with it, its `Hello` counts.
+    pub(super) fn on_auth(&mut self, now: u64, peer: PeerId, a: Auth) {
+        let on_broadcast = self.peer_caps(peer).is_some_and(|c| c.broadcast);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let Some(h) = p.pending_hello.take() else {
-            if p.hello.is_none() {
-                self.misbehave(
-                    peer,
-                    RejectCode::Protocol,
-                    "key proof before hello".into(),
-                    None,
-                );
-            }
+        if p.hello.is_some() {
+            // A second proof for a proven session (it answered a later beacon of ours).
             return;
-        };
-        let ours = a.seen == p.hello_nonce || self.beacon_nonces.contains(&a.seen);
-        if ours && auth::verify(&key, self.network, &a, &h.node_id) {
-            self.finish_hello(now, peer, h);
-        } else {
+        }
+        let Some(h) = p.pending_hello.clone() else {
+            if on_broadcast {
+                // Its greeting is still being reassembled (or was lost): keep the proof.
+                p.early_auth = Some(a);
+                return;
+            }
             self.misbehave(
                 peer,
                 RejectCode::Protocol,
-                "network key proof does not match (the peer lacks this network's key)".into(),
+                "handshake proof before hello".into(),
                 None,
             );
+            return;
+        };
+        let ours = a.seen == p.hello_nonce || self.beacon_nonces.contains(&a.seen);
+        let theirs = p.their_nonces.contains(&a.nonce);
+        if !(ours && theirs) {
+            if on_broadcast {
+                // A proof from an older session of ours (we restarted it, or our nonce
+                // aged out): greet it again so it can answer this one.
+                debug!(peer, "handshake proof for an older session; greeting again");
+                p.hello_due = true;
+                p.held_nonce = None;
+                return;
+            }
+            self.misbehave(
+                peer,
+                RejectCode::Protocol,
+                "handshake proof answers a nonce this session did not issue".into(),
+                None,
+            );
+            return;
         }
+        let t = auth::Transcript {
+            network: self.network,
+            prover: h.node_id,
+            verifier: self.node_id,
+            seen: a.seen,
+            nonce: a.nonce,
+        };
+        if let Err(e) = auth::verify(self.cfg.peers.network_key.as_ref(), &t, &a) {
+            self.misbehave(
+                peer,
+                RejectCode::Protocol,
+                format!("handshake refused: {e}"),
+                None,
+            );
+            return;
+        }
+        if self.proven_elsewhere(peer, &h.node_id) {
+            self.reject_and_close(
+                peer,
+                RejectCode::Duplicate,
+                "already connected to this node".into(),
+            );
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            // It holds the Hello of ours it answered: a beacon will do for a greeting.
+            p.greeted_unproven = false;
+            p.held_nonce = Some(a.seen);
+            p.hello_due = false;
+            p.pending_hello = None;
+        }
+        self.finish_hello(now, peer, h);
     }
 
     /// The handshake is complete: the peer is ready.
@@ -335,6 +525,18 @@ impl Node {
             out
         };
         info!(peer, %remote, callsign = %h.callsign, height, agent = %h.user_agent, "peer ready");
+        let link = self.peers.get(&peer).map(|p| p.link);
+        if let Some(l) = link.and_then(|l| self.packet_links.get_mut(&l)) {
+            if l.caps.broadcast {
+                // Found: discovery beacons give way to the slow ones (a queued discovery
+                // beacon would only delay what the new session carries).
+                l.drop_queued_beacon();
+                let air = l.airtime_ms(l.caps.mtu);
+                l.next_beacon = l
+                    .next_beacon
+                    .max(now + super::BEACON_INTERVAL_MS.max(air * 50));
+            }
+        }
         self.events.push_back(NodeEvent::PeerReady {
             peer,
             remote,
@@ -398,7 +600,7 @@ impl Node {
             height: tip.height,
             tip: tip.hash,
             work: tip.work,
-            node_id: self.cfg.node_id,
+            node_id: self.node_id,
             callsign: self.cfg.callsign.clone(),
             features: features::FULL_BLOCKS,
             nonce,

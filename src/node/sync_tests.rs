@@ -82,7 +82,7 @@ fn pair() -> (Vec<crate::node::Node>, u64) {
             Node::new(
                 chain,
                 NodeConfig {
-                    node_id: [i + 1; 32],
+                    node_key: ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]),
                     callsign: format!("N0CALL-{i}"),
                     seed: 40 + u64::from(i),
                     user_agent: "ping-test".into(),

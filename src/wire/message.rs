@@ -6,8 +6,10 @@ use super::envelope::WireError;
 use crate::chain::types::{Block, Hash, Header, Transaction};
 use serde::{Deserialize, Serialize};
 
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version spoken by this build. Version 2: every session is proven with a
+/// signed [`Auth`] (version 1 sent it only on networks with a key, and without a
+/// signature); version-1 nodes are refused with a `Version` reject that says so.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Limits checked on every decoded message (before any work is done with it).
 pub mod limits {
@@ -222,7 +224,8 @@ pub enum Message {
     GetBlockTxn(GetBlockTxn),
     /// The transactions asked for.
     BlockTxn(BlockTxn),
-    /// Proof of the network key: keyed BLAKE3 over both handshake nonces (see
+    /// Handshake proof: the sender's Ed25519 signature (and the network-key MAC where
+    /// the network has one) over both nonces, both ids and the network (see
     /// `node::auth`). Authenticates the peer; encrypts nothing.
     Auth(Auth),
     /// Ask a peer for TCP addresses of other nodes (peer exchange; fast links only).
@@ -231,13 +234,18 @@ pub enum Message {
     Addr(Vec<String>),
 }
 
-/// Proof that the sender holds the network key.
+/// Proof that the sender holds the key of the node id its `Hello` claims (and the
+/// network key, where there is one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Auth {
-    /// The receiver's `Hello` nonce this answers (its directed Hello, or a beacon).
+    /// The receiver's `Hello` nonce this answers (its greeting, or a beacon).
     pub seen: u64,
-    /// Keyed BLAKE3 over the network, both nonces and the sender's node id.
-    pub mac: [u8; 32],
+    /// The nonce of the sender's `Hello` that the receiver holds.
+    pub nonce: u64,
+    /// Ed25519 signature by the sender's node key over the transcript.
+    pub sig: crate::chain::types::Sig,
+    /// Keyed BLAKE3 over the same transcript, on a network with a key.
+    pub mac: Option<[u8; 32]>,
 }
 
 impl Message {

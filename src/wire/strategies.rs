@@ -219,8 +219,24 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
         }),
         Just(Message::GetAddr),
         vec("[0-9.:]{1,21}", 0..8).prop_map(Message::Addr),
-        (any::<u64>(), any::<[u8; 32]>())
-            .prop_map(|(seen, mac)| Message::Auth(super::message::Auth { seen, mac })),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            proptest::option::of(any::<[u8; 32]>())
+        )
+            .prop_map(|(seen, nonce, s1, s2, mac)| {
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&s1);
+                sig[32..].copy_from_slice(&s2);
+                Message::Auth(super::message::Auth {
+                    seen,
+                    nonce,
+                    sig: crate::chain::types::Sig(sig),
+                    mac,
+                })
+            }),
         (any::<[u8; 32]>(), vec(arb_tx(), 0..5)).prop_map(|(h, txs)| {
             Message::BlockTxn(super::message::BlockTxn {
                 block: crate::chain::types::Hash(h),

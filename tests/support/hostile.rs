@@ -1,9 +1,19 @@
 //! Frames a hostile peer sends, shared by the bad-input and ban tests.
 
 use skywave::chain::{merkle, params, pow, Address, Block, Coinbase, Header};
+use skywave::node::auth;
 use skywave::wire::envelope;
 use skywave::wire::message::{Hello, Message, PROTOCOL_VERSION};
-use skywave::wire::stream::frame;
+use skywave::wire::stream::{frame, StreamDecoder};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The hostile peer's node key: it holds the key of the id it claims, so it passes the
+/// handshake and reaches the checks after it.
+fn hostile_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
 
 /// A well-formed handshake from a stranger on `network`.
 pub fn hello(network: [u8; 4]) -> Message {
@@ -13,12 +23,54 @@ pub fn hello(network: [u8; 4]) -> Message {
         height: 0,
         tip: params::regtest().genesis_hash(),
         work: 0,
-        node_id: [7u8; 32],
+        node_id: hostile_key().verifying_key().to_bytes(),
         callsign: "N0EVIL".into(),
         features: 0,
         nonce: 42,
         user_agent: "hostile-test".into(),
     })
+}
+
+/// Connect to a node on `port` and finish the handshake as a well-formed stranger: our
+/// `Hello`, the node's `Hello`, and our signed proof answering its nonce. Whatever the
+/// test writes next reaches the node's checks beyond the handshake.
+pub fn handshake(port: u16, network: [u8; 4]) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    handshake_on(&mut s, network)?;
+    Ok(s)
+}
+
+/// [`handshake`] on a connection the caller opened (with its own socket options).
+pub fn handshake_on(s: &mut TcpStream, network: [u8; 4]) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&framed(network, 1, &hello(network)))?;
+    let mut dec = StreamDecoder::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        while let Some(f) = dec.next_frame() {
+            let f = f.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let env = envelope::decode(&f).map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Message::Hello(h) = env.message {
+                let t = auth::Transcript {
+                    network,
+                    prover: hostile_key().verifying_key().to_bytes(),
+                    verifier: h.node_id,
+                    seen: h.nonce,
+                    nonce: 42,
+                };
+                let proof = auth::prove(&hostile_key(), None, &t);
+                s.write_all(&framed(network, 2, &Message::Auth(proof)))?;
+                return Ok(());
+            }
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        dec.push(&buf[..n]);
+    }
+    Err(std::io::Error::other("no Hello from the node"))
 }
 
 /// `m` in an envelope, length-prefixed for a TCP stream.
