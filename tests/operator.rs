@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::hostile::{framed, hello};
+use support::hostile::{framed, handshake, hello};
 use support::{bin, wait_for, TestNode};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -378,12 +378,8 @@ fn a_callsign_ban_drops_the_station_on_tcp_at_once_and_refuses_it_after() {
     let mut a = TestNode::init("a", "N0CALL-1");
     a.start(&[]);
     let net = params::regtest().network_id();
-    let station = || {
-        let mut s = TcpStream::connect(("127.0.0.1", a.port)).expect("connect");
-        s.write_all(&framed(net, 1, &hello(net))).expect("hello");
-        s
-    };
-    let mut s = station();
+    // A station that proves its node id and greets as N0EVIL.
+    let mut s = handshake(a.port, net).expect("handshake");
     // Its session is up: the node lists the station by the callsign of its Hello.
     let up = wait_for(Duration::from_secs(20), || {
         let v = a.status();
@@ -402,7 +398,10 @@ fn a_callsign_ban_drops_the_station_on_tcp_at_once_and_refuses_it_after() {
         a.log_text()
     );
     // And it is not let back in under that callsign from another address or port.
-    let mut again = station();
+    let mut again = TcpStream::connect(("127.0.0.1", a.port)).expect("connect");
+    again
+        .write_all(&framed(net, 1, &hello(net)))
+        .expect("hello");
     assert!(
         closed_within(&mut again, Duration::from_secs(10)),
         "the banned station was let back in"

@@ -67,7 +67,10 @@ pub fn config_check(dir: &Path, as_json: bool) -> Result<()> {
         },
         Ok(_) => {}
     }
-    if let Err(e) = cfg.peers.policy() {
+    let network_id = NetworkParams::by_name(&cfg.network)
+        .map(|p| p.network_id())
+        .unwrap_or_default();
+    if let Err(e) = cfg.peers.policy(network_id) {
         problems.push(e.to_string());
     }
     for f in [config::NODE_KEY_FILE, config::WALLET_KEY_FILE] {
