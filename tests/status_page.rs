@@ -42,9 +42,7 @@ fn shown_height(bin: &str, profile: &std::path::Path, url: &str) -> Option<u64> 
         .output()
         .ok()?;
     let dom = String::from_utf8_lossy(&out.stdout);
-    let at = dom.find("id=\"height\">")? + "id=\"height\">".len();
-    let rest = &dom[at..];
-    rest[..rest.find('<')?].trim().parse().ok()
+    dom_value(&dom, "height", "")?.parse().ok()
 }
 
 #[test]
@@ -92,4 +90,93 @@ fn the_page_is_served_and_its_height_follows_mined_blocks() {
         .output();
     println!("screenshot: {}", shot.display());
     n.stop();
+}
+
+/// The DOM of one page load that runs for `budget_ms` of Chromium's virtual time (its
+/// polls go on meanwhile) while `meanwhile` is called until Chromium is done.
+fn dom_while(
+    bin: &str,
+    profile: &std::path::Path,
+    url: &str,
+    budget_ms: u64,
+    mut meanwhile: impl FnMut(),
+) -> String {
+    let mut c = headless(bin, profile);
+    let mut child = c
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium");
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    while child.try_wait().ok().flatten().is_none() {
+        meanwhile();
+    }
+    reader.join().unwrap_or_default()
+}
+
+/// `attr="value"` of the element with `id`, or its text with `attr` empty.
+fn dom_value(dom: &str, id: &str, attr: &str) -> Option<String> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let tag = &dom[start..];
+    if attr.is_empty() {
+        let rest = &tag[tag.find('>')? + 1..];
+        return Some(rest[..rest.find('<')?].trim().to_string());
+    }
+    let at = tag[..tag.find('>')?].find(&format!("{attr}=\""))? + attr.len() + 2;
+    Some(tag[at..at + tag[at..].find('"')?].to_string())
+}
+
+#[test]
+fn the_page_follows_the_node_live_without_a_reload() {
+    let Some(bin) = chromium() else {
+        println!("SKIPPED: no chromium on PATH (Debian package `chromium`)");
+        return;
+    };
+    let mut n = TestNode::init("a", "N0CALL-1");
+    n.start(&[]);
+    // A transaction in the mempool, for the page's list (amounts with their unit).
+    n.ok(&["mine", "--blocks", "1"]);
+    let to = support::test_address(9);
+    n.ok(&["tx", "send", "--to", &to, "--amount", "1.5"]);
+    let url = format!("http://{}/", n.api());
+    let profile = tempfile::tempdir().expect("profile dir");
+    let dom = dom_while(&bin, profile.path(), &url, 4000, || {
+        std::thread::sleep(Duration::from_millis(100))
+    });
+    assert!(
+        dom.contains("1.50000000 SKY"),
+        "no amount with its unit:\n{dom}"
+    );
+    assert!(
+        dom_value(&dom, "sync", "").is_some_and(|s| s == "in sync"),
+        "{dom}"
+    );
+    // One page load, blocks mined while it polls: the height it shows must move past the
+    // one it first showed. Chromium's virtual time runs faster than ours, so a load may
+    // end before a block lands; a few tries.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let dom = dom_while(&bin, profile.path(), &url, 120_000, || {
+            n.ok(&["mine", "--blocks", "1"]);
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let first: Option<u64> =
+            dom_value(&dom, "height", "data-first").and_then(|v| v.parse().ok());
+        let last: Option<u64> = dom_value(&dom, "height", "").and_then(|v| v.parse().ok());
+        if let (Some(f), Some(l)) = (first, last) {
+            if l > f {
+                return;
+            }
+        }
+        seen.push((first, last));
+    }
+    panic!("the page never moved past the height it first showed: {seen:?}");
 }

@@ -203,6 +203,21 @@ pub fn render(s: &Shared) -> String {
         );
     }
     o.family(
+        "radio_duty_budget_seconds",
+        "gauge",
+        "Air time the duty-cycle cap allows at once now on the radio link (absent: no cap).",
+    );
+    for (l, p) in &radio {
+        if let Some((left, _)) = p.duty_budget_ms {
+            let id = l.id.to_string();
+            o.sample(
+                "radio_duty_budget_seconds",
+                &[("link", &id), ("url", &l.url)],
+                left as f64 / 1000.0,
+            );
+        }
+    }
+    o.family(
         "radio_duty_cycle_waits_total",
         "counter",
         "Times the duty-cycle cap held traffic back on the radio link.",
@@ -262,6 +277,14 @@ pub fn render(s: &Shared) -> String {
         "Bans in force (addresses, subnets, callsigns).",
         node.bans(now).len(),
     );
+    o.family(
+        "misbehaviour_by_reason_total",
+        "counter",
+        "Peers disconnected for misbehaviour since start, by reject code.",
+    );
+    for (reason, n) in node.misbehaviour_counts() {
+        o.sample("misbehaviour_by_reason_total", &[("reason", reason)], n);
+    }
     drop(node);
     o.single(
         "misbehaviour_total",

@@ -44,6 +44,8 @@ pub fn router(shared: Arc<Shared>, auth: Arc<ApiAuth>) -> Router {
         .route("/api/accounts/{addr}", get(account))
         .route("/api/outbox", get(outbox_list))
         .route("/api/outbox/{id}/{cmd}", axum::routing::post(outbox_cmd))
+        .route("/api/mine", axum::routing::post(mine))
+        .route("/api/events", get(events))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }
@@ -266,8 +268,11 @@ pub struct Status {
     pub peers: Vec<crate::node::PeerSummary>,
     /// Links.
     pub links: Vec<crate::driver::LinkStatus>,
-    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct}` each.
+    /// Air time of packet radio links: `{link, air_ms, duty_cycle_pct, duty_budget_ms,
+    /// duty_budget_max_ms}` each (the budget is the air time the cap allows at once now).
     pub radio: Vec<Value>,
+    /// Sync progress and its estimate, see [`sync_estimate`].
+    pub sync: Value,
     /// Peers disconnected for misbehaviour since start.
     pub misbehaviours: u64,
     /// Software version.
@@ -297,12 +302,74 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
                 Some(json!({
                     "link": l.id, "air_ms": p.air_ms,
                     "duty_cycle_pct": node.config().peers.duty_cycle_pct,
+                    "duty_budget_ms": p.duty_budget_ms.map(|b| b.0),
+                    "duty_budget_max_ms": p.duty_budget_ms.map(|b| b.1),
+                    "duty_waits": p.duty_waits,
                 }))
             })
             .collect(),
         links,
         misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        sync: sync_estimate(&node, &node.peers(now_ms())),
+    })
+}
+
+/// How far the chain is from the best height known (the best header, or a peer's tip
+/// if one claims more), and a guess at what is left: blocks times the average block
+/// size seen, at the rate of the link to the best peer (its line rate on radio, what the
+/// session has carried so far on TCP). Unknown parts are `null`.
+pub fn sync_estimate(node: &crate::node::Node, peers: &[crate::node::PeerSummary]) -> Value {
+    let chain = node.chain();
+    let height = chain.tip().height;
+    let header = chain.best_header().height;
+    let best_peer = peers.iter().filter(|p| p.ready).max_by_key(|p| p.height);
+    let (target, source) = match best_peer {
+        Some(p) if p.height > header => (
+            p.height,
+            format!(
+                "tip of peer {}",
+                if p.callsign.is_empty() {
+                    &p.remote
+                } else {
+                    &p.callsign
+                }
+            ),
+        ),
+        _ => (header, "best header".to_string()),
+    };
+    let blocks_left = target.saturating_sub(height);
+    let bytes_left = blocks_left.saturating_mul(node.avg_block_bytes());
+    // The peer that will feed us: the best one, else any ready one.
+    let feeder = best_peer.filter(|p| p.height > height);
+    let rate = feeder.and_then(|p| {
+        let caps = node.links().get(&p.link)?;
+        if caps.bitrate_bps > 0 {
+            Some((caps.bitrate_bps / 8, "line rate"))
+        } else if p.connected_ms >= 1000 && p.stats.bytes_in > 0 {
+            Some((
+                p.stats.bytes_in.saturating_mul(1000) / p.connected_ms,
+                "measured",
+            ))
+        } else {
+            None
+        }
+    });
+    let rate = rate.filter(|r| r.0 > 0);
+    let progress = if target == 0 {
+        100.0
+    } else {
+        (height.min(target) as f64 * 100.0 / target as f64 * 10.0).floor() / 10.0
+    };
+    json!({
+        "target_height": target,
+        "target_from": source,
+        "blocks_left": blocks_left,
+        "progress_pct": progress,
+        "bytes_left": (blocks_left > 0).then_some(bytes_left),
+        "rate_bytes_per_s": rate.map(|r| r.0),
+        "rate_from": rate.map(|r| r.1),
+        "seconds_left": rate.filter(|_| blocks_left > 0).map(|r| bytes_left.div_ceil(r.0)),
     })
 }
 
@@ -477,8 +544,33 @@ async fn account(
     })))
 }
 
-async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<crate::node::OutboxView> {
-    Json(s.node().outbox())
+/// `GET /api/outbox`: the node's view, each item with `dest_name`, its destination as
+/// an operator knows it: the callsign the peer gave at its last handshake (the node
+/// records it), else the start of its node id (`dest` keeps the whole id).
+async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let node = s.node();
+    let view = node.outbox();
+    let known: std::collections::HashMap<String, String> = node
+        .chain()
+        .store()
+        .peers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(row, _, call)| Some((row.strip_prefix("node:")?.to_string(), call)))
+        .collect();
+    let mut v = json!(view);
+    if let Some(items) = v["items"].as_array_mut() {
+        for it in items {
+            let dest = it["dest"].as_str().unwrap_or("").to_string();
+            let name = match known.get(&dest) {
+                _ if dest == "any" => "any peer".to_string(),
+                Some(call) if !call.is_empty() => call.clone(),
+                _ => format!("node {}", dest.get(..12).unwrap_or(&dest)),
+            };
+            it["dest_name"] = json!(name);
+        }
+    }
+    Json(v)
 }
 
 /// `POST /api/outbox/{id}/hold|release|drop|retry`.
@@ -501,6 +593,148 @@ async fn outbox_cmd(
         Err(e) if e.starts_with("no outbox item") => Err(not_found(e)),
         Err(e) => Err(bad(e)),
     }
+}
+
+/// Most `GET /api/events` streams open at once (each holds a connection and a receiver).
+pub const MAX_EVENT_STREAMS: usize = 16;
+
+static EVENT_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the [`MAX_EVENT_STREAMS`], given back when the stream ends.
+struct StreamSlot;
+
+impl StreamSlot {
+    fn take() -> Option<StreamSlot> {
+        let prev = EVENT_STREAMS.fetch_add(1, Ordering::SeqCst);
+        if prev >= MAX_EVENT_STREAMS {
+            EVENT_STREAMS.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(StreamSlot)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        EVENT_STREAMS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a status display needs to hear of a node event: its name and a little data, or
+/// nothing.
+fn sse_event(e: &crate::node::NodeEvent) -> Option<axum::response::sse::Event> {
+    use crate::node::NodeEvent;
+    let (name, data) = match e {
+        NodeEvent::TipChanged { tip, .. } => {
+            ("tip", json!({ "height": tip.height, "hash": tip.hash }))
+        }
+        NodeEvent::TxAccepted { id, .. } => ("tx", json!({ "id": id })),
+        NodeEvent::PeerReady { .. } | NodeEvent::Disconnect { .. } => ("peers", json!({})),
+        _ => return None,
+    };
+    Some(
+        axum::response::sse::Event::default()
+            .event(name)
+            .data(data.to_string()),
+    )
+}
+
+/// `GET /api/events`: server-sent events (`tip`, `tx`, `peers`, and `lagged` when some
+/// were missed) so that a page redraws when something happens instead of on its next
+/// poll. At most [`MAX_EVENT_STREAMS`] at once; each ends when the node stops.
+async fn events(State(s): State<Arc<Shared>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(slot) = StreamSlot::take() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many event streams open (at most {MAX_EVENT_STREAMS})"),
+        )
+        .into_response();
+    };
+    let rx = s.events.subscribe();
+    let stream = futures_util::stream::unfold((rx, s, slot), |(mut rx, s, slot)| async move {
+        // The shutdown waits for open connections: look at `stopping` every second.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            if s.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            let ev = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(e) => sse_event(&e),
+                    Err(RecvError::Lagged(_)) => Some(Event::default().event("lagged").data("{}")),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tick.tick() => None,
+            };
+            if let Some(ev) = ev {
+                return Some((Ok::<_, std::convert::Infallible>(ev), (rx, s, slot)));
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Most blocks one `POST /api/mine` may ask for.
+pub const MAX_MINE_BLOCKS: u64 = 1000;
+
+/// `POST /api/mine` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MineRequest {
+    /// How many blocks (1 to [`MAX_MINE_BLOCKS`]).
+    pub blocks: u64,
+    /// Address the coinbases pay.
+    pub to: String,
+}
+
+/// `POST /api/mine`, regtest only (as bitcoind's `generatetoaddress`): mine `blocks`
+/// blocks on the node's tip, each submitted and relayed like one the miner found.
+async fn mine(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<MineRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| bad(format!("expected {{\"blocks\", \"to\"}}: {e}")))?;
+    let network = s.node().chain().params().name;
+    if network != "regtest" {
+        return Err(not_found(format!(
+            "mining on demand exists only on regtest (this node is on {network})"
+        )));
+    }
+    if !(1..=MAX_MINE_BLOCKS).contains(&req.blocks) {
+        return Err(bad(format!("blocks must be 1 to {MAX_MINE_BLOCKS}")));
+    }
+    let to = Address::parse(&req.to, network).map_err(|e| bad(format!("to: {e}")))?;
+    // Hashing must not stall the runtime; the node lock is held only to take a template
+    // and to submit.
+    let shared = s.clone();
+    let mined = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut mined = Vec::new();
+        for _ in 0..req.blocks {
+            let mut block = shared
+                .node()
+                .chain()
+                .block_template(to, crate::driver::wall_ms() / 1000);
+            while !crate::chain::pow::mine(&mut block.header, 100_000) {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return Err(internal("the node is stopping"));
+                }
+            }
+            let (hash, height, txs) = (block.hash(), block.header.height, block.txs.len());
+            let res = shared.node().submit_block(now_ms(), block);
+            shared.wake.notify_one();
+            res.map_err(|e| internal(format!("mined block {height} refused: {e}")))?;
+            mined.push(json!({ "height": height, "hash": hash, "txs": txs }));
+        }
+        Ok(mined)
+    })
+    .await
+    .map_err(|e| internal(format!("the miner failed: {e}")))??;
+    let height = s.node().chain().tip().height;
+    Ok(Json(json!({ "mined": mined, "height": height })))
 }
 
 /// Serve the API on `listener` until `shutdown` resolves.
@@ -576,6 +810,63 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let r = health().await;
         assert_eq!(r.0["ok"], true);
+    }
+
+    fn peer(link: u32, height: u64, bytes_in: u64) -> crate::node::PeerSummary {
+        crate::node::PeerSummary {
+            id: 1,
+            link,
+            remote: "127.0.0.1:7300".into(),
+            outbound: true,
+            ready: true,
+            callsign: "N0CALL-2".into(),
+            user_agent: String::new(),
+            height,
+            tip: None,
+            connected_ms: 10_000,
+            idle_ms: 0,
+            send_idle_ms: 0,
+            stats: crate::node::PeerStats {
+                bytes_in,
+                ..Default::default()
+            },
+            score: 0,
+            rtt_ms: None,
+        }
+    }
+
+    #[test]
+    fn sync_estimate_names_its_target_and_the_rate_it_assumes() {
+        let s = shared();
+        let mut node = s.node();
+        let in_sync = sync_estimate(&node, &[]);
+        assert_eq!(in_sync["blocks_left"], 0);
+        assert_eq!(in_sync["target_from"], "best header");
+        assert_eq!(in_sync["seconds_left"], Value::Null);
+        // A TCP peer 50 blocks ahead that sent 20 kB in 10 s: 2 kB/s measured.
+        node.link_up(0, 1, crate::net::LinkCaps::tcp());
+        let avg = node.avg_block_bytes();
+        let v = sync_estimate(&node, &[peer(1, 50, 20_000)]);
+        assert_eq!(v["target_height"], 50);
+        assert_eq!(v["target_from"], "tip of peer N0CALL-2");
+        assert_eq!(v["blocks_left"], 50);
+        assert_eq!(v["bytes_left"], 50 * avg);
+        assert_eq!(
+            (v["rate_bytes_per_s"].as_u64(), v["rate_from"].as_str()),
+            (Some(2000), Some("measured"))
+        );
+        assert_eq!(v["seconds_left"], (50 * avg).div_ceil(2000));
+        // On 1200-baud radio the line rate counts: 150 B/s.
+        let mut radio = crate::net::LinkCaps::tcp();
+        radio.bitrate_bps = 1200;
+        radio.radio = true;
+        node.link_up(0, 2, radio);
+        let v = sync_estimate(&node, &[peer(2, 50, 0)]);
+        assert_eq!(
+            (v["rate_bytes_per_s"].as_u64(), v["rate_from"].as_str()),
+            (Some(150), Some("line rate"))
+        );
+        assert_eq!(v["seconds_left"], (50 * avg).div_ceil(150));
     }
 
     #[tokio::test]

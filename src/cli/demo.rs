@@ -17,6 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `println!` that ends the demo quietly once stdout is closed (`skywave demo | head`):
+/// the demo keeps the default SIGPIPE handling off (it writes to Direwolf's FIFOs).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// A KISS link to a simulated TNC on `chan`.
 fn radio_link(chan: &SimChannel) -> (String, LinkSpawner) {
     let chan = chan.clone();
@@ -52,7 +63,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
     let start = Instant::now();
     let say = move |who: &str, what: String| {
         if !as_json {
-            println!("[{:6.2}s] {who:<6} {what}", start.elapsed().as_secs_f64());
+            out!("[{:6.2}s] {who:<6} {what}", start.elapsed().as_secs_f64());
         }
     };
     let params = params::regtest();
@@ -81,7 +92,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
          soft modems)"
     };
     if !as_json {
-        println!(
+        out!(
             "skywave demo: {n} nodes in a line (regtest); node0 mines {blocks} blocks, a \
              transaction enters at node{last}.\nHops are TCP on loopback, except node{prev} <-> \
              node{last}: packet radio (KISS, AX.25 UI frames of up to 256 bytes) over {hop}.",
@@ -256,7 +267,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
     };
     drop(lab);
     if as_json {
-        println!(
+        out!(
             "{}",
             json!({"seconds": secs, "nodes": rows, "tx": id, "converged": true,
                    "tx_from": from_text, "tx_to": to_text, "tx_amount": DEMO_AMOUNT,
@@ -264,9 +275,9 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
                    "radio": {"frames": frames, "air_seconds": air_ms as f64 / 1000.0}})
         );
     } else {
-        println!("\nsummary after {secs:.1}s:");
+        out!("\nsummary after {secs:.1}s:");
         for r in &rows {
-            println!(
+            out!(
                 "  node{}  height {}  tip {}  peers {}  sent {} B  received {} B",
                 r["node"],
                 r["height"],
@@ -276,15 +287,15 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
                 r["bytes_in"]
             );
         }
-        println!(
+        out!(
             "  radio hop: {frames} transmissions, {:.1} s of air at 1200 baud",
             air_ms as f64 / 1000.0
         );
-        println!(
+        out!(
             "  all {n} nodes agree on the tip; tx {} confirmed everywhere",
             &id[..16.min(id.len())]
         );
-        println!(
+        out!(
             "  it moved {} from {from_text} (node0's miner) to {to_text}",
             format_amount(DEMO_AMOUNT)
         );

@@ -1,5 +1,6 @@
 //! The command line.
 
+mod admin;
 mod client;
 mod demo;
 mod kiss_monitor;
@@ -7,6 +8,9 @@ pub mod logfile;
 mod outbox;
 mod peers;
 mod sim;
+mod watch;
+
+pub use admin::report_error;
 
 use crate::chain::{pow, Address, Chain, NetworkParams};
 use crate::config::{self, Config, DirLock};
@@ -73,14 +77,40 @@ pub enum Cmd {
         #[arg(long)]
         mine: bool,
     },
-    /// Mine blocks into the local store (no node may be running on it).
+    /// Mine blocks: through the running node's API on regtest (`POST /api/mine`), or
+    /// into the local store when no node runs on it.
     Mine {
         /// How many blocks.
         #[arg(long, default_value_t = 1)]
         blocks: u64,
     },
     /// Show the running node's status.
-    Status,
+    Status {
+        /// Keep the view on screen and refresh it, like `rnstatus -m` (Ctrl-C ends).
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
+    /// Version and build information.
+    Version,
+    /// Check the data directory's config, keys and store without starting the node.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Rebuild the store from the blocks it still yields (after corruption); the old
+    /// file is kept aside and peers supply the rest.
+    Reindex,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `skywave manpage > skywave.1`.
+    Manpage,
     /// List the running node's peer sessions with their misbehaviour scores.
     Peers {
         /// List the address book instead: addresses to dial, and where each came from
@@ -161,6 +191,14 @@ pub enum KissCmd {
     },
 }
 
+/// `config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Report every problem `run` would stop at, and risky settings; non-zero exit if any
+    /// problem.
+    Check,
+}
+
 /// `wallet` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum WalletCmd {
@@ -168,6 +206,19 @@ pub enum WalletCmd {
     Address,
     /// Ask the running node for this wallet's balance.
     Balance,
+    /// Save the wallet key to a new file (mode 0600). Keep it offline.
+    Backup {
+        /// Where to write it (must not exist).
+        file: PathBuf,
+    },
+    /// Make a backed-up key this data directory's wallet (no node may be running on it).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace a different wallet already here (it is kept aside, not deleted).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// `tx` subcommands.
@@ -238,6 +289,11 @@ pub fn main(cli: Cli) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
+    // Not for `run` and `demo`: they write to sockets and to Direwolf's audio FIFOs,
+    // where a peer that went away must be an error to handle, not a signal that kills.
+    if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. }) {
+        admin::die_quietly_on_closed_stdout();
+    }
     let quiet = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Sim { .. });
     let filter = cli
         .log
@@ -274,7 +330,20 @@ pub fn main(cli: Cli) -> Result<()> {
         } => init(&dir, &network, &callsign, links, api, cli.json),
         Cmd::Run { api, links, mine } => run(&dir, api, links, mine, log_path),
         Cmd::Mine { blocks } => mine(&dir, blocks, cli.json),
-        Cmd::Status => client::status(&dir, cli.json),
+        Cmd::Status { watch, interval } => watch::status(&dir, watch, interval, cli.json),
+        Cmd::Version => {
+            admin::version(cli.json);
+            Ok(())
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Check,
+        } => admin::config_check(&dir, cli.json),
+        Cmd::Reindex => admin::reindex(&dir, cli.json),
+        Cmd::Completions { shell } => {
+            admin::completions(shell);
+            Ok(())
+        }
+        Cmd::Manpage => admin::manpage(),
         Cmd::Peers { addrs: false } => peers::peers(&dir, cli.json),
         Cmd::Peers { addrs: true } => peers::addrs(&dir, cli.json),
         Cmd::Ban { cmd } => peers::ban(&dir, cmd, cli.json),
@@ -294,6 +363,12 @@ pub fn main(cli: Cli) -> Result<()> {
         Cmd::Wallet {
             cmd: WalletCmd::Balance,
         } => client::balance(&dir, cli.json),
+        Cmd::Wallet {
+            cmd: WalletCmd::Backup { file },
+        } => admin::wallet_backup(&dir, &file, cli.json),
+        Cmd::Wallet {
+            cmd: WalletCmd::Restore { file, replace },
+        } => admin::wallet_restore(&dir, &file, replace, cli.json),
         Cmd::Tx {
             cmd: TxCmd::Send { to, amount, fee },
         } => client::send(&dir, &to, &amount, fee.as_deref(), cli.json),
@@ -339,6 +414,7 @@ fn init(
         )
     })?;
     let callsign = config::normalize_callsign(callsign)?;
+    config::check_station_callsign(&callsign, network)?;
     for l in &links {
         LinkUrl::parse(l).map_err(anyhow::Error::msg)?;
     }
@@ -389,18 +465,13 @@ fn init(
     Ok(())
 }
 
-/// Open the data directory's chain (the caller holds the lock).
-fn open_chain(dir: &Path, cfg: &Config) -> Result<Chain> {
-    let params = NetworkParams::by_name(&cfg.network)
-        .with_context(|| format!("unknown network '{}'", cfg.network))?;
-    let store = Store::open(&dir.join(config::STORE_FILE))?;
-    Ok(Chain::open(params, store)?)
-}
-
 fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
     let cfg = Config::load(dir)?;
-    let _lock = DirLock::acquire(dir)?;
-    let mut chain = open_chain(dir, &cfg)?;
+    // A node running on this directory holds the lock: ask it instead.
+    let Ok(_lock) = DirLock::acquire(dir) else {
+        return mine_through_node(dir, &cfg, blocks, as_json);
+    };
+    let mut chain = admin::open_chain(dir, &cfg)?;
     let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
     let to = crate::keys::address(&key);
     let mut mined = Vec::new();
@@ -425,6 +496,30 @@ fn mine(dir: &Path, blocks: u64, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `mine` while a node runs: `POST /api/mine` (regtest only), paying this wallet.
+fn mine_through_node(dir: &Path, cfg: &Config, blocks: u64, as_json: bool) -> Result<()> {
+    let key = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
+    let to = crate::keys::address(&key).to_text(&cfg.network);
+    let v = client::Api::open(dir)?.call(
+        reqwest::Method::POST,
+        "/api/mine",
+        Some(json!({ "blocks": blocks, "to": to })),
+    )?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    for b in v["mined"].as_array().into_iter().flatten() {
+        println!(
+            "mined block {} {} ({} transactions)",
+            b["height"],
+            b["hash"].as_str().unwrap_or(""),
+            b["txs"]
+        );
+    }
+    Ok(())
+}
+
 /// The address to give peers when the operator set none: the one `tcp-listen` link's,
 /// if it names a single IP (a wildcard bind says nothing about how others reach us).
 fn advertised_listen_addr(urls: &[LinkUrl]) -> Option<std::net::SocketAddr> {
@@ -444,12 +539,19 @@ fn run(
     log_path: Option<PathBuf>,
 ) -> Result<()> {
     let cfg = Config::load(dir)?;
+    config::check_station_callsign(&cfg.callsign, &cfg.network).with_context(|| {
+        format!(
+            "{} (set callsign in {})",
+            cfg.callsign,
+            dir.join(config::CONFIG_FILE).display()
+        )
+    })?;
     let lock = DirLock::acquire(dir)?;
     let mut urls = Vec::new();
     for l in cfg.links.iter().chain(extra_links.iter()) {
         urls.push(LinkUrl::parse(l).map_err(anyhow::Error::msg)?);
     }
-    let chain = open_chain(dir, &cfg)?;
+    let chain = admin::open_chain(dir, &cfg)?;
     let node_key = crate::keys::load(&dir.join(config::NODE_KEY_FILE))?;
     let wallet = crate::keys::load(&dir.join(config::WALLET_KEY_FILE))?;
     let network = crate::chain::NetworkParams::by_name(&cfg.network)

@@ -9,7 +9,8 @@ use std::path::Path;
 /// `outbox` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum OutboxCmd {
-    /// List items with their state, attempts, next attempt and destination.
+    /// List items with their state, attempts, next attempt and destination (the peer's
+    /// callsign when known).
     List,
     /// Stop sending an item until released.
     Hold {
@@ -80,12 +81,12 @@ fn list(api: &Api, as_json: bool) -> Result<()> {
         };
         println!(
             "{:>6}  {:<8} {:<5} {:<16} {:<16} {:>8}  {:<12}",
-            it["id"],
+            it["id"].to_string(),
             it["state"].as_str().unwrap_or("?"),
             it["kind"].as_str().unwrap_or("?"),
             short("hash"),
-            short("dest"),
-            it["attempts"],
+            short("dest_name"),
+            it["attempts"].to_string(),
             when
         );
     }

@@ -219,6 +219,9 @@ pub struct PacketStats {
     pub queued: usize,
     /// Times the duty-cycle cap held traffic back.
     pub duty_waits: u64,
+    /// Air time the duty-cycle cap allows at once now (ms), and the most it holds; `None`
+    /// when the link has no cap.
+    pub duty_budget_ms: Option<(u64, u64)>,
 }
 
 /// A peer as shown by the API.
@@ -401,6 +404,8 @@ pub struct Node {
     beacon_nonces: VecDeque<u64>,
     /// TCP addresses learned by peer exchange.
     addrs: pex::AddrBook,
+    /// Misbehaviours since start by reason code (`RejectCode::name`), for `/metrics`.
+    misbehaviour_counts: BTreeMap<&'static str, u64>,
 }
 
 impl Node {
@@ -445,6 +450,7 @@ impl Node {
             guard,
             beacon_nonces: VecDeque::new(),
             addrs: Default::default(),
+            misbehaviour_counts: BTreeMap::new(),
         };
         node.load_bans();
         node
@@ -531,7 +537,18 @@ impl Node {
             bytes_out: l.bytes_out,
             repaired: l.repaired,
             queued: l.queued(),
+            duty_budget_ms: l.duty_left(self.now),
         })
+    }
+
+    /// Misbehaviours since start by reason code.
+    pub fn misbehaviour_counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.misbehaviour_counts
+    }
+
+    /// Running average size of the blocks received (bytes), for sync estimates.
+    pub fn avg_block_bytes(&self) -> u64 {
+        self.avg_block_bytes
     }
 
     /// Capabilities of the links that are up.

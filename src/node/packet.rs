@@ -166,6 +166,11 @@ pub(super) struct PacketLink {
 }
 
 impl PacketLink {
+    /// Air ms the duty-cycle cap lets through at `now`, and the cap's depth.
+    pub(super) fn duty_left(&self, now: u64) -> Option<(u64, u64)> {
+        self.duty.as_ref().map(|d| (d.level(now), self.duty_depth))
+    }
+
     /// A packet link; on radio with `duty_pct` < 100 its air time is capped to that share.
     pub fn new(
         caps: LinkCaps,

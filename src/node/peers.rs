@@ -113,6 +113,15 @@ impl Bucket {
             .min(self.cap.saturating_mul(1000));
     }
 
+    /// Units it holds at `now`, without taking any.
+    pub fn level(&self, now: u64) -> u64 {
+        let dt = now.saturating_sub(self.last);
+        self.milli
+            .saturating_add(dt.saturating_mul(self.rate))
+            .min(self.cap.saturating_mul(1000))
+            / 1000
+    }
+
     /// Take `n` units if the bucket holds them.
     pub fn take(&mut self, now: u64, n: u64) -> bool {
         self.refill(now);
@@ -439,6 +448,17 @@ impl Node {
             .map(|b| b.key.clone())
     }
 
+    /// The ban on the callsign a peer gave in its Hello, if any (logged): a station
+    /// banned by callsign is refused on TCP too.
+    pub(super) fn callsign_refused(&self, now: u64, peer: PeerId, call: &str) -> Option<String> {
+        let b = self
+            .guard
+            .banned(&PeerKey::Call(call.trim().to_ascii_uppercase()), now)?;
+        let reason = format!("callsign banned ({}): {}", b.key, b.reason);
+        warn!(peer, callsign = %call, "refusing banned station: {reason}");
+        Some(reason)
+    }
+
     pub(super) fn refused(&self, now: u64, peer: PeerId, remote: &str) -> Option<String> {
         let who = PeerKey::of(remote);
         let b = self.guard.banned(&who, now)?;
@@ -480,7 +500,15 @@ impl Node {
         let others: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.closing && target.covers(&PeerKey::of(&p.remote)))
+            .filter(|(_, p)| {
+                // A callsign ban reaches the station on every link: by the callsign the
+                // link reports (radio) and by the one it gave in its Hello (TCP too).
+                !p.closing
+                    && (target.covers(&PeerKey::of(&p.remote))
+                        || p.hello.as_ref().is_some_and(|h| {
+                            target.covers(&PeerKey::Call(h.callsign.trim().to_ascii_uppercase()))
+                        }))
+            })
             .map(|(&id, _)| id)
             .collect();
         self.put_ban(target, row);
@@ -559,7 +587,15 @@ impl Node {
         let drop: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.closing && target.covers(&PeerKey::of(&p.remote)))
+            .filter(|(_, p)| {
+                // A callsign ban reaches the station on every link: by the callsign the
+                // link reports (radio) and by the one it gave in its Hello (TCP too).
+                !p.closing
+                    && (target.covers(&PeerKey::of(&p.remote))
+                        || p.hello.as_ref().is_some_and(|h| {
+                            target.covers(&PeerKey::Call(h.callsign.trim().to_ascii_uppercase()))
+                        }))
+            })
             .map(|(&id, _)| id)
             .collect();
         self.put_ban(target, row);

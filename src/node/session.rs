@@ -173,6 +173,11 @@ impl Node {
     }
 
     pub(super) fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {
+        // A station banned by callsign is refused on every link, TCP included.
+        if let Some(reason) = self.callsign_refused(now, peer, &h.callsign) {
+            self.disconnect(peer, reason);
+            return;
+        }
         let on_broadcast = self
             .peers
             .get(&peer)
@@ -641,6 +646,10 @@ impl Node {
             }),
         );
         self.score_misbehaviour(&remote, code, &reason);
+        *self
+            .misbehaviour_counts
+            .entry(reject_code_name(code))
+            .or_default() += 1;
         self.events.push_back(NodeEvent::Misbehaviour {
             peer,
             remote,
@@ -659,5 +668,18 @@ impl Node {
         self.in_flight.retain(|_, r| r.peer != peer);
         self.events
             .push_back(NodeEvent::Disconnect { peer, reason });
+    }
+}
+
+/// A reject code as `/metrics` labels it.
+fn reject_code_name(code: RejectCode) -> &'static str {
+    match code {
+        RejectCode::Malformed => "malformed",
+        RejectCode::Invalid => "invalid",
+        RejectCode::WrongNetwork => "wrong_network",
+        RejectCode::Version => "version",
+        RejectCode::Protocol => "protocol",
+        RejectCode::Duplicate => "duplicate",
+        RejectCode::RateLimited => "rate_limited",
     }
 }

@@ -29,11 +29,14 @@ function bytes(n) {
   if (n >= 1e3) return (n / 1e3).toFixed(1) + " kB";
   return n + " B";
 }
+function dur(s) {
+  s = Math.round(s);
+  if (s < 90) return s + " s";
+  if (s < 5400) return Math.ceil(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
 function ago(ms) {
-  const s = Math.round(ms / 1000);
-  if (s < 60) return s + " s ago";
-  if (s < 3600) return Math.round(s / 60) + " min ago";
-  return (s / 3600).toFixed(1) + " h ago";
+  return dur(ms / 1000) + " ago";
 }
 function utc(secs) {
   return new Date(secs * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
@@ -44,11 +47,15 @@ async function get(path) {
   return r.json();
 }
 let shownTip = null;
+// Heights this page has shown without being reloaded: the first and the latest.
+let firstHeight = null;
+let recentBlocks = [];
 async function refreshBlocks(height) {
   const list = [];
   for (let h = height; h >= 0 && h > height - 8; h--) {
     try { list.push(await get("/api/blocks/" + h)); } catch (e) { break; }
   }
+  recentBlocks = list;
   rows("blocks", list, (tr, b) => {
     cell(tr, b.height);
     cell(tr, b.hash.slice(0, 16) + "…", "hash");
@@ -56,15 +63,37 @@ async function refreshBlocks(height) {
     cell(tr, utc(b.header.time));
   });
 }
+function refreshTxs(mempool) {
+  const list = mempool.txs.map((t) => ({ t: t, where: "mempool" }));
+  for (const b of recentBlocks) for (const t of b.txs) list.push({ t: t, where: "block " + b.height });
+  rows("txs", list.slice(0, 12), (tr, x) => {
+    cell(tr, x.t.id.slice(0, 16) + "…", "hash");
+    cell(tr, x.t.from.slice(0, 14) + "… → " + x.t.to.slice(0, 14) + "…", "hash");
+    cell(tr, x.t.amount_text);
+    cell(tr, x.t.fee_text);
+    cell(tr, x.where);
+  });
+}
+function syncText(s) {
+  const y = s.sync;
+  if (!y || y.blocks_left === 0) return "in sync";
+  let t = y.progress_pct.toFixed(1) + " % of " + y.target_height + " (" + y.target_from + "), " +
+    y.blocks_left + " blocks to go";
+  if (y.bytes_left !== null && y.rate_bytes_per_s !== null) {
+    t += ", about " + bytes(y.bytes_left) + " at " + bytes(y.rate_bytes_per_s) + "/s (" +
+      y.rate_from + "): " + dur(y.seconds_left) + " left";
+  }
+  return t;
+}
 async function refresh() {
   const s = await get("/api/status");
   $("network").textContent = s.network;
   $("height").textContent = s.height;
   $("header-height").textContent = s.header_height;
-  const best = Math.max(s.header_height, ...s.peers.map((p) => p.height || 0), s.height);
-  const pct = best > 0 ? (100 * s.height) / best : 100;
-  $("sync-bar").value = pct;
-  $("sync").textContent = pct >= 100 ? "in sync" : pct.toFixed(1) + " % (" + (best - s.height) + " blocks to go)";
+  if (firstHeight === null) firstHeight = s.height;
+  $("height").dataset.first = firstHeight;
+  $("sync-bar").value = s.sync ? s.sync.progress_pct : 100;
+  $("sync").textContent = syncText(s);
   $("tip").textContent = s.tip;
   $("mempool").textContent = s.mempool + " transaction(s)";
   $("callsign").textContent = s.callsign + " · skywave " + s.version;
@@ -84,10 +113,17 @@ async function refresh() {
     const t = traffic[l.id] || { i: 0, o: 0 };
     cell(tr, bytes(t.i) + " / " + bytes(t.o));
     const r = radio[l.id];
-    cell(tr, r ? (r.air_ms / 1000).toFixed(0) + " s on air, duty " + r.duty_cycle_pct + " %" : "");
+    let air = "";
+    if (r) {
+      air = dur(r.air_ms / 1000) + " on air, duty " + r.duty_cycle_pct + " %";
+      if (r.duty_budget_ms !== null) {
+        air += ", budget " + dur(r.duty_budget_ms / 1000) + " of " + dur(r.duty_budget_max_ms / 1000);
+      }
+    }
+    cell(tr, air);
   });
   rows("peers", s.peers, (tr, p) => {
-    cell(tr, p.callsign || p.remote);
+    cell(tr, p.callsign ? p.callsign + " (" + p.remote + ")" : p.remote);
     cell(tr, p.height);
     cell(tr, p.score);
     cell(tr, ago(p.idle_ms));
@@ -99,12 +135,12 @@ async function refresh() {
   const oldest = ob.items.reduce((a, b) => (a && a.created_ms <= b.created_ms ? a : b), null);
   $("outbox-counts").textContent = ob.items.length
     ? Object.entries(counts).map(([k, v]) => v + " " + k).join(", ") +
-      (oldest ? " · oldest: #" + oldest.id + " (" + oldest.kind + ")" : "")
+      (oldest ? " · oldest: #" + oldest.id + " (" + oldest.kind + " to " + oldest.dest_name + ")" : "")
     : "empty";
   rows("outbox", ob.items, (tr, it) => {
     cell(tr, it.id);
     cell(tr, it.kind);
-    cell(tr, it.dest, "hash");
+    cell(tr, it.dest_name).title = it.dest;
     cell(tr, it.state);
     cell(tr, it.attempts);
     const td = cell(tr, "");
@@ -119,6 +155,7 @@ async function refresh() {
     shownTip = s.tip;
     await refreshBlocks(s.height);
   }
+  refreshTxs(await get("/api/mempool"));
   $("live").textContent = "updated " + new Date().toLocaleTimeString();
 }
 async function act(path, body) {
