@@ -51,10 +51,10 @@ impl Node {
                 }
                 InvKind::Tx => {
                     if self.chain.mempool_get(&it.hash).is_none()
-                        && !self.in_flight.contains_key(&it.hash)
+                        && !self.in_flight.has_tx(&it.hash)
                     {
                         let (deadline, _) = self.block_deadline(peer, now, 1);
-                        self.in_flight.insert(
+                        let asked = self.in_flight.insert_tx(
                             it.hash,
                             Request {
                                 peer,
@@ -64,7 +64,9 @@ impl Node {
                                 retry: true,
                             },
                         );
-                        want.push(it);
+                        if asked {
+                            want.push(it);
+                        }
                     }
                 }
             }
@@ -125,7 +127,7 @@ impl Node {
 
     pub(super) fn on_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
         let id = tx.id();
-        self.in_flight.remove(&id);
+        self.in_flight.remove_tx(&id);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(id);
         }
