@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tracing::debug;
 
 /// Compact blocks held while their missing transactions are fetched.
-const MAX_PENDING: usize = 8;
+pub const MAX_PENDING: usize = 8;
 
 /// A compact block waiting for transactions.
 pub(super) struct Pending {

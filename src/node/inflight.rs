@@ -34,6 +34,8 @@ pub struct Usage {
     pub max_control_bytes_per_dest: usize,
     /// The most bytes queued (control and bulk) on any packet link.
     pub max_link_queued_bytes: usize,
+    /// The most fragment bytes buffered for reassembly on any packet link.
+    pub max_reassembly_bytes: usize,
     /// Compact blocks waiting for transactions.
     pub compact_pending: usize,
 }
@@ -54,7 +56,8 @@ impl Node {
                 .map(|l| l.max_control_bytes())
                 .max()
                 .unwrap_or(0),
-            max_link_queued_bytes: links.map(|l| l.queued_bytes()).max().unwrap_or(0),
+            max_link_queued_bytes: links.clone().map(|l| l.queued_bytes()).max().unwrap_or(0),
+            max_reassembly_bytes: links.map(|l| l.reasm.buffered_bytes()).max().unwrap_or(0),
             compact_pending: self.compact_pending.len(),
         }
     }

@@ -36,6 +36,7 @@ mod session;
 mod sync;
 
 pub use auth::network_key;
+pub use compact::MAX_PENDING as MAX_COMPACT_PENDING;
 pub use inflight::{Usage, MAX_BLOCK_REQUESTS_PER_PEER, MAX_TX_REQUESTS_PER_PEER};
 pub use packet::{
     airtime_ms, is_packet_link, Dest, Priority, PEER_CONTROL_BYTES, QUEUE_BYTES, REPAIR_FACTOR,
@@ -711,6 +712,8 @@ impl Node {
 
 #[cfg(test)]
 mod air_tests;
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

@@ -40,15 +40,19 @@ impl Node {
         let mut want_headers = false;
         let mut want = Vec::new();
         for it in items {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.learn(it.hash);
-            }
             match it.kind {
                 InvKind::Block | InvKind::CompactBlock => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.learn(it.hash);
+                    }
                     if !self.chain.has_header(&it.hash) {
                         want_headers = true;
                     }
                 }
+                // Not learned here: what a peer is known to hold picks where blocks are
+                // fetched from, and a block's hash announced as a transaction must not
+                // make it the block's source. It is learned when its `Tx` comes; a second
+                // announcer may hear of it from us once.
                 InvKind::Tx => {
                     if self.chain.mempool_get(&it.hash).is_none()
                         && !self.in_flight.has_tx(&it.hash)
