@@ -157,7 +157,11 @@ fn a_block_hash_announced_as_a_tx_does_not_stall_the_block_on_radio() {
         }
     }
     eprintln!("synced in {} s", (air.now - start) / 1000);
-    assert_eq!(air.nodes[1].chain().tip().height, 10, "the download stalled");
+    assert_eq!(
+        air.nodes[1].chain().tip().height,
+        10,
+        "the download stalled"
+    );
 }
 
 /// Transactions asked of one peer are capped: five `Inv`s of 500 made-up ids used to
@@ -216,7 +220,7 @@ fn getblocktxn_with_repeated_indexes_is_refused_and_counted() {
         .sum();
     assert!(
         sent < block_len,
-        "{sent} bytes answered a 1000-byte request"
+        "{sent} bytes answered one index asked 1000 times"
     );
     let events = shuttle(&mut air, &[1]);
     assert!(misbehaved(&events, 0, "twice"), "{events:?}");
@@ -388,8 +392,10 @@ enum Frame {
         n: u8,
         compact: bool,
     },
+    /// `n` made-up transaction ids from `seed`, and block `b`'s hash as a transaction.
     InvTx {
         b: u8,
+        seed: u8,
         n: u8,
     },
     /// A compact block of block `b`, with its short ids cut or repeated.
@@ -430,7 +436,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             n,
             compact
         }),
-        (0..8u8, 1..255u8).prop_map(|(b, n)| Frame::InvTx { b, n }),
+        (0..8u8, any::<u8>(), 1..255u8).prop_map(|(b, seed, n)| Frame::InvTx { b, seed, n }),
         (0..8u8, any::<u8>()).prop_map(|(b, keep)| Frame::Compact { b, keep }),
         Just(Frame::Beacon),
         prop::collection::vec(any::<u8>(), 0..300).prop_map(Frame::Raw),
@@ -499,9 +505,9 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
                 .collect();
             packet(&Message::GetData(items))
         }
-        Frame::InvTx { b, n } => {
+        Frame::InvTx { b, seed, n } => {
             let ids: Vec<Hash> = (0..*n)
-                .map(|k| Hash::digest(&[*b, k]))
+                .map(|k| Hash::digest(&[*seed, k]))
                 .chain(std::iter::once(hash(*b)))
                 .collect();
             packet(&as_txs(&ids))
@@ -523,7 +529,7 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// Random packet-link frames from three stations (fragments, NACKs, beacons,
     /// compact blocks, requests) never take the node's state past its bounds.
