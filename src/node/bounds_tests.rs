@@ -551,6 +551,22 @@ proptest! {
                 }
             }
             assert_bounds(&air.nodes[0], 3);
+            // A station cut off comes straight back with a new session and greets (as
+            // the link and the driver would have it), until it is banned.
+            let now = air.now;
+            let gone: Vec<PeerId> = std::iter::from_fn(|| air.nodes[0].poll_event())
+                .filter_map(|e| match e {
+                    NodeEvent::Disconnect { peer, .. } => Some(peer),
+                    _ => None,
+                })
+                .collect();
+            for peer in gone {
+                air.heard.retain(|_, p| *p != peer);
+                air.nodes[0].peer_disconnected(now, peer);
+                let st = air.station_of(0, peer);
+                air.deliver(st, 0, &beacons[st - 1]);
+            }
+            assert_bounds(&air.nodes[0], 3);
         }
     }
 }
