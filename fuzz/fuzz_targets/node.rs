@@ -381,7 +381,7 @@ impl Harness {
                 let nack = if n == 0 {
                     frag::Nack {
                         transfer_id: tid,
-                        ranges: vec![0..frag::MAX_FRAGMENTS],
+                        ranges: std::iter::once(0..frag::MAX_FRAGMENTS).collect(),
                     }
                     .encode()
                 } else {

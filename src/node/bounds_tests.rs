@@ -33,7 +33,7 @@ fn packet(msg: &Message) -> Vec<u8> {
 fn nack_all(tid: u32) -> Vec<u8> {
     frag::Nack {
         transfer_id: tid,
-        ranges: vec![0..frag::MAX_FRAGMENTS],
+        ranges: std::iter::once(0..frag::MAX_FRAGMENTS).collect(),
     }
     .encode()
 }
