@@ -20,9 +20,10 @@ fn env(msg: &Message) -> Vec<u8> {
     envelope::encode(net(), 0xA77A_0000, msg)
 }
 
-/// `msg` as one packet that ends the sender's burst (so the node does not hold for it).
+/// `msg` as one packet (WHOLE, however long) that ends the sender's burst (so the node
+/// does not hold for it).
 fn packet(msg: &Message) -> Vec<u8> {
-    let mut p = frag::split(0xA77A, &env(msg), 4096)
+    let mut p = frag::split(0xA77A, &env(msg), envelope::MAX_MESSAGE_LEN + 1)
         .expect("split")
         .remove(0);
     frag::set_over(&mut p, false);
@@ -401,7 +402,7 @@ enum Frame {
     InvTx {
         b: u8,
         seed: u8,
-        n: u8,
+        n: u16,
     },
     /// A compact block of block `b`, with its short ids cut or repeated.
     Compact {
@@ -418,7 +419,7 @@ enum Frame {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (
+        1 => (
             any::<u8>(),
             prop::collection::vec((any::<u16>(), any::<u16>()), 0..4)
         )
@@ -426,7 +427,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                 tid: u32::from(tid),
                 ranges
             }),
-        (any::<u8>(), any::<u16>(), 1..64u16, 0..300u16).prop_map(|(tid, index, count, len)| {
+        1 => (any::<u8>(), any::<u16>(), 1..64u16, 0..300u16).prop_map(|(tid, index, count, len)| {
             Frame::Fragment {
                 tid,
                 index,
@@ -434,18 +435,20 @@ fn frame() -> impl Strategy<Value = Frame> {
                 len,
             }
         }),
-        (0..8u8, prop::collection::vec(0..40u16, 0..60))
+        2 => (0..8u8, prop::collection::vec(0..40u16, 0..60))
             .prop_map(|(b, indexes)| Frame::GetBlockTxn { b, indexes }),
-        (0..8u8, 1..40u8, any::<bool>()).prop_map(|(b, n, compact)| Frame::GetData {
+        2 => (0..8u8, 1..40u8, any::<bool>()).prop_map(|(b, n, compact)| Frame::GetData {
             b,
             n,
             compact
         }),
-        (0..8u8, any::<u8>(), 1..255u8).prop_map(|(b, seed, n)| Frame::InvTx { b, seed, n }),
-        (0..8u8, any::<u8>()).prop_map(|(b, keep)| Frame::Compact { b, keep }),
-        Just(Frame::Beacon),
-        prop::collection::vec(any::<u8>(), 0..300).prop_map(Frame::Raw),
-        (0..120u16).prop_map(Frame::Wait),
+        // Up to a full `Inv` (the block's hash makes one more).
+        3 => (0..8u8, any::<u8>(), 1..limits::MAX_INV as u16)
+            .prop_map(|(b, seed, n)| Frame::InvTx { b, seed, n }),
+        1 => (0..8u8, any::<u8>()).prop_map(|(b, keep)| Frame::Compact { b, keep }),
+        1 => Just(Frame::Beacon),
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(Frame::Raw),
+        1 => (0..120u16).prop_map(Frame::Wait),
     ]
 }
 
@@ -512,7 +515,7 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
         }
         Frame::InvTx { b, seed, n } => {
             let ids: Vec<Hash> = (0..*n)
-                .map(|k| Hash::digest(&[*seed, k]))
+                .map(|k| Hash::digest(&[*seed, k as u8, (k >> 8) as u8]))
                 .chain(std::iter::once(hash(*b)))
                 .collect();
             packet(&as_txs(&ids))
