@@ -145,7 +145,7 @@ fn main() {
     rec(0x80 | 0x04, &[1, 1, 2, 0xCC], &mut f);
     write("frag", "transfers_and_nacks", &f);
 
-    // node: op = action << 1 | slot (see fuzz_targets/node.rs).
+    // node: op = action << 1 | slot on the TCP link (see fuzz_targets/node.rs).
     let op = |action: u8, slot: u8| action << 1 | slot;
     let mut n = Vec::new();
     n.extend([op(2, 0), 0, 5]); // hello from slot 0, claims more work
@@ -168,6 +168,28 @@ fn main() {
     n.extend([op(0, 1), 0, 3, 1, 2, 3]); // garbage
     n.extend([op(1, 0), 6, 0, 3, 1, 0, 0]); // GetHeaders body before hello
     write("node", "misbehaviour", &n);
+    // node on the radio link: op | 0x10, actions 8.. with 0x20.
+    let r = |action: u8, slot: u8| 0x10 | (action & 7) << 1 | (action & 8) << 2 | slot;
+    let mut n = Vec::new();
+    n.extend([r(2, 0), 0, 5]); // hello from station 0, claims more work
+    n.extend([r(10, 1), 0, 0]); // beacon from station 1
+    n.extend([r(4, 0), 2, r(6, 0), 0, 6]); // station 0 mines 3 blocks, sends headers
+    n.extend([r(5, 0), 0, r(5, 0), 1, r(5, 0), 2]); // the blocks, in packets
+    n.extend([r(3, 0), 30]); // time passes: the node takes its turn
+    n.extend([r(14, 1), 1, 3, 0]); // station 1 asks for blocks 1..3
+    n.extend([r(3, 0), 60]);
+    n.extend([r(9, 1), 1, 0, r(9, 1), 2, 0, r(9, 1), 3, 0]); // NACKs of everything
+    n.extend([r(3, 0), 60]);
+    n.extend([r(9, 1), 2, 1, 0, 3]); // a NACK of fragments 0..3 of transfer 2
+    n.extend([r(12, 1), 1, 4, 0, 0, 0, 0]); // GetBlockTxn repeating index 0
+    n.extend([r(11, 0), 0, 9]); // a compact block
+    n.extend([r(15, 1), 2, 100]); // 200 tx ids and a block hash as a tx
+    n.extend([r(13, 0), 2, 0, ping.len() as u8]);
+    n.extend(&ping);
+    n.push(0); // a wrapped Ping in 64-byte fragments
+    n.extend([r(8, 1), 7, 1, 3, 4, 1, 2, 3, 4]); // a stray fragment
+    n.extend([r(7, 1)]); // echo the node's last packet back
+    write("node", "radio_nacks_and_requests", &n);
 
     // js8_text: packets as JS8Call hands them back (address prefix removed by the link).
     let whole = split(0, &envs[1].1, 32).expect("split");

@@ -1,8 +1,11 @@
 //! A whole sans-IO `Node` (regtest, in-memory store, fixed seed) driven by arbitrary
-//! events from two peer slots.
+//! events from four peer slots: two on a TCP link, two stations on a radio (packet) link.
 //!
-//! Each event starts with an op byte: `op & 1` = peer slot, `op >> 1` (mod 8) = action:
-//! * 0 raw: `len_hi len_lo bytes` handed to `handle_frame` as they are;
+//! Each event starts with an op byte: `op & 1` = peer slot, `op & 0x10` = the slot on the
+//! radio link (what is sent there travels in `wire::frag` packets: split at its MTU of
+//! 256), `(op >> 1) & 7` = action, plus 8 if `op & 0x20`:
+//! * 0 raw: `len_hi len_lo bytes` handed to `handle_frame` as they are (one packet on
+//!   radio);
 //! * 1 wrapped: `kind len_hi len_lo body` sealed in a valid envelope (right network id,
 //!   version 1, fresh msg_id, correct CRC-32), so the bytes reach the message handlers;
 //! * 2 hello: `h w` a valid `Hello` (height `h`, work `w`, node id per slot) completing
@@ -13,24 +16,49 @@
 //! * 5 block: `i` send shadow block `i` (mod count) as a `Block`;
 //! * 6 headers: `i n` send shadow headers `i..i+n` as `Headers`, or an `Inv` of block `i`
 //!   if `n` is odd;
-//! * 7 echo: send back the last envelope the node sent to this slot.
+//! * 7 echo: send back the last envelope (packet on radio) the node sent to this slot;
+//! * 8 fragment: `tid index count len bytes` a FRAGMENT packet with that header;
+//! * 9 nack: `tid n (start len)*n` a NACK of those ranges, or of everything if `n` is 0
+//!   (five bytes that once had a whole transfer sent again);
+//! * 10 beacon: `h w` the slot's `Hello` with the beacon feature (as op 2 otherwise);
+//! * 11 compact: `i keep` shadow block `i` as a `CompactBlock`, its short ids cut to or
+//!   repeated up to `keep`;
+//! * 12 getblocktxn: `h n idx*n` `GetBlockTxn` for the node's block at height `h`;
+//! * 13 split: `kind len_hi len_lo body drop` a sealed body split into 64-byte fragments,
+//!   those whose index mod 8 is set in `drop` left out;
+//! * 14 getdata: `h n c` `GetData` of `n` blocks from height `h` (compact if `c` odd);
+//! * 15 inv: `h n` `Inv` of `n` made-up transaction ids and the hash of the node's block
+//!   at height `h` announced as a transaction.
 //!
 //! A `Disconnect` event is answered like a driver would: `peer_disconnected`, then a new
 //! session (new peer id) on the same slot. Transmits and events are drained after every
-//! action; asserts no panic and fewer than 20 000 transmits queued at any drain.
+//! action; asserts no panic, fewer than 20 000 transmits queued at any drain, and after
+//! every action the per-peer bounds of `Node::usage` (requests in flight per peer, control
+//! bytes queued per destination, link queue, reassembly, compact blocks pending).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skywave::chain::{params, pow, Address, Block, Chain};
+use skywave::chain::{params, pow, Address, Block, Chain, Hash};
 use skywave::link::{LinkCaps, PeerId};
-use skywave::node::{Node, NodeConfig, NodeEvent};
+use skywave::node::{
+    Node, NodeConfig, NodeEvent, MAX_BLOCK_REQUESTS_PER_PEER, MAX_COMPACT_PENDING,
+    MAX_TX_REQUESTS_PER_PEER, PEER_CONTROL_BYTES, QUEUE_BYTES,
+};
 use skywave::store::Store;
 use skywave::wire::envelope::{self, CRC32, ENVELOPE_VERSION};
-use skywave::wire::message::{features, Hello, InvItem, InvKind, Message, PROTOCOL_VERSION};
+use skywave::wire::frag::{self, ReassemblerConfig};
+use skywave::wire::message::{
+    features, short_id, CompactBlock, GetBlockTxn, Hello, InvItem, InvKind, Message,
+    PROTOCOL_VERSION,
+};
 
 const MAX_TRANSMITS: usize = 20_000;
 const MAX_EVENTS: usize = 64;
 const MAX_SHADOW_BLOCKS: usize = 24;
+const TCP: u32 = 0;
+const RADIO: u32 = 1;
+/// Sessions on each link.
+const PER_LINK: usize = 2;
 
 struct Slot {
     peer: PeerId,
@@ -45,7 +73,29 @@ struct Harness {
     network: [u8; 4],
     next_peer: PeerId,
     next_msg_id: u64,
-    slots: [Slot; 2],
+    next_transfer: u32,
+    slots: [Slot; 4],
+}
+
+/// The radio link's capabilities: a 1200 bit/s half-duplex channel with a TNC.
+fn radio() -> LinkCaps {
+    LinkCaps {
+        mtu: 256,
+        bitrate_bps: 1200,
+        half_duplex: true,
+        broadcast: true,
+        text_only: false,
+        connection_oriented: false,
+        radio: true,
+        blocks: true,
+        carrier_sense: true,
+        slot_ms: 0,
+    }
+}
+
+/// Slots 0 and 1 are on the TCP link, 2 and 3 on the radio link.
+fn on_radio(slot: usize) -> bool {
+    slot >= 2
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -85,13 +135,69 @@ impl Harness {
             network,
             next_peer: 3,
             next_msg_id: 1,
-            slots: [slot(1), slot(2)],
+            next_transfer: 1,
+            slots: [slot(1), slot(2), slot(3), slot(4)],
         };
-        h.node.link_up(0, 0, LinkCaps::tcp());
-        h.node.peer_connected(now, 1, 0, "fuzz:1".into(), true);
-        h.node.peer_connected(now, 2, 0, "fuzz:2".into(), false);
+        h.node.link_up(0, TCP, LinkCaps::tcp());
+        h.node.link_up(0, RADIO, radio());
+        for i in 0..h.slots.len() {
+            h.connect(i, i as PeerId + 1);
+        }
         h.drain();
         h
+    }
+
+    /// A new session for `slot`: a TCP connection, or a station first heard on radio.
+    fn connect(&mut self, slot: usize, peer: PeerId) {
+        self.slots[slot].peer = peer;
+        self.slots[slot].last_sent = None;
+        if on_radio(slot) {
+            self.node
+                .peer_connected(self.now, peer, RADIO, format!("N{peer}FZ"), false);
+        } else {
+            self.node
+                .peer_connected(self.now, peer, TCP, format!("fuzz:{peer}"), slot == 0);
+        }
+    }
+
+    /// An envelope from `slot`: as it is on TCP, in packets on radio.
+    fn send(&mut self, slot: usize, envelope: &[u8]) {
+        if !on_radio(slot) {
+            self.frame(slot, envelope);
+            return;
+        }
+        let tid = self.next_transfer;
+        self.next_transfer += 1;
+        let Ok(mut packets) = frag::split(tid, envelope, 256) else {
+            return;
+        };
+        if let Some(last) = packets.last_mut() {
+            frag::set_over(last, false);
+        }
+        for p in packets {
+            self.frame(slot, &p);
+        }
+    }
+
+    /// The bounds the node must keep whatever it is sent.
+    fn check_bounds(&self) {
+        let u = self.node.usage();
+        assert!(u.max_block_requests_per_peer <= MAX_BLOCK_REQUESTS_PER_PEER, "{u:?}");
+        assert!(u.max_tx_requests_per_peer <= MAX_TX_REQUESTS_PER_PEER, "{u:?}");
+        assert!(u.max_control_bytes_per_dest <= PEER_CONTROL_BYTES, "{u:?}");
+        let queue =
+            QUEUE_BYTES + envelope::MAX_MESSAGE_LEN / 16 + (PER_LINK + 1) * PEER_CONTROL_BYTES;
+        assert!(u.max_link_queued_bytes <= queue, "{u:?}");
+        let reasm = ReassemblerConfig::default().max_total_bytes;
+        assert!(u.max_reassembly_bytes <= reasm, "{u:?}");
+        assert!(u.compact_pending <= MAX_COMPACT_PENDING, "{u:?}");
+    }
+
+    /// The hash of the node's main-chain block at `height` (mod its height + 1).
+    fn main_hash(&self, height: u8) -> Hash {
+        let chain = self.node.chain();
+        let h = u64::from(height) % (chain.tip().height + 1);
+        chain.main_hash_at(h).unwrap_or(Hash::ZERO)
     }
 
     /// A valid envelope around raw `body` bytes of `kind`.
@@ -146,16 +252,14 @@ impl Harness {
             self.node.peer_disconnected(self.now, peer);
             let new = self.next_peer;
             self.next_peer += 1;
-            self.slots[i].peer = new;
-            self.slots[i].last_sent = None;
-            self.node
-                .peer_connected(self.now, new, 0, format!("fuzz:{new}"), i == 0);
+            self.connect(i, new);
             // The new session's Hello (and anything else) is drained next time round.
         }
     }
 
-    fn hello(&mut self, slot: usize, height: u8, work: u8) {
+    fn hello(&mut self, slot: usize, height: u8, work: u8, beacon: bool) {
         let tip = self.node.chain().tip();
+        let beacon = if beacon { features::BEACON } else { 0 };
         let msg = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             network: self.network,
@@ -164,12 +268,12 @@ impl Harness {
             work: tip.work + u128::from(work),
             node_id: [slot as u8 + 1; 32],
             callsign: format!("N0P-{slot}"),
-            features: features::FULL_BLOCKS,
+            features: features::FULL_BLOCKS | beacon,
             nonce: 1000 + slot as u64,
             user_agent: "fuzz-peer".into(),
         });
         let b = self.encode(&msg);
-        self.frame(slot, &b);
+        self.send(slot, &b);
     }
 
     fn mine(&mut self, slot: usize, n: u8) {
@@ -197,8 +301,9 @@ impl Harness {
 
     fn step(&mut self, data: &mut &[u8]) -> Option<()> {
         let op = take(data)?;
-        let slot = usize::from(op & 1);
-        match (op >> 1) % 8 {
+        let slot = usize::from(op & 1) + if op & 0x10 != 0 { 2 } else { 0 };
+        let action = (op >> 1) & 7 | if op & 0x20 != 0 { 8 } else { 0 };
+        match action {
             0 => {
                 let len = take_len(data)?;
                 let (bytes, rest) = data.split_at(len.min(data.len()));
@@ -210,12 +315,12 @@ impl Harness {
                 let len = take_len(data)?;
                 let (body, rest) = data.split_at(len.min(data.len()));
                 *data = rest;
-                let b = self.seal(kind % 12, body);
-                self.frame(slot, &b);
+                let b = self.seal(kind % 20, body);
+                self.send(slot, &b);
             }
             2 => {
                 let (h, w) = (take(data)?, take(data)?);
-                self.hello(slot, h, w);
+                self.hello(slot, h, w, false);
             }
             3 => {
                 let dt = u64::from(take(data)?);
@@ -233,7 +338,7 @@ impl Harness {
                 let blocks = &self.slots[slot].blocks;
                 if let Some(b) = blocks.get(i % blocks.len().max(1)).cloned() {
                     let bytes = self.encode(&Message::Block(b));
-                    self.frame(slot, &bytes);
+                    self.send(slot, &bytes);
                 }
             }
             6 => {
@@ -253,14 +358,129 @@ impl Harness {
                     Message::Headers(blocks[i..end].iter().map(|b| b.header.clone()).collect())
                 };
                 let bytes = self.encode(&msg);
-                self.frame(slot, &bytes);
+                self.send(slot, &bytes);
             }
-            _ => {
+            7 => {
                 if let Some(b) = self.slots[slot].last_sent.clone() {
                     self.frame(slot, &b);
                 }
             }
+            8 => {
+                let (tid, index, count, len) = (take(data)?, take(data)?, take(data)?, take(data)?);
+                let mut p = vec![frag::TAG_FRAGMENT];
+                for v in [tid, index, count] {
+                    put_varint(&mut p, u64::from(v));
+                }
+                let (body, rest) = data.split_at(usize::from(len).min(data.len()));
+                *data = rest;
+                p.extend_from_slice(body);
+                self.frame(slot, &p);
+            }
+            9 => {
+                let (tid, n) = (u32::from(take(data)?), take(data)?);
+                let nack = if n == 0 {
+                    frag::Nack {
+                        transfer_id: tid,
+                        ranges: std::iter::once(0..frag::MAX_FRAGMENTS).collect(),
+                    }
+                    .encode()
+                } else {
+                    let mut missing = Vec::new();
+                    for _ in 0..n.min(16) {
+                        let (start, len) = (u32::from(take(data)?), u32::from(take(data)?));
+                        missing.extend(start..start + len % 32);
+                    }
+                    frag::encode_nack(tid, &missing)
+                };
+                self.frame(slot, &nack);
+            }
+            10 => {
+                let (h, w) = (take(data)?, take(data)?);
+                self.hello(slot, h, w, true);
+            }
+            11 => {
+                let (i, keep) = (usize::from(take(data)?), usize::from(take(data)?));
+                let blocks = &self.slots[slot].blocks;
+                let Some(b) = blocks.get(i % blocks.len().max(1)).cloned() else {
+                    return Some(());
+                };
+                let hash = b.hash();
+                let ids: Vec<_> = b.txs.iter().map(|t| short_id(&hash, &t.id())).collect();
+                let short_ids = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    ids.iter().copied().cycle().take(keep).collect()
+                };
+                let msg = Message::CompactBlock(CompactBlock {
+                    header: b.header,
+                    coinbase: b.coinbase,
+                    short_ids,
+                });
+                let bytes = self.encode(&msg);
+                self.send(slot, &bytes);
+            }
+            12 => {
+                let (h, n) = (take(data)?, take(data)?);
+                let mut indexes = Vec::new();
+                for _ in 0..n {
+                    indexes.push(u16::from(take(data)?));
+                }
+                let msg = Message::GetBlockTxn(GetBlockTxn {
+                    block: self.main_hash(h),
+                    indexes,
+                });
+                let bytes = self.encode(&msg);
+                self.send(slot, &bytes);
+            }
+            13 => {
+                let kind = take(data)?;
+                let len = take_len(data)?;
+                let (body, rest) = data.split_at(len.min(data.len()));
+                *data = rest;
+                let drop = take(data)?;
+                let b = self.seal(kind % 20, body);
+                let tid = self.next_transfer;
+                self.next_transfer += 1;
+                let Ok(packets) = frag::split(tid, &b, 64) else {
+                    return Some(());
+                };
+                for (i, p) in packets.iter().enumerate() {
+                    if drop & (1 << (i % 8)) == 0 {
+                        self.frame(slot, p);
+                    }
+                }
+            }
+            14 => {
+                let (h, n, c) = (take(data)?, take(data)?, take(data)?);
+                let kind = if c % 2 == 1 {
+                    InvKind::CompactBlock
+                } else {
+                    InvKind::Block
+                };
+                let items = (0..n % 64)
+                    .map(|k| InvItem {
+                        kind,
+                        hash: self.main_hash(h.wrapping_add(k)),
+                    })
+                    .collect();
+                let bytes = self.encode(&Message::GetData(items));
+                self.send(slot, &bytes);
+            }
+            _ => {
+                let (h, n) = (take(data)?, take(data)?);
+                let items = (0..u16::from(n) * 2)
+                    .map(|k| Hash::digest(&[h, (k >> 8) as u8, k as u8]))
+                    .chain(std::iter::once(self.main_hash(h)))
+                    .map(|hash| InvItem {
+                        kind: InvKind::Tx,
+                        hash,
+                    })
+                    .collect();
+                let bytes = self.encode(&Message::Inv(items));
+                self.send(slot, &bytes);
+            }
         }
+        self.check_bounds();
         Some(())
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tracing::debug;
 
 /// Compact blocks held while their missing transactions are fetched.
-const MAX_PENDING: usize = 8;
+pub const MAX_PENDING: usize = 8;
 
 /// A compact block waiting for transactions.
 pub(super) struct Pending {
@@ -36,7 +36,7 @@ impl Node {
     pub(super) fn on_compact(&mut self, now: u64, peer: PeerId, c: CompactBlock) {
         let hash = c.header.hash();
         if self.chain.has_block(&hash) {
-            self.in_flight.remove(&hash);
+            self.in_flight.remove_block(&hash);
             return;
         }
         // The header's proof of work is checked before any work is done on the body.
@@ -110,10 +110,25 @@ impl Node {
                 return;
             }
         };
-        let mut txs = Vec::with_capacity(g.indexes.len());
+        // Each index at most once: the answer is then no larger than the block (which
+        // came in one envelope), where 1000 copies of one index asked for 150 KB.
+        let mut asked = vec![false; block.txs.len()];
+        let mut txs = Vec::with_capacity(g.indexes.len().min(block.txs.len()));
         for i in g.indexes {
+            if asked.get(i as usize).copied().unwrap_or(false) {
+                self.misbehave(
+                    peer,
+                    RejectCode::Malformed,
+                    format!("getblocktxn asks for index {i} twice"),
+                    Some(g.block),
+                );
+                return;
+            }
             match block.txs.get(i as usize) {
-                Some(t) => txs.push(t.clone()),
+                Some(t) => {
+                    asked[i as usize] = true;
+                    txs.push(t.clone());
+                }
                 None => {
                     self.misbehave(
                         peer,

@@ -3,7 +3,7 @@
 //! NACKs, turn-taking, pacing); encoding and routing what is sent.
 
 use super::{
-    outbox, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
+    outbox, packet, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
     DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_QUEUED_TRANSMITS,
 };
 use crate::chain::Hash;
@@ -60,14 +60,17 @@ impl Node {
                 r.deadline = extend;
             }
         }
+        let mut over_repaired = None;
         let parsed = match frag::parse(bytes) {
             Ok(frag::Packet::Nack(nack)) => {
-                if !l.repair(now, peer, &nack) {
-                    debug!(
+                match l.repair(now, peer, &nack) {
+                    packet::Repair::Done => {}
+                    packet::Repair::NotHeld => debug!(
                         peer,
                         transfer = nack.transfer_id,
                         "nack for a transfer no longer held"
-                    );
+                    ),
+                    packet::Repair::OverBudget => over_repaired = Some(nack.transfer_id),
                 }
                 Ok(None)
             }
@@ -87,6 +90,18 @@ impl Node {
                 );
                 l.queue_nack(now, peer, tid, nack);
             }
+        }
+        if let Some(tid) = over_repaired {
+            self.misbehave(
+                peer,
+                RejectCode::RateLimited,
+                format!(
+                    "NACKs for transfer {tid} beyond {}x its size",
+                    packet::REPAIR_FACTOR
+                ),
+                None,
+            );
+            return;
         }
         match parsed {
             Ok(Some(envelope)) => self.handle_envelope(now, peer, &envelope),
@@ -229,9 +244,8 @@ impl Node {
                             p.lacks.insert(it.hash);
                         }
                     }
-                    if self.in_flight.get(&it.hash).is_some_and(|r| r.peer == peer) {
-                        self.in_flight.remove(&it.hash);
-                    }
+                    self.in_flight
+                        .not_found(peer, &it.hash, it.kind == InvKind::Tx);
                 }
             }
             Message::Reject(r) => {

@@ -25,6 +25,7 @@
 
 pub mod auth;
 mod compact;
+mod inflight;
 mod io;
 mod packet;
 mod peers;
@@ -35,7 +36,11 @@ mod session;
 mod sync;
 
 pub use auth::network_key;
-pub use packet::{airtime_ms, is_packet_link, Dest, Priority};
+pub use compact::MAX_PENDING as MAX_COMPACT_PENDING;
+pub use inflight::{Usage, MAX_BLOCK_REQUESTS_PER_PEER, MAX_TX_REQUESTS_PER_PEER};
+pub use packet::{
+    airtime_ms, is_packet_link, Dest, Priority, PEER_CONTROL_BYTES, QUEUE_BYTES, REPAIR_FACTOR,
+};
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 pub use pex::{AddrInfo, AddrSource};
 
@@ -378,7 +383,8 @@ pub struct Node {
     // Ordered, so that everything derived from iterating peers is deterministic.
     peers: BTreeMap<PeerId, Peer>,
     links: HashMap<LinkId, LinkCaps>,
-    in_flight: HashMap<Hash, Request>,
+    /// Block and transaction requests out, apart and bounded per peer.
+    in_flight: inflight::InFlight,
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     next_tick: u64,
@@ -434,7 +440,7 @@ impl Node {
             next_msg_id,
             peers: BTreeMap::new(),
             links: HashMap::new(),
-            in_flight: HashMap::new(),
+            in_flight: Default::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_tick: 0,
@@ -625,18 +631,19 @@ impl Node {
         }
         // Requests that took too long go back to the pool, and the peer's next
         // requests wait longer (its link may be down or the channel busy).
-        let expired: Vec<(Hash, PeerId)> = self
+        let expired = self
             .in_flight
-            .iter()
-            .filter(|(_, r)| r.deadline <= now && self.answer_overdue(r.peer, now))
-            .map(|(h, r)| (*h, r.peer))
-            .collect();
-        for (h, peer) in expired {
-            self.in_flight.remove(&h);
-            if self.retry_later.len() >= KNOWN_CAP {
-                self.retry_later.clear();
+            .expired(|r| r.deadline <= now && self.answer_overdue(r.peer, now));
+        for (h, peer, block) in expired {
+            if block {
+                self.in_flight.remove_block(&h);
+                if self.retry_later.len() >= KNOWN_CAP {
+                    self.retry_later.clear();
+                }
+                self.retry_later.insert(h);
+            } else {
+                self.in_flight.remove_tx(&h);
             }
-            self.retry_later.insert(h);
             if let Some(p) = self.peers.get_mut(&peer) {
                 debug!(peer, %h, rto = p.rtt.rto(), "request timed out; asking again");
                 p.rtt.timed_out();
@@ -774,6 +781,8 @@ impl Node {
 
 #[cfg(test)]
 mod air_tests;
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

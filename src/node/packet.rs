@@ -64,7 +64,17 @@ const SENT_CACHE_BYTES: usize = 512 * 1024;
 /// How long sent fragments are kept for repair.
 const SENT_CACHE_MS: u64 = 30 * 60 * 1000;
 /// Bytes queued per link before bulk data is refused.
-const QUEUE_BYTES: usize = 512 * 1024;
+pub const QUEUE_BYTES: usize = 512 * 1024;
+/// Control bytes (answers, repairs, requests) queued for one destination before more are
+/// refused: the largest envelope, fragmented, with room for the small ones around it.
+/// Control traffic skips `QUEUE_BYTES`, so without this a peer's cheap requests (compact
+/// blocks, `BlockTxn`, repairs) could queue without bound.
+pub const PEER_CONTROL_BYTES: usize = 384 * 1024;
+/// Bytes of one transfer repaired for one peer, as a multiple of the transfer: a lossy
+/// channel needs well under one (each NACK names only what is missing, at most
+/// `MAX_NACK_ROUNDS` times); a 5-byte NACK of "all missing" sent again and again is not
+/// loss, and beyond this it is refused and counted against the peer.
+pub const REPAIR_FACTOR: usize = 3;
 /// NACK rounds per transfer before the receiver gives up on it.
 const MAX_NACK_ROUNDS: u32 = 8;
 /// A new burst starts this long after the first packet for it was queued, so that what
@@ -110,6 +120,20 @@ struct SentTransfer {
     frags: Vec<Vec<u8>>,
     at: u64,
     bytes: usize,
+    /// Bytes repaired so far, per peer that asked (a broadcast's by many).
+    repaired: BTreeMap<PeerId, usize>,
+}
+
+/// What became of a NACK (see [`PacketLink::repair`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repair {
+    /// The fragments asked for are queued (or were already), or it was an ACK.
+    Done,
+    /// The transfer is no longer held.
+    NotHeld,
+    /// The peer asked for more than `REPAIR_FACTOR` times the transfer: the rest is
+    /// refused.
+    OverBudget,
 }
 
 /// Per-link state of a packet link.
@@ -519,6 +543,12 @@ impl PacketLink {
         let Ok(packets) = frag::split(tid, envelope, self.caps.mtu) else {
             return false;
         };
+        if prio != Priority::Bulk
+            && self.control_bytes(dest) + packets.iter().map(Vec::len).sum::<usize>()
+                > PEER_CONTROL_BYTES
+        {
+            return false;
+        }
         self.gather(now);
         if packets.len() > 1 {
             // Broadcast transfers are kept too: a station that missed a fragment of a
@@ -536,6 +566,7 @@ impl PacketLink {
                         frags: packets.clone(),
                         at: now,
                         bytes,
+                        repaired: BTreeMap::new(),
                     },
                 );
                 self.sent_bytes += bytes;
@@ -614,15 +645,42 @@ impl PacketLink {
         }
     }
 
-    /// Fragments `peer` asked for again; false if the transfer is no longer held.
-    pub fn repair(&mut self, now: u64, peer: PeerId, nack: &frag::Nack) -> bool {
+    /// Control bytes queued for `dest`.
+    pub fn control_bytes(&self, dest: Dest) -> usize {
+        self.control
+            .iter()
+            .filter(|(d, _)| *d == dest)
+            .map(|(_, p)| p.len())
+            .sum()
+    }
+
+    /// The most control bytes queued for any one destination.
+    pub fn max_control_bytes(&self) -> usize {
+        let mut per: Vec<(Dest, usize)> = Vec::new();
+        for (d, p) in &self.control {
+            match per.iter_mut().find(|(x, _)| x == d) {
+                Some((_, n)) => *n += p.len(),
+                None => per.push((*d, p.len())),
+            }
+        }
+        per.into_iter().map(|(_, n)| n).max().unwrap_or(0)
+    }
+
+    /// Bytes queued on this link, control and bulk.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Fragments `peer` asked for again, within `REPAIR_FACTOR` times the transfer for
+    /// that peer and `PEER_CONTROL_BYTES` queued for it.
+    pub fn repair(&mut self, now: u64, peer: PeerId, nack: &frag::Nack) -> Repair {
         let key = if self.sent.contains_key(&(peer, nack.transfer_id)) {
             (peer, nack.transfer_id)
         } else {
             (BROADCAST_KEY, nack.transfer_id)
         };
         let Some(t) = self.sent.get(&key) else {
-            return false;
+            return Repair::NotHeld;
         };
         let count = t.frags.len() as u32;
         let want = nack.indices(count);
@@ -634,17 +692,22 @@ impl PacketLink {
                     self.sent_bytes -= t.bytes;
                 }
             }
-            return true;
+            return Repair::Done;
         }
+        let dest = Dest::Peer(peer);
+        let mut budget =
+            (REPAIR_FACTOR * t.bytes).saturating_sub(t.repaired.get(&peer).copied().unwrap_or(0));
+        let mut room = PEER_CONTROL_BYTES.saturating_sub(self.control_bytes(dest));
         let frags: Vec<Vec<u8>> = want
             .iter()
             .filter_map(|&i| t.frags.get(i as usize).cloned())
             .collect();
+        let mut outcome = Repair::Done;
+        let mut spent = 0;
         for f in frags {
             // Two NACKs that crossed our repair name the same fragments, and a NACK sent
             // while our burst was cut (OVER|MORE) names fragments still waiting here for
             // the next one: send each once.
-            let dest = Dest::Peer(peer);
             if self
                 .control
                 .iter()
@@ -653,10 +716,24 @@ impl PacketLink {
             {
                 continue;
             }
+            if f.len() > budget {
+                outcome = Repair::OverBudget;
+                break;
+            }
+            if f.len() > room {
+                // Asked again later, once what is queued for it has gone.
+                break;
+            }
+            budget -= f.len();
+            room -= f.len();
+            spent += f.len();
             self.repaired += 1;
             self.enqueue_raw(now, dest, f);
         }
-        true
+        if let Some(t) = self.sent.get_mut(&key) {
+            *t.repaired.entry(peer).or_default() += spent;
+        }
+        outcome
     }
 
     /// Count a NACK round for a transfer; false once the receiver gives up, and then the
@@ -691,6 +768,9 @@ impl PacketLink {
             if let Some(t) = self.sent.remove(&k) {
                 self.sent_bytes -= t.bytes;
             }
+        }
+        for t in self.sent.values_mut() {
+            t.repaired.remove(&peer);
         }
         self.nack_rounds.retain(|(p, _), _| *p != peer);
         self.last_nack.retain(|(p, _), _| *p != peer);
@@ -1071,7 +1151,7 @@ mod tests {
         assert!(out.len() < total, "the burst was cut");
         let all: Vec<u32> = (0..total as u32).collect();
         let nack = frag::Nack::from_indices(1, &all);
-        assert!(l.repair(200, 5, &nack));
+        assert_eq!(l.repair(200, 5, &nack), Repair::Done);
         // Only what already went out is queued again.
         assert_eq!(l.queued(), total);
         assert_eq!(l.repaired as usize, out.len());
@@ -1100,7 +1180,7 @@ mod tests {
         let frag::Packet::Nack(nack) = frag::parse(&nack_bytes).unwrap() else {
             panic!("not a nack")
         };
-        assert!(l.repair(0, 5, &nack));
+        assert_eq!(l.repair(0, 5, &nack), Repair::Done);
         let mut again = Vec::new();
         l.release(t + 60_000, &mut again);
         assert_eq!(
@@ -1117,7 +1197,11 @@ mod tests {
         let frag::Packet::Nack(ack) = frag::parse(&ack).unwrap() else {
             panic!()
         };
-        assert!(l.repair(0, 5, &ack));
-        assert!(!l.repair(0, 5, &ack), "an ACK frees the repair copy");
+        assert_eq!(l.repair(0, 5, &ack), Repair::Done);
+        assert_eq!(
+            l.repair(0, 5, &ack),
+            Repair::NotHeld,
+            "an ACK frees the repair copy"
+        );
     }
 }

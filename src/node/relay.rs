@@ -40,21 +40,25 @@ impl Node {
         let mut want_headers = false;
         let mut want = Vec::new();
         for it in items {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.learn(it.hash);
-            }
             match it.kind {
                 InvKind::Block | InvKind::CompactBlock => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.learn(it.hash);
+                    }
                     if !self.chain.has_header(&it.hash) {
                         want_headers = true;
                     }
                 }
+                // Not learned here: what a peer is known to hold picks where blocks are
+                // fetched from, and a block's hash announced as a transaction must not
+                // make it the block's source. It is learned when its `Tx` comes; a second
+                // announcer may hear of it from us once.
                 InvKind::Tx => {
                     if self.chain.mempool_get(&it.hash).is_none()
-                        && !self.in_flight.contains_key(&it.hash)
+                        && !self.in_flight.has_tx(&it.hash)
                     {
                         let (deadline, _) = self.block_deadline(peer, now, 1);
-                        self.in_flight.insert(
+                        let asked = self.in_flight.insert_tx(
                             it.hash,
                             Request {
                                 peer,
@@ -64,7 +68,9 @@ impl Node {
                                 retry: true,
                             },
                         );
-                        want.push(it);
+                        if asked {
+                            want.push(it);
+                        }
                     }
                 }
             }
@@ -125,7 +131,7 @@ impl Node {
 
     pub(super) fn on_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
         let id = tx.id();
-        self.in_flight.remove(&id);
+        self.in_flight.remove_tx(&id);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(id);
         }

@@ -301,10 +301,7 @@ impl Node {
             return;
         }
         let mut per_peer: HashMap<PeerId, Vec<InvItem>> = HashMap::new();
-        let mut load: HashMap<PeerId, usize> = HashMap::new();
-        for r in self.in_flight.values() {
-            *load.entry(r.peer).or_default() += 1;
-        }
+        let mut load = self.in_flight.block_load();
         // Not now from a peer whose burst is still on the air (it may be bringing the
         // blocks). A peer with transfers to us under way (cut by its burst's length, or
         // being repaired by NACK) is bringing that many blocks: it sends in height
@@ -324,7 +321,7 @@ impl Node {
             }
         }
         for hash in missing {
-            if self.in_flight.contains_key(&hash) {
+            if self.in_flight.has_block(&hash) {
                 continue;
             }
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
@@ -367,7 +364,7 @@ impl Node {
             };
             let (deadline, air) = self.block_deadline(id, now, k);
             let retry = self.retry_later.remove(&hash);
-            self.in_flight.insert(
+            self.in_flight.insert_block(
                 hash,
                 Request {
                     peer: id,
@@ -407,7 +404,7 @@ impl Node {
     pub(super) fn block_arrived(&mut self, now: u64, peer: PeerId, block: crate::chain::Block) {
         let hash = block.hash();
         self.retry_later.remove(&hash);
-        if let Some(r) = self.in_flight.remove(&hash) {
+        if let Some(r) = self.in_flight.remove_block(&hash) {
             if let Some(p) = self.peers.get_mut(&r.peer) {
                 if r.peer == peer && !r.retry && r.air > 0 {
                     // The answer's own air time is in `air` as the average block; close
