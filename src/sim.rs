@@ -158,8 +158,15 @@ pub struct Sim {
     now: u64,
     seq: u64,
     rng: Rng,
-    /// Events every node reported, with the node index and time.
+    /// Events every node reported, with the node index and time (only while
+    /// `record_events`; long runs of many nodes turn it off to bound memory).
     pub events: Vec<(u64, usize, NodeEvent)>,
+    /// Keep every node event in `events`.
+    pub record_events: bool,
+    /// Sessions closed by a node, counted by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Simulator events handled so far (deliveries, timer rounds, link changes).
+    pub handled: u64,
     params: NetworkParams,
     configs: Vec<NodeConfig>,
     next_peer: PeerId,
@@ -207,6 +214,9 @@ impl Sim {
             seq: 0,
             rng,
             events: Vec::new(),
+            record_events: true,
+            disconnects: BTreeMap::new(),
+            handled: 0,
             params: params.clone(),
             configs,
             next_peer: 1,
@@ -439,6 +449,30 @@ impl Sim {
         res.ok().map(|_| block)
     }
 
+    /// Submit a transaction to node `i` as its API would, and let the node's messages go.
+    pub fn submit_tx(
+        &mut self,
+        i: usize,
+        tx: crate::chain::Transaction,
+    ) -> Result<crate::chain::Hash, crate::chain::ChainError> {
+        let now = self.now;
+        let res = self.nodes[i].submit_tx(now, tx);
+        self.pump();
+        res
+    }
+
+    /// Give link `link` an outage schedule (up for `.0` ms, then down for `.1` ms,
+    /// repeating), starting now with an up period; None keeps it up.
+    pub fn set_flap(&mut self, link: usize, flap: Option<(u64, u64)>) {
+        let now = self.now;
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.spec.flap = flap;
+        l.next_change = flap.map_or(u64::MAX, |(up, _)| now + up);
+        self.open(link);
+    }
+
     /// Drain every node's output into the network, repeatedly until quiet.
     fn pump(&mut self) {
         loop {
@@ -464,6 +498,9 @@ impl Sim {
                 }
                 while let Some(ev) = self.nodes[i].poll_event() {
                     any = true;
+                    if let NodeEvent::Disconnect { reason, .. } = &ev {
+                        *self.disconnects.entry(reason.clone()).or_default() += 1;
+                    }
                     if let NodeEvent::Disconnect { peer, .. } = &ev {
                         if let Some((r, st)) = self.radio_sessions.remove(&(i, *peer)) {
                             // A radio "session" is only our memory of the station.
@@ -474,7 +511,9 @@ impl Sim {
                             self.nodes[i].peer_disconnected(now, *peer);
                         }
                         if let Some(&l) = self.sessions.get(&(i, *peer)) {
-                            self.events.push((self.now, i, ev.clone()));
+                            if self.record_events {
+                                self.events.push((self.now, i, ev.clone()));
+                            }
                             self.disconnect(l);
                             if self.links[l].spec.flap.is_none() {
                                 // The dialling side tries again, as the TCP link does.
@@ -483,7 +522,9 @@ impl Sim {
                             continue;
                         }
                     }
-                    self.events.push((self.now, i, ev));
+                    if self.record_events {
+                        self.events.push((self.now, i, ev));
+                    }
                 }
             }
             if !any {
@@ -625,6 +666,7 @@ impl Sim {
                 return;
             }
             self.now = next;
+            self.handled += 1;
             if next_radio <= next_timer.min(next_msg).min(next_change) {
                 for r in 0..self.radios.len() {
                     if self.radios[r].channel.next_event() <= self.now {
@@ -927,5 +969,55 @@ mod flap_tests {
             "{} retries > bound {bound}",
             stats.retries
         );
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+    use crate::chain::{params, Transaction};
+    use crate::outbox::State;
+
+    /// A payment queued for a peer that is out of reach, while the same wallet's
+    /// conflicting payment (same nonce) is mined on the peer's heavier chain: once the
+    /// two meet, the chain refuses the queued payment for good, and its outbox item is
+    /// given up (listed as expired) instead of being pushed to a peer that refuses it,
+    /// without an ack, until the expiry a week later.
+    #[test]
+    fn a_payment_beaten_by_a_mined_conflicting_spend_leaves_the_outbox() {
+        let p = params::regtest();
+        let mut sim = Sim::new(&p, 2, 3).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let me = crate::keys::address(&key);
+        let link = sim.connect(0, 1, LinkSpec::fast());
+        sim.mine(0, me).unwrap();
+        sim.mine(0, me).unwrap();
+        sim.run_for(10_000);
+        assert!(sim.converged());
+        sim.disconnect(link);
+        sim.links[link].next_change = u64::MAX;
+        let net = p.network_id();
+        let queued = Transaction::sign(net, &key, Address([1; 32]), 5, 1000, 0);
+        let queued = sim.submit_tx(0, queued).unwrap();
+        let rival = Transaction::sign(net, &key, Address([2; 32]), 7, 1000, 0);
+        sim.submit_tx(1, rival).unwrap();
+        sim.mine(1, Address([3; 32])).unwrap();
+        sim.mine(1, Address([3; 32])).unwrap();
+        let item = |sim: &Sim| {
+            sim.nodes[0]
+                .outbox()
+                .items
+                .into_iter()
+                .find(|it| it.hash == queued)
+        };
+        assert_eq!(item(&sim).map(|it| it.state), Some(State::Pending));
+        sim.reconnect(link);
+        sim.run_for(30 * 60_000);
+        assert!(sim.converged());
+        assert!(sim.nodes[0].chain().mempool_get(&queued).is_none());
+        let it = item(&sim).expect("the given-up item stays listed for the operator");
+        assert_eq!(it.state, State::Expired, "{it:?}");
+        assert!(it.attempts <= 2, "pushed {} times", it.attempts);
+        assert_eq!(sim.nodes[0].outbox_waiting(), 0);
     }
 }

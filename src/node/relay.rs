@@ -209,6 +209,8 @@ impl Node {
                     );
                 }
             }
+            // Outbox transactions the new tip made invalid stop being pushed.
+            self.outbox_settle_txs(self.now);
             self.events.push_back(NodeEvent::TipChanged {
                 tip: *tip,
                 connected: connected.len(),
