@@ -31,6 +31,17 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds this process has used (user and system; Linux; None elsewhere): on a
+/// shared machine a fairer cost than wall time.
+fn cpu_s() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Run `skywave sim`. Fails (exit status 1) when the run does not converge cleanly.
 pub fn run(z: Sizing, as_json: bool) -> Result<()> {
     let Some(t) = Topology::parse(&z.topology) else {
@@ -68,11 +79,20 @@ pub fn run(z: Sizing, as_json: bool) -> Result<()> {
         0.0
     };
     let rss = peak_rss_mb();
+    let cpu = cpu_s();
+    let per_node_hour_cpu_ms = cpu
+        .filter(|_| node_hours > 0.0)
+        .map(|c| c * 1000.0 / node_hours);
     if as_json {
         let mut v = serde_json::to_value(&r)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("wall_s".into(), serde_json::json!(wall));
             o.insert("peak_rss_mb".into(), serde_json::json!(rss));
+            o.insert("cpu_s".into(), serde_json::json!(cpu));
+            o.insert(
+                "cpu_ms_per_node_hour".into(),
+                serde_json::json!(per_node_hour_cpu_ms),
+            );
             o.insert(
                 "wall_ms_per_node_hour".into(),
                 serde_json::json!(per_node_hour_ms),
@@ -82,7 +102,9 @@ pub fn run(z: Sizing, as_json: bool) -> Result<()> {
     } else {
         println!("{r}");
         println!(
-            "  cost on this machine: {wall:.1} s of wall time, peak memory {}, {per_node_hour_ms:.2} ms per simulated node-hour ({node_hours:.0} node-hours, {} simulator events)",
+            "  cost on this machine: {wall:.1} s of wall time ({per_node_hour_ms:.2} ms per simulated node-hour), {} of CPU ({}), peak memory {}; {node_hours:.0} node-hours, {} simulator events",
+            cpu.map_or("unknown".into(), |c| format!("{c:.1} s")),
+            per_node_hour_cpu_ms.map_or("unknown".into(), |c| format!("{c:.2} ms per node-hour")),
             rss.map_or("unknown".into(), |m| format!("{m:.0} MB")),
             r.events
         );

@@ -77,7 +77,7 @@ impl Scenario {
             Topology::Line => "a chain of 1200 bit/s radio links (1 % loss), each node talking only to its neighbours",
             Topology::Star => "every node on a fast TCP link to node 0",
             Topology::Mesh => "a ring of 9600 bit/s links with 2 % loss plus random shortcuts",
-            Topology::Islands => "islands of 5 nodes on 1200 bit/s VHF radio (2 % loss) around a gateway; the gateways are chained by an internet path that is up for 15-20 minutes, then down for 1.5-2 hours, so each island mines its own fork for hours and the forks must be reconciled",
+            Topology::Islands => "islands of 5 nodes on 1200 bit/s VHF radio (2 % loss) around a gateway; the gateways are chained by an internet path that is up for 15-30 minutes, then down for 1.5-2.5 hours, so each island mines its own fork for hours and the forks must be reconciled",
         };
         format!(
             "{} nodes: {what}. After the shared start-up funds, {:.1} h of activity ({:.2} payments per node per hour, {:.1} blocks per hour, {:.1} node crashes per hour), then a heal: every link up and clean until the network agrees.",
@@ -321,11 +321,11 @@ fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) -> Vec<(usize, (u64, u64))
                 }
             }
             for (k, w) in gateways.windows(2).enumerate() {
-                // Up for minutes, down for hours; the schedules differ (and repeat
-                // every 20 links) so the islands drift in and out of touch.
-                let k = (k % 20) as u64;
-                let up = (15 + k / 4) * 60_000;
-                let down = (90 + 2 * k) * 60_000;
+                // Up for minutes, down for hours; the schedules differ (repeating every
+                // four links) so the islands drift in and out of touch.
+                let k = (k % 4) as u64;
+                let up = (15 + 5 * k) * 60_000;
+                let down = (90 + 20 * k) * 60_000;
                 // Gateways bridge the islands over an intermittent internet path. Over
                 // 300 bit/s HF instead, a long header sync outlasts the core's fixed sync
                 // and silence timeouts: a known gap.
