@@ -456,9 +456,7 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
         _ => vec![0, sc.nodes / 2],
     };
     let start = sim.now();
-    if sc.topology == Topology::Islands {
-        fund(&mut sim, &keys, &addrs, 0);
-    }
+    fund(&mut sim, &keys, &addrs, 0);
     for (l, sched) in flaps {
         sim.set_flap(l, Some(sched));
     }
