@@ -444,42 +444,6 @@ impl Node {
     /// lost) can never be delivered usefully, and peers refuse it without an ack: its
     /// items expire now instead of being pushed until the expiry, days later.
     pub(super) fn outbox_settle_txs(&mut self, now: u64) {
-        // A transaction mined at or below the height a peer proved it holds is held
-        // there too (a tip change can put it below what was proven).
-        let proven: Vec<(u64, [u8; 32])> = self
-            .outbox
-            .sessions
-            .values()
-            .filter_map(|s| s.tip_height.map(|t| (t, s.node_id)))
-            .collect();
-        let held: Vec<u64> = self
-            .outbox
-            .ob
-            .items()
-            .filter(|it| it.state == State::Pending)
-            .filter(|it| {
-                let OutItem::Tx(t) = it.item else {
-                    return false;
-                };
-                let Ok(Some(b)) = self.chain.store().tx_block(&t) else {
-                    return false;
-                };
-                let Some(h) = self.chain.header(&b).map(|x| x.height) else {
-                    return false;
-                };
-                proven.iter().any(|(top, n)| {
-                    *top >= h && (it.dest == Dest::Peer(*n) || it.dest == Dest::Any)
-                })
-            })
-            .map(|it| it.id)
-            .collect();
-        for id in held {
-            match self.outbox.ob.delivered(self.chain.store_mut(), id) {
-                Ok(Some(_)) => self.outbox.stats.proven += 1,
-                Ok(None) => {}
-                Err(e) => warn!(id, "cannot record delivery: {e}"),
-            }
-        }
         let stale: Vec<(u64, Hash, Option<Vec<u8>>)> = self
             .outbox
             .ob
@@ -521,18 +485,6 @@ impl Node {
     /// is; a peer that holds the transaction acks it at once).
     pub(super) fn outbox_requeue_returned(&mut self, disconnected: &[Hash]) {
         let now = self.now;
-        // What peers proved above the fork point was on the replaced branch: forget
-        // it, so their next proof on the new branch settles the items again.
-        let fork = disconnected
-            .iter()
-            .filter_map(|h| self.chain.header(h))
-            .map(|h| h.height.saturating_sub(1))
-            .min();
-        if let Some(fork) = fork {
-            for s in self.outbox.sessions.values_mut() {
-                s.tip_height = s.tip_height.map(|t| t.min(fork));
-            }
-        }
         let mut back = Vec::new();
         for h in disconnected {
             if let Ok(Some(b)) = self.chain.block(h) {
