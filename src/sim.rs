@@ -10,7 +10,7 @@ use crate::node::{Node, NodeConfig, NodeEvent};
 use crate::rng::Rng;
 use crate::store::Store;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 /// Delay before a dropped session is dialled again.
 const REDIAL_MS: u64 = 30_000;
@@ -158,8 +158,24 @@ pub struct Sim {
     now: u64,
     seq: u64,
     rng: Rng,
-    /// Events every node reported, with the node index and time.
+    /// Events every node reported, with the node index and time (only while
+    /// `record_events`; long runs of many nodes turn it off to bound memory).
     pub events: Vec<(u64, usize, NodeEvent)>,
+    /// Keep every node event in `events`.
+    pub record_events: bool,
+    /// Sessions closed by a node, counted by reason.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Simulator events handled so far (deliveries, timer rounds, link changes).
+    pub handled: u64,
+    /// Nodes called since their output was last drained, in order (each once).
+    touched: VecDeque<usize>,
+    is_touched: Vec<bool>,
+    /// (next timeout, node) for every node, and each node's entry: the next timer is
+    /// found without asking every node.
+    timers: BTreeSet<(u64, usize)>,
+    timer_at: Vec<u64>,
+    /// Earliest `next_change` of any link.
+    next_link_change: u64,
     params: NetworkParams,
     configs: Vec<NodeConfig>,
     next_peer: PeerId,
@@ -207,6 +223,14 @@ impl Sim {
             seq: 0,
             rng,
             events: Vec::new(),
+            record_events: true,
+            disconnects: BTreeMap::new(),
+            handled: 0,
+            touched: (0..n).collect(),
+            is_touched: vec![true; n],
+            timers: BTreeSet::new(),
+            timer_at: vec![u64::MAX; n],
+            next_link_change: u64::MAX,
             params: params.clone(),
             configs,
             next_peer: 1,
@@ -238,6 +262,7 @@ impl Sim {
             peer_a: 0,
             peer_b: 0,
         });
+        self.next_link_change = self.next_link_change.min(next_change);
         self.open(idx);
         idx
     }
@@ -271,7 +296,7 @@ impl Sim {
         ch.advance(self.now);
         let now = self.now;
         for &n in &nodes {
-            self.nodes[n].link_up(now, link, caps.clone());
+            self.node_mut(n).link_up(now, link, caps.clone());
         }
         self.radios.push(SimRadio {
             nodes,
@@ -280,7 +305,7 @@ impl Sim {
             link,
             heard: BTreeMap::new(),
         });
-        self.pump();
+        self.flush();
         id
     }
 
@@ -317,11 +342,13 @@ impl Sim {
         self.sessions.insert((a, peer_a), idx);
         self.sessions.insert((b, peer_b), idx);
         let now = self.now;
-        self.nodes[a].link_up(now, idx as u32, caps.clone());
-        self.nodes[b].link_up(now, idx as u32, caps);
-        self.nodes[a].peer_connected(now, peer_a, idx as u32, format!("sim:{b}"), true);
-        self.nodes[b].peer_connected(now, peer_b, idx as u32, format!("sim:{a}"), false);
-        self.pump();
+        self.node_mut(a).link_up(now, idx as u32, caps.clone());
+        self.node_mut(b).link_up(now, idx as u32, caps);
+        self.node_mut(a)
+            .peer_connected(now, peer_a, idx as u32, format!("sim:{b}"), true);
+        self.node_mut(b)
+            .peer_connected(now, peer_b, idx as u32, format!("sim:{a}"), false);
+        self.flush();
     }
 
     /// Bring a cut link back up (a new session).
@@ -346,9 +373,9 @@ impl Sim {
         self.sessions.remove(&(a, pa));
         self.sessions.remove(&(b, pb));
         let now = self.now;
-        self.nodes[a].peer_disconnected(now, pa);
-        self.nodes[b].peer_disconnected(now, pb);
-        self.pump();
+        self.node_mut(a).peer_disconnected(now, pa);
+        self.node_mut(b).peer_disconnected(now, pb);
+        self.flush();
     }
 
     /// Crash and restart node `i`: its sessions close, the node is rebuilt from its store
@@ -377,6 +404,7 @@ impl Sim {
         // On the radio the restarted node has forgotten every station it had heard.
         self.radio_sessions.retain(|(n, _), _| *n != i);
         let now = self.now;
+        self.touch(i);
         for r in &mut self.radios {
             if let Some(st) = r.station(i) {
                 r.heard.retain(|(obs, _), _| *obs != st);
@@ -416,6 +444,7 @@ impl Sim {
             self.links[i].next_change = u64::MAX;
             self.open(i);
         }
+        self.recompute_link_change();
         for r in &mut self.radios {
             r.channel.config_mut().loss_ppm = 0;
         }
@@ -434,62 +463,130 @@ impl Sim {
         let now = self.now;
         let mut block = self.nodes[i].chain().block_template(to, now / 1000);
         while !pow::mine(&mut block.header, 1_000_000) {}
-        let res = self.nodes[i].submit_block(now, block.clone());
-        self.pump();
+        let res = self.node_mut(i).submit_block(now, block.clone());
+        self.flush();
         res.ok().map(|_| block)
     }
 
-    /// Drain every node's output into the network, repeatedly until quiet.
+    /// Submit a transaction to node `i` as its API would, and let the node's messages go.
+    pub fn submit_tx(
+        &mut self,
+        i: usize,
+        tx: crate::chain::Transaction,
+    ) -> Result<crate::chain::Hash, crate::chain::ChainError> {
+        let now = self.now;
+        let res = self.node_mut(i).submit_tx(now, tx);
+        self.flush();
+        res
+    }
+
+    /// Give link `link` an outage schedule (up for `.0` ms, then down for `.1` ms,
+    /// repeating), starting now with an up period; None keeps it up.
+    pub fn set_flap(&mut self, link: usize, flap: Option<(u64, u64)>) {
+        let now = self.now;
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.spec.flap = flap;
+        l.next_change = flap.map_or(u64::MAX, |(up, _)| now + up);
+        self.recompute_link_change();
+        self.open(link);
+    }
+
+    /// A node that is about to be called: its output is drained and its timer read
+    /// again at the next flush.
+    fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.touch(i);
+        &mut self.nodes[i]
+    }
+
+    fn touch(&mut self, i: usize) {
+        if let Some(t) = self.is_touched.get_mut(i) {
+            if !*t {
+                *t = true;
+                self.touched.push_back(i);
+            }
+        }
+    }
+
+    /// Drain every node's output into the network (after calling nodes directly).
     fn pump(&mut self) {
-        loop {
-            let mut any = false;
-            for i in 0..self.nodes.len() {
-                while let Some(t) = self.nodes[i].poll_transmit() {
-                    any = true;
-                    match t.to {
-                        crate::node::Dest::Peer(peer) => {
-                            if let Some(&(r, to)) = self.radio_sessions.get(&(i, peer)) {
-                                self.radio_send(r, i, Some(to), t.bytes);
-                            } else {
-                                self.transmit(i, peer, t.bytes);
-                            }
+        for i in 0..self.nodes.len() {
+            self.touch(i);
+        }
+        self.flush();
+    }
+
+    /// Drain the output of the nodes called since the last flush into the network,
+    /// until quiet, and note their next timers.
+    fn flush(&mut self) {
+        while let Some(i) = self.touched.pop_front() {
+            self.is_touched[i] = false;
+            while let Some(t) = self.nodes[i].poll_transmit() {
+                match t.to {
+                    crate::node::Dest::Peer(peer) => {
+                        if let Some(&(r, to)) = self.radio_sessions.get(&(i, peer)) {
+                            self.radio_send(r, i, Some(to), t.bytes);
+                        } else {
+                            self.transmit(i, peer, t.bytes);
                         }
-                        // Point-to-point links have no taker for a broadcast.
-                        crate::node::Dest::Broadcast(link) => {
-                            if let Some(r) = self.radios.iter().position(|r| r.link == link) {
-                                self.radio_send(r, i, None, t.bytes);
-                            }
+                    }
+                    // Point-to-point links have no taker for a broadcast.
+                    crate::node::Dest::Broadcast(link) => {
+                        if let Some(r) = self.radios.iter().position(|r| r.link == link) {
+                            self.radio_send(r, i, None, t.bytes);
                         }
                     }
                 }
-                while let Some(ev) = self.nodes[i].poll_event() {
-                    any = true;
-                    if let NodeEvent::Disconnect { peer, .. } = &ev {
-                        if let Some((r, st)) = self.radio_sessions.remove(&(i, *peer)) {
-                            // A radio "session" is only our memory of the station.
-                            if let Some(me) = self.radios[r].station(i) {
-                                self.radios[r].heard.remove(&(me, st));
-                            }
-                            let now = self.now;
-                            self.nodes[i].peer_disconnected(now, *peer);
+            }
+            while let Some(ev) = self.nodes[i].poll_event() {
+                if let NodeEvent::Disconnect { reason, peer } = &ev {
+                    *self.disconnects.entry(reason.clone()).or_default() += 1;
+                    let peer = *peer;
+                    if let Some((r, st)) = self.radio_sessions.remove(&(i, peer)) {
+                        // A radio "session" is only our memory of the station.
+                        if let Some(me) = self.radios[r].station(i) {
+                            self.radios[r].heard.remove(&(me, st));
                         }
-                        if let Some(&l) = self.sessions.get(&(i, *peer)) {
-                            self.events.push((self.now, i, ev.clone()));
-                            self.disconnect(l);
-                            if self.links[l].spec.flap.is_none() {
-                                // The dialling side tries again, as the TCP link does.
-                                self.links[l].next_change = self.now + REDIAL_MS;
-                            }
-                            continue;
-                        }
+                        let now = self.now;
+                        self.node_mut(i).peer_disconnected(now, peer);
                     }
+                    if let Some(&l) = self.sessions.get(&(i, peer)) {
+                        if self.record_events {
+                            self.events.push((self.now, i, ev.clone()));
+                        }
+                        self.disconnect(l);
+                        if self.links[l].spec.flap.is_none() {
+                            // The dialling side tries again, as the TCP link does.
+                            self.links[l].next_change = self.now + REDIAL_MS;
+                            self.next_link_change = self.next_link_change.min(self.now + REDIAL_MS);
+                        }
+                        continue;
+                    }
+                }
+                if self.record_events {
                     self.events.push((self.now, i, ev));
                 }
             }
-            if !any {
-                return;
+            // Drained: unless it was called again meanwhile, its timer is settled.
+            if !self.is_touched[i] {
+                let t = self.nodes[i].poll_timeout();
+                if t != self.timer_at[i] {
+                    self.timers.remove(&(self.timer_at[i], i));
+                    self.timers.insert((t, i));
+                    self.timer_at[i] = t;
+                }
             }
         }
+    }
+
+    fn recompute_link_change(&mut self) {
+        self.next_link_change = self
+            .links
+            .iter()
+            .map(|l| l.next_change)
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     /// Hand a frame from node `from` to its TNC on radio `r`, for station `to` (None: all).
@@ -524,7 +621,7 @@ impl Sim {
                     self.next_peer += 1;
                     self.radios[r].heard.insert((d.to, d.from), p);
                     self.radio_sessions.insert((node, p), (r, d.from));
-                    self.nodes[node].peer_connected(
+                    self.node_mut(node).peer_connected(
                         now,
                         p,
                         link,
@@ -534,7 +631,7 @@ impl Sim {
                     p
                 }
             };
-            self.nodes[node].handle_frame(now, peer, &d.bytes);
+            self.node_mut(node).handle_frame(now, peer, &d.bytes);
         }
     }
 
@@ -595,20 +692,13 @@ impl Sim {
     /// Advance the virtual clock to `until`, delivering messages, firing timers and
     /// following link outage schedules.
     pub fn run_until(&mut self, until: u64) {
+        // Nodes may have been called directly (`nodes` is public): drain them all once.
+        self.pump();
         loop {
-            let next_timer = self
-                .nodes
-                .iter()
-                .map(|n| n.poll_timeout())
-                .min()
-                .unwrap_or(u64::MAX);
+            self.flush();
+            let next_timer = self.timers.first().map_or(u64::MAX, |&(t, _)| t);
             let next_msg = self.queue.peek().map(|Reverse(d)| d.at).unwrap_or(u64::MAX);
-            let next_change = self
-                .links
-                .iter()
-                .map(|l| l.next_change)
-                .min()
-                .unwrap_or(u64::MAX);
+            let next_change = self.next_link_change;
             let next_radio = self
                 .radios
                 .iter()
@@ -625,6 +715,7 @@ impl Sim {
                 return;
             }
             self.now = next;
+            self.handled += 1;
             if next_radio <= next_timer.min(next_msg).min(next_change) {
                 for r in 0..self.radios.len() {
                     if self.radios[r].channel.next_event() <= self.now {
@@ -650,21 +741,28 @@ impl Sim {
                         self.open(i);
                     }
                 }
+                self.recompute_link_change();
             } else if next_msg <= next_timer {
                 if let Some(Reverse(d)) = self.queue.pop() {
                     // Only the session it was sent on: a reopened link is a new session.
                     if self.sessions.get(&(d.to, d.peer)) == Some(&d.link) {
-                        self.nodes[d.to].handle_frame(self.now, d.peer, &d.bytes);
+                        let now = self.now;
+                        self.node_mut(d.to).handle_frame(now, d.peer, &d.bytes);
                     }
                 }
             } else {
-                for n in &mut self.nodes {
-                    if n.poll_timeout() <= self.now {
-                        n.handle_timeout(self.now);
+                while let Some(&(t, i)) = self.timers.first() {
+                    if t > self.now {
+                        break;
                     }
+                    // Read again once drained (see `flush`).
+                    self.timers.remove(&(t, i));
+                    self.timer_at[i] = u64::MAX;
+                    let now = self.now;
+                    self.node_mut(i).handle_timeout(now);
                 }
             }
-            self.pump();
+            self.flush();
         }
     }
 
@@ -927,5 +1025,55 @@ mod flap_tests {
             "{} retries > bound {bound}",
             stats.retries
         );
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+    use crate::chain::{params, Transaction};
+    use crate::outbox::State;
+
+    /// A payment queued for a peer that is out of reach, while the same wallet's
+    /// conflicting payment (same nonce) is mined on the peer's heavier chain: once the
+    /// two meet, the chain refuses the queued payment for good, and its outbox item is
+    /// given up (listed as expired) instead of being pushed to a peer that refuses it,
+    /// without an ack, until the expiry a week later.
+    #[test]
+    fn a_payment_beaten_by_a_mined_conflicting_spend_leaves_the_outbox() {
+        let p = params::regtest();
+        let mut sim = Sim::new(&p, 2, 3).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let me = crate::keys::address(&key);
+        let link = sim.connect(0, 1, LinkSpec::fast());
+        sim.mine(0, me).unwrap();
+        sim.mine(0, me).unwrap();
+        sim.run_for(10_000);
+        assert!(sim.converged());
+        sim.disconnect(link);
+        sim.links[link].next_change = u64::MAX;
+        let net = p.network_id();
+        let queued = Transaction::sign(net, &key, Address([1; 32]), 5, 1000, 0);
+        let queued = sim.submit_tx(0, queued).unwrap();
+        let rival = Transaction::sign(net, &key, Address([2; 32]), 7, 1000, 0);
+        sim.submit_tx(1, rival).unwrap();
+        sim.mine(1, Address([3; 32])).unwrap();
+        sim.mine(1, Address([3; 32])).unwrap();
+        let item = |sim: &Sim| {
+            sim.nodes[0]
+                .outbox()
+                .items
+                .into_iter()
+                .find(|it| it.hash == queued)
+        };
+        assert_eq!(item(&sim).map(|it| it.state), Some(State::Pending));
+        sim.reconnect(link);
+        sim.run_for(30 * 60_000);
+        assert!(sim.converged());
+        assert!(sim.nodes[0].chain().mempool_get(&queued).is_none());
+        let it = item(&sim).expect("the given-up item stays listed for the operator");
+        assert_eq!(it.state, State::Expired, "{it:?}");
+        assert!(it.attempts <= 2, "pushed {} times", it.attempts);
+        assert_eq!(sim.nodes[0].outbox_waiting(), 0);
     }
 }

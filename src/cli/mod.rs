@@ -156,6 +156,15 @@ pub enum Cmd {
         /// Hours of activity (virtual) before the heal phase.
         #[arg(long, default_value_t = 4.0)]
         hours: f64,
+        /// Payments per node per hour (the load grows with the node count).
+        #[arg(long)]
+        payments: Option<f64>,
+        /// Blocks mined per hour, network-wide.
+        #[arg(long)]
+        blocks: Option<f64>,
+        /// Node crashes per hour, network-wide.
+        #[arg(long)]
+        restarts: Option<f64>,
     },
     /// Show skywave at work with nothing to configure: several nodes in this process,
     /// relaying freshly mined blocks and a transaction.
@@ -395,7 +404,21 @@ pub fn main(cli: Cli) -> Result<()> {
             nodes,
             topology,
             hours,
-        } => sim::run(seed, nodes, &topology, hours, cli.json),
+            payments,
+            blocks,
+            restarts,
+        } => sim::run(
+            sim::Sizing {
+                seed,
+                nodes,
+                topology,
+                hours,
+                payments,
+                blocks,
+                restarts,
+            },
+            cli.json,
+        ),
     }
 }
 

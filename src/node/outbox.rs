@@ -3,13 +3,13 @@
 //! delivery. `mod.rs` only calls the hooks here (see docs/OUTBOX.md).
 
 use super::Node;
-use crate::chain::{BlockOutcome, Chain, ChainError, Hash, Transaction};
+use crate::chain::{BlockOutcome, Chain, ChainError, Hash, MempoolReject, Transaction, TxOutcome};
 use crate::net::{LinkCaps, PeerId};
 use crate::outbox::{
     item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, RetryPolicy, State, Totals,
 };
 use crate::wire::envelope;
-use crate::wire::message::{limits, Message, ACK_REQUESTED_MIN_ID};
+use crate::wire::message::{limits, InvItem, InvKind, Message, ACK_REQUESTED_MIN_ID};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
@@ -487,6 +487,104 @@ impl Node {
         self.enqueue_for_peers(now, OutItem::Block(tip.hash), None, from)?;
         self.outbox_pump(now);
         Ok(())
+    }
+
+    /// The tip changed. A transaction that left the mempool without being mined is
+    /// offered to it again, and announced if taken back; one the chain now refuses for
+    /// good (its nonce is used by a mined spend, its money only existed on a fork that
+    /// lost) can never be delivered usefully, and peers refuse it without an ack: its
+    /// items expire now instead of being pushed until the expiry, days later.
+    pub(super) fn outbox_settle_txs(&mut self, now: u64) {
+        let stale: Vec<(u64, Hash, Option<Vec<u8>>)> = self
+            .outbox
+            .ob
+            .items()
+            .filter(|it| it.state == State::Pending)
+            .filter_map(|it| match it.item {
+                OutItem::Tx(h) if self.chain.mempool_get(&h).is_none() => {
+                    Some((it.id, h, it.payload.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut verdicts: BTreeMap<Hash, Option<String>> = BTreeMap::new();
+        for (id, hash, payload) in stale {
+            let refused = match verdicts.get(&hash) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.readmit_tx(now, hash, payload.as_deref());
+                    verdicts.insert(hash, v.clone());
+                    v
+                }
+            };
+            let Some(why) = refused else {
+                continue;
+            };
+            match self.outbox.ob.expire_now(self.chain.store_mut(), id) {
+                Ok(true) => {
+                    warn!(id, %hash, "outbox item expired: the chain refuses its transaction ({why})")
+                }
+                Ok(false) => {}
+                Err(e) => warn!(id, "cannot expire outbox item: {e}"),
+            }
+        }
+        self.recompute_wake(now);
+    }
+
+    /// After a reorg: the transactions of the `disconnected` blocks that are back in the
+    /// mempool are queued again for every known peer (an item still pending stays as it
+    /// is; a peer that holds the transaction acks it at once).
+    pub(super) fn outbox_requeue_returned(&mut self, disconnected: &[Hash]) {
+        let now = self.now;
+        let mut back = Vec::new();
+        for h in disconnected {
+            if let Ok(Some(b)) = self.chain.block(h) {
+                back.extend(
+                    b.txs
+                        .iter()
+                        .map(Transaction::id)
+                        .filter(|id| self.chain.mempool_get(id).is_some()),
+                );
+            }
+        }
+        for id in back {
+            if let Err(e) = self.outbox_tx_accepted(now, id, None) {
+                warn!(%id, "cannot queue a transaction back from a reorg: {e}");
+            }
+        }
+    }
+
+    /// Offer an outbox transaction that is not in the mempool to it again. Some(reason)
+    /// when the chain refuses it for good; None when it is mined, back in the mempool,
+    /// or refused only for now (a full mempool).
+    fn readmit_tx(&mut self, now: u64, hash: Hash, payload: Option<&[u8]>) -> Option<String> {
+        if matches!(self.chain.store().tx_block(&hash), Ok(Some(_))) {
+            return None;
+        }
+        let tx = payload.and_then(|b| postcard::from_bytes::<Transaction>(b).ok())?;
+        match self.chain.submit_tx(tx, self.wall_s(now)) {
+            Ok(TxOutcome::Accepted) => {
+                self.announce(
+                    None,
+                    InvItem {
+                        kind: InvKind::Tx,
+                        hash,
+                    },
+                );
+                None
+            }
+            Ok(TxOutcome::Duplicate) => None,
+            Err(ChainError::TxRefused { reason, .. })
+                if !matches!(
+                    reason,
+                    MempoolReject::Full { .. } | MempoolReject::TooManyPending { .. }
+                ) =>
+            {
+                Some(reason.to_string())
+            }
+            Err(e @ ChainError::InvalidTx { .. }) => Some(e.to_string()),
+            Err(_) => None,
+        }
     }
 
     /// Earliest time the outbox wants the timer.

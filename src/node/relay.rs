@@ -214,7 +214,18 @@ impl Node {
                         },
                     );
                 }
+                // A peer proven to hold a replaced block was marked as holding its
+                // transactions, and one that only stored that block beside a heavier
+                // chain never had them in its mempool: owe them to every peer again, or
+                // they stay on this side of the network for good.
+                self.outbox_requeue_returned(disconnected);
             }
+            // The peer that sent the new tip holds it, and everything below it.
+            if let Some(p) = from {
+                self.outbox_peer_has(self.now, p, tip.hash);
+            }
+            // Outbox transactions the new tip made invalid stop being pushed.
+            self.outbox_settle_txs(self.now);
             self.events.push_back(NodeEvent::TipChanged {
                 tip: *tip,
                 connected: connected.len(),

@@ -396,6 +396,20 @@ impl Outbox {
         Ok(ids)
     }
 
+    /// Expire one pending item now: its payload can no longer be delivered usefully. It
+    /// stays listed until an operator drops or retries it. True if it was pending.
+    pub fn expire_now(&mut self, store: &mut Store, id: u64) -> Result<bool, StoreError> {
+        let Some(it) = self.items.get_mut(&id) else {
+            return Ok(false);
+        };
+        if it.state != State::Pending {
+            return Ok(false);
+        }
+        it.state = State::Expired;
+        store.outbox_update(it)?;
+        Ok(true)
+    }
+
     /// Operator command on one item.
     pub fn command(
         &mut self,

@@ -7,6 +7,7 @@ use super::{LinkSpec, Sim};
 use crate::chain::{params, Address, ChainError, Hash, Transaction};
 use crate::node::OutboxStats;
 use crate::rng::Rng;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -49,11 +50,11 @@ pub struct Scenario {
     /// Hours of activity before the heal phase.
     pub hours: f64,
     /// Average blocks mined per hour (network-wide).
-    pub blocks_per_hour: u64,
-    /// Average payments per hour (network-wide).
-    pub txs_per_hour: u64,
+    pub blocks_per_hour: f64,
+    /// Average payments per node per hour: the load grows with the network.
+    pub payments_per_node_hour: f64,
     /// Average node crashes per hour (network-wide).
-    pub restarts_per_hour: u64,
+    pub restarts_per_hour: f64,
 }
 
 impl Scenario {
@@ -64,18 +65,77 @@ impl Scenario {
             nodes,
             topology,
             hours,
-            blocks_per_hour: 6,
-            txs_per_hour: 30,
-            restarts_per_hour: 2,
+            blocks_per_hour: 6.0,
+            payments_per_node_hour: 0.5,
+            restarts_per_hour: 2.0,
         }
+    }
+
+    /// One line on what the topology is, for newcomers.
+    pub fn describe(&self) -> String {
+        let what = match self.topology {
+            Topology::Line => "a chain of 1200 bit/s radio links (1 % loss), each node talking only to its neighbours",
+            Topology::Star => "every node on a fast TCP link to node 0",
+            Topology::Mesh => "a ring of 9600 bit/s links with 2 % loss plus random shortcuts",
+            Topology::Islands => "islands of 5 nodes on 1200 bit/s VHF radio (2 % loss) around a gateway; the gateways are chained by an internet path that is up for 15-30 minutes, then down for 1.5-2.5 hours, so each island mines its own fork for hours and the forks must be reconciled",
+        };
+        format!(
+            "{} nodes: {what}. After the shared start-up funds, {:.1} h of activity ({:.2} payments per node per hour, {:.1} blocks per hour, {:.1} node crashes per hour), then a heal: every link up and clean until the network agrees.",
+            self.nodes, self.hours, self.payments_per_node_hour, self.blocks_per_hour, self.restarts_per_hour
+        )
     }
 }
 
+/// What became of each payment a node accepted, judged against the final main chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TxFates {
+    /// In a main-chain block.
+    pub mined: usize,
+    /// Not mined because another payment of the same wallet with the same nonce was (a
+    /// conflicting spend): not a loss, the chain settled which one counts.
+    pub replaced: usize,
+    /// Not mined because the sender's money on the main chain does not cover it: it was
+    /// paid from funds (a coinbase, a payment received) that only existed on a fork that
+    /// lost. Not a loss: that money never existed on the surviving chain.
+    pub unfunded: usize,
+    /// Not mined because an earlier payment of the same wallet can never be (replaced
+    /// or unfunded): nonces must be used in order.
+    pub after_unminable: usize,
+    /// Valid on the main chain and held in some mempool, not yet in a block.
+    pub waiting: usize,
+    /// Valid on the main chain but held by no node: a loss.
+    pub lost: usize,
+}
+
+impl TxFates {
+    /// Accepted payments that are neither mined nor explained.
+    pub fn losses(&self) -> usize {
+        self.lost + self.waiting
+    }
+}
+
+/// Outbox items left in a table at the end, by state and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxLeft {
+    /// Still pending or held: these must be 0 in a healed network.
+    pub pending: u64,
+    /// Expired, by reason.
+    pub expired: BTreeMap<String, u64>,
+}
+
 /// Figures and invariants of a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     /// The scenario's seed.
     pub seed: u64,
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// One line on the topology and load.
+    pub scenario: String,
+    /// The verdict: converged, with nothing lost and no outbox item left pending.
+    pub ok: bool,
+    /// The verdict in words.
+    pub verdict: String,
     /// Bytes on air (framing included) per link kind.
     pub bytes_by_kind: BTreeMap<String, u64>,
     /// Virtual ms from the start of the heal phase until everything converged.
@@ -84,96 +144,112 @@ pub struct Report {
     /// (checked every minute; the payments may still wait for a block then).
     pub tips_ms: Option<u64>,
     /// All nodes on one tip at the end.
-    pub converged: bool,
+    pub one_tip: bool,
     /// Main-chain height at the end.
     pub height: u64,
-    /// Transactions accepted by the node they were submitted to.
+    /// Payments signed by the scenario (a wallet with money, its node's next nonce).
+    pub txs_made: usize,
+    /// Of those, accepted by the node they were submitted to.
     pub txs_accepted: usize,
-    /// Of those, not on the main chain at the end.
-    pub txs_missing: usize,
+    /// What became of the accepted payments.
+    pub fates: TxFates,
     /// Transaction ids found in more than one main-chain block.
     pub txs_twice: usize,
     /// Outbox counters summed over nodes (restarts included).
     pub outbox: OutboxStats,
-    /// Items ever queued, delivered, still held (pending/held), expired.
+    /// Outbox items ever queued.
     pub enqueued: u64,
     /// Items delivered.
     pub delivered: u64,
-    /// Items still pending or held.
-    pub pending: u64,
-    /// Items expired.
-    pub expired: u64,
+    /// Items left in the tables, and why.
+    pub left: OutboxLeft,
     /// Items that vanished: queued but neither delivered, dropped nor in a table.
     pub vanished: u64,
     /// Node crashes.
     pub restarts: u64,
     /// Link sessions opened (flaps included).
     pub sessions: u64,
-    /// Tip height per node at the end.
+    /// Tip height per node at the end (only when they differ).
     pub heights: Vec<u64>,
     /// Disconnect reasons and counts.
     pub disconnects: BTreeMap<String, u64>,
-    /// Virtual time simulated (setup, activity and heal), in ms.
+    /// Virtual time simulated (funding, activity and heal), in ms.
     pub elapsed_ms: u64,
     /// Largest share of the simulated time any rate-limited link spent transmitting
     /// (both directions; 1.0 would be a channel busy all the time).
     pub busiest_link_load: f64,
+    /// Simulator work: events handled (deliveries, timers, link changes).
+    pub events: u64,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "seed {}: height {}, converged {}",
-            self.seed, self.height, self.converged
-        )?;
+        writeln!(f, "{}", self.verdict)?;
+        writeln!(f, "  what ran: {}", self.scenario)?;
         match self.converge_ms {
             Some(ms) => writeln!(
                 f,
-                "  time to converge after heal: {:.1} min (one tip after {:.1} min, then every payment mined and every outbox empty)",
+                "  after the heal: one tip on every node after {:.1} min; every payment settled and every outbox empty after {:.1} min",
+                self.tips_ms.unwrap_or(ms) as f64 / 60_000.0,
                 ms as f64 / 60_000.0,
-                self.tips_ms.unwrap_or(ms) as f64 / 60_000.0
             )?,
-            None => writeln!(f, "  did not converge")?,
+            None => writeln!(
+                f,
+                "  after the heal: not settled within the heal phase{}",
+                if self.one_tip { " (the tips agree)" } else { "" }
+            )?,
         }
         writeln!(
             f,
-            "  simulated {:.1} h in all (activity and heal); busiest rate-limited link on air {:.1} % of that time",
-            self.elapsed_ms as f64 / 3_600_000.0,
-            self.busiest_link_load * 100.0
+            "  chain: height {}, {} node crashes, {} link sessions opened (the internet path comes and goes)",
+            self.height, self.restarts, self.sessions
         )?;
-        for (k, b) in &self.bytes_by_kind {
-            writeln!(f, "  bytes on {k}: {b}")?;
-        }
+        let fa = &self.fates;
         writeln!(
             f,
-            "  txs accepted {}, missing from main chain {}, in two blocks {}",
-            self.txs_accepted, self.txs_missing, self.txs_twice
+            "  payments: {} made, {} accepted by their node; {} mined, {} replaced by a conflicting spend that was mined, {} paid from money that only existed on a losing fork, {} behind such a payment (same wallet, later nonce); {} still waiting, {} lost; {} mined twice",
+            self.txs_made,
+            self.txs_accepted,
+            fa.mined,
+            fa.replaced,
+            fa.unfunded,
+            fa.after_unminable,
+            fa.waiting,
+            fa.lost,
+            self.txs_twice
         )?;
+        let expired: u64 = self.left.expired.values().sum();
         writeln!(
             f,
-            "  outbox: queued {}, delivered {} (acked {}, proven {}), pending {}, expired {}, vanished {}",
+            "  outbox (what nodes owe their peers): {} items queued, {} delivered ({} acknowledged, {} proven held by the peer), {} given up as undeliverable, {} still pending, {} vanished",
             self.enqueued,
             self.delivered,
             self.outbox.acked,
             self.outbox.proven,
-            self.pending,
-            self.expired,
+            expired,
+            self.left.pending,
             self.vanished
         )?;
-        write!(
+        for (why, n) in &self.left.expired {
+            writeln!(f, "    given up: {n} because {why}")?;
+        }
+        writeln!(
             f,
-            "  pushes {}, retries {}, ack messages {}, duplicate pushes acked from the seen-set {}, restarts {}, link sessions {}",
-            self.outbox.pushes,
-            self.outbox.retries,
-            self.outbox.ack_msgs,
-            self.outbox.dup_pushes,
-            self.restarts,
-            self.sessions
+            "  traffic: {} pushes, {} retries, {} ack messages, {} repeated pushes answered from the seen-set",
+            self.outbox.pushes, self.outbox.retries, self.outbox.ack_msgs, self.outbox.dup_pushes
         )?;
-        write!(f, "\n  disconnects {:?}", self.disconnects)?;
-        if !self.converged {
-            write!(f, "\n  heights {:?}", self.heights)?;
+        for (k, b) in &self.bytes_by_kind {
+            writeln!(f, "  bytes on {k} links: {b}")?;
+        }
+        writeln!(
+            f,
+            "  simulated {:.1} h in all (funding, activity, heal); the busiest rate-limited link was on air {:.1} % of that time",
+            self.elapsed_ms as f64 / 3_600_000.0,
+            self.busiest_link_load * 100.0
+        )?;
+        write!(f, "  sessions dropped, by reason: {:?}", self.disconnects)?;
+        if !self.heights.is_empty() {
+            write!(f, "\n  tip height per node: {:?}", self.heights)?;
         }
         Ok(())
     }
@@ -197,8 +273,14 @@ fn wallet(seed: u64, i: usize) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&k)
 }
 
-fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) {
+/// Nodes per island.
+const ISLAND: usize = 5;
+
+/// Join the nodes; returns the flapping links with their (up, down) schedule, started
+/// after the funding.
+fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) -> Vec<(usize, (u64, u64))> {
     let n = sc.nodes;
+    let mut flaps = Vec::new();
     match sc.topology {
         Topology::Line => {
             for i in 0..n.saturating_sub(1) {
@@ -232,29 +314,32 @@ fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) {
             }
         }
         Topology::Islands => {
-            let size = 5;
-            let gateways: Vec<usize> = (0..n).step_by(size).collect();
+            let gateways: Vec<usize> = (0..n).step_by(ISLAND).collect();
             for &g in &gateways {
-                for m in g + 1..(g + size).min(n) {
+                for m in g + 1..(g + ISLAND).min(n) {
                     sim.connect(g, m, LinkSpec::vhf_1200(20_000));
                 }
             }
             for (k, w) in gateways.windows(2).enumerate() {
-                let up = (15 + 5 * k as u64) * 60_000;
-                let down = (90 + 20 * k as u64) * 60_000;
-                // Gateways bridge the islands over an intermittent internet path (up for
-                // minutes, down for hours). Over 300 bit/s HF instead, a long header sync
-                // outlasts the core's fixed sync and silence timeouts: a known gap.
+                // Up for minutes, down for hours; the schedules differ (repeating every
+                // four links) so the islands drift in and out of touch.
+                let k = (k % 4) as u64;
+                let up = (15 + 5 * k) * 60_000;
+                let down = (90 + 20 * k) * 60_000;
+                // Gateways bridge the islands over an intermittent internet path. Over
+                // 300 bit/s HF instead, a long header sync outlasts the core's fixed sync
+                // and silence timeouts: a known gap.
                 let spec = LinkSpec {
                     latency_ms: 80,
                     loss_ppm: 0,
-                    flap: Some((up, down)),
                     ..LinkSpec::fast()
                 };
-                sim.connect(w[0], w[1], spec);
+                let l = sim.connect(w[0], w[1], spec);
+                flaps.push((l, (up, down)));
             }
         }
     }
+    flaps
 }
 
 /// Coinbase maturity in the simulated network. Regtest's own is 1 (tests pay from a
@@ -262,58 +347,151 @@ fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) {
 /// payments from a coinbase on a fork that later loses never get in.
 pub const SIM_COINBASE_MATURITY: u64 = 2;
 
+/// Amount of one payment and its fee.
+const PAYMENT: u64 = 1;
+const FEE: u64 = 1000;
+
+/// How many of an average `per_minute` events happen this minute.
+fn draw(rng: &mut Rng, per_minute: f64) -> u64 {
+    let whole = per_minute.floor();
+    let frac = ((per_minute - whole) * 1_000_000.0) as u64;
+    whole as u64 + u64::from(rng.below(1_000_000) < frac)
+}
+
+/// An accepted payment: who signed it, with which nonce.
+#[derive(Clone, Copy)]
+struct Made {
+    id: Hash,
+    from: Address,
+    nonce: u64,
+    cost: u64,
+}
+
+/// Judge every accepted payment against node 0's main chain (see [`TxFates`]).
+fn fates(sim: &Sim, made: &[Made]) -> TxFates {
+    let chain = sim.nodes[0].chain();
+    let mined = |id: &Hash| matches!(chain.store().tx_block(id), Ok(Some(_)));
+    let mut out = TxFates::default();
+    let mut by_sender: BTreeMap<Address, Vec<&Made>> = BTreeMap::new();
+    for m in made {
+        if mined(&m.id) {
+            out.mined += 1;
+        } else {
+            by_sender.entry(m.from).or_default().push(m);
+        }
+    }
+    for (from, mut txs) in by_sender {
+        txs.sort_by_key(|m| (m.nonce, m.id));
+        let acc = chain.account(&from);
+        let mut next = acc.nonce;
+        let mut balance = chain.spendable_balance(&from);
+        let mut blocked = false;
+        for m in txs {
+            if m.nonce < next {
+                // Its nonce is taken: by a mined spend, or by an accepted one before it.
+                out.replaced += 1;
+            } else if blocked || m.nonce > next {
+                out.after_unminable += 1;
+            } else if balance < m.cost {
+                out.unfunded += 1;
+                blocked = true;
+            } else {
+                balance -= m.cost;
+                next += 1;
+                if sim
+                    .nodes
+                    .iter()
+                    .any(|n| n.chain().mempool_get(&m.id).is_some())
+                {
+                    out.waiting += 1;
+                } else {
+                    out.lost += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Why an expired outbox item could not be delivered, judged against node 0's chain.
+fn expiry_reason(sim: &Sim, made: &BTreeMap<Hash, Made>, kind: &str, hash: &Hash) -> String {
+    let chain = sim.nodes[0].chain();
+    if kind == "block" {
+        return if chain.is_on_main_chain(hash) {
+            "a main-chain block was not delivered in time".into()
+        } else {
+            "its block lost to a heavier fork".into()
+        };
+    }
+    let Some(tx) = made.get(hash) else {
+        return "its transaction was not made by the scenario".into();
+    };
+    let acc = chain.account(&tx.from);
+    if tx.nonce < acc.nonce {
+        "a conflicting spend (same wallet, same nonce) was mined".into()
+    } else if tx.nonce > acc.nonce {
+        "an earlier payment of the same wallet can never be mined".into()
+    } else if chain.spendable_balance(&tx.from) < tx.cost {
+        "it pays with money that only existed on a losing fork".into()
+    } else {
+        "a valid transaction was not delivered in time".into()
+    }
+}
+
 /// Run a scenario.
 pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
     let mut p = params::regtest();
     p.coinbase_maturity = SIM_COINBASE_MATURITY;
     let mut sim = Sim::new(&p, sc.nodes, sc.seed)?;
+    sim.record_events = false;
     let mut rng = Rng::new(sc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1);
-    build(sc, &mut sim, &mut rng);
+    let flaps = build(sc, &mut sim, &mut rng);
     let keys: Vec<_> = (0..sc.nodes).map(|i| wallet(sc.seed, i)).collect();
     let addrs: Vec<Address> = keys.iter().map(crate::keys::address).collect();
     let miners: Vec<usize> = match sc.topology {
         Topology::Islands => (0..sc.nodes)
-            .step_by(5)
+            .step_by(ISLAND)
             .map(|g| (g + 1).min(sc.nodes - 1))
             .collect(),
         _ => vec![0, sc.nodes / 2],
     };
     let start = sim.now();
-    if sc.topology == Topology::Islands {
-        fund(&mut sim, &keys, &addrs, miners[0]);
+    fund(&mut sim, &keys, &addrs, 0);
+    for (l, sched) in flaps {
+        sim.set_flap(l, Some(sched));
     }
-    let mut accepted: BTreeSet<Hash> = BTreeSet::new();
+    let mut made: Vec<Made> = Vec::new();
+    let mut signed = 0usize;
     let mut stats = OutboxStats::default();
     let step = 60_000u64;
     let steps = (sc.hours * 60.0) as u64;
     let net = p.network_id();
+    let pay_rate = sc.payments_per_node_hour * sc.nodes as f64 / 60.0;
     for _ in 0..steps {
-        if rng.below(60) < sc.blocks_per_hour {
+        for _ in 0..draw(&mut rng, sc.blocks_per_hour / 60.0) {
             let m = miners[rng.below(miners.len() as u64) as usize];
             sim.mine(m, addrs[m]);
         }
-        let mut t = sc.txs_per_hour;
-        while t > 0 {
-            let k = t.min(60);
-            t -= k;
-            if rng.below(60) >= k {
-                continue;
-            }
+        for _ in 0..draw(&mut rng, pay_rate) {
             let from = rng.below(sc.nodes as u64) as usize;
             let to = addrs[rng.below(sc.nodes as u64) as usize];
-            let node = &sim.nodes[from];
-            let nonce = node.chain().next_nonce(&addrs[from]);
-            if node.chain().spendable_balance(&addrs[from]) < 10_000 {
+            let chain = sim.nodes[from].chain();
+            let nonce = chain.next_nonce(&addrs[from]);
+            if chain.spendable_balance(&addrs[from]) < 10 * (PAYMENT + FEE) {
                 continue;
             }
-            let tx = Transaction::sign(net, &keys[from], to, 1, 1000, nonce);
-            let now = sim.now();
-            if let Ok(id) = sim.nodes[from].submit_tx(now, tx) {
-                accepted.insert(id);
+            let tx = Transaction::sign(net, &keys[from], to, PAYMENT, FEE, nonce);
+            signed += 1;
+            if let Ok(id) = sim.submit_tx(from, tx) {
+                made.push(Made {
+                    id,
+                    from: addrs[from],
+                    nonce,
+                    cost: PAYMENT + FEE,
+                });
             }
-            sim.pump();
         }
-        if rng.below(60) < sc.restarts_per_hour {
+        for _ in 0..draw(&mut rng, sc.restarts_per_hour / 60.0) {
             let i = rng.below(sc.nodes as u64) as usize;
             add(&mut stats, &sim.nodes[i].outbox().stats);
             sim.restart(i)?;
@@ -325,44 +503,44 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
     sim.heal();
     let mut converge_ms = None;
     let mut tips_ms = None;
-    let mut heal_blocks = 0;
     for round in 0..24 * 60 {
         sim.run_for(step);
-        let main = main_chain_txs(&sim);
-        let all_in = accepted.iter().all(|id| main.contains_key(id));
-        let quiet = sim.nodes.iter().all(|n| n.outbox_items().is_empty());
-        if tips_ms.is_none() && sim.converged() {
+        let one_tip = sim.converged();
+        if tips_ms.is_none() && one_tip {
             tips_ms = Some(sim.now() - heal_start);
         }
-        if sim.converged() && all_in && quiet {
+        let fa = fates(&sim, &made);
+        let quiet = sim.nodes.iter().all(|n| n.outbox_waiting() == 0);
+        if one_tip && fa.losses() == 0 && quiet {
             converge_ms = Some(sim.now() - heal_start);
             break;
         }
-        // A block breaks ties between equal-work tips and picks up stray payments; a
-        // few are enough (every block is one more thing for slow links to carry).
-        if (!all_in || !sim.converged()) && round % 10 == 9 && heal_blocks < 6 {
-            heal_blocks += 1;
+        // A block breaks ties between equal-work tips and picks up waiting payments.
+        if (fa.waiting > 0 || !one_tip) && round % 10 == 9 {
             sim.mine(0, addrs[0]);
         }
     }
     let main = main_chain_txs(&sim);
+    let fates = fates(&sim, &made);
+    let one_tip = sim.converged();
     let mut r = Report {
         seed: sc.seed,
+        nodes: sc.nodes,
+        scenario: sc.describe(),
         converge_ms,
         tips_ms,
-        converged: sim.converged(),
+        one_tip,
         height: sim.nodes[0].chain().tip().height,
-        txs_accepted: accepted.len(),
-        txs_missing: accepted.iter().filter(|id| !main.contains_key(id)).count(),
+        txs_made: signed,
+        txs_accepted: made.len(),
         txs_twice: main.values().filter(|&&c| c > 1).count(),
         restarts: sim.restarts,
+        disconnects: sim.disconnects.clone(),
+        events: sim.handled,
         ..Report::default()
     };
-    r.heights = sim.nodes.iter().map(|n| n.chain().tip().height).collect();
-    for (_, _, e) in &sim.events {
-        if let crate::node::NodeEvent::Disconnect { reason, .. } = e {
-            *r.disconnects.entry(reason.clone()).or_default() += 1;
-        }
+    if !one_tip {
+        r.heights = sim.nodes.iter().map(|n| n.chain().tip().height).collect();
     }
     for (_, _, _, kind, _, bytes, ups) in sim.links() {
         *r.bytes_by_kind.entry(kind).or_default() += bytes;
@@ -375,25 +553,70 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
             r.busiest_link_load = r.busiest_link_load.max(air_ms as f64 / r.elapsed_ms as f64);
         }
     }
+    let by_id: BTreeMap<Hash, Made> = made.iter().map(|m| (m.id, *m)).collect();
     for n in &sim.nodes {
         let v = n.outbox();
         add(&mut stats, &v.stats);
         r.enqueued += v.totals.enqueued;
         r.delivered += v.totals.delivered;
         let live = v.items.len() as u64;
-        r.expired += v
-            .items
-            .iter()
-            .filter(|i| i.state == crate::outbox::State::Expired)
-            .count() as u64;
-        r.pending += live;
+        for it in &v.items {
+            if it.state == crate::outbox::State::Expired {
+                *r.left
+                    .expired
+                    .entry(expiry_reason(&sim, &by_id, it.kind, &it.hash))
+                    .or_default() += 1;
+            } else {
+                r.left.pending += 1;
+            }
+        }
         r.vanished += v
             .totals
             .enqueued
             .saturating_sub(v.totals.delivered + v.totals.dropped + live);
     }
-    r.pending -= r.expired;
     r.outbox = stats;
+    r.fates = fates;
+    r.ok = r.one_tip
+        && r.converge_ms.is_some()
+        && r.fates.losses() == 0
+        && r.txs_twice == 0
+        && r.left.pending == 0
+        && r.vanished == 0;
+    r.verdict = if r.ok {
+        format!(
+            "OK (seed {}): all {} nodes agree on one chain (height {}), no accepted payment lost, no outbox item left pending",
+            r.seed, r.nodes, r.height
+        )
+    } else {
+        let mut why = Vec::new();
+        if !r.one_tip {
+            why.push("the nodes end on different tips".to_string());
+        } else if r.converge_ms.is_none() {
+            why.push("the heal phase ran out before everything settled".to_string());
+        }
+        if r.fates.losses() > 0 {
+            why.push(format!(
+                "{} accepted payments lost or never mined",
+                r.fates.losses()
+            ));
+        }
+        if r.txs_twice > 0 {
+            why.push(format!("{} payments mined twice", r.txs_twice));
+        }
+        if r.left.pending > 0 {
+            why.push(format!("{} outbox items still pending", r.left.pending));
+        }
+        if r.vanished > 0 {
+            why.push(format!("{} outbox items vanished", r.vanished));
+        }
+        format!(
+            "FAILED (seed {}, {} nodes): {}",
+            r.seed,
+            r.nodes,
+            why.join("; ")
+        )
+    };
     Ok(r)
 }
 
@@ -402,34 +625,51 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
 /// Otherwise only miners can pay, out of coinbases of their own island's fork: when the
 /// islands meet, all forks but one are orphaned, those coinbases never existed on the
 /// surviving chain, and payments made from them can never be mined anywhere (proof of
-/// work, not the sync). `miner` mines until its first coinbase is mature, pays every
-/// other node, mines the payments in, and the network runs (the gateways' internet path is up at the start) until every
-/// node holds them.
+/// work, not the sync). `miner` mines enough coinbases, then the money fans out in a
+/// tree (at most [`FANOUT`] payments per wallet and block, as the mempool allows one
+/// sender), each round mined at once; the network then runs, every link up, until
+/// every node holds the result.
 fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], miner: usize) {
-    const GRANT: u64 = 100_000_000;
+    const GRANT: u64 = 10_000_000;
+    const FANOUT: usize = 20;
     let p = sim.nodes[miner].chain().params().clone();
     let net = p.network_id();
-    // Enough blocks that the first coinbase has matured by the next block.
-    for _ in 0..p.coinbase_maturity.max(1) {
+    let n = addrs.len() as u64;
+    let need = n.saturating_mul(2 * GRANT);
+    let coinbases = need.div_ceil(p.initial_subsidy.max(1)) + p.coinbase_maturity + 1;
+    for _ in 0..coinbases {
         sim.mine(miner, addrs[miner]);
     }
-    for (i, to) in addrs.iter().enumerate() {
-        if i == miner {
-            continue;
+    let others: Vec<usize> = (0..addrs.len()).filter(|&i| i != miner).collect();
+    let mut todo: Vec<(usize, Vec<usize>)> = vec![(miner, others)];
+    while !todo.is_empty() {
+        let mut next = Vec::new();
+        for (payer, group) in todo {
+            let per = group.len().div_ceil(FANOUT).max(1);
+            for g in group.chunks(per) {
+                // The head of each share keeps a grant and passes the rest on.
+                let amount = g.len() as u64 * 2 * GRANT;
+                let nonce = sim.nodes[miner].chain().next_nonce(&addrs[payer]);
+                let tx = Transaction::sign(net, &keys[payer], addrs[g[0]], amount, FEE, nonce);
+                let _ = sim.submit_tx(miner, tx);
+                if g.len() > 1 {
+                    next.push((g[0], g[1..].to_vec()));
+                }
+            }
         }
-        let nonce = sim.nodes[miner].chain().next_nonce(&addrs[miner]);
-        let tx = Transaction::sign(net, &keys[miner], *to, GRANT, 1000, nonce);
-        let now = sim.now();
-        let _ = sim.nodes[miner].submit_tx(now, tx);
+        let mut guard = 0;
+        while sim.nodes[miner].chain().mempool_len() > 0 && guard < 1000 {
+            sim.mine(miner, addrs[miner]);
+            guard += 1;
+        }
+        todo = next;
     }
-    sim.pump();
-    sim.mine(miner, addrs[miner]);
-    // Well within the internet path's first up-time (15 min); 2-3 min in practice.
-    for _ in 0..20 {
-        if sim.converged() && sim.nodes[miner].chain().mempool_len() == 0 {
+    // A few hours at most: every byte of the funding blocks crosses each VHF link.
+    for _ in 0..6 * 60 {
+        if sim.converged() && sim.nodes.iter().all(|x| x.chain().mempool_len() == 0) {
             break;
         }
-        sim.run_for(30_000);
+        sim.run_for(60_000);
     }
 }
 
@@ -454,14 +694,21 @@ mod tests {
 
     fn check(r: &Report) {
         eprintln!("{r}");
-        assert!(r.converged, "not converged");
+        assert!(r.ok, "{}", r.verdict);
+        assert!(r.verdict.starts_with("OK"), "{}", r.verdict);
+        assert!(r.one_tip, "not converged");
         assert!(r.converge_ms.is_some(), "heal did not finish");
         assert!(r.txs_accepted > 0);
-        assert_eq!(r.txs_missing, 0, "accepted txs missing from the main chain");
+        assert_eq!(r.fates.losses(), 0, "accepted txs lost: {:?}", r.fates);
         assert_eq!(r.txs_twice, 0, "a tx mined twice");
         assert_eq!(r.vanished, 0, "outbox items vanished");
-        assert_eq!(r.pending + r.expired, 0, "outbox items left after heal");
-        assert_eq!(r.enqueued, r.delivered, "every item delivered");
+        assert_eq!(r.left.pending, 0, "outbox items left pending after heal");
+        let expired: u64 = r.left.expired.values().sum();
+        assert_eq!(
+            r.enqueued,
+            r.delivered + expired,
+            "every item delivered or given up"
+        );
         assert!(
             r.busiest_link_load <= 1.0,
             "a link carried more than its bit rate allows"
@@ -499,6 +746,43 @@ mod tests {
     fn mesh_and_line_converge() {
         check(&run(&Scenario::new(4, 20, Topology::Mesh, 2.0)).unwrap());
         check(&run(&Scenario::new(5, 20, Topology::Line, 1.0)).unwrap());
+    }
+
+    /// A hundred nodes in twenty islands that fork apart for hours: every seed converges
+    /// on one chain with every accepted payment mined or explained, none lost, and no
+    /// outbox item left pending.
+    #[test]
+    fn a_hundred_nodes_in_islands_converge_with_nothing_lost() {
+        for seed in [1, 2, 3] {
+            let r = run(&Scenario::new(seed, 100, Topology::Islands, 4.0)).unwrap();
+            check(&r);
+            assert!(r.txs_accepted >= 150, "too little load: {}", r.txs_accepted);
+            assert!(r.restarts > 0 && r.sessions > 100);
+        }
+    }
+
+    /// The scale run of docs/BENCHMARKS.md: `cargo test --release --lib -- --ignored
+    /// a_thousand_nodes`.
+    #[test]
+    #[ignore = "minutes in a release build; see docs/BENCHMARKS.md"]
+    fn a_thousand_nodes_in_islands_converge_with_nothing_lost() {
+        let r = run(&Scenario::new(1, 1000, Topology::Islands, 4.0)).unwrap();
+        check(&r);
+    }
+
+    /// The report says one thing: a clean run reads OK, and no line contradicts it.
+    #[test]
+    fn the_report_has_one_verdict() {
+        let r = run(&Scenario::new(2, 10, Topology::Islands, 1.0)).unwrap();
+        let text = r.to_string();
+        assert!(text.starts_with("OK"), "{text}");
+        assert!(
+            !text.contains("FAILED") && !text.contains("not settled"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["ok"], true);
+        assert_eq!(json["verdict"], r.verdict.as_str());
     }
 
     #[test]
