@@ -596,6 +596,14 @@ impl Node {
             } else {
                 SILENCE_TIMEOUT_MS + slow
             };
+            // On a shared channel a proof waits for a turn, and with several stations
+            // taking 45-s bursts that can be minutes: four times as long there (the
+            // number of such sessions is bounded per link).
+            let handshake_timeout = if broadcast {
+                4 * handshake_timeout
+            } else {
+                handshake_timeout
+            };
             if p.hello.is_none() && now.saturating_sub(p.connected_at) > handshake_timeout {
                 let what = if p.pending_hello.is_some() {
                     "no handshake proof"

@@ -4,7 +4,7 @@
 //! PERSIST/SLOTTIME, TXDELAY/TXTAIL and bundling, collisions, deafness while keyed, hidden
 //! terminals and random loss, so a test cannot pass only because the air is kind. Set
 //! `AIR_TRACE=1` to see every frame handed to a TNC, every key-up and each frame's fate at
-//! every station.
+//! every station, `AIR_DISC=1` to see every session a node drops and why.
 
 use super::*;
 use crate::chain::{params, pow, Address};
@@ -194,6 +194,11 @@ impl Air {
                 }
             }
             while let Some(ev) = self.nodes[i].poll_event() {
+                if let NodeEvent::Disconnect { peer, reason } = &ev {
+                    if std::env::var_os("AIR_DISC").is_some() {
+                        eprintln!("{} st{i} drops {peer}: {reason}", self.now);
+                    }
+                }
                 if let NodeEvent::Disconnect { peer, .. } = ev {
                     let st = self.station_of(i, peer);
                     self.heard.remove(&(i, st));
