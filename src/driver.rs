@@ -2,9 +2,15 @@
 //! that the API and the miner also take briefly), runs the link tasks, feeds the node
 //! what they report with the current time, and carries out what the node asks.
 //!
-//! It fails loudly: a link task that panics or ends, a miner thread that panics, or a
-//! poisoned node mutex ends [`start`]'s future with an error, and `skywave run` exits
-//! non-zero so that a supervisor (systemd's `Restart=on-failure`) starts it afresh.
+//! Each input to the node runs in one store transaction (see [`NodeGuard`]), committed
+//! before anything the input queued is handed to a link: nothing is sent that is not
+//! durable. Frames that queued up while the node was busy (initial sync) are fed as one
+//! input, so they share one commit.
+//!
+//! It fails loudly: a link task that panics or ends, a miner thread that panics, a
+//! poisoned node mutex or a store write that fails ends [`start`]'s future with an
+//! error, and `skywave run` exits non-zero so that a supervisor (systemd's
+//! `Restart=on-failure`) starts it afresh from what the store holds.
 
 use crate::chain::{pow, Address};
 use crate::link::{
@@ -15,6 +21,7 @@ use crate::node::{Dest, Node, NodeEvent};
 use anyhow::anyhow;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -31,6 +38,8 @@ pub const LINK_BACKLOG_BYTES: usize = 4 << 20;
 const LINK_BACKLOG_CONTROL: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
+/// Most link events fed to the node as one input (one store commit).
+const INPUT_BATCH: usize = 64;
 /// Shortest interval between session requests to on-demand links.
 const CONNECT_EVERY_MS: u64 = 60_000;
 /// Name of the link that carries sessions to addresses learned by peer exchange.
@@ -186,24 +195,27 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Lock the node.
+    /// Lock the node for one input.
     ///
     /// # Panics
     ///
     /// If a thread panicked while holding the lock. The node's memory may then disagree
     /// with its store (a handler stopped half way), so nothing may go on with it: the
     /// fault is recorded, the driver stops with an error, and this caller panics too.
-    pub fn node(&self) -> MutexGuard<'_, Node> {
+    pub fn node(&self) -> NodeGuard<'_> {
         match self.try_node() {
             Ok(n) => n,
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Lock the node, or the fault that made it unusable.
-    pub fn try_node(&self) -> anyhow::Result<MutexGuard<'_, Node>> {
+    /// Lock the node for one input, or the fault that made it unusable.
+    pub fn try_node(&self) -> anyhow::Result<NodeGuard<'_>> {
         match self.node.lock() {
-            Ok(n) => Ok(n),
+            Ok(node) => {
+                node.chain().store().begin_input();
+                Ok(NodeGuard { shared: self, node })
+            }
             Err(_) => {
                 let why = "node state poisoned: a thread panicked while changing it";
                 self.fail(why.to_string());
@@ -231,11 +243,53 @@ impl Shared {
     }
 
     /// Lock the node with its wall clock brought up to date, and the core's time.
-    fn node_now(&self) -> anyhow::Result<(MutexGuard<'_, Node>, u64)> {
+    fn node_now(&self) -> anyhow::Result<(NodeGuard<'_>, u64)> {
         let mut n = self.try_node()?;
         let now = self.clock.now_ms();
         n.set_wall_clock(now, self.clock.wall_ms());
         Ok((n, now))
+    }
+}
+
+/// The node, locked for one input (link events, a timeout, an API call, a mined block).
+/// The store writes made through it commit in one transaction when it is dropped, before
+/// the driver hands what the input queued to the links. If a write failed (whatever the
+/// code that made it did with the error) or the commit fails, the input is rolled back
+/// and the driver stops (see [`Shared::fail`]): the node's memory may be ahead of its
+/// store, so nothing may go on with it.
+pub struct NodeGuard<'a> {
+    shared: &'a Shared,
+    node: MutexGuard<'a, Node>,
+}
+
+impl Deref for NodeGuard<'_> {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DerefMut for NodeGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        let store = self.node.chain().store();
+        if std::thread::panicking() {
+            // Half an input: the mutex is poisoned as this guard goes, and that stops
+            // the driver; none of it may become durable.
+            store.abandon_input();
+            return;
+        }
+        if let Err(e) = store.end_input() {
+            self.shared.fail(format!(
+                "store failure, stopping so that the node's memory and its store cannot \
+                 disagree: {e}"
+            ));
+        }
     }
 }
 
@@ -571,7 +625,16 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait));
         let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => on_link_event(shared, ev, &mut peer_link),
+                Some(ev) => {
+                    let mut batch = vec![ev];
+                    while batch.len() < INPUT_BATCH {
+                        match ev_rx.try_recv() {
+                            Ok(ev) => batch.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    on_link_events(shared, batch, &mut peer_link)
+                }
                 None => {
                     // No links at all: run on timers alone.
                     tokio::select! {
@@ -589,9 +652,11 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                 } else {
                     // What the link said before it ended (its Down reason) goes to the
                     // log first.
+                    let mut batch = Vec::new();
                     while let Ok(ev) = ev_rx.try_recv() {
-                        let _ = on_link_event(shared, ev, &mut peer_link);
+                        batch.push(ev);
                     }
+                    let _ = on_link_events(shared, batch, &mut peer_link);
                     Err(anyhow!("{why}"))
                 }
             }
@@ -627,11 +692,26 @@ fn sane(mut caps: LinkCaps) -> LinkCaps {
     caps
 }
 
-fn on_link_event(
+/// Feed link events to the node as one input (one store transaction).
+fn on_link_events(
     shared: &Shared,
-    ev: LinkEvent,
+    batch: Vec<LinkEvent>,
     peer_link: &mut HashMap<PeerId, LinkId>,
 ) -> anyhow::Result<()> {
+    let (mut n, _) = shared.node_now()?;
+    for ev in batch {
+        on_link_event(shared, &mut n, ev, peer_link);
+    }
+    Ok(())
+}
+
+fn on_link_event(
+    shared: &Shared,
+    n: &mut Node,
+    ev: LinkEvent,
+    peer_link: &mut HashMap<PeerId, LinkId>,
+) {
+    let now = shared.now_ms();
     match ev {
         LinkEvent::Up { link, caps } => {
             let caps = sane(caps);
@@ -648,7 +728,6 @@ fn on_link_event(
                     s.next_retry = None;
                 }
             }
-            let (mut n, now) = shared.node_now()?;
             n.link_up(now, link, caps);
         }
         LinkEvent::Dial { link, state } => on_dial(shared, link, state),
@@ -659,7 +738,6 @@ fn on_link_event(
                     s.caps = Some(caps.clone());
                 }
             }
-            let (mut n, now) = shared.node_now()?;
             n.link_caps(now, link, caps);
         }
         LinkEvent::Down { link, reason } => {
@@ -673,7 +751,7 @@ fn on_link_event(
                     s.next_retry = None;
                 }
             }
-            shared.try_node()?.link_down(link);
+            n.link_down(link);
         }
         LinkEvent::PeerUp {
             link,
@@ -683,25 +761,20 @@ fn on_link_event(
         } => {
             debug!(link, peer, %remote, outbound, "peer session open");
             peer_link.insert(peer, link);
-            let (mut n, now) = shared.node_now()?;
             n.peer_connected(now, peer, link, remote, outbound);
         }
         LinkEvent::Frame { peer, bytes } => {
-            let (mut n, now) = shared.node_now()?;
             n.handle_frame(now, peer, &bytes);
         }
         LinkEvent::Garbage { peer, reason } => {
-            let (mut n, now) = shared.node_now()?;
             n.peer_garbage(now, peer, reason);
         }
         LinkEvent::PeerDown { peer, reason } => {
             debug!(peer, %reason, "peer session closed");
             peer_link.remove(&peer);
-            let (mut n, now) = shared.node_now()?;
             n.peer_disconnected(now, peer);
         }
     }
-    Ok(())
 }
 
 /// A dialling link's progress: its status for people, and the log. The first failure,
@@ -790,6 +863,11 @@ fn flush(
 ) -> anyhow::Result<()> {
     let (transmits, events) = {
         let mut node = shared.try_node()?;
+        if let Some(f) = shared.fault() {
+            // An input failed after the loop last looked (an API call, the miner): what
+            // the node queued may not be durable.
+            return Err(anyhow!("{f}"));
+        }
         let mut t = Vec::new();
         while let Some(x) = node.poll_transmit() {
             t.push(x);

@@ -262,6 +262,12 @@ pub fn render(s: &Shared) -> String {
         "Bans in force (addresses, subnets, callsigns).",
         node.bans(now).len(),
     );
+    o.single(
+        "store_commits_total",
+        "counter",
+        "Store commits that wrote something since start (one WAL fsync each).",
+        chain.store().commits(),
+    );
     drop(node);
     o.single(
         "misbehaviour_total",
