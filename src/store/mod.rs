@@ -1,4 +1,5 @@
-//! SQLite persistence: the block tree, the active chain, accounts, undo data, the
+//! SQLite persistence: the block tree (headers; bodies in a table of their own, so that
+//! start-up loads the index without reading them), the active chain, accounts, undo data, the
 //! mempool, a transaction index, peers and general metadata.
 //!
 //! One file in WAL mode with `synchronous=FULL`. Each write method is atomic on its own
@@ -170,6 +171,16 @@ fn write_accounts(tx: &Connection, accounts: &[(Address, Account)]) -> Result<()
             put.execute(params![&a.0[..], acc.balance as i64, acc.nonce as i64])?;
         }
     }
+    Ok(())
+}
+
+/// Store a block's body (its row in `blocks` must exist).
+fn put_body(tx: &Connection, hash: &Hash, body: &[u8]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO bodies(hash, body) VALUES (?1, ?2)
+         ON CONFLICT(hash) DO UPDATE SET body = excluded.body",
+        params![&hash.0[..], body],
+    )?;
     Ok(())
 }
 
@@ -404,19 +415,21 @@ impl Store {
             BlockStatus::HeaderOnly
         };
         tx.execute(
-            "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO blocks(hash, height, prev, work, header, status, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 &hash.0[..],
                 header.height as i64,
                 &header.prev.0[..],
                 &work.to_be_bytes()[..],
                 enc(header)?,
-                body_bytes,
                 status.to_i64(),
                 seq as i64,
             ],
         )?;
+        if let Some(b) = body_bytes {
+            put_body(tx, &hash, &b)?;
+        }
         Ok(())
     }
 
@@ -425,8 +438,8 @@ impl Store {
         self.write(|tx| {
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0, ?6)",
+                    "INSERT INTO blocks(hash, height, prev, work, header, status, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
                 )?;
                 for (h, work, seq) in rows {
                     st.execute(params![
@@ -452,11 +465,13 @@ impl Store {
         })?;
         self.write(|tx| {
             let updated = tx.execute(
-                "UPDATE blocks SET body = ?2, status = 1 WHERE hash = ?1",
-                params![&hash.0[..], body],
+                "UPDATE blocks SET status = 1 WHERE hash = ?1",
+                [&hash.0[..]],
             )?;
             if updated == 0 {
                 Self::insert_block_row(tx, block, work, seq, Some(block))?;
+            } else {
+                put_body(tx, &hash, &body)?;
             }
             Ok(())
         })
@@ -480,7 +495,8 @@ impl Store {
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = self
             .conn
             .query_row(
-                "SELECT header, body FROM blocks WHERE hash = ?1",
+                "SELECT header, body FROM blocks LEFT JOIN bodies USING (hash)
+                 WHERE hash = ?1",
                 [&hash.0[..]],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -500,8 +516,9 @@ impl Store {
     /// The whole block index, in insertion order (parents before children).
     pub fn load_index(&self) -> Result<Vec<IndexRow>> {
         let mut st = self.conn.prepare(
-            "SELECT hash, header, work, status, body IS NOT NULL, seq FROM blocks
-             ORDER BY height, seq",
+            "SELECT hash, header, work, status,
+                    EXISTS (SELECT 1 FROM bodies WHERE bodies.hash = blocks.hash), seq
+             FROM blocks ORDER BY height, seq",
         )?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();

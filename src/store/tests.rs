@@ -175,3 +175,52 @@ fn a_failed_write_rolls_back_its_input_and_is_reported() {
     s.end_input().unwrap();
     assert_eq!(s.get_meta("c").unwrap(), Some(b"3".to_vec()));
 }
+
+/// A store of schema 3 (bodies in `blocks`) opens with its blocks intact: the bodies move
+/// to their own table, and the index knows which are stored.
+#[test]
+fn bodies_move_to_their_own_table_on_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let genesis = crate::chain::params::regtest().genesis;
+    let hash = genesis.hash();
+    // A header-only child.
+    let child = Header {
+        height: 1,
+        prev: hash,
+        ..genesis.header.clone()
+    };
+    let body = enc(&BodyRef {
+        coinbase: &genesis.coinbase,
+        txs: &genesis.txs,
+    })
+    .unwrap();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute(
+            "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, 1, 0), (?6, 1, ?1, ?3, ?7, NULL, 0, 1)",
+            params![
+                &hash.0[..],
+                &genesis.header.prev.0[..],
+                &1u128.to_be_bytes()[..],
+                enc(&genesis.header).unwrap(),
+                body,
+                &child.hash().0[..],
+                enc(&child).unwrap(),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.get_block(&hash).unwrap(), Some(genesis));
+    assert_eq!(s.get_block(&child.hash()).unwrap(), None);
+    let bodies: Vec<bool> = s.load_index().unwrap().iter().map(|r| r.has_body).collect();
+    assert_eq!(bodies, vec![true, false]);
+}
