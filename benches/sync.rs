@@ -210,9 +210,12 @@ fn mine(dir: &Path, n: u64) -> Duration {
             chain.store().end_input().expect("commit");
             chain.store().begin_input();
         }
-        let mut block = chain.block_template(to, now_secs());
+        // A second apart, ending now: block times may not run more than two hours ahead
+        // of the clock (here and on B), as they would at thousands of blocks a second.
+        let t = now_secs().saturating_sub(n) + i;
+        let mut block = chain.block_template(to, t);
         while !pow::mine(&mut block.header, 1_000_000) {}
-        chain.submit_block(block, now_secs()).expect("submit");
+        chain.submit_block(block, t).expect("submit");
     }
     chain.store().end_input().expect("commit");
     let took = t0.elapsed();
