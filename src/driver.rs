@@ -4,8 +4,8 @@
 //!
 //! Each input to the node runs in one store transaction (see [`NodeGuard`]), committed
 //! before anything the input queued is handed to a link: nothing is sent that is not
-//! durable. Frames that queued up while the node was busy (initial sync) are fed as one
-//! input, so they share one commit.
+//! durable. Link events that queued up while the node was busy can be fed as one input,
+//! sharing one commit (`INPUT_BATCH`, one for now).
 //!
 //! It fails loudly: a link task that panics or ends, a miner thread that panics, a
 //! poisoned node mutex or a store write that fails ends [`start`]'s future with an
@@ -17,7 +17,7 @@ use crate::link::{
     self, DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId,
     PeerIds,
 };
-use crate::node::{Dest, Node, NodeEvent};
+use crate::node::{Dest, Node, NodeEvent, Transmit};
 use anyhow::anyhow;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -38,8 +38,17 @@ pub const LINK_BACKLOG_BYTES: usize = 4 << 20;
 const LINK_BACKLOG_CONTROL: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
-/// Most link events fed to the node as one input (one store commit).
-const INPUT_BATCH: usize = 64;
+/// Most link events fed to the node as one input (one store commit). One for now: with 64,
+/// `node_tcp::a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on`
+/// failed about one run in three (the answers to a batch of requests overflowed the
+/// link's backlog in the driver and were dropped there, so the link never saw the peer's
+/// queue grow), and the cause is not understood yet. Raise it once it is: initial sync
+/// then commits once per batch of blocks instead of once per block (docs/BENCHMARKS.md).
+const INPUT_BATCH: usize = 1;
+/// No further events join an input once it has queued this many bytes to send: what one
+/// input sends reaches the links in one go, and a burst beyond their backlog
+/// ([`LINK_BACKLOG_BYTES`]) would be dropped there.
+const INPUT_BATCH_BYTES: usize = 256 << 10;
 /// Shortest interval between session requests to on-demand links.
 const CONNECT_EVERY_MS: u64 = 60_000;
 /// Name of the link that carries sessions to addresses learned by peer exchange.
@@ -601,12 +610,14 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     drop(dead_tx);
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
+    // What the last input queued to send, held until it committed (see `on_link_events`).
+    let mut held: Vec<Transmit> = Vec::new();
     let mut last_connect: Option<u64> = None;
     let outcome = loop {
         if let Some(f) = shared.fault() {
             break Err(anyhow!("{f}"));
         }
-        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link) {
+        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link, &mut held) {
             break Err(e);
         }
         if !on_demand.is_empty() {
@@ -625,16 +636,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait));
         let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => {
-                    let mut batch = vec![ev];
-                    while batch.len() < INPUT_BATCH {
-                        match ev_rx.try_recv() {
-                            Ok(ev) => batch.push(ev),
-                            Err(_) => break,
-                        }
-                    }
-                    on_link_events(shared, batch, &mut peer_link)
-                }
+                Some(ev) => on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held),
                 None => {
                     // No links at all: run on timers alone.
                     tokio::select! {
@@ -652,11 +654,9 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                 } else {
                     // What the link said before it ended (its Down reason) goes to the
                     // log first.
-                    let mut batch = Vec::new();
                     while let Ok(ev) = ev_rx.try_recv() {
-                        batch.push(ev);
+                        let _ = on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held);
                     }
-                    let _ = on_link_events(shared, batch, &mut peer_link);
                     Err(anyhow!("{why}"))
                 }
             }
@@ -692,15 +692,30 @@ fn sane(mut caps: LinkCaps) -> LinkCaps {
     caps
 }
 
-/// Feed link events to the node as one input (one store transaction).
+/// Feed `first` and the link events queued behind it to the node as one input (one
+/// store transaction), up to [`INPUT_BATCH`] events or [`INPUT_BATCH_BYTES`] queued to
+/// send. What the node queues moves to `held`, which [`flush`] sends once the input has
+/// committed.
 fn on_link_events(
     shared: &Shared,
-    batch: Vec<LinkEvent>,
+    first: LinkEvent,
+    more: &mut mpsc::Receiver<LinkEvent>,
     peer_link: &mut HashMap<PeerId, LinkId>,
+    held: &mut Vec<Transmit>,
 ) -> anyhow::Result<()> {
     let (mut n, _) = shared.node_now()?;
-    for ev in batch {
+    let (mut events, mut bytes) = (0, 0);
+    let mut next = Some(first);
+    while let Some(ev) = next.take() {
         on_link_event(shared, &mut n, ev, peer_link);
+        events += 1;
+        while let Some(t) = n.poll_transmit() {
+            bytes += t.bytes.len();
+            held.push(t);
+        }
+        if events < INPUT_BATCH && bytes < INPUT_BATCH_BYTES {
+            next = more.try_recv().ok();
+        }
     }
     Ok(())
 }
@@ -860,6 +875,7 @@ fn flush(
     link_cmds: &HashMap<LinkId, LinkQueue>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     pex_link: Option<LinkId>,
+    held: &mut Vec<Transmit>,
 ) -> anyhow::Result<()> {
     let (transmits, events) = {
         let mut node = shared.try_node()?;
@@ -868,7 +884,7 @@ fn flush(
             // the node queued may not be durable.
             return Err(anyhow!("{f}"));
         }
-        let mut t = Vec::new();
+        let mut t = std::mem::take(held);
         while let Some(x) = node.poll_transmit() {
             t.push(x);
         }
