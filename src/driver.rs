@@ -2,19 +2,26 @@
 //! that the API and the miner also take briefly), runs the link tasks, feeds the node
 //! what they report with the current time, and carries out what the node asks.
 //!
-//! It fails loudly: a link task that panics or ends, a miner thread that panics, or a
-//! poisoned node mutex ends [`start`]'s future with an error, and `skywave run` exits
-//! non-zero so that a supervisor (systemd's `Restart=on-failure`) starts it afresh.
+//! Each input to the node runs in one store transaction (see [`NodeGuard`]), committed
+//! before anything the input queued is handed to a link: nothing is sent that is not
+//! durable. Link events that queued up while the node was busy can be fed as one input,
+//! sharing one commit (`INPUT_BATCH`, one for now).
+//!
+//! It fails loudly: a link task that panics or ends, a miner thread that panics, a
+//! poisoned node mutex or a store write that fails ends [`start`]'s future with an
+//! error, and `skywave run` exits non-zero so that a supervisor (systemd's
+//! `Restart=on-failure`) starts it afresh from what the store holds.
 
 use crate::chain::{pow, Address};
 use crate::link::{
     self, DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerId,
     PeerIds,
 };
-use crate::node::{Dest, Node, NodeEvent};
+use crate::node::{Dest, Node, NodeEvent, Transmit};
 use anyhow::anyhow;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -31,6 +38,17 @@ pub const LINK_BACKLOG_BYTES: usize = 4 << 20;
 const LINK_BACKLOG_CONTROL: usize = 4096;
 /// Events queued from all links.
 const EVENT_QUEUE: usize = 4096;
+/// Most link events fed to the node as one input (one store commit). One for now: with 64,
+/// `node_tcp::a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on`
+/// failed about one run in three (the answers to a batch of requests overflowed the
+/// link's backlog in the driver and were dropped there, so the link never saw the peer's
+/// queue grow), and the cause is not understood yet. Raise it once it is: initial sync
+/// then commits once per batch of blocks instead of once per block (docs/BENCHMARKS.md).
+const INPUT_BATCH: usize = 1;
+/// No further events join an input once it has queued this many bytes to send: what one
+/// input sends reaches the links in one go, and a burst beyond their backlog
+/// ([`LINK_BACKLOG_BYTES`]) would be dropped there.
+const INPUT_BATCH_BYTES: usize = 256 << 10;
 /// Shortest interval between session requests to on-demand links.
 const CONNECT_EVERY_MS: u64 = 60_000;
 /// Name of the link that carries sessions to addresses learned by peer exchange.
@@ -186,24 +204,27 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Lock the node.
+    /// Lock the node for one input.
     ///
     /// # Panics
     ///
     /// If a thread panicked while holding the lock. The node's memory may then disagree
     /// with its store (a handler stopped half way), so nothing may go on with it: the
     /// fault is recorded, the driver stops with an error, and this caller panics too.
-    pub fn node(&self) -> MutexGuard<'_, Node> {
+    pub fn node(&self) -> NodeGuard<'_> {
         match self.try_node() {
             Ok(n) => n,
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Lock the node, or the fault that made it unusable.
-    pub fn try_node(&self) -> anyhow::Result<MutexGuard<'_, Node>> {
+    /// Lock the node for one input, or the fault that made it unusable.
+    pub fn try_node(&self) -> anyhow::Result<NodeGuard<'_>> {
         match self.node.lock() {
-            Ok(n) => Ok(n),
+            Ok(node) => {
+                node.chain().store().begin_input();
+                Ok(NodeGuard { shared: self, node })
+            }
             Err(_) => {
                 let why = "node state poisoned: a thread panicked while changing it";
                 self.fail(why.to_string());
@@ -231,11 +252,53 @@ impl Shared {
     }
 
     /// Lock the node with its wall clock brought up to date, and the core's time.
-    fn node_now(&self) -> anyhow::Result<(MutexGuard<'_, Node>, u64)> {
+    fn node_now(&self) -> anyhow::Result<(NodeGuard<'_>, u64)> {
         let mut n = self.try_node()?;
         let now = self.clock.now_ms();
         n.set_wall_clock(now, self.clock.wall_ms());
         Ok((n, now))
+    }
+}
+
+/// The node, locked for one input (link events, a timeout, an API call, a mined block).
+/// The store writes made through it commit in one transaction when it is dropped, before
+/// the driver hands what the input queued to the links. If a write failed (whatever the
+/// code that made it did with the error) or the commit fails, the input is rolled back
+/// and the driver stops (see [`Shared::fail`]): the node's memory may be ahead of its
+/// store, so nothing may go on with it.
+pub struct NodeGuard<'a> {
+    shared: &'a Shared,
+    node: MutexGuard<'a, Node>,
+}
+
+impl Deref for NodeGuard<'_> {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DerefMut for NodeGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        let store = self.node.chain().store();
+        if std::thread::panicking() {
+            // Half an input: the mutex is poisoned as this guard goes, and that stops
+            // the driver; none of it may become durable.
+            store.abandon_input();
+            return;
+        }
+        if let Err(e) = store.end_input() {
+            self.shared.fail(format!(
+                "store failure, stopping so that the node's memory and its store cannot \
+                 disagree: {e}"
+            ));
+        }
     }
 }
 
@@ -561,12 +624,14 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     drop(dead_tx);
 
     let mut peer_link: HashMap<PeerId, LinkId> = HashMap::new();
+    // What the last input queued to send, held until it committed (see `on_link_events`).
+    let mut held: Vec<Transmit> = Vec::new();
     let mut last_connect: Option<u64> = None;
     let outcome = loop {
         if let Some(f) = shared.fault() {
             break Err(anyhow!("{f}"));
         }
-        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link) {
+        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link, &mut held) {
             break Err(e);
         }
         if !on_demand.is_empty() {
@@ -588,7 +653,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait));
         let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => on_link_event(shared, ev, &mut peer_link),
+                Some(ev) => on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held),
                 None => {
                     // No links at all: run on timers alone.
                     tokio::select! {
@@ -607,7 +672,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                     // What the link said before it ended (its Down reason) goes to the
                     // log first.
                     while let Ok(ev) = ev_rx.try_recv() {
-                        let _ = on_link_event(shared, ev, &mut peer_link);
+                        let _ = on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held);
                     }
                     Err(anyhow!("{why}"))
                 }
@@ -644,11 +709,41 @@ fn sane(mut caps: LinkCaps) -> LinkCaps {
     caps
 }
 
+/// Feed `first` and the link events queued behind it to the node as one input (one
+/// store transaction), up to [`INPUT_BATCH`] events or [`INPUT_BATCH_BYTES`] queued to
+/// send. What the node queues moves to `held`, which [`flush`] sends once the input has
+/// committed.
+fn on_link_events(
+    shared: &Shared,
+    first: LinkEvent,
+    more: &mut mpsc::Receiver<LinkEvent>,
+    peer_link: &mut HashMap<PeerId, LinkId>,
+    held: &mut Vec<Transmit>,
+) -> anyhow::Result<()> {
+    let (mut n, _) = shared.node_now()?;
+    let (mut events, mut bytes) = (0, 0);
+    let mut next = Some(first);
+    while let Some(ev) = next.take() {
+        on_link_event(shared, &mut n, ev, peer_link);
+        events += 1;
+        while let Some(t) = n.poll_transmit() {
+            bytes += t.bytes.len();
+            held.push(t);
+        }
+        if events < INPUT_BATCH && bytes < INPUT_BATCH_BYTES {
+            next = more.try_recv().ok();
+        }
+    }
+    Ok(())
+}
+
 fn on_link_event(
     shared: &Shared,
+    n: &mut Node,
     ev: LinkEvent,
     peer_link: &mut HashMap<PeerId, LinkId>,
-) -> anyhow::Result<()> {
+) {
+    let now = shared.now_ms();
     match ev {
         LinkEvent::Up { link, caps } => {
             let caps = sane(caps);
@@ -665,7 +760,6 @@ fn on_link_event(
                     s.next_retry = None;
                 }
             }
-            let (mut n, now) = shared.node_now()?;
             n.link_up(now, link, caps);
         }
         LinkEvent::Dial { link, state } => on_dial(shared, link, state),
@@ -676,7 +770,6 @@ fn on_link_event(
                     s.caps = Some(caps.clone());
                 }
             }
-            let (mut n, now) = shared.node_now()?;
             n.link_caps(now, link, caps);
         }
         LinkEvent::Down { link, reason } => {
@@ -690,7 +783,7 @@ fn on_link_event(
                     s.next_retry = None;
                 }
             }
-            shared.try_node()?.link_down(link);
+            n.link_down(link);
         }
         LinkEvent::PeerUp {
             link,
@@ -700,25 +793,20 @@ fn on_link_event(
         } => {
             debug!(link, peer, %remote, outbound, "peer session open");
             peer_link.insert(peer, link);
-            let (mut n, now) = shared.node_now()?;
             n.peer_connected(now, peer, link, remote, outbound);
         }
         LinkEvent::Frame { peer, bytes } => {
-            let (mut n, now) = shared.node_now()?;
             n.handle_frame(now, peer, &bytes);
         }
         LinkEvent::Garbage { peer, reason } => {
-            let (mut n, now) = shared.node_now()?;
             n.peer_garbage(now, peer, reason);
         }
         LinkEvent::PeerDown { peer, reason } => {
             debug!(peer, %reason, "peer session closed");
             peer_link.remove(&peer);
-            let (mut n, now) = shared.node_now()?;
             n.peer_disconnected(now, peer);
         }
     }
-    Ok(())
 }
 
 /// A dialling link's progress: its status for people, and the log. The first failure,
@@ -825,10 +913,16 @@ fn flush(
     link_cmds: &HashMap<LinkId, LinkQueue>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     pex_link: Option<LinkId>,
+    held: &mut Vec<Transmit>,
 ) -> anyhow::Result<()> {
     let (transmits, events) = {
         let mut node = shared.try_node()?;
-        let mut t = Vec::new();
+        if let Some(f) = shared.fault() {
+            // An input failed after the loop last looked (an API call, the miner): what
+            // the node queued may not be durable.
+            return Err(anyhow!("{f}"));
+        }
+        let mut t = std::mem::take(held);
         while let Some(x) = node.poll_transmit() {
             t.push(x);
         }

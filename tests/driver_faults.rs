@@ -361,3 +361,33 @@ fn block_times_are_checked_against_the_wall_clock() {
         "a block three hours in the future was accepted"
     );
 }
+
+/// A store write that fails (here the disk refuses the block's main-chain row) stops the
+/// driver with an error that says what failed, rather than a warning and a node whose
+/// memory is ahead of its store (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_write_stops_the_driver_with_a_clear_error() {
+    let n = node(1);
+    n.chain()
+        .store()
+        .conn()
+        .execute_batch(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON main_chain
+             BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+        )
+        .expect("fault injection");
+    let mut o = opts(Vec::new());
+    o.mine_to = Some(skywave::chain::Address([7; 32]));
+    let (shared, fut) = driver::start(n, o);
+    let err = ends(fut)
+        .await
+        .expect_err("a failed store write is an error");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("store") && msg.contains("disk full (injected)"),
+        "{msg}"
+    );
+    assert!(shared.stopping.load(Ordering::SeqCst));
+    // Nothing of the failed input stayed behind: the block is not on the chain.
+    assert_eq!(shared.node().chain().tip().height, 0);
+}

@@ -285,6 +285,12 @@ pub fn render(s: &Shared) -> String {
     for (reason, n) in node.misbehaviour_counts() {
         o.sample("misbehaviour_by_reason_total", &[("reason", reason)], n);
     }
+    o.single(
+        "store_commits_total",
+        "counter",
+        "Store commits that wrote something since start (one WAL fsync each).",
+        chain.store().commits(),
+    );
     drop(node);
     o.single(
         "misbehaviour_total",

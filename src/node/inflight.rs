@@ -83,6 +83,16 @@ impl InFlight {
         self.txs.contains_key(h)
     }
 
+    /// Was block `h` asked of `peer`?
+    pub fn block_from(&self, h: &Hash, peer: PeerId) -> bool {
+        self.blocks.get(h).is_some_and(|r| r.peer == peer)
+    }
+
+    /// Was transaction `h` asked of `peer`?
+    pub fn tx_from(&self, h: &Hash, peer: PeerId) -> bool {
+        self.txs.get(h).is_some_and(|r| r.peer == peer)
+    }
+
     /// Record a block request.
     pub fn insert_block(&mut self, h: Hash, r: Request) {
         self.blocks.insert(h, r);

@@ -4,11 +4,12 @@
 
 use super::{
     outbox, packet, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
-    DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_QUEUED_TRANSMITS,
+    DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_BLOCKS_PER_GETDATA,
+    MAX_QUEUED_TRANSMITS,
 };
 use crate::chain::Hash;
 use crate::net::{LinkCaps, LinkId, PeerId};
-use crate::wire::envelope::{self, WireError};
+use crate::wire::envelope::{self, Envelope, WireError};
 use crate::wire::frag;
 use crate::wire::message::{features, limits, InvKind, Message, RejectCode};
 use tracing::{debug, warn};
@@ -18,16 +19,25 @@ impl Node {
     /// `wire::frag` packet on packet links.
     pub fn handle_frame(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
         self.now = now;
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get(&peer) else {
             return;
         };
         if p.closing {
             return;
         }
+        let link = p.link;
+        // On a stream link the frame is a whole envelope: read it first, because what
+        // is part of a sync is not charged to the rate limits (see `sync_traffic`). A
+        // packet is a fragment and is charged unread; on packet links the limits are
+        // four times the channel's bit rate, which no sync reaches.
+        let stream = (!self.packet_links.contains_key(&link)).then(|| envelope::decode(bytes));
+        let free = matches!(&stream, Some(Ok(env)) if self.sync_traffic(peer, env));
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         p.last_recv = now;
         p.stats.bytes_in += bytes.len() as u64;
-        let link = p.link;
-        if !p.msg_bucket.take(now, 1) || !p.byte_bucket.take(now, bytes.len() as u64) {
+        if !free && (!p.msg_bucket.take(now, 1) || !p.byte_bucket.take(now, bytes.len() as u64)) {
             // Dropped unread: a flood costs the flooder, not us.
             self.misbehave(
                 peer,
@@ -38,12 +48,53 @@ impl Node {
             self.pump(now);
             return;
         }
-        if self.packet_links.contains_key(&link) {
-            self.handle_packet(now, peer, link, bytes);
-        } else {
-            self.handle_envelope(now, peer, bytes);
+        match stream {
+            Some(env) => self.handle_decoded(now, peer, bytes, env),
+            None => self.handle_packet(now, peer, link, bytes),
         }
         self.pump(now);
+    }
+
+    /// Is this envelope from `peer` part of a sync rather than traffic the peer chose to
+    /// send: an answer to a request of ours that is still open, or a request for blocks
+    /// that we hold and it lacks (as far as we know)? A sync at any speed carries one of
+    /// each per block, so charging them to the peer's message limit made every fast sync
+    /// a "flood" on both sides (issue 14). Anything else is charged: unasked blocks,
+    /// headers and transactions, repeated requests for what we already sent it, requests
+    /// for what we lack, and every other message.
+    fn sync_traffic(&self, peer: PeerId, env: &Envelope) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        if env.network != self.network || p.hello.is_none() {
+            return false;
+        }
+        let block = |h: &Hash| self.in_flight.block_from(h, peer);
+        let tx = |h: &Hash| self.in_flight.tx_from(h, peer);
+        match &env.message {
+            Message::Block(b) => block(&b.hash()),
+            Message::CompactBlock(c) => block(&c.header.hash()),
+            Message::Tx(t) => tx(&t.id()),
+            Message::NotFound(items) => {
+                !items.is_empty()
+                    && items.iter().all(|i| match i.kind {
+                        InvKind::Tx => tx(&i.hash),
+                        _ => block(&i.hash),
+                    })
+            }
+            Message::Headers(_) => p.headers_asked_at.is_some(),
+            Message::Pong(n) => p.ping.is_some_and(|(nonce, _)| nonce == *n),
+            Message::GetData(items) => {
+                !items.is_empty()
+                    && items.len() <= MAX_BLOCKS_PER_GETDATA
+                    && items.iter().all(|i| {
+                        i.kind != InvKind::Tx
+                            && !p.known.contains(&i.hash)
+                            && self.chain.has_block(&i.hash)
+                    })
+            }
+            _ => false,
+        }
     }
 
     fn handle_packet(&mut self, now: u64, peer: PeerId, link: LinkId, bytes: &[u8]) {
@@ -116,10 +167,21 @@ impl Node {
     }
 
     pub(super) fn handle_envelope(&mut self, now: u64, peer: PeerId, bytes: &[u8]) {
+        self.handle_decoded(now, peer, bytes, envelope::decode(bytes));
+    }
+
+    /// An envelope `bytes` from `peer`, decoded as `env`.
+    fn handle_decoded(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        bytes: &[u8],
+        env: Result<Envelope, WireError>,
+    ) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.stats.msgs_in += 1;
         }
-        let env = match envelope::decode(bytes) {
+        let env = match env {
             Ok(env) => env,
             Err(e) => {
                 let code = match e {

@@ -5,6 +5,7 @@ use super::*;
 use crate::chain::params;
 use crate::store::Store;
 use crate::wire::envelope;
+use crate::wire::message::{InvItem, InvKind};
 
 const LINK: LinkId = 1;
 const T: u64 = 1_700_000_000_000;
@@ -122,19 +123,7 @@ fn a_flooding_peer_is_cut_off_within_the_burst_allowance() {
     let ping = envelope::encode(net, 99, &Message::Ping(7));
     // A burst of ten seconds' worth (500) passes, plus what refills while it lasts (one
     // message a millisecond here, 50/s back); the flood beyond it does not.
-    let mut sent = 0;
-    let mut cut = None;
-    for i in 0..2_000u64 {
-        a.handle_frame(T + i, 1, &ping);
-        sent += 1;
-        let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
-        if misbehaved(&ev, "flooding") {
-            cut = Some(sent);
-            break;
-        }
-        while a.poll_transmit().is_some() {}
-    }
-    let cut = cut.expect("flood never cut off");
+    let cut = flood(&mut a, &ping).expect("flood never cut off");
     assert!((500..=530).contains(&cut), "cut off after {cut} messages");
     // The same rate spread out is fine.
     let (mut a, mut b) = (node(1, policy_msgs(50)), node(2, PeerPolicy::default()));
@@ -144,6 +133,63 @@ fn a_flooding_peer_is_cut_off_within_the_burst_allowance() {
     }
     let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
     assert!(!misbehaved(&ev, "flooding"), "{ev:?}");
+}
+
+/// Send `frame` from peer 1 once a millisecond until `a` calls it a flood: after how many.
+fn flood(a: &mut Node, frame: &[u8]) -> Option<u64> {
+    for i in 0..2_000u64 {
+        a.handle_frame(T + i, 1, frame);
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+        if misbehaved(&ev, "flooding") {
+            return Some(i + 1);
+        }
+        while a.poll_transmit().is_some() {}
+    }
+    None
+}
+
+/// A sync's own messages are not charged to the limits (issue 14), but nothing else gets
+/// through for free: the same block asked for again and again, or sent again and again
+/// unasked, is a flood like any other.
+#[test]
+fn blocks_asked_for_again_or_sent_unasked_are_still_charged() {
+    let (mut a, mut b) = (node(1, policy_msgs(50)), node(2, PeerPolicy::default()));
+    // Wall time a minute after genesis, so the block's time is valid.
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    b.set_wall_clock(T, wall);
+    let mut block = a
+        .chain()
+        .block_template(crate::chain::Address([7; 32]), wall / 1000);
+    while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
+    let hash = block.hash();
+    a.submit_block(T, block.clone()).expect("block");
+    // B syncs the block from A: asked for, so free.
+    let (ea, eb) = handshake(&mut a, &mut b);
+    assert!(ready(&ea) && ready(&eb));
+    assert!(
+        !misbehaved(&ea, "") && !misbehaved(&eb, ""),
+        "{ea:?} {eb:?}"
+    );
+    assert!(b.chain().has_block(&hash), "B did not sync the block");
+    let net = params::regtest().network_id();
+    let again = envelope::encode(
+        net,
+        99,
+        &Message::GetData(vec![InvItem {
+            kind: InvKind::Block,
+            hash,
+        }]),
+    );
+    let cut = flood(&mut a, &again).expect("repeated requests never cut off");
+    assert!((500..=530).contains(&cut), "cut off after {cut} requests");
+
+    let (mut a, mut b) = (node(1, policy_msgs(50)), node(2, PeerPolicy::default()));
+    a.set_wall_clock(T, wall);
+    handshake(&mut a, &mut b);
+    let unasked = envelope::encode(net, 99, &Message::Block(block));
+    let cut = flood(&mut a, &unasked).expect("unasked blocks never cut off");
+    assert!((500..=530).contains(&cut), "cut off after {cut} blocks");
 }
 
 fn policy_msgs(n: u64) -> PeerPolicy {

@@ -32,35 +32,36 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Insert or replace a ban (durable on return).
+    /// Insert or replace a ban (durable with the input, see the module doc).
     pub fn ban_put(&mut self, b: &BanRow) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO bans(key, until_ms, reason, created_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET until_ms = excluded.until_ms,
-                 reason = excluded.reason, created_ms = excluded.created_ms",
-            params![
-                b.key,
-                b.until_ms.min(i64::MAX as u64) as i64,
-                b.reason,
-                b.created_ms.min(i64::MAX as u64) as i64
-            ],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO bans(key, until_ms, reason, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET until_ms = excluded.until_ms,
+                     reason = excluded.reason, created_ms = excluded.created_ms",
+                params![
+                    b.key,
+                    b.until_ms.min(i64::MAX as u64) as i64,
+                    b.reason,
+                    b.created_ms.min(i64::MAX as u64) as i64
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Remove a ban; whether there was one.
     pub fn ban_delete(&mut self, key: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM bans WHERE key = ?1", [key])?
-            > 0)
+        self.write(|c| Ok(c.execute("DELETE FROM bans WHERE key = ?1", [key])? > 0))
     }
 
     /// Remove bans that ended at or before `now_ms`; how many.
     pub fn bans_expire(&mut self, now_ms: u64) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM bans WHERE until_ms <= ?1",
-            [now_ms.min(i64::MAX as u64) as i64],
-        )?)
+        self.write(|c| {
+            Ok(c.execute(
+                "DELETE FROM bans WHERE until_ms <= ?1",
+                [now_ms.min(i64::MAX as u64) as i64],
+            )?)
+        })
     }
 }

@@ -1,9 +1,14 @@
-//! SQLite persistence: the block tree, the active chain, accounts, undo data, the
+//! SQLite persistence: the block tree (headers; bodies in a table of their own, so that
+//! start-up loads the index without reading them), the active chain, accounts, undo data, the
 //! mempool, a transaction index, peers and general metadata.
 //!
-//! One file in WAL mode with `synchronous=FULL`: when a write method returns `Ok` the
-//! change survives a crash or power loss. Each block connect or disconnect is a single
-//! SQLite transaction, so the main chain, accounts and undo data always agree.
+//! One file in WAL mode with `synchronous=FULL`. Each write method is atomic on its own
+//! (a savepoint): each block connect or disconnect, say, so the main chain, accounts and
+//! undo data always agree. Outside an input a write is durable when it returns `Ok`.
+//! Inside one ([`Store::begin_input`] to [`Store::end_input`], what the driver brackets
+//! each input to the node with) all writes become durable together in one commit, before
+//! the driver sends anything the input queued: one fsync per input instead of one per
+//! row. A write that fails inside an input fails the whole input (see `end_input`).
 //!
 //! Hashes and addresses are 32-byte BLOBs; headers, bodies, transactions and undo records
 //! are postcard BLOBs; u64 values are stored as i64 with the same bits.
@@ -16,6 +21,7 @@ use crate::chain::state::{Account, Undo};
 use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::path::Path;
 
 pub use bans::BanRow;
@@ -30,6 +36,9 @@ pub enum StoreError {
     /// A row could not be decoded: the file is damaged or was written by other software.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A write failed earlier in this input; its transaction was rolled back.
+    #[error("a store write failed: {0}")]
+    WriteFailed(String),
     /// The file was written by a newer version of skywave.
     #[error("store schema version {found} is newer than this build supports ({supported}); upgrade skywave")]
     TooNew {
@@ -149,7 +158,7 @@ fn work_of(b: &[u8]) -> Result<u128> {
     Ok(u128::from_be_bytes(arr))
 }
 
-fn write_accounts(tx: &rusqlite::Transaction<'_>, accounts: &[(Address, Account)]) -> Result<()> {
+fn write_accounts(tx: &Connection, accounts: &[(Address, Account)]) -> Result<()> {
     let mut put = tx.prepare_cached(
         "INSERT INTO accounts(address, balance, nonce) VALUES (?1, ?2, ?3)
          ON CONFLICT(address) DO UPDATE SET balance = excluded.balance, nonce = excluded.nonce",
@@ -165,9 +174,27 @@ fn write_accounts(tx: &rusqlite::Transaction<'_>, accounts: &[(Address, Account)
     Ok(())
 }
 
+/// Store a block's body (its row in `blocks` must exist).
+fn put_body(tx: &Connection, hash: &Hash, body: &[u8]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO bodies(hash, body) VALUES (?1, ?2)
+         ON CONFLICT(hash) DO UPDATE SET body = excluded.body",
+        params![&hash.0[..], body],
+    )?;
+    Ok(())
+}
+
 /// The node's SQLite database.
 pub struct Store {
     conn: Connection,
+    /// Inside an input: the first write opens its transaction (see `begin_input`).
+    in_input: Cell<bool>,
+    /// The input's transaction holds writes not yet committed.
+    dirty: Cell<bool>,
+    /// The first write that failed and has not been reported by `end_input` yet.
+    failed: Cell<Option<String>>,
+    /// Commits that made writes durable since the store was opened.
+    commits: Cell<u64>,
 }
 
 impl Store {
@@ -195,7 +222,13 @@ impl Store {
             }
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            in_input: Cell::new(false),
+            dirty: Cell::new(false),
+            failed: Cell::new(None),
+            commits: Cell::new(0),
+        };
         schema::migrate(&mut store.conn)?;
         Ok(store)
     }
@@ -211,6 +244,83 @@ impl Store {
         &mut self.conn
     }
 
+    /// Start one input to the node: every write until [`Store::end_input`] becomes
+    /// durable in one commit. Takes `&self` because the driver reaches the store through
+    /// `Node::chain()`; it only sets a flag, and the first write opens the transaction,
+    /// so an input that writes nothing costs no SQL at all.
+    pub fn begin_input(&self) {
+        self.in_input.set(true);
+    }
+
+    /// End the input: commit its writes in one transaction. If one of them failed, the
+    /// transaction is rolled back and that failure returned instead: the node's memory
+    /// may then be ahead of its store, so the caller must stop the node rather than send
+    /// or answer anything this input produced.
+    pub fn end_input(&self) -> Result<()> {
+        self.in_input.set(false);
+        let dirty = self.dirty.replace(false);
+        let open = !self.conn.is_autocommit();
+        if let Some(why) = self.failed.take() {
+            if open {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(StoreError::WriteFailed(why));
+        }
+        if open {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            if dirty {
+                self.commits.set(self.commits.get() + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leave an input without committing it (the thread that ran it panicked).
+    pub fn abandon_input(&self) {
+        self.in_input.set(false);
+        self.dirty.set(false);
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Commits that made writes durable since the store was opened (each is one WAL
+    /// fsync with `synchronous=FULL`).
+    pub fn commits(&self) -> u64 {
+        self.commits.get()
+    }
+
+    /// Run `f` as one atomic write (a savepoint). Inside an input it joins the input's
+    /// transaction; outside it commits on its own. A failure is remembered for
+    /// `end_input`, whatever the caller does with the error.
+    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let r = self.write_inner(f);
+        if let Err(e) = &r {
+            let first = self.failed.take().unwrap_or_else(|| e.to_string());
+            self.failed.set(Some(first));
+        }
+        r
+    }
+
+    fn write_inner<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.in_input.get() && self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN")?;
+        }
+        let alone = self.conn.is_autocommit();
+        let sp = self.conn.savepoint()?;
+        let v = f(&sp)?;
+        sp.commit()?;
+        if alone {
+            self.commits.set(self.commits.get() + 1);
+        } else {
+            self.dirty.set(true);
+        }
+        Ok(v)
+    }
+
     /// A metadata value.
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -219,24 +329,28 @@ impl Store {
             .optional()?)
     }
 
-    /// Set a metadata value (durable on return).
+    /// Set a metadata value (durable with the input, see the module doc).
     pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
     }
 
     /// Insert or update a peer.
     pub fn upsert_peer(&mut self, addr: &str, last_seen: u64, info: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO peers(addr, last_seen, info) VALUES (?1, ?2, ?3)
-             ON CONFLICT(addr) DO UPDATE SET last_seen = excluded.last_seen, info = excluded.info",
-            params![addr, last_seen as i64, info],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO peers(addr, last_seen, info) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(addr) DO UPDATE SET last_seen = excluded.last_seen, info = excluded.info",
+                params![addr, last_seen as i64, info],
+            )?;
+            Ok(())
+        })
     }
 
     /// All peers: (address, last seen, info), most recently seen first.
@@ -264,23 +378,23 @@ impl Store {
         accounts: &[(Address, Account)],
     ) -> Result<()> {
         let hash = genesis.hash();
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO meta(key, value) VALUES ('network', ?1), ('genesis', ?2)",
-            params![network.as_bytes(), &hash.0[..]],
-        )?;
-        Self::insert_block_row(&tx, genesis, work, 0, Some(genesis))?;
-        tx.execute(
-            "INSERT INTO main_chain(height, hash) VALUES (0, ?1)",
-            [&hash.0[..]],
-        )?;
-        write_accounts(&tx, accounts)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('network', ?1), ('genesis', ?2)",
+                params![network.as_bytes(), &hash.0[..]],
+            )?;
+            Self::insert_block_row(tx, genesis, work, 0, Some(genesis))?;
+            tx.execute(
+                "INSERT INTO main_chain(height, hash) VALUES (0, ?1)",
+                [&hash.0[..]],
+            )?;
+            write_accounts(tx, accounts)?;
+            Ok(())
+        })
     }
 
     fn insert_block_row(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &Connection,
         block_header: &Block,
         work: u128,
         seq: u64,
@@ -301,43 +415,45 @@ impl Store {
             BlockStatus::HeaderOnly
         };
         tx.execute(
-            "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO blocks(hash, height, prev, work, header, status, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 &hash.0[..],
                 header.height as i64,
                 &header.prev.0[..],
                 &work.to_be_bytes()[..],
                 enc(header)?,
-                body_bytes,
                 status.to_i64(),
                 seq as i64,
             ],
         )?;
+        if let Some(b) = body_bytes {
+            put_body(tx, &hash, &b)?;
+        }
         Ok(())
     }
 
     /// Add headers to the index (status header-only), in one transaction.
     pub fn put_headers(&mut self, rows: &[(Header, u128, u64)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, 0, ?6)",
-            )?;
-            for (h, work, seq) in rows {
-                st.execute(params![
-                    &h.hash().0[..],
-                    h.height as i64,
-                    &h.prev.0[..],
-                    &work.to_be_bytes()[..],
-                    enc(h)?,
-                    *seq as i64,
-                ])?;
+        self.write(|tx| {
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO blocks(hash, height, prev, work, header, status, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                )?;
+                for (h, work, seq) in rows {
+                    st.execute(params![
+                        &h.hash().0[..],
+                        h.height as i64,
+                        &h.prev.0[..],
+                        &work.to_be_bytes()[..],
+                        enc(h)?,
+                        *seq as i64,
+                    ])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Store a block body (adding the header row if new); status becomes have-body.
@@ -347,29 +463,31 @@ impl Store {
             coinbase: &block.coinbase,
             txs: &block.txs,
         })?;
-        let tx = self.conn.transaction()?;
-        let updated = tx.execute(
-            "UPDATE blocks SET body = ?2, status = 1 WHERE hash = ?1",
-            params![&hash.0[..], body],
-        )?;
-        if updated == 0 {
-            Self::insert_block_row(&tx, block, work, seq, Some(block))?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let updated = tx.execute(
+                "UPDATE blocks SET status = 1 WHERE hash = ?1",
+                [&hash.0[..]],
+            )?;
+            if updated == 0 {
+                Self::insert_block_row(tx, block, work, seq, Some(block))?;
+            } else {
+                put_body(tx, &hash, &body)?;
+            }
+            Ok(())
+        })
     }
 
     /// Mark blocks invalid, in one transaction.
     pub fn mark_invalid(&mut self, hashes: &[Hash]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached("UPDATE blocks SET status = 2 WHERE hash = ?1")?;
-            for h in hashes {
-                st.execute([&h.0[..]])?;
+        self.write(|tx| {
+            {
+                let mut st = tx.prepare_cached("UPDATE blocks SET status = 2 WHERE hash = ?1")?;
+                for h in hashes {
+                    st.execute([&h.0[..]])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// A stored block (header and body), if its body is stored.
@@ -377,7 +495,8 @@ impl Store {
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = self
             .conn
             .query_row(
-                "SELECT header, body FROM blocks WHERE hash = ?1",
+                "SELECT header, body FROM blocks LEFT JOIN bodies USING (hash)
+                 WHERE hash = ?1",
                 [&hash.0[..]],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -397,8 +516,9 @@ impl Store {
     /// The whole block index, in insertion order (parents before children).
     pub fn load_index(&self) -> Result<Vec<IndexRow>> {
         let mut st = self.conn.prepare(
-            "SELECT hash, header, work, status, body IS NOT NULL, seq FROM blocks
-             ORDER BY height, seq",
+            "SELECT hash, header, work, status,
+                    EXISTS (SELECT 1 FROM bodies WHERE bodies.hash = blocks.hash), seq
+             FROM blocks ORDER BY height, seq",
         )?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();
@@ -497,52 +617,53 @@ impl Store {
     /// Connect a block to the main chain: chain row, accounts, undo, tx index and
     /// mempool removals in one transaction.
     pub fn connect_block(&mut self, w: &ConnectWrite<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO main_chain(height, hash) VALUES (?1, ?2)",
-            params![w.height as i64, &w.hash.0[..]],
-        )?;
-        write_accounts(&tx, w.accounts)?;
-        tx.execute(
-            "INSERT INTO undo(hash, data) VALUES (?1, ?2)",
-            params![&w.hash.0[..], enc(w.undo)?],
-        )?;
-        {
-            let mut ix = tx.prepare_cached("INSERT INTO tx_index(txid, block) VALUES (?1, ?2)")?;
-            let mut mp = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
-            for id in w.tx_ids {
-                ix.execute(params![&id.0[..], &w.hash.0[..]])?;
-                mp.execute([&id.0[..]])?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO main_chain(height, hash) VALUES (?1, ?2)",
+                params![w.height as i64, &w.hash.0[..]],
+            )?;
+            write_accounts(tx, w.accounts)?;
+            tx.execute(
+                "INSERT INTO undo(hash, data) VALUES (?1, ?2)",
+                params![&w.hash.0[..], enc(w.undo)?],
+            )?;
+            {
+                let mut ix =
+                    tx.prepare_cached("INSERT INTO tx_index(txid, block) VALUES (?1, ?2)")?;
+                let mut mp = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
+                for id in w.tx_ids {
+                    ix.execute(params![&id.0[..], &w.hash.0[..]])?;
+                    mp.execute([&id.0[..]])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Disconnect the main-chain tip: chain row, accounts, undo and tx index, in one
     /// transaction.
     pub fn disconnect_block(&mut self, w: &DisconnectWrite<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM main_chain WHERE height = ?1 AND hash = ?2",
-            params![w.height as i64, &w.hash.0[..]],
-        )?;
-        if n != 1 {
-            return Err(StoreError::Corrupt(format!(
-                "block {} is not the main chain block at height {}",
-                w.hash, w.height
-            )));
-        }
-        write_accounts(&tx, w.accounts)?;
-        tx.execute("DELETE FROM undo WHERE hash = ?1", [&w.hash.0[..]])?;
-        {
-            let mut ix = tx.prepare_cached("DELETE FROM tx_index WHERE txid = ?1")?;
-            for id in w.tx_ids {
-                ix.execute([&id.0[..]])?;
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM main_chain WHERE height = ?1 AND hash = ?2",
+                params![w.height as i64, &w.hash.0[..]],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "block {} is not the main chain block at height {}",
+                    w.hash, w.height
+                )));
             }
-        }
-        tx.commit()?;
-        Ok(())
+            write_accounts(tx, w.accounts)?;
+            tx.execute("DELETE FROM undo WHERE hash = ?1", [&w.hash.0[..]])?;
+            {
+                let mut ix = tx.prepare_cached("DELETE FROM tx_index WHERE txid = ?1")?;
+                for id in w.tx_ids {
+                    ix.execute([&id.0[..]])?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Add and remove mempool transactions in one transaction.
@@ -550,21 +671,21 @@ impl Store {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        {
-            let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
-            for id in remove {
-                del.execute([&id.0[..]])?;
+        self.write(|tx| {
+            {
+                let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
+                for id in remove {
+                    del.execute([&id.0[..]])?;
+                }
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
+                )?;
+                for t in add {
+                    ins.execute(params![&t.id().0[..], enc(*t)?])?;
+                }
             }
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
-            )?;
-            for t in add {
-                ins.execute(params![&t.id().0[..], enc(*t)?])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -9,7 +9,7 @@ const ENQUEUED: &str = "outbox.enqueued";
 const DELIVERED: &str = "outbox.delivered";
 const DROPPED: &str = "outbox.dropped";
 
-fn bump(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<()> {
+fn bump(tx: &rusqlite::Connection, key: &str) -> Result<()> {
     let old: Option<Vec<u8>> = tx
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?;
@@ -87,54 +87,56 @@ impl Store {
             Dest::Any => None,
             Dest::Peer(n) => Some(&n[..]),
         };
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO outbox(dest, kind, hash, payload, priority, created_ms, attempts,
-                                next_attempt_ms, expires_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                dest,
-                kind,
-                &hash.0[..],
-                it.payload,
-                it.priority as i64,
-                it.created_ms as i64,
-                it.attempts as i64,
-                it.next_attempt_ms as i64,
-                it.expires_ms as i64,
-                state_code(it.state),
-            ],
-        )?;
-        let id = tx.last_insert_rowid() as u64;
-        bump(&tx, ENQUEUED)?;
-        tx.commit()?;
-        Ok(id)
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO outbox(dest, kind, hash, payload, priority, created_ms, attempts,
+                                    next_attempt_ms, expires_ms, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    dest,
+                    kind,
+                    &hash.0[..],
+                    it.payload,
+                    it.priority as i64,
+                    it.created_ms as i64,
+                    it.attempts as i64,
+                    it.next_attempt_ms as i64,
+                    it.expires_ms as i64,
+                    state_code(it.state),
+                ],
+            )?;
+            let id = tx.last_insert_rowid() as u64;
+            bump(tx, ENQUEUED)?;
+            Ok(id)
+        })
     }
 
     /// Save an item's schedule and state.
     pub fn outbox_update(&mut self, it: &Item) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, expires_ms = ?4, state = ?5
-             WHERE id = ?1",
-            params![
-                it.id as i64,
-                it.attempts as i64,
-                it.next_attempt_ms as i64,
-                it.expires_ms as i64,
-                state_code(it.state),
-            ],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, expires_ms = ?4, state = ?5
+                 WHERE id = ?1",
+                params![
+                    it.id as i64,
+                    it.attempts as i64,
+                    it.next_attempt_ms as i64,
+                    it.expires_ms as i64,
+                    state_code(it.state),
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Remove an item, counting it as delivered (`true`) or dropped by the operator.
     pub fn outbox_remove(&mut self, id: u64, delivered: bool) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        if tx.execute("DELETE FROM outbox WHERE id = ?1", [id as i64])? == 1 {
-            bump(&tx, if delivered { DELIVERED } else { DROPPED })?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            if tx.execute("DELETE FROM outbox WHERE id = ?1", [id as i64])? == 1 {
+                bump(tx, if delivered { DELIVERED } else { DROPPED })?;
+            }
+            Ok(())
+        })
     }
 
     /// Lifetime counters of the outbox.
@@ -175,18 +177,18 @@ impl Store {
         hash: &[u8; 32],
         cap: u64,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
-             ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash",
-            params![&sender[..], msg_id as i64, &hash[..]],
-        )?;
-        tx.execute(
-            "DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1",
-            [cap as i64],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash",
+                params![&sender[..], msg_id as i64, &hash[..]],
+            )?;
+            tx.execute(
+                "DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1",
+                [cap as i64],
+            )?;
+            Ok(())
+        })
     }
 
     /// Entries in the seen-set.
@@ -200,10 +202,12 @@ impl Store {
 impl Store {
     /// Point an unsent block item at a newer block (tip announcements coalesce).
     pub fn outbox_retarget(&mut self, id: u64, hash: &[u8; 32]) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET hash = ?2 WHERE id = ?1",
-            params![id as i64, &hash[..]],
-        )?;
-        Ok(())
+        self.write(|c| {
+            c.execute(
+                "UPDATE outbox SET hash = ?2 WHERE id = ?1",
+                params![id as i64, &hash[..]],
+            )?;
+            Ok(())
+        })
     }
 }

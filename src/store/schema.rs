@@ -6,7 +6,7 @@ use super::{Result, StoreError};
 use rusqlite::Connection;
 
 /// Migrations: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: chain, mempool, peers.
     "CREATE TABLE meta (
          key   TEXT PRIMARY KEY,
@@ -78,6 +78,15 @@ const MIGRATIONS: &[&str] = &[
          reason     TEXT NOT NULL,
          created_ms INTEGER NOT NULL
      );",
+    // 4: block bodies in their own table, so that loading the index at start-up reads
+    // headers only (a rowid table: the primary key's index answers "is the body
+    // stored?" without touching the bodies).
+    "CREATE TABLE bodies (
+         hash BLOB PRIMARY KEY REFERENCES blocks(hash),
+         body BLOB NOT NULL          -- postcard (coinbase, txs)
+     );
+     INSERT INTO bodies(hash, body) SELECT hash, body FROM blocks WHERE body IS NOT NULL;
+     ALTER TABLE blocks DROP COLUMN body;",
 ];
 
 /// Schema version this build writes.

@@ -93,3 +93,134 @@ fn bans_put_replace_delete_expire() {
     assert!(!s.ban_delete("N0CALL-2").unwrap());
     assert!(s.bans_load().unwrap().is_empty());
 }
+
+/// The writes of one input become durable together, in one commit, and not before it
+/// ends: another reader of the file (a crash, as far as the file is concerned) sees none
+/// of them until then.
+#[test]
+fn an_input_commits_its_writes_once_and_only_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut s = Store::open(&path).unwrap();
+    let before = s.commits();
+    s.begin_input();
+    s.set_meta("a", b"1").unwrap();
+    s.upsert_peer("tcp://a:1", 10, "").unwrap();
+    s.set_meta("b", b"2").unwrap();
+    assert_eq!(
+        s.get_meta("b").unwrap(),
+        Some(b"2".to_vec()),
+        "own writes visible"
+    );
+    let other = Store::open(&path).unwrap();
+    assert_eq!(
+        other.get_meta("a").unwrap(),
+        None,
+        "durable before the input ended"
+    );
+    s.end_input().unwrap();
+    assert_eq!(s.commits() - before, 1, "one commit for the input");
+    assert_eq!(other.get_meta("a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(other.peers().unwrap().len(), 1);
+    // An input that writes nothing commits nothing; outside an input a write is its own
+    // commit, as before.
+    s.begin_input();
+    s.end_input().unwrap();
+    assert_eq!(s.commits() - before, 1);
+    s.set_meta("c", b"3").unwrap();
+    assert_eq!(s.commits() - before, 2);
+    assert_eq!(other.get_meta("c").unwrap(), Some(b"3".to_vec()));
+}
+
+/// A write that fails fails its whole input, however the caller handled the error: the
+/// input's other writes are rolled back, and `end_input` reports the failure.
+#[test]
+fn a_failed_write_rolls_back_its_input_and_is_reported() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.conn()
+        .execute_batch(
+            "CREATE TRIGGER no_bans BEFORE INSERT ON bans
+             BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .unwrap();
+    s.begin_input();
+    s.set_meta("a", b"1").unwrap();
+    let row = BanRow {
+        key: "N0CALL-2".into(),
+        until_ms: 1,
+        reason: "r".into(),
+        created_ms: 1,
+    };
+    assert!(s.ban_put(&row).is_err());
+    s.set_meta("b", b"2").unwrap();
+    match s.end_input() {
+        Err(e @ StoreError::WriteFailed(_)) => {
+            assert!(e.to_string().contains("injected fault"), "{e}")
+        }
+        other => panic!("the failure was not reported: {other:?}"),
+    }
+    assert_eq!(
+        s.get_meta("a").unwrap(),
+        None,
+        "the input was not rolled back"
+    );
+    assert_eq!(
+        s.get_meta("b").unwrap(),
+        None,
+        "the input was not rolled back"
+    );
+    // The next input starts clean.
+    s.begin_input();
+    s.set_meta("c", b"3").unwrap();
+    s.end_input().unwrap();
+    assert_eq!(s.get_meta("c").unwrap(), Some(b"3".to_vec()));
+}
+
+/// A store of schema 3 (bodies in `blocks`) opens with its blocks intact: the bodies move
+/// to their own table, and the index knows which are stored.
+#[test]
+fn bodies_move_to_their_own_table_on_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let genesis = crate::chain::params::regtest().genesis;
+    let hash = genesis.hash();
+    // A header-only child.
+    let child = Header {
+        height: 1,
+        prev: hash,
+        ..genesis.header.clone()
+    };
+    let body = enc(&BodyRef {
+        coinbase: &genesis.coinbase,
+        txs: &genesis.txs,
+    })
+    .unwrap();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute(
+            "INSERT INTO blocks(hash, height, prev, work, header, body, status, seq)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, 1, 0), (?6, 1, ?1, ?3, ?7, NULL, 0, 1)",
+            params![
+                &hash.0[..],
+                &genesis.header.prev.0[..],
+                &1u128.to_be_bytes()[..],
+                enc(&genesis.header).unwrap(),
+                body,
+                &child.hash().0[..],
+                enc(&child).unwrap(),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.get_block(&hash).unwrap(), Some(genesis));
+    assert_eq!(s.get_block(&child.hash()).unwrap(), None);
+    let bodies: Vec<bool> = s.load_index().unwrap().iter().map(|r| r.has_body).collect();
+    assert_eq!(bodies, vec![true, false]);
+}
