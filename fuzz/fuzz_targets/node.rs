@@ -8,8 +8,9 @@
 //!   radio);
 //! * 1 wrapped: `kind len_hi len_lo body` sealed in a valid envelope (right network id,
 //!   version 1, fresh msg_id, correct CRC-32), so the bytes reach the message handlers;
-//! * 2 hello: `h w` a valid `Hello` (height `h`, work `w`, node id per slot) completing
-//!   the handshake;
+//! * 2 hello: `h w` a valid `Hello` (height `h`, work `w`, node id per slot), then the
+//!   slot's signed `Auth` answering the last `Hello` nonce the node sent it (or
+//!   broadcast), completing the handshake;
 //! * 3 time: `dt` advance the clock by `dt` seconds (x4 above 127) and `handle_timeout`;
 //! * 4 mine: `n` mine `n % 4 + 1` blocks on the slot's own shadow chain (both slots
 //!   start at the node's genesis and pay different addresses, so they fork);
@@ -40,13 +41,14 @@
 use libfuzzer_sys::fuzz_target;
 use skywave::chain::{params, pow, Address, Block, Chain, Hash};
 use skywave::link::{LinkCaps, PeerId};
+use skywave::node::auth;
 use skywave::node::{
     Node, NodeConfig, NodeEvent, MAX_BLOCK_REQUESTS_PER_PEER, MAX_COMPACT_PENDING,
     MAX_TX_REQUESTS_PER_PEER, PEER_CONTROL_BYTES, QUEUE_BYTES,
 };
 use skywave::store::Store;
 use skywave::wire::envelope::{self, CRC32, ENVELOPE_VERSION};
-use skywave::wire::frag::{self, ReassemblerConfig};
+use skywave::wire::frag::{self, Reassembler, ReassemblerConfig};
 use skywave::wire::message::{
     features, short_id, CompactBlock, GetBlockTxn, Hello, InvItem, InvKind, Message,
     PROTOCOL_VERSION,
@@ -65,6 +67,8 @@ struct Slot {
     last_sent: Option<Vec<u8>>,
     shadow: Option<Chain>,
     blocks: Vec<Block>,
+    /// The nonce of the last `Hello` the node sent this slot (or broadcast on its link).
+    node_nonce: Option<u64>,
 }
 
 struct Harness {
@@ -75,6 +79,8 @@ struct Harness {
     next_msg_id: u64,
     next_transfer: u32,
     slots: [Slot; 4],
+    /// Reassembles what the node sends on the radio link, to read its `Hello` nonces.
+    heard: Reassembler,
 }
 
 /// The radio link's capabilities: a 1200 bit/s half-duplex channel with a TNC.
@@ -128,6 +134,7 @@ impl Harness {
             last_sent: None,
             shadow: None,
             blocks: Vec::new(),
+            node_nonce: None,
         };
         let mut h = Harness {
             node,
@@ -137,6 +144,7 @@ impl Harness {
             next_msg_id: 1,
             next_transfer: 1,
             slots: [slot(1), slot(2), slot(3), slot(4)],
+            heard: Reassembler::new(ReassemblerConfig::default()),
         };
         h.node.link_up(0, TCP, LinkCaps::tcp());
         h.node.link_up(0, RADIO, radio());
@@ -151,6 +159,7 @@ impl Harness {
     fn connect(&mut self, slot: usize, peer: PeerId) {
         self.slots[slot].peer = peer;
         self.slots[slot].last_sent = None;
+        self.slots[slot].node_nonce = None;
         if on_radio(slot) {
             self.node
                 .peer_connected(self.now, peer, RADIO, format!("N{peer}FZ"), false);
@@ -232,10 +241,23 @@ impl Harness {
             assert!(n < MAX_TRANSMITS, "transmit queue grew past {MAX_TRANSMITS}");
             assert!(t.bytes.len() <= envelope::MAX_MESSAGE_LEN);
             let to = match t.to {
-                skywave::node::Dest::Peer(p) => p,
-                skywave::node::Dest::Broadcast(_) => continue,
+                skywave::node::Dest::Peer(p) => Some(p),
+                skywave::node::Dest::Broadcast(_) => None,
             };
-            if let Some(s) = self.slots.iter_mut().find(|s| s.peer == to) {
+            let radio = to.is_none_or(|p| {
+                self.slots
+                    .iter()
+                    .position(|s| s.peer == p)
+                    .is_some_and(on_radio)
+            });
+            if let Some(nonce) = self.hello_nonce(radio, to.unwrap_or(0), &t.bytes) {
+                for (i, s) in self.slots.iter_mut().enumerate() {
+                    if to.map_or(on_radio(i), |p| s.peer == p) {
+                        s.node_nonce = Some(nonce);
+                    }
+                }
+            }
+            if let Some(s) = self.slots.iter_mut().find(|s| Some(s.peer) == to) {
                 s.last_sent = Some(t.bytes);
             }
         }
@@ -257,6 +279,21 @@ impl Harness {
         }
     }
 
+    /// The nonce of the node's `Hello` in `bytes`, if they (completed) one: an envelope on
+    /// TCP, a packet on radio.
+    fn hello_nonce(&mut self, radio: bool, to: PeerId, bytes: &[u8]) -> Option<u64> {
+        let env = if radio {
+            let whole = self.heard.insert(self.now, to, bytes).ok()??;
+            envelope::decode(&whole).ok()?
+        } else {
+            envelope::decode(bytes).ok()?
+        };
+        match env.message {
+            Message::Hello(h) => Some(h.nonce),
+            _ => None,
+        }
+    }
+
     fn hello(&mut self, slot: usize, height: u8, work: u8, beacon: bool) {
         let tip = self.node.chain().tip();
         let beacon = if beacon { features::BEACON } else { 0 };
@@ -266,13 +303,27 @@ impl Harness {
             height: u64::from(height),
             tip: tip.hash,
             work: tip.work + u128::from(work),
-            node_id: [slot as u8 + 1; 32],
+            node_id: slot_key(slot).verifying_key().to_bytes(),
             callsign: format!("N0P-{slot}"),
             features: features::FULL_BLOCKS | beacon,
             nonce: 1000 + slot as u64,
             user_agent: "fuzz-peer".into(),
         });
         let b = self.encode(&msg);
+        self.send(slot, &b);
+        // The node's answering Hello (if it sent one) is in `node_nonce` now.
+        let Some(seen) = self.slots[slot].node_nonce else {
+            return;
+        };
+        let t = auth::Transcript {
+            network: self.network,
+            prover: slot_key(slot).verifying_key().to_bytes(),
+            verifier: self.node.node_id(),
+            seen,
+            nonce: 1000 + slot as u64,
+        };
+        let proof = Message::Auth(auth::prove(&slot_key(slot), None, &t));
+        let b = self.encode(&proof);
         self.send(slot, &b);
     }
 
@@ -483,6 +534,11 @@ impl Harness {
         self.check_bounds();
         Some(())
     }
+}
+
+/// The node key of the peer in `slot` (the same across its sessions).
+fn slot_key(slot: usize) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[slot as u8 + 1; 32])
 }
 
 fn take(data: &mut &[u8]) -> Option<u8> {

@@ -5,7 +5,7 @@ use super::*;
 use crate::chain::params;
 use crate::store::Store;
 use crate::wire::envelope;
-use crate::wire::message::{InvItem, InvKind};
+use crate::wire::message::{InvItem, InvKind, RejectCode, PROTOCOL_VERSION};
 
 const LINK: LinkId = 1;
 const T: u64 = 1_700_000_000_000;
@@ -372,4 +372,87 @@ fn many_new_identities_do_not_push_known_destinations_out() {
         1,
         "V was pushed out of A's destinations"
     );
+}
+
+#[test]
+fn an_old_protocol_version_is_told_why_and_not_punished() {
+    let net = params::regtest().network_id();
+    let mut a = node(1, PeerPolicy::default());
+    let remote = "10.0.0.42:4000";
+    a.peer_connected(T, 9, LINK, remote.into(), false);
+    let _ = hello_nonce_to(&mut a);
+    let mut h = node(9, PeerPolicy::default()).hello(77);
+    h.version = PROTOCOL_VERSION - 1;
+    a.handle_frame(T, 9, &envelope::encode(net, 1, &Message::Hello(h)));
+    // The old node hears why (its operator reads it in its log), then the session ends.
+    let told = std::iter::from_fn(|| a.poll_transmit())
+        .filter_map(|t| envelope::decode(&t.bytes).ok())
+        .find_map(|e| match e.message {
+            Message::Reject(r) => Some(r),
+            _ => None,
+        })
+        .expect("a Reject before the session ends");
+    assert_eq!(told.code, RejectCode::Version);
+    let want = format!("protocol version {} not supported", PROTOCOL_VERSION - 1);
+    assert!(told.reason.contains(&want), "{told:?}");
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(!ready(&ev), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, NodeEvent::Disconnect { peer: 9, .. })),
+        "{ev:?}"
+    );
+    // An old release is no attack: no points, and the upgraded node gets straight in.
+    a.peer_disconnected(T, 9);
+    assert_eq!(a.score_of(remote, T), 0);
+    let mut b = node(2, PeerPolicy::default());
+    let (ea, eb) = handshake(&mut a, &mut b);
+    assert!(ready(&ea) && ready(&eb), "{ea:?} {eb:?}");
+}
+
+#[test]
+fn handshake_nonces_do_not_follow_from_the_seed() {
+    // Same seed (a default anyone can read), different node keys: an eavesdropper who
+    // knows the seed still cannot tell the next nonce, so it cannot pre-compute a proof.
+    let seeded = |id: u8| {
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let mut cfg = node(id, PeerPolicy::default()).cfg.clone();
+        cfg.seed = 7;
+        let mut n = Node::new(chain, cfg);
+        n.link_up(T, LINK, LinkCaps::tcp());
+        n.peer_connected(T, 1, LINK, "10.0.0.2:7300".into(), true);
+        n
+    };
+    let (mut a, mut b) = (seeded(1), seeded(2));
+    let (na, nb) = (hello_nonce_to(&mut a), hello_nonce_to(&mut b));
+    assert_ne!(na, nb);
+}
+
+#[test]
+fn a_keyed_network_is_still_readable_by_any_listener() {
+    // Amateur rules: identify, never encrypt. The network key signs; it hides nothing.
+    let (mut a, mut b) = (node(1, keyed("club")), node(2, keyed("club")));
+    a.peer_connected(T, 1, LINK, "10.0.0.2:7300".into(), true);
+    b.peer_connected(T, 2, LINK, "10.0.0.1:50000".into(), false);
+    let mut heard = Vec::new();
+    for _ in 0..10 {
+        while let Some(t) = a.poll_transmit() {
+            b.handle_frame(T, 2, &t.bytes);
+            heard.push(t.bytes);
+        }
+        while let Some(t) = b.poll_transmit() {
+            a.handle_frame(T, 1, &t.bytes);
+            heard.push(t.bytes);
+        }
+    }
+    assert!(heard.len() >= 4, "{}", heard.len());
+    let mut kinds = Vec::new();
+    for bytes in &heard {
+        let env = envelope::decode(bytes).expect("a listener without the key reads it");
+        kinds.push(env.message.kind());
+        if let Message::Hello(h) = env.message {
+            assert!(h.callsign.starts_with("N0CALL-"), "{h:?}");
+        }
+    }
+    assert!(kinds.contains(&Message::Hello(a.hello(0)).kind()), "{kinds:?}");
 }
