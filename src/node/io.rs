@@ -5,7 +5,7 @@
 use super::{
     outbox, packet, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
     DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_BLOCKS_PER_GETDATA,
-    MAX_QUEUED_TRANSMITS,
+    MAX_QUEUED_TRANSMITS, SLOTTED_QUICK_TRIES,
 };
 use crate::chain::Hash;
 use crate::net::{LinkCaps, LinkId, PeerId};
@@ -357,7 +357,17 @@ impl Node {
                 let alone = !self.peers.values().any(|p| p.link == link && p.ready());
                 if let Some(l) = self.packet_links.get_mut(&link) {
                     let air = l.airtime_ms(bytes.len());
-                    let interval = if alone && l.alone_beacons < DISCOVERY_FAST_TRIES {
+                    let slotted = l.caps.slot_ms > 0 && !l.caps.carrier_sense;
+                    let interval = if alone && slotted && l.alone_beacons < SLOTTED_QUICK_TRIES {
+                        // Without carrier sense two stations started together beacon into
+                        // each other, both deaf. Try again right after this beacon, in a
+                        // random one of a few slots (a window doubled each time): the one
+                        // that goes first is heard, and the other answers it.
+                        let n = l.alone_beacons;
+                        l.alone_beacons += 1;
+                        let slots = packet::CONTENTION_SLOTS << (n + 1);
+                        air + l.caps.slot_ms * (1 + jitter % slots)
+                    } else if alone && l.alone_beacons < DISCOVERY_FAST_TRIES {
                         // The first few also on a slow channel (JS8): a collision of the
                         // first beacons must not cost the 2 % rule's hour.
                         let n = l.alone_beacons;
@@ -374,7 +384,9 @@ impl Node {
                     // Without carrier sense (JS8Call) two beacons overlap unless they start
                     // a whole beacon apart: spread over a few beacon lengths, or stations
                     // that collided once stay in step.
-                    let spread = if alone && l.caps.slot_ms > 0 && !l.caps.carrier_sense {
+                    let spread = if alone && slotted && l.alone_beacons <= SLOTTED_QUICK_TRIES {
+                        0
+                    } else if alone && slotted {
                         (interval / 4).max(3 * air)
                     } else {
                         interval / 4

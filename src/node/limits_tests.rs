@@ -454,5 +454,8 @@ fn a_keyed_network_is_still_readable_by_any_listener() {
             assert!(h.callsign.starts_with("N0CALL-"), "{h:?}");
         }
     }
-    assert!(kinds.contains(&Message::Hello(a.hello(0)).kind()), "{kinds:?}");
+    assert!(
+        kinds.contains(&Message::Hello(a.hello(0)).kind()),
+        "{kinds:?}"
+    );
 }

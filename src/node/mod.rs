@@ -89,6 +89,9 @@ const DISCOVERY_INTERVAL_MS: u64 = 60 * 1000;
 const DISCOVERY_FIRST_MS: u64 = 5_000;
 /// Discovery beacons sent at that fast pace before the slow one (and the 2 % rule).
 const DISCOVERY_FAST_TRIES: u32 = 4;
+/// Of those, the ones that follow the previous beacon at once on a link without carrier
+/// sense (JS8Call), in a random slot: two stations started together collide there.
+const SLOTTED_QUICK_TRIES: u32 = 2;
 /// Envelopes kept per station heard before its `Hello` (lost, or still to come): replayed
 /// once the handshake completes, so a lost greeting does not cost the whole burst.
 const EARLY_BYTES: usize = 64 * 1024;
@@ -501,6 +504,9 @@ impl Node {
                 link,
                 packet::PacketLink::new(caps.clone(), now, first, duty, seed),
             );
+            if let Some(l) = self.packet_links.get_mut(&link) {
+                l.wall_offset_ms = self.wall_offset_ms;
+            }
         } else {
             self.packet_links.remove(&link);
         }
@@ -700,6 +706,9 @@ impl Node {
     pub fn set_wall_clock(&mut self, now: u64, wall_ms: u64) {
         let d = i128::from(wall_ms) - i128::from(now);
         self.wall_offset_ms = i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX });
+        for l in self.packet_links.values_mut() {
+            l.wall_offset_ms = self.wall_offset_ms;
+        }
     }
 
     /// Wall-clock seconds at core time `now`, for consensus checks.

@@ -957,8 +957,12 @@ impl Node {
     /// The message id under which a block we push to `peer` unasked also delivers the
     /// outbox item for it (the peer acks it like any push), if there is one.
     pub(super) fn outbox_msg_id_for_block(&mut self, peer: PeerId, hash: Hash) -> Option<u64> {
-        // From its greeting: the outbox session may not be open yet.
-        let node_id = self.peers.get(&peer)?.hello.as_ref()?.node_id;
+        // From its greeting: the outbox session may not be open yet, nor its claim to
+        // that id proven (a push in the turn that answers its greeting, see
+        // `push_to_behind`). Its ack counts only once the session opens, which takes
+        // the proof: `early_pushed` is dropped with a session that never does.
+        let p = self.peers.get(&peer)?;
+        let node_id = p.hello.as_ref().or(p.pending_hello.as_ref())?.node_id;
         let (id, msg_id) = [Dest::Peer(node_id), Dest::Any].iter().find_map(|d| {
             self.outbox
                 .ob

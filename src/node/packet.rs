@@ -39,10 +39,14 @@ const BURST_MS: u64 = 45_000;
 const APPEND_MS: u64 = 150;
 /// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
 const MIN_BURST_FRAMES: u64 = 4;
-/// Frames a burst may hold on a slotted link (JS8Call), and what its duty-cycle bucket
-/// holds at least. Ten measured worse over the JS8 emulator: a station without carrier
+/// Frames a burst may hold on a slotted link (JS8Call), greetings and proofs apart (see
+/// `handshake_part`). Ten measured worse over the JS8 emulator: a station without carrier
 /// sense keys up into a long burst it has not yet heard the end of.
-const SLOTTED_BURST_FRAMES: u64 = 4;
+const SLOTTED_BURST_FRAMES: u64 = 10;
+/// Frames of air a slotted link's duty-cycle bucket holds at least: a greeting and its
+/// proof (five and four 32-byte JS8 frames) must go in one turn, or the peer greets
+/// again and each side loses a round trip of minutes.
+const SLOTTED_DUTY_FRAMES: u64 = 10;
 /// On half duplex, the most bytes one burst hands to the TNC at once (a hardware TNC
 /// queues frames in its own small RAM). At 1200 bit/s `BURST_MS` binds first.
 const BURST_BYTES: usize = 8 * 1024;
@@ -83,7 +87,10 @@ const MAX_NACK_ROUNDS: u32 = 8;
 const GATHER_MS: u64 = 100;
 /// Random-access window on channels without carrier sense, in slots: a station waits
 /// 0..CONTENTION_SLOTS slots before a transmission that is not an immediate answer.
-const CONTENTION_SLOTS: u64 = 4;
+pub(super) const CONTENTION_SLOTS: u64 = 4;
+/// Slotted channels: a new burst is handed to the modem this long before the slot
+/// boundary (see `at_slot_edge`); JS8Call takes text for the next slot until it starts.
+const SLOT_EDGE_MS: u64 = 1_000;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
 /// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`. Two minutes:
 /// a 16 KB sync at 1200 bit/s runs at full rate.
@@ -182,6 +189,12 @@ pub(super) struct PacketLink {
     quiet_until: u64,
     /// Channels without carrier sense: the slot chosen for our next transmission.
     access_at: Option<u64>,
+    /// Slotted channels: a burst that may go waits until just before the slot boundary.
+    edge_at: Option<u64>,
+    /// Our bursts since we last heard another station (the contention window's exponent).
+    unheard_bursts: u32,
+    /// Wall clock minus `now`, for the slot boundaries (JS8Call keeps UTC slots).
+    pub wall_offset_ms: i64,
     /// Until then we are answering a burst we heard: no random wait.
     answer_until: u64,
     /// A new burst waits until then for the rest of what this moment produces.
@@ -206,7 +219,7 @@ impl PacketLink {
         // Slotted links (JS8Call) have no carrier sense to talk over: stations keep to
         // their slots, and a message of a few frames must fit the allowance whole.
         let duty_depth = if caps.slot_ms > 0 {
-            DUTY_BURST_MS.max(SLOTTED_BURST_FRAMES * airtime_ms(&caps, caps.mtu))
+            DUTY_BURST_MS.max(SLOTTED_DUTY_FRAMES * airtime_ms(&caps, caps.mtu))
         } else if super::is_narrow(&caps) {
             NARROW_DUTY_BURST_MS
         } else {
@@ -247,6 +260,9 @@ impl PacketLink {
             heard_more: false,
             quiet_until: 0,
             access_at: None,
+            edge_at: None,
+            unheard_bursts: 0,
+            wall_offset_ms: 0,
             answer_until: 0,
             gather_until: None,
             rng: Rng::new(seed),
@@ -267,7 +283,14 @@ impl PacketLink {
         // ends (and our yield runs) that much later than estimated. Only a packet heard
         // after our burst is the other station taking its turn.
         let air = self.airtime_ms(packet.len());
-        if self.backlog_until > now.saturating_sub(air) {
+        if self.caps.slot_ms > 0 && !self.caps.carrier_sense {
+            // A slotted modem without carrier sense sends what it holds in the next
+            // slots whatever it hears, and a station keyed up hears nothing: a frame heard
+            // means ours are all gone, whatever our estimate said (a burst "still on the
+            // air" by the estimate took this as its moment to append, and keyed up into
+            // the other station's burst).
+            self.backlog_until = self.backlog_until.min(now);
+        } else if self.backlog_until > now.saturating_sub(air) {
             self.backlog_until += air;
             if self.quiet_until > 0 {
                 self.quiet_until += air;
@@ -291,6 +314,8 @@ impl PacketLink {
         // Hearing the channel busy restarts the random access of a slotted channel;
         // an answer to this burst goes at once (the sender is waiting for it).
         self.access_at = None;
+        self.edge_at = None;
+        self.unheard_bursts = 0;
         self.answer_until = self.hold_until + self.caps.slot_ms;
         over
     }
@@ -326,6 +351,9 @@ impl PacketLink {
             }
             if let Some(a) = self.access_at.filter(|a| *a > now) {
                 t = t.min(a);
+            }
+            if let Some(e) = self.edge_at.filter(|e| *e > now) {
+                t = t.min(e);
             }
             if let Some(g) = self.gather_until.filter(|g| *g > now) {
                 t = t.min(g);
@@ -371,8 +399,11 @@ impl PacketLink {
             self.access_at = None;
             return true;
         }
-        if self.caps.carrier_sense || self.caps.slot_ms == 0 || now < self.answer_until {
+        if self.caps.carrier_sense || self.caps.slot_ms == 0 {
             return true;
+        }
+        if now < self.answer_until {
+            return self.at_slot_edge(now);
         }
         // No carrier sense: a random slot, so that stations that react to the same event
         // (or came up in the same second) do not transmit in lock step for ever.
@@ -380,15 +411,49 @@ impl PacketLink {
         // spans several slots, and a shift of one slot would still overlap it.
         let slot = self.caps.slot_ms;
         let unit = self.airtime_ms(self.caps.mtu).div_ceil(slot).max(1) * slot;
-        let at = *self
-            .access_at
-            .get_or_insert_with(|| now + self.rng.below(CONTENTION_SLOTS) * unit);
-        if now >= at {
-            self.access_at = None;
-            true
-        } else {
-            false
+        let at = match self.access_at {
+            Some(at) => at,
+            None => {
+                // Whole slots from the next boundary: two stations' random waits that
+                // end inside the same slot would still key up together at its end.
+                // The window doubles with each burst of ours that nothing was heard
+                // after (binary exponential backoff): stations that collided went quiet
+                // together and come back together.
+                let window = CONTENTION_SLOTS << self.unheard_bursts.min(3);
+                let k = self.rng.below(window);
+                let at = self.slot_edge_after(now) + k * unit;
+                *self.access_at.insert(at)
+            }
+        };
+        if now < at || !self.at_slot_edge(now) {
+            return false;
         }
+        self.access_at = None;
+        true
+    }
+
+    /// Slotted channel: is it the moment to hand a new burst over, just before the next
+    /// slot boundary? The modem keys up only at the boundary whatever we do, and what
+    /// the last slot carried is heard only at its end: a burst handed over earlier is
+    /// committed before we know whether another station has taken the channel (two
+    /// stations whose random slots differ by one then still collide).
+    fn at_slot_edge(&mut self, now: u64) -> bool {
+        let at = self.slot_edge_after(now);
+        if at <= now {
+            self.edge_at = None;
+            return true;
+        }
+        self.edge_at = Some(at);
+        false
+    }
+
+    /// The moment to hand over a burst for the next slot boundary (`now` itself if that
+    /// moment has come).
+    fn slot_edge_after(&self, now: u64) -> u64 {
+        let slot = self.caps.slot_ms.max(1);
+        let wall = now.saturating_add_signed(self.wall_offset_ms);
+        let left = (slot - wall % slot) % slot;
+        now + left.saturating_sub(SLOT_EDGE_MS)
     }
 
     /// The most air one burst may take: `BURST_MS`, or a few frames where one frame takes
@@ -869,12 +934,17 @@ impl PacketLink {
         // OVER, starts its answer.
         let turns = self.takes_turns();
         let mut burst_bytes = 0usize;
+        // Transfers of a greeting or proof in this burst (see `handshake_part`).
+        let mut handshake_tids: Vec<u32> = Vec::new();
         loop {
             if !turns && self.backlog_until.saturating_sub(now) >= self.window_ms() {
                 break;
             }
             if self.backlog_until <= now {
                 // A new burst.
+                if self.burst_air > 0 || out.len() == first {
+                    self.unheard_bursts = self.unheard_bursts.saturating_add(1);
+                }
                 self.burst_air = 0;
             }
             let Some(next_len) = self
@@ -886,11 +956,16 @@ impl PacketLink {
                 break;
             };
             let mut t = self.airtime_ms(next_len);
+            let handshake = self
+                .control
+                .front()
+                .and_then(|(d, p)| handshake_part(d, p, &handshake_tids));
             if turns
                 && self.burst_air > 0
                 && (self.burst_air + t > self.burst_limit_ms()
                     || burst_bytes + next_len > BURST_BYTES)
                 && !self.finishes_transfer(out.get(first..).and_then(|o| o.last()))
+                && handshake.is_none()
             {
                 capped = true;
                 break;
@@ -914,6 +989,9 @@ impl PacketLink {
             let Some((dest, p)) = self.control.pop_front().or_else(|| self.bulk.pop_front()) else {
                 break;
             };
+            if let Some(Some(tid)) = handshake {
+                handshake_tids.push(tid);
+            }
             self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
             self.backlog_until = self.backlog_until.max(now) + t;
             self.burst_air += t;
@@ -949,6 +1027,27 @@ impl PacketLink {
     /// Packets waiting for air time.
     pub fn queued(&self) -> usize {
         self.control.len() + self.bulk.len()
+    }
+}
+
+/// Is this packet part of a greeting (`Hello`) or handshake proof (`Auth`) to one
+/// station? Such packets may run past the burst limit: on a slotted link a greeting
+/// takes five frames and its proof four, and a proof left for the next turn costs the
+/// peer a turn of its own (it greets again) and both a round trip of a minute or more.
+/// `Some(Some(tid))` for the first fragment of such a transfer (later fragments are
+/// recognised by `tids`), `Some(None)` for the rest.
+fn handshake_part(dest: &Dest, p: &[u8], tids: &[u32]) -> Option<Option<u32>> {
+    if !matches!(dest, Dest::Peer(_)) {
+        return None;
+    }
+    let handshake = |m: &[u8]| matches!(m.get(5), Some(1 | 16));
+    match frag::parse(p).ok()? {
+        frag::Packet::Whole(m) if handshake(m) => Some(None),
+        frag::Packet::Fragment(f) if f.index == 0 && handshake(f.payload) => {
+            Some(Some(f.transfer_id))
+        }
+        frag::Packet::Fragment(f) if f.index > 0 && tids.contains(&f.transfer_id) => Some(None),
+        _ => None,
     }
 }
 

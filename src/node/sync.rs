@@ -27,9 +27,16 @@ impl Node {
         };
         let tip = self.chain.tip();
         let quiet = 2 * p.rtt.rto() + PUSH_AIR_MS;
+        // On a shared half-duplex channel the push goes in the turn that answers its
+        // greeting, with our proof, before its own proof has come: blocks are public
+        // (every station on the channel hears them anyway, and the peer checks their
+        // work), and waiting for its proof costs a round trip of both turns. Nothing
+        // pushed then counts for its outbox items (see `outbox_msg_id_for_block`).
+        let unproven_ok =
+            p.pending_hello.is_some() && caps.half_duplex && !caps.connection_oriented;
         if caps.bitrate_bps == 0
             || is_narrow(&caps)
-            || !p.ready()
+            || !(p.ready() || unproven_ok)
             || h.work >= tip.work
             || !self.chain.is_on_main_chain(&h.tip)
             || p.pushed_at.is_some_and(|t| now < t + quiet)
