@@ -330,12 +330,15 @@ impl Node {
                 .get(&link)
                 .is_some_and(|l| l.caps.broadcast && now >= l.next_beacon);
             // A greeting or proof we owe a station here says all a beacon would, to the
-            // one that is listening: the beacon waits (on JS8 it is five frames).
-            let greeting = self
-                .peers
-                .values()
-                .any(|p| p.link == link && (p.hello_due || p.auth_due))
-                || self.packet_links.get(&link).is_some_and(|l| l.holding(now));
+            // one that is listening: the beacon waits (on JS8 it is five frames). So it
+            // does while a station we greeted has yet to prove itself (`proof_retries`
+            // greets it again if our greeting was lost).
+            let greeting = self.peers.values().any(|p| {
+                p.link == link
+                    && (p.hello_due
+                        || p.auth_due
+                        || (p.pending_hello.is_some() && p.hello.is_none() && !p.closing))
+            }) || self.packet_links.get(&link).is_some_and(|l| l.holding(now));
             if beacon_due && greeting {
                 if let Some(l) = self.packet_links.get_mut(&link) {
                     l.next_beacon = now + l.airtime_ms(l.caps.mtu).max(1_000);

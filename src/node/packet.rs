@@ -89,7 +89,9 @@ const GATHER_MS: u64 = 100;
 /// 0..CONTENTION_SLOTS slots before a transmission that is not an immediate answer.
 pub(super) const CONTENTION_SLOTS: u64 = 4;
 /// Slotted channels: a new burst is handed to the modem this long before the slot
-/// boundary (see `at_slot_edge`); JS8Call takes text for the next slot until it starts.
+/// boundary (see `at_slot_edge`), at most; a fifteenth of the slot where that is less
+/// (1 s of JS8's normal 15-s slot, after the last frame's decode). JS8Call takes text
+/// for the next slot until it starts, and a little after.
 const SLOT_EDGE_MS: u64 = 1_000;
 /// Air time a radio link may spend at full rate before the duty-cycle cap paces it
 /// (the bucket's depth); the long-run share is `PeerPolicy::duty_cycle_pct`. Two minutes:
@@ -453,7 +455,7 @@ impl PacketLink {
         let slot = self.caps.slot_ms.max(1);
         let wall = now.saturating_add_signed(self.wall_offset_ms);
         let left = (slot - wall % slot) % slot;
-        now + left.saturating_sub(SLOT_EDGE_MS)
+        now + left.saturating_sub(SLOT_EDGE_MS.min(slot / 15))
     }
 
     /// The most air one burst may take: `BURST_MS`, or a few frames where one frame takes

@@ -10,8 +10,8 @@
 //! Modulator.cpp in the js8call sources):
 //!
 //! - Time is cut into periods (slow 30 s, normal 15 s, fast 10 s, turbo 6 s, divided by
-//!   `time_scale`) counted from one epoch shared by every station, as UTC is for real
-//!   stations. JS8Call keys up only at the start of a period, without listening first; a
+//!   `time_scale`) counted from UTC, as real stations count them. JS8Call keys up only
+//!   at the start of a period, without listening first; a
 //!   message handed over in the first part of a period still goes out in it (JS8Call's
 //!   "late start", the dead air at the end of the frame minus the TX delay, times 3/4 at
 //!   fast and 1/2 at turbo), otherwise at the next boundary.
@@ -239,10 +239,21 @@ impl Js8Pair {
                 })
             })
             .collect();
+        // Periods are counted from UTC, as JS8Call counts them (every speed's period
+        // divides 30 s): a node that keeps to slot boundaries by its own clock finds the
+        // same ones.
+        let whole = 30.0 / time_scale;
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let now = Instant::now();
+        let epoch = now
+            .checked_sub(Duration::from_secs_f64(unix % whole))
+            .unwrap_or(now);
         let air = Arc::new(Air {
             stations,
             time_scale,
-            epoch: Instant::now(),
+            epoch,
             loss: Mutex::new(loss),
             rng: Mutex::new(0x2545_F491_4F6C_DD1D),
             log: Mutex::new(Vec::new()),
