@@ -674,7 +674,17 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                     while let Ok(ev) = ev_rx.try_recv() {
                         let _ = on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held);
                     }
-                    Err(anyhow!("{why}"))
+                    // A link that ended names its cause ("cannot listen on ...: Address
+                    // already in use"), not only that it ended.
+                    let cause = shared.links.lock().ok().and_then(|l| {
+                        l.iter()
+                            .find(|s| why.starts_with(&format!("link {} (", s.id)))
+                            .and_then(|s| s.error.clone())
+                    });
+                    match cause {
+                        Some(c) => Err(anyhow!("{why}: {c}")),
+                        None => Err(anyhow!("{why}")),
+                    }
                 }
             }
         };

@@ -288,3 +288,41 @@ fn js8_stations_started_in_the_same_second_fall_out_of_step() {
         );
     }
 }
+
+#[test]
+fn the_turn_that_answers_a_beacon_carries_the_blocks_it_lacks() {
+    // B's beacon shows it behind. A's answer carries its greeting, its proof and the
+    // block in one key-up, before B has proven itself (blocks are public): waiting for
+    // B's proof first cost both stations a turn more (22.6 s instead of 15 s for 1 KB
+    // over real Direwolf modems).
+    let mut clean = 0;
+    for seed in SEEDS {
+        let mut air = Air::new(2, seed, 0);
+        let tip = mine_private(&mut air, 0, 0);
+        // B keys up once (its beacon) and holds the block before it keys up again (its
+        // proof). Before, A waited for that proof to push the block.
+        let mut ups = None;
+        for _ in 0..1200 {
+            air.run_for(50);
+            if air.nodes[1].chain().tip().hash == tip {
+                ups = Some(air.channel().station_stats(1).key_ups);
+                break;
+            }
+        }
+        let ups = ups.unwrap_or_else(|| panic!("seed {seed}: B never got A's block"));
+        let stats = air.channel_stats();
+        if stats.deaf + stats.collisions > 0 {
+            // The first beacons collided: that costs each station a key-up more.
+            continue;
+        }
+        clean += 1;
+        assert_eq!(
+            ups, 1,
+            "seed {seed}: B keyed up {ups} times before it held the block"
+        );
+    }
+    assert!(
+        clean >= SEEDS.count() / 2,
+        "only {clean} seeds without a collision"
+    );
+}
