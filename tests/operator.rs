@@ -184,6 +184,12 @@ fn errors_are_json_with_json_and_a_closed_pipe_does_not_panic() {
         "{v}"
     );
 
+    // A command line clap refuses is a JSON error too, with clap's exit status.
+    let o = sky(&["--json", "status", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("a JSON usage error");
+    assert!(v["error"].as_str().unwrap_or("").contains("--bogus"), "{v}");
+
     // `skywave ... | head -1`: the reader is gone before the first line is written.
     let n = TestNode::init("a", "N0CALL-1");
     let (reader, writer) = std::io::pipe().expect("pipe");
