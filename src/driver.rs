@@ -498,7 +498,7 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
 async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
     let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
     // Link tasks, forwarders and the miner report here when they end.
-    let (dead_tx, mut dead_rx) = mpsc::unbounded_channel::<String>();
+    let (dead_tx, mut dead_rx) = mpsc::unbounded_channel::<(Option<LinkId>, String)>();
     let peer_ids = PeerIds::default();
     let mut link_cmds: HashMap<LinkId, LinkQueue> = HashMap::new();
     let mut tasks: Vec<tokio::task::AbortHandle> = Vec::new();
@@ -593,7 +593,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             tasks.push(handle.abort_handle());
             let dead = dead_tx.clone();
             tokio::spawn(async move {
-                let _ = dead.send(task_end(&what, handle.await));
+                let _ = dead.send((Some(id), task_end(&what, handle.await)));
             });
         }
     }
@@ -606,7 +606,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         let dead = dead_tx.clone();
         std::thread::spawn(move || {
             // Reports the thread's end, panics included (the guard drops while unwinding).
-            struct Watch(mpsc::UnboundedSender<String>);
+            struct Watch(mpsc::UnboundedSender<(Option<LinkId>, String)>);
             impl Drop for Watch {
                 fn drop(&mut self) {
                     let why = if std::thread::panicking() {
@@ -614,7 +614,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                     } else {
                         "miner thread ended"
                     };
-                    let _ = self.0.send(why.to_string());
+                    let _ = self.0.send((None, why.to_string()));
                 }
             }
             let _watch = Watch(dead);
@@ -665,7 +665,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             },
             _ = sleep => timeout(shared),
             _ = shared.wake.notified() => Ok(()),
-            Some(why) = dead_rx.recv() => {
+            Some((dead_link, why)) = dead_rx.recv() => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     Ok(())
                 } else {
@@ -676,10 +676,9 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                     }
                     // A link that ended names its cause ("cannot listen on ...: Address
                     // already in use"), not only that it ended.
-                    let cause = shared.links.lock().ok().and_then(|l| {
-                        l.iter()
-                            .find(|s| why.starts_with(&format!("link {} (", s.id)))
-                            .and_then(|s| s.error.clone())
+                    let cause = dead_link.and_then(|id| {
+                        let l = shared.links.lock().ok()?;
+                        l.iter().find(|s| s.id == id)?.error.clone()
                     });
                     match cause {
                         Some(c) => Err(anyhow!("{why}: {c}")),

@@ -360,8 +360,9 @@ impl Node {
                 let alone = !self.peers.values().any(|p| p.link == link && p.ready());
                 if let Some(l) = self.packet_links.get_mut(&link) {
                     let air = l.airtime_ms(bytes.len());
-                    let slotted = l.caps.slot_ms > 0 && !l.caps.carrier_sense;
-                    let interval = if alone && slotted && l.alone_beacons < SLOTTED_QUICK_TRIES {
+                    let slotted = l.slotted();
+                    let quick = alone && slotted && l.alone_beacons < SLOTTED_QUICK_TRIES;
+                    let interval = if quick {
                         // Without carrier sense two stations started together beacon into
                         // each other, both deaf. Try again right after this beacon, in a
                         // random one of a few slots (a window doubled each time): the one
@@ -387,7 +388,7 @@ impl Node {
                     // Without carrier sense (JS8Call) two beacons overlap unless they start
                     // a whole beacon apart: spread over a few beacon lengths, or stations
                     // that collided once stay in step.
-                    let spread = if alone && slotted && l.alone_beacons <= SLOTTED_QUICK_TRIES {
+                    let spread = if quick {
                         0
                     } else if alone && slotted {
                         (interval / 4).max(3 * air)

@@ -25,6 +25,7 @@
 
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
+use crate::wire::envelope;
 use crate::wire::frag::{self, Reassembler, ReassemblerConfig};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,8 +41,9 @@ const APPEND_MS: u64 = 150;
 /// Frames a burst may always hold, however long they take (see `burst_limit_ms`).
 const MIN_BURST_FRAMES: u64 = 4;
 /// Frames a burst may hold on a slotted link (JS8Call), greetings and proofs apart (see
-/// `handshake_part`). Ten measured worse over the JS8 emulator: a station without carrier
-/// sense keys up into a long burst it has not yet heard the end of.
+/// `handshake_part`). Four cut a payment short (left to a NACK a turn later) once bursts
+/// were decided at the slot edge (`at_slot_edge`): before that, ten let a station without
+/// carrier sense key up into a long burst it had not yet heard the end of.
 const SLOTTED_BURST_FRAMES: u64 = 10;
 /// Frames of air a slotted link's duty-cycle bucket holds at least: a greeting and its
 /// proof (five and four 32-byte JS8 frames) must go in one turn, or the peer greets
@@ -285,7 +287,7 @@ impl PacketLink {
         // ends (and our yield runs) that much later than estimated. Only a packet heard
         // after our burst is the other station taking its turn.
         let air = self.airtime_ms(packet.len());
-        if self.caps.slot_ms > 0 && !self.caps.carrier_sense {
+        if self.slotted() {
             // A slotted modem without carrier sense sends what it holds in the next
             // slots whatever it hears, and a station keyed up hears nothing: a frame heard
             // means ours are all gone, whatever our estimate said (a burst "still on the
@@ -320,6 +322,12 @@ impl PacketLink {
         self.unheard_bursts = 0;
         self.answer_until = self.hold_until + self.caps.slot_ms;
         over
+    }
+
+    /// A channel of time slots without carrier sense (JS8Call): stations key up at slot
+    /// boundaries, deaf to each other.
+    pub fn slotted(&self) -> bool {
+        self.caps.slot_ms > 0 && !self.caps.carrier_sense
     }
 
     /// A shared half-duplex channel (a TNC, JS8Call), where the stations take turns
@@ -401,7 +409,7 @@ impl PacketLink {
             self.access_at = None;
             return true;
         }
-        if self.caps.carrier_sense || self.caps.slot_ms == 0 {
+        if !self.slotted() {
             return true;
         }
         if now < self.answer_until {
@@ -662,7 +670,7 @@ impl PacketLink {
     /// yet): a greeting we are about to send a station says the same to the one that is
     /// listening, and on a slow channel the beacon costs as much again.
     pub fn drop_queued_beacon(&mut self) {
-        let is_hello = |m: &[u8]| m.get(5) == Some(&1);
+        let is_hello = |m: &[u8]| envelope::peek_kind(m) == Some(1);
         let mut tids = Vec::new();
         let mut whole = false;
         for (d, p) in &self.control {
@@ -945,7 +953,7 @@ impl PacketLink {
             }
             if self.backlog_until <= now {
                 // A new burst.
-                if self.burst_air > 0 || out.len() == first {
+                if out.len() == first {
                     self.unheard_bursts = self.unheard_bursts.saturating_add(1);
                 }
                 self.burst_air = 0;
@@ -1043,7 +1051,8 @@ fn handshake_part(dest: &Dest, p: &[u8], tids: &[u32]) -> Option<Option<u32>> {
     if !matches!(dest, Dest::Peer(_)) {
         return None;
     }
-    let handshake = |m: &[u8]| matches!(m.get(5), Some(1 | 16));
+    // Kinds 1 and 16: `Hello` and `Auth`.
+    let handshake = |m: &[u8]| matches!(envelope::peek_kind(m), Some(1 | 16));
     match frag::parse(p).ok()? {
         frag::Packet::Whole(m) if handshake(m) => Some(None),
         frag::Packet::Fragment(f) if f.index == 0 && handshake(f.payload) => {

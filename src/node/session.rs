@@ -345,9 +345,9 @@ impl Node {
         if let Some(a) = early {
             self.on_auth(now, peer, a);
         }
-        if self.peers.get(&peer).is_some_and(|p| !p.ready()) {
-            self.push_to_behind(now, peer, &h);
-        }
+        // On a shared channel the blocks it lacks go with our proof (see
+        // `push_to_behind`; once pushed, not again when the session opens).
+        self.push_to_behind(now, peer, &h);
     }
 
     /// On a packet link, a station whose greeting we hold but whose proof has not come

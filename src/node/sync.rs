@@ -30,8 +30,9 @@ impl Node {
         // On a shared half-duplex channel the push goes in the turn that answers its
         // greeting, with our proof, before its own proof has come: blocks are public
         // (every station on the channel hears them anyway, and the peer checks their
-        // work), and waiting for its proof costs a round trip of both turns. Nothing
-        // pushed then counts for its outbox items (see `outbox_msg_id_for_block`).
+        // work), and waiting for its proof costs a round trip of both turns. A block pushed
+        // then delivers an outbox item only once the session opens with that proof (see
+        // `outbox_msg_id_for_block`).
         let unproven_ok =
             p.pending_hello.is_some() && caps.half_duplex && !caps.connection_oriented;
         if caps.bitrate_bps == 0
