@@ -289,6 +289,94 @@ fn js8_stations_started_in_the_same_second_fall_out_of_step() {
     }
 }
 
+/// Slots of air the first transfer of `kind` (a message kind number, as `describe`
+/// names it) from `station` took: each of its packets keyed up from a slot boundary.
+fn first_transfer_slots(air: &Air, station: usize, kind: u8, cfg: &ChannelConfig) -> u64 {
+    let tag = format!(" kind {kind}");
+    let frames: Vec<(&String, usize)> = air
+        .sent_log
+        .iter()
+        .zip(&air.sent_len)
+        .filter(|((s, _), _)| *s == station)
+        .map(|((_, d), &len)| (d, len))
+        .collect();
+    let Some(tid) = frames.iter().find_map(|(d, _)| {
+        let rest = d.strip_prefix("fragment t")?;
+        (d.ends_with(&tag) && rest.contains(" 0/")).then(|| rest.split(' ').next())?
+    }) else {
+        // A message that fits one packet.
+        let len = frames
+            .iter()
+            .find(|(d, _)| d.ends_with(&format!("kind {kind}")))
+            .map_or(0, |(_, l)| *l);
+        return cfg.airtime_ms(len).div_ceil(cfg.slot_ms);
+    };
+    let prefix = format!("fragment t{tid} ");
+    frames
+        .iter()
+        .filter(|(d, _)| d.starts_with(&prefix))
+        .map(|(_, len)| cfg.airtime_ms(*len).div_ceil(cfg.slot_ms))
+        .sum()
+}
+
+#[test]
+fn js8_stations_configured_with_each_other_and_started_together_meet_in_few_slots() {
+    // As `js8_stations_started_in_the_same_second_fall_out_of_step`, but each link is
+    // configured with the other station (JS8Call's `peer=`), so both greet at link-up,
+    // and at turbo speed a 32-byte packet spans seven 6-s slots (one JS8 message), as
+    // in the JS8Call emulator's test of the same case.
+    let caps = LinkCaps {
+        mtu: 32,
+        bitrate_bps: 6,
+        carrier_sense: false,
+        slot_ms: 6_000,
+        ..radio_caps()
+    };
+    let cfg = ChannelConfig::slotted(6, 6_000);
+    let net = params::regtest().network_id();
+    let k = key();
+    let from = crate::keys::address(&k);
+    let seeds: Vec<u64> = match std::env::var("AIR_SEEDS") {
+        Ok(v) => v.split(',').filter_map(|s| s.parse().ok()).collect(),
+        Err(_) => (1..17).collect(),
+    };
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let mut air = Air::with_channel(2, seed, caps.clone(), cfg.clone());
+        air.configured_peers();
+        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
+        while !pow::mine(&mut b.header, 1_000_000) {}
+        for n in &mut air.nodes {
+            n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
+        }
+        let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
+        let id = air.nodes[0].submit_tx(air.now, tx).unwrap();
+        let took = run_until(&mut air, 3_600_000, |a| {
+            a.nodes[1].chain().mempool_get(&id).is_some()
+        });
+        // What the exchange needs back to back: each station's greeting and proof, and
+        // the payment. Allowed: twice that, so at most one round of collisions.
+        let needed: u64 = [(0, 1), (1, 1), (0, 16), (1, 16), (0, 9)]
+            .iter()
+            .map(|&(st, kind)| first_transfer_slots(&air, st, kind, &cfg))
+            .sum::<u64>()
+            * cfg.slot_ms;
+        let stats = air.channel_stats();
+        eprintln!(
+            "seed {seed}: took {:?} s, needed {} s back to back; {stats:?}",
+            took.map(|t| t / 1000),
+            needed / 1000
+        );
+        if took.is_none_or(|t| t > 2 * needed) {
+            failed.push(seed);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "seeds {failed:?}: no handshake and payment within twice the air it needs"
+    );
+}
+
 #[test]
 fn the_turn_that_answers_a_beacon_carries_the_blocks_it_lacks() {
     // B's beacon shows it behind. A's answer carries its greeting, its proof and the

@@ -333,12 +333,18 @@ impl Node {
             // one that is listening: the beacon waits (on JS8 it is five frames). So it
             // does while a station we greeted has yet to prove itself (`proof_retries`
             // greets it again if our greeting was lost).
+            // Nor does it join a greeting or beacon of ours still queued (on a slow
+            // channel the next beacon comes due before the last has aired).
             let greeting = self.peers.values().any(|p| {
                 p.link == link
                     && (p.hello_due
                         || p.auth_due
+                        || p.greeting_unanswered()
                         || (p.pending_hello.is_some() && p.hello.is_none() && !p.closing))
-            }) || self.packet_links.get(&link).is_some_and(|l| l.holding(now));
+            }) || self
+                .packet_links
+                .get(&link)
+                .is_some_and(|l| l.holding(now) || l.hello_queued_any());
             if beacon_due && greeting {
                 if let Some(l) = self.packet_links.get_mut(&link) {
                     l.next_beacon = now + l.airtime_ms(l.caps.mtu).max(1_000);
@@ -469,7 +475,12 @@ impl Node {
                 // proof: it lacks our Hello.
                 p.hello_due = true;
             }
-            if std::mem::take(&mut p.hello_due) {
+            let queued = self
+                .packet_links
+                .get(&link)
+                .is_some_and(|l| l.hello_queued(id));
+            if std::mem::take(&mut p.hello_due) && !queued {
+                // (One still queued says the same: the nonce is the session's.)
                 let nonce = p.hello_nonce;
                 // They will hold this greeting: our proof names its nonce.
                 p.held_nonce = None;

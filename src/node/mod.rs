@@ -79,6 +79,9 @@ const KNOWN_CAP: usize = 4096;
 const MAX_QUEUED_TRANSMITS: usize = 10_000;
 /// Stations on a broadcast channel are forgotten after this much silence.
 const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
+/// Greetings to a station we never heard from (a configured peer) before only beacons
+/// look for it (see `proof_retries`).
+const GREET_TRIES: u32 = 2;
 /// Beacon period on broadcast links once a station has answered (see `packet_timers`).
 const BEACON_INTERVAL_MS: u64 = 5 * 60 * 1000;
 /// Beacon period on a broadcast link where no station has been heard yet.
@@ -287,7 +290,8 @@ struct Peer {
     held_nonce: Option<u64>,
     /// Their proof, come before their `Hello` was whole (packet links).
     early_auth: Option<crate::wire::message::Auth>,
-    /// When our proof last went out, and how often without theirs coming back.
+    /// When our proof (or, to a silent station, our greeting) last went out, and how
+    /// often without an answer.
     proof_at: u64,
     proof_tries: u32,
     /// It greeted us and no proof followed yet: at the end of its burst this means it
@@ -335,6 +339,17 @@ struct Peer {
 impl Peer {
     fn ready(&self) -> bool {
         self.hello.is_some() && !self.closing
+    }
+
+    /// We greeted it and have heard nothing from it since, and will greet it again (see
+    /// `proof_retries`): until then our beacons wait, since the greeting says as much.
+    fn greeting_unanswered(&self) -> bool {
+        !self.answered
+            && self.hello.is_none()
+            && self.pending_hello.is_none()
+            && !self.hello_due
+            && !self.closing
+            && self.proof_tries < GREET_TRIES
     }
 
     /// It has a block at `height`: the best we know of it if no lower than before.

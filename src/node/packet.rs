@@ -510,7 +510,14 @@ impl PacketLink {
             0 => self.airtime_ms(self.caps.mtu),
             slot => self.airtime_ms(self.caps.mtu).div_ceil(slot).max(1) * slot,
         };
-        self.access_at = Some(now + self.rng.below(CONTENTION_SLOTS) * unit);
+        // On a slotted channel the window doubles after a burst nothing was heard after,
+        // as in `ready_to_send`: two stations whose greetings collided retry together.
+        let window = if self.slotted() {
+            CONTENTION_SLOTS << self.unheard_bursts.min(1)
+        } else {
+            CONTENTION_SLOTS
+        };
+        self.access_at = Some(now + self.rng.below(window) * unit);
         self.answer_until = 0;
     }
 
@@ -666,15 +673,14 @@ impl PacketLink {
         true
     }
 
-    /// Drop a beacon still waiting in the queue, whole (none of its packets on the air
-    /// yet): a greeting we are about to send a station says the same to the one that is
-    /// listening, and on a slow channel the beacon costs as much again.
-    pub fn drop_queued_beacon(&mut self) {
+    /// Transfers in the control queue that carry a `Hello` to a destination `to` accepts,
+    /// their first packet not on the air yet; `whole` if one fits a packet.
+    fn queued_hellos(&self, to: impl Fn(&Dest) -> bool) -> (Vec<u32>, bool) {
         let is_hello = |m: &[u8]| envelope::peek_kind(m) == Some(1);
         let mut tids = Vec::new();
         let mut whole = false;
         for (d, p) in &self.control {
-            if !matches!(d, Dest::Broadcast(_)) {
+            if !to(d) {
                 continue;
             }
             match frag::parse(p) {
@@ -685,6 +691,29 @@ impl PacketLink {
                 _ => {}
             }
         }
+        (tids, whole)
+    }
+
+    /// Is a greeting to `peer` still waiting in the queue? A second one would say the
+    /// same (the nonce is the session's) and cost as much air again.
+    pub fn hello_queued(&self, peer: PeerId) -> bool {
+        let (tids, whole) = self.queued_hellos(|d| *d == Dest::Peer(peer));
+        whole || !tids.is_empty()
+    }
+
+    /// Is a beacon or a greeting of ours still waiting in the queue? A beacon queued now
+    /// would go out behind it, saying the same.
+    pub fn hello_queued_any(&self) -> bool {
+        let (tids, whole) = self.queued_hellos(|_| true);
+        whole || !tids.is_empty()
+    }
+
+    /// Drop a beacon still waiting in the queue, whole (none of its packets on the air
+    /// yet): a greeting we are about to send a station says the same to the one that is
+    /// listening, and on a slow channel the beacon costs as much again.
+    pub fn drop_queued_beacon(&mut self) {
+        let is_hello = |m: &[u8]| envelope::peek_kind(m) == Some(1);
+        let (tids, whole) = self.queued_hellos(|d| matches!(d, Dest::Broadcast(_)));
         if tids.is_empty() && !whole {
             return;
         }

@@ -95,6 +95,8 @@ pub(super) struct Air {
     pub(super) refused: u64,
     /// Every frame handed to a TNC: (station, what it carries as `describe` names it).
     pub(super) sent_log: Vec<(usize, String)>,
+    /// The length of each frame in `sent_log`, in the same order.
+    pub(super) sent_len: Vec<usize>,
     /// One-shot losses: the next frame from .0 to .1 carrying .2 is not delivered.
     drops: Vec<(usize, usize, String)>,
     /// Frames lost to `drop_first`.
@@ -137,6 +139,7 @@ impl Air {
             air_bytes: 0,
             refused: 0,
             sent_log: Vec::new(),
+            sent_len: Vec::new(),
             drops: Vec::new(),
             dropped: 0,
             trace: std::env::var_os("AIR_TRACE").is_some(),
@@ -186,6 +189,7 @@ impl Air {
                 };
                 let len = t.bytes.len() as u64;
                 self.sent_log.push((i, describe(&t.bytes)));
+                self.sent_len.push(t.bytes.len());
                 if self.channel.send(self.now, i, to, t.bytes) {
                     self.frames += 1;
                     self.air_bytes += len;
@@ -244,6 +248,21 @@ impl Air {
             self.nodes[to].peer_connected(self.now, pid, LINK, call, false);
         }
         self.nodes[to].handle_frame(self.now, pid, bytes);
+    }
+
+    /// Every station opens a session with every other at once, before hearing anything:
+    /// a link configured with its peers (JS8Call's `peer=`), as the link task announces
+    /// them when it comes up.
+    pub(super) fn configured_peers(&mut self) {
+        let n = self.nodes.len();
+        for to in 0..n {
+            for from in (0..n).filter(|&f| f != to) {
+                let pid = self.peer_id(to, from);
+                self.heard.insert((to, from), pid);
+                let call = format!("N0CALL-{}", from + 1);
+                self.nodes[to].peer_connected(self.now, pid, LINK, call, true);
+            }
+        }
     }
 
     fn sync_counters(&mut self) {

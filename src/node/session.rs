@@ -353,15 +353,17 @@ impl Node {
     /// On a packet link, a station whose greeting we hold but whose proof has not come
     /// (it was lost, or keyed over by a hidden station) is greeted and proven to again,
     /// after twice the retransmission timeout, backing off. A station that finished its
-    /// side answers a repeated greeting with its proof (see `on_hello`).
+    /// side answers a repeated greeting with its proof (see `on_hello`). So is a station
+    /// we greeted and never heard from (a configured peer: both greetings collide when
+    /// two stations come up together), `GREET_TRIES` times; then beacons take over.
     pub(super) fn proof_retries(&mut self, now: u64) {
         let mut due = Vec::new();
         for (&id, p) in self.peers.iter_mut() {
             let Some(l) = self.packet_links.get(&p.link) else {
                 continue;
             };
-            let waiting = p.hello.is_none()
-                && p.pending_hello.is_some()
+            let waiting = (p.pending_hello.is_some() || p.greeting_unanswered())
+                && p.hello.is_none()
                 && !p.closing
                 && !p.hello_due
                 && !p.auth_due;
@@ -374,8 +376,15 @@ impl Node {
                 p.proof_at = now;
                 continue;
             }
-            // Their answer: a greeting and a proof (about 250 bytes) on the air.
-            let wait = (2 * p.rtt.rto() + l.airtime_ms(250)) << p.proof_tries.min(4);
+            // Their answer: a greeting and a proof (about 250 bytes) on the air; from a
+            // silent station, the first packet of any answer (we hold the channel while
+            // we hear it).
+            let answer = if p.pending_hello.is_some() {
+                l.airtime_ms(250)
+            } else {
+                l.airtime_ms(l.caps.mtu) + 2 * l.caps.slot_ms
+            };
+            let wait = (2 * p.rtt.rto() + answer) << p.proof_tries.min(4);
             if now > p.proof_at + wait {
                 debug!(remote = %p.remote, "no handshake proof yet: greeting again");
                 p.hello_due = true;
