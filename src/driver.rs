@@ -72,17 +72,34 @@ pub type WallSource = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// step no longer freezes pings, beacons and timeouts, and a forward one no longer times
 /// out every session. `wall_ms` follows the system clock, steps included, for block
 /// timestamps.
+///
+/// Emulator tests run a whole station fast (`SKYWAVE_TIME_SCALE`, see [`Clock::system`]):
+/// then the core's time runs that many times faster than real time, so every timer of
+/// the core keeps its proportion to the emulated air.
 #[derive(Clone)]
 pub struct Clock {
     origin: tokio::time::Instant,
     anchor_ms: u64,
     wall: WallSource,
+    scale: u64,
 }
 
+/// Most a test may speed the core's clock up by.
+const MAX_TIME_SCALE: u64 = 1_000;
+
 impl Clock {
-    /// The system's clocks.
+    /// The system's clocks. For tests against emulators that run the air N times fast
+    /// (the JS8Call emulator), `SKYWAVE_TIME_SCALE=N` runs the core's clock N times fast
+    /// too; real stations never set it.
     pub fn system() -> Clock {
-        Clock::with_wall(Arc::new(wall_ms))
+        let scale = std::env::var("SKYWAVE_TIME_SCALE")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(1, |s| s.clamp(1, MAX_TIME_SCALE));
+        Clock {
+            scale,
+            ..Clock::with_wall(Arc::new(wall_ms))
+        }
     }
 
     /// A clock whose wall time comes from `wall` (tests step it). The monotonic part is
@@ -92,18 +109,30 @@ impl Clock {
             origin: tokio::time::Instant::now(),
             anchor_ms: wall(),
             wall,
+            scale: 1,
         }
     }
 
     /// The core's time in milliseconds: monotonic.
     pub fn now_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.anchor_ms.saturating_add(elapsed)
+        self.anchor_ms
+            .saturating_add(elapsed.saturating_mul(self.scale))
     }
 
     /// Wall-clock milliseconds since the Unix epoch.
     pub fn wall_ms(&self) -> u64 {
         (self.wall)()
+    }
+
+    /// How many times faster than real time the core's clock runs (1 but in tests).
+    pub fn scale(&self) -> u64 {
+        self.scale
+    }
+
+    /// The real time `ms` of the core's time takes.
+    pub fn real(&self, ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(ms.div_ceil(self.scale))
     }
 }
 
@@ -256,6 +285,7 @@ impl Shared {
         let mut n = self.try_node()?;
         let now = self.clock.now_ms();
         n.set_wall_clock(now, self.clock.wall_ms());
+        n.set_air_clock(now, self.clock.wall_ms().saturating_mul(self.clock.scale()));
         Ok((n, now))
     }
 }
@@ -649,15 +679,17 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             Ok(n) => n.poll_timeout().min(link::aprs::next_due(&beacons)),
             Err(e) => break Err(e),
         };
-        let wait = deadline.saturating_sub(shared.now_ms()).min(60_000);
-        let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait));
+        let wait = shared
+            .clock
+            .real(deadline.saturating_sub(shared.now_ms()).min(60_000));
+        let sleep = tokio::time::sleep(wait);
         let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
                 Some(ev) => on_link_events(shared, ev, &mut ev_rx, &mut peer_link, &mut held),
                 None => {
                     // No links at all: run on timers alone.
                     tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shared.wake.notified() => {}
                     }
                     timeout(shared)

@@ -54,17 +54,14 @@ pub struct Js8LinkConfig {
     pub speed: Js8Speed,
     /// Whether whole blocks may cross this link.
     pub blocks: bool,
-    /// Test knob for emulators that run JS8 faster than real time: frame durations are
-    /// divided by it and the reported bit rate multiplied. 1 on a real radio.
-    pub time_scale: u32,
 }
 
 impl Js8LinkConfig {
     /// Parse `js8call://host[:port]?peer=CALL,CALL&speed=normal&blocks=0`.
     ///
     /// Parameters: `peer` (comma-separated JS8 callsigns), `speed` (`slow`, `normal`,
-    /// `fast`, `turbo`; default normal), `blocks` (`0` or `1`; default 0), `timescale`
-    /// (1-1000, emulators only; default 1). Errors name the offending parameter.
+    /// `fast`, `turbo`; default normal), `blocks` (`0` or `1`; default 0). Errors name
+    /// the offending parameter.
     pub fn parse_url(s: &str) -> Result<Js8LinkConfig, String> {
         let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
         if url.scheme() != "js8call" {
@@ -83,7 +80,6 @@ impl Js8LinkConfig {
             peers: Vec::new(),
             speed: Js8Speed::Normal,
             blocks: false,
-            time_scale: 1,
         };
         let mut seen: Vec<String> = Vec::new();
         for (k, v) in url.query_pairs() {
@@ -112,17 +108,10 @@ impl Js8LinkConfig {
                         _ => return Err(bad("expected 0 or 1")),
                     }
                 }
-                "timescale" => {
-                    cfg.time_scale = v
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|t| (1..=1000).contains(t))
-                        .ok_or_else(|| bad("expected 1-1000"))?
-                }
                 _ => {
                     return Err(format!(
-                    "link '{s}': unknown parameter '{k}' (known: peer, speed, blocks, timescale)"
-                ))
+                        "link '{s}': unknown parameter '{k}' (known: peer, speed, blocks)"
+                    ))
                 }
             }
         }
@@ -133,7 +122,7 @@ impl Js8LinkConfig {
     /// payload rate left after the text encoding and JS8's framing (see
     /// [`js8text::effective_bitrate`]).
     pub fn caps(&self) -> LinkCaps {
-        let rate = js8text::effective_bitrate(MTU, self.speed) * self.time_scale as f64;
+        let rate = js8text::effective_bitrate(MTU, self.speed);
         LinkCaps {
             mtu: MTU,
             bitrate_bps: (rate.round() as u64).max(1),
@@ -144,13 +133,14 @@ impl Js8LinkConfig {
             radio: true,
             blocks: self.blocks,
             carrier_sense: false,
-            slot_ms: self.speed.frame_ms() / u64::from(self.time_scale.max(1)),
+            slot_ms: self.speed.frame_ms(),
         }
     }
 
-    /// One frame's duration on this link (scaled for emulators).
+    /// One frame's duration on this link in real time (shorter under an emulator that
+    /// runs the air fast, with the core's clock: see [`crate::driver::Clock::system`]).
     fn frame(&self) -> Duration {
-        Duration::from_millis((self.speed.frame_ms() / self.time_scale as u64).max(1))
+        crate::driver::clock().real(self.speed.frame_ms())
     }
 }
 
@@ -167,9 +157,6 @@ impl fmt::Display for Js8LinkConfig {
         }
         if self.blocks {
             q.push("blocks=1".into());
-        }
-        if self.time_scale != 1 {
-            q.push(format!("timescale={}", self.time_scale));
         }
         if !q.is_empty() {
             write!(f, "?{}", q.join("&"))?;
@@ -771,17 +758,13 @@ mod tests {
         let c = parse("js8call://127.0.0.1:2442?peer=n0call,N1ABC&speed=turbo&blocks=1");
         assert_eq!(c.addr, "127.0.0.1:2442");
         assert_eq!(c.peers, vec!["N0CALL", "N1ABC"]);
-        assert_eq!(
-            (c.speed, c.blocks, c.time_scale),
-            (Js8Speed::Turbo, true, 1)
-        );
+        assert_eq!((c.speed, c.blocks), (Js8Speed::Turbo, true));
         let caps = c.caps();
         assert_eq!((caps.mtu, caps.bitrate_bps), (MTU, 6));
         assert!(caps.text_only && caps.radio && caps.half_duplex && caps.broadcast && caps.blocks);
         assert!(!caps.connection_oriented);
         // JS8Call keys up on period boundaries without listening first.
         assert_eq!((caps.carrier_sense, caps.slot_ms), (false, 6_000));
-        assert_eq!(parse("js8call://h:1?timescale=50").caps().slot_ms, 300);
         let d = parse("js8call://localhost");
         assert_eq!(
             (d.addr.as_str(), d.speed, d.blocks),
@@ -790,7 +773,6 @@ mod tests {
         assert_eq!(d.caps().bitrate_bps, 2);
         assert!(!d.caps().blocks);
         assert_eq!(parse("js8call://h:1?speed=slow").caps().bitrate_bps, 1);
-        assert_eq!(parse("js8call://h:1?timescale=50").caps().bitrate_bps, 121);
         for (url, needle) in [
             ("js8call://h:1?speed=ludicrous", "speed"),
             ("js8call://h:1?blocks=yes", "blocks"),
@@ -798,7 +780,8 @@ mod tests {
             ("js8call://h:1?peer=@ALLCALL", "group"),
             ("js8call://h:1?peer=XX", "peer"),
             ("js8call://h:1?mtu=64", "mtu"),
-            ("js8call://h:1?timescale=0", "timescale"),
+            // Emulators speed up the whole node (SKYWAVE_TIME_SCALE), not one link.
+            ("js8call://h:1?timescale=40", "timescale"),
             ("js8call://h:1?speed=fast&speed=slow", "speed"),
             ("js8call://h:1/x", "path"),
         ] {
@@ -866,7 +849,7 @@ mod tests {
     }
 
     fn state() -> Link {
-        let cfg = Js8LinkConfig::parse_url("js8call://h:1?peer=N1ABC&timescale=100").unwrap();
+        let cfg = Js8LinkConfig::parse_url("js8call://h:1?peer=N1ABC").unwrap();
         Link::new(cfg, "N0CALL".into(), PeerIds::default())
     }
 

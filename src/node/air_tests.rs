@@ -182,6 +182,22 @@ fn lost_fragments_are_repaired_not_the_whole_block_resent() {
         .unwrap_or_else(|| panic!("seed {seed}: not synced in 15 min"));
         let sent = air.channel().station_stats(0).bytes as usize;
         let repaired = air.nodes[0].packet_stats(LINK).unwrap().repaired;
+        if std::env::var_os("AIR_BREAKDOWN").is_some() {
+            let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for ((st, d), len) in air.sent_log.iter().zip(&air.sent_len) {
+                if *st == 0 {
+                    let k = d
+                        .split(' ')
+                        .filter(|w| !w.starts_with('t') && !w.contains('/'))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let e = by.entry(k).or_default();
+                    e.0 += 1;
+                    e.1 += len;
+                }
+            }
+            eprintln!("seed {seed}: sent {sent} / blocks {block_bytes} = {:.2}; repaired {repaired}; {by:?}", sent as f64 / block_bytes as f64);
+        }
         assert!(repaired > 0, "seed {seed}: nothing repaired at 15 % loss");
         assert!(
             sent < block_bytes * 8 / 5,

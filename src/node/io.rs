@@ -246,6 +246,14 @@ impl Node {
                         p.early.push(bytes.to_vec());
                     }
                 }
+                // We heard its greeting or its proof and lost the rest: our session is
+                // half made, not gone. A plain greeting of ours (no proof with it) makes
+                // it send its Hello again; a new session would throw away what it holds
+                // of ours, transfers half received included.
+                let half_made = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.pending_hello.is_some() || p.early_auth.is_some());
                 if again {
                     let nonce = self.peers.get(&peer).map_or(0, |p| p.hello_nonce);
                     if let Some(p) = self.peers.get_mut(&peer) {
@@ -255,7 +263,9 @@ impl Node {
                         p.held_nonce = None;
                     }
                     let mut hello = self.hello(nonce);
-                    hello.features |= features::NEW_SESSION;
+                    if !half_made {
+                        hello.features |= features::NEW_SESSION;
+                    }
                     self.send(peer, Message::Hello(hello));
                 }
             }
@@ -412,6 +422,13 @@ impl Node {
             l.reasm.expire(now);
             let stall = l.stall_ms();
             for (peer, tid) in l.reasm.stalled(now, stall) {
+                if l.receiving_from(now, peer, stall) {
+                    // Its burst goes on with other transfers: what this one lacks is asked
+                    // for at its OVER (`nacks_after_over`). A NACK now waits in our TNC
+                    // behind its carrier, and a second one follows at the OVER: the sender
+                    // would repair the same fragments twice.
+                    continue;
+                }
                 l.reasm.touch(peer, tid, now);
                 if !l.may_nack(now, peer, tid) || !l.nack_round(peer, tid) {
                     continue;
@@ -469,10 +486,10 @@ impl Node {
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if after_burst && !more && std::mem::take(&mut p.greeted_unproven) && p.hello.is_none()
-            {
+            if after_burst && !more && std::mem::take(&mut p.greeted_unproven) {
                 // Its burst ended (with nothing more to come) after a greeting and no
-                // proof: it lacks our Hello.
+                // proof: it lacks our Hello (our session may be ready: it lost our
+                // greeting and kept our proof).
                 p.hello_due = true;
             }
             let queued = self

@@ -79,6 +79,12 @@ const KNOWN_CAP: usize = 4096;
 const MAX_QUEUED_TRANSMITS: usize = 10_000;
 /// Stations on a broadcast channel are forgotten after this much silence.
 const RADIO_SILENCE_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
+/// `to - from` as an offset, saturated.
+fn offset(from: u64, to: u64) -> i64 {
+    let d = i128::from(to) - i128::from(from);
+    i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// Greetings to a station we never heard from (a configured peer) before only beacons
 /// look for it (see `proof_retries`).
 const GREET_TRIES: u32 = 2;
@@ -410,6 +416,8 @@ pub struct Node {
     now: u64,
     /// Wall clock minus `now` (see [`Node::set_wall_clock`]); 0 where they are one.
     wall_offset_ms: i64,
+    /// The air's slot clock minus `now` (see [`Node::set_air_clock`]).
+    air_offset_ms: i64,
     /// Running average size of blocks received, to size request timeouts on slow links.
     avg_block_bytes: u64,
     packet_links: BTreeMap<LinkId, packet::PacketLink>,
@@ -464,6 +472,7 @@ impl Node {
             next_tick: 0,
             now: 0,
             wall_offset_ms: 0,
+            air_offset_ms: 0,
             avg_block_bytes: 1024,
             packet_links: BTreeMap::new(),
             retry_later: HashSet::new(),
@@ -520,7 +529,7 @@ impl Node {
                 packet::PacketLink::new(caps.clone(), now, first, duty, seed),
             );
             if let Some(l) = self.packet_links.get_mut(&link) {
-                l.wall_offset_ms = self.wall_offset_ms;
+                l.wall_offset_ms = self.air_offset_ms;
             }
         } else {
             self.packet_links.remove(&link);
@@ -719,10 +728,17 @@ impl Node {
     /// clock, steps and all. The driver calls this with both before each input; where
     /// it never does (the simulator), the two are one.
     pub fn set_wall_clock(&mut self, now: u64, wall_ms: u64) {
-        let d = i128::from(wall_ms) - i128::from(now);
-        self.wall_offset_ms = i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX });
+        self.wall_offset_ms = offset(now, wall_ms);
+        self.set_air_clock(now, wall_ms);
+    }
+
+    /// The clock that time slots on the air are counted by (JS8Call counts periods from
+    /// UTC), at core time `now`: the wall clock, or under an emulator that runs N times
+    /// fast, N times the wall clock. [`Node::set_wall_clock`] sets it to the wall clock.
+    pub fn set_air_clock(&mut self, now: u64, air_ms: u64) {
+        self.air_offset_ms = offset(now, air_ms);
         for l in self.packet_links.values_mut() {
-            l.wall_offset_ms = self.wall_offset_ms;
+            l.wall_offset_ms = self.air_offset_ms;
         }
     }
 

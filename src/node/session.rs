@@ -230,8 +230,11 @@ impl Node {
                 }
                 if owe {
                     // Its greeting (or only beacons where an answer was due): our proof
-                    // was lost, so it cannot finish its side. Prove again, answering this.
+                    // was lost, so it cannot finish its side. Prove again, answering this;
+                    // and if no proof of its own follows in its burst, it lacks our Hello
+                    // too (see `take_turn`).
                     if let Some(p) = self.peers.get_mut(&peer) {
+                        p.greeted_unproven = !beacon;
                         if p.their_nonces.len() >= THEIR_NONCES {
                             p.their_nonces.pop_front();
                         }
@@ -452,7 +455,9 @@ impl Node {
             return;
         };
         if p.hello.is_some() {
-            // A second proof for a proven session (it answered a later beacon of ours).
+            // A second proof for a proven session (it answered a later beacon of ours,
+            // or its greeting again): it holds our Hello.
+            p.greeted_unproven = false;
             return;
         }
         let Some(h) = p.pending_hello.clone() else {

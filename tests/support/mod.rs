@@ -156,6 +156,12 @@ impl TestNode {
 
     /// `skywave run` with extra arguments; waits until the API answers.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_env(extra, &[]);
+    }
+
+    /// [`TestNode::start`] with extra environment variables (`SKYWAVE_TIME_SCALE` for a
+    /// node on an emulator that runs the air fast).
+    pub fn start_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let _ = std::fs::remove_file(self.dir.join("api.addr"));
         let log = std::fs::OpenOptions::new()
@@ -169,6 +175,7 @@ impl TestNode {
             .args(["run", "--api", "127.0.0.1:0"])
             .args(extra)
             .env("SKYWAVE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
