@@ -444,6 +444,14 @@ impl Node {
     /// Take our turn on packet links where it is due, then move paced packets to the
     /// transmit queue.
     pub(super) fn pump(&mut self, now: u64) {
+        for (&id, l) in self.packet_links.iter_mut() {
+            let stations = self
+                .peers
+                .values()
+                .filter(|p| p.link == id && p.ready())
+                .count();
+            l.shared = l.caps.broadcast && stations > 1;
+        }
         let free: Vec<(LinkId, bool)> = self
             .packet_links
             .iter()

@@ -686,6 +686,12 @@ impl Node {
                 debug!(peer, %h, rto = p.rtt.rto(), "request timed out; asking again");
                 p.rtt.timed_out();
             }
+            if self.heard_by_others(peer) {
+                // On a shared channel the request may have collided with another
+                // station's, sent at the same moment for the same announcement; both
+                // time out together too. The next goes at a random moment.
+                self.defer_answer(peer, now);
+            }
         }
         // Keep syncing with whoever is ahead; a GetHeaders unanswered by its deadline is
         // asked again (with a longer deadline).

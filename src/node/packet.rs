@@ -197,6 +197,9 @@ pub(super) struct PacketLink {
     edge_at: Option<u64>,
     /// Our bursts since we last heard another station (the contention window's exponent).
     unheard_bursts: u32,
+    /// More than one other station has a session here (set by the core): what one
+    /// broadcasts, several react to at once.
+    pub shared: bool,
     /// Wall clock minus `now`, for the slot boundaries (JS8Call keeps UTC slots).
     pub wall_offset_ms: i64,
     /// Until then we are answering a burst we heard: no random wait.
@@ -266,6 +269,7 @@ impl PacketLink {
             access_at: None,
             edge_at: None,
             unheard_bursts: 0,
+            shared: false,
             wall_offset_ms: 0,
             answer_until: 0,
             gather_until: None,
@@ -410,6 +414,19 @@ impl PacketLink {
             return true;
         }
         if !self.slotted() {
+            if self.shared && self.unheard_bursts > 0 && now >= self.answer_until {
+                // A shared channel, and our last burst met silence: it was lost, or it
+                // collided with another station's that reacted to the same broadcast,
+                // whose timers now run in step with ours (carrier sense does not part
+                // two stations that start together). A random wait parts them.
+                let unit = self.airtime_ms(self.caps.mtu);
+                let window = CONTENTION_SLOTS << self.unheard_bursts.min(2);
+                let at = now + self.rng.below(window) * unit;
+                if now < at {
+                    self.access_at = Some(at);
+                    return false;
+                }
+            }
             return true;
         }
         if now < self.answer_until {

@@ -101,6 +101,9 @@ pub(super) struct Air {
     drops: Vec<(usize, usize, String)>,
     /// Frames lost to `drop_first`.
     pub(super) dropped: u64,
+    /// Frames a station decoded from another that carry no packet or no message (what a
+    /// node must refuse as malformed), (from, to) -> count.
+    pub(super) garbage: BTreeMap<(usize, usize), u64>,
     trace: bool,
 }
 
@@ -142,6 +145,7 @@ impl Air {
             sent_len: Vec::new(),
             drops: Vec::new(),
             dropped: 0,
+            garbage: BTreeMap::new(),
             trace: std::env::var_os("AIR_TRACE").is_some(),
         }
     }
@@ -296,6 +300,9 @@ impl Air {
                         if self.take_drop(d.from, d.to, &d.bytes) {
                             continue;
                         }
+                        if matches!(describe(&d.bytes).as_str(), "bad" | "?") {
+                            *self.garbage.entry((d.from, d.to)).or_default() += 1;
+                        }
                         self.deliver(d.from, d.to, &d.bytes);
                     }
                 }
@@ -399,30 +406,72 @@ fn sync_survives_twenty_percent_frame_loss_without_duplicates() {
 }
 
 #[test]
-#[ignore = "issue 10, open: the frame count includes beacons that fall in the window, and simultaneous requests of two stations can collide"]
 fn a_transaction_crosses_the_channel_and_the_new_tip_is_announced_once() {
-    let mut air = Air::new(3, 5, 0);
-    let k = key();
-    air.mine_with_txs(0, &k, 0);
-    air.run_for(10 * 60 * 1000);
-    assert!(air.nodes.iter().all(|n| n.chain().tip().height == 1));
-    // A transaction submitted at station 2 reaches station 0's mempool.
-    let net = params::regtest().network_id();
-    let tx = Transaction::sign(net, &k, Address([9; 32]), 5, 1000, 0);
-    let id = air.nodes[2].submit_tx(air.now, tx).unwrap();
-    air.run_for(60 * 1000);
-    assert!(air.nodes[0].chain().mempool_get(&id).is_some());
-    // A new block at 0 reaches both others; the announcement is one broadcast frame.
-    let before = air.frames;
-    air.mine_with_txs(0, &k, 0);
-    air.run_for(30 * 1000);
-    assert!(air.nodes.iter().all(|n| n.chain().tip().height == 2));
-    // One broadcast header, then per station a request and the compact block (one frame:
-    // the transaction it carries is already in their mempools, so it costs 6 bytes).
-    let used = air.frames - before;
+    let mut clean = 0;
+    for seed in 1..9 {
+        let mut air = Air::new(3, seed, 0);
+        let k = key();
+        air.mine_with_txs(0, &k, 0);
+        air.run_for(10 * 60 * 1000);
+        assert!(
+            air.nodes.iter().all(|n| n.chain().tip().height == 1),
+            "seed {seed}"
+        );
+        // A transaction submitted at station 2 reaches station 0's mempool.
+        let net = params::regtest().network_id();
+        let tx = Transaction::sign(net, &k, Address([9; 32]), 5, 1000, 0);
+        let id = air.nodes[2].submit_tx(air.now, tx).unwrap();
+        air.run_for(60 * 1000);
+        assert!(
+            air.nodes[0].chain().mempool_get(&id).is_some(),
+            "seed {seed}"
+        );
+        // A new block at 0 reaches both others; the announcement is one broadcast frame.
+        let before = air.sent_log.len();
+        air.mine_with_txs(0, &k, 0);
+        air.run_for(60 * 1000);
+        assert!(
+            air.nodes.iter().all(|n| n.chain().tip().height == 2),
+            "seed {seed}"
+        );
+        // One broadcast header, then per station a request and the compact block (one
+        // frame: the transaction it carries is already in their mempools). The two
+        // stations heard the announcement at the same moment: their requests go at random
+        // moments, or they collide and both ask again. Beacons, acks and the like that
+        // fall in the window are not the block's.
+        let block_frames = [
+            "headers",
+            "getdata",
+            "cmpctblock",
+            "getblocktxn",
+            "blocktxn",
+            "block",
+        ];
+        let used: Vec<&(usize, String)> = air.sent_log[before..]
+            .iter()
+            .filter(|(_, d)| block_frames.contains(&d.as_str()) || d.ends_with("kind 8"))
+            .collect();
+        let announced = used
+            .iter()
+            .filter(|(s, d)| *s == 0 && d == "headers")
+            .count();
+        assert_eq!(announced, 1, "seed {seed}: {used:?}");
+
+        // Three stations on one channel do collide at times (two waiting for the same
+        // carrier to drop key up together): at most one round of that, a request more
+        // from each and an answer more.
+        assert!(
+            used.len() <= 8,
+            "seed {seed}: announcing and fetching one block took {} frames: {used:?}",
+            used.len()
+        );
+        if used.len() <= 5 {
+            clean += 1;
+        }
+    }
     assert!(
-        used <= 5,
-        "announcing and fetching one block took {used} frames"
+        clean >= 6,
+        "only {clean} of 8 seeds fetched the block without a repeat"
     );
 }
 
@@ -520,11 +569,19 @@ fn a_narrow_link_carries_blocks_when_the_operator_allows_them() {
     );
 }
 
+/// The share of the air station 0 may take in the flooding test.
+const DUTY_PCT: u8 = 20;
+
 #[test]
-#[ignore = "issue 10, open: over the honest channel the junk queues behind the honest burst; the assertion counts frames handed to the flooder's TNC, not frames received"]
 fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
     // Station 0 serves a long sync to station 1 while station 2 floods it with garbage.
+    // Station 0 may key up a fifth of the time (after its two-minute bucket), so that
+    // the sync (about 300 s of air) runs into the cap.
     let mut air = Air::new(3, 21, 0);
+    air.nodes[0].cfg.peers.duty_cycle_pct = DUTY_PCT;
+    let caps = air.nodes[0].links[&LINK].clone();
+    let now = air.now;
+    air.nodes[0].link_up(now, LINK, caps);
     let k = key();
     air.mine_with_txs(0, &k, 0);
     for i in 0..24 {
@@ -550,18 +607,26 @@ fn a_flooding_station_is_banned_by_callsign_and_the_duty_cycle_cap_holds() {
                 .iter()
                 .any(|b| b.key == "N0CALL-3")
         {
-            banned_after = Some(flood_frames);
+            // Counted as station 0 received them: over the busy channel the junk queues
+            // behind the honest bursts and collides like any frame, and random bytes
+            // that happen to parse as a fragment wait in a bounded reassembly buffer
+            // until they expire (loss looks the same: no score).
+            banned_after = Some(air.garbage.get(&(2, 0)).copied().unwrap_or(0));
         }
         // Station 0's air time since the start never exceeds the cap: the bucket's
         // depth plus half the elapsed time (plus the frame being keyed when sampled).
         let used = air.nodes[0].packet_stats(LINK).unwrap().air_ms - air0;
-        let allowed = packet::DUTY_BURST_MS + (air.now - start) / 2 + 3_000;
+        let allowed = packet::DUTY_BURST_MS + (air.now - start) * DUTY_PCT as u64 / 100 + 3_000;
         worst_excess = worst_excess.max(used as i64 - allowed as i64);
     }
     let banned_after = banned_after.expect("the flooding station was never banned");
-    // 20 points a malformed frame, 100 bans; scores decay meanwhile, so one more may
-    // be needed.
-    assert!(banned_after <= 6, "banned only after {banned_after} frames");
+    // 20 points a malformed frame, 100 bans: five frames. Each scored frame also closes
+    // the flooder's session, and a frame that comes before the link has dropped it is
+    // refused unscored (seen: 7 frames received, at 70 s, for the five scored).
+    assert!(
+        banned_after <= 8,
+        "banned only after {banned_after} malformed frames received ({flood_frames} keyed up)"
+    );
     assert!(
         worst_excess <= 0,
         "air time exceeded the duty cycle by {worst_excess} ms"

@@ -165,11 +165,24 @@ impl Node {
 
     /// Our answer to a broadcast from `peer` waits a random moment (see
     /// `PacketLink::defer_answer`).
-    fn defer_answer(&mut self, peer: PeerId, now: u64) {
+    pub(super) fn defer_answer(&mut self, peer: PeerId, now: u64) {
         let link = self.peers.get(&peer).map(|p| p.link);
         if let Some(l) = link.and_then(|l| self.packet_links.get_mut(&l)) {
             l.defer_answer(now);
         }
+    }
+
+    /// Does another station we have a session with share `peer`'s broadcast channel
+    /// (so it heard what `peer` broadcast, as we did)?
+    pub(super) fn heard_by_others(&self, peer: PeerId) -> bool {
+        let Some(link) = self.peers.get(&peer).map(|p| p.link) else {
+            return false;
+        };
+        self.links.get(&link).is_some_and(|c| c.broadcast)
+            && self
+                .peers
+                .iter()
+                .any(|(&id, p)| id != peer && p.link == link && p.ready())
     }
 
     pub(super) fn on_hello(&mut self, now: u64, peer: PeerId, h: Hello) {

@@ -119,8 +119,10 @@ impl Node {
         peer: PeerId,
         headers: Vec<crate::chain::Header>,
     ) {
+        let mut asked_for = false;
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.headers_asked_at.take().is_some() {
+                asked_for = true;
                 // A Headers after the deadline is more likely an announcement than the
                 // answer: no sample from it.
                 if let Some((sent, air)) = p.headers_timing.take() {
@@ -150,6 +152,13 @@ impl Node {
                     .unwrap_or(limits::MAX_HEADERS);
                 if headers.len() >= asked {
                     self.ask_headers(now, peer, Some(last.hash()));
+                }
+                if !asked_for && headers.len() == 1 && new > 0 && self.heard_by_others(peer) {
+                    // A new tip announced on a shared channel: every station that heard it
+                    // asks for the block at the same moment, and on a channel with carrier
+                    // sense their requests still collide often. Ours goes at a random
+                    // moment, like an answer to a beacon.
+                    self.defer_answer(peer, now);
                 }
                 self.request_blocks(now);
             }
