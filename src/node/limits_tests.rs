@@ -283,10 +283,16 @@ fn a_forged_node_id_is_refused_and_cannot_clear_the_outbox() {
     mine_one(&mut a);
     let before = owed(&a, v.node_id());
     assert_eq!(before.len(), 1, "A owes V the block");
-    // M claims V's id. It proves with the only key it has (its own) and acks what A owes V.
+    // M claims V's id and V's tip (the block A owes V). It proves with the only key it
+    // has (its own), announces the block as V would and acks what A owes V.
     a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
     let seen = hello_nonce_to(&mut a);
-    a.handle_frame(T, 9, &claim(v.node_id(), 77));
+    let tip = a.chain().tip();
+    let mut h = node(9, PeerPolicy::default()).hello(77);
+    h.node_id = v.node_id();
+    h.callsign = "N0EVIL".into();
+    (h.tip, h.height, h.work) = (tip.hash, tip.height, tip.work);
+    a.handle_frame(T, 9, &envelope::encode(net, 1, &Message::Hello(h)));
     let m_key = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
     let t = auth::Transcript {
         network: net,
@@ -297,14 +303,65 @@ fn a_forged_node_id_is_refused_and_cannot_clear_the_outbox() {
     };
     let proof = auth::prove(&m_key, None, &t);
     a.handle_frame(T, 9, &envelope::encode(net, 2, &Message::Auth(proof)));
+    let inv = vec![InvItem {
+        kind: InvKind::Block,
+        hash: tip.hash,
+    }];
+    a.handle_frame(T, 9, &envelope::encode(net, 3, &Message::Inv(inv)));
     let ack: Vec<u64> = before.iter().map(|it| it.msg_id()).collect();
-    a.handle_frame(T, 9, &envelope::encode(net, 3, &Message::Ack(ack)));
+    a.handle_frame(T, 9, &envelope::encode(net, 4, &Message::Ack(ack)));
     let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
     assert!(!ready(&ev), "{ev:?}");
     assert!(misbehaved(&ev, "signature does not verify"), "{ev:?}");
     let after = owed(&a, v.node_id());
     assert_eq!(after.len(), 1, "the forged ack delivered V's item");
     assert_eq!(after[0].state, crate::outbox::State::Pending);
+}
+
+/// M, without the network key, greets keyed node B as itself with A's nonce, and keyed
+/// node A as B with B's nonce, then hands A the proof B made for M. It names M as its
+/// verifier, so A refuses it (the MAC and the signature cover the verifier's id).
+#[test]
+fn a_network_key_proof_relayed_to_another_node_is_refused() {
+    let net = params::regtest().network_id();
+    let club = keyed("club");
+    let (mut a, mut b) = (node(1, club.clone()), node(2, club.clone()));
+    let m = node(9, PeerPolicy::default());
+    a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
+    let n_a = hello_nonce_to(&mut a);
+    b.peer_connected(T, 9, LINK, "10.0.0.66:4001".into(), false);
+    let n_b = hello_nonce_to(&mut b);
+    // B checks M's Hello and proves itself to M, over A's nonce.
+    b.handle_frame(
+        T,
+        9,
+        &envelope::encode(net, 1, &Message::Hello(m.hello(n_a))),
+    );
+    let proof = std::iter::from_fn(|| b.poll_transmit())
+        .filter_map(|t| envelope::decode(&t.bytes).ok())
+        .find_map(|e| match e.message {
+            Message::Auth(p) => Some(p),
+            _ => None,
+        })
+        .expect("B proves itself to a peer that passed its checks");
+    // The proof is good for what B made it for: M as its verifier.
+    let for_m = auth::Transcript {
+        network: net,
+        prover: b.node_id(),
+        verifier: m.node_id(),
+        seen: n_a,
+        nonce: n_b,
+    };
+    assert_eq!(
+        auth::verify(club.network_key.as_ref(), &for_m, &proof),
+        Ok(())
+    );
+    // M passes it to A as B's.
+    a.handle_frame(T, 9, &claim(b.node_id(), n_b));
+    a.handle_frame(T, 9, &envelope::encode(net, 2, &Message::Auth(proof)));
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(!ready(&ev), "a relayed proof opened a session: {ev:?}");
+    assert!(misbehaved(&ev, "does not verify"), "{ev:?}");
 }
 
 #[test]
