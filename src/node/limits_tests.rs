@@ -36,17 +36,22 @@ fn keyed(k: &str) -> PeerPolicy {
 /// Connect two nodes back to back and shuttle messages until quiet. Returns the events
 /// of each side.
 fn handshake(a: &mut Node, b: &mut Node) -> (Vec<NodeEvent>, Vec<NodeEvent>) {
-    a.peer_connected(T, 1, LINK, "10.0.0.2:7300".into(), true);
-    b.peer_connected(T, 2, LINK, "10.0.0.1:50000".into(), false);
+    handshake_at(a, b, T)
+}
+
+/// [`handshake`] at time `now`.
+fn handshake_at(a: &mut Node, b: &mut Node, now: u64) -> (Vec<NodeEvent>, Vec<NodeEvent>) {
+    a.peer_connected(now, 1, LINK, "10.0.0.2:7300".into(), true);
+    b.peer_connected(now, 2, LINK, "10.0.0.1:50000".into(), false);
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         let mut moved = false;
         while let Some(t) = a.poll_transmit() {
-            b.handle_frame(T, 2, &t.bytes);
+            b.handle_frame(now, 2, &t.bytes);
             moved = true;
         }
         while let Some(t) = b.poll_transmit() {
-            a.handle_frame(T, 1, &t.bytes);
+            a.handle_frame(now, 1, &t.bytes);
             moved = true;
         }
         ea.extend(std::iter::from_fn(|| a.poll_event()));
@@ -414,14 +419,17 @@ fn many_new_identities_do_not_push_known_destinations_out() {
     let mut v = node(3, PeerPolicy::default());
     let _ = handshake(&mut a, &mut v);
     a.peer_disconnected(T, 1);
-    // 100 fresh identities, each proving its own key: free to make.
+    // An hour later, 100 fresh identities, each proving its own key: free to make. V,
+    // seen before them, is the stalest destination, yet not stale.
+    let later = T + 3_600_000;
     for i in 0..100u64 {
         let mut m = node(9, PeerPolicy::default());
         m.cfg.node_key =
             ed25519_dalek::SigningKey::from_bytes(&blake3::hash(&i.to_le_bytes()).into());
         m.node_id = m.cfg.node_id();
-        let _ = handshake(&mut a, &mut m);
-        a.peer_disconnected(T, 1);
+        let (ea, em) = handshake_at(&mut a, &mut m, later);
+        assert!(ready(&ea) && ready(&em), "identity {i}: {ea:?} {em:?}");
+        a.peer_disconnected(later, 1);
     }
     mine_one(&mut a);
     assert_eq!(
