@@ -369,6 +369,37 @@ fn a_network_key_proof_relayed_to_another_node_is_refused() {
     assert!(misbehaved(&ev, "does not verify"), "{ev:?}");
 }
 
+/// A keyed node proves itself only to a `Hello` that passed its checks: a proof sent to
+/// any greeting was what let a stranger collect proofs to relay.
+#[test]
+fn a_keyed_node_proves_nothing_to_a_hello_it_refuses() {
+    let net = params::regtest().network_id();
+    let stranger = node(9, PeerPolicy::default());
+    let mut wrong_net = stranger.hello(77);
+    wrong_net.network = [0xde, 0xad, 0xbe, 0xef];
+    let mut old = stranger.hello(78);
+    old.version = PROTOCOL_VERSION - 1;
+    let mut a = node(1, keyed("club"));
+    let ours = a.hello(79);
+    for (i, h) in [wrong_net, old, ours].into_iter().enumerate() {
+        let peer = 10 + i as PeerId;
+        a.peer_connected(T, peer, LINK, format!("10.0.1.{i}:4000"), false);
+        let _ = hello_nonce_to(&mut a);
+        a.handle_frame(T, peer, &envelope::encode(net, 1, &Message::Hello(h)));
+        let proofs = std::iter::from_fn(|| a.poll_transmit())
+            .filter_map(|t| envelope::decode(&t.bytes).ok())
+            .filter(|e| matches!(e.message, Message::Auth(_)))
+            .count();
+        assert_eq!(proofs, 0, "hello {i} was refused yet answered with a proof");
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, NodeEvent::Disconnect { peer: p, .. } if *p == peer)),
+            "hello {i} was not refused: {ev:?}"
+        );
+    }
+}
+
 #[test]
 fn a_squatter_on_an_id_does_not_lock_out_its_owner() {
     let mut a = node(1, PeerPolicy::default());
