@@ -3,14 +3,16 @@
 //!
 //! Each event starts with an op byte: `op & 1` = peer slot, `op & 0x10` = the slot on the
 //! radio link (what is sent there travels in `wire::frag` packets: split at its MTU of
-//! 256), `(op >> 1) & 7` = action, plus 8 if `op & 0x20`:
+//! 64), `(op >> 1) & 7` = action, plus 8 if `op & 0x20`:
 //! * 0 raw: `len_hi len_lo bytes` handed to `handle_frame` as they are (one packet on
 //!   radio);
 //! * 1 wrapped: `kind len_hi len_lo body` sealed in a valid envelope (right network id,
 //!   version 1, fresh msg_id, correct CRC-32), so the bytes reach the message handlers;
 //! * 2 hello: `h w` a valid `Hello` (height `h`, work `w`, node id per slot), then the
 //!   slot's signed `Auth` answering the last `Hello` nonce the node sent it (or
-//!   broadcast), completing the handshake;
+//!   broadcast), completing the handshake; a slot that greeted and heard no `Hello` of
+//!   the node's yet (on radio the node answers in its turn) sends its proof after the
+//!   op in which it hears one;
 //! * 3 time: `dt` advance the clock by `dt` seconds (x4 above 127) and `handle_timeout`;
 //! * 4 mine: `n` mine `n % 4 + 1` blocks on the slot's own shadow chain (both slots
 //!   start at the node's genesis and pay different addresses, so they fork);
@@ -33,9 +35,14 @@
 //!
 //! A `Disconnect` event is answered like a driver would: `peer_disconnected`, then a new
 //! session (new peer id) on the same slot. Transmits and events are drained after every
-//! action; asserts no panic, fewer than 20 000 transmits queued at any drain, and after
+//! action; asserts no panic, fewer than 20 000 transmits queued at any drain, fragments
+//! repaired for one station at most `REPAIR_FACTOR` times their transfer, and after
 //! every action the per-peer bounds of `Node::usage` (requests in flight per peer, control
 //! bytes queued per destination, link queue, reassembly, compact blocks pending).
+//!
+//! How far the fuzzed sessions get is printed to stderr now and then (`node stats:`
+//! sessions opened and proven, per link; repaired bytes), so a run shows whether its
+//! inputs still pass the signed handshake.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -44,7 +51,7 @@ use skywave::link::{LinkCaps, PeerId};
 use skywave::node::auth;
 use skywave::node::{
     Node, NodeConfig, NodeEvent, MAX_BLOCK_REQUESTS_PER_PEER, MAX_COMPACT_PENDING,
-    MAX_TX_REQUESTS_PER_PEER, PEER_CONTROL_BYTES, QUEUE_BYTES,
+    MAX_TX_REQUESTS_PER_PEER, PEER_CONTROL_BYTES, QUEUE_BYTES, REPAIR_FACTOR,
 };
 use skywave::store::Store;
 use skywave::wire::envelope::{self, CRC32, ENVELOPE_VERSION};
@@ -53,6 +60,8 @@ use skywave::wire::message::{
     features, short_id, CompactBlock, GetBlockTxn, Hello, InvItem, InvKind, Message,
     PROTOCOL_VERSION,
 };
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const MAX_TRANSMITS: usize = 20_000;
 const MAX_EVENTS: usize = 64;
@@ -61,6 +70,40 @@ const TCP: u32 = 0;
 const RADIO: u32 = 1;
 /// Sessions on each link.
 const PER_LINK: usize = 2;
+/// The radio link's MTU: no fragment the node sends there is longer. Narrow, so that
+/// even a greeting goes in fragments and NACKs find transfers of the node's to repair.
+const RADIO_MTU: usize = 64;
+
+/// Figures over the whole run, indexed by link (0 TCP, 1 radio).
+static INPUTS: AtomicU64 = AtomicU64::new(0);
+/// Sessions opened.
+static SESSIONS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Sessions that reached the ready state (the peer's signed proof accepted).
+static READY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Inputs in which at least one session on that link became ready.
+static INPUTS_READY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Fragment bytes the node sent again (repairs after NACKs).
+static REPAIRED: AtomicU64 = AtomicU64::new(0);
+
+/// Print the figures after 64, 128, ... inputs, then every 4096.
+fn report() {
+    let n = INPUTS.fetch_add(1, Relaxed) + 1;
+    if n < 64 || !(n.is_power_of_two() || n % 4096 == 0) {
+        return;
+    }
+    let f = |a: &[AtomicU64; 2], i: usize| a[i].load(Relaxed);
+    eprintln!(
+        "node stats: {n} inputs; TCP {} of {} sessions ready (in {} inputs); radio {} of {} \
+         sessions ready (in {} inputs); {} bytes repaired",
+        f(&READY, 0),
+        f(&SESSIONS, 0),
+        f(&INPUTS_READY, 0),
+        f(&READY, 1),
+        f(&SESSIONS, 1),
+        f(&INPUTS_READY, 1),
+        REPAIRED.load(Relaxed),
+    );
+}
 
 struct Slot {
     peer: PeerId,
@@ -69,6 +112,11 @@ struct Slot {
     blocks: Vec<Block>,
     /// The nonce of the last `Hello` the node sent this slot (or broadcast on its link).
     node_nonce: Option<u64>,
+    /// The slot greeted and is not ready yet: it answers each new `Hello` nonce of the
+    /// node's with its proof, as an honest station would.
+    owes_proof: bool,
+    /// The node's nonce the slot last proved for.
+    proved_for: Option<u64>,
 }
 
 struct Harness {
@@ -81,12 +129,19 @@ struct Harness {
     slots: [Slot; 4],
     /// Reassembles what the node sends on the radio link, to read its `Hello` nonces.
     heard: Reassembler,
+    /// Fragments the node sent on radio, by (transfer, index): the first send.
+    sent_frags: HashSet<(u32, u32)>,
+    /// Fragment bytes the node sent again to one station, by (station, transfer).
+    repaired: HashMap<(PeerId, u32), usize>,
+    /// A session on that link became ready during this input.
+    got_ready: [bool; 2],
 }
 
-/// The radio link's capabilities: a 1200 bit/s half-duplex channel with a TNC.
+/// The radio link's capabilities: a 1200 bit/s half-duplex channel with a TNC, 64-byte
+/// frames.
 fn radio() -> LinkCaps {
     LinkCaps {
-        mtu: 256,
+        mtu: RADIO_MTU,
         bitrate_bps: 1200,
         half_duplex: true,
         broadcast: true,
@@ -135,6 +190,8 @@ impl Harness {
             shadow: None,
             blocks: Vec::new(),
             node_nonce: None,
+            owes_proof: false,
+            proved_for: None,
         };
         let mut h = Harness {
             node,
@@ -145,6 +202,9 @@ impl Harness {
             next_transfer: 1,
             slots: [slot(1), slot(2), slot(3), slot(4)],
             heard: Reassembler::new(ReassemblerConfig::default()),
+            sent_frags: HashSet::new(),
+            repaired: HashMap::new(),
+            got_ready: [false; 2],
         };
         h.node.link_up(0, TCP, LinkCaps::tcp());
         h.node.link_up(0, RADIO, radio());
@@ -160,6 +220,9 @@ impl Harness {
         self.slots[slot].peer = peer;
         self.slots[slot].last_sent = None;
         self.slots[slot].node_nonce = None;
+        self.slots[slot].owes_proof = false;
+        self.slots[slot].proved_for = None;
+        SESSIONS[usize::from(on_radio(slot))].fetch_add(1, Relaxed);
         if on_radio(slot) {
             self.node
                 .peer_connected(self.now, peer, RADIO, format!("N{peer}FZ"), false);
@@ -177,7 +240,7 @@ impl Harness {
         }
         let tid = self.next_transfer;
         self.next_transfer += 1;
-        let Ok(mut packets) = frag::split(tid, envelope, 256) else {
+        let Ok(mut packets) = frag::split(tid, envelope, RADIO_MTU) else {
             return;
         };
         if let Some(last) = packets.last_mut() {
@@ -191,8 +254,14 @@ impl Harness {
     /// The bounds the node must keep whatever it is sent.
     fn check_bounds(&self) {
         let u = self.node.usage();
-        assert!(u.max_block_requests_per_peer <= MAX_BLOCK_REQUESTS_PER_PEER, "{u:?}");
-        assert!(u.max_tx_requests_per_peer <= MAX_TX_REQUESTS_PER_PEER, "{u:?}");
+        assert!(
+            u.max_block_requests_per_peer <= MAX_BLOCK_REQUESTS_PER_PEER,
+            "{u:?}"
+        );
+        assert!(
+            u.max_tx_requests_per_peer <= MAX_TX_REQUESTS_PER_PEER,
+            "{u:?}"
+        );
         assert!(u.max_control_bytes_per_dest <= PEER_CONTROL_BYTES, "{u:?}");
         let queue =
             QUEUE_BYTES + envelope::MAX_MESSAGE_LEN / 16 + (PER_LINK + 1) * PEER_CONTROL_BYTES;
@@ -238,7 +307,10 @@ impl Harness {
         let mut n = 0;
         while let Some(t) = self.node.poll_transmit() {
             n += 1;
-            assert!(n < MAX_TRANSMITS, "transmit queue grew past {MAX_TRANSMITS}");
+            assert!(
+                n < MAX_TRANSMITS,
+                "transmit queue grew past {MAX_TRANSMITS}"
+            );
             assert!(t.bytes.len() <= envelope::MAX_MESSAGE_LEN);
             let to = match t.to {
                 skywave::node::Dest::Peer(p) => Some(p),
@@ -250,6 +322,9 @@ impl Harness {
                     .position(|s| s.peer == p)
                     .is_some_and(on_radio)
             });
+            if radio {
+                self.check_repair(to, &t.bytes);
+            }
             if let Some(nonce) = self.hello_nonce(radio, to.unwrap_or(0), &t.bytes) {
                 for (i, s) in self.slots.iter_mut().enumerate() {
                     if to.map_or(on_radio(i), |p| s.peer == p) {
@@ -263,8 +338,17 @@ impl Harness {
         }
         let mut gone = Vec::new();
         while let Some(ev) = self.node.poll_event() {
-            if let NodeEvent::Disconnect { peer, .. } = ev {
-                gone.push(peer);
+            match ev {
+                NodeEvent::Disconnect { peer, .. } => gone.push(peer),
+                NodeEvent::PeerReady { peer, .. } => {
+                    if let Some(i) = self.slots.iter().position(|s| s.peer == peer) {
+                        self.slots[i].owes_proof = false;
+                        let link = usize::from(on_radio(i));
+                        READY[link].fetch_add(1, Relaxed);
+                        self.got_ready[link] = true;
+                    }
+                }
+                _ => {}
             }
         }
         for peer in gone {
@@ -277,6 +361,29 @@ impl Harness {
             self.connect(i, new);
             // The new session's Hello (and anything else) is drained next time round.
         }
+    }
+
+    /// A fragment sent a second time is a repair: at most `REPAIR_FACTOR` times its
+    /// transfer (of `count` fragments of at most the MTU) for one station.
+    fn check_repair(&mut self, to: Option<PeerId>, bytes: &[u8]) {
+        let Ok(frag::Packet::Fragment(f)) = frag::parse(bytes) else {
+            return;
+        };
+        if self.sent_frags.insert((f.transfer_id, f.index)) {
+            return;
+        }
+        REPAIRED.fetch_add(bytes.len() as u64, Relaxed);
+        let Some(peer) = to else {
+            panic!("a repair was broadcast: {f:?}");
+        };
+        let r = self.repaired.entry((peer, f.transfer_id)).or_default();
+        *r += bytes.len();
+        let bound = REPAIR_FACTOR * f.count as usize * RADIO_MTU;
+        assert!(
+            *r <= bound,
+            "{r} bytes of transfer {} repaired for station {peer} (bound {bound})",
+            f.transfer_id
+        );
     }
 
     /// The nonce of the node's `Hello` in `bytes`, if they (completed) one: an envelope on
@@ -311,10 +418,23 @@ impl Harness {
         });
         let b = self.encode(&msg);
         self.send(slot, &b);
-        // The node's answering Hello (if it sent one) is in `node_nonce` now.
-        let Some(seen) = self.slots[slot].node_nonce else {
+        self.slots[slot].owes_proof = true;
+        self.slots[slot].proved_for = None;
+        self.prove(slot);
+    }
+
+    /// The slot's signed `Auth`, if it greeted and has heard a `Hello` nonce of the node's
+    /// it has not proved for yet (on radio the node answers in its turn, often only after
+    /// time passes).
+    fn prove(&mut self, slot: usize) {
+        let s = &self.slots[slot];
+        let Some(seen) = s
+            .node_nonce
+            .filter(|n| s.owes_proof && s.proved_for != Some(*n))
+        else {
             return;
         };
+        self.slots[slot].proved_for = Some(seen);
         let t = auth::Transcript {
             network: self.network,
             prover: slot_key(slot).verifying_key().to_bytes(),
@@ -531,6 +651,9 @@ impl Harness {
                 self.send(slot, &bytes);
             }
         }
+        for slot in 0..self.slots.len() {
+            self.prove(slot);
+        }
         self.check_bounds();
         Some(())
     }
@@ -561,4 +684,10 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
+    for (link, got) in h.got_ready.iter().enumerate() {
+        if *got {
+            INPUTS_READY[link].fetch_add(1, Relaxed);
+        }
+    }
+    report();
 });

@@ -191,6 +191,22 @@ mod tests {
         assert!(verify(None, &junk, &p).is_err());
     }
 
+    /// Pins the KDF and its cost: a fast hash here would let each proof heard on the air
+    /// be tried against millions of guessed passphrases a second.
+    #[test]
+    fn the_network_key_is_argon2id_with_19_mib_and_two_passes() {
+        let params = argon2::Params::new(19 * 1024, 2, 1, Some(32)).unwrap();
+        let kdf = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut want = [0u8; 32];
+        kdf.hash_password_into(
+            b"club secret",
+            b"skywave-network-\x01\x02\x03\x04",
+            &mut want,
+        )
+        .unwrap();
+        assert_eq!(network_key("club secret", [1, 2, 3, 4]).unwrap(), want);
+    }
+
     #[test]
     fn the_network_key_is_salted_by_network_and_trims_the_passphrase() {
         let k = network_key("club secret", [1, 2, 3, 4]).unwrap();

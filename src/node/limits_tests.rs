@@ -36,17 +36,22 @@ fn keyed(k: &str) -> PeerPolicy {
 /// Connect two nodes back to back and shuttle messages until quiet. Returns the events
 /// of each side.
 fn handshake(a: &mut Node, b: &mut Node) -> (Vec<NodeEvent>, Vec<NodeEvent>) {
-    a.peer_connected(T, 1, LINK, "10.0.0.2:7300".into(), true);
-    b.peer_connected(T, 2, LINK, "10.0.0.1:50000".into(), false);
+    handshake_at(a, b, T)
+}
+
+/// [`handshake`] at time `now`.
+fn handshake_at(a: &mut Node, b: &mut Node, now: u64) -> (Vec<NodeEvent>, Vec<NodeEvent>) {
+    a.peer_connected(now, 1, LINK, "10.0.0.2:7300".into(), true);
+    b.peer_connected(now, 2, LINK, "10.0.0.1:50000".into(), false);
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         let mut moved = false;
         while let Some(t) = a.poll_transmit() {
-            b.handle_frame(T, 2, &t.bytes);
+            b.handle_frame(now, 2, &t.bytes);
             moved = true;
         }
         while let Some(t) = b.poll_transmit() {
-            a.handle_frame(T, 1, &t.bytes);
+            a.handle_frame(now, 1, &t.bytes);
             moved = true;
         }
         ea.extend(std::iter::from_fn(|| a.poll_event()));
@@ -283,10 +288,16 @@ fn a_forged_node_id_is_refused_and_cannot_clear_the_outbox() {
     mine_one(&mut a);
     let before = owed(&a, v.node_id());
     assert_eq!(before.len(), 1, "A owes V the block");
-    // M claims V's id. It proves with the only key it has (its own) and acks what A owes V.
+    // M claims V's id and V's tip (the block A owes V). It proves with the only key it
+    // has (its own), announces the block as V would and acks what A owes V.
     a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
     let seen = hello_nonce_to(&mut a);
-    a.handle_frame(T, 9, &claim(v.node_id(), 77));
+    let tip = a.chain().tip();
+    let mut h = node(9, PeerPolicy::default()).hello(77);
+    h.node_id = v.node_id();
+    h.callsign = "N0EVIL".into();
+    (h.tip, h.height, h.work) = (tip.hash, tip.height, tip.work);
+    a.handle_frame(T, 9, &envelope::encode(net, 1, &Message::Hello(h)));
     let m_key = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
     let t = auth::Transcript {
         network: net,
@@ -297,14 +308,96 @@ fn a_forged_node_id_is_refused_and_cannot_clear_the_outbox() {
     };
     let proof = auth::prove(&m_key, None, &t);
     a.handle_frame(T, 9, &envelope::encode(net, 2, &Message::Auth(proof)));
+    let inv = vec![InvItem {
+        kind: InvKind::Block,
+        hash: tip.hash,
+    }];
+    a.handle_frame(T, 9, &envelope::encode(net, 3, &Message::Inv(inv)));
     let ack: Vec<u64> = before.iter().map(|it| it.msg_id()).collect();
-    a.handle_frame(T, 9, &envelope::encode(net, 3, &Message::Ack(ack)));
+    a.handle_frame(T, 9, &envelope::encode(net, 4, &Message::Ack(ack)));
     let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
     assert!(!ready(&ev), "{ev:?}");
     assert!(misbehaved(&ev, "signature does not verify"), "{ev:?}");
     let after = owed(&a, v.node_id());
     assert_eq!(after.len(), 1, "the forged ack delivered V's item");
     assert_eq!(after[0].state, crate::outbox::State::Pending);
+}
+
+/// M, without the network key, greets keyed node B as itself with A's nonce, and keyed
+/// node A as B with B's nonce, then hands A the proof B made for M. It names M as its
+/// verifier, so A refuses it (the MAC and the signature cover the verifier's id).
+#[test]
+fn a_network_key_proof_relayed_to_another_node_is_refused() {
+    let net = params::regtest().network_id();
+    let club = keyed("club");
+    let (mut a, mut b) = (node(1, club.clone()), node(2, club.clone()));
+    let m = node(9, PeerPolicy::default());
+    a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
+    let n_a = hello_nonce_to(&mut a);
+    b.peer_connected(T, 9, LINK, "10.0.0.66:4001".into(), false);
+    let n_b = hello_nonce_to(&mut b);
+    // B checks M's Hello and proves itself to M, over A's nonce.
+    b.handle_frame(
+        T,
+        9,
+        &envelope::encode(net, 1, &Message::Hello(m.hello(n_a))),
+    );
+    let proof = std::iter::from_fn(|| b.poll_transmit())
+        .filter_map(|t| envelope::decode(&t.bytes).ok())
+        .find_map(|e| match e.message {
+            Message::Auth(p) => Some(p),
+            _ => None,
+        })
+        .expect("B proves itself to a peer that passed its checks");
+    // The proof is good for what B made it for: M as its verifier.
+    let for_m = auth::Transcript {
+        network: net,
+        prover: b.node_id(),
+        verifier: m.node_id(),
+        seen: n_a,
+        nonce: n_b,
+    };
+    assert_eq!(
+        auth::verify(club.network_key.as_ref(), &for_m, &proof),
+        Ok(())
+    );
+    // M passes it to A as B's.
+    a.handle_frame(T, 9, &claim(b.node_id(), n_b));
+    a.handle_frame(T, 9, &envelope::encode(net, 2, &Message::Auth(proof)));
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(!ready(&ev), "a relayed proof opened a session: {ev:?}");
+    assert!(misbehaved(&ev, "does not verify"), "{ev:?}");
+}
+
+/// A keyed node proves itself only to a `Hello` that passed its checks: a proof sent to
+/// any greeting was what let a stranger collect proofs to relay.
+#[test]
+fn a_keyed_node_proves_nothing_to_a_hello_it_refuses() {
+    let net = params::regtest().network_id();
+    let stranger = node(9, PeerPolicy::default());
+    let mut wrong_net = stranger.hello(77);
+    wrong_net.network = [0xde, 0xad, 0xbe, 0xef];
+    let mut old = stranger.hello(78);
+    old.version = PROTOCOL_VERSION - 1;
+    let mut a = node(1, keyed("club"));
+    let ours = a.hello(79);
+    for (i, h) in [wrong_net, old, ours].into_iter().enumerate() {
+        let peer = 10 + i as PeerId;
+        a.peer_connected(T, peer, LINK, format!("10.0.1.{i}:4000"), false);
+        let _ = hello_nonce_to(&mut a);
+        a.handle_frame(T, peer, &envelope::encode(net, 1, &Message::Hello(h)));
+        let proofs = std::iter::from_fn(|| a.poll_transmit())
+            .filter_map(|t| envelope::decode(&t.bytes).ok())
+            .filter(|e| matches!(e.message, Message::Auth(_)))
+            .count();
+        assert_eq!(proofs, 0, "hello {i} was refused yet answered with a proof");
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, NodeEvent::Disconnect { peer: p, .. } if *p == peer)),
+            "hello {i} was not refused: {ev:?}"
+        );
+    }
 }
 
 #[test]
@@ -357,14 +450,17 @@ fn many_new_identities_do_not_push_known_destinations_out() {
     let mut v = node(3, PeerPolicy::default());
     let _ = handshake(&mut a, &mut v);
     a.peer_disconnected(T, 1);
-    // 100 fresh identities, each proving its own key: free to make.
+    // An hour later, 100 fresh identities, each proving its own key: free to make. V,
+    // seen before them, is the stalest destination, yet not stale.
+    let later = T + 3_600_000;
     for i in 0..100u64 {
         let mut m = node(9, PeerPolicy::default());
         m.cfg.node_key =
             ed25519_dalek::SigningKey::from_bytes(&blake3::hash(&i.to_le_bytes()).into());
         m.node_id = m.cfg.node_id();
-        let _ = handshake(&mut a, &mut m);
-        a.peer_disconnected(T, 1);
+        let (ea, em) = handshake_at(&mut a, &mut m, later);
+        assert!(ready(&ea) && ready(&em), "identity {i}: {ea:?} {em:?}");
+        a.peer_disconnected(later, 1);
     }
     mine_one(&mut a);
     assert_eq!(
