@@ -618,3 +618,31 @@ fn reindex_carries_the_outbox_and_bans_and_says_what_it_could_not() {
     assert!(n.ok(&["ban", "list"]).contains("N0EVIL"));
     n.stop();
 }
+
+#[test]
+fn demo_names_its_nodes_as_their_callsigns_are_numbered() {
+    let o = sky(&["demo", "--simulated-radio", "--blocks", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("node1 to node3 with callsigns N0CALL-1 to N0CALL-3"),
+        "{out}"
+    );
+    // In a line, node K greets its neighbours: N0CALL-(K-1) and N0CALL-(K+1).
+    let mut greetings = 0;
+    for line in out.lines() {
+        let Some((who, rest)) = line.split_once("  handshake done with N0CALL-") else {
+            continue;
+        };
+        let k: i64 = who
+            .rsplit("node")
+            .next()
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(-9);
+        let j: i64 = rest.trim().parse().unwrap_or(-9);
+        assert_eq!((k - j).abs(), 1, "{line}\n{out}");
+        greetings += 1;
+    }
+    assert!(greetings >= 2, "{out}");
+    assert!(out.contains("node1's miner"), "{out}");
+}

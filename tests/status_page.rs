@@ -196,9 +196,14 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// The height the page shows.
+fn shown_height(s: &Value) -> Option<u64> {
+    s["height"].as_str()?.parse().ok()
+}
+
 /// The page shows a height above `h`.
 fn higher(s: &Value, h: u64) -> bool {
-    s["height"].as_str().and_then(|v| v.parse().ok()) > Some(h)
+    shown_height(s) > Some(h)
 }
 
 /// The page's last redraw was on an event of the node's stream (not a poll, not the
@@ -245,7 +250,7 @@ fn the_page_follows_mined_blocks_by_events() {
     b.navigate(&format!("http://{api}/"));
     let before = n.height().expect("height");
     let s = wait_shown(&mut b, "the node's height, live by events", |s| {
-        s["live"] == "events" && s["height"] == before.to_string()
+        s["live"] == "events" && shown_height(s) == Some(before)
     });
     let text = s["text"].as_str().unwrap_or("");
     assert!(
@@ -296,7 +301,7 @@ fn the_page_polls_while_the_stream_is_refused_and_reconnects() {
     b.navigate(&format!("http://{api}/"));
     let before = n.height().expect("height");
     wait_shown(&mut b, "that it polls", |s| {
-        s["live"] == "polling" && s["height"] == before.to_string()
+        s["live"] == "polling" && shown_height(s) == Some(before)
     });
     n.ok(&["mine", "--blocks", "1"]);
     let s = wait_shown(&mut b, "the new height by polling", |s| {
