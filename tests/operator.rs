@@ -515,6 +515,33 @@ fn api_events_stream_tells_of_new_tips() {
     a.ok(&["mine", "--blocks", "1"]);
     assert!(read_until("event: tip", &mut got), "no tip event: {got}");
     assert!(read_until("\"height\":1", &mut got), "{got}");
+    // Changes no node event announces are seen by the stream's own check: an outbox
+    // item held by the operator.
+    let id = a.ok(&[
+        "tx",
+        "send",
+        "--to",
+        &support::test_address(3),
+        "--amount",
+        "1",
+    ]);
+    assert!(read_until("event: tx", &mut got), "no tx event: {got}");
+    assert!(
+        read_until("event: outbox", &mut got),
+        "no outbox event: {got}"
+    );
+    let (_, ob) = a.call("GET", "/api/outbox", None).expect("api");
+    let item = ob["items"]
+        .as_array()
+        .and_then(|v| v.iter().find(|it| it["hash"] == id.as_str()))
+        .and_then(|it| it["id"].as_u64())
+        .expect("the tx's outbox item");
+    got.clear();
+    a.ok(&["outbox", "hold", &item.to_string()]);
+    assert!(
+        read_until("event: outbox", &mut got),
+        "no outbox event after a hold: {got}"
+    );
     a.stop();
 }
 
