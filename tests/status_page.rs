@@ -249,15 +249,19 @@ fn the_page_follows_mined_blocks_by_events() {
     let mut b = Browser::launch(&bin);
     b.navigate(&format!("http://{api}/"));
     let before = n.height().expect("height");
-    let s = wait_shown(&mut b, "the node's height, live by events", |s| {
-        s["live"] == "events" && shown_height(s) == Some(before)
-    });
-    let text = s["text"].as_str().unwrap_or("");
-    assert!(
-        text.contains("1.50000000 SKY"),
-        "no amount with its unit:\n{text}"
+    // The page draws the status first and the transactions last: wait for all of it.
+    wait_shown(
+        &mut b,
+        "the node's height, live by events, in sync, and the amount with its unit",
+        |s| {
+            s["live"] == "events"
+                && shown_height(s) == Some(before)
+                && s["sync"] == "in sync"
+                && s["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("1.50000000 SKY"))
+        },
     );
-    assert_eq!(s["sync"], "in sync");
     // A block mined in the running node: the page, which does not poll while its event
     // stream is open, shows it, redrawn on an event, without a reload.
     n.ok(&["mine", "--blocks", "1"]);
