@@ -639,9 +639,59 @@ fn sse_event(e: &crate::node::NodeEvent) -> Option<axum::response::sse::Event> {
     )
 }
 
-/// `GET /api/events`: server-sent events (`tip`, `tx`, `peers`, and `lagged` when some
-/// were missed) so that a page redraws when something happens instead of on its next
-/// poll. At most [`MAX_EVENT_STREAMS`] at once; each ends when the node stops.
+/// How often an event stream looks for changes that no node event announces (a link
+/// going down, an outbox item delivered or retried).
+const EVENT_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often an event stream sends `peers` while there are peers, so that "last heard"
+/// on a page stays current.
+const PEERS_REFRESH_MS: u64 = 10_000;
+
+/// What an event stream compares between checks: link states, and outbox figures that
+/// move as items are queued, sent, delivered, held or dropped.
+#[derive(Default, PartialEq)]
+struct Watched {
+    links: Vec<(String, Option<String>, Option<u64>)>,
+    outbox: (usize, usize, u64, u64, u64, u64),
+    peers: usize,
+}
+
+fn watched(s: &Shared) -> Watched {
+    let links = s
+        .links
+        .lock()
+        .map(|l| {
+            l.iter()
+                .map(|x| (x.state.clone(), x.error.clone(), x.next_retry_ms))
+                .collect()
+        })
+        .unwrap_or_default();
+    let node = s.node();
+    let ob = node.outbox();
+    let held = ob
+        .items
+        .iter()
+        .filter(|i| i.state == crate::outbox::State::Held)
+        .count();
+    Watched {
+        links,
+        outbox: (
+            ob.items.len(),
+            held,
+            ob.totals.enqueued,
+            ob.totals.delivered,
+            ob.totals.dropped,
+            ob.stats.pushes,
+        ),
+        peers: node.peers(now_ms()).len(),
+    }
+}
+
+/// `GET /api/events`: server-sent events so that a page redraws when something happens
+/// instead of polling: `tip`, `tx` and `peers` from the node, `links` and `outbox` when
+/// a check every 2 s sees them change, `peers` every 10 s while there are peers, and
+/// `lagged` when some were missed. At most [`MAX_EVENT_STREAMS`] at once; each ends when
+/// the node stops.
 async fn events(State(s): State<Arc<Shared>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
@@ -653,26 +703,56 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
         .into_response();
     };
     let rx = s.events.subscribe();
-    let stream = futures_util::stream::unfold((rx, s, slot), |(mut rx, s, slot)| async move {
-        // The shutdown waits for open connections: look at `stopping` every second.
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            if s.stopping.load(Ordering::SeqCst) {
-                return None;
+    let tick = tokio::time::interval(EVENT_CHECK);
+    let seen = watched(&s);
+    let start = (
+        rx,
+        s,
+        slot,
+        tick,
+        seen,
+        now_ms(),
+        std::collections::VecDeque::<Event>::new(),
+    );
+    let stream = futures_util::stream::unfold(
+        start,
+        |(mut rx, s, slot, mut tick, mut seen, mut peers_sent, mut queue)| async move {
+            loop {
+                // The shutdown waits for open connections: look at `stopping` often.
+                if s.stopping.load(Ordering::SeqCst) {
+                    return None;
+                }
+                if let Some(ev) = queue.pop_front() {
+                    let state = (rx, s, slot, tick, seen, peers_sent, queue);
+                    return Some((Ok::<_, std::convert::Infallible>(ev), state));
+                }
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(e) => queue.extend(sse_event(&e)),
+                        Err(RecvError::Lagged(_)) => {
+                            queue.push_back(Event::default().event("lagged").data("{}"))
+                        }
+                        Err(RecvError::Closed) => return None,
+                    },
+                    _ = tick.tick() => {
+                        let now = watched(&s);
+                        let t = now_ms();
+                        if now.outbox != seen.outbox {
+                            queue.push_back(Event::default().event("outbox").data("{}"));
+                        }
+                        if now.links != seen.links {
+                            queue.push_back(Event::default().event("links").data("{}"));
+                        }
+                        if now.peers > 0 && t.saturating_sub(peers_sent) >= PEERS_REFRESH_MS {
+                            peers_sent = t;
+                            queue.push_back(Event::default().event("peers").data("{}"));
+                        }
+                        seen = now;
+                    }
+                }
             }
-            let ev = tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(e) => sse_event(&e),
-                    Err(RecvError::Lagged(_)) => Some(Event::default().event("lagged").data("{}")),
-                    Err(RecvError::Closed) => return None,
-                },
-                _ = tick.tick() => None,
-            };
-            if let Some(ev) = ev {
-                return Some((Ok::<_, std::convert::Infallible>(ev), (rx, s, slot)));
-            }
-        }
-    });
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()

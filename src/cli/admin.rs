@@ -2,10 +2,10 @@
 //! completions and the man page, wallet backup and restore, the store's guards and
 //! `reindex`, and how errors reach the operator.
 
-use crate::chain::{Chain, NetworkParams};
+use crate::chain::{Chain, NetworkParams, TxOutcome};
 use crate::config::{self, Config, DirLock};
 use crate::link::LinkUrl;
-use crate::store::Store;
+use crate::store::{old_mempool, Carried, Store};
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
@@ -292,9 +292,12 @@ pub fn open_chain(dir: &Path, cfg: &Config) -> Result<Chain> {
 }
 
 /// `skywave reindex`: build a fresh store from the main-chain blocks the old one still
-/// yields, in order, stopping at the first that cannot be read or does not connect. The
-/// old file is kept as `chain.sqlite.old-<secs>`; peers supply the rest when the node
-/// runs. Also makes a missing store.
+/// yields, in order, stopping at the first that cannot be read or does not connect, and
+/// carry over what the node owes and knows besides the chain: the outbox (with its
+/// message ids), bans, address book, seen-set and the mempool's transactions that still
+/// fit. What could not be carried is reported. The old file is kept as
+/// `chain.sqlite.old-<secs>`; peers supply the rest when the node runs. Also makes a
+/// missing store.
 pub fn reindex(dir: &Path, as_json: bool) -> Result<()> {
     let cfg = Config::load(dir)?;
     let params = NetworkParams::by_name(&cfg.network)
@@ -312,6 +315,8 @@ pub fn reindex(dir: &Path, as_json: bool) -> Result<()> {
     let mut fresh = Chain::open(params.clone(), Store::open(&fresh_path)?)?;
     let mut copied = 0u64;
     let mut stopped = None;
+    let mut carried = Carried::default();
+    let mut mempool = (0u64, Vec::new());
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
         match Store::open(&path).and_then(|s| Ok((s.load_main_chain()?, s))) {
             Err(e) => stopped = Some(format!("the old store cannot be opened: {e}")),
@@ -336,6 +341,25 @@ pub fn reindex(dir: &Path, as_json: bool) -> Result<()> {
                     copied += 1;
                 }
             }
+        }
+        // Read apart from the chain, as plain SQLite: a store too damaged to open as a
+        // chain may still hold its outbox and bans.
+        match rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) {
+            Ok(old) => {
+                carried = fresh.store_mut().carry_from(&old)?;
+                let now = crate::driver::wall_ms();
+                for tx in old_mempool(&old, &mut carried) {
+                    match fresh.submit_tx(tx, now) {
+                        Ok(TxOutcome::Accepted) => mempool.0 += 1,
+                        Ok(_) => {}
+                        Err(e) => mempool.1.push(e.to_string()),
+                    }
+                }
+            }
+            Err(e) => carried.problem(format!("the old store cannot be opened: {e}")),
         }
     }
     let height = fresh.tip().height;
@@ -363,7 +387,10 @@ pub fn reindex(dir: &Path, as_json: bool) -> Result<()> {
     if as_json {
         println!(
             "{}",
-            json!({ "height": height, "blocks": copied, "stopped": stopped, "old_store": kept })
+            json!({
+                "height": height, "blocks": copied, "stopped": stopped, "old_store": kept,
+                "carried": carried, "mempool": mempool.0, "mempool_refused": mempool.1,
+            })
         );
     } else {
         println!(
@@ -372,6 +399,23 @@ pub fn reindex(dir: &Path, as_json: bool) -> Result<()> {
         );
         if let Some(s) = stopped {
             println!("stopped early: {s}; peers supply the rest when the node runs");
+        }
+        println!(
+            "carried over: {} outbox item(s), {} ban(s), {} address-book entr(ies), \
+             {} seen message(s), {} mempool transaction(s)",
+            carried.outbox, carried.bans, carried.peers, carried.seen, mempool.0
+        );
+        if carried.problem_count > 0 {
+            println!(
+                "NOT carried ({} problem(s); the old store keeps what it holds):",
+                carried.problem_count
+            );
+            for p in &carried.problems {
+                println!("  {p}");
+            }
+        }
+        for e in &mempool.1 {
+            println!("mempool transaction not carried: {e}");
         }
         if let Some(k) = kept {
             println!("the old store is kept at {}", k.display());

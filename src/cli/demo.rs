@@ -93,15 +93,15 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
     };
     if !as_json {
         out!(
-            "skywave demo: {n} nodes in a line (regtest); node0 mines {blocks} blocks, a \
-             transaction enters at node{last}.\nHops are TCP on loopback, except node{prev} <-> \
-             node{last}: packet radio (KISS, AX.25 UI frames of up to 256 bytes) over {hop}.",
-            last = n - 1,
-            prev = n - 2
+            "skywave demo: {n} nodes in a line (regtest), node1 to node{n} with callsigns \
+             N0CALL-1 to N0CALL-{n}; node1 mines {blocks} blocks, a transaction enters at \
+             node{n}.\nHops are TCP on loopback, except node{prev} <-> node{n}: packet radio \
+             (KISS, AX.25 UI frames of up to 256 bytes) over {hop}.",
+            prev = n - 1
         );
     }
     let radio = SimChannel::new(1200, 0, rand::random());
-    // node0 mines up to `blocks`, and one more at a time while the transaction waits.
+    // node1 mines up to `blocks`, and one more at a time while the transaction waits.
     let limit = Arc::new(AtomicU64::new(blocks));
     for (i, port) in ports.iter().enumerate() {
         let mut links = vec![LinkUrl::TcpListen(format!("127.0.0.1:{port}"))];
@@ -148,7 +148,8 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         );
         tokio::spawn(fut);
         let mut rx = shared.events.subscribe();
-        let name = format!("node{i}");
+        // Named as its callsign is numbered, so the log's handshakes read right.
+        let name = format!("node{}", i + 1);
         tokio::spawn(async move {
             while let Ok(ev) = rx.recv().await {
                 match ev {
@@ -246,7 +247,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
         let peers = node.peers(now_ms());
         let out: u64 = peers.iter().map(|p| p.stats.bytes_out).sum();
         let inb: u64 = peers.iter().map(|p| p.stats.bytes_in).sum();
-        rows.push(json!({"node": i, "height": tip.height, "tip": tip.hash,
+        rows.push(json!({"node": i + 1, "callsign": format!("N0CALL-{}", i + 1), "height": tip.height, "tip": tip.hash,
                          "peers": peers.len(), "bytes_out": out, "bytes_in": inb}));
     }
     for s in &nodes {
@@ -296,7 +297,7 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
             &id[..16.min(id.len())]
         );
         out!(
-            "  it moved {} from {from_text} (node0's miner) to {to_text}",
+            "  it moved {} from {from_text} (node1's miner) to {to_text}",
             format_amount(DEMO_AMOUNT)
         );
     }

@@ -101,8 +101,9 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
-    /// Rebuild the store from the blocks it still yields (after corruption); the old
-    /// file is kept aside and peers supply the rest.
+    /// Rebuild the store from the blocks it still yields (after corruption), carrying
+    /// over the outbox, bans, address book and mempool; the old file is kept aside and
+    /// peers supply the rest.
     Reindex,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

@@ -14,6 +14,7 @@
 //! are postcard BLOBs; u64 values are stored as i64 with the same bits.
 
 mod bans;
+mod carry;
 mod outbox;
 mod schema;
 
@@ -25,6 +26,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 pub use bans::BanRow;
+pub use carry::{old_mempool, Carried};
 pub use schema::SCHEMA_VERSION;
 
 /// A store failure: SQLite errors, undecodable rows, schema mismatches.

@@ -5,9 +5,9 @@ use super::{hash_of, params, Result, Store, StoreError};
 use crate::outbox::{Dest, Item, OutItem, State, Totals};
 use rusqlite::OptionalExtension;
 
-const ENQUEUED: &str = "outbox.enqueued";
-const DELIVERED: &str = "outbox.delivered";
-const DROPPED: &str = "outbox.dropped";
+pub(super) const ENQUEUED: &str = "outbox.enqueued";
+pub(super) const DELIVERED: &str = "outbox.delivered";
+pub(super) const DROPPED: &str = "outbox.dropped";
 
 fn bump(tx: &rusqlite::Connection, key: &str) -> Result<()> {
     let old: Option<Vec<u8>> = tx
@@ -34,44 +34,50 @@ fn state_code(s: State) -> i64 {
     }
 }
 
+/// The outbox columns [`outbox_row`] reads, oldest item first.
+pub(super) const OUTBOX_SELECT: &str = "SELECT id, dest, kind, hash, payload, priority, created_ms,
+    attempts, next_attempt_ms, expires_ms, state FROM outbox ORDER BY id";
+
+/// One row of [`OUTBOX_SELECT`].
+pub(super) fn outbox_row(r: &rusqlite::Row<'_>) -> Result<Item> {
+    let dest = match r.get::<_, Option<Vec<u8>>>(1)? {
+        None => Dest::Any,
+        Some(b) => Dest::Peer(hash_of(&b)?.0),
+    };
+    let hash = hash_of(&r.get::<_, Vec<u8>>(3)?)?;
+    let item = match r.get::<_, i64>(2)? {
+        0 => OutItem::Block(hash),
+        1 => OutItem::Tx(hash),
+        k => return Err(StoreError::Corrupt(format!("outbox item kind {k}"))),
+    };
+    let state = match r.get::<_, i64>(10)? {
+        0 => State::Pending,
+        1 => State::Held,
+        3 => State::Expired,
+        s => return Err(StoreError::Corrupt(format!("outbox item state {s}"))),
+    };
+    Ok(Item {
+        id: r.get::<_, i64>(0)? as u64,
+        dest,
+        item,
+        payload: r.get(4)?,
+        priority: r.get::<_, i64>(5)? as u8,
+        created_ms: r.get::<_, i64>(6)? as u64,
+        attempts: r.get::<_, i64>(7)? as u32,
+        next_attempt_ms: r.get::<_, i64>(8)? as u64,
+        expires_ms: r.get::<_, i64>(9)? as u64,
+        state,
+    })
+}
+
 impl Store {
     /// Every outbox row, oldest first.
     pub fn outbox_load(&self) -> Result<Vec<Item>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, dest, kind, hash, payload, priority, created_ms, attempts,
-                    next_attempt_ms, expires_ms, state FROM outbox ORDER BY id",
-        )?;
+        let mut st = self.conn.prepare(OUTBOX_SELECT)?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let dest = match r.get::<_, Option<Vec<u8>>>(1)? {
-                None => Dest::Any,
-                Some(b) => Dest::Peer(hash_of(&b)?.0),
-            };
-            let hash = hash_of(&r.get::<_, Vec<u8>>(3)?)?;
-            let item = match r.get::<_, i64>(2)? {
-                0 => OutItem::Block(hash),
-                1 => OutItem::Tx(hash),
-                k => return Err(StoreError::Corrupt(format!("outbox item kind {k}"))),
-            };
-            let state = match r.get::<_, i64>(10)? {
-                0 => State::Pending,
-                1 => State::Held,
-                3 => State::Expired,
-                s => return Err(StoreError::Corrupt(format!("outbox item state {s}"))),
-            };
-            out.push(Item {
-                id: r.get::<_, i64>(0)? as u64,
-                dest,
-                item,
-                payload: r.get(4)?,
-                priority: r.get::<_, i64>(5)? as u8,
-                created_ms: r.get::<_, i64>(6)? as u64,
-                attempts: r.get::<_, i64>(7)? as u32,
-                next_attempt_ms: r.get::<_, i64>(8)? as u64,
-                expires_ms: r.get::<_, i64>(9)? as u64,
-                state,
-            });
+            out.push(outbox_row(r)?);
         }
         Ok(out)
     }
@@ -79,6 +85,16 @@ impl Store {
     /// Insert an item (its `id` is ignored) and count it; returns the new id. Durable on
     /// return.
     pub fn outbox_insert(&mut self, it: &Item) -> Result<u64> {
+        self.outbox_put(it, false)
+    }
+
+    /// Insert an item under its own `id` (a store rebuilt by `reindex` keeps the ids:
+    /// they are the message ids peers acknowledge); not counted as newly queued.
+    pub fn outbox_restore(&mut self, it: &Item) -> Result<u64> {
+        self.outbox_put(it, true)
+    }
+
+    fn outbox_put(&mut self, it: &Item, keep_id: bool) -> Result<u64> {
         let (kind, hash) = match it.item {
             OutItem::Block(h) => (0i64, h),
             OutItem::Tx(h) => (1, h),
@@ -90,8 +106,8 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO outbox(dest, kind, hash, payload, priority, created_ms, attempts,
-                                    next_attempt_ms, expires_ms, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                    next_attempt_ms, expires_ms, state, id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     dest,
                     kind,
@@ -103,10 +119,13 @@ impl Store {
                     it.next_attempt_ms as i64,
                     it.expires_ms as i64,
                     state_code(it.state),
+                    keep_id.then_some(it.id as i64),
                 ],
             )?;
             let id = tx.last_insert_rowid() as u64;
-            bump(tx, ENQUEUED)?;
+            if !keep_id {
+                bump(tx, ENQUEUED)?;
+            }
             Ok(id)
         })
     }

@@ -1,4 +1,5 @@
-// The status page: polls the node's JSON endpoints and redraws. No build step, no CDN.
+// The status page: redraws from the node's JSON endpoints when its event stream says
+// something changed, polling only while the stream is down. No build step, no CDN.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const text = (v) => (v === null || v === undefined ? "" : String(v));
@@ -156,7 +157,6 @@ async function refresh() {
     await refreshBlocks(s.height);
   }
   refreshTxs(await get("/api/mempool"));
-  $("live").textContent = "updated " + new Date().toLocaleTimeString();
 }
 async function act(path, body) {
   const token = $("token").value.trim();
@@ -168,13 +168,62 @@ async function act(path, body) {
   });
   let answer = await r.text();
   $("action-result").textContent = (r.ok ? "done: " : "refused (HTTP " + r.status + "): ") + answer;
-  tick();
+  update("action");
 }
 $("token").value = sessionStorage.getItem("skywave-token") || "";
 $("submit-tx").onclick = () => act("/api/tx", $("tx").value);
-async function tick() {
-  try { await refresh(); }
-  catch (e) { $("live").textContent = "node not answering: " + e.message; }
+// Live updates. `data-live` on <body> says how the page follows the node ("events",
+// "polling" or "connecting") and `data-cause` what led to the last redraw.
+const POLL_MS = 2000;
+const RETRY_MAX_MS = 30000;
+let mode = "connecting";
+let pollTimer = null;
+let retryMs = 2000;
+function setMode(m) {
+  mode = m;
+  document.body.dataset.live = m;
+  if (m === "events") {
+    if (pollTimer !== null) clearInterval(pollTimer);
+    pollTimer = null;
+  } else if (pollTimer === null) {
+    pollTimer = setInterval(() => update("poll"), POLL_MS);
+  }
 }
-tick();
-setInterval(tick, 2000);
+// One redraw at a time; what asks meanwhile gets one more redraw after it.
+let busy = false;
+let again = null;
+async function update(cause) {
+  if (busy) { again = cause; return; }
+  busy = true;
+  try {
+    await refresh();
+    document.body.dataset.cause = cause;
+    $("live").textContent = (mode === "events" ? "live" : mode) + ", updated " +
+      new Date().toLocaleTimeString();
+  } catch (e) {
+    $("live").textContent = "node not answering: " + e.message;
+  } finally {
+    busy = false;
+    if (again !== null) { const c = again; again = null; update(c); }
+  }
+}
+function connect() {
+  if (typeof EventSource === "undefined") { setMode("polling"); return; }
+  const es = new EventSource("/api/events");
+  es.onopen = () => { retryMs = 2000; setMode("events"); update("open"); };
+  for (const name of ["tip", "tx", "peers", "links", "outbox", "lagged"]) {
+    es.addEventListener(name, () => update("event " + name));
+  }
+  es.onerror = () => {
+    setMode("polling");
+    // CONNECTING: the browser reconnects by itself (the node restarted). CLOSED: it gave
+    // up (the node refused the stream, e.g. too many open): try again later.
+    if (es.readyState === EventSource.CLOSED) {
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    }
+  };
+}
+document.body.dataset.live = mode;
+update("load");
+connect();
