@@ -359,4 +359,25 @@ mod tests {
         );
         assert!(matches!(r, Err(NoiseError::Handshake(_))), "{:?}", r.err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        /// Random bytes after a real handshake: never a panic, never more than one
+        /// message and one push buffered, and nothing opens.
+        #[test]
+        fn random_bytes_never_open_and_stay_bounded(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), 0..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (_, mut sb) = rt.block_on(pair(&key(1), &key(2)));
+            for c in &chunks {
+                sb.opener.push(c);
+                proptest::prop_assert!(sb.opener.buffered() <= 2 + MAX_NOISE_MSG + c.len());
+                if let Some(r) = sb.opener.next() {
+                    proptest::prop_assert!(r.is_err());
+                }
+            }
+        }
+    }
 }
