@@ -181,7 +181,7 @@ impl Sealer {
 
 /// The receiving half: splits the byte stream into transport messages and opens them.
 ///
-/// Push each read, then take [`next`](Self::next) until `None`. Holds at most one
+/// Push each read, then take [`next_piece`](Self::next_piece) until `None`. Holds at most one
 /// message (2 + 65535 bytes) plus one read. The first error ends the stream for good:
 /// every later call returns it.
 pub struct Opener {
@@ -201,7 +201,7 @@ impl Opener {
 
     /// The next piece of plaintext, `None` if more bytes are needed, or the error that
     /// ended the stream.
-    pub fn next(&mut self) -> Option<Result<Vec<u8>, NoiseError>> {
+    pub fn next_piece(&mut self) -> Option<Result<Vec<u8>, NoiseError>> {
         if let Some(e) = &self.poisoned {
             return Some(Err(e.clone()));
         }
@@ -254,7 +254,7 @@ mod tests {
         for c in bytes.chunks(1000) {
             o.push(c);
             assert!(o.buffered() <= 2 + MAX_NOISE_MSG + c.len());
-            while let Some(r) = o.next() {
+            while let Some(r) = o.next_piece() {
                 out.extend(r?);
             }
         }
@@ -374,7 +374,7 @@ mod tests {
             for c in &chunks {
                 sb.opener.push(c);
                 proptest::prop_assert!(sb.opener.buffered() <= 2 + MAX_NOISE_MSG + c.len());
-                if let Some(r) = sb.opener.next() {
+                if let Some(r) = sb.opener.next_piece() {
                     proptest::prop_assert!(r.is_err());
                 }
             }

@@ -363,7 +363,7 @@ async fn run_conn(
                 None => dec.push(&buf[..n]),
                 Some(o) => {
                     o.push(&buf[..n]);
-                    while let Some(piece) = o.next() {
+                    while let Some(piece) = o.next_piece() {
                         match piece {
                             Ok(p) => dec.push(&p),
                             Err(e) => return garbage(e.to_string()).await,
