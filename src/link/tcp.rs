@@ -232,6 +232,10 @@ struct Who {
     remote: String,
     /// We dialled (the Noise initiator).
     outbound: bool,
+    /// The connection of a `tcp://` link: it reports `DialState::Connected` once the
+    /// session is up (after the handshake, so a peer that cannot finish it never shows
+    /// the link up).
+    dial_link: bool,
 }
 
 /// Marks a connection as in its handshake for as long as it lives.
@@ -320,7 +324,14 @@ async fn run_conn(
         peer,
         remote,
         outbound,
+        dial_link,
     } = who;
+    if dial_link {
+        let state = DialState::Connected;
+        if events.send(LinkEvent::Dial { link, state }).await.is_err() {
+            return "driver stopped".to_string();
+        }
+    }
     if events
         .send(LinkEvent::PeerUp {
             link,
@@ -508,6 +519,7 @@ async fn listen(addr: String, security: Security, mut ctx: LinkContext, open: Ar
                         peer,
                         remote: remote.to_string(),
                         outbound: false,
+                        dial_link: false,
                     };
                     let (c, _) = spawn_conn(
                         stream,
@@ -574,18 +586,12 @@ pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
             Ok(Ok(stream)) => {
                 let started = tokio::time::Instant::now();
                 let peer = ctx.peer_ids.next();
-                let _ = ctx
-                    .events
-                    .send(LinkEvent::Dial {
-                        link: ctx.id,
-                        state: DialState::Connected,
-                    })
-                    .await;
                 let who = Who {
                     link: ctx.id,
                     peer,
                     remote: addr.clone(),
                     outbound: true,
+                    dial_link: true,
                 };
                 let (c, mut handle) = spawn_conn(
                     stream,
@@ -694,6 +700,7 @@ pub async fn run_pex(security: Security, mut ctx: LinkContext) {
                         peer,
                         remote: addr,
                         outbound: true,
+                        dial_link: false,
                     };
                     let (c, _) = spawn_conn(
                         stream,
@@ -1156,5 +1163,44 @@ mod tests {
             "a connection over the handshake cap was kept"
         );
         assert_eq!(open.load(Ordering::Relaxed), MAX_HANDSHAKES);
+    }
+
+    /// A `tcp://` link that reaches a node without Noise (it speaks first, in plain
+    /// framing) never shows connected: the dial fails with the handshake's reason.
+    #[tokio::test]
+    async fn a_dial_to_a_plain_node_fails_with_the_handshake_reason_and_never_shows_up() {
+        let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = old.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = old.accept().await {
+                let _ = s.write_all(&frame(&hello_from([9; 32]))).await;
+                let mut b = [0u8; 256];
+                while s.read(&mut b).await.map(|n| n > 0).unwrap_or(false) {}
+            }
+        });
+        let ids = PeerIds::default();
+        let (dctx, mut dev, _dcmd) = ctx(2, &ids);
+        tokio::spawn(run_dial(format!("127.0.0.1:{port}"), noise(2), dctx));
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), dev.recv())
+                .await
+                .expect("link event in time")
+                .expect("link task alive");
+            match ev {
+                LinkEvent::Dial {
+                    state: DialState::Failed { error, .. },
+                    ..
+                } => {
+                    assert!(error.contains("Noise handshake"), "{error}");
+                    break;
+                }
+                LinkEvent::Dial {
+                    state: DialState::Connected,
+                    ..
+                } => panic!("shown connected before the handshake"),
+                LinkEvent::PeerUp { .. } => panic!("a session without the handshake"),
+                _ => {}
+            }
+        }
     }
 }
