@@ -5,6 +5,12 @@
 
 mod support;
 
+use skywave::chain::params;
+use skywave::link::noise;
+use skywave::wire::stream::StreamDecoder;
+use skywave::wire::{envelope, message::Message};
+use support::hostile::{framed, hello};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -233,4 +239,84 @@ fn radio_links_cannot_be_configured_to_encrypt() {
     );
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("radio links cannot be encrypted"), "{all}");
+}
+
+/// A stranger completes Noise with key `k` and sends the hostile `Hello` (which claims
+/// the hostile key's node id); what comes back: the node's `Hello` if it accepted ours,
+/// `None` if it closed the connection first.
+fn noise_hello_as(port: u16, k: &ed25519_dalek::SigningKey) -> Option<Message> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut sess = noise::handshake(&mut s, k, true).await.expect("handshake");
+        let net = params::regtest().network_id();
+        let sealed = sess
+            .sealer
+            .seal(&framed(net, 1, &hello(net)))
+            .expect("seal");
+        s.write_all(&sealed).await.expect("write");
+        let mut dec = StreamDecoder::new();
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                let n = s.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+                sess.opener.push(&buf[..n]);
+                while let Some(piece) = sess.opener.next_piece() {
+                    dec.push(&piece.ok()?);
+                    while let Some(f) = dec.next_frame() {
+                        let env = envelope::decode(&f.ok()?).ok()?;
+                        if matches!(env.message, Message::Hello(_)) {
+                            // Its Hello may go out before it reads ours: wait for the
+                            // verdict on ours (a close, or nothing more for a while).
+                            let mut rest = [0u8; 4096];
+                            let more =
+                                tokio::time::timeout(Duration::from_secs(3), s.read(&mut rest))
+                                    .await;
+                            return match more {
+                                Ok(Ok(0)) | Ok(Err(_)) => None,
+                                _ => Some(env.message),
+                            };
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+/// End to end: a peer that completes Noise with key K and claims another node id V in
+/// its `Hello` is refused and counted; with the key of the id it claims it is greeted.
+#[test]
+fn a_real_node_refuses_a_hello_whose_node_id_is_not_the_noise_key() {
+    let mut a = TestNode::init("a", "N0CALL-1");
+    a.start(&[]);
+    let k = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+    assert!(
+        noise_hello_as(a.port, &k).is_none(),
+        "a Hello claiming another key's id was accepted; log:\n{}",
+        a.log_text()
+    );
+    let counted = wait_for(Duration::from_secs(10), || {
+        a.log_text()
+            .contains("Noise handshake proved another key")
+            .then_some(())
+    });
+    assert!(counted.is_some(), "log:\n{}", a.log_text());
+    // The hostile helper's Hello names the key [7; 32]: with that key it is greeted.
+    let own = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    assert!(
+        matches!(noise_hello_as(a.port, &own), Some(Message::Hello(_))),
+        "log:\n{}",
+        a.log_text()
+    );
 }

@@ -62,9 +62,9 @@ impl Security {
     }
 }
 
-/// The Noise key that may send `bytes` if they are a `Hello`: refuses a peer whose
-/// `Hello` claims a node id other than the one its Noise handshake proved. Other
-/// messages, and bytes that do not decode (the node refuses those itself), pass.
+/// Whether the peer whose Noise handshake proved `remote_static` may send `bytes`: a
+/// `Hello` must claim the node id that key belongs to. Other messages, and bytes that do
+/// not decode (the node refuses those itself), pass.
 fn check_hello(bytes: &[u8], remote_static: &[u8; 32]) -> Result<(), String> {
     if envelope::peek_kind(bytes) != Some(HELLO_KIND) {
         return Ok(());
