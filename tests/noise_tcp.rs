@@ -242,8 +242,8 @@ fn radio_links_cannot_be_configured_to_encrypt() {
 }
 
 /// A stranger completes Noise with key `k` and sends the hostile `Hello` (which claims
-/// the hostile key's node id); what comes back: the node's `Hello` if it accepted ours,
-/// `None` if it closed the connection first.
+/// the hostile key's node id). The node's proof (`Auth`) if it accepted that `Hello`;
+/// `None` if it refused it (a `Reject`, or the connection closed).
 fn noise_hello_as(port: u16, k: &ed25519_dalek::SigningKey) -> Option<Message> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -270,18 +270,10 @@ fn noise_hello_as(port: u16, k: &ed25519_dalek::SigningKey) -> Option<Message> {
                 while let Some(piece) = sess.opener.next_piece() {
                     dec.push(&piece.ok()?);
                     while let Some(f) = dec.next_frame() {
-                        let env = envelope::decode(&f.ok()?).ok()?;
-                        if matches!(env.message, Message::Hello(_)) {
-                            // Its Hello may go out before it reads ours: wait for the
-                            // verdict on ours (a close, or nothing more for a while).
-                            let mut rest = [0u8; 4096];
-                            let more =
-                                tokio::time::timeout(Duration::from_secs(3), s.read(&mut rest))
-                                    .await;
-                            return match more {
-                                Ok(Ok(0)) | Ok(Err(_)) => None,
-                                _ => Some(env.message),
-                            };
+                        match envelope::decode(&f.ok()?).ok()?.message {
+                            m @ Message::Auth(_) => return Some(m),
+                            Message::Reject(_) => return None,
+                            _ => {}
                         }
                     }
                 }
@@ -289,8 +281,7 @@ fn noise_hello_as(port: u16, k: &ed25519_dalek::SigningKey) -> Option<Message> {
         };
         tokio::time::timeout(Duration::from_secs(20), read)
             .await
-            .ok()
-            .flatten()
+            .expect("a verdict on the Hello in time")
     })
 }
 
@@ -315,7 +306,7 @@ fn a_real_node_refuses_a_hello_whose_node_id_is_not_the_noise_key() {
     // The hostile helper's Hello names the key [7; 32]: with that key it is greeted.
     let own = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     assert!(
-        matches!(noise_hello_as(a.port, &own), Some(Message::Hello(_))),
+        matches!(noise_hello_as(a.port, &own), Some(Message::Auth(_))),
         "log:\n{}",
         a.log_text()
     );
