@@ -544,10 +544,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     let mut on_demand: Vec<LinkId> = Vec::new();
     // Peers learned by exchange are dialled on a link of their own, when the node
     // speaks TCP at all.
-    let tcp = opts
-        .links
-        .iter()
-        .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_)));
+    let tcp = opts.links.iter().any(|u| u.is_tcp());
     let pex = tcp && shared.try_node()?.config().peers.peer_exchange;
     let named: Vec<(String, Option<LinkUrl>)> = if pex {
         named
@@ -559,6 +556,13 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     };
     let mut pex_link = None;
     let network = shared.try_node()?.chain().params().name.to_string();
+    // TCP links (only those) hold the node key: it is their Noise static key.
+    let noise = || -> anyhow::Result<link::tcp::Security> {
+        Ok(link::tcp::Security::noise(
+            shared.try_node()?.config().node_key.clone(),
+        ))
+    };
+    let plain = link::tcp::Security::plain;
     let mut beacons: Vec<link::aprs::Beacon> = Vec::new();
     for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
@@ -585,8 +589,12 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             });
         }
         let task = match url {
-            Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, ctx)),
-            Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, ctx)),
+            Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, noise()?, ctx)),
+            Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, noise()?, ctx)),
+            Some(LinkUrl::TcpPlainDial(a)) => tokio::spawn(link::tcp::run_dial(a, plain(), ctx)),
+            Some(LinkUrl::TcpPlainListen(a)) => {
+                tokio::spawn(link::tcp::run_listen(a, plain(), ctx))
+            }
             Some(LinkUrl::Kiss(mut k)) => {
                 k.aprs_network = Some(network.clone());
                 if k.aprs_status {
@@ -607,7 +615,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             Some(LinkUrl::Js8(j)) => tokio::spawn(link::js8call::run_js8(j, ctx)),
             None if is_pex => {
                 pex_link = Some(id);
-                tokio::spawn(link::tcp::run_pex(ctx))
+                tokio::spawn(link::tcp::run_pex(noise()?, ctx))
             }
             None => match custom_iter.next() {
                 Some((_, spawn)) => spawn(ctx),

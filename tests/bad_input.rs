@@ -51,7 +51,7 @@ fn read_until_close(mut s: TcpStream, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn hostile_input_is_refused_and_the_node_keeps_serving() {
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     a.ok(&["mine", "--blocks", "5"]);
     a.start(&[]);
     let rss0 = a.rss_kib().unwrap_or(0);

@@ -72,7 +72,7 @@ fn assert_greeted(node: &TestNode, what: &str) {
 
 #[test]
 fn hostile_peer_is_banned_refused_and_unbanned() {
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     // Loopback peers are not banned automatically by default; this test is all loopback.
     let cfg_path = a.dir.join("skywave.toml");
     let cfg = std::fs::read_to_string(&cfg_path).expect("config");

@@ -71,7 +71,7 @@ fn a_flooder_is_banned_while_an_honest_peer_syncs_and_the_ban_survives_restart()
         eprintln!("SKIPPED flood test: cannot bind {HOSTILE} on this machine");
         return;
     }
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     let cfg_path = a.dir.join("skywave.toml");
     let cfg = std::fs::read_to_string(&cfg_path).expect("config");
     std::fs::write(

@@ -256,7 +256,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
     use std::io::Write;
     use support::hostile::{framed, handshake_on};
 
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     a.ok(&["mine", "--blocks", "1000"]);
     a.start(&[]);
     let net = params::regtest().network_id();

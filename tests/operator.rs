@@ -381,7 +381,7 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 
 #[test]
 fn a_callsign_ban_drops_the_station_on_tcp_at_once_and_refuses_it_after() {
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     a.start(&[]);
     let net = params::regtest().network_id();
     // A station that proves its node id and greets as N0EVIL.
@@ -422,7 +422,7 @@ fn a_callsign_ban_drops_the_station_on_tcp_at_once_and_refuses_it_after() {
 
 #[test]
 fn metrics_count_misbehaviour_by_reason() {
-    let mut a = TestNode::init("a", "N0CALL-1");
+    let mut a = TestNode::init_plain("a", "N0CALL-1");
     a.start(&[]);
     let net = params::regtest().network_id();
     let mut s = TcpStream::connect(("127.0.0.1", a.port)).expect("connect");

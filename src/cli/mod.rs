@@ -58,7 +58,10 @@ pub enum Cmd {
         /// Your callsign with SSID (identifies the station on radio links).
         #[arg(long)]
         callsign: String,
-        /// Links to put in the config (repeatable).
+        /// Links to put in the config (repeatable): tcp://HOST:PORT and
+        /// tcp-listen://ADDR:PORT (Noise-encrypted), kiss+tcp://, kiss+serial://,
+        /// vara+tcp://, js8call:// (radio: never encrypted); tcp+plain:// and
+        /// tcp-listen+plain:// only for tests and old nodes.
         #[arg(long = "link")]
         links: Vec<String>,
         /// API listen address to put in the config.
@@ -70,7 +73,8 @@ pub enum Cmd {
         /// API listen address (overrides the config).
         #[arg(long)]
         api: Option<String>,
-        /// Extra links (repeatable), in addition to those in the config.
+        /// Extra links (repeatable), in addition to those in the config; the same URLs
+        /// as `init --link`.
         #[arg(long = "link")]
         links: Vec<String>,
         /// Mine continuously, paying this data directory's wallet.
@@ -613,12 +617,7 @@ fn run(
         let port = node.chain().params().default_port;
         (cfg.peers.dns_seeds.clone(), port, resolver)
     });
-    if seeds.is_some()
-        && !(cfg.peers.peer_exchange
-            && urls
-                .iter()
-                .any(|u| matches!(u, LinkUrl::TcpDial(_) | LinkUrl::TcpListen(_))))
-    {
+    if seeds.is_some() && !(cfg.peers.peer_exchange && urls.iter().any(LinkUrl::is_tcp)) {
         tracing::warn!("peers.dns_seeds are dialled through peer exchange: they need peer_exchange = true and a tcp or tcp-listen link");
     }
     let api_addr = api.unwrap_or(cfg.api.clone());
@@ -711,6 +710,10 @@ fn link_role(u: &LinkUrl) -> String {
     match u {
         LinkUrl::TcpListen(a) => format!("{u}: listens for TCP peers on {a}"),
         LinkUrl::TcpDial(a) => format!("{u}: dials {a} (and redials)"),
+        LinkUrl::TcpPlainListen(a) => {
+            format!("{u}: listens for TCP peers on {a}, unencrypted")
+        }
+        LinkUrl::TcpPlainDial(a) => format!("{u}: dials {a} (and redials), unencrypted"),
         LinkUrl::Kiss(_) => format!("{u}: KISS TNC (packet radio)"),
         LinkUrl::Vara(_) => format!("{u}: VARA modem"),
         LinkUrl::Js8(_) => format!("{u}: JS8Call"),

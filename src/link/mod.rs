@@ -6,6 +6,7 @@
 pub mod aprs;
 pub mod js8call;
 pub mod kiss;
+pub mod noise;
 pub mod simtnc;
 pub mod tcp;
 pub mod vara;
@@ -18,10 +19,15 @@ use tokio::sync::mpsc;
 /// A link address, as written in config, on the command line and in the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkUrl {
-    /// `tcp://host:port`: dial a peer, redial when the connection drops.
+    /// `tcp://host:port`: dial a peer, redial when the connection drops. Noise-encrypted.
     TcpDial(String),
-    /// `tcp-listen://addr:port`: accept peers.
+    /// `tcp-listen://addr:port`: accept peers. Noise-encrypted.
     TcpListen(String),
+    /// `tcp+plain://host:port`: [`LinkUrl::TcpDial`] without Noise, for tests and nodes
+    /// that predate it.
+    TcpPlainDial(String),
+    /// `tcp-listen+plain://addr:port`: [`LinkUrl::TcpListen`] without Noise.
+    TcpPlainListen(String),
     /// `kiss+tcp://host:port?...` or `kiss+serial:///dev/ttyUSB0?baud=9600&...`: a TNC.
     Kiss(kiss::KissLinkConfig),
     /// `vara+tcp://host:port?peer=CALL&...`: a VARA HF/FM modem.
@@ -37,6 +43,7 @@ impl LinkUrl {
         let (scheme, rest) = s
             .split_once("://")
             .ok_or_else(|| format!("link '{s}' is not a URL (expected scheme://...)"))?;
+        refuse_radio_encryption(s, scheme, rest)?;
         if matches!(scheme, "kiss+tcp" | "kiss+serial") {
             return kiss::KissLinkConfig::parse_url(s).map(LinkUrl::Kiss);
         }
@@ -50,10 +57,31 @@ impl LinkUrl {
         match scheme {
             "tcp" => Ok(LinkUrl::TcpDial(tcp::parse_hostport(s, hostport, false)?)),
             "tcp-listen" => Ok(LinkUrl::TcpListen(tcp::parse_hostport(s, hostport, true)?)),
+            "tcp+plain" => Ok(LinkUrl::TcpPlainDial(tcp::parse_hostport(
+                s, hostport, false,
+            )?)),
+            "tcp-listen+plain" => Ok(LinkUrl::TcpPlainListen(tcp::parse_hostport(
+                s, hostport, true,
+            )?)),
             other => Err(format!(
-                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen, kiss+tcp, kiss+serial, vara+tcp, js8call)"
+                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen (both \
+                 Noise-encrypted), tcp+plain, tcp-listen+plain (unencrypted, for tests and old \
+                 nodes), kiss+tcp, kiss+serial, vara+tcp, js8call)"
             )),
         }
+    }
+}
+
+impl LinkUrl {
+    /// A TCP link, encrypted or plain.
+    pub fn is_tcp(&self) -> bool {
+        matches!(
+            self,
+            LinkUrl::TcpDial(_)
+                | LinkUrl::TcpListen(_)
+                | LinkUrl::TcpPlainDial(_)
+                | LinkUrl::TcpPlainListen(_)
+        )
     }
 }
 
@@ -62,11 +90,48 @@ impl fmt::Display for LinkUrl {
         match self {
             LinkUrl::TcpDial(a) => write!(f, "tcp://{a}"),
             LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
+            LinkUrl::TcpPlainDial(a) => write!(f, "tcp+plain://{a}"),
+            LinkUrl::TcpPlainListen(a) => write!(f, "tcp-listen+plain://{a}"),
             LinkUrl::Kiss(k) => write!(f, "{k}"),
             LinkUrl::Vara(v) => write!(f, "{v}"),
             LinkUrl::Js8(j) => write!(f, "{j}"),
         }
     }
+}
+
+/// Words that ask for encryption, in a scheme or a parameter name.
+const CRYPTO_WORDS: [&str; 8] = [
+    "noise", "encrypt", "tls", "ssl", "crypt", "cipher", "secure", "psk",
+];
+
+/// Radio links are never encrypted (amateur radio rules forbid obscuring the meaning of a
+/// transmission): a radio scheme or parameter that asks for it is refused by name, not
+/// as one more unknown option.
+fn refuse_radio_encryption(url: &str, scheme: &str, rest: &str) -> Result<(), String> {
+    let radio = ["kiss", "vara", "js8"]
+        .iter()
+        .any(|r| scheme.starts_with(r));
+    if !radio {
+        return Ok(());
+    }
+    let asks = |w: &str| {
+        let w = w.to_ascii_lowercase();
+        CRYPTO_WORDS.iter().any(|c| w.contains(c))
+    };
+    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let param = query
+        .split('&')
+        .map(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv))
+        .find(|k| asks(k));
+    if asks(scheme) || param.is_some() {
+        let what = param.map_or_else(|| format!("scheme '{scheme}'"), |k| format!("'{k}'"));
+        return Err(format!(
+            "link '{url}': radio links cannot be encrypted ({what}): amateur radio rules forbid \
+             obscuring a transmission. Radio sessions are signed, not encrypted; only tcp:// \
+             and tcp-listen:// links are encrypted (Noise)"
+        ));
+    }
+    Ok(())
 }
 
 /// What a link task tells the driver.
@@ -219,8 +284,48 @@ mod tests {
             e.contains("unsupported scheme") && e.contains("js8call"),
             "{e}"
         );
+        assert_eq!(
+            LinkUrl::parse("tcp+plain://127.0.0.1:7300").unwrap(),
+            LinkUrl::TcpPlainDial("127.0.0.1:7300".into())
+        );
+        assert_eq!(
+            LinkUrl::parse("tcp-listen+plain://[::]:7300")
+                .unwrap()
+                .to_string(),
+            "tcp-listen+plain://[::]:7300"
+        );
+        assert!(e.contains("tcp+plain") && e.contains("Noise"), "{e}");
+        assert!(LinkUrl::parse("tcp+plain://host:0").is_err());
         assert!(LinkUrl::parse("tcp://host").is_err());
         assert!(LinkUrl::parse("tcp://host:99999").is_err());
         assert!(LinkUrl::parse("127.0.0.1:7300").is_err());
+    }
+
+    #[test]
+    fn radio_links_refuse_any_encryption_option_by_name() {
+        for bad in [
+            "kiss+tcp://127.0.0.1:8001?encrypt=1",
+            "kiss+serial:///dev/ttyUSB0?baud=9600&noise=xx",
+            "kiss+tcp+noise://127.0.0.1:8001",
+            "kiss+tls://127.0.0.1:8001",
+            "vara+tcp://127.0.0.1:8300?peer=N0CALL&Encryption=on",
+            "vara+tcp://127.0.0.1:8300?psk=secret",
+            "js8call://127.0.0.1:2442?cipher=aes",
+            "js8call+noise://127.0.0.1:2442",
+        ] {
+            let e = LinkUrl::parse(bad).unwrap_err();
+            assert!(
+                e.contains("radio links cannot be encrypted") && e.contains("amateur radio"),
+                "{bad}: {e}"
+            );
+        }
+        // The same links without it are fine, and TCP links have no such option either.
+        for good in [
+            "kiss+tcp://127.0.0.1:8001",
+            "vara+tcp://127.0.0.1:8300?peer=N0CALL",
+            "js8call://127.0.0.1:2442",
+        ] {
+            assert!(LinkUrl::parse(good).is_ok(), "{good}");
+        }
     }
 }

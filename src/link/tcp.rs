@@ -1,8 +1,12 @@
 //! TCP links: `tcp-listen://` accepts peers, `tcp://` dials one peer and redials with
-//! backoff. Envelopes travel length-prefixed (see `wire::stream`).
+//! backoff. Envelopes travel length-prefixed (see `wire::stream`), inside the Noise layer
+//! ([`super::noise`]) unless the link is `tcp+plain://` or `tcp-listen+plain://`.
 
+use super::noise;
 use super::{DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
+use crate::wire::envelope;
 use crate::wire::stream::{frame, StreamDecoder};
+use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,6 +26,63 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redial backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Accepted connections still in their Noise handshake at once; more are closed at
+/// accept. With [`noise::HANDSHAKE_TIMEOUT`] this bounds what strangers who never finish
+/// the handshake hold (they are not yet peers, so the node's session limits do not
+/// apply to them).
+pub const MAX_HANDSHAKES: usize = 64;
+/// `Message::Hello(_).kind()`: the one message the link reads, to bind its node id to the
+/// Noise key.
+const HELLO_KIND: u8 = 1;
+
+/// How a TCP link protects its connections.
+#[derive(Clone)]
+pub struct Security {
+    /// The node key, whose X25519 form is our Noise static key; `None`: plain TCP.
+    noise: Option<Arc<SigningKey>>,
+    /// Longest wait for the Noise handshake.
+    handshake_timeout: Duration,
+}
+
+impl Security {
+    /// Noise with the node key (the default of `tcp://` and `tcp-listen://`).
+    pub fn noise(node_key: SigningKey) -> Security {
+        Security {
+            noise: Some(Arc::new(node_key)),
+            handshake_timeout: noise::HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Plain TCP (`tcp+plain://`, `tcp-listen+plain://`): for tests and old nodes.
+    pub fn plain() -> Security {
+        Security {
+            noise: None,
+            handshake_timeout: noise::HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Whether the peer whose Noise handshake proved `remote_static` may send `bytes`: a
+/// `Hello` must claim the node id that key belongs to. Other messages, and bytes that do
+/// not decode (the node refuses those itself), pass.
+fn check_hello(bytes: &[u8], remote_static: &[u8; 32]) -> Result<(), String> {
+    if envelope::peek_kind(bytes) != Some(HELLO_KIND) {
+        return Ok(());
+    }
+    let Ok(env) = envelope::decode(bytes) else {
+        return Ok(());
+    };
+    let crate::wire::message::Message::Hello(h) = env.message else {
+        return Ok(());
+    };
+    if noise::static_public(&h.node_id) == Some(*remote_static) {
+        return Ok(());
+    }
+    Err(format!(
+        "its Hello claims node id {} but its Noise handshake proved another key",
+        hex::encode(h.node_id)
+    ))
+}
 
 /// Check the `host:port` part of a `tcp://` or `tcp-listen://` URL (`url` is the whole
 /// URL, for the message). A malformed address (`[::1`, `::1:80`, `host:`) is refused
@@ -164,14 +225,37 @@ fn not_reading() -> String {
     format!("send queue over {CONN_QUEUE_BYTES} bytes: peer does not read")
 }
 
-/// Run one connection until either side closes it. Reports `PeerUp` first and exactly one
-/// `PeerDown` at the end, then its peer id on `done`.
-fn spawn_conn(
-    stream: TcpStream,
+/// Who a connection is with, for its events.
+struct Who {
     link: LinkId,
     peer: PeerId,
     remote: String,
+    /// We dialled (the Noise initiator).
     outbound: bool,
+    /// The connection of a `tcp://` link: it reports `DialState::Connected` once the
+    /// session is up (after the handshake, so a peer that cannot finish it never shows
+    /// the link up).
+    dial_link: bool,
+}
+
+/// Marks a connection as in its handshake for as long as it lives.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Run one connection until either side closes it: the Noise handshake first (unless
+/// plain), then `PeerUp`, the session, and exactly one `PeerDown` at the end. A
+/// connection whose handshake fails reports neither (it never was a peer). Then its peer
+/// id on `done`.
+fn spawn_conn(
+    stream: TcpStream,
+    who: Who,
+    security: Security,
+    handshaking: Option<Handshaking>,
     events: mpsc::Sender<LinkEvent>,
     done: mpsc::UnboundedSender<PeerId>,
 ) -> (Conn, tokio::task::JoinHandle<String>) {
@@ -185,28 +269,69 @@ fn spawn_conn(
     };
     let _ = stream.set_nodelay(true);
     let handle = tokio::spawn(async move {
-        let reason = run_conn(
-            stream, link, peer, remote, outbound, &events, &mut rx, &queued, &kill,
-        )
-        .await;
+        let peer = who.peer;
+        let reason = match secure(stream, &who, &security, handshaking).await {
+            Ok((stream, session)) => {
+                run_conn(stream, session, who, &events, &mut rx, &queued, &kill).await
+            }
+            Err(reason) => {
+                debug!(peer, remote = %who.remote, %reason, "tcp connection ended before the session");
+                reason
+            }
+        };
         let _ = done.send(peer);
         reason
     });
     (conn, handle)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The Noise handshake on a new connection, bounded in time (nothing on a plain link).
+async fn secure(
+    mut stream: TcpStream,
+    who: &Who,
+    security: &Security,
+    handshaking: Option<Handshaking>,
+) -> Result<(TcpStream, Option<noise::Session>), String> {
+    let Some(key) = &security.noise else {
+        return Ok((stream, None));
+    };
+    let hs = noise::handshake(&mut stream, key, who.outbound);
+    let session = match tokio::time::timeout(security.handshake_timeout, hs).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(format!(
+                "no Noise handshake within {} ms",
+                security.handshake_timeout.as_millis()
+            ))
+        }
+    };
+    drop(handshaking);
+    Ok((stream, Some(session)))
+}
+
 async fn run_conn(
     stream: TcpStream,
-    link: LinkId,
-    peer: PeerId,
-    remote: String,
-    outbound: bool,
+    session: Option<noise::Session>,
+    who: Who,
     events: &mpsc::Sender<LinkEvent>,
     rx: &mut mpsc::UnboundedReceiver<ConnCmd>,
     queued: &AtomicUsize,
     kill: &Notify,
 ) -> String {
+    let Who {
+        link,
+        peer,
+        remote,
+        outbound,
+        dial_link,
+    } = who;
+    if dial_link {
+        let state = DialState::Connected;
+        if events.send(LinkEvent::Dial { link, state }).await.is_err() {
+            return "driver stopped".to_string();
+        }
+    }
     if events
         .send(LinkEvent::PeerUp {
             link,
@@ -219,21 +344,52 @@ async fn run_conn(
     {
         return "driver stopped".to_string();
     }
+    let (mut sealer, opener, remote_static) = match session {
+        Some(s) => (Some(s.sealer), Some(s.opener), Some(s.remote_static)),
+        None => (None, None, None),
+    };
     let (mut rd, mut wr) = stream.into_split();
     let reader_events = events.clone();
     let mut reader = tokio::spawn(async move {
+        let mut opener = opener;
         let mut dec = StreamDecoder::new();
         let mut buf = vec![0u8; 16 * 1024];
+        // The bad input that ends the session: counted against the peer (`Garbage`).
+        let garbage = |reason: String| async {
+            let _ = reader_events
+                .send(LinkEvent::Garbage {
+                    peer,
+                    reason: reason.clone(),
+                })
+                .await;
+            reason
+        };
         loop {
             let n = match rd.read(&mut buf).await {
                 Ok(0) => return "closed by peer".to_string(),
                 Ok(n) => n,
                 Err(e) => return format!("read error: {e}"),
             };
-            dec.push(&buf[..n]);
+            match opener.as_mut() {
+                None => dec.push(&buf[..n]),
+                Some(o) => {
+                    o.push(&buf[..n]);
+                    while let Some(piece) = o.next_piece() {
+                        match piece {
+                            Ok(p) => dec.push(&p),
+                            Err(e) => return garbage(e.to_string()).await,
+                        }
+                    }
+                }
+            }
             while let Some(item) = dec.next_frame() {
                 match item {
                     Ok(bytes) => {
+                        if let Some(rs) = &remote_static {
+                            if let Err(why) = check_hello(&bytes, rs) {
+                                return garbage(why).await;
+                            }
+                        }
                         if reader_events
                             .send(LinkEvent::Frame { peer, bytes })
                             .await
@@ -242,16 +398,7 @@ async fn run_conn(
                             return "driver stopped".to_string();
                         }
                     }
-                    Err(e) => {
-                        let reason = format!("bad stream framing: {e}");
-                        let _ = reader_events
-                            .send(LinkEvent::Garbage {
-                                peer,
-                                reason: reason.clone(),
-                            })
-                            .await;
-                        return reason;
-                    }
+                    Err(e) => return garbage(format!("bad stream framing: {e}")).await,
                 }
             }
         }
@@ -271,10 +418,15 @@ async fn run_conn(
                     let n = bytes.len();
                     let framed = frame(&bytes);
                     drop(bytes);
+                    let wire = match sealer.as_mut().map(|s| s.seal(&framed)) {
+                        None => framed,
+                        Some(Ok(sealed)) => sealed,
+                        Some(Err(e)) => break format!("cannot seal: {e}"),
+                    };
                     // A peer that does not read blocks this write for good: the link
                     // task's kill must still get through.
                     tokio::select! {
-                        r = wr.write_all(&framed) => {
+                        r = wr.write_all(&wire) => {
                             if let Err(e) = r {
                                 break format!("write error: {e}");
                             }
@@ -314,12 +466,12 @@ async fn run_conn(
 }
 
 /// `tcp-listen://addr`: accept connections until the driver goes away.
-pub async fn run_listen(addr: String, ctx: LinkContext) {
-    listen(addr, ctx, Arc::default()).await
+pub async fn run_listen(addr: String, security: Security, ctx: LinkContext) {
+    listen(addr, security, ctx, Arc::default()).await
 }
 
 /// [`run_listen`], keeping the number of open connections in `open`.
-async fn listen(addr: String, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
+async fn listen(addr: String, security: Security, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -346,17 +498,34 @@ async fn listen(addr: String, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
         })
         .await;
     let mut conns = Conns::new(open);
+    let in_handshake = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             acc = listener.accept() => match acc {
                 Ok((stream, remote)) => {
+                    let handshaking = if security.noise.is_some() {
+                        if in_handshake.load(Ordering::Relaxed) >= MAX_HANDSHAKES {
+                            debug!(link = ctx.id, %remote, "{MAX_HANDSHAKES} Noise handshakes under way; connection closed");
+                            continue;
+                        }
+                        in_handshake.fetch_add(1, Ordering::Relaxed);
+                        Some(Handshaking(in_handshake.clone()))
+                    } else {
+                        None
+                    };
                     let peer = ctx.peer_ids.next();
+                    let who = Who {
+                        link: ctx.id,
+                        peer,
+                        remote: remote.to_string(),
+                        outbound: false,
+                        dial_link: false,
+                    };
                     let (c, _) = spawn_conn(
                         stream,
-                        ctx.id,
-                        peer,
-                        remote.to_string(),
-                        false,
+                        who,
+                        security.clone(),
+                        handshaking,
                         ctx.events.clone(),
                         conns.done_tx.clone(),
                     );
@@ -382,7 +551,7 @@ async fn listen(addr: String, mut ctx: LinkContext, open: Arc<AtomicUsize>) {
 /// `tcp://addr`: keep one connection to `addr` open, redialling with backoff. Each
 /// attempt, connection and failure (with the wait before the next try) is reported as
 /// [`LinkEvent::Dial`], so that status shows the link down while it cannot connect.
-pub async fn run_dial(addr: String, mut ctx: LinkContext) {
+pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
     // The core needs the link's caps before the first session; the link's state for
     // people follows from the Dial events.
     let _ = ctx
@@ -417,19 +586,18 @@ pub async fn run_dial(addr: String, mut ctx: LinkContext) {
             Ok(Ok(stream)) => {
                 let started = tokio::time::Instant::now();
                 let peer = ctx.peer_ids.next();
-                let _ = ctx
-                    .events
-                    .send(LinkEvent::Dial {
-                        link: ctx.id,
-                        state: DialState::Connected,
-                    })
-                    .await;
+                let who = Who {
+                    link: ctx.id,
+                    peer,
+                    remote: addr.clone(),
+                    outbound: true,
+                    dial_link: true,
+                };
                 let (c, mut handle) = spawn_conn(
                     stream,
-                    ctx.id,
-                    peer,
-                    addr.clone(),
-                    true,
+                    who,
+                    security.clone(),
+                    None,
                     ctx.events.clone(),
                     conns.done_tx.clone(),
                 );
@@ -485,7 +653,7 @@ const PEX_DIALS: usize = 8;
 
 /// The peer-exchange link: dials the addresses the core learned from peers, once each
 /// (no redial: the core decides when to try again), and carries those sessions.
-pub async fn run_pex(mut ctx: LinkContext) {
+pub async fn run_pex(security: Security, mut ctx: LinkContext) {
     let _ = ctx
         .events
         .send(LinkEvent::Up {
@@ -527,12 +695,18 @@ pub async fn run_pex(mut ctx: LinkContext) {
                 if let Some(stream) = stream {
                     let peer = ctx.peer_ids.next();
                     info!(link = ctx.id, %addr, peer, "connected to an address learned from peers");
+                    let who = Who {
+                        link: ctx.id,
+                        peer,
+                        remote: addr,
+                        outbound: true,
+                        dial_link: false,
+                    };
                     let (c, _) = spawn_conn(
                         stream,
-                        ctx.id,
-                        peer,
-                        addr,
-                        true,
+                        who,
+                        security.clone(),
+                        None,
                         ctx.events.clone(),
                         conns.done_tx.clone(),
                     );
@@ -574,6 +748,10 @@ mod tests {
         )
     }
 
+    fn noise(k: u8) -> Security {
+        Security::noise(SigningKey::from_bytes(&[k; 32]))
+    }
+
     async fn next_peer_event(rx: &mut mpsc::Receiver<LinkEvent>) -> LinkEvent {
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -595,8 +773,8 @@ mod tests {
         let ids = PeerIds::default();
         let (lctx, mut lev, lcmd) = ctx(1, &ids);
         let (dctx, mut dev, dcmd) = ctx(2, &ids);
-        tokio::spawn(run_listen(format!("127.0.0.1:{port}"), lctx));
-        tokio::spawn(run_dial(format!("127.0.0.1:{port}"), dctx));
+        tokio::spawn(run_listen(format!("127.0.0.1:{port}"), noise(1), lctx));
+        tokio::spawn(run_dial(format!("127.0.0.1:{port}"), noise(2), dctx));
         let LinkEvent::PeerUp {
             peer: dpeer,
             outbound: true,
@@ -690,7 +868,12 @@ mod tests {
         let ids = PeerIds::default();
         let (lctx, mut lev, lcmd) = ctx(1, &ids);
         let open = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(listen(format!("127.0.0.1:{port}"), lctx, open.clone()));
+        tokio::spawn(listen(
+            format!("127.0.0.1:{port}"),
+            Security::plain(),
+            lctx,
+            open.clone(),
+        ));
         let mut silent = None;
         for _ in 0..100 {
             match std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -744,7 +927,12 @@ mod tests {
         let ids = PeerIds::default();
         let (lctx, mut lev, _lcmd) = ctx(1, &ids);
         let open = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(listen(format!("127.0.0.1:{port}"), lctx, open.clone()));
+        tokio::spawn(listen(
+            format!("127.0.0.1:{port}"),
+            Security::plain(),
+            lctx,
+            open.clone(),
+        ));
         let mut clients = Vec::new();
         while clients.len() < 20 {
             match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
@@ -772,5 +960,247 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(open.load(Ordering::Relaxed), 0, "finished connections kept");
+    }
+
+    /// A stranger's Noise client: handshake with `key` on a new connection to `port`.
+    async fn noise_client(
+        port: u16,
+        key: &SigningKey,
+    ) -> (TcpStream, noise::Sealer, noise::Opener) {
+        let mut s = loop {
+            match TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let sess = noise::handshake(&mut s, key, true)
+            .await
+            .expect("handshake with the listener");
+        (s, sess.sealer, sess.opener)
+    }
+
+    fn hello_from(id: [u8; 32]) -> Vec<u8> {
+        use crate::wire::message::{Hello, Message, PROTOCOL_VERSION};
+        let m = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            network: [1, 2, 3, 4],
+            height: 0,
+            tip: Default::default(),
+            work: 0,
+            node_id: id,
+            callsign: String::new(),
+            features: 0,
+            nonce: 1,
+            user_agent: "test".into(),
+        });
+        assert_eq!(m.kind(), HELLO_KIND);
+        envelope::encode([1, 2, 3, 4], 1, &m)
+    }
+
+    async fn noise_listener(
+        ids: &PeerIds,
+        sec: Security,
+    ) -> (u16, mpsc::Receiver<LinkEvent>, Arc<AtomicUsize>) {
+        let port = free_port();
+        let (lctx, lev, lcmd) = ctx(1, ids);
+        let open = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(listen(format!("127.0.0.1:{port}"), sec, lctx, open.clone()));
+        // The command sender must outlive the test or the listener stops.
+        std::mem::forget(lcmd);
+        (port, lev, open)
+    }
+
+    /// The Noise key proves the node id: a peer that completes the handshake with key K
+    /// and then claims node id V in its `Hello` is refused and counted against it, and
+    /// its `Hello` never reaches the node. With its own id it passes.
+    #[tokio::test]
+    async fn a_hello_must_claim_the_node_id_of_the_noise_key() {
+        let ids = PeerIds::default();
+        let (port, mut lev, _) = noise_listener(&ids, noise(1)).await;
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let v = SigningKey::from_bytes(&[6; 32]);
+
+        let (mut s, mut sealer, _) = noise_client(port, &k).await;
+        let LinkEvent::PeerUp { peer, .. } = next_peer_event(&mut lev).await else {
+            panic!("no PeerUp after the handshake")
+        };
+        let lie = sealer
+            .seal(&frame(&hello_from(v.verifying_key().to_bytes())))
+            .unwrap();
+        s.write_all(&lie).await.unwrap();
+        match next_peer_event(&mut lev).await {
+            LinkEvent::Garbage { peer: p, reason } => {
+                assert_eq!(p, peer);
+                assert!(
+                    reason.contains("Noise handshake proved another key"),
+                    "{reason}"
+                );
+            }
+            e => panic!("a Hello claiming another node's id went through: {e:?}"),
+        }
+        assert!(matches!(
+            next_peer_event(&mut lev).await,
+            LinkEvent::PeerDown { .. }
+        ));
+
+        let (mut s, mut sealer, _) = noise_client(port, &k).await;
+        let LinkEvent::PeerUp { peer, .. } = next_peer_event(&mut lev).await else {
+            panic!("no PeerUp after the handshake")
+        };
+        let hello = hello_from(k.verifying_key().to_bytes());
+        s.write_all(&sealer.seal(&frame(&hello)).unwrap())
+            .await
+            .unwrap();
+        match next_peer_event(&mut lev).await {
+            LinkEvent::Frame { peer: p, bytes } => {
+                assert_eq!(p, peer);
+                assert_eq!(bytes, hello);
+            }
+            e => panic!("its own id was refused: {e:?}"),
+        }
+    }
+
+    /// After the handshake, a message that does not decrypt ends the session and is
+    /// counted against the peer; a plain-TCP client never becomes a peer at all.
+    #[tokio::test]
+    async fn bad_ciphertext_is_garbage_and_plain_bytes_never_make_a_peer() {
+        let ids = PeerIds::default();
+        let (port, mut lev, open) = noise_listener(&ids, noise(1)).await;
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let (mut s, mut sealer, _) = noise_client(port, &k).await;
+        let LinkEvent::PeerUp { peer, .. } = next_peer_event(&mut lev).await else {
+            panic!("no PeerUp after the handshake")
+        };
+        let mut m = sealer.seal(&frame(&[1, 2, 3])).unwrap();
+        m[5] ^= 0x40;
+        s.write_all(&m).await.unwrap();
+        match next_peer_event(&mut lev).await {
+            LinkEvent::Garbage { peer: p, reason } => {
+                assert_eq!(p, peer);
+                assert!(reason.contains("does not decrypt"), "{reason}");
+            }
+            e => panic!("tampered bytes went through: {e:?}"),
+        }
+        assert!(matches!(
+            next_peer_event(&mut lev).await,
+            LinkEvent::PeerDown { .. }
+        ));
+
+        // An old node speaking plain TCP: closed during the handshake, no event.
+        let mut plain = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        plain
+            .write_all(&frame(&hello_from(k.verifying_key().to_bytes())))
+            .await
+            .unwrap();
+        let mut b = [0u8; 256];
+        // The listener may have sent its first handshake message before closing.
+        while plain.read(&mut b).await.map(|n| n > 0).unwrap_or(false) {}
+        // A Noise peer comes up next: nothing was reported for the plain one.
+        let _c = noise_client(port, &k).await;
+        assert!(matches!(
+            next_peer_event(&mut lev).await,
+            LinkEvent::PeerUp { .. }
+        ));
+        assert_eq!(
+            open.load(Ordering::Relaxed),
+            1,
+            "the plain connection is forgotten"
+        );
+    }
+
+    /// Strangers who open connections and never finish the handshake are closed after the
+    /// handshake timeout, and at most `MAX_HANDSHAKES` are held at once: the next is
+    /// closed at accept.
+    #[tokio::test]
+    async fn unfinished_handshakes_are_bounded_in_time_and_number() {
+        let ids = PeerIds::default();
+        let mut quick = noise(1);
+        quick.handshake_timeout = Duration::from_millis(300);
+        let (port, _lev, open) = noise_listener(&ids, quick).await;
+        let mut idle = loop {
+            match TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut b = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            while idle.read(&mut b).await.map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle handshake was never dropped");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while open.load(Ordering::Relaxed) != 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+
+        // The cap: with a long timeout, MAX_HANDSHAKES idle connections are held and the
+        // next one is closed at once.
+        let mut patient = noise(1);
+        patient.handshake_timeout = Duration::from_secs(3600);
+        let (port, _lev, open) = noise_listener(&ids, patient).await;
+        let mut held = Vec::new();
+        while held.len() < MAX_HANDSHAKES {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
+                held.push(s);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while open.load(Ordering::Relaxed) < MAX_HANDSHAKES
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(open.load(Ordering::Relaxed), MAX_HANDSHAKES);
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            while extra.read(&mut b).await.map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a connection over the handshake cap was kept"
+        );
+        assert_eq!(open.load(Ordering::Relaxed), MAX_HANDSHAKES);
+    }
+
+    /// A `tcp://` link that reaches a node without Noise (it speaks first, in plain
+    /// framing) never shows connected: the dial fails with the handshake's reason.
+    #[tokio::test]
+    async fn a_dial_to_a_plain_node_fails_with_the_handshake_reason_and_never_shows_up() {
+        let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = old.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = old.accept().await {
+                let _ = s.write_all(&frame(&hello_from([9; 32]))).await;
+                let mut b = [0u8; 256];
+                while s.read(&mut b).await.map(|n| n > 0).unwrap_or(false) {}
+            }
+        });
+        let ids = PeerIds::default();
+        let (dctx, mut dev, _dcmd) = ctx(2, &ids);
+        tokio::spawn(run_dial(format!("127.0.0.1:{port}"), noise(2), dctx));
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), dev.recv())
+                .await
+                .expect("link event in time")
+                .expect("link task alive");
+            match ev {
+                LinkEvent::Dial {
+                    state: DialState::Failed { error, .. },
+                    ..
+                } => {
+                    assert!(error.contains("Noise handshake"), "{error}");
+                    break;
+                }
+                LinkEvent::Dial {
+                    state: DialState::Connected,
+                    ..
+                } => panic!("shown connected before the handshake"),
+                LinkEvent::PeerUp { .. } => panic!("a session without the handshake"),
+                _ => {}
+            }
+        }
     }
 }

@@ -85,6 +85,8 @@ pub struct TestNode {
     pub child: Option<Child>,
     pub log: PathBuf,
     pub port: u16,
+    /// Its listen link is `tcp-listen+plain://`: [`TestNode::url`] is `tcp+plain://`.
+    pub plain: bool,
 }
 
 impl TestNode {
@@ -96,6 +98,19 @@ impl TestNode {
             callsign,
             port,
             &[&format!("tcp-listen://127.0.0.1:{port}")],
+        )
+    }
+
+    /// [`TestNode::init`] with an unencrypted listen link, for tests that speak raw
+    /// envelopes to the node (the hostile peer of `hostile`); nodes dial it with
+    /// [`TestNode::url`], which is then `tcp+plain://`.
+    pub fn init_plain(name: &str, callsign: &str) -> TestNode {
+        let port = free_port();
+        TestNode::init_with_links(
+            name,
+            callsign,
+            port,
+            &[&format!("tcp-listen+plain://127.0.0.1:{port}")],
         )
     }
 
@@ -111,6 +126,7 @@ impl TestNode {
             _tmp: tmp,
             child: None,
             port,
+            plain: links.iter().any(|l| l.starts_with("tcp-listen+plain://")),
         };
         let mut args = vec!["init", "--network", "regtest", "--callsign", callsign];
         for l in links {
@@ -125,9 +141,10 @@ impl TestNode {
         n
     }
 
-    /// `tcp://` URL that reaches this node.
+    /// `tcp://` URL that reaches this node (`tcp+plain://` if it listens unencrypted).
     pub fn url(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
+        let scheme = if self.plain { "tcp+plain" } else { "tcp" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Run a CLI command on this data directory.
