@@ -8,7 +8,7 @@ use crate::chain::{pow, Address, Block, Chain, NetworkParams};
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::node::{Node, NodeConfig, NodeEvent};
 use crate::rng::Rng;
-use crate::store::Store;
+use crate::store::{SharedHistory, Store};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
@@ -184,6 +184,8 @@ pub struct Sim {
     radios: Vec<SimRadio>,
     /// (node, peer id) -> (radio, station heard) for peers met on a radio channel.
     radio_sessions: BTreeMap<(usize, PeerId), (usize, usize)>,
+    /// Block bodies, undo records and the transaction index, held once for every node.
+    shared: SharedHistory,
 }
 
 impl Sim {
@@ -196,8 +198,10 @@ impl Sim {
         let mut rng = Rng::new(seed);
         let mut nodes = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
+        let shared = SharedHistory::default();
         for i in 0..n {
-            let store = Store::open_in_memory().map_err(crate::chain::ChainError::from)?;
+            let store =
+                Store::open_in_memory_shared(&shared).map_err(crate::chain::ChainError::from)?;
             let chain = Chain::open(params.clone(), store)?;
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -237,6 +241,7 @@ impl Sim {
             restarts: 0,
             radios: Vec::new(),
             radio_sessions: BTreeMap::new(),
+            shared,
         })
     }
 
@@ -388,7 +393,7 @@ impl Sim {
             self.disconnect(l);
         }
         let placeholder = {
-            let store = Store::open_in_memory()?;
+            let store = Store::open_in_memory_shared(&self.shared)?;
             Node::new(
                 Chain::open(self.params.clone(), store)?,
                 self.configs[i].clone(),
