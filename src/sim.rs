@@ -250,6 +250,45 @@ impl Sim {
         self.now
     }
 
+    /// A chain outside the network, on a store that shares this simulation's history:
+    /// to build a common history that every node then starts from ([`Sim::start_from`]).
+    pub fn scratch_chain(&self) -> Result<Chain, crate::chain::ChainError> {
+        Chain::open(
+            self.params.clone(),
+            Store::open_in_memory_shared(&self.shared)?,
+        )
+    }
+
+    /// Mine one block on `chain` paying `to`, at the simulation's time.
+    pub fn mine_on(&self, chain: &mut Chain, to: Address) -> Option<Block> {
+        let mut block = chain.block_template(to, self.now / 1000);
+        while !pow::mine(&mut block.header, 1_000_000) {}
+        chain.submit_block(block.clone(), self.now / 1000).ok()?;
+        Some(block)
+    }
+
+    /// Every node starts from a copy of `chain`'s store, as nodes of a network that
+    /// shared this history before the simulation began (nothing crosses a link, and no
+    /// node validates it again). Before any link or radio channel: a node is rebuilt.
+    pub fn start_from(&mut self, chain: &Chain) -> Result<(), crate::chain::ChainError> {
+        assert!(
+            self.links.is_empty() && self.radios.is_empty(),
+            "start_from before any link"
+        );
+        for i in 0..self.nodes.len() {
+            let store = chain.store().copy_shared()?.ok_or_else(|| {
+                crate::store::StoreError::Corrupt("a scratch chain shares the history".into())
+            })?;
+            self.nodes[i] = Node::new(
+                Chain::open(self.params.clone(), store)?,
+                self.configs[i].clone(),
+            );
+            self.touch(i);
+        }
+        self.flush();
+        Ok(())
+    }
+
     /// Join nodes `a` and `b` with a link; `a` dials. Returns the link index.
     pub fn connect(&mut self, a: usize, b: usize, spec: LinkSpec) -> usize {
         let idx = self.links.len();

@@ -306,6 +306,23 @@ impl Store {
         Self::init(conn, false, Some(shared.clone()))
     }
 
+    /// A copy of this in-memory store that shares its history (see
+    /// [`Store::open_in_memory_shared`]): many simulated nodes start from one chain
+    /// without each validating it again. None for a store without a shared history.
+    pub fn copy_shared(&self) -> Result<Option<Store>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let mut conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA page_size=1024;")?;
+        rusqlite::backup::Backup::new(&self.conn, &mut conn)?.run_to_completion(
+            i32::MAX,
+            std::time::Duration::ZERO,
+            None,
+        )?;
+        Self::init(conn, false, Some(shared.clone())).map(Some)
+    }
+
     fn init(conn: Connection, wal: bool, shared: Option<SharedHistory>) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         if wal {
