@@ -8,7 +8,7 @@ use crate::chain::{pow, Address, Block, Chain, NetworkParams};
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::node::{Node, NodeConfig, NodeEvent};
 use crate::rng::Rng;
-use crate::store::Store;
+use crate::store::{SharedHistory, Store};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
@@ -184,6 +184,8 @@ pub struct Sim {
     radios: Vec<SimRadio>,
     /// (node, peer id) -> (radio, station heard) for peers met on a radio channel.
     radio_sessions: BTreeMap<(usize, PeerId), (usize, usize)>,
+    /// Block bodies, undo records and the transaction index, held once for every node.
+    shared: SharedHistory,
 }
 
 impl Sim {
@@ -196,8 +198,10 @@ impl Sim {
         let mut rng = Rng::new(seed);
         let mut nodes = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
+        let shared = SharedHistory::default();
         for i in 0..n {
-            let store = Store::open_in_memory().map_err(crate::chain::ChainError::from)?;
+            let store =
+                Store::open_in_memory_shared(&shared).map_err(crate::chain::ChainError::from)?;
             let chain = Chain::open(params.clone(), store)?;
             let mut id = [0u8; 32];
             id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -237,12 +241,52 @@ impl Sim {
             restarts: 0,
             radios: Vec::new(),
             radio_sessions: BTreeMap::new(),
+            shared,
         })
     }
 
     /// Virtual time in milliseconds.
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// A chain outside the network, on a store that shares this simulation's history:
+    /// to build a common history that every node then starts from ([`Sim::start_from`]).
+    pub fn scratch_chain(&self) -> Result<Chain, crate::chain::ChainError> {
+        Chain::open(
+            self.params.clone(),
+            Store::open_in_memory_shared(&self.shared)?,
+        )
+    }
+
+    /// Mine one block on `chain` paying `to`, at the simulation's time.
+    pub fn mine_on(&self, chain: &mut Chain, to: Address) -> Option<Block> {
+        let mut block = chain.block_template(to, self.now / 1000);
+        while !pow::mine(&mut block.header, 1_000_000) {}
+        chain.submit_block(block.clone(), self.now / 1000).ok()?;
+        Some(block)
+    }
+
+    /// Every node starts from a copy of `chain`'s store, as nodes of a network that
+    /// shared this history before the simulation began (nothing crosses a link, and no
+    /// node validates it again). Before any link or radio channel: a node is rebuilt.
+    pub fn start_from(&mut self, chain: &Chain) -> Result<(), crate::chain::ChainError> {
+        assert!(
+            self.links.is_empty() && self.radios.is_empty(),
+            "start_from before any link"
+        );
+        for i in 0..self.nodes.len() {
+            let store = chain.store().copy_shared()?.ok_or_else(|| {
+                crate::store::StoreError::Corrupt("a scratch chain shares the history".into())
+            })?;
+            self.nodes[i] = Node::new(
+                Chain::open(self.params.clone(), store)?,
+                self.configs[i].clone(),
+            );
+            self.touch(i);
+        }
+        self.flush();
+        Ok(())
     }
 
     /// Join nodes `a` and `b` with a link; `a` dials. Returns the link index.
@@ -388,7 +432,7 @@ impl Sim {
             self.disconnect(l);
         }
         let placeholder = {
-            let store = Store::open_in_memory()?;
+            let store = Store::open_in_memory_shared(&self.shared)?;
             Node::new(
                 Chain::open(self.params.clone(), store)?,
                 self.configs[i].clone(),

@@ -74,6 +74,14 @@ pub(super) struct OutboxState {
     early_pushed: BTreeMap<PeerId, BTreeSet<u64>>,
     pub(super) wake: u64,
     stats: OutboxStats,
+    /// Ids of the items for each destination (a superset: an id whose item is gone is
+    /// dropped when next met), so that a peer's due items and wake-up are found without
+    /// walking every other peer's items (a gateway holds thousands for a peer that is
+    /// out of reach for hours).
+    by_dest: BTreeMap<Dest, BTreeSet<u64>>,
+    /// No pending or held item expires before this (a lower bound): the expiry walk over
+    /// every item runs only when one may be due.
+    expiry_floor: u64,
 }
 
 impl OutboxState {
@@ -97,6 +105,11 @@ impl OutboxState {
             .collect();
         let known = rows.iter().map(|(k, _)| *k).collect();
         let known_seen = rows.into_iter().collect();
+        let mut by_dest: BTreeMap<Dest, BTreeSet<u64>> = BTreeMap::new();
+        for it in ob.items() {
+            by_dest.entry(it.dest).or_default().insert(it.id);
+        }
+        let expiry_floor = earliest_expiry(&ob);
         OutboxState {
             ob,
             known,
@@ -105,8 +118,49 @@ impl OutboxState {
             early_pushed: BTreeMap::new(),
             wake: u64::MAX,
             stats: OutboxStats::default(),
+            by_dest,
+            expiry_floor,
         }
     }
+
+    /// Ids of the items for `node_id` or for any peer, by id (items since removed are
+    /// dropped from the index here).
+    fn ids_for(&mut self, node_id: [u8; 32]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for d in [Dest::Peer(node_id), Dest::Any] {
+            let Some(set) = self.by_dest.get_mut(&d) else {
+                continue;
+            };
+            set.retain(|id| self.ob.get(*id).is_some());
+            out.extend(set.iter().copied());
+            if set.is_empty() {
+                self.by_dest.remove(&d);
+            }
+        }
+        out
+    }
+
+    /// Like `ob.due_for`, from this destination's items only (same items, same order).
+    fn due_for(&mut self, node_id: [u8; 32], now: u64) -> Vec<u64> {
+        let mut v: Vec<(u8, u64)> = self
+            .ids_for(node_id)
+            .into_iter()
+            .filter_map(|id| self.ob.get(id))
+            .filter(|it| it.state == State::Pending && it.next_attempt_ms <= now)
+            .map(|it| (it.priority, it.id))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
+/// Earliest expiry of an item that can still expire (u64::MAX: none).
+fn earliest_expiry(ob: &Outbox) -> u64 {
+    ob.items()
+        .filter(|it| matches!(it.state, State::Pending | State::Held))
+        .map(|it| it.expires_ms)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 impl OutboxState {
@@ -236,6 +290,7 @@ impl Node {
             .map_err(|e| format!("store: {e}"))?;
         if res.is_ok() {
             info!(id, ?cmd, "outbox item changed by the operator");
+            self.outbox.expiry_floor = earliest_expiry(&self.outbox.ob);
             for s in self.outbox.sessions.values_mut() {
                 s.inflight.remove(&id);
             }
@@ -436,13 +491,16 @@ impl Node {
 
     /// Timer: expiries, due acks, due pushes.
     pub(super) fn outbox_tick(&mut self, now: u64) {
-        match self.outbox.ob.expire(self.chain.store_mut(), now) {
-            Ok(ids) => {
-                for id in ids {
-                    warn!(id, "outbox item expired undelivered (listed until dropped)");
+        if self.outbox.expiry_floor <= now {
+            match self.outbox.ob.expire(self.chain.store_mut(), now) {
+                Ok(ids) => {
+                    for id in ids {
+                        warn!(id, "outbox item expired undelivered (listed until dropped)");
+                    }
                 }
+                Err(e) => warn!("cannot expire outbox items: {e}"),
             }
-            Err(e) => warn!("cannot expire outbox items: {e}"),
+            self.outbox.expiry_floor = earliest_expiry(&self.outbox.ob);
         }
         let due: Vec<PeerId> = self
             .outbox
@@ -646,7 +704,13 @@ impl Node {
                 item,
                 payload.clone(),
             )? {
-                Enqueued::Added(id) => debug!(id, ?item, "outbox item queued"),
+                Enqueued::Added(id) => {
+                    debug!(id, ?item, "outbox item queued");
+                    self.outbox.by_dest.entry(dest).or_default().insert(id);
+                    if let Some(it) = self.outbox.ob.get(id) {
+                        self.outbox.expiry_floor = self.outbox.expiry_floor.min(it.expires_ms);
+                    }
+                }
                 Enqueued::Exists(_) => {}
                 Enqueued::Refused(reason) => {
                     warn!(?item, ?dest, "outbox refused an item: {reason}");
@@ -687,12 +751,8 @@ impl Node {
                 }
             });
             if raised {
-                for it in self
-                    .outbox
-                    .ob
-                    .items()
-                    .filter(|it| it.dest == dest || it.dest == Dest::Any)
-                {
+                let ids = self.outbox.ids_for(node_id);
+                for it in ids.into_iter().filter_map(|id| self.outbox.ob.get(id)) {
                     let below = match it.item {
                         OutItem::Block(h) => {
                             self.chain.is_on_main_chain(&h)
@@ -796,6 +856,10 @@ impl Node {
                 continue;
             }
             let node_id = s.node_id;
+            let candidates = self.outbox.due_for(node_id, now);
+            if candidates.is_empty() {
+                continue;
+            }
             // What this session's link may carry: no blocks where the operator keeps them
             // off, only small transactions on a narrow link.
             let caps = self.peer_caps(peer).cloned();
@@ -817,10 +881,7 @@ impl Node {
                 .values()
                 .flat_map(|s| s.inflight.keys().copied())
                 .collect();
-            let due: Vec<u64> = self
-                .outbox
-                .ob
-                .due_for(&node_id, now)
+            let due: Vec<u64> = candidates
                 .into_iter()
                 .filter(|id| !busy.contains(id))
                 .filter(|id| {
@@ -1019,8 +1080,8 @@ impl Node {
 
     fn recompute_wake(&mut self, now: u64) {
         let mut wake = u64::MAX;
+        let mut open = Vec::new();
         for (peer, s) in &self.outbox.sessions {
-            let blocks_ok = self.peer_caps(*peer).is_none_or(|c| c.blocks);
             if let Some(t) = s.ack_due {
                 wake = wake.min(t);
             }
@@ -1028,14 +1089,23 @@ impl Node {
                 wake = wake.min(*t);
             }
             if s.inflight.len() < s.policy.window {
-                for it in self.outbox.ob.items() {
-                    if it.state == State::Pending
-                        && (it.dest == Dest::Peer(s.node_id) || it.dest == Dest::Any)
-                        && !s.inflight.contains_key(&it.id)
-                        && !self.carried_by_block(it, blocks_ok)
-                    {
-                        wake = wake.min(it.next_attempt_ms);
-                    }
+                open.push((*peer, s.node_id));
+            }
+        }
+        for (peer, node_id) in open {
+            let blocks_ok = self.peer_caps(peer).is_none_or(|c| c.blocks);
+            let ids = self.outbox.ids_for(node_id);
+            let Some(s) = self.outbox.sessions.get(&peer) else {
+                continue;
+            };
+            for it in ids.iter().filter_map(|id| self.outbox.ob.get(*id)) {
+                // The store lookup in `carried_by_block` last: only for an earlier wake.
+                if it.state == State::Pending
+                    && it.next_attempt_ms < wake
+                    && !s.inflight.contains_key(&it.id)
+                    && !self.carried_by_block(it, blocks_ok)
+                {
+                    wake = it.next_attempt_ms;
                 }
             }
         }

@@ -445,9 +445,11 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
     let mut sim = Sim::new(&p, sc.nodes, sc.seed)?;
     sim.record_events = false;
     let mut rng = Rng::new(sc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 1);
-    let flaps = build(sc, &mut sim, &mut rng);
     let keys: Vec<_> = (0..sc.nodes).map(|i| wallet(sc.seed, i)).collect();
     let addrs: Vec<Address> = keys.iter().map(crate::keys::address).collect();
+    let start = sim.now();
+    fund(&mut sim, &keys, &addrs, 0)?;
+    let flaps = build(sc, &mut sim, &mut rng);
     let miners: Vec<usize> = match sc.topology {
         Topology::Islands => (0..sc.nodes)
             .step_by(ISLAND)
@@ -455,8 +457,6 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
             .collect(),
         _ => vec![0, sc.nodes / 2],
     };
-    let start = sim.now();
-    fund(&mut sim, &keys, &addrs, 0);
     for (l, sched) in flaps {
         sim.set_flap(l, Some(sched));
     }
@@ -625,20 +625,29 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
 /// Otherwise only miners can pay, out of coinbases of their own island's fork: when the
 /// islands meet, all forks but one are orphaned, those coinbases never existed on the
 /// surviving chain, and payments made from them can never be mined anywhere (proof of
-/// work, not the sync). `miner` mines enough coinbases, then the money fans out in a
-/// tree (at most [`FANOUT`] payments per wallet and block, as the mempool allows one
-/// sender), each round mined at once; the network then runs, every link up, until
-/// every node holds the result.
-fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], miner: usize) {
+/// work, not the sync). `miner`'s wallet mines enough coinbases, then the money fans out
+/// in a tree (at most [`FANOUT`] payments per wallet and block, as the mempool allows one
+/// sender), each round mined at once, on a chain outside the network; every node then
+/// starts from it, as a network that shared this history before the simulation began.
+/// (Relayed over the 1200 bit/s links instead, the start-up history took hours of
+/// simulated time and most of the memory and work of a large run, none of it the
+/// scenario's.)
+fn fund(
+    sim: &mut Sim,
+    keys: &[ed25519_dalek::SigningKey],
+    addrs: &[Address],
+    miner: usize,
+) -> Result<(), ChainError> {
     const GRANT: u64 = 10_000_000;
     const FANOUT: usize = 20;
-    let p = sim.nodes[miner].chain().params().clone();
+    let mut chain = sim.scratch_chain()?;
+    let p = chain.params().clone();
     let net = p.network_id();
     let n = addrs.len() as u64;
     let need = n.saturating_mul(2 * GRANT);
     let coinbases = need.div_ceil(p.initial_subsidy.max(1)) + p.coinbase_maturity + 1;
     for _ in 0..coinbases {
-        sim.mine(miner, addrs[miner]);
+        sim.mine_on(&mut chain, addrs[miner]);
     }
     let others: Vec<usize> = (0..addrs.len()).filter(|&i| i != miner).collect();
     let mut todo: Vec<(usize, Vec<usize>)> = vec![(miner, others)];
@@ -649,28 +658,22 @@ fn fund(sim: &mut Sim, keys: &[ed25519_dalek::SigningKey], addrs: &[Address], mi
             for g in group.chunks(per) {
                 // The head of each share keeps a grant and passes the rest on.
                 let amount = g.len() as u64 * 2 * GRANT;
-                let nonce = sim.nodes[miner].chain().next_nonce(&addrs[payer]);
+                let nonce = chain.next_nonce(&addrs[payer]);
                 let tx = Transaction::sign(net, &keys[payer], addrs[g[0]], amount, FEE, nonce);
-                let _ = sim.submit_tx(miner, tx);
+                let _ = chain.submit_tx(tx, sim.now() / 1000);
                 if g.len() > 1 {
                     next.push((g[0], g[1..].to_vec()));
                 }
             }
         }
         let mut guard = 0;
-        while sim.nodes[miner].chain().mempool_len() > 0 && guard < 1000 {
-            sim.mine(miner, addrs[miner]);
+        while chain.mempool_len() > 0 && guard < 1000 {
+            sim.mine_on(&mut chain, addrs[miner]);
             guard += 1;
         }
         todo = next;
     }
-    // A few hours at most: every byte of the funding blocks crosses each VHF link.
-    for _ in 0..6 * 60 {
-        if sim.converged() && sim.nodes.iter().all(|x| x.chain().mempool_len() == 0) {
-            break;
-        }
-        sim.run_for(60_000);
-    }
+    sim.start_from(&chain)
 }
 
 /// Transaction ids on node 0's main chain, with how many blocks hold each.

@@ -23,7 +23,9 @@ use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use bans::BanRow;
 pub use carry::{old_mempool, Carried};
@@ -176,19 +178,102 @@ fn write_accounts(tx: &Connection, accounts: &[(Address, Account)]) -> Result<()
     Ok(())
 }
 
-/// Store a block's body (its row in `blocks` must exist).
-fn put_body(tx: &Connection, hash: &Hash, body: &[u8]) -> Result<()> {
+/// Store a block's body (its row in `blocks` must exist): the bytes, or with a shared
+/// history their digest.
+fn put_body(
+    tx: &Connection,
+    shared: Option<&SharedHistory>,
+    hash: &Hash,
+    body: &[u8],
+) -> Result<()> {
+    let key;
+    let stored = match shared {
+        Some(s) => {
+            key = s.put(body);
+            &key[..]
+        }
+        None => body,
+    };
     tx.execute(
         "INSERT INTO bodies(hash, body) VALUES (?1, ?2)
          ON CONFLICT(hash) DO UPDATE SET body = excluded.body",
-        params![&hash.0[..], body],
+        params![&hash.0[..], stored],
     )?;
     Ok(())
+}
+
+/// Block bodies, undo records and which blocks hold each transaction, kept once for many
+/// in-memory stores (the nodes of a simulation) instead of once per node: every node
+/// holds the same history, so per-node copies make memory grow with nodes × history.
+///
+/// Bytes are stored by their BLAKE3 digest, which the node's own tables hold in their
+/// place: a node reads back exactly what it wrote, whatever another node wrote. Nothing
+/// is ever removed (a simulation's history is small; its copies were not). A write that
+/// the node's transaction rolls back may leave an entry here that no node refers to.
+#[derive(Clone, Default)]
+pub struct SharedHistory(Arc<Mutex<SharedInner>>);
+
+#[derive(Default)]
+struct SharedInner {
+    blobs: HashMap<[u8; 32], Arc<[u8]>>,
+    /// Transaction id -> blocks that hold it (on any fork), in the order first connected.
+    tx_blocks: HashMap<Hash, Vec<Hash>>,
+}
+
+impl SharedHistory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedInner> {
+        // The maps stay consistent whatever a panicking holder was doing (single inserts).
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keep `bytes` and return the digest that names them.
+    fn put(&self, bytes: &[u8]) -> [u8; 32] {
+        let key = *blake3::hash(bytes).as_bytes();
+        self.lock().blobs.entry(key).or_insert_with(|| bytes.into());
+        key
+    }
+
+    /// The bytes named by a stored digest.
+    fn get(&self, key: &[u8]) -> Result<Arc<[u8]>> {
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("shared key of {} bytes", key.len())))?;
+        self.lock()
+            .blobs
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt("shared history lacks a stored blob".into()))
+    }
+
+    fn note_txs(&self, block: &Hash, txids: &[Hash]) {
+        let mut inner = self.lock();
+        for id in txids {
+            let v = inner.tx_blocks.entry(*id).or_default();
+            if !v.contains(block) {
+                v.push(*block);
+            }
+        }
+    }
+
+    fn tx_blocks(&self, txid: &Hash) -> Vec<Hash> {
+        self.lock().tx_blocks.get(txid).cloned().unwrap_or_default()
+    }
+
+    /// Bytes held (blobs and the transaction map), for the simulator's figures.
+    pub fn bytes(&self) -> u64 {
+        let inner = self.lock();
+        let blobs: usize = inner.blobs.values().map(|b| b.len() + 32).sum();
+        let txs: usize = inner.tx_blocks.values().map(|v| 32 + 32 * v.len()).sum();
+        (blobs + txs) as u64
+    }
 }
 
 /// The node's SQLite database.
 pub struct Store {
     conn: Connection,
+    /// Bodies, undo records and the transaction index kept outside the database (see
+    /// [`SharedHistory`]); None for an ordinary store.
+    shared: Option<SharedHistory>,
     /// Inside an input: the first write opens its transaction (see `begin_input`).
     in_input: Cell<bool>,
     /// The input's transaction holds writes not yet committed.
@@ -204,16 +289,43 @@ impl Store {
     /// schema. Fails if the file was written by a newer schema.
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
-        Self::init(conn, true)
+        Self::init(conn, true, None)
     }
 
     /// A private in-memory database, for tests and simulations.
     pub fn open_in_memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        Self::init(conn, false)
+        Self::init(conn, false, None)
     }
 
-    fn init(conn: Connection, wal: bool) -> Result<Store> {
+    /// An in-memory database for one of many simulated nodes: block bodies, undo records
+    /// and the transaction index live once in `shared`, and the database uses small
+    /// pages (most of its tables hold a few rows, and an in-memory page is never
+    /// evicted).
+    pub fn open_in_memory_shared(shared: &SharedHistory) -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA page_size=1024;")?;
+        Self::init(conn, false, Some(shared.clone()))
+    }
+
+    /// A copy of this in-memory store that shares its history (see
+    /// [`Store::open_in_memory_shared`]): many simulated nodes start from one chain
+    /// without each validating it again. None for a store without a shared history.
+    pub fn copy_shared(&self) -> Result<Option<Store>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let mut conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA page_size=1024;")?;
+        rusqlite::backup::Backup::new(&self.conn, &mut conn)?.run_to_completion(
+            i32::MAX,
+            std::time::Duration::ZERO,
+            None,
+        )?;
+        Self::init(conn, false, Some(shared.clone())).map(Some)
+    }
+
+    fn init(conn: Connection, wal: bool, shared: Option<SharedHistory>) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         if wal {
             let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -226,6 +338,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         let mut store = Store {
             conn,
+            shared,
             in_input: Cell::new(false),
             dirty: Cell::new(false),
             failed: Cell::new(None),
@@ -380,12 +493,14 @@ impl Store {
         accounts: &[(Address, Account)],
     ) -> Result<()> {
         let hash = genesis.hash();
+        let shared = self.shared.clone();
+        let shared = shared.as_ref();
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('network', ?1), ('genesis', ?2)",
                 params![network.as_bytes(), &hash.0[..]],
             )?;
-            Self::insert_block_row(tx, genesis, work, 0, Some(genesis))?;
+            Self::insert_block_row(tx, shared, genesis, work, 0, Some(genesis))?;
             tx.execute(
                 "INSERT INTO main_chain(height, hash) VALUES (0, ?1)",
                 [&hash.0[..]],
@@ -397,6 +512,7 @@ impl Store {
 
     fn insert_block_row(
         tx: &Connection,
+        shared: Option<&SharedHistory>,
         block_header: &Block,
         work: u128,
         seq: u64,
@@ -430,7 +546,7 @@ impl Store {
             ],
         )?;
         if let Some(b) = body_bytes {
-            put_body(tx, &hash, &b)?;
+            put_body(tx, shared, &hash, &b)?;
         }
         Ok(())
     }
@@ -465,15 +581,17 @@ impl Store {
             coinbase: &block.coinbase,
             txs: &block.txs,
         })?;
+        let shared = self.shared.clone();
+        let shared = shared.as_ref();
         self.write(|tx| {
             let updated = tx.execute(
                 "UPDATE blocks SET status = 1 WHERE hash = ?1",
                 [&hash.0[..]],
             )?;
             if updated == 0 {
-                Self::insert_block_row(tx, block, work, seq, Some(block))?;
+                Self::insert_block_row(tx, shared, block, work, seq, Some(block))?;
             } else {
-                put_body(tx, &hash, &body)?;
+                put_body(tx, shared, &hash, &body)?;
             }
             Ok(())
         })
@@ -507,7 +625,10 @@ impl Store {
             return Ok(None);
         };
         let header: Header = dec(&hb, "header")?;
-        let body: BodyOwned = dec(&bb, "block body")?;
+        let body: BodyOwned = match &self.shared {
+            Some(s) => dec(&s.get(&bb)?, "block body")?,
+            None => dec(&bb, "block body")?,
+        };
         Ok(Some(Block {
             header,
             coinbase: body.coinbase,
@@ -600,11 +721,27 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        b.map(|b| dec(&b, "undo")).transpose()
+        match (b, &self.shared) {
+            (Some(key), Some(s)) => dec(&s.get(&key)?, "undo").map(Some),
+            (b, _) => b.map(|b| dec(&b, "undo")).transpose(),
+        }
     }
 
     /// Block containing a main-chain transaction.
     pub fn tx_block(&self, txid: &Hash) -> Result<Option<Hash>> {
+        if let Some(s) = &self.shared {
+            // The index is "in a block of the main chain": the blocks that hold it, on
+            // this node's main chain. At most one is (a transaction cannot be mined twice).
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT 1 FROM main_chain WHERE hash = ?1")?;
+            for b in s.tx_blocks(txid) {
+                if st.exists([&b.0[..]])? {
+                    return Ok(Some(b));
+                }
+            }
+            return Ok(None);
+        }
         let b: Option<Vec<u8>> = self
             .conn
             .query_row(
@@ -619,16 +756,35 @@ impl Store {
     /// Connect a block to the main chain: chain row, accounts, undo, tx index and
     /// mempool removals in one transaction.
     pub fn connect_block(&mut self, w: &ConnectWrite<'_>) -> Result<()> {
+        let shared = self.shared.clone();
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO main_chain(height, hash) VALUES (?1, ?2)",
                 params![w.height as i64, &w.hash.0[..]],
             )?;
             write_accounts(tx, w.accounts)?;
+            let undo = enc(w.undo)?;
+            let key;
+            let undo = match &shared {
+                Some(s) => {
+                    key = s.put(&undo);
+                    &key[..]
+                }
+                None => &undo[..],
+            };
             tx.execute(
                 "INSERT INTO undo(hash, data) VALUES (?1, ?2)",
-                params![&w.hash.0[..], enc(w.undo)?],
+                params![&w.hash.0[..], undo],
             )?;
+            if let Some(s) = &shared {
+                // The main_chain row above is this node's index entry (see `tx_block`).
+                s.note_txs(&w.hash, w.tx_ids);
+                let mut mp = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
+                for id in w.tx_ids {
+                    mp.execute([&id.0[..]])?;
+                }
+                return Ok(());
+            }
             {
                 let mut ix =
                     tx.prepare_cached("INSERT INTO tx_index(txid, block) VALUES (?1, ?2)")?;
@@ -645,6 +801,7 @@ impl Store {
     /// Disconnect the main-chain tip: chain row, accounts, undo and tx index, in one
     /// transaction.
     pub fn disconnect_block(&mut self, w: &DisconnectWrite<'_>) -> Result<()> {
+        let shared = self.shared.is_some();
         self.write(|tx| {
             let n = tx.execute(
                 "DELETE FROM main_chain WHERE height = ?1 AND hash = ?2",
@@ -658,6 +815,9 @@ impl Store {
             }
             write_accounts(tx, w.accounts)?;
             tx.execute("DELETE FROM undo WHERE hash = ?1", [&w.hash.0[..]])?;
+            if shared {
+                return Ok(());
+            }
             {
                 let mut ix = tx.prepare_cached("DELETE FROM tx_index WHERE txid = ?1")?;
                 for id in w.tx_ids {

@@ -224,3 +224,72 @@ fn bodies_move_to_their_own_table_on_upgrade() {
     let bodies: Vec<bool> = s.load_index().unwrap().iter().map(|r| r.has_body).collect();
     assert_eq!(bodies, vec![true, false]);
 }
+
+/// Stores of simulated nodes share one history: each reads back its blocks and undo
+/// records (the bytes live once, outside its database), and finds a transaction's block
+/// on its own main chain only, before and after a reorg.
+#[test]
+fn stores_sharing_a_history_each_follow_their_own_main_chain() {
+    use crate::chain::{params, pow, BlockOutcome, Chain, Transaction};
+    let shared = SharedHistory::default();
+    let p = params::regtest();
+    let open = || Chain::open(p.clone(), Store::open_in_memory_shared(&shared).unwrap()).unwrap();
+    let (mut a, mut b) = (open(), open());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let me = crate::keys::address(&key);
+    let g = p.genesis.header.time;
+    let mine = |c: &mut Chain, to: Address, t: u64| {
+        let mut block = c.block_template(to, g + t);
+        while !pow::mine(&mut block.header, 1_000_000) {}
+        let out = c.submit_block(block.clone(), g + t).unwrap();
+        assert!(matches!(out, BlockOutcome::Connected { .. }), "{out:?}");
+        block
+    };
+    let first = mine(&mut a, me, 60);
+    b.submit_block(first.clone(), g + 60).unwrap();
+    let tx = Transaction::sign(p.network_id(), &key, Address([9; 32]), 5, 1000, 0);
+    let id = tx.id();
+    a.submit_tx(tx, g + 61).unwrap();
+    let with_tx = mine(&mut a, Address([1; 32]), 120);
+    assert!(with_tx.txs.iter().any(|t| t.id() == id));
+    assert_eq!(a.store().tx_block(&id).unwrap(), Some(with_tx.hash()));
+    assert_eq!(
+        b.store().tx_block(&id).unwrap(),
+        None,
+        "b never saw the block"
+    );
+    assert_eq!(
+        a.store()
+            .get_block(&with_tx.hash())
+            .unwrap()
+            .map(|x| x.hash()),
+        Some(with_tx.hash())
+    );
+    assert!(a.store().get_undo(&with_tx.hash()).unwrap().is_some());
+    // b mines a heavier fork without the transaction; a follows it.
+    let f1 = mine(&mut b, Address([2; 32]), 130);
+    let f2 = mine(&mut b, Address([2; 32]), 140);
+    a.submit_block(f1, g + 150).unwrap();
+    a.submit_block(f2.clone(), g + 150).unwrap();
+    assert_eq!(a.tip().hash, f2.hash());
+    assert_eq!(
+        a.store().tx_block(&id).unwrap(),
+        None,
+        "its block left a's main chain"
+    );
+    // Neither database holds a body or an undo record itself, only their digests.
+    for c in [&a, &b] {
+        let big: i64 = c
+            .store()
+            .conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM bodies WHERE length(body) != 32)
+                      + (SELECT count(*) FROM undo WHERE length(data) != 32)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(big, 0);
+    }
+    assert!(shared.bytes() > 0);
+}
