@@ -422,9 +422,11 @@ impl Node {
             l.reasm.expire(now);
             let stall = l.stall_ms();
             for (peer, tid) in l.reasm.stalled(now, stall) {
-                if l.receiving_from(now, peer, stall) {
-                    // Its burst goes on with other transfers: what this one lacks is asked
-                    // for at its OVER (`nacks_after_over`). A NACK now waits in our TNC
+                if l.receiving_from(now, peer, stall) || l.quiet_for(now) < stall {
+                    // Its burst goes on with other transfers, or the channel (our own
+                    // burst included) was busy a moment ago and the peer may be about to
+                    // answer: what this one lacks is asked for at its OVER
+                    // (`nacks_after_over`). A NACK now waits in our TNC
                     // behind its carrier, and a second one follows at the OVER: the sender
                     // would repair the same fragments twice.
                     continue;

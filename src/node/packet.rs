@@ -548,6 +548,12 @@ impl PacketLink {
         2_000 + 2 * self.airtime_ms(self.caps.mtu)
     }
 
+    /// How long the channel has been quiet: nothing heard, and our own burst over by
+    /// our estimate.
+    pub fn quiet_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.heard_at.max(self.backlog_until))
+    }
+
     /// Estimated air time of everything handed to the TNC and not yet on air, plus what
     /// waits here: how long before the peer can answer what we send now.
     pub fn air_ahead(&self, now: u64) -> u64 {
