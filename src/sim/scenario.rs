@@ -247,9 +247,19 @@ impl fmt::Display for Report {
             self.elapsed_ms as f64 / 3_600_000.0,
             self.busiest_link_load * 100.0
         )?;
-        write!(f, "  sessions dropped, by reason: {:?}", self.disconnects)?;
+        if self.disconnects.is_empty() {
+            write!(f, "  sessions dropped: none")?;
+        } else {
+            let reasons: Vec<String> = self
+                .disconnects
+                .iter()
+                .map(|(why, n)| format!("{n} × {why}"))
+                .collect();
+            write!(f, "  sessions dropped: {}", reasons.join("; "))?;
+        }
         if !self.heights.is_empty() {
-            write!(f, "\n  tip height per node: {:?}", self.heights)?;
+            let heights: Vec<String> = self.heights.iter().map(u64::to_string).collect();
+            write!(f, "\n  tip height per node: {}", heights.join(" "))?;
         }
         Ok(())
     }
@@ -776,9 +786,17 @@ mod tests {
     /// The report says one thing: a clean run reads OK, and no line contradicts it.
     #[test]
     fn the_report_has_one_verdict() {
-        let r = run(&Scenario::new(2, 10, Topology::Islands, 1.0)).unwrap();
+        let mut r = run(&Scenario::new(2, 10, Topology::Islands, 1.0)).unwrap();
+        r.disconnects
+            .insert("handshake proof before hello".into(), 2);
         let text = r.to_string();
         assert!(text.starts_with("OK"), "{text}");
+        // In words, not Rust's debug text (a map printed as `{"…": 2}`).
+        assert!(
+            text.contains("sessions dropped: 2 × handshake proof before hello"),
+            "{text}"
+        );
+        assert!(!text.contains("{\"") && !text.contains("Some("), "{text}");
         assert!(
             !text.contains("FAILED") && !text.contains("not settled"),
             "{text}"
