@@ -254,6 +254,21 @@ fn hidden_stations_started_together_all_meet_within_a_minute() {
     }
 }
 
+/// Both stations hold the same funded history, so a payment is valid at both; station 0
+/// accepts one. Its id.
+fn fund_both_and_pay(air: &mut Air) -> Hash {
+    let net = params::regtest().network_id();
+    let k = key();
+    let from = crate::keys::address(&k);
+    let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
+    while !pow::mine(&mut b.header, 1_000_000) {}
+    for n in &mut air.nodes {
+        n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
+    }
+    let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
+    air.nodes[0].submit_tx(air.now, tx).unwrap()
+}
+
 #[test]
 fn js8_stations_started_in_the_same_second_fall_out_of_step() {
     // No carrier sense, 15 s slots: without random slot access both stations key up in
@@ -266,19 +281,9 @@ fn js8_stations_started_in_the_same_second_fall_out_of_step() {
         ..radio_caps()
     };
     let cfg = ChannelConfig::slotted(20, 15_000);
-    let net = params::regtest().network_id();
-    let k = key();
-    let from = crate::keys::address(&k);
     for seed in SEEDS {
         let mut air = Air::with_channel(2, seed, caps.clone(), cfg.clone());
-        // Both hold the same funded history, so a payment is valid at both.
-        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
-        while !pow::mine(&mut b.header, 1_000_000) {}
-        for n in &mut air.nodes {
-            n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
-        }
-        let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
-        let id = air.nodes[0].submit_tx(air.now, tx).unwrap();
+        let id = fund_both_and_pay(&mut air);
         // Greetings both ways (about 120 B each: 4 packets), the signed proofs both ways
         // (about 100 B each: 4 packets) and the payment (about 150 B: 5 packets) are 21
         // slots back to back. Allowed: twice that.
@@ -349,9 +354,6 @@ fn js8_stations_configured_with_each_other_and_started_together_meet_in_few_slot
         ..radio_caps()
     };
     let cfg = ChannelConfig::slotted(6, 6_000);
-    let net = params::regtest().network_id();
-    let k = key();
-    let from = crate::keys::address(&k);
     let seeds: Vec<u64> = match std::env::var("AIR_SEEDS") {
         Ok(v) => v.split(',').filter_map(|s| s.parse().ok()).collect(),
         Err(_) => (1..17).collect(),
@@ -360,13 +362,7 @@ fn js8_stations_configured_with_each_other_and_started_together_meet_in_few_slot
     for seed in seeds {
         let mut air = Air::with_channel(2, seed, caps.clone(), cfg.clone());
         air.configured_peers();
-        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
-        while !pow::mine(&mut b.header, 1_000_000) {}
-        for n in &mut air.nodes {
-            n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
-        }
-        let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
-        let id = air.nodes[0].submit_tx(air.now, tx).unwrap();
+        let id = fund_both_and_pay(&mut air);
         let took = run_until(&mut air, 3_600_000, |a| {
             a.nodes[1].chain().mempool_get(&id).is_some()
         });
