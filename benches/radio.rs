@@ -32,7 +32,7 @@
 //! 'import RNS'`), the affected runs print SKIPPED with the reason.
 //!
 //! Other knobs: `SKYWAVE_BENCH_TIMEOUT` (s per run, default 600), `SKYWAVE_BENCH_AIRLOG=1`
-//! (print every transmission of every run), `RUST_LOG` (skywave's log to stderr),
+//! (print every transmission of every run, and every frame handed to a TNC), `RUST_LOG` (skywave's log to stderr),
 //! `PYTHON`, and for Reticulum `RNS_FIXED_MTU` (default 2000 clean, 500 lossy: its best on
 //! each, see `rns_mtu`), `RNS_BITRATE`, `RNS_PATH_RETRY`, `RNS_LOGLEVEL` (see
 //! benches/rns_peer.py).
@@ -387,16 +387,21 @@ impl Window<'_> {
                     if b.collided { "  COLLIDED" } else { "" }
                 ));
             }
-            // When each station handed an OVER (end of its turn) to its TNC.
+            // Every frame each station handed to its TNC, what it carried, and where a
+            // turn ended (OVER).
             for (tap, who) in [(self.tap_a, "A"), (self.tap_b, "B")] {
-                for f in tap.frames() {
-                    let Some(tag) = f.info_tag.filter(|t| f.to_tnc && t & 0x80 != 0) else {
-                        continue;
-                    };
+                for f in tap.frames().iter().filter(|f| f.to_tnc) {
+                    let tag = f.info_tag.unwrap_or(0);
                     notes.push(format!(
-                        "over {:>6.2} s {who} handed OVER{}",
+                        "tnc  {:>6.2} s {who} {:>5} B {}{}",
                         signed_secs(f.at, self.b_start),
-                        if tag & 0x40 != 0 { "|MORE" } else { "" }
+                        f.len,
+                        f.info_kind.unwrap_or("?"),
+                        match (tag & 0x80 != 0, tag & 0x40 != 0) {
+                            (true, true) => "  OVER|MORE",
+                            (true, false) => "  OVER",
+                            _ => "",
+                        }
                     ));
                 }
             }

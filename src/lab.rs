@@ -662,6 +662,9 @@ pub struct TappedFrame {
     /// The first byte of the AX.25 information field (a skywave packet's tag, whose
     /// high bits are OVER and MORE), if the frame has one.
     pub info_tag: Option<u8>,
+    /// What the frame carries, for logs: a skywave message's name (a whole message or
+    /// the first fragment of one), "fragment", "nack", or `None` for anything else.
+    pub info_kind: Option<&'static str>,
 }
 
 /// Frames and bytes through a [`KissTap`] in some window.
@@ -796,9 +799,9 @@ fn tap_accept(
     }
 }
 
-/// The first information byte of an AX.25 UI frame: after the addresses (the last one
-/// has bit 0 of its seventh byte set), the control and the PID byte.
-fn ax25_info_tag(frame: &[u8]) -> Option<u8> {
+/// The information field of an AX.25 UI frame: after the addresses (the last one has
+/// bit 0 of its seventh byte set), the control and the PID byte.
+fn ax25_info(frame: &[u8]) -> Option<&[u8]> {
     let mut at = 0;
     loop {
         let last = frame.get(at + 6)? & 1 == 1;
@@ -807,7 +810,52 @@ fn ax25_info_tag(frame: &[u8]) -> Option<u8> {
             break;
         }
     }
-    frame.get(at + 2).copied()
+    frame.get(at + 2..)
+}
+
+/// The first information byte of an AX.25 UI frame (a skywave packet's tag).
+fn ax25_info_tag(frame: &[u8]) -> Option<u8> {
+    ax25_info(frame)?.first().copied()
+}
+
+/// What a skywave packet carries (see [`crate::wire::frag`]'s layout): the message's name
+/// for a whole message or a transfer's first fragment (the envelope's kind byte follows
+/// its version and four network bytes), else the packet type.
+fn skywave_packet_kind(frame: &[u8]) -> Option<&'static str> {
+    use crate::wire::frag::{TAG_FRAGMENT, TAG_NACK_BITMAP, TAG_NACK_RANGES, TAG_WHOLE};
+    fn varint(b: &[u8], at: &mut usize) -> Option<u32> {
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let x = *b.get(*at)?;
+            *at += 1;
+            v |= u32::from(x & 0x7F).checked_shl(shift)?;
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let info = ax25_info(frame)?;
+    let envelope_kind = |env: &[u8]| {
+        env.get(5)
+            .and_then(|&k| crate::wire::message::Message::kind_name(k))
+    };
+    match info.first()? & 0x3F {
+        TAG_WHOLE => envelope_kind(info.get(1..)?),
+        TAG_FRAGMENT => {
+            let mut at = 1;
+            let _id = varint(info, &mut at)?;
+            let index = varint(info, &mut at)?;
+            let _count = varint(info, &mut at)?;
+            if index == 0 {
+                envelope_kind(info.get(at..)?).or(Some("fragment"))
+            } else {
+                Some("fragment")
+            }
+        }
+        TAG_NACK_RANGES | TAG_NACK_BITMAP => Some("nack"),
+        _ => None,
+    }
 }
 
 /// Copies one direction, counting KISS data frames (command 0) as they complete.
@@ -846,6 +894,7 @@ fn tap_copy(
                             to_tnc,
                             len: len - 1 - escapes,
                             info_tag: ax25_info_tag(&head),
+                            info_kind: skywave_packet_kind(&head),
                         });
                     }
                 }

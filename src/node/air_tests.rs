@@ -426,3 +426,64 @@ fn the_turn_that_answers_a_beacon_carries_the_blocks_it_lacks() {
         "only {clean} seeds without a collision"
     );
 }
+
+#[test]
+fn a_beacon_waiting_behind_the_one_it_answers_greets_for_us() {
+    // A station that has run alone for a while hands its next discovery beacon to the TNC
+    // while a newcomer's first beacon is on the air: the TNC holds it until that ends, so
+    // it airs first in the answering key-up. A greeting behind it says the same again
+    // (about 140 bytes, a second of air at 1200 baud, before the blocks).
+    for seed in SEEDS {
+        let mut air = Air::new(2, seed, 0);
+        let k = key();
+        let from = crate::keys::address(&k);
+        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
+        while !pow::mine(&mut b.header, 1_000_000) {}
+        for n in &mut air.nodes {
+            n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
+        }
+        // The newcomer is off the air until it starts.
+        air.channel_mut().set_hears(0, 1, false);
+        air.nodes[1]
+            .packet_links
+            .get_mut(&LINK)
+            .unwrap()
+            .next_beacon = u64::MAX;
+        let tip = mine_private(&mut air, 0, 7);
+        air.run_for(3_000);
+        assert_eq!(keyed(&air, 0, "hello"), 1, "seed {seed}: the first beacon");
+        // The newcomer starts, and its first beacon goes on the air; ours comes due a
+        // moment after it keyed up.
+        air.channel_mut().set_hears(0, 1, true);
+        let before = air.sent_log.len();
+        air.nodes[1]
+            .packet_links
+            .get_mut(&LINK)
+            .unwrap()
+            .next_beacon = air.now + 1;
+        let until = air.now + 10_000;
+        while !air.channel().keyed(1) {
+            assert!(air.now < until, "seed {seed}: the newcomer never keyed up");
+            air.run_for(10);
+        }
+        air.nodes[0]
+            .packet_links
+            .get_mut(&LINK)
+            .unwrap()
+            .next_beacon = air.now + 200;
+        run_until(&mut air, 60_000, |a| a.nodes[1].chain().tip().hash == tip)
+            .unwrap_or_else(|| panic!("seed {seed}: the newcomer never got the block"));
+        let hellos = |st: usize| {
+            air.sent_log[before..]
+                .iter()
+                .filter(|(s, k)| *s == st && k == "hello")
+                .count()
+        };
+        assert_eq!(
+            hellos(0),
+            1,
+            "seed {seed}: a greeting followed our waiting beacon: {:?}",
+            &air.sent_log[before..]
+        );
+    }
+}

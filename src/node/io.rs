@@ -413,6 +413,7 @@ impl Node {
                     };
                     let jitter = spread * jitter / 1_000_000;
                     l.next_beacon = now + interval + jitter;
+                    l.note_beacon(nonce);
                     l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);
                 }
             }
@@ -506,6 +507,20 @@ impl Node {
                 .packet_links
                 .get(&link)
                 .is_some_and(|l| l.hello_queued(id));
+            let behind = self
+                .packet_links
+                .get(&link)
+                .and_then(|l| l.beacon_behind())
+                .filter(|_| after_burst);
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if let Some(beacon) = behind.filter(|_| p.hello_due && !queued) {
+                // Our beacon waits in the TNC behind the burst we just heard, and airs
+                // first: it greets the station, and our proof names its nonce.
+                p.hello_due = false;
+                p.held_nonce = Some(beacon);
+            }
             if std::mem::take(&mut p.hello_due) && !queued {
                 // (One still queued says the same: the nonce is the session's.)
                 let nonce = p.hello_nonce;

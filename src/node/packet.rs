@@ -206,6 +206,12 @@ pub(super) struct PacketLink {
     answer_until: u64,
     /// A new burst waits until then for the rest of what this moment produces.
     gather_until: Option<u64>,
+    /// The nonce of our last beacon, and when its first packet went to the TNC (and that
+    /// packet's air time).
+    beacon: Option<(u64, Option<(u64, u64)>)>,
+    /// Our last beacon went to the TNC while the burst we heard was on the air: it waits
+    /// there and airs before anything we hand over now (its nonce).
+    beacon_behind: Option<u64>,
     rng: Rng,
 }
 
@@ -273,6 +279,8 @@ impl PacketLink {
             wall_offset_ms: 0,
             answer_until: 0,
             gather_until: None,
+            beacon: None,
+            beacon_behind: None,
             rng: Rng::new(seed),
         }
     }
@@ -299,6 +307,14 @@ impl PacketLink {
             // the other station's burst).
             self.backlog_until = self.backlog_until.min(now);
         } else if self.backlog_until > now.saturating_sub(air) {
+            if let Some((nonce, Some((handed, beacon_air)))) = self.beacon {
+                // We heard this packet whole, so we were not transmitting while it was on
+                // the air; and a beacon handed over less than its own air time before the
+                // packet began could not have aired whole before it: it waits behind it.
+                if self.caps.carrier_sense && handed + beacon_air > now.saturating_sub(air) {
+                    self.beacon_behind = Some(nonce);
+                }
+            }
             self.backlog_until += air;
             if self.quiet_until > 0 {
                 self.quiet_until += air;
@@ -731,6 +747,18 @@ impl PacketLink {
         whole || !tids.is_empty()
     }
 
+    /// Our beacon with this nonce is queued for a broadcast (see [`PacketLink::beacon_behind`]).
+    pub fn note_beacon(&mut self, nonce: u64) {
+        self.beacon = Some((nonce, None));
+    }
+
+    /// The nonce of our beacon that waits in the TNC behind the burst just heard: every
+    /// station that heard that burst end will hear the beacon before anything we hand over
+    /// now, so it serves them as our greeting (one less on the air).
+    pub fn beacon_behind(&self) -> Option<u64> {
+        self.beacon_behind
+    }
+
     /// Drop a beacon still waiting in the queue, whole (none of its packets on the air
     /// yet): a greeting we are about to send a station says the same to the one that is
     /// listening, and on a slow channel the beacon costs as much again.
@@ -1055,6 +1083,11 @@ impl PacketLink {
             if let Some(Some(tid)) = handshake {
                 handshake_tids.push(tid);
             }
+            if let Some((_, handed @ None)) = self.beacon.as_mut() {
+                if matches!(dest, Dest::Broadcast(_)) && is_hello_start(&p) {
+                    *handed = Some((now, airtime_ms(&self.caps, p.len())));
+                }
+            }
             self.queued_bytes = self.queued_bytes.saturating_sub(p.len());
             self.backlog_until = self.backlog_until.max(now) + t;
             self.burst_air += t;
@@ -1065,6 +1098,8 @@ impl PacketLink {
         }
         if out.len() > first {
             self.gather_until = None;
+            // This burst airs after the beacon that waited: what it said is said.
+            self.beacon_behind = None;
         }
         let more = capped && self.takes_turns();
         if out.len() > first && (self.queued() == 0 || more) {
@@ -1090,6 +1125,16 @@ impl PacketLink {
     /// Packets waiting for air time.
     pub fn queued(&self) -> usize {
         self.control.len() + self.bulk.len()
+    }
+}
+
+/// Is this packet a whole `Hello` or a transfer's first fragment of one?
+fn is_hello_start(p: &[u8]) -> bool {
+    let is_hello = |m: &[u8]| envelope::peek_kind(m) == Some(1);
+    match frag::parse(p) {
+        Ok(frag::Packet::Whole(m)) => is_hello(m),
+        Ok(frag::Packet::Fragment(f)) => f.index == 0 && is_hello(f.payload),
+        _ => false,
     }
 }
 
