@@ -654,6 +654,22 @@ impl PacketLink {
         self.reasm.active_within(peer, now, within_ms)
     }
 
+    /// Blocks `peer` is bringing us in transfers under way (their first fragments name
+    /// them), and how many of its transfers under way are still unnamed (first fragment
+    /// lost). A transfer is under way until it completes, or the NACK rounds for its gaps
+    /// give up, or it expires.
+    pub fn blocks_coming(&self, peer: PeerId) -> (Vec<crate::chain::Hash>, usize) {
+        let mut named = Vec::new();
+        let mut unnamed = 0;
+        for first in self.reasm.partial_firsts(peer) {
+            match first {
+                Some(f) => named.extend(envelope::peek_block_hash(f)),
+                None => unnamed += 1,
+            }
+        }
+        (named, unnamed)
+    }
+
     /// Queue an envelope: split to the MTU, keep the fragments for repair if directed.
     /// Returns false (and queues nothing) if bulk data would overflow the queue.
     pub fn enqueue(&mut self, now: u64, dest: Dest, envelope: &[u8], prio: Priority) -> bool {

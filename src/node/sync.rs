@@ -46,7 +46,13 @@ impl Node {
             return;
         }
         let headers = self.chain.headers_after(&[h.tip], None, PUSH_HEADERS * 2);
-        if headers.is_empty() {
+        // What we pushed it in this session (or it told us of) is on its way: a Hello
+        // that still shows the old tip comes from a station that has not connected those
+        // blocks yet (its fragments are being repaired, or it holds them until our proof
+        // comes). Pushing them again would air every block twice; what is really lost it
+        // gets by repair, or asks for.
+        let known = |hash: &Hash| p.known.contains(hash);
+        if headers.iter().all(|hd| known(&hd.hash())) {
             return;
         }
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -60,6 +66,13 @@ impl Node {
                 if self.heard_where_peer_is(peer, &hash) {
                     // It heard the same broadcast we did.
                     return;
+                }
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.known.contains(&hash))
+                {
+                    continue;
                 }
                 let Ok(Some(b)) = self.chain.block(&hash) else {
                     break;
@@ -324,21 +337,26 @@ impl Node {
         // being repaired by NACK) is bringing that many blocks: it sends in height
         // order, so the lowest missing ones it has are left to those transfers, and the
         // rest asked for now, in this turn, rather than after another round.
+        // A block whose transfer is under way (named by its first fragment) is left to
+        // it, however long its repair takes: asked for again, it would cross twice.
         let now_ms = self.now;
         let mut busy: HashSet<PeerId> = HashSet::new();
         let mut coming: BTreeMap<PeerId, usize> = BTreeMap::new();
+        let mut arriving: HashSet<Hash> = HashSet::new();
         for (&id, p) in &self.peers {
             let Some(l) = self.packet_links.get(&p.link) else {
                 continue;
             };
+            let (named, unnamed) = l.blocks_coming(id);
+            arriving.extend(named);
             if l.holding(now_ms) {
                 busy.insert(id);
-            } else if l.receiving_from(now_ms, id, 3 * l.stall_ms()) {
-                coming.insert(id, l.reasm.transfers_for(id));
+            } else if unnamed > 0 && l.receiving_from(now_ms, id, 3 * l.stall_ms()) {
+                coming.insert(id, unnamed);
             }
         }
         for hash in missing {
-            if self.in_flight.has_block(&hash) {
+            if self.in_flight.has_block(&hash) || arriving.contains(&hash) {
                 continue;
             }
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);

@@ -276,6 +276,19 @@ pub fn peek_kind(bytes: &[u8]) -> Option<u8> {
     bytes.get(MSG_ID_AT - 1).copied()
 }
 
+/// The hash of the block whose envelope starts with `prefix` (a transfer's first
+/// fragment): the header leads the body. Nothing is checked but that the header decodes:
+/// this names the block a transfer under way carries, it proves nothing about it.
+pub fn peek_block_hash(prefix: &[u8]) -> Option<crate::chain::Hash> {
+    if Message::kind_name(peek_kind(prefix)?) != Some("block") {
+        return None;
+    }
+    let (_, n) = get_varint_u64(prefix.get(MSG_ID_AT..)?).ok()?;
+    let body = prefix.get(MSG_ID_AT + n..)?;
+    let (header, _) = postcard::take_from_bytes::<crate::chain::Header>(body).ok()?;
+    Some(header.hash())
+}
+
 fn put_varint_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7f) | 0x80);
@@ -495,6 +508,12 @@ mod tests {
             },
             txs: vec![tx; limits::MAX_BLOCK_TXS],
         };
+        // A transfer's first fragment (256 bytes) names the block it carries.
+        let b = encode(NET, u64::MAX, &Message::Block(block.clone()));
+        assert_eq!(peek_block_hash(&b[..256]), Some(block.hash()));
+        assert_eq!(peek_block_hash(&b[..60]), None, "the header is cut");
+        let headers = encode(NET, 1, &Message::Headers(vec![h.clone()]));
+        assert_eq!(peek_block_hash(&headers), None, "not a block");
         for m in [
             Message::Headers(vec![h; limits::MAX_HEADERS]),
             Message::Block(block),
@@ -543,6 +562,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&b);
             let _ = peek_network(&b);
+            let _ = peek_block_hash(&b);
         }
 
         /// Garbage behind a valid header and CRC reaches the body decoder: it must not

@@ -475,6 +475,14 @@ impl Reassembler {
         self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
+    /// Incomplete transfers held for `peer`, each with its first fragment's payload if
+    /// that has come (where a message's envelope begins, naming what it carries).
+    pub fn partial_firsts(&self, peer: u64) -> impl Iterator<Item = Option<&[u8]>> {
+        self.transfers
+            .range((peer, 0)..=(peer, u32::MAX))
+            .map(|(_, t)| t.parts.get(&0).map(Vec::as_slice))
+    }
+
     /// Incomplete transfers held in total.
     pub fn transfer_count(&self) -> usize {
         self.transfers.len()
