@@ -285,55 +285,6 @@ pub fn default_data_dir() -> PathBuf {
         .join("skywave")
 }
 
-/// Validate a callsign with optional SSID (`N0CALL`, `N0CALL-7`): 1-6 letters/digits,
-/// SSID 0-15, as AX.25 allows. Returns it uppercased.
-pub fn normalize_callsign(s: &str) -> Result<String> {
-    let up = s.trim().to_ascii_uppercase();
-    let (call, ssid) = match up.split_once('-') {
-        Some((c, s)) => (c, Some(s)),
-        None => (up.as_str(), None),
-    };
-    if call.is_empty() || call.len() > 6 || !call.chars().all(|c| c.is_ascii_alphanumeric()) {
-        bail!("callsign '{s}': expected 1-6 letters and digits, optionally -SSID");
-    }
-    if let Some(ssid) = ssid {
-        match ssid.parse::<u8>() {
-            Ok(n) if n <= 15 => {}
-            _ => bail!("callsign '{s}': SSID must be 0-15"),
-        }
-    }
-    Ok(up)
-}
-
-/// Check that `call` (as [`normalize_callsign`] returns it) has the shape of an amateur
-/// callsign: a prefix of 1-3 letters and digits holding a letter, one digit, then a
-/// suffix of 1-4 letters and digits ending in a letter (`N0CALL`, `2E0ABC`, `VK2XYZ-7`).
-/// `HELLO` and `1234` are not callsigns. On `main`, `N0CALL` is refused as well: it is the
-/// placeholder of examples and configs, as Direwolf treats it, not a station.
-pub fn check_station_callsign(call: &str, network: &str) -> Result<()> {
-    let base = call.split('-').next().unwrap_or(call);
-    let b = base.as_bytes();
-    // Some digit `d` must split it into such a prefix and suffix.
-    let shaped = b.last().is_some_and(u8::is_ascii_uppercase)
-        && (1..b.len().saturating_sub(1)).any(|d| {
-            let (prefix, suffix) = (&b[..d], &b[d + 1..]);
-            b[d].is_ascii_digit()
-                && (1..=3).contains(&prefix.len())
-                && prefix.iter().any(u8::is_ascii_uppercase)
-                && (1..=4).contains(&suffix.len())
-                && suffix.iter().all(u8::is_ascii_alphanumeric)
-        });
-    if !shaped {
-        bail!(
-            "callsign '{call}' is not an amateur callsign (expected e.g. N0CALL-1, VK2XYZ, 2E0ABC-7)"
-        );
-    }
-    if network == "main" && base == "N0CALL" {
-        bail!("callsign '{call}': N0CALL is a placeholder; use your own callsign on main");
-    }
-    Ok(())
-}
-
 /// An exclusive lock on the data directory, released when dropped (or when the process
 /// dies, however it dies: the kernel drops flocks).
 pub struct DirLock(#[allow(dead_code)] std::fs::File);
@@ -364,30 +315,6 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn callsigns_are_checked_and_uppercased() {
-        assert_eq!(normalize_callsign("n0call-1").unwrap(), "N0CALL-1");
-        assert_eq!(normalize_callsign("W1AW").unwrap(), "W1AW");
-        assert!(normalize_callsign("TOOLONGX").is_err());
-        assert!(normalize_callsign("N0CALL-16").is_err());
-        assert!(normalize_callsign("N0 CALL").is_err());
-        assert!(normalize_callsign("").is_err());
-    }
-
-    #[test]
-    fn station_callsigns_must_look_like_amateur_callsigns() {
-        for ok in [
-            "N0CALL", "N0CALL-1", "VK2XYZ", "2E0ABC-7", "K1A", "9A1AA", "W1AW",
-        ] {
-            assert!(check_station_callsign(ok, "regtest").is_ok(), "{ok}");
-        }
-        for bad in ["HELLO", "1234", "ABC", "N0", "0ABC", "N0CAL1X1", "ABCD1X"] {
-            assert!(check_station_callsign(bad, "regtest").is_err(), "{bad}");
-        }
-        assert!(check_station_callsign("N0CALL-1", "main").is_err());
-        assert!(check_station_callsign("W1AW-1", "main").is_ok());
-    }
 
     #[test]
     fn config_round_trips_and_rejects_unknown_network() {

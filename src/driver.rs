@@ -557,12 +557,8 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     let mut pex_link = None;
     let network = shared.try_node()?.chain().params().name.to_string();
     // TCP links (only those) hold the node key: it is their Noise static key.
-    let noise = || -> anyhow::Result<link::tcp::Security> {
-        Ok(link::tcp::Security::noise(
-            shared.try_node()?.config().node_key.clone(),
-        ))
-    };
-    let plain = link::tcp::Security::plain;
+    let node_key = || -> anyhow::Result<_> { Ok(shared.try_node()?.config().node_key.clone()) };
+    let noise = || -> anyhow::Result<_> { Ok(link::tcp::Security::noise(node_key()?)) };
     let mut beacons: Vec<link::aprs::Beacon> = Vec::new();
     for (i, (name, url)) in named.into_iter().enumerate() {
         let id = i as LinkId + 1;
@@ -589,30 +585,16 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
             });
         }
         let task = match url {
-            Some(LinkUrl::TcpDial(a)) => tokio::spawn(link::tcp::run_dial(a, noise()?, ctx)),
-            Some(LinkUrl::TcpListen(a)) => tokio::spawn(link::tcp::run_listen(a, noise()?, ctx)),
-            Some(LinkUrl::TcpPlainDial(a)) => tokio::spawn(link::tcp::run_dial(a, plain(), ctx)),
-            Some(LinkUrl::TcpPlainListen(a)) => {
-                tokio::spawn(link::tcp::run_listen(a, plain(), ctx))
-            }
-            Some(LinkUrl::Kiss(mut k)) => {
-                k.aprs_network = Some(network.clone());
-                if k.aprs_status {
-                    beacons.push(link::aprs::Beacon::new(
-                        id,
-                        k.aprs_every_min,
-                        shared.now_ms(),
-                    ));
-                }
-                tokio::spawn(link::kiss::run_kiss(k, ctx))
-            }
-            Some(LinkUrl::Vara(v)) => {
-                if v.peer.is_some() {
+            Some(url) => {
+                let started = url.start(&network, node_key, ctx)?;
+                if started.on_demand {
                     on_demand.push(id);
                 }
-                tokio::spawn(link::vara::run_vara(v, ctx))
+                if let Some(every) = started.aprs_every_min {
+                    beacons.push(link::aprs::Beacon::new(id, every, shared.now_ms()));
+                }
+                started.task
             }
-            Some(LinkUrl::Js8(j)) => tokio::spawn(link::js8call::run_js8(j, ctx)),
             None if is_pex => {
                 pex_link = Some(id);
                 tokio::spawn(link::tcp::run_pex(noise()?, ctx))

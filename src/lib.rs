@@ -22,6 +22,7 @@
 //!   `LinkCaps`). `node`, `outbox` and `chain` import it, never `link`.
 
 pub mod api;
+pub mod callsign;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -8,7 +8,7 @@ mod kenwood_emu;
 
 use kenwood_emu::{KenwoodTnc, Mode};
 use skywave::lab::socat_available;
-use skywave::link::kiss::run_kiss;
+use skywave::link::kiss::{run_kiss, KissLinkConfig};
 use skywave::link::{LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
 use skywave::wire::ax25::{decode_ui, encode_ui, Callsign, BROADCAST};
 use skywave::wire::kiss::encode_data;
@@ -24,10 +24,10 @@ struct TestLink {
 }
 
 fn spawn_link(url: &str) -> TestLink {
-    let cfg = match LinkUrl::parse(url) {
-        Ok(LinkUrl::Kiss(k)) => k,
-        other => panic!("{url}: {other:?}"),
-    };
+    let cfg = LinkUrl::parse(url)
+        .ok()
+        .and_then(|u| u.get::<KissLinkConfig>().cloned())
+        .expect("a link URL of this transport");
     let (ev_tx, events) = mpsc::channel(256);
     let (commands, cmd_rx) = mpsc::channel(256);
     let ctx = LinkContext {

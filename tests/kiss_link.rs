@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skywave::lab::{skip_without_direwolf, DirewolfOpts, DirewolfPair};
-use skywave::link::kiss::{max_paclen, run_kiss, MAX_KISS_FRAME};
+use skywave::link::kiss::{max_paclen, run_kiss, KissLinkConfig, MAX_KISS_FRAME};
 use skywave::link::{LinkCommand, LinkContext, LinkEvent, LinkId, LinkUrl, PeerIds};
 use skywave::wire::ax25::{decode_ui, encode_ui, Callsign, BROADCAST};
 use skywave::wire::kiss::{encode_data, KissDecoder};
@@ -28,10 +28,10 @@ struct TestLink {
 }
 
 fn spawn_link(url: &str, callsign: &str, ids: &PeerIds, id: LinkId) -> TestLink {
-    let cfg = match LinkUrl::parse(url) {
-        Ok(LinkUrl::Kiss(k)) => k,
-        other => panic!("{url}: {other:?}"),
-    };
+    let cfg = LinkUrl::parse(url)
+        .ok()
+        .and_then(|u| u.get::<KissLinkConfig>().cloned())
+        .expect("a link URL of this transport");
     let (ev_tx, events) = mpsc::channel(256);
     let (commands, cmd_rx) = mpsc::channel(256);
     let ctx = LinkContext {

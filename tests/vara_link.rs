@@ -336,16 +336,19 @@ async fn expect_line(rd: &mut tokio::net::TcpStream, want: &str, seen: &mut Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_task_retries_a_failed_dial_throttles_writes_and_hangs_up_on_garbage() {
-    use skywave::link::{vara::run_vara, LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use skywave::link::{
+        vara::{run_vara, VaraLinkConfig},
+        LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds,
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pair = VaraPair::start(EmuOpts::default());
-    let cfg = match LinkUrl::parse(&format!(
+    let cfg = LinkUrl::parse(&format!(
         "vara+tcp://127.0.0.1:{}?peer={CALL_A}&alive=30",
         pair.cmd_port(B)
-    )) {
-        Ok(LinkUrl::Vara(v)) => v,
-        other => panic!("{other:?}"),
-    };
+    ))
+    .ok()
+    .and_then(|u| u.get::<VaraLinkConfig>().cloned())
+    .expect("a link URL of this transport");
     // Modem A is driven by hand: it knows its callsign but does not listen yet.
     let port_a = pair.cmd_port(A);
     let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", port_a))
@@ -505,7 +508,10 @@ async fn emulated_vara_hf_refuses_a_peer_call_made_without_p2p_session() {
 /// link's bit rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vara_fm_link_sends_no_hf_commands_and_reads_bitrate_with_a_direction() {
-    use skywave::link::{vara::run_vara, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use skywave::link::{
+        vara::{run_vara, VaraLinkConfig},
+        LinkContext, LinkEvent, LinkUrl, PeerIds,
+    };
     use tokio::io::AsyncWriteExt;
     let pair = VaraPair::start(EmuOpts {
         hf: false,
@@ -514,13 +520,13 @@ async fn vara_fm_link_sends_no_hf_commands_and_reads_bitrate_with_a_direction() 
         bitrate_dir: true,
         ..EmuOpts::default()
     });
-    let cfg = match LinkUrl::parse(&format!(
+    let cfg = LinkUrl::parse(&format!(
         "vara+tcp://127.0.0.1:{}?peer={CALL_A}&modem=fm&alive=30",
         pair.cmd_port(B)
-    )) {
-        Ok(LinkUrl::Vara(v)) => v,
-        other => panic!("{other:?}"),
-    };
+    ))
+    .ok()
+    .and_then(|u| u.get::<VaraLinkConfig>().cloned())
+    .expect("a link URL of this transport");
     let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A)))
         .await
         .expect("A command port");
@@ -570,16 +576,19 @@ async fn vara_fm_link_sends_no_hf_commands_and_reads_bitrate_with_a_direction() 
 /// carrying data, and no absurd rate reaches the core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_bitrate_from_the_modem_is_refused_and_the_link_carries_on() {
-    use skywave::link::{vara::run_vara, LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds};
+    use skywave::link::{
+        vara::{run_vara, VaraLinkConfig},
+        LinkCommand, LinkContext, LinkEvent, LinkUrl, PeerIds,
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pair = VaraPair::start(EmuOpts::default());
-    let cfg = match LinkUrl::parse(&format!(
+    let cfg = LinkUrl::parse(&format!(
         "vara+tcp://127.0.0.1:{}?peer={CALL_A}&alive=30",
         pair.cmd_port(B)
-    )) {
-        Ok(LinkUrl::Vara(v)) => v,
-        other => panic!("{other:?}"),
-    };
+    ))
+    .ok()
+    .and_then(|u| u.get::<VaraLinkConfig>().cloned())
+    .expect("a link URL of this transport");
     let mut cmd_a = tokio::net::TcpStream::connect(("127.0.0.1", pair.cmd_port(A)))
         .await
         .expect("A command port");

@@ -1,4 +1,4 @@
-//! The VARA command-port reader: `LineSplitter` fed in chunks, every line through
+//! The VARA command-port reader: `link::lines::Lines` fed in chunks, every line through
 //! `parse_modem_line`, plus the whole input as one line.
 //!
 //! Layout: byte 0 = chunk size (0 = whole input at once); the rest is what the modem
@@ -8,17 +8,20 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use skywave::link::vara::{parse_modem_line, LineSplitter, ModemLine, MAX_LINE};
+use skywave::link::lines::Lines;
+use skywave::link::vara::{parse_modem_line, ModemLine, MAX_LINE};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&c, stream)) = data.split_first() else {
         return;
     };
     let chunk = if c == 0 { stream.len().max(1) } else { usize::from(c) };
-    let mut s = LineSplitter::new();
+    let mut s = Lines::new(MAX_LINE);
     for part in stream.chunks(chunk) {
         for line in s.push(part) {
-            let Ok(line) = line else { continue };
+            let Some(line) = line.ok().and_then(|l| String::from_utf8(l).ok()) else {
+                continue;
+            };
             assert!(line.len() <= MAX_LINE, "line of {} bytes", line.len());
             assert!(!line.contains(['\r', '\n']));
             match parse_modem_line(&line) {

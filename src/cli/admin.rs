@@ -44,8 +44,8 @@ pub fn config_check(dir: &Path, as_json: bool) -> Result<()> {
     let cfg = Config::load(dir)?;
     let mut problems: Vec<String> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
-    if let Err(e) = config::check_station_callsign(&cfg.callsign, &cfg.network) {
-        problems.push(e.to_string());
+    if let Err(e) = crate::callsign::check_amateur(&cfg.callsign, &cfg.network) {
+        problems.push(e);
     }
     for l in &cfg.links {
         if let Err(e) = LinkUrl::parse(l) {

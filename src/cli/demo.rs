@@ -104,9 +104,10 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
     // node1 mines up to `blocks`, and one more at a time while the transaction waits.
     let limit = Arc::new(AtomicU64::new(blocks));
     for (i, port) in ports.iter().enumerate() {
-        let mut links = vec![LinkUrl::TcpListen(format!("127.0.0.1:{port}"))];
+        let tcp = |u: String| LinkUrl::parse(&u).map_err(anyhow::Error::msg);
+        let mut links = vec![tcp(format!("tcp-listen://127.0.0.1:{port}"))?];
         if i > 0 && i < n - 1 {
-            links.push(LinkUrl::TcpDial(format!("127.0.0.1:{}", ports[i - 1])));
+            links.push(tcp(format!("tcp://127.0.0.1:{}", ports[i - 1]))?);
         }
         let mut custom_links = Vec::new();
         if i >= n - 2 {

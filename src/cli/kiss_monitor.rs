@@ -47,9 +47,9 @@ pub struct Heard {
 
 /// Run the monitor until Ctrl-C, or until `count` frames were printed.
 pub fn run(url: &str, count: Option<u64>, as_json: bool) -> Result<()> {
-    let cfg = match LinkUrl::parse(url).map_err(anyhow::Error::msg)? {
-        LinkUrl::Kiss(k) => k,
-        other => bail!("'{other}' is not a KISS link (use kiss+tcp:// or kiss+serial://)"),
+    let link = LinkUrl::parse(url).map_err(anyhow::Error::msg)?;
+    let Some(cfg) = link.get::<KissLinkConfig>().cloned() else {
+        bail!("'{link}' is not a KISS link (use kiss+tcp:// or kiss+serial://)");
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -441,8 +441,8 @@ fn init(
             NetworkParams::names().join(", ")
         )
     })?;
-    let callsign = config::normalize_callsign(callsign)?;
-    config::check_station_callsign(&callsign, network)?;
+    let callsign = crate::callsign::station(callsign).map_err(anyhow::Error::msg)?;
+    crate::callsign::check_amateur(&callsign, network).map_err(anyhow::Error::msg)?;
     for l in &links {
         LinkUrl::parse(l).map_err(anyhow::Error::msg)?;
     }
@@ -551,9 +551,11 @@ fn mine_through_node(dir: &Path, cfg: &Config, blocks: u64, as_json: bool) -> Re
 /// The address to give peers when the operator set none: the one `tcp-listen` link's,
 /// if it names a single IP (a wildcard bind says nothing about how others reach us).
 fn advertised_listen_addr(urls: &[LinkUrl]) -> Option<std::net::SocketAddr> {
-    let mut listen = urls.iter().filter_map(|u| match u {
-        LinkUrl::TcpListen(a) => a.parse::<std::net::SocketAddr>().ok(),
-        _ => None,
+    let mut listen = urls.iter().filter_map(|u| {
+        u.transport()
+            .listens_on()?
+            .parse::<std::net::SocketAddr>()
+            .ok()
     });
     let first = listen.next()?;
     (listen.next().is_none() && !first.ip().is_unspecified()).then_some(first)
@@ -567,13 +569,15 @@ fn run(
     log_path: Option<PathBuf>,
 ) -> Result<()> {
     let cfg = Config::load(dir)?;
-    config::check_station_callsign(&cfg.callsign, &cfg.network).with_context(|| {
-        format!(
-            "{} (set callsign in {})",
-            cfg.callsign,
-            dir.join(config::CONFIG_FILE).display()
-        )
-    })?;
+    crate::callsign::check_amateur(&cfg.callsign, &cfg.network)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "{} (set callsign in {})",
+                cfg.callsign,
+                dir.join(config::CONFIG_FILE).display()
+            )
+        })?;
     let lock = DirLock::acquire(dir)?;
     let mut urls = Vec::new();
     for l in cfg.links.iter().chain(extra_links.iter()) {
@@ -602,10 +606,7 @@ fn run(
     );
     let configured: Vec<std::net::SocketAddr> = urls
         .iter()
-        .filter_map(|u| match u {
-            LinkUrl::TcpDial(a) => a.parse().ok(),
-            _ => None,
-        })
+        .filter_map(|u| u.transport().dials()?.parse().ok())
         .collect();
     node.add_addresses(
         driver::now_ms(),
@@ -636,7 +637,7 @@ fn run(
         let addr_file = dir.join(config::API_ADDR_FILE);
         std::fs::write(&addr_file, bound.to_string())
             .with_context(|| format!("cannot write {}", addr_file.display()))?;
-        let links_text: Vec<String> = urls.iter().map(link_role).collect();
+        let links_text: Vec<String> = urls.iter().map(|u| u.transport().role()).collect();
         let (shared, drive) = driver::start(
             node,
             DriverOptions {
@@ -703,21 +704,6 @@ fn run(
         outcome
     })?;
     Ok(())
-}
-
-/// What a link does, for the banner.
-fn link_role(u: &LinkUrl) -> String {
-    match u {
-        LinkUrl::TcpListen(a) => format!("{u}: listens for TCP peers on {a}"),
-        LinkUrl::TcpDial(a) => format!("{u}: dials {a} (and redials)"),
-        LinkUrl::TcpPlainListen(a) => {
-            format!("{u}: listens for TCP peers on {a}, unencrypted")
-        }
-        LinkUrl::TcpPlainDial(a) => format!("{u}: dials {a} (and redials), unencrypted"),
-        LinkUrl::Kiss(_) => format!("{u}: KISS TNC (packet radio)"),
-        LinkUrl::Vara(_) => format!("{u}: VARA modem"),
-        LinkUrl::Js8(_) => format!("{u}: JS8Call"),
-    }
 }
 
 /// The start-up banner, as Direwolf prints one: what this node is and where its parts are.

@@ -12,10 +12,17 @@
 //! JS8 callsigns have no SSID: the station callsign `N0CALL-1` is `N0CALL` on JS8, and
 //! peers are named by their JS8 callsign.
 
-use super::{LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use super::backoff::Backoff;
+use super::lines::Lines;
+use super::params::UrlParts;
+use super::stations::Stations;
+use super::{
+    LinkCaps, LinkCommand, LinkContext, LinkEnv, LinkEvent, LinkId, PeerIds, Scheme, Started,
+    Transport,
+};
 use crate::wire::js8text::{self, Js8Speed};
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,56 +70,35 @@ impl Js8LinkConfig {
     /// `fast`, `turbo`; default normal), `blocks` (`0` or `1`; default 0). Errors name
     /// the offending parameter.
     pub fn parse_url(s: &str) -> Result<Js8LinkConfig, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
+        let url = UrlParts::parse(s)?;
         if url.scheme() != "js8call" {
-            return Err(format!("link '{s}': not a js8call URL"));
+            return Err(url.err("not a js8call URL"));
         }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("link '{s}': expected js8call://host:port"))?;
-        if !matches!(url.path(), "" | "/") {
-            return Err(format!("link '{s}': unexpected path '{}'", url.path()));
-        }
-        let port = url.port().unwrap_or(DEFAULT_PORT);
+        let (host, port) = url.host_port("js8call://host:port", "", Some(DEFAULT_PORT))?;
         let mut cfg = Js8LinkConfig {
             addr: format!("{host}:{port}"),
             peers: Vec::new(),
             speed: Js8Speed::Normal,
             blocks: false,
         };
-        let mut seen: Vec<String> = Vec::new();
-        for (k, v) in url.query_pairs() {
-            if seen.iter().any(|x| *x == k) {
-                return Err(format!("link '{s}': parameter '{k}' given twice"));
-            }
-            seen.push(k.to_string());
-            let bad = |why: &str| format!("link '{s}': bad {k}='{v}': {why}");
-            match k.as_ref() {
+        for p in url.params()? {
+            match p.key.as_str() {
                 "peer" => {
-                    for c in v.split(',').filter(|c| !c.is_empty()) {
-                        let c = js8_callsign(c).map_err(|e| bad(&e))?;
+                    for c in p.value.split(',').filter(|c| !c.is_empty()) {
+                        let c = crate::callsign::js8(c).map_err(|e| p.bad(&e))?;
                         if !cfg.peers.contains(&c) {
                             cfg.peers.push(c);
                         }
                     }
                 }
                 "speed" => {
-                    cfg.speed = Js8Speed::from_name(&v)
-                        .ok_or_else(|| bad("expected slow, normal, fast or turbo"))?
+                    cfg.speed = Js8Speed::from_name(&p.value)
+                        .ok_or_else(|| p.bad("expected slow, normal, fast or turbo"))?
                 }
                 "blocks" => {
-                    cfg.blocks = match v.as_ref() {
-                        "0" => false,
-                        "1" => true,
-                        _ => return Err(bad("expected 0 or 1")),
-                    }
+                    cfg.blocks = p.one_of(&[("0", false), ("1", true)], "expected 0 or 1")?
                 }
-                _ => {
-                    return Err(format!(
-                        "link '{s}': unknown parameter '{k}' (known: peer, speed, blocks)"
-                    ))
-                }
+                _ => return Err(p.unknown("peer, speed, blocks")),
             }
         }
         Ok(cfg)
@@ -144,6 +130,27 @@ impl Js8LinkConfig {
     }
 }
 
+/// The JS8Call transport's scheme: JS8Call's TCP API.
+pub const SCHEMES: &[Scheme] = &[Scheme {
+    name: "js8call",
+    parse: |s| Ok(Box::new(Js8LinkConfig::parse_url(s)?)),
+    radio: true,
+}];
+
+impl Transport for Js8LinkConfig {
+    fn role(&self) -> String {
+        format!("{self}: JS8Call")
+    }
+
+    fn start(&self, _env: LinkEnv, ctx: LinkContext) -> Started {
+        Started::task(tokio::spawn(run_js8(self.clone(), ctx)))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// Canonical form: defaults omitted, parameters in a fixed order.
 impl fmt::Display for Js8LinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -163,34 +170,6 @@ impl fmt::Display for Js8LinkConfig {
         }
         Ok(())
     }
-}
-
-/// A JS8 callsign from user input: uppercase, 3-12 characters of A-Z, 0-9 and `/`,
-/// with a letter and a digit; no SSID and no group.
-pub fn js8_callsign(s: &str) -> Result<String, String> {
-    let c = s.trim().to_ascii_uppercase();
-    if c.contains('-') {
-        return Err(format!("'{c}': JS8 callsigns have no SSID"));
-    }
-    if c.starts_with('@') {
-        return Err(format!("'{c}' is a group, not a station"));
-    }
-    let ok = (3..=12).contains(&c.len())
-        && c.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'/')
-        && c.bytes().any(|b| b.is_ascii_digit())
-        && c.bytes().any(|b| b.is_ascii_uppercase());
-    if ok {
-        Ok(c)
-    } else {
-        Err(format!("'{c}' is not a JS8 callsign"))
-    }
-}
-
-/// Our JS8 callsign from the station callsign: the AX.25 SSID (`-1`) is dropped.
-pub fn base_callsign(station: &str) -> Result<String, String> {
-    let base = station.split('-').next().unwrap_or("");
-    js8_callsign(base)
 }
 
 /// The packet text of an `RX.DIRECTED` event: JS8Call's `TEXT` is `"FROM: TO text ♢"`
@@ -248,9 +227,7 @@ enum End {
 struct Link {
     cfg: Js8LinkConfig,
     me: String,
-    ids: PeerIds,
-    stations: HashMap<String, PeerId>,
-    by_peer: HashMap<PeerId, String>,
+    stations: Stations<String>,
     queue: VecDeque<Outgoing>,
     in_flight: Option<InFlight>,
     next_id: u64,
@@ -263,9 +240,7 @@ impl Link {
         Link {
             cfg,
             me,
-            ids,
-            stations: HashMap::new(),
-            by_peer: HashMap::new(),
+            stations: Stations::new(MAX_STATIONS, ids),
             queue: VecDeque::new(),
             in_flight: None,
             next_id: 1,
@@ -313,7 +288,7 @@ impl Link {
 
     fn command(&mut self, cmd: LinkCommand, up: bool) -> Vec<LinkEvent> {
         match cmd {
-            LinkCommand::Send { peer, bytes } => match self.by_peer.get(&peer) {
+            LinkCommand::Send { peer, bytes } => match self.stations.call(peer) {
                 Some(call) if up => self.enqueue(call.clone(), &bytes),
                 _ => self.stats.tx_dropped += 1,
             },
@@ -325,8 +300,7 @@ impl Link {
                 }
             }
             LinkCommand::Disconnect { peer } => {
-                if let Some(call) = self.by_peer.remove(&peer) {
-                    self.stations.remove(&call);
+                if let Some(call) = self.stations.remove(peer) {
                     return vec![LinkEvent::PeerDown {
                         peer,
                         reason: format!("{call} forgotten"),
@@ -338,34 +312,6 @@ impl Link {
             LinkCommand::Dial { .. } | LinkCommand::Connect | LinkCommand::Aprs { .. } => {}
         }
         Vec::new()
-    }
-
-    /// A station's peer id, announcing it if new. None if the table is full.
-    fn station(
-        &mut self,
-        link: LinkId,
-        call: &str,
-        outbound: bool,
-    ) -> Option<(PeerId, Option<LinkEvent>)> {
-        if let Some(&p) = self.stations.get(call) {
-            return Some((p, None));
-        }
-        if self.stations.len() >= MAX_STATIONS {
-            warn!(%call, "JS8 station table full; ignoring a new station");
-            return None;
-        }
-        let peer = self.ids.next();
-        self.stations.insert(call.to_string(), peer);
-        self.by_peer.insert(peer, call.to_string());
-        Some((
-            peer,
-            Some(LinkEvent::PeerUp {
-                link,
-                peer,
-                remote: call.to_string(),
-                outbound,
-            }),
-        ))
     }
 
     /// One API line from JS8Call. Returns events to report.
@@ -498,7 +444,7 @@ impl Link {
         }
         let raw = params["TEXT"].as_str().unwrap_or(value);
         let text = directed_payload(raw, &from, &to);
-        if js8_callsign(&from).is_err() {
+        if crate::callsign::js8(&from).is_err() {
             self.stats.not_for_us += 1;
             debug!(%from, "directed message from an unusable callsign ignored");
             return Vec::new();
@@ -506,10 +452,10 @@ impl Link {
         match js8text::decode(text) {
             Ok(bytes) => {
                 let mut evs = Vec::new();
-                let Some((peer, up)) = self.station(link, &from, false) else {
+                let Some(peer) = self.stations.heard(link, &from, false, &mut evs) else {
+                    warn!(%from, "JS8 station table full of named stations; ignoring {from}");
                     return evs;
                 };
-                evs.extend(up);
                 evs.push(LinkEvent::Frame { peer, bytes });
                 evs
             }
@@ -530,64 +476,16 @@ impl Link {
     }
 
     fn forget_all(&mut self, reason: &str) -> Vec<LinkEvent> {
-        self.stations.clear();
         self.queue.clear();
         self.in_flight = None;
-        self.by_peer
-            .drain()
-            .map(|(peer, _)| LinkEvent::PeerDown {
-                peer,
-                reason: reason.to_string(),
-            })
-            .collect()
-    }
-}
-
-/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes; longer lines are
-/// dropped whole (their bytes are never buffered beyond the cap).
-#[derive(Default)]
-struct Lines {
-    buf: Vec<u8>,
-    skipping: bool,
-}
-
-impl Lines {
-    /// Feed bytes; returns complete lines and how many were dropped as too long.
-    fn push(&mut self, mut data: &[u8]) -> (Vec<Vec<u8>>, u64) {
-        let mut out = Vec::new();
-        let mut dropped = 0;
-        while !data.is_empty() {
-            let nl = data.iter().position(|&b| b == b'\n');
-            let (chunk, rest, complete) = match nl {
-                Some(i) => (&data[..i], &data[i + 1..], true),
-                None => (data, &data[data.len()..], false),
-            };
-            if !self.skipping {
-                if self.buf.len() + chunk.len() > MAX_LINE {
-                    self.buf.clear();
-                    self.skipping = true;
-                    dropped += 1;
-                } else {
-                    self.buf.extend_from_slice(chunk);
-                }
-            }
-            if complete {
-                if !self.skipping && !self.buf.iter().all(u8::is_ascii_whitespace) {
-                    out.push(std::mem::take(&mut self.buf));
-                }
-                self.buf.clear();
-                self.skipping = false;
-            }
-            data = rest;
-        }
-        (out, dropped)
+        self.stations.forget_all(reason)
     }
 }
 
 /// Run a JS8Call link until the driver goes away: connect to the API, move packets, and
 /// reconnect with backoff (1 s doubling to 60 s) whenever the connection is lost.
 pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
-    let me = match base_callsign(&ctx.callsign) {
+    let me = match crate::callsign::js8_base(&ctx.callsign) {
         Ok(c) => c,
         Err(e) => {
             // Transmitting without identification is not allowed: stay down, but drain
@@ -598,7 +496,7 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
         }
     };
     let mut link = Link::new(cfg, me, ctx.peer_ids.clone());
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_RESET);
     loop {
         let addr = link.cfg.addr.clone();
         let connecting = tokio::time::timeout(
@@ -616,9 +514,7 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
                 let started = Instant::now();
                 info!(link = ctx.id, %addr, "JS8Call API connected");
                 let end = session(stream, &mut link, &mut ctx).await;
-                if started.elapsed() > BACKOFF_RESET {
-                    backoff = BACKOFF_MIN;
-                }
+                backoff.ended_after(started.elapsed());
                 match end {
                     End::Stopped => return,
                     End::Lost(why) => format!("JS8Call API at {addr} lost: {why}"),
@@ -627,7 +523,8 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
             Ok(Err(e)) => format!("cannot connect to JS8Call API at {addr}: {e}"),
             Err(_) => format!("cannot connect to JS8Call API at {addr}: timed out"),
         };
-        debug!(link = ctx.id, %reason, retry_s = backoff.as_secs(), "JS8Call link down");
+        let wait = backoff.next_wait();
+        debug!(link = ctx.id, %reason, retry_s = wait.as_secs(), "JS8Call link down");
         let mut evs = vec![LinkEvent::Down {
             link: ctx.id,
             reason: reason.clone(),
@@ -636,14 +533,13 @@ pub async fn run_js8(cfg: Js8LinkConfig, mut ctx: LinkContext) {
         if !super::emit(&ctx, evs).await {
             return;
         }
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(wait);
         if super::serving(&mut ctx, wait, |cmd| link.command(cmd, false))
             .await
             .is_none()
         {
             return;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -675,14 +571,12 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
         caps: link.cfg.caps(),
     }];
     for call in link.cfg.peers.clone() {
-        if let Some((_, Some(up))) = link.station(ctx.id, &call, true) {
-            evs.push(up);
-        }
+        link.stations.heard(ctx.id, &call, true, &mut evs);
     }
     if !super::emit(ctx, evs).await {
         return End::Stopped;
     }
-    let mut lines = Lines::default();
+    let mut lines = Lines::new(MAX_LINE);
     let mut buf = vec![0u8; 4096];
     loop {
         if link.in_flight.is_none() {
@@ -711,12 +605,12 @@ async fn session(stream: tokio::net::TcpStream, link: &mut Link, ctx: &mut LinkC
             r = rd.read(&mut buf) => match r {
                 Ok(0) => return End::Lost("closed by JS8Call".into()),
                 Ok(n) => {
-                    let (ls, dropped) = lines.push(&buf[..n]);
-                    if dropped > 0 {
-                        link.stats.malformed_lines += dropped;
-                        info!(dropped, "JS8Call API line over {MAX_LINE} bytes dropped");
-                    }
-                    for l in ls {
+                    for l in lines.push(&buf[..n]) {
+                        let Ok(l) = l else {
+                            link.stats.malformed_lines += 1;
+                            info!("JS8Call API line over {MAX_LINE} bytes dropped");
+                            continue;
+                        };
                         let now = Instant::now();
                         let evs = link.line(ctx.id, &l, now);
                         link.check_done(now);
@@ -747,10 +641,10 @@ mod tests {
     use crate::link::LinkUrl;
 
     fn parse(s: &str) -> Js8LinkConfig {
-        match LinkUrl::parse(s) {
-            Ok(LinkUrl::Js8(c)) => c,
-            other => panic!("{s}: {other:?}"),
-        }
+        LinkUrl::parse(s)
+            .ok()
+            .and_then(|u| u.get::<Js8LinkConfig>().cloned())
+            .unwrap_or_else(|| panic!("{s}: not a Js8 link"))
     }
 
     #[test]
@@ -803,18 +697,9 @@ mod tests {
             ),
         ] {
             let c = parse(input);
-            assert_eq!(LinkUrl::Js8(c.clone()).to_string(), canon);
+            assert_eq!(c.to_string(), canon);
             assert_eq!(parse(canon), c);
         }
-    }
-
-    #[test]
-    fn callsigns_map_to_js8() {
-        assert_eq!(base_callsign("N0CALL-1").unwrap(), "N0CALL");
-        assert_eq!(base_callsign("n0call").unwrap(), "N0CALL");
-        assert!(base_callsign("").is_err());
-        assert!(base_callsign("-1").is_err());
-        assert_eq!(js8_callsign("VE3/N0CALL").unwrap(), "VE3/N0CALL");
     }
 
     #[test]
@@ -833,19 +718,6 @@ mod tests {
             directed_payload("N0CALLX E", "N1ABC", "N0CALL"),
             "N0CALLX E"
         );
-    }
-
-    #[test]
-    fn long_lines_are_dropped_without_buffering() {
-        let mut l = Lines::default();
-        let (out, d) = l.push(b"{\"a\":1}\n\n  \n{\"b\"");
-        assert_eq!((out.len(), d), (1, 0));
-        let big = vec![b'x'; MAX_LINE + 10];
-        let (out, d) = l.push(&big);
-        assert_eq!((out.len(), d), (0, 1));
-        assert!(l.buf.is_empty());
-        let (out, d) = l.push(b"yyy\n{\"c\":2}\n");
-        assert_eq!((out, d), (vec![b"{\"c\":2}".to_vec()], 0));
     }
 
     fn state() -> Link {

@@ -5,10 +5,16 @@
 //! `kiss+tcp://host:port` and `kiss+serial:///dev/ttyUSB0` take query parameters, see
 //! [`KissLinkConfig::parse_url`].
 
-use super::{aprs, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId, PeerIds};
+use super::backoff::Backoff;
+use super::params::UrlParts;
+use super::stations::Stations;
+use super::{
+    aprs, LinkCaps, LinkCommand, LinkContext, LinkEnv, LinkEvent, LinkId, PeerIds, Scheme, Started,
+    Transport,
+};
 use crate::wire::ax25::{self, Ax25Error, Callsign, BROADCAST};
 use crate::wire::kiss::{self, KissCommand, KissDecoder};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -253,38 +259,28 @@ impl KissLinkConfig {
     /// `aprs_path` (its comma-separated digipeaters, default `WIDE1-1`, empty for none).
     /// Errors name the offending parameter.
     pub fn parse_url(s: &str) -> Result<KissLinkConfig, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("link '{s}': {e}"))?;
+        let url = UrlParts::parse(s)?;
         let transport = match url.scheme() {
             "kiss+tcp" => {
-                let host = url
-                    .host_str()
-                    .filter(|h| !h.is_empty())
-                    .ok_or_else(|| format!("link '{s}': expected kiss+tcp://host:port"))?;
-                let port = url.port().ok_or_else(|| {
-                    format!("link '{s}': missing TCP port (kiss+tcp://host:port)")
-                })?;
-                if !matches!(url.path(), "" | "/") {
-                    return Err(format!("link '{s}': unexpected path '{}'", url.path()));
-                }
+                let (host, port) = url.host_port(
+                    "kiss+tcp://host:port",
+                    "missing TCP port (kiss+tcp://host:port)",
+                    None,
+                )?;
                 KissTransport::Tcp(format!("{host}:{port}"))
             }
             "kiss+serial" => {
-                let host = url.host_str().unwrap_or("");
-                let path = percent_decode(url.path())
-                    .ok_or_else(|| format!("link '{s}': device path is not valid UTF-8"))?;
+                let host = url.host().unwrap_or("");
+                let path = url.path()?;
                 // `kiss+serial://COM3` names a Windows port in the host position.
                 let path = match (host.is_empty(), path.as_str()) {
                     (true, "" | "/") => {
-                        return Err(format!(
-                            "link '{s}': missing device (kiss+serial:///dev/ttyUSB0)"
-                        ))
+                        return Err(url.err("missing device (kiss+serial:///dev/ttyUSB0)"))
                     }
                     (true, _) => path,
                     (false, "" | "/") => host.to_string(),
                     (false, _) => {
-                        return Err(format!(
-                            "link '{s}': device must be a local path (kiss+serial:///dev/...)"
-                        ))
+                        return Err(url.err("device must be a local path (kiss+serial:///dev/...)"))
                     }
                 };
                 KissTransport::Serial {
@@ -292,93 +288,66 @@ impl KissLinkConfig {
                     baud: DEFAULT_BAUD,
                 }
             }
-            other => return Err(format!("link '{s}': not a KISS scheme '{other}'")),
+            other => return Err(url.err(format!("not a KISS scheme '{other}'"))),
         };
         let mut cfg = KissLinkConfig::new(transport);
+        let params = url.params()?;
         // The preset first, whatever its place in the URL, so the URL's values win.
-        for (k, v) in url.query_pairs().filter(|(k, _)| k == "tnc") {
-            if cfg.tnc.is_some() {
-                return Err(format!("link '{s}': parameter 'tnc' given twice"));
-            }
-            let preset = TncPreset::parse(&v).ok_or_else(|| {
-                format!("link '{s}': bad {k}='{v}': expected ninotnc, mobilinkd or kenwood")
-            })?;
+        for p in params.iter().filter(|p| p.key == "tnc") {
+            let preset = TncPreset::parse(&p.value)
+                .ok_or_else(|| p.bad("expected ninotnc, mobilinkd or kenwood"))?;
             preset.apply(&mut cfg);
         }
-        let mut seen: Vec<String> = Vec::new();
-        for (k, v) in url.query_pairs().filter(|(k, _)| k != "tnc") {
-            if seen.iter().any(|x| *x == k) {
-                return Err(format!("link '{s}': parameter '{k}' given twice"));
-            }
-            seen.push(k.to_string());
-            let bad = |why: &str| format!("link '{s}': bad {k}='{v}': {why}");
-            let byte = || v.parse::<u8>().map_err(|_| bad("expected 0-255"));
-            match k.as_ref() {
+        for p in params.iter().filter(|p| p.key != "tnc") {
+            let byte = || p.number::<u8>(|_| true, "expected 0-255");
+            match p.key.as_str() {
                 "baud" => match &mut cfg.transport {
                     KissTransport::Serial { baud, .. } => {
-                        *baud = v
-                            .parse::<u32>()
-                            .ok()
-                            .filter(|b| *b > 0)
-                            .ok_or_else(|| bad("expected a serial speed such as 9600"))?;
+                        *baud = p.number(|b| *b > 0, "expected a serial speed such as 9600")?;
                     }
-                    KissTransport::Tcp(_) => return Err(bad("only kiss+serial has a baud rate")),
+                    KissTransport::Tcp(_) => return Err(p.bad("only kiss+serial has a baud rate")),
                 },
-                "port" => {
-                    cfg.port = v
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|p| *p <= 15)
-                        .ok_or_else(|| bad("expected a KISS port 0-15"))?;
-                }
+                "port" => cfg.port = p.number(|n| *n <= 15, "expected a KISS port 0-15")?,
                 "txdelay" => cfg.txdelay = Some(byte()?),
                 "persist" => cfg.persist = Some(byte()?),
                 "slottime" => cfg.slottime = Some(byte()?),
                 "txtail" => cfg.txtail = Some(byte()?),
                 "paclen" => {
                     let (lo, hi) = PACLEN_RANGE;
-                    cfg.paclen = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|p| (lo..=hi).contains(p))
-                        .ok_or_else(|| bad(&format!("expected {lo}-{hi} bytes")))?;
+                    cfg.paclen = p.number(
+                        |n| (lo..=hi).contains(n),
+                        &format!("expected {lo}-{hi} bytes"),
+                    )?;
                 }
                 "bitrate" => {
-                    cfg.bitrate = v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|b| (1..=100_000_000).contains(b))
-                        .ok_or_else(|| bad("expected bits per second, e.g. 1200 or 9600"))?;
+                    cfg.bitrate = p.number(
+                        |b| (1..=100_000_000).contains(b),
+                        "expected bits per second, e.g. 1200 or 9600",
+                    )?;
                 }
-                "via" => cfg.via = digipeaters(&v).map_err(|e| bad(&e))?,
+                "via" => cfg.via = digipeaters(&p.value).map_err(|e| p.bad(&e))?,
                 "duplex" => {
-                    cfg.full_duplex = match v.as_ref() {
-                        "half" => false,
-                        "full" => true,
-                        _ => return Err(bad("expected half or full")),
-                    }
+                    cfg.full_duplex =
+                        p.one_of(&[("half", false), ("full", true)], "expected half or full")?
                 }
                 "aprs_status" => {
-                    cfg.aprs_status = match v.as_ref() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(bad("expected true or false")),
-                    }
+                    cfg.aprs_status = p.one_of(
+                        &[("true", true), ("false", false)],
+                        "expected true or false",
+                    )?
                 }
                 "aprs_every" => {
                     let (lo, hi) = super::aprs::EVERY_MIN_RANGE;
-                    cfg.aprs_every_min = v
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|m| (lo..=hi).contains(m))
-                        .ok_or_else(|| bad(&format!("expected {lo}-{hi} minutes")))?;
+                    cfg.aprs_every_min = p.number(
+                        |m| (lo..=hi).contains(m),
+                        &format!("expected {lo}-{hi} minutes"),
+                    )?;
                 }
-                "aprs_path" => cfg.aprs_path = digipeaters(&v).map_err(|e| bad(&e))?,
+                "aprs_path" => cfg.aprs_path = digipeaters(&p.value).map_err(|e| p.bad(&e))?,
                 _ => {
-                    return Err(format!(
-                        "link '{s}': unknown parameter '{k}' (known: tnc, baud, port, txdelay, \
-                         persist, slottime, txtail, paclen, bitrate, via, duplex, aprs_status, \
-                         aprs_every, aprs_path)"
+                    return Err(p.unknown(
+                        "tnc, baud, port, txdelay, persist, slottime, txtail, paclen, bitrate, \
+                         via, duplex, aprs_status, aprs_every, aprs_path",
                     ))
                 }
             }
@@ -462,6 +431,41 @@ fn path_text(digis: &[Callsign]) -> String {
 
 /// Canonical form: defaults (and the preset's values) are omitted, parameters in a fixed
 /// order.
+/// The KISS transport's schemes: a TNC over TCP (Direwolf) or a serial port.
+pub const SCHEMES: &[Scheme] = &[
+    Scheme {
+        name: "kiss+tcp",
+        parse: |s| Ok(Box::new(KissLinkConfig::parse_url(s)?)),
+        radio: true,
+    },
+    Scheme {
+        name: "kiss+serial",
+        parse: |s| Ok(Box::new(KissLinkConfig::parse_url(s)?)),
+        radio: true,
+    },
+];
+
+impl Transport for KissLinkConfig {
+    fn role(&self) -> String {
+        format!("{self}: KISS TNC (packet radio)")
+    }
+
+    fn start(&self, env: LinkEnv, ctx: LinkContext) -> Started {
+        let mut cfg = self.clone();
+        // Only beacons of skywave nodes on our network make stations.
+        cfg.aprs_network = Some(env.network);
+        Started {
+            task: tokio::spawn(run_kiss(cfg, ctx)),
+            on_demand: false,
+            aprs_every_min: self.aprs_status.then_some(self.aprs_every_min),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl fmt::Display for KissLinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let base = self.base();
@@ -472,7 +476,7 @@ impl fmt::Display for KissLinkConfig {
         match (&self.transport, &base.transport) {
             (KissTransport::Tcp(a), _) => write!(f, "kiss+tcp://{a}")?,
             (KissTransport::Serial { path, baud }, b) => {
-                write!(f, "kiss+serial://{}", percent_encode_path(path))?;
+                write!(f, "kiss+serial://{}", super::params::encode_path(path))?;
                 if !matches!(b, KissTransport::Serial { baud: d, .. } if d == baud) {
                     q.push(format!("baud={baud}"));
                 }
@@ -517,43 +521,6 @@ impl fmt::Display for KissLinkConfig {
         }
         Ok(())
     }
-}
-
-/// `%XX` decoding for device paths (the `url` crate encodes spaces and the like).
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn percent_encode_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~:+@,=".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A byte stream to a TNC: a TCP socket, a serial port, or an in-memory pipe in tests.
@@ -614,11 +581,6 @@ pub struct KissStats {
     pub tx_dropped: u64,
 }
 
-struct Station {
-    peer: PeerId,
-    last_heard: u64,
-}
-
 struct Outgoing {
     kiss: Vec<u8>,
     broadcast: bool,
@@ -636,10 +598,7 @@ enum End {
 struct Link {
     cfg: KissLinkConfig,
     me: Callsign,
-    ids: PeerIds,
-    stations: HashMap<Callsign, Station>,
-    by_peer: HashMap<PeerId, Callsign>,
-    tick: u64,
+    stations: Stations<Callsign>,
     recent: VecDeque<(Instant, Callsign, u32)>,
     queue: VecDeque<Outgoing>,
     stats: KissStats,
@@ -650,10 +609,7 @@ impl Link {
         Link {
             cfg,
             me,
-            ids,
-            stations: HashMap::new(),
-            by_peer: HashMap::new(),
-            tick: 0,
+            stations: Stations::new(MAX_STATIONS, ids),
             recent: VecDeque::new(),
             queue: VecDeque::new(),
             stats: KissStats::default(),
@@ -719,7 +675,7 @@ impl Link {
     /// Carry out a driver command. Returns events to report.
     fn command(&mut self, cmd: LinkCommand, up: bool) -> Vec<LinkEvent> {
         match cmd {
-            LinkCommand::Send { peer, bytes } => match self.by_peer.get(&peer) {
+            LinkCommand::Send { peer, bytes } => match self.stations.call(peer) {
                 Some(&dst) if up => self.enqueue(dst, &bytes, false),
                 _ => self.stats.tx_dropped += 1,
             },
@@ -731,8 +687,7 @@ impl Link {
                 }
             }
             LinkCommand::Disconnect { peer } => {
-                if let Some(call) = self.by_peer.remove(&peer) {
-                    self.stations.remove(&call);
+                if let Some(call) = self.stations.remove(peer) {
                     return vec![LinkEvent::PeerDown {
                         peer,
                         reason: format!("{call} forgotten"),
@@ -816,11 +771,13 @@ impl Link {
         self.recent.push_back((now, ui.src, sum));
 
         let mut events = Vec::new();
-        let peer = self.station(link, ui.src, &mut events);
-        events.push(LinkEvent::Frame {
-            peer,
-            bytes: ui.info,
-        });
+        // Never full of pinned stations: KISS pins none.
+        if let Some(peer) = self.stations.heard(link, &ui.src, false, &mut events) {
+            events.push(LinkEvent::Frame {
+                peer,
+                bytes: ui.info,
+            });
+        }
         events
     }
 
@@ -843,8 +800,8 @@ impl Link {
             return Vec::new();
         }
         let mut events = Vec::new();
-        let known = self.stations.contains_key(&src);
-        self.station(link, src, &mut events);
+        let known = self.stations.contains(&src);
+        self.stations.heard(link, &src, false, &mut events);
         if !known {
             info!(
                 link,
@@ -857,63 +814,10 @@ impl Link {
         events
     }
 
-    /// The peer id of station `call`, heard just now: a new station gets one (and a
-    /// PeerUp), evicting the least recently heard when the table is full.
-    fn station(&mut self, link: LinkId, call: Callsign, events: &mut Vec<LinkEvent>) -> PeerId {
-        self.tick += 1;
-        match self.stations.get_mut(&call) {
-            Some(st) => {
-                st.last_heard = self.tick;
-                st.peer
-            }
-            None => {
-                if self.stations.len() >= MAX_STATIONS {
-                    let oldest = self
-                        .stations
-                        .iter()
-                        .min_by_key(|(_, st)| st.last_heard)
-                        .map(|(c, st)| (*c, st.peer));
-                    if let Some((call, peer)) = oldest {
-                        self.stations.remove(&call);
-                        self.by_peer.remove(&peer);
-                        events.push(LinkEvent::PeerDown {
-                            peer,
-                            reason: format!("{call} not heard for a while (station table full)"),
-                        });
-                    }
-                }
-                // Ids come from the shared allocator so they never clash across links.
-                let peer = self.ids.next();
-                self.stations.insert(
-                    call,
-                    Station {
-                        peer,
-                        last_heard: self.tick,
-                    },
-                );
-                self.by_peer.insert(peer, call);
-                events.push(LinkEvent::PeerUp {
-                    link,
-                    peer,
-                    remote: call.to_string(),
-                    outbound: false,
-                });
-                peer
-            }
-        }
-    }
-
     /// Forget every station (the channel is gone); returns their PeerDowns.
     fn forget_all(&mut self, reason: &str) -> Vec<LinkEvent> {
-        self.stations.clear();
         self.queue.clear();
-        self.by_peer
-            .drain()
-            .map(|(peer, _)| LinkEvent::PeerDown {
-                peer,
-                reason: reason.to_string(),
-            })
-            .collect()
+        self.stations.forget_all(reason)
     }
 }
 
@@ -944,7 +848,7 @@ where
         }
     };
     let mut link = Link::new(cfg, me, ctx.peer_ids.clone());
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_RESET);
     loop {
         let opening = open(link.cfg.transport.clone());
         let Some(opened) = super::serving(&mut ctx, opening, |cmd| link.command(cmd, false)).await
@@ -956,9 +860,7 @@ where
                 let started = Instant::now();
                 info!(link = ctx.id, tnc = %link.cfg.transport, "KISS TNC open");
                 let end = session(io, &mut link, &mut ctx).await;
-                if started.elapsed() > BACKOFF_RESET {
-                    backoff = BACKOFF_MIN;
-                }
+                backoff.ended_after(started.elapsed());
                 match end {
                     End::Stopped => return,
                     End::Lost(why) => format!("KISS TNC {} lost: {why}", link.cfg.transport),
@@ -966,7 +868,8 @@ where
             }
             Err(e) => e,
         };
-        debug!(link = ctx.id, %reason, retry_s = backoff.as_secs(), "KISS link down");
+        let wait = backoff.next_wait();
+        debug!(link = ctx.id, %reason, retry_s = wait.as_secs(), "KISS link down");
         let mut evs = vec![LinkEvent::Down {
             link: ctx.id,
             reason: reason.clone(),
@@ -975,14 +878,13 @@ where
         if !super::emit(&ctx, evs).await {
             return;
         }
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(wait);
         if super::serving(&mut ctx, wait, |cmd| link.command(cmd, false))
             .await
             .is_none()
         {
             return;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -1211,6 +1113,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use crate::link::LinkUrl;
+    use crate::link::PeerId;
     use crate::wire::kiss::KissFrame;
     use std::sync::{Arc, Mutex};
     use tokio::io::DuplexStream;
@@ -1221,10 +1124,10 @@ mod tests {
     }
 
     fn parse(s: &str) -> KissLinkConfig {
-        match LinkUrl::parse(s) {
-            Ok(LinkUrl::Kiss(k)) => k,
-            other => panic!("{s}: {other:?}"),
-        }
+        LinkUrl::parse(s)
+            .ok()
+            .and_then(|u| u.get::<KissLinkConfig>().cloned())
+            .unwrap_or_else(|| panic!("{s}: not a Kiss link"))
     }
 
     fn parse_err(s: &str) -> String {
@@ -1307,7 +1210,7 @@ mod tests {
             ),
         ] {
             let k = parse(input);
-            assert_eq!(LinkUrl::Kiss(k.clone()).to_string(), canon, "{input}");
+            assert_eq!(k.to_string(), canon, "{input}");
             assert_eq!(parse(canon), k, "{canon}");
         }
         assert_eq!(
@@ -1463,7 +1366,7 @@ mod tests {
             );
             assert_eq!((k.persist, k.slottime), (Some(127), Some(10)), "{url}");
             assert_eq!(
-                LinkUrl::Kiss(k).to_string(),
+                k.to_string(),
                 "kiss+serial:///dev/ttyACM0?tnc=ninotnc&baud=115200&persist=127"
             );
         }
@@ -1474,13 +1377,10 @@ mod tests {
             "kiss+tcp://127.0.0.1:8001?tnc=mobilinkd&txdelay=30",
         ] {
             let k = parse(canon);
-            assert_eq!(LinkUrl::Kiss(k.clone()).to_string(), canon);
+            assert_eq!(k.to_string(), canon);
         }
         assert_eq!(
-            LinkUrl::Kiss(parse(
-                "kiss+serial:///dev/ttyUSB0?tnc=kenwood&baud=9600&txdelay=25"
-            ))
-            .to_string(),
+            parse("kiss+serial:///dev/ttyUSB0?tnc=kenwood&baud=9600&txdelay=25").to_string(),
             "kiss+serial:///dev/ttyUSB0?tnc=kenwood"
         );
         for (url, needle) in [
@@ -1932,13 +1832,12 @@ mod tests {
         assert_eq!(rx(&mut l, &name(0), b"y").len(), 1);
         let evs = rx(&mut l, "NEW", b"z");
         assert_eq!(l.stations.len(), MAX_STATIONS);
-        assert_eq!(l.by_peer.len(), MAX_STATIONS);
         match &evs[0] {
             LinkEvent::PeerDown { reason, .. } => assert!(reason.contains(&name(1)), "{reason}"),
             e => panic!("{e:?}"),
         }
         assert!(matches!(evs[1], LinkEvent::PeerUp { .. }));
-        assert!(l.stations.contains_key(&call(&name(0))));
+        assert!(l.stations.contains(&call(&name(0))));
     }
 
     #[test]
@@ -2066,7 +1965,7 @@ mod tests {
         let k = parse(canon);
         assert!(k.aprs_status);
         assert_eq!(k.aprs_every_min, 60);
-        assert_eq!(LinkUrl::Kiss(k).to_string(), canon);
+        assert_eq!(k.to_string(), canon);
         assert!(parse("kiss+tcp://t:1?aprs_path=").aprs_path.is_empty());
         for (url, needle) in [
             ("kiss+tcp://t:1?aprs_status=yes", "aprs_status"),

@@ -4,10 +4,14 @@
 //! and capabilities shared with the core live in [`crate::net`], re-exported here.
 
 pub mod aprs;
+pub mod backoff;
 pub mod js8call;
 pub mod kiss;
+pub mod lines;
 pub mod noise;
+pub mod params;
 pub mod simtnc;
+pub mod stations;
 pub mod tcp;
 pub mod vara;
 
@@ -16,25 +20,92 @@ pub use crate::net::{LinkCaps, LinkId, PeerId, MAX_BITRATE_BPS};
 use std::fmt;
 use tokio::sync::mpsc;
 
-/// A link address, as written in config, on the command line and in the API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkUrl {
-    /// `tcp://host:port`: dial a peer, redial when the connection drops. Noise-encrypted.
-    TcpDial(String),
-    /// `tcp-listen://addr:port`: accept peers. Noise-encrypted.
-    TcpListen(String),
-    /// `tcp+plain://host:port`: [`LinkUrl::TcpDial`] without Noise, for tests and nodes
-    /// that predate it.
-    TcpPlainDial(String),
-    /// `tcp-listen+plain://addr:port`: [`LinkUrl::TcpListen`] without Noise.
-    TcpPlainListen(String),
-    /// `kiss+tcp://host:port?...` or `kiss+serial:///dev/ttyUSB0?baud=9600&...`: a TNC.
-    Kiss(kiss::KissLinkConfig),
-    /// `vara+tcp://host:port?peer=CALL&...`: a VARA HF/FM modem.
-    Vara(vara::VaraLinkConfig),
-    /// `js8call://host:port?peer=...&speed=...&blocks=0`: JS8Call's TCP API.
-    Js8(js8call::Js8LinkConfig),
+/// One transport's link, as its URL configures it: parsed and validated parameters,
+/// and how to start the link task. `Display` gives the canonical URL.
+pub trait Transport: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// What the link does, for the start-up banner.
+    fn role(&self) -> String;
+
+    /// Start the link task. `env` holds the node key only if
+    /// [`Transport::holds_node_key`].
+    fn start(&self, env: LinkEnv, ctx: LinkContext) -> Started;
+
+    /// Whether the link encrypts with the node key (TCP with Noise, ADR 0011): only
+    /// such links are handed it.
+    fn holds_node_key(&self) -> bool {
+        false
+    }
+
+    /// Whether peers are reached over TCP (peer exchange and DNS seeds need one).
+    fn is_tcp(&self) -> bool {
+        false
+    }
+
+    /// The address of an encrypted listener, which peers may be told.
+    fn listens_on(&self) -> Option<&str> {
+        None
+    }
+
+    /// The address an encrypted dialler keeps a connection to.
+    fn dials(&self) -> Option<&str> {
+        None
+    }
+
+    /// For [`LinkUrl::get`].
+    fn as_any(&self) -> &dyn std::any::Any;
 }
+
+/// What the driver gives a link it starts, besides its [`LinkContext`].
+pub struct LinkEnv {
+    /// The node key, for links that hold it (see [`Transport::holds_node_key`]).
+    pub node_key: Option<ed25519_dalek::SigningKey>,
+    /// The network's name (`main`, `regtest`, ...).
+    pub network: String,
+}
+
+/// A started link.
+pub struct Started {
+    /// The link task.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Opens sessions only when asked ([`LinkCommand::Connect`]).
+    pub on_demand: bool,
+    /// Sends the APRS status beacon the driver hands it, every so many minutes.
+    pub aprs_every_min: Option<u32>,
+}
+
+impl Started {
+    /// A link task with no extras.
+    pub fn task(task: tokio::task::JoinHandle<()>) -> Started {
+        Started {
+            task,
+            on_demand: false,
+            aprs_every_min: None,
+        }
+    }
+}
+
+/// A URL scheme and how to parse a link URL of it.
+pub struct Scheme {
+    /// The scheme, as in `name://...`.
+    pub name: &'static str,
+    /// Parse and validate a whole URL of this scheme.
+    pub parse: fn(&str) -> Result<Box<dyn Transport>, String>,
+    /// A radio link: never encrypted.
+    pub radio: bool,
+}
+
+/// Every transport's schemes: one line per transport.
+const TRANSPORTS: [&[Scheme]; 4] = [tcp::SCHEMES, kiss::SCHEMES, vara::SCHEMES, js8call::SCHEMES];
+
+/// Every known scheme, in registry order.
+pub fn schemes() -> impl Iterator<Item = &'static Scheme> {
+    TRANSPORTS.iter().flat_map(|t| t.iter())
+}
+
+/// A link address, as written in config, on the command line and in the API: a parsed
+/// link of one of the registered transports. Equal when their canonical URLs are.
+#[derive(Clone, Debug)]
+pub struct LinkUrl(std::sync::Arc<dyn Transport>);
 
 impl LinkUrl {
     /// Parse a link URL; the error names the supported schemes.
@@ -44,58 +115,66 @@ impl LinkUrl {
             .split_once("://")
             .ok_or_else(|| format!("link '{s}' is not a URL (expected scheme://...)"))?;
         refuse_radio_encryption(s, scheme, rest)?;
-        if matches!(scheme, "kiss+tcp" | "kiss+serial") {
-            return kiss::KissLinkConfig::parse_url(s).map(LinkUrl::Kiss);
+        match schemes().find(|k| k.name == scheme) {
+            Some(k) => (k.parse)(s).map(|t| LinkUrl(t.into())),
+            None => {
+                let known: Vec<&str> = schemes().map(|k| k.name).collect();
+                Err(format!(
+                    "link '{s}': unsupported scheme '{scheme}' (supported: {}; tcp and \
+                     tcp-listen are Noise-encrypted, the +plain ones are not, for tests and \
+                     old nodes)",
+                    known.join(", ")
+                ))
+            }
         }
-        if scheme == "vara+tcp" {
-            return vara::VaraLinkConfig::parse_url(s).map(LinkUrl::Vara);
-        }
-        if scheme == "js8call" {
-            return js8call::Js8LinkConfig::parse_url(s).map(LinkUrl::Js8);
-        }
-        let hostport = rest.trim_end_matches('/');
-        match scheme {
-            "tcp" => Ok(LinkUrl::TcpDial(tcp::parse_hostport(s, hostport, false)?)),
-            "tcp-listen" => Ok(LinkUrl::TcpListen(tcp::parse_hostport(s, hostport, true)?)),
-            "tcp+plain" => Ok(LinkUrl::TcpPlainDial(tcp::parse_hostport(
-                s, hostport, false,
-            )?)),
-            "tcp-listen+plain" => Ok(LinkUrl::TcpPlainListen(tcp::parse_hostport(
-                s, hostport, true,
-            )?)),
-            other => Err(format!(
-                "link '{s}': unsupported scheme '{other}' (supported: tcp, tcp-listen (both \
-                 Noise-encrypted), tcp+plain, tcp-listen+plain (unencrypted, for tests and old \
-                 nodes), kiss+tcp, kiss+serial, vara+tcp, js8call)"
-            )),
-        }
+    }
+
+    /// The link's transport.
+    pub fn transport(&self) -> &dyn Transport {
+        self.0.as_ref()
+    }
+
+    /// The link's configuration if it is a `T` (for tools made for one transport).
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref::<T>()
+    }
+
+    /// A TCP link, encrypted or plain.
+    pub fn is_tcp(&self) -> bool {
+        self.0.is_tcp()
+    }
+
+    /// Start the link. The node key is fetched (`node_key`) only for a link that holds
+    /// it.
+    pub fn start<E>(
+        &self,
+        network: &str,
+        node_key: impl FnOnce() -> Result<ed25519_dalek::SigningKey, E>,
+        ctx: LinkContext,
+    ) -> Result<Started, E> {
+        let node_key = match self.0.holds_node_key() {
+            true => Some(node_key()?),
+            false => None,
+        };
+        let env = LinkEnv {
+            node_key,
+            network: network.to_string(),
+        };
+        Ok(self.0.start(env, ctx))
     }
 }
 
-impl LinkUrl {
-    /// A TCP link, encrypted or plain.
-    pub fn is_tcp(&self) -> bool {
-        matches!(
-            self,
-            LinkUrl::TcpDial(_)
-                | LinkUrl::TcpListen(_)
-                | LinkUrl::TcpPlainDial(_)
-                | LinkUrl::TcpPlainListen(_)
-        )
+impl PartialEq for LinkUrl {
+    fn eq(&self, other: &LinkUrl) -> bool {
+        self.to_string() == other.to_string()
     }
 }
+
+impl Eq for LinkUrl {}
 
 impl fmt::Display for LinkUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LinkUrl::TcpDial(a) => write!(f, "tcp://{a}"),
-            LinkUrl::TcpListen(a) => write!(f, "tcp-listen://{a}"),
-            LinkUrl::TcpPlainDial(a) => write!(f, "tcp+plain://{a}"),
-            LinkUrl::TcpPlainListen(a) => write!(f, "tcp-listen+plain://{a}"),
-            LinkUrl::Kiss(k) => write!(f, "{k}"),
-            LinkUrl::Vara(v) => write!(f, "{v}"),
-            LinkUrl::Js8(j) => write!(f, "{j}"),
-        }
+        self.0.fmt(f)
     }
 }
 
@@ -106,11 +185,11 @@ const CRYPTO_WORDS: [&str; 8] = [
 
 /// Radio links are never encrypted (amateur radio rules forbid obscuring the meaning of a
 /// transmission): a radio scheme or parameter that asks for it is refused by name, not
-/// as one more unknown option.
+/// as one more unknown option. A scheme is radio if it starts as a radio scheme does
+/// (`kiss+tls` as `kiss+tcp`).
 fn refuse_radio_encryption(url: &str, scheme: &str, rest: &str) -> Result<(), String> {
-    let radio = ["kiss", "vara", "js8"]
-        .iter()
-        .any(|r| scheme.starts_with(r));
+    let family = |s: &str| s.split('+').next().unwrap_or(s).to_ascii_lowercase();
+    let radio = schemes().any(|k| k.radio && family(k.name) == family(scheme));
     if !radio {
         return Ok(());
     }
@@ -118,11 +197,7 @@ fn refuse_radio_encryption(url: &str, scheme: &str, rest: &str) -> Result<(), St
         let w = w.to_ascii_lowercase();
         CRYPTO_WORDS.iter().any(|c| w.contains(c))
     };
-    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let param = query
-        .split('&')
-        .map(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv))
-        .find(|k| asks(k));
+    let param = params::query_keys(rest).into_iter().find(|k| asks(k));
     if asks(scheme) || param.is_some() {
         let what = param.map_or_else(|| format!("scheme '{scheme}'"), |k| format!("'{k}'"));
         return Err(format!(
@@ -267,38 +342,80 @@ mod tests {
 
     #[test]
     fn parses_tcp_urls_and_names_supported_schemes() {
+        let tcp = |s: &str| LinkUrl::parse(s).unwrap().get::<tcp::TcpLink>().cloned();
+        let t = tcp("tcp://127.0.0.1:7300").unwrap();
         assert_eq!(
-            LinkUrl::parse("tcp://127.0.0.1:7300").unwrap(),
-            LinkUrl::TcpDial("127.0.0.1:7300".into())
+            (t.addr.as_str(), t.listen, t.noise),
+            ("127.0.0.1:7300", false, true)
         );
+        let t = tcp("tcp-listen://0.0.0.0:7300/").unwrap();
         assert_eq!(
-            LinkUrl::parse("tcp-listen://0.0.0.0:7300/").unwrap(),
-            LinkUrl::TcpListen("0.0.0.0:7300".into())
+            (t.addr.as_str(), t.listen, t.noise),
+            ("0.0.0.0:7300", true, true)
         );
+        assert_eq!(t.to_string(), "tcp-listen://0.0.0.0:7300");
         assert_eq!(
             LinkUrl::parse("tcp://[::1]:7300").unwrap().to_string(),
             "tcp://[::1]:7300"
         );
-        let e = LinkUrl::parse("carrier-pigeon://x:1").unwrap_err();
-        assert!(
-            e.contains("unsupported scheme") && e.contains("js8call"),
-            "{e}"
-        );
-        assert_eq!(
-            LinkUrl::parse("tcp+plain://127.0.0.1:7300").unwrap(),
-            LinkUrl::TcpPlainDial("127.0.0.1:7300".into())
-        );
+        let t = tcp("tcp+plain://127.0.0.1:7300").unwrap();
+        assert_eq!((t.listen, t.noise), (false, false));
         assert_eq!(
             LinkUrl::parse("tcp-listen+plain://[::]:7300")
                 .unwrap()
                 .to_string(),
             "tcp-listen+plain://[::]:7300"
         );
+        let e = LinkUrl::parse("carrier-pigeon://x:1").unwrap_err();
+        assert!(e.contains("unsupported scheme 'carrier-pigeon'"), "{e}");
+        // The error lists every registered scheme.
+        for k in schemes() {
+            assert!(e.contains(k.name), "{e} lacks {}", k.name);
+        }
         assert!(e.contains("tcp+plain") && e.contains("Noise"), "{e}");
         assert!(LinkUrl::parse("tcp+plain://host:0").is_err());
         assert!(LinkUrl::parse("tcp://host").is_err());
         assert!(LinkUrl::parse("tcp://host:99999").is_err());
         assert!(LinkUrl::parse("127.0.0.1:7300").is_err());
+    }
+
+    #[test]
+    fn every_scheme_parses_its_own_urls_and_round_trips() {
+        let names: Vec<&str> = schemes().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            [
+                "tcp",
+                "tcp-listen",
+                "tcp+plain",
+                "tcp-listen+plain",
+                "kiss+tcp",
+                "kiss+serial",
+                "vara+tcp",
+                "js8call"
+            ]
+        );
+        for url in [
+            "tcp://127.0.0.1:7300",
+            "tcp-listen://0.0.0.0:7300",
+            "tcp+plain://h:1",
+            "tcp-listen+plain://h:1",
+            "kiss+tcp://127.0.0.1:8001",
+            "kiss+serial:///dev/ttyUSB0?baud=57600",
+            "vara+tcp://127.0.0.1:8300?peer=N0CALL",
+            "js8call://127.0.0.1:2442",
+        ] {
+            let u = LinkUrl::parse(url).unwrap();
+            assert_eq!(u.to_string(), url);
+            assert_eq!(LinkUrl::parse(&u.to_string()).unwrap(), u);
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            let radio = schemes().any(|k| k.name == scheme && k.radio);
+            assert_eq!(radio, !u.is_tcp(), "{url}");
+            // Only the encrypted TCP links are handed the node key.
+            let noise = matches!(scheme, "tcp" | "tcp-listen");
+            assert_eq!(u.transport().holds_node_key(), noise, "{url}");
+            assert!(u.transport().role().starts_with(url), "{url}");
+        }
     }
 
     #[test]

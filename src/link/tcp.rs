@@ -2,12 +2,17 @@
 //! backoff. Envelopes travel length-prefixed (see `wire::stream`), inside the Noise layer
 //! ([`super::noise`]) unless the link is `tcp+plain://` or `tcp-listen+plain://`.
 
+use super::backoff::Backoff;
 use super::noise;
-use super::{DialState, LinkCaps, LinkCommand, LinkContext, LinkEvent, LinkId, PeerId};
+use super::{
+    DialState, LinkCaps, LinkCommand, LinkContext, LinkEnv, LinkEvent, LinkId, PeerId, Scheme,
+    Started, Transport,
+};
 use crate::wire::envelope;
 use crate::wire::stream::{frame, StreamDecoder};
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redial backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that lasted longer than this resets the redial backoff.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
 /// Accepted connections still in their Noise handshake at once; more are closed at
 /// accept. With [`noise::HANDSHAKE_TIMEOUT`] this bounds what strangers who never finish
 /// the handshake hold (they are not yet peers, so the node's session limits do not
@@ -82,6 +89,108 @@ fn check_hello(bytes: &[u8], remote_static: &[u8; 32]) -> Result<(), String> {
         "its Hello claims node id {} but its Noise handshake proved another key",
         hex::encode(h.node_id)
     ))
+}
+
+/// The TCP transport's schemes: dial or listen, with Noise or without.
+pub const SCHEMES: &[Scheme] = &[
+    Scheme {
+        name: "tcp",
+        parse: |s| TcpLink::parse(s, false, true),
+        radio: false,
+    },
+    Scheme {
+        name: "tcp-listen",
+        parse: |s| TcpLink::parse(s, true, true),
+        radio: false,
+    },
+    Scheme {
+        name: "tcp+plain",
+        parse: |s| TcpLink::parse(s, false, false),
+        radio: false,
+    },
+    Scheme {
+        name: "tcp-listen+plain",
+        parse: |s| TcpLink::parse(s, true, false),
+        radio: false,
+    },
+];
+
+/// A TCP link: `tcp://` dials one peer and redials, `tcp-listen://` accepts peers; the
+/// `+plain` ones without Noise, for tests and nodes that predate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpLink {
+    /// `host:port`.
+    pub addr: String,
+    /// Accepts rather than dials.
+    pub listen: bool,
+    /// Inside Noise, keyed by the node key.
+    pub noise: bool,
+}
+
+impl TcpLink {
+    fn parse(s: &str, listen: bool, noise: bool) -> Result<Box<dyn Transport>, String> {
+        let rest = s.split_once("://").map_or(s, |(_, r)| r);
+        let addr = parse_hostport(s, rest.trim_end_matches('/'), listen)?;
+        Ok(Box::new(TcpLink {
+            addr,
+            listen,
+            noise,
+        }))
+    }
+}
+
+impl fmt::Display for TcpLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.listen { "tcp-listen" } else { "tcp" };
+        let plain = if self.noise { "" } else { "+plain" };
+        write!(f, "{scheme}{plain}://{}", self.addr)
+    }
+}
+
+impl Transport for TcpLink {
+    fn role(&self) -> String {
+        let a = &self.addr;
+        let what = if self.listen {
+            format!("listens for TCP peers on {a}")
+        } else {
+            format!("dials {a} (and redials)")
+        };
+        let plain = if self.noise { "" } else { ", unencrypted" };
+        format!("{self}: {what}{plain}")
+    }
+
+    fn start(&self, env: LinkEnv, ctx: LinkContext) -> Started {
+        let security = match env.node_key {
+            Some(k) if self.noise => Security::noise(k),
+            _ => Security::plain(),
+        };
+        let addr = self.addr.clone();
+        Started::task(if self.listen {
+            tokio::spawn(run_listen(addr, security, ctx))
+        } else {
+            tokio::spawn(run_dial(addr, security, ctx))
+        })
+    }
+
+    fn holds_node_key(&self) -> bool {
+        self.noise
+    }
+
+    fn is_tcp(&self) -> bool {
+        true
+    }
+
+    fn listens_on(&self) -> Option<&str> {
+        (self.listen && self.noise).then_some(self.addr.as_str())
+    }
+
+    fn dials(&self) -> Option<&str> {
+        (!self.listen && self.noise).then_some(self.addr.as_str())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Check the `host:port` part of a `tcp://` or `tcp-listen://` URL (`url` is the whole
@@ -561,7 +670,7 @@ pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
             caps: LinkCaps::tcp(),
         })
         .await;
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, BACKOFF_RESET);
     let mut conns = Conns::new(Arc::default());
     loop {
         let _ = ctx
@@ -612,9 +721,7 @@ pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
                     }
                 };
                 conns.reap();
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = BACKOFF_MIN;
-                }
+                backoff.ended_after(started.elapsed());
                 format!("connection to {addr} ended: {reason}")
             }
             Ok(Err(e)) => format!("cannot connect to {addr}: {e}"),
@@ -623,17 +730,18 @@ pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
                 CONNECT_TIMEOUT.as_secs()
             ),
         };
+        let wait = backoff.next_wait();
         let _ = ctx
             .events
             .send(LinkEvent::Dial {
                 link: ctx.id,
                 state: DialState::Failed {
                     error,
-                    retry_in_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    retry_in_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 },
             })
             .await;
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(wait);
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -644,7 +752,6 @@ pub async fn run_dial(addr: String, security: Security, mut ctx: LinkContext) {
                 }
             }
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -118,18 +118,13 @@ impl Callsign {
     /// Validates and uppercases `call`; `ssid` must be 0-15.
     pub fn new(call: &str, ssid: u8) -> Result<Self, Ax25Error> {
         let bad = || Ax25Error::InvalidCallsign(format!("{call}-{ssid}"));
-        let bytes = call.as_bytes();
-        if bytes.is_empty() || bytes.len() > 6 || ssid > 15 {
+        let up = call.to_ascii_uppercase();
+        if !crate::callsign::is_ax25_call(&up) || ssid > 15 {
             return Err(bad());
         }
+        let bytes = up.as_bytes();
         let mut out = [b' '; 6];
-        for (o, &b) in out.iter_mut().zip(bytes) {
-            let b = b.to_ascii_uppercase();
-            if !b.is_ascii_uppercase() && !b.is_ascii_digit() {
-                return Err(bad());
-            }
-            *o = b;
-        }
+        out[..bytes.len()].copy_from_slice(bytes);
         Ok(Callsign {
             call: out,
             len: bytes.len() as u8,

@@ -359,9 +359,7 @@ fn limit(what: &'static str, len: usize, max: usize) -> Result<(), WireError> {
 /// `[A-Z0-9-]`: what AX.25, VARA and JS8 can all carry.
 fn check_callsign(c: &str) -> Result<(), WireError> {
     limit("hello.callsign bytes", c.len(), limits::MAX_CALLSIGN)?;
-    if c.bytes()
-        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if crate::callsign::is_wire(c) {
         Ok(())
     } else {
         Err(WireError::BadCallsign(c.to_owned()))
