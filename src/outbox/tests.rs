@@ -11,7 +11,7 @@ fn enqueue_is_durable_deduplicated_and_counted() {
     let mut ob = Outbox::default();
     let d = Dest::Peer([7; 32]);
     let a = ob
-        .enqueue(&mut store, 10, d, OutItem::Tx(h(1)), Some(vec![1]))
+        .enqueue(&mut store, 10, d, OutItem::Tx(h(1)), Some(vec![1].into()))
         .unwrap();
     let Enqueued::Added(id) = a else {
         panic!("{a:?}")
@@ -26,8 +26,8 @@ fn enqueue_is_durable_deduplicated_and_counted() {
     let again = Outbox::load(&store).unwrap();
     assert_eq!(again.len(), 2);
     assert_eq!(
-        again.find(d, OutItem::Tx(h(1))).unwrap().payload,
-        Some(vec![1])
+        again.find(d, OutItem::Tx(h(1))).unwrap().payload.as_deref(),
+        Some(&[1u8][..])
     );
     ob.delivered(&mut store, id).unwrap();
     let t = store.outbox_totals().unwrap();
