@@ -831,6 +831,17 @@ mod tests {
         check(&r);
     }
 
+    /// Islands mine at a rate that grows with their number beyond 20 islands, so each
+    /// island sees a block about every 3 hours; 100 nodes keep their 6 blocks per hour.
+    #[test]
+    fn the_block_rate_grows_with_the_islands() {
+        let rate = |n, t| Scenario::new(1, n, t, 4.0).blocks_per_hour;
+        assert_eq!(rate(20, Topology::Islands), 6.0);
+        assert_eq!(rate(100, Topology::Islands), 6.0);
+        assert_eq!(rate(1000, Topology::Islands), 60.0);
+        assert_eq!(rate(1000, Topology::Mesh), 6.0);
+    }
+
     /// The report says one thing: a clean run reads OK, and no line contradicts it.
     #[test]
     fn the_report_has_one_verdict() {
