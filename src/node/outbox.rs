@@ -6,7 +6,7 @@ use super::Node;
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, MempoolReject, Transaction, TxOutcome};
 use crate::net::{LinkCaps, PeerId};
 use crate::outbox::{
-    item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, RetryPolicy, State, Totals,
+    item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, Payload, RetryPolicy, State, Totals,
 };
 use crate::wire::envelope;
 use crate::wire::message::{limits, InvItem, InvKind, Message, ACK_REQUESTED_MIN_ID};
@@ -553,7 +553,7 @@ impl Node {
     /// lost) can never be delivered usefully, and peers refuse it without an ack: its
     /// items expire now instead of being pushed until the expiry, days later.
     pub(super) fn outbox_settle_txs(&mut self, now: u64) {
-        let stale: Vec<(u64, Hash, Option<std::sync::Arc<[u8]>>)> = self
+        let stale: Vec<(u64, Hash, Option<Payload>)> = self
             .outbox
             .ob
             .items()
@@ -656,7 +656,7 @@ impl Node {
         &mut self,
         now: u64,
         item: OutItem,
-        payload: Option<std::sync::Arc<[u8]>>,
+        payload: Option<Payload>,
         from: Option<PeerId>,
     ) -> Result<(), ChainError> {
         let source = from.and_then(|p| self.outbox.sessions.get(&p).map(|s| s.node_id));

@@ -26,6 +26,9 @@ pub const PRIO_BLOCK: u8 = 0;
 /// Priority of transaction items.
 pub const PRIO_TX: u8 = 1;
 
+/// A transaction's encoded bytes, shared by the items that carry it to several peers.
+pub type Payload = Arc<[u8]>;
+
 /// Where an item must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dest {
@@ -79,7 +82,7 @@ pub struct Item {
     /// The transaction itself (postcard), so it can be sent even after it left the
     /// mempool; blocks are read from the chain. One copy is shared by the items that
     /// carry the same transaction to different peers.
-    pub payload: Option<Arc<[u8]>>,
+    pub payload: Option<Payload>,
     /// Lower goes first.
     pub priority: u8,
     /// When it was queued (ms).
@@ -215,7 +218,7 @@ impl Outbox {
     pub fn load(store: &Store) -> Result<Outbox, StoreError> {
         let mut ob = Outbox::default();
         // The rows of one transaction (one per peer) share its payload again.
-        let mut shared: HashMap<OutItem, Arc<[u8]>> = HashMap::new();
+        let mut shared: HashMap<OutItem, Payload> = HashMap::new();
         for mut it in store.outbox_load()? {
             if let Some(p) = it.payload.take() {
                 let one = shared.entry(it.item).or_insert(p);
@@ -278,7 +281,7 @@ impl Outbox {
         now: u64,
         dest: Dest,
         item: OutItem,
-        payload: Option<Arc<[u8]>>,
+        payload: Option<Payload>,
     ) -> Result<Enqueued, StoreError> {
         if let Some(&id) = self.by_key.get(&(dest, item)) {
             return Ok(Enqueued::Exists(id));
