@@ -1,7 +1,7 @@
 //! `skywave sim`: run a many-node scenario on the deterministic simulator and print its
 //! figures (same seed, same figures), with what the run cost on this machine.
 
-use crate::sim::scenario::{run as run_scenario, Scenario, Topology};
+use crate::sim::scenario::{run_with, Progress, Scenario, Topology};
 use anyhow::{bail, Result};
 use std::time::Instant;
 
@@ -25,8 +25,17 @@ pub struct Sizing {
 
 /// Peak resident memory of this process in MB (Linux; None elsewhere).
 fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// Resident memory of this process now, in MB (Linux; None elsewhere).
+fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -70,7 +79,20 @@ pub fn run(z: Sizing, as_json: bool) -> Result<()> {
         }
     }
     let started = Instant::now();
-    let r = run_scenario(&sc)?;
+    // A large run takes minutes: say where it is on stderr (stdout keeps the report).
+    let mut tell = |p: &Progress| {
+        eprintln!(
+            "  {:.0} h simulated{}: {} events, {} outbox items waiting, {} transactions in mempools, {:.0} s, {} resident",
+            p.sim_ms as f64 / 3_600_000.0,
+            if p.healing { " (healing)" } else { "" },
+            p.events,
+            p.outbox_pending,
+            p.mempool_txs,
+            started.elapsed().as_secs_f64(),
+            rss_mb().map_or("? MB".into(), |m| format!("{m:.0} MB")),
+        )
+    };
+    let r = run_with(&sc, &mut tell)?;
     let wall = started.elapsed().as_secs_f64();
     let node_hours = z.nodes as f64 * r.elapsed_ms as f64 / 3_600_000.0;
     let per_node_hour_ms = if node_hours > 0.0 {

@@ -6,7 +6,7 @@ use super::Node;
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, MempoolReject, Transaction, TxOutcome};
 use crate::net::{LinkCaps, PeerId};
 use crate::outbox::{
-    item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, RetryPolicy, State, Totals,
+    item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, Payload, RetryPolicy, State, Totals,
 };
 use crate::wire::envelope;
 use crate::wire::message::{limits, InvItem, InvKind, Message, ACK_REQUESTED_MIN_ID};
@@ -527,7 +527,7 @@ impl Node {
             return Ok(());
         };
         let payload = crate::store::enc(&tx)?;
-        self.enqueue_for_peers(now, OutItem::Tx(id), Some(payload), from)?;
+        self.enqueue_for_peers(now, OutItem::Tx(id), Some(payload.into()), from)?;
         self.outbox_pump(now);
         Ok(())
     }
@@ -553,7 +553,7 @@ impl Node {
     /// lost) can never be delivered usefully, and peers refuse it without an ack: its
     /// items expire now instead of being pushed until the expiry, days later.
     pub(super) fn outbox_settle_txs(&mut self, now: u64) {
-        let stale: Vec<(u64, Hash, Option<Vec<u8>>)> = self
+        let stale: Vec<(u64, Hash, Option<Payload>)> = self
             .outbox
             .ob
             .items()
@@ -656,7 +656,7 @@ impl Node {
         &mut self,
         now: u64,
         item: OutItem,
-        payload: Option<Vec<u8>>,
+        payload: Option<Payload>,
         from: Option<PeerId>,
     ) -> Result<(), ChainError> {
         let source = from.and_then(|p| self.outbox.sessions.get(&p).map(|s| s.node_id));
@@ -904,7 +904,7 @@ impl Node {
                     .iter()
                     .filter_map(|id| self.outbox.ob.get(*id))
                     .map(|it| {
-                        let len = it.payload.as_ref().map_or(TYPICAL_ITEM_BYTES, Vec::len);
+                        let len = it.payload.as_ref().map_or(TYPICAL_ITEM_BYTES, |p| p.len());
                         super::packet::airtime_ms(c, len)
                     })
                     .sum(),

@@ -10,6 +10,7 @@ use crate::store::{Store, StoreError};
 use crate::wire::message::ACK_REQUESTED_MIN_ID;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Items held in total (pending, held and expired).
 pub const MAX_ITEMS: usize = 10_000;
@@ -24,6 +25,9 @@ pub const EXPIRY_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const PRIO_BLOCK: u8 = 0;
 /// Priority of transaction items.
 pub const PRIO_TX: u8 = 1;
+
+/// A transaction's encoded bytes, shared by the items that carry it to several peers.
+pub type Payload = Arc<[u8]>;
 
 /// Where an item must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,8 +80,9 @@ pub struct Item {
     /// Payload reference.
     pub item: OutItem,
     /// The transaction itself (postcard), so it can be sent even after it left the
-    /// mempool; blocks are read from the chain.
-    pub payload: Option<Vec<u8>>,
+    /// mempool; blocks are read from the chain. One copy is shared by the items that
+    /// carry the same transaction to different peers.
+    pub payload: Option<Payload>,
     /// Lower goes first.
     pub priority: u8,
     /// When it was queued (ms).
@@ -212,7 +217,13 @@ impl Outbox {
     /// Load the items saved in `store`.
     pub fn load(store: &Store) -> Result<Outbox, StoreError> {
         let mut ob = Outbox::default();
-        for it in store.outbox_load()? {
+        // The rows of one transaction (one per peer) share its payload again.
+        let mut shared: HashMap<OutItem, Payload> = HashMap::new();
+        for mut it in store.outbox_load()? {
+            if let Some(p) = it.payload.take() {
+                let one = shared.entry(it.item).or_insert(p);
+                it.payload = Some(Arc::clone(one));
+            }
             ob.index(it);
         }
         Ok(ob)
@@ -270,7 +281,7 @@ impl Outbox {
         now: u64,
         dest: Dest,
         item: OutItem,
-        payload: Option<Vec<u8>>,
+        payload: Option<Payload>,
     ) -> Result<Enqueued, StoreError> {
         if let Some(&id) = self.by_key.get(&(dest, item)) {
             return Ok(Enqueued::Exists(id));

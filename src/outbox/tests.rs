@@ -11,7 +11,7 @@ fn enqueue_is_durable_deduplicated_and_counted() {
     let mut ob = Outbox::default();
     let d = Dest::Peer([7; 32]);
     let a = ob
-        .enqueue(&mut store, 10, d, OutItem::Tx(h(1)), Some(vec![1]))
+        .enqueue(&mut store, 10, d, OutItem::Tx(h(1)), Some(vec![1].into()))
         .unwrap();
     let Enqueued::Added(id) = a else {
         panic!("{a:?}")
@@ -26,8 +26,8 @@ fn enqueue_is_durable_deduplicated_and_counted() {
     let again = Outbox::load(&store).unwrap();
     assert_eq!(again.len(), 2);
     assert_eq!(
-        again.find(d, OutItem::Tx(h(1))).unwrap().payload,
-        Some(vec![1])
+        again.find(d, OutItem::Tx(h(1))).unwrap().payload.as_deref(),
+        Some(&[1u8][..])
     );
     ob.delivered(&mut store, id).unwrap();
     let t = store.outbox_totals().unwrap();
@@ -138,4 +138,45 @@ fn seen_set_matches_hash_and_is_capped() {
     }
     assert_eq!(store.seen_len().unwrap(), 3);
     assert!(!store.seen_contains(&s, 1, &[1; 32]).unwrap());
+}
+
+/// One transaction queued for several peers is held once in memory, also after a reload
+/// from the store (a gateway holds thousands of them for peers out of reach).
+#[test]
+fn items_of_one_transaction_share_their_payload() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let payload: Arc<[u8]> = vec![9u8; 150].into();
+    for peer in 1..=3 {
+        ob.enqueue(
+            &mut store,
+            0,
+            Dest::Peer([peer; 32]),
+            OutItem::Tx(h(4)),
+            Some(Arc::clone(&payload)),
+        )
+        .unwrap();
+    }
+    ob.enqueue(
+        &mut store,
+        0,
+        Dest::Any,
+        OutItem::Tx(h(5)),
+        Some(vec![9u8; 150].into()),
+    )
+    .unwrap();
+    let again = Outbox::load(&store).unwrap();
+    let of = |item| -> Vec<Arc<[u8]>> {
+        again
+            .items()
+            .filter(|it| it.item == item)
+            .filter_map(|it| it.payload.clone())
+            .collect()
+    };
+    let four = of(OutItem::Tx(h(4)));
+    assert_eq!(four.len(), 3);
+    assert_eq!(&four[0][..], &payload[..]);
+    assert!(four.iter().all(|p| Arc::ptr_eq(p, &four[0])));
+    let five = of(OutItem::Tx(h(5)));
+    assert!(!Arc::ptr_eq(&five[0], &four[0]));
 }

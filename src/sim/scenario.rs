@@ -49,7 +49,7 @@ pub struct Scenario {
     pub topology: Topology,
     /// Hours of activity before the heal phase.
     pub hours: f64,
-    /// Average blocks mined per hour (network-wide).
+    /// Average blocks mined per hour (network-wide; see [`Scenario::new`]).
     pub blocks_per_hour: f64,
     /// Average payments per node per hour: the load grows with the network.
     pub payments_per_node_hour: f64,
@@ -58,14 +58,23 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// Defaults for a topology.
+    /// Defaults for a topology: 0.5 payments per node per hour, 2 crashes per hour and 6
+    /// blocks per hour, or for more than 20 islands [`BLOCKS_PER_ISLAND_HOUR`] per
+    /// island: cut off for hours, each island mines on its own, and with a fixed rate
+    /// spread over 200 islands each would see a block about once a day while its
+    /// payments (which grow with the nodes) wait unmined in every mempool and outbox.
     pub fn new(seed: u64, nodes: usize, topology: Topology, hours: f64) -> Scenario {
+        let islands = nodes.div_ceil(ISLAND) as f64;
+        let blocks_per_hour = match topology {
+            Topology::Islands => (BLOCKS_PER_ISLAND_HOUR * islands).max(6.0),
+            _ => 6.0,
+        };
         Scenario {
             seed,
             nodes,
             topology,
             hours,
-            blocks_per_hour: 6.0,
+            blocks_per_hour,
             payments_per_node_hour: 0.5,
             restarts_per_hour: 2.0,
         }
@@ -286,6 +295,10 @@ fn wallet(seed: u64, i: usize) -> ed25519_dalek::SigningKey {
 /// Nodes per island.
 const ISLAND: usize = 5;
 
+/// Blocks per island and hour in a network of more than 20 islands: what 6 blocks per
+/// hour give each of 20 islands (100 nodes).
+pub const BLOCKS_PER_ISLAND_HOUR: f64 = 0.3;
+
 /// Join the nodes; returns the flapping links with their (up, down) schedule, started
 /// after the funding.
 fn build(sc: &Scenario, sim: &mut Sim, rng: &mut Rng) -> Vec<(usize, (u64, u64))> {
@@ -448,8 +461,28 @@ fn expiry_reason(sim: &Sim, made: &BTreeMap<Hash, Made>, kind: &str, hash: &Hash
     }
 }
 
+/// Where a run is, handed to [`run_with`]'s callback once per simulated hour.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Virtual time since the start, in ms.
+    pub sim_ms: u64,
+    /// In the heal phase.
+    pub healing: bool,
+    /// Simulator events handled so far.
+    pub events: u64,
+    /// Outbox items waiting to be sent, summed over nodes.
+    pub outbox_pending: usize,
+    /// Transactions in mempools, summed over nodes.
+    pub mempool_txs: usize,
+}
+
 /// Run a scenario.
 pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
+    run_with(sc, &mut |_| {})
+}
+
+/// Run a scenario, telling `progress` where it is every simulated hour.
+pub fn run_with(sc: &Scenario, progress: &mut dyn FnMut(&Progress)) -> Result<Report, ChainError> {
     let mut p = params::regtest();
     p.coinbase_maturity = SIM_COINBASE_MATURITY;
     let mut sim = Sim::new(&p, sc.nodes, sc.seed)?;
@@ -477,7 +510,19 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
     let steps = (sc.hours * 60.0) as u64;
     let net = p.network_id();
     let pay_rate = sc.payments_per_node_hour * sc.nodes as f64 / 60.0;
-    for _ in 0..steps {
+    let tell = |sim: &Sim, healing: bool, progress: &mut dyn FnMut(&Progress)| {
+        progress(&Progress {
+            sim_ms: sim.now() - start,
+            healing,
+            events: sim.handled,
+            outbox_pending: sim.nodes.iter().map(|n| n.outbox_waiting()).sum(),
+            mempool_txs: sim.nodes.iter().map(|n| n.chain().mempool_len()).sum(),
+        })
+    };
+    for minute in 0..steps {
+        if minute % 60 == 59 {
+            tell(&sim, false, progress);
+        }
         for _ in 0..draw(&mut rng, sc.blocks_per_hour / 60.0) {
             let m = miners[rng.below(miners.len() as u64) as usize];
             sim.mine(m, addrs[m]);
@@ -514,6 +559,9 @@ pub fn run(sc: &Scenario) -> Result<Report, ChainError> {
     let mut converge_ms = None;
     let mut tips_ms = None;
     for round in 0..24 * 60 {
+        if round % 60 == 59 {
+            tell(&sim, true, progress);
+        }
         sim.run_for(step);
         let one_tip = sim.converged();
         if tips_ms.is_none() && one_tip {
@@ -781,6 +829,17 @@ mod tests {
     fn a_thousand_nodes_in_islands_converge_with_nothing_lost() {
         let r = run(&Scenario::new(1, 1000, Topology::Islands, 4.0)).unwrap();
         check(&r);
+    }
+
+    /// Islands mine at a rate that grows with their number beyond 20 islands, so each
+    /// island sees a block about every 3 hours; 100 nodes keep their 6 blocks per hour.
+    #[test]
+    fn the_block_rate_grows_with_the_islands() {
+        let rate = |n, t| Scenario::new(1, n, t, 4.0).blocks_per_hour;
+        assert_eq!(rate(20, Topology::Islands), 6.0);
+        assert_eq!(rate(100, Topology::Islands), 6.0);
+        assert_eq!(rate(1000, Topology::Islands), 60.0);
+        assert_eq!(rate(1000, Topology::Mesh), 6.0);
     }
 
     /// The report says one thing: a clean run reads OK, and no line contradicts it.
