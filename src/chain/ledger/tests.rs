@@ -1,6 +1,9 @@
 use super::*;
 use crate::chain::merkle;
 use crate::chain::params;
+use crate::chain::state::apply_changes;
+use crate::chain::types::Coinbase;
+use crate::chain::validate;
 use crate::chain::Sig;
 use ed25519_dalek::SigningKey;
 
