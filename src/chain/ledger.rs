@@ -22,7 +22,7 @@ use super::mempool::{Mempool, MempoolLimits, MempoolReject};
 use super::orphans::OrphanPool;
 use super::params::NetworkParams;
 use super::pow;
-use super::types::{Address, Block, Hash, Header, Transaction};
+use super::types::{Address, Block, Hash, Transaction};
 use super::validate::ValidationError;
 use crate::store::{BlockStatus, Store, StoreError};
 use std::cmp::Reverse;
@@ -32,6 +32,8 @@ use std::sync::atomic::AtomicU64;
 pub use super::state::Account;
 
 mod index;
+
+use index::{BlockIndex, Node};
 mod reorg;
 mod submit;
 
@@ -172,36 +174,24 @@ impl ChainError {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Node {
-    header: Header,
-    work: u128,
-    status: BlockStatus,
-    has_body: bool,
-    seq: u64,
-    // This block and all its ancestors have bodies and none is known invalid.
-    connectable: bool,
-    // In the presync area: checked, in memory only, on a chain below the threshold.
-    presync: bool,
-}
-
 /// The chain state machine. See the module docs.
 pub struct Chain {
     params: NetworkParams,
     network_id: [u8; 4],
     store: Store,
-    index: HashMap<Hash, Node>,
-    children: HashMap<Hash, Vec<Hash>>,
-    main: Vec<Hash>,
+    index: BlockIndex,
+    // The active chain by height, as positions in `index`.
+    main: Vec<u32>,
     accounts: HashMap<Address, Account>,
     mempool: Mempool,
     orphans: OrphanPool,
     // Connectable blocks that may beat the tip, ordered by (work, first seen).
     candidates: BTreeSet<(u128, Reverse<u64>, Hash)>,
     best_header: Hash,
-    // The best header chain by height (`best_chain[h]` is `best_header`'s ancestor at
-    // height `h`); `Hash::ZERO` below an ancestor missing from the index.
-    best_chain: Vec<Hash>,
+    // The best header chain by height (`best_chain[h]` is the position of
+    // `best_header`'s ancestor at height `h`); `NONE` below an ancestor missing from
+    // the index.
+    best_chain: Vec<u32>,
     // Download cursor: every block of `best_chain` below this height is connectable.
     // A lower bound, advanced lazily by `missing_blocks` (hence atomic: `&self`) and
     // lowered when the header chain reorganises or a block on it turns invalid.
@@ -284,15 +274,14 @@ impl Chain {
             params,
             network_id,
             store,
-            index: HashMap::new(),
-            children: HashMap::new(),
+            index: BlockIndex::default(),
             main: Vec::new(),
             accounts: HashMap::new(),
             mempool: Mempool::new(limits),
             orphans: OrphanPool::default(),
             candidates: BTreeSet::new(),
             best_header: ghash,
-            best_chain: vec![ghash],
+            best_chain: Vec::new(),
             dl_cursor: AtomicU64::new(0),
             next_seq: 0,
             invalid: InvalidSet::default(),
@@ -314,6 +303,7 @@ impl Chain {
     fn load(&mut self) -> Result<(), ChainError> {
         let rows = self.store.load_index()?;
         let ghash = self.params.genesis_hash();
+        self.index.reserve(rows.len());
         for r in rows {
             let connectable = r.status == BlockStatus::HaveBody
                 && (r.hash == ghash
@@ -325,29 +315,30 @@ impl Chain {
                 if !self.index.contains_key(&r.header.prev) {
                     return Err(internal(format!("block {} has no parent in store", r.hash)));
                 }
-                self.children.entry(r.header.prev).or_default().push(r.hash);
             }
             self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
-            self.index.insert(
-                r.hash,
-                Node {
-                    header: r.header,
-                    work: r.work,
-                    status: r.status,
-                    has_body: r.has_body,
-                    seq: r.seq,
-                    connectable,
-                    presync: false,
-                },
-            );
+            let mut node = Node::new(r.hash, r.header, r.work, r.seq, r.status);
+            node.has_body = r.has_body;
+            node.connectable = connectable;
+            self.index
+                .insert(node)
+                .ok_or_else(|| internal("block index full"))?;
         }
-        self.main = self.store.load_main_chain()?;
-        if self.main.first() != Some(&ghash) {
+        let main = self.store.load_main_chain()?;
+        if main.first() != Some(&ghash) {
             return Err(internal("main chain does not start at genesis"));
         }
-        for (h, hash) in self.main.iter().enumerate() {
-            match self.index.get(hash) {
-                Some(n) if n.header.height == h as u64 => {}
+        self.main = Vec::with_capacity(main.len());
+        for (h, hash) in main.iter().enumerate() {
+            match self.index.pos(hash) {
+                Some(p)
+                    if self
+                        .index
+                        .at(p)
+                        .is_some_and(|n| n.header.height == h as u64) =>
+                {
+                    self.main.push(p)
+                }
                 _ => return Err(internal(format!("main chain block {hash} not in index"))),
             }
         }

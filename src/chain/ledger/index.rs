@@ -2,13 +2,198 @@
 //! header chain and the download cursor, and the queries a peer's sync asks of them.
 
 use super::{
-    Chain, ChainError, Node, TipInfo, MAX_PRESYNC_HEADERS, PRESYNC_MARGIN_BLOCKS, PRESYNC_TTL_SECS,
+    Chain, ChainError, TipInfo, MAX_PRESYNC_HEADERS, PRESYNC_MARGIN_BLOCKS, PRESYNC_TTL_SECS,
 };
 use crate::chain::pow;
 use crate::chain::types::{Hash, Header};
 use crate::chain::validate::{self, HeaderContext, ValidationError};
 use crate::store::BlockStatus;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
+/// No position: the end of a child list, or a height the best header chain lacks.
+pub(super) const NONE: u32 = u32::MAX;
+
+/// A header in the index.
+#[derive(Clone, Debug)]
+pub(super) struct Node {
+    pub(super) hash: Hash,
+    pub(super) header: Header,
+    pub(super) work: u128,
+    pub(super) seq: u64,
+    // Children as a list through the index (the first here, the others through each
+    // child's `next_sibling`): no allocation and no map entry per block.
+    first_child: u32,
+    next_sibling: u32,
+    pub(super) status: BlockStatus,
+    pub(super) has_body: bool,
+    // This block and all its ancestors have bodies and none is known invalid.
+    pub(super) connectable: bool,
+    // In the presync area: checked, in memory only, on a chain below the threshold.
+    pub(super) presync: bool,
+}
+
+impl Node {
+    /// A node for `header`, whose hash is `hash`.
+    pub(super) fn new(
+        hash: Hash,
+        header: Header,
+        work: u128,
+        seq: u64,
+        status: BlockStatus,
+    ) -> Node {
+        Node {
+            hash,
+            header,
+            work,
+            seq,
+            first_child: NONE,
+            next_sibling: NONE,
+            status,
+            has_body: false,
+            connectable: false,
+            presync: false,
+        }
+    }
+}
+
+/// Every header we know, in one vector addressed by position (`u32`), with a map from
+/// hash to position. It holds a node per block of the chain, so its size per block is
+/// what a long chain costs in memory: about 230 bytes here, where a map of hash to node
+/// with a map of children beside it cost about 490 (BENCHMARKS.md, issue 14).
+#[derive(Default)]
+pub(super) struct BlockIndex {
+    nodes: Vec<Node>,
+    by_hash: HashMap<Hash, u32>,
+    // Positions of removed (presync) nodes, reused first so churn does not grow `nodes`.
+    free: Vec<u32>,
+}
+
+impl BlockIndex {
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.nodes.reserve(n);
+        self.by_hash.reserve(n);
+    }
+
+    pub(super) fn pos(&self, h: &Hash) -> Option<u32> {
+        self.by_hash.get(h).copied()
+    }
+
+    pub(super) fn at(&self, pos: u32) -> Option<&Node> {
+        self.nodes.get(pos as usize)
+    }
+
+    pub(super) fn get(&self, h: &Hash) -> Option<&Node> {
+        self.pos(h).and_then(|p| self.at(p))
+    }
+
+    pub(super) fn get_mut(&mut self, h: &Hash) -> Option<&mut Node> {
+        let p = self.pos(h)?;
+        self.nodes.get_mut(p as usize)
+    }
+
+    pub(super) fn contains_key(&self, h: &Hash) -> bool {
+        self.by_hash.contains_key(h)
+    }
+
+    /// Live nodes with their hashes, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Hash, &Node)> {
+        self.by_hash
+            .iter()
+            .filter_map(|(h, &p)| self.at(p).map(|n| (h, n)))
+    }
+
+    /// Add a node (not yet indexed) as the last child of its parent, if indexed.
+    /// Returns its position, or `None` when the index is full (4 billion headers).
+    pub(super) fn insert(&mut self, node: Node) -> Option<u32> {
+        let (hash, prev) = (node.hash, node.header.prev);
+        let pos = match self.free.pop() {
+            Some(p) => {
+                *self.nodes.get_mut(p as usize)? = node;
+                p
+            }
+            None => {
+                let p = u32::try_from(self.nodes.len())
+                    .ok()
+                    .filter(|p| *p != NONE)?;
+                self.nodes.push(node);
+                p
+            }
+        };
+        self.by_hash.insert(hash, pos);
+        if let Some(parent) = self.pos(&prev) {
+            self.link_child(parent, pos);
+        }
+        Some(pos)
+    }
+
+    fn link_child(&mut self, parent: u32, child: u32) {
+        // Appended at the end so children come in arrival order, as before.
+        let mut last = NONE;
+        let mut cur = self.at(parent).map_or(NONE, |n| n.first_child);
+        while let Some(n) = self.at(cur) {
+            last = cur;
+            cur = n.next_sibling;
+        }
+        let slot = if last == NONE {
+            self.nodes
+                .get_mut(parent as usize)
+                .map(|n| &mut n.first_child)
+        } else {
+            self.nodes
+                .get_mut(last as usize)
+                .map(|n| &mut n.next_sibling)
+        };
+        if let Some(slot) = slot {
+            *slot = child;
+        }
+    }
+
+    /// Hashes of the indexed children of `h`, in arrival order.
+    pub(super) fn children(&self, h: &Hash) -> Vec<Hash> {
+        let mut out = Vec::new();
+        let mut cur = self.get(h).map_or(NONE, |n| n.first_child);
+        while let Some(n) = self.at(cur) {
+            out.push(n.hash);
+            cur = n.next_sibling;
+        }
+        out
+    }
+
+    /// Remove a node, unlinking it from its parent's children; its own children are
+    /// left unreachable, so the caller removes them too.
+    pub(super) fn remove(&mut self, h: &Hash) {
+        let Some(pos) = self.by_hash.remove(h) else {
+            return;
+        };
+        let Some((prev, next)) = self.at(pos).map(|n| (n.header.prev, n.next_sibling)) else {
+            return;
+        };
+        if let Some(parent) = self.pos(&prev) {
+            let mut cur = self.at(parent).map_or(NONE, |n| n.first_child);
+            if cur == pos {
+                if let Some(n) = self.nodes.get_mut(parent as usize) {
+                    n.first_child = next;
+                }
+            } else {
+                while let Some(n) = self.at(cur) {
+                    if n.next_sibling == pos {
+                        if let Some(n) = self.nodes.get_mut(cur as usize) {
+                            n.next_sibling = next;
+                        }
+                        break;
+                    }
+                    cur = n.next_sibling;
+                }
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(pos as usize) {
+            n.first_child = NONE;
+            n.next_sibling = NONE;
+        }
+        self.free.push(pos);
+    }
+}
 
 impl Chain {
     pub(super) fn rescan_best_header(&mut self) {
@@ -26,21 +211,21 @@ impl Chain {
     fn set_best_header(&mut self, best: Hash) {
         self.best_header = best;
         let mut path = Vec::new();
-        let mut cur = best;
+        let mut cur = self.index.pos(&best);
         // `Some(f)`: `best_chain[..f]` is still right.
         let mut keep = None;
-        while let Some(n) = self.index.get(&cur) {
+        while let Some((p, n)) = cur.and_then(|p| Some((p, self.index.at(p)?))) {
             let h = n.header.height;
-            if self.best_chain.get(h as usize) == Some(&cur) {
+            if self.best_chain.get(h as usize) == Some(&p) {
                 keep = Some(h + 1);
                 break;
             }
-            path.push(cur);
+            path.push(p);
             if h == 0 {
                 keep = Some(0);
                 break;
             }
-            cur = n.header.prev;
+            cur = self.index.pos(&n.header.prev);
         }
         let base = match keep {
             Some(f) => f,
@@ -48,7 +233,7 @@ impl Chain {
                 // An ancestor missing from the index: nothing below it is known.
                 let low = path
                     .last()
-                    .and_then(|h| self.index.get(h))
+                    .and_then(|&p| self.index.at(p))
                     .map_or(0, |n| n.header.height);
                 self.best_chain.clear();
                 self.dl_cursor.store(0, Ordering::Relaxed);
@@ -57,7 +242,7 @@ impl Chain {
         };
         let base_len = usize::try_from(base).unwrap_or(usize::MAX);
         self.best_chain.truncate(base_len);
-        self.best_chain.resize(base_len, Hash::ZERO);
+        self.best_chain.resize(base_len, NONE);
         self.best_chain.extend(path.into_iter().rev());
         self.dl_cursor.fetch_min(base, Ordering::Relaxed);
     }
@@ -82,8 +267,8 @@ impl Chain {
     pub(super) fn tip_hash(&self) -> Hash {
         self.main
             .last()
-            .copied()
-            .unwrap_or_else(|| self.params.genesis_hash())
+            .and_then(|&p| self.index.at(p))
+            .map_or_else(|| self.params.genesis_hash(), |n| n.hash)
     }
 
     /// Tip of the most-work header chain not known invalid (may be ahead of the tip).
@@ -146,14 +331,20 @@ impl Chain {
         usize::try_from(height)
             .ok()
             .and_then(|h| self.main.get(h))
-            .copied()
+            .and_then(|&p| self.index.at(p))
+            .map(|n| n.hash)
     }
 
     /// True if the block is on the active chain.
     pub fn is_on_main_chain(&self, h: &Hash) -> bool {
-        self.index
-            .get(h)
-            .is_some_and(|n| self.main_hash_at(n.header.height) == Some(*h))
+        self.index.pos(h).is_some_and(|p| {
+            self.index.at(p).is_some_and(|n| {
+                usize::try_from(n.header.height)
+                    .ok()
+                    .and_then(|i| self.main.get(i))
+                    == Some(&p)
+            })
+        })
     }
 
     /// Block locator: hashes from the tip back to genesis, one by one for the first ten,
@@ -166,7 +357,9 @@ impl Chain {
             if h == 0 || out.len() == 63 {
                 break;
             }
-            out.push(self.main[h]);
+            if let Some(hash) = self.main_hash_at(h as u64) {
+                out.push(hash);
+            }
             if out.len() >= 10 {
                 step = step.saturating_mul(2);
             }
@@ -329,19 +522,12 @@ impl Chain {
         let presync = !store && work < self.store_threshold();
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.index.insert(
-            hash,
-            Node {
-                header: header.clone(),
-                work,
-                status: BlockStatus::HeaderOnly,
-                has_body: false,
-                seq,
-                connectable: false,
-                presync,
-            },
-        );
-        self.children.entry(header.prev).or_default().push(hash);
+        let mut node = Node::new(hash, header.clone(), work, seq, BlockStatus::HeaderOnly);
+        node.presync = presync;
+        if self.index.insert(node).is_none() {
+            // 4 billion headers: not indexed, as if dropped from presync.
+            return (Vec::new(), true);
+        }
         if presync {
             self.presync.push_back((hash, now));
             self.presync_count += 1;
@@ -408,18 +594,9 @@ impl Chain {
             if !n.presync {
                 continue;
             }
-            let prev = n.header.prev;
+            stack.extend(self.index.children(&h));
             self.index.remove(&h);
             self.presync_count = self.presync_count.saturating_sub(1);
-            if let Some(v) = self.children.get_mut(&prev) {
-                v.retain(|x| *x != h);
-                if v.is_empty() {
-                    self.children.remove(&prev);
-                }
-            }
-            if let Some(c) = self.children.remove(&h) {
-                stack.extend(c);
-            }
         }
     }
 
@@ -483,7 +660,7 @@ impl Chain {
             let connectable = self
                 .best_chain
                 .get(cursor as usize)
-                .and_then(|h| self.index.get(h))
+                .and_then(|&p| self.index.at(p))
                 .is_some_and(|n| n.connectable);
             if !connectable {
                 break;
@@ -493,12 +670,12 @@ impl Chain {
         self.dl_cursor.store(cursor, Ordering::Relaxed);
         // Genesis is never fetched.
         let from = usize::try_from(cursor.max(1)).unwrap_or(usize::MAX);
-        for h in self.best_chain.iter().skip(from) {
+        for &p in self.best_chain.iter().skip(from) {
             if out.len() >= max {
                 break;
             }
-            if self.index.get(h).is_some_and(|n| !n.has_body) {
-                out.push(*h);
+            if let Some(n) = self.index.at(p).filter(|n| !n.has_body) {
+                out.push(n.hash);
             }
         }
         out

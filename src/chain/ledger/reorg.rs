@@ -70,9 +70,7 @@ impl Chain {
             if n.work >= tip_work {
                 self.candidates.insert((n.work, Reverse(n.seq), h));
             }
-            if let Some(c) = self.children.get(&h) {
-                stack.extend(c.iter().copied());
-            }
+            stack.extend(self.index.children(&h));
         }
     }
 
@@ -90,9 +88,7 @@ impl Chain {
                 self.candidates.remove(&(n.work, Reverse(n.seq), h));
                 marked.push(h);
             }
-            if let Some(c) = self.children.get(&h) {
-                stack.extend(c.iter().copied());
-            }
+            stack.extend(self.index.children(&h));
         }
         self.store.mark_invalid(&marked)?;
         let lowest = marked
@@ -205,6 +201,10 @@ impl Chain {
         if block.header.prev != self.tip_hash() {
             return Err(internal(format!("block {h} does not extend the tip")));
         }
+        let pos = self
+            .index
+            .pos(&h)
+            .ok_or_else(|| internal(format!("block {h} not in the index")))?;
         let mut ov = Overlay::new(&self.accounts);
         let height = block.header.height;
         let (params, window) = (&self.params, &self.recent_coinbases);
@@ -223,7 +223,7 @@ impl Chain {
             tx_ids: &tx_ids,
         })?;
         apply_changes(&mut self.accounts, &changes);
-        self.main.push(h);
+        self.main.push(pos);
         self.recent_coinbases
             .push_back((height, block.coinbase.to, block.coinbase.amount));
         while self
