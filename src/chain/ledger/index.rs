@@ -8,7 +8,8 @@ use crate::chain::pow;
 use crate::chain::types::{Hash, Header};
 use crate::chain::validate::{self, HeaderContext, ValidationError};
 use crate::store::BlockStatus;
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::Ordering;
 
 /// No position: the end of a child list, or a height the best header chain lacks.
@@ -57,26 +58,42 @@ impl Node {
     }
 }
 
-/// Every header we know, in one vector addressed by position (`u32`), with a map from
-/// hash to position. It holds a node per block of the chain, so its size per block is
-/// what a long chain costs in memory: about 230 bytes here, where a map of hash to node
-/// with a map of children beside it cost about 490 (BENCHMARKS.md, issue 14).
+/// Every header we know, in one vector addressed by position (`u32`), with a hash
+/// table of positions that finds a node by its hash (kept once, in the node). It holds a
+/// node per block of the chain, so its size per block is what a long chain costs in
+/// memory: about 210 bytes here, where a map of hash to node with a map of children
+/// beside it cost about 490 (BENCHMARKS.md, issue 14).
 #[derive(Default)]
 pub(super) struct BlockIndex {
     nodes: Vec<Node>,
-    by_hash: HashMap<Hash, u32>,
+    by_hash: HashTable<u32>,
+    hasher: RandomState,
     // Positions of removed (presync) nodes, reused first so churn does not grow `nodes`.
     free: Vec<u32>,
+}
+
+/// The table's hash of the node at `pos` (a removed or absent one hashes as zero: the
+/// table never holds it).
+fn rehash(nodes: &[Node], hasher: &RandomState, pos: u32) -> u64 {
+    nodes
+        .get(pos as usize)
+        .map_or(0, |n| hasher.hash_one(n.hash))
 }
 
 impl BlockIndex {
     pub(super) fn reserve(&mut self, n: usize) {
         self.nodes.reserve(n);
-        self.by_hash.reserve(n);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.by_hash.reserve(n, |&p| rehash(nodes, hasher, p));
     }
 
     pub(super) fn pos(&self, h: &Hash) -> Option<u32> {
-        self.by_hash.get(h).copied()
+        let nodes = &self.nodes;
+        self.by_hash
+            .find(self.hasher.hash_one(h), |&p| {
+                nodes.get(p as usize).is_some_and(|n| n.hash == *h)
+            })
+            .copied()
     }
 
     pub(super) fn at(&self, pos: u32) -> Option<&Node> {
@@ -93,14 +110,14 @@ impl BlockIndex {
     }
 
     pub(super) fn contains_key(&self, h: &Hash) -> bool {
-        self.by_hash.contains_key(h)
+        self.pos(h).is_some()
     }
 
     /// Live nodes with their hashes, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Hash, &Node)> {
         self.by_hash
             .iter()
-            .filter_map(|(h, &p)| self.at(p).map(|n| (h, n)))
+            .filter_map(|&p| self.at(p).map(|n| (&n.hash, n)))
     }
 
     /// Add a node (not yet indexed) as the last child of its parent, if indexed.
@@ -120,7 +137,9 @@ impl BlockIndex {
                 p
             }
         };
-        self.by_hash.insert(hash, pos);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.by_hash
+            .insert_unique(hasher.hash_one(hash), pos, |&p| rehash(nodes, hasher, p));
         if let Some(parent) = self.pos(&prev) {
             self.link_child(parent, pos);
         }
@@ -163,9 +182,15 @@ impl BlockIndex {
     /// Remove a node, unlinking it from its parent's children; its own children are
     /// left unreachable, so the caller removes them too.
     pub(super) fn remove(&mut self, h: &Hash) {
-        let Some(pos) = self.by_hash.remove(h) else {
+        let Some(pos) = self.pos(h) else {
             return;
         };
+        let nodes = &self.nodes;
+        if let Ok(entry) = self.by_hash.find_entry(self.hasher.hash_one(h), |&p| {
+            nodes.get(p as usize).is_some_and(|n| n.hash == *h)
+        }) {
+            entry.remove();
+        }
         let Some((prev, next)) = self.at(pos).map(|n| (n.header.prev, n.next_sibling)) else {
             return;
         };
