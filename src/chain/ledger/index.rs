@@ -725,3 +725,52 @@ impl Chain {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(prev: Hash, height: u64, nonce: u64) -> Node {
+        let header = Header {
+            version: 1,
+            prev,
+            merkle_root: Hash::ZERO,
+            time: 0,
+            bits: 0,
+            nonce,
+            height,
+        };
+        Node::new(header.hash(), header, 0, 0, BlockStatus::HeaderOnly)
+    }
+
+    /// Removing nodes (presync churn) unlinks them from their parent's children, the
+    /// hash no longer finds them, and the freed position is reused.
+    #[test]
+    fn removal_unlinks_and_positions_are_reused() {
+        let mut ix = BlockIndex::default();
+        let root = node(Hash::ZERO, 0, 0);
+        let r = root.hash;
+        ix.insert(root).unwrap();
+        let kids: Vec<Node> = (1..=3).map(|i| node(r, 1, i)).collect();
+        let hashes: Vec<Hash> = kids.iter().map(|n| n.hash).collect();
+        let positions: Vec<u32> = kids.into_iter().map(|n| ix.insert(n).unwrap()).collect();
+        assert_eq!(ix.children(&r), hashes);
+        // The middle child, then the first: both links of the list are mended.
+        ix.remove(&hashes[1]);
+        assert_eq!(ix.children(&r), vec![hashes[0], hashes[2]]);
+        ix.remove(&hashes[0]);
+        assert_eq!(ix.children(&r), vec![hashes[2]]);
+        assert!(!ix.contains_key(&hashes[0]) && !ix.contains_key(&hashes[1]));
+        assert_eq!(ix.iter().count(), 2);
+        let again = node(r, 1, 9);
+        let h = again.hash;
+        let p = ix.insert(again).unwrap();
+        assert!(
+            p == positions[0] || p == positions[1],
+            "slot {p} not reused"
+        );
+        assert_eq!(ix.get(&h).map(|n| n.hash), Some(h));
+        assert_eq!(ix.children(&r), vec![hashes[2], h]);
+        assert_eq!(ix.get(&hashes[2]).map(|n| n.hash), Some(hashes[2]));
+    }
+}
