@@ -311,10 +311,8 @@ impl Chain {
                         .index
                         .get(&r.header.prev)
                         .is_some_and(|p| p.connectable));
-            if r.hash != ghash {
-                if !self.index.contains_key(&r.header.prev) {
-                    return Err(internal(format!("block {} has no parent in store", r.hash)));
-                }
+            if r.hash != ghash && !self.index.contains_key(&r.header.prev) {
+                return Err(internal(format!("block {} has no parent in store", r.hash)));
             }
             self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
             let mut node = Node::new(r.hash, r.header, r.work, r.seq, r.status);
