@@ -3,7 +3,8 @@
 //! A target is a 256-bit unsigned number; a header is valid when its hash, read as a
 //! big-endian 256-bit number, is at most the target. Targets travel in Bitcoin's compact
 //! form: `bits = exponent << 24 | mantissa`, meaning `mantissa * 256^(exponent - 3)`.
-//! The 256-bit arithmetic is done here on four u64 limbs, without a bignum crate.
+//! The 256-bit arithmetic is done here on four u64 limbs, without a bignum crate; its
+//! tests check every operation against `ruint` (a dev-dependency only).
 
 use super::params::NetworkParams;
 use super::types::Header;
@@ -550,6 +551,168 @@ mod tests {
             // Compact rounding may shave a little off; never outside the clamp.
             prop_assert!(nt <= hi);
             prop_assert!(nt.checked_mul_u64(1 << 15).unwrap() >= lo.checked_mul_u64((1 << 15) - 1).unwrap());
+        }
+    }
+
+    /// The hand-written [`U256`] against `ruint`'s, a maintained 256-bit integer, as a
+    /// reference: every operation on the same limbs must give the same answer.
+    mod against_ruint {
+        use super::*;
+
+        type R = ruint::Uint<256, 4>;
+        // Wide enough for 2^256 itself (the numerator of `work`).
+        type R320 = ruint::Uint<320, 5>;
+
+        fn r(x: &U256) -> R {
+            R::from_limbs(x.0)
+        }
+
+        fn ours(x: &R) -> U256 {
+            U256(*x.as_limbs())
+        }
+
+        /// Numbers of every magnitude, not only ~256-bit ones: limbs (random, or the
+        /// edges where carries chain) cut to a random bit length, so quotients, carries
+        /// and compact exponents vary.
+        fn num() -> impl Strategy<Value = U256> {
+            let limb = prop_oneof![
+                any::<u64>(),
+                Just(0),
+                Just(1),
+                Just(u64::MAX),
+                Just(u64::MAX - 1)
+            ];
+            (prop::array::uniform4(limb), 0u32..=256).prop_map(|(l, keep)| {
+                let mut x = U256(l);
+                for n in keep..256 {
+                    x.0[(n / 64) as usize] &= !(1u64 << (n % 64));
+                }
+                x
+            })
+        }
+
+        /// `mantissa * 256^(exponent - 3)` computed by `ruint`, `None` where
+        /// [`target_from_bits`] must refuse: sign bit, zero, or past 256 bits.
+        fn reference_target(bits: u32) -> Option<U256> {
+            let exponent = bits >> 24;
+            let mantissa = bits & 0x00ff_ffff;
+            if mantissa & 0x0080_0000 != 0 {
+                return None;
+            }
+            let v = if exponent <= 3 {
+                R::from(mantissa >> (8 * (3 - exponent)))
+            } else {
+                let shift = 8 * (exponent as usize - 3);
+                if shift >= 256 {
+                    // Only a zero mantissa fits, and zero is refused anyway.
+                    return None;
+                }
+                R::from(mantissa).checked_mul(R::from(1u64) << shift)?
+            };
+            (v != R::ZERO).then(|| ours(&v))
+        }
+
+        /// Bitcoin's compact encoding computed by `ruint`: the top three bytes, one
+        /// byte fewer if the top one would read as a sign bit.
+        fn reference_bits(t: &U256) -> u32 {
+            let v = r(t);
+            let mut size = v.bit_len().div_ceil(8);
+            let mut mantissa = if size <= 3 {
+                v.as_limbs()[0] << (8 * (3 - size))
+            } else {
+                (v >> (8 * (size - 3))).as_limbs()[0]
+            };
+            if mantissa & 0x0080_0000 != 0 {
+                mantissa >>= 8;
+                size += 1;
+            }
+            (size as u32) << 24 | mantissa as u32
+        }
+
+        proptest! {
+            #[test]
+            fn compare_and_bytes(a in num(), b in num()) {
+                prop_assert_eq!(a.cmp(&b), r(&a).cmp(&r(&b)));
+                prop_assert_eq!(a == b, r(&a) == r(&b));
+                prop_assert_eq!(a.to_be_bytes(), r(&a).to_be_bytes::<32>());
+                prop_assert_eq!(U256::from_be_bytes(&a.to_be_bytes()), a);
+                prop_assert_eq!(a.bits() as usize, r(&a).bit_len());
+                prop_assert_eq!(a.is_zero(), r(&a) == R::ZERO);
+                prop_assert_eq!(a.not(), ours(&!r(&a)));
+                let low: u128 = if r(&a).bit_len() <= 128 { r(&a).to() } else { u128::MAX };
+                prop_assert_eq!(a.saturating_to_u128(), low);
+            }
+
+            #[test]
+            fn add_and_sub(a in num(), b in num()) {
+                let (sum, carry) = a.overflowing_add(&b);
+                let (rsum, rcarry) = r(&a).overflowing_add(r(&b));
+                prop_assert_eq!((sum, carry), (ours(&rsum), rcarry));
+                let (diff, borrow) = a.overflowing_sub(&b);
+                let (rdiff, rborrow) = r(&a).overflowing_sub(r(&b));
+                prop_assert_eq!((diff, borrow), (ours(&rdiff), rborrow));
+            }
+
+            #[test]
+            fn mul_and_div_by_u64(a in num(), m in any::<u64>(), small in 0u64..1000) {
+                for m in [m, small] {
+                    let reference = r(&a).checked_mul(R::from(m)).map(|x| ours(&x));
+                    prop_assert_eq!(a.checked_mul_u64(m), reference);
+                    let reference = r(&a).checked_div(R::from(m)).map(|x| ours(&x));
+                    prop_assert_eq!(a.checked_div_u64(m), reference);
+                }
+            }
+
+            #[test]
+            fn long_division(a in num(), b in num()) {
+                prop_assert_eq!(a.checked_div(&b), r(&a).checked_div(r(&b)).map(|x| ours(&x)));
+                // The quotient of a by a smaller divisor, and a divisor with the top bit
+                // set (where the remainder's shift carries out of 256 bits).
+                let top = U256([b.0[0], b.0[1], b.0[2], b.0[3] | 1 << 63]);
+                prop_assert_eq!(a.checked_div(&top), r(&a).checked_div(r(&top)).map(|x| ours(&x)));
+                prop_assert_eq!(U256::MAX.checked_div(&top), R::MAX.checked_div(r(&top)).map(|x| ours(&x)));
+            }
+
+            #[test]
+            fn shift_and_bits(a in num(), n in 0u32..256) {
+                prop_assert_eq!(a.shl1(), ours(&(r(&a) << 1usize)));
+                prop_assert_eq!(a.bit(n), r(&a).bit(n as usize));
+                let mut set = a;
+                set.set_bit(n);
+                let mut rset = r(&a);
+                rset.set_bit(n as usize, true);
+                prop_assert_eq!(set, ours(&rset));
+            }
+
+            #[test]
+            fn from_compact(bits in any::<u32>(), exponent in 0u32..40, mantissa in 0u32..0x0100_0000) {
+                prop_assert_eq!(target_from_bits(bits), reference_target(bits));
+                // Every exponent around the 256-bit edge, with and without the sign bit.
+                let bits = exponent << 24 | mantissa;
+                prop_assert_eq!(target_from_bits(bits), reference_target(bits));
+            }
+
+            #[test]
+            fn to_compact(t in num()) {
+                prop_assume!(!t.is_zero());
+                prop_assert_eq!(bits_from_target(&t), reference_bits(&t));
+            }
+
+            #[test]
+            fn work_is_two_to_the_256_over_target_plus_one(bits in any::<u32>(), exponent in 0u32..=33, mantissa in 1u32..0x0080_0000) {
+                for bits in [bits, exponent << 24 | mantissa] {
+                    let expected = match target_from_bits(bits) {
+                        None => 0,
+                        Some(t) => {
+                            let mut wide = [0u64; 5];
+                            wide[..4].copy_from_slice(&t.0);
+                            let q = (R320::from(1u64) << 256usize) / (R320::from_limbs(wide) + R320::from(1u64));
+                            if q.bit_len() <= 128 { q.to::<u128>() } else { u128::MAX }
+                        }
+                    };
+                    prop_assert_eq!(work(bits), expected, "bits {:#x}", bits);
+                }
+            }
         }
     }
 }

@@ -463,15 +463,6 @@ impl Outbox {
         Ok(Ok(()))
     }
 
-    /// Earliest `next_attempt_ms` of a pending item.
-    pub fn next_due(&self) -> Option<u64> {
-        self.items
-            .values()
-            .filter(|it| it.state == State::Pending)
-            .map(|it| it.next_attempt_ms)
-            .min()
-    }
-
     /// Pending items due at `now` for `node_id` (its own or `Any`), in send order.
     pub fn due_for(&self, node_id: &[u8; 32], now: u64) -> Vec<u64> {
         let mut v: Vec<(u8, u64)> = self

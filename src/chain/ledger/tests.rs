@@ -1,6 +1,9 @@
 use super::*;
 use crate::chain::merkle;
 use crate::chain::params;
+use crate::chain::state::apply_changes;
+use crate::chain::types::{Coinbase, Header};
+use crate::chain::validate;
 use crate::chain::Sig;
 use ed25519_dalek::SigningKey;
 
@@ -1471,4 +1474,51 @@ fn maturity_window_follows_reorg_and_reopen() {
     let c = Chain::open(p, Store::open(&path).unwrap()).unwrap();
     assert_eq!(c.spendable_balance(&addr(2)), 2 * s);
     assert_eq!(c.account(&addr(2)).balance, 4 * s);
+}
+
+fn vm_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What the in-memory index costs per block, and how long loading it takes: 100 000
+/// headers into a store on disk, then the chain reopened from it. Printed, not
+/// asserted (RSS depends on the allocator and on what else the process holds);
+/// `cargo test --release --lib index_memory -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, minutes in a debug build"]
+fn index_memory_for_100k_blocks() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let mut c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    let before = vm_rss_kb();
+    let now = T0 + N as u64 + 1000;
+    while c.best_header().height < N as u64 {
+        let best = c.best_header();
+        let batch = header_branch(&c, best.hash, 1000, best.time);
+        c.accept_headers(&batch, now).unwrap();
+    }
+    let built = vm_rss_kb();
+    drop(c);
+    let start = std::time::Instant::now();
+    let c = Chain::open(params::regtest(), Store::open(&path).unwrap()).unwrap();
+    let load = start.elapsed();
+    assert_eq!(c.best_header().height, N as u64);
+    let loaded = vm_rss_kb();
+    println!(
+        "index of {N} headers: RSS {} kB before, {} kB after building (+{} B/block), \
+         {} kB after reopening; reopening took {:.2} s",
+        before,
+        built,
+        (built.saturating_sub(before)) * 1024 / N as u64,
+        loaded,
+        load.as_secs_f64()
+    );
 }
