@@ -1037,7 +1037,7 @@ fn send_beacons(
     if link::aprs::next_due(beacons) > now {
         return Ok(());
     }
-    let due = link::aprs::due(beacons, now, &*shared.try_node()?);
+    let due = link::aprs::due(beacons, now, &mut *shared.try_node()?);
     for (id, info) in due {
         debug!(link = id, "APRS presence beacon");
         if let Some(q) = link_cmds.get(&id) {

@@ -130,10 +130,19 @@ pub fn next_due(beacons: &[Beacon]) -> u64 {
     beacons.iter().map(|b| b.next_ms).min().unwrap_or(u64::MAX)
 }
 
+/// Bytes of an APRS frame around its information field: destination, source and a
+/// two-digipeater path (7 bytes each), control and PID.
+const FRAME_OVERHEAD: usize = 4 * 7 + 2;
+
 /// The beacons due at `now`, as (link, information field). A beacon waits while the
-/// core has packets queued on that link: the duty-cycle cap may be holding them, and
-/// the link's own traffic goes first. It is skipped while the link is down.
-pub fn due(beacons: &mut [Beacon], now: u64, node: &crate::node::Node) -> Vec<(LinkId, Vec<u8>)> {
+/// core has packets queued on that link (the duty-cycle cap may be holding them, and
+/// the link's own traffic goes first) and while the link's duty-cycle budget is spent;
+/// one that goes is charged to that budget. It is skipped while the link is down.
+pub fn due(
+    beacons: &mut [Beacon],
+    now: u64,
+    node: &mut crate::node::Node,
+) -> Vec<(LinkId, Vec<u8>)> {
     let mut out = Vec::new();
     for b in beacons.iter_mut().filter(|b| now >= b.next_ms) {
         let waiting = node.packet_stats(b.link).map(|s| s.queued);
@@ -147,7 +156,12 @@ pub fn due(beacons: &mut [Beacon], now: u64, node: &crate::node::Node) -> Vec<(L
             height: tip.height,
             tip: tip.hash.to_hex(),
         };
-        out.push((b.link, p.status_info()));
+        let info = p.status_info();
+        if !node.charge_air(now, b.link, info.len() + FRAME_OVERHEAD) {
+            b.next_ms = now.saturating_add(RETRY_MS);
+            continue;
+        }
+        out.push((b.link, info));
         b.next_ms = now.saturating_add(b.every_ms);
     }
     out
@@ -477,24 +491,65 @@ mod tests {
         let kiss = crate::link::kiss::KissLinkConfig::parse_url("kiss+tcp://t:1").unwrap();
         n.link_up(T, RADIO, kiss.caps());
         let mut b = [Beacon::new(RADIO, 30, T), Beacon::new(9, 30, T)];
-        assert!(due(&mut b, T, &n).is_empty());
+        assert!(due(&mut b, T, &mut n).is_empty());
         assert_eq!(next_due(&b), T + FIRST_BEACON_MS);
         // The core's discovery beacon is queued and not yet handed to the link: ours waits.
         n.handle_timeout(T + FIRST_BEACON_MS);
         assert!(n.packet_stats(RADIO).unwrap().queued > 0);
-        assert!(due(&mut b, T + FIRST_BEACON_MS, &n).is_empty());
+        assert!(due(&mut b, T + FIRST_BEACON_MS, &mut n).is_empty());
         while n.poll_transmit().is_some() {}
         let at = T + FIRST_BEACON_MS + RETRY_MS;
         n.handle_timeout(at);
         while n.poll_transmit().is_some() {}
         assert_eq!(n.packet_stats(RADIO).unwrap().queued, 0);
-        let sent = due(&mut b, at, &n);
+        let air_before = n.packet_stats(RADIO).unwrap().air_ms;
+        let sent = due(&mut b, at, &mut n);
+        // Charged to the link's air, as the core's own frames are.
+        assert!(n.packet_stats(RADIO).unwrap().air_ms > air_before + 300);
         let tip = n.chain().tip().hash.to_hex();
         let want = format!(">skywave regtest h=0 tip={}", &tip[..8]).into_bytes();
         // Link 9 is not up: no beacon for it.
         assert_eq!(sent, vec![(RADIO, want)]);
         assert_eq!(b[0].next_ms, at + 30 * 60_000);
         assert_eq!(b[1].next_ms, at + RETRY_MS);
+    }
+
+    #[test]
+    fn a_beacon_waits_while_the_duty_cycle_budget_is_spent() {
+        use crate::chain::{params, Chain};
+        use crate::node::{Node, NodeConfig, PeerPolicy};
+        use crate::store::Store;
+        const T: u64 = 1_700_000_000_000;
+        const RADIO: LinkId = 3;
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let mut n = Node::new(
+            chain,
+            NodeConfig {
+                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "aprs-test".into(),
+                peers: PeerPolicy {
+                    duty_cycle_pct: 1,
+                    ..PeerPolicy::default()
+                },
+            },
+        );
+        let kiss = crate::link::kiss::KissLinkConfig::parse_url("kiss+tcp://t:1").unwrap();
+        n.link_up(T, RADIO, kiss.caps());
+        // Spend the budget (the core's own traffic would, on a busy channel).
+        let mut b = [Beacon::new(RADIO, 30, T)];
+        let at = T + FIRST_BEACON_MS;
+        for _ in 0..1000 {
+            if !n.charge_air(at, RADIO, 1000) {
+                break;
+            }
+        }
+        assert!(due(&mut b, at, &mut n).is_empty());
+        assert_eq!(b[0].next_ms, at + RETRY_MS);
+        // At 1 % the budget earns 10 ms of air a second: a beacon's worth comes back.
+        let later = at + 10 * 60_000;
+        assert_eq!(due(&mut b, later, &mut n).len(), 1);
     }
 
     #[test]

@@ -577,6 +577,15 @@ impl Node {
         })
     }
 
+    /// The driver is about to send a frame of `len` bytes on packet link `link` outside
+    /// the core (an APRS beacon): true if the link's duty-cycle budget allows it, which is
+    /// then charged. Links without a budget (or not packet links) always allow it.
+    pub fn charge_air(&mut self, now: u64, link: LinkId, len: usize) -> bool {
+        self.packet_links
+            .get_mut(&link)
+            .is_none_or(|l| l.charge_foreign(now, len))
+    }
+
     /// Misbehaviours since start by reason code.
     pub fn misbehaviour_counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.misbehaviour_counts

@@ -654,6 +654,23 @@ impl PacketLink {
         self.reasm.active_within(peer, now, within_ms)
     }
 
+    /// A frame the driver sends on this link outside the core (an APRS beacon) of `len`
+    /// bytes, in a key-up of its own: charged to the duty-cycle budget and to our air
+    /// estimate like our own traffic. False (and nothing charged) while the budget is
+    /// spent: the frame waits.
+    pub fn charge_foreign(&mut self, now: u64, len: usize) -> bool {
+        let t = self.airtime_ms(len) + BURST_OVERHEAD_MS;
+        if let Some(d) = self.duty.as_mut() {
+            if !d.take(now, t.min(self.duty_depth)) {
+                self.duty_waits += 1;
+                return false;
+            }
+        }
+        self.backlog_until = self.backlog_until.max(now) + t;
+        self.air_ms += t;
+        true
+    }
+
     /// Blocks `peer` is bringing us in transfers under way (their first fragments name
     /// them), and how many of its transfers under way are still unnamed (first fragment
     /// lost). A transfer is under way until it completes, or the NACK rounds for its gaps
