@@ -14,7 +14,8 @@
 //!   (inventory, transactions, announcements), `io` (input dispatch, radio turns,
 //!   encode and route), `packet` (the radio packet layer), `outbox`, `peers`, `pex`.
 //! - `outbox`: the durable outbox, what each peer is owed until it acknowledges it.
-//! - `chain`: blocks, transactions, validation, state, mempool, fork choice.
+//! - `chain`: blocks, transactions, validation, state, mempool, fork choice; `Chain` in
+//!   `ledger` (`index`, `reorg`, `submit`).
 //! - `wire`: messages, envelope, CRC, framing.
 //! - `store`: SQLite persistence (WAL), called synchronously by the chain so nothing is
 //!   reported accepted before it is durable.
