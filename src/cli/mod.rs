@@ -35,7 +35,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "skywave=debug". Default:
-    /// info; warn for `demo` and `sim`, which tell their story on stdout.
+    /// info; warn for `demo` and `sim`, which tell their story on stdout (and in `sim`
+    /// the simulated nodes' own warnings only as errors).
     #[arg(long, global = true, env = "SKYWAVE_LOG")]
     pub log: Option<String>,
     /// `run`: where to keep the log besides stderr (default DATA_DIR/debug.log; over
@@ -308,11 +309,18 @@ pub fn main(cli: Cli) -> Result<()> {
     if !matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. }) {
         admin::die_quietly_on_closed_stdout();
     }
-    let quiet = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Sim { .. });
+    // `demo` and `sim` tell their story on stdout. In `sim` what the simulated nodes
+    // complain of (a peer's rejection, a misbehaving peer) is the simulated world's
+    // business, counted in the report, not the operator's.
+    let default_filter = match cli.cmd {
+        Cmd::Sim { .. } => "warn,skywave::node=error",
+        Cmd::Demo { .. } => "warn",
+        _ => "info",
+    };
     let filter = cli
         .log
         .clone()
-        .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
+        .unwrap_or_else(|| default_filter.to_string());
     let mut log_path = None;
     if matches!(cli.cmd, Cmd::Run { .. }) {
         // Only into a data directory that exists: `run` on a missing one fails below
