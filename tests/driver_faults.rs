@@ -398,3 +398,31 @@ async fn a_failing_store_write_stops_the_driver_with_a_clear_error() {
     // Nobody was told of the failed input's block.
     assert_eq!(shared.summary().height, 0);
 }
+
+/// A request's answer waits for its input to commit: when the commit fails (the disk
+/// refuses the block's main-chain row), the caller hears that the node stopped, never
+/// that the block was taken.
+#[tokio::test]
+async fn a_request_whose_input_does_not_commit_gets_no_answer() {
+    use skywave::chain::pow;
+    let n = node(1);
+    n.chain()
+        .store()
+        .conn()
+        .execute_batch(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON main_chain
+             BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+        )
+        .expect("fault injection");
+    let to = skywave::chain::Address([9; 32]);
+    let mut block = n.chain().block_template(to, driver::wall_ms() / 1000);
+    while !pow::mine(&mut block.header, 1_000_000) {}
+    let (shared, fut) = driver::start(n, opts(Vec::new()));
+    let driver = tokio::spawn(fut);
+    let asked = shared
+        .call(move |n, now| n.submit_block(now, block).is_ok())
+        .await;
+    assert_eq!(asked, Err(driver::Unanswered::Stopped));
+    let r = ends(async { driver.await.expect("the driver itself does not panic") }).await;
+    assert!(format!("{:#}", r.expect_err("a failed commit is an error")).contains("disk full"));
+}

@@ -1007,6 +1007,40 @@ mod tests {
         assert_eq!(v["seconds_left"], (50 * avg).div_ceil(150));
     }
 
+    /// With [`crate::driver::REQUEST_QUEUE`] requests waiting, a handler answers 503 at
+    /// once instead of queueing behind them.
+    #[tokio::test]
+    async fn a_full_request_queue_answers_503_at_once() {
+        use futures_util::FutureExt;
+        let opts = DriverOptions {
+            links: Vec::new(),
+            mine_to: None,
+            callsign: "N0CALL-1".into(),
+            custom_links: Vec::new(),
+            mine_until_height: None,
+        };
+        // The driver is not run: nothing leaves the queue.
+        let (s, _driver) = driver::start(node(), opts);
+        for _ in 0..crate::driver::REQUEST_QUEUE {
+            let s = s.clone();
+            tokio::spawn(async move { s.call(|_, _| ()).await });
+        }
+        // Each spawned task queues its request when first run.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let answer = peers(State(s.clone()))
+            .now_or_never()
+            .expect("a busy node's handler waits");
+        match answer {
+            Err(ApiError(code, msg)) => {
+                assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(msg.contains("busy"), "{msg}");
+            }
+            Ok(_) => panic!("answered from a node that never ran"),
+        }
+    }
+
     #[tokio::test]
     async fn bans_round_trip_through_the_handlers() {
         let s = shared();
