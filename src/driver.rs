@@ -1,14 +1,16 @@
-//! The tokio driver: the only place with time and I/O. It owns the node (behind a mutex
-//! that the API and the miner also take briefly), runs the link tasks, feeds the node
-//! what they report with the current time, and carries out what the node asks.
+//! The tokio driver: the only place with time and I/O. Its task owns the node: it runs
+//! the link tasks, feeds the node what they report with the current time, and carries out
+//! what the node asks. The API, the miner and DNS seeding ask the node through a bounded
+//! queue of requests ([`Shared::call`], [`REQUEST_QUEUE`]); nobody else touches it.
 //!
-//! Each input to the node runs in one store transaction (see [`NodeGuard`]), committed
-//! before anything the input queued is handed to a link: nothing is sent that is not
-//! durable. Link events that queued up while the node was busy are fed as one input,
-//! sharing one commit (`INPUT_BATCH`).
+//! Each input to the node (link events, a timeout, requests) runs in one store
+//! transaction, committed before anything the input queued is handed to a link and
+//! before a request hears its answer: nothing is sent or reported that is not durable.
+//! Link events, and requests, that queued up while the node was busy are fed as one
+//! input, sharing one commit (`INPUT_BATCH`).
 //!
 //! It fails loudly: a link task that panics or ends, a miner thread that panics, a
-//! poisoned node mutex or a store write that fails ends [`start`]'s future with an
+//! request that panics or a store write that fails ends [`start`]'s future with an
 //! error, and `skywave run` exits non-zero so that a supervisor (systemd's
 //! `Restart=on-failure`) starts it afresh from what the store holds.
 
@@ -451,7 +453,7 @@ pub type LinkSpawner = Box<dyn FnOnce(LinkContext) -> tokio::task::JoinHandle<()
 
 /// Start the driver. Returns the shared state and a future that runs until [`stop`] is
 /// called (then `Ok`) or something fatal happens: a link task panicked or ended, the
-/// miner panicked, the node's mutex was poisoned (then `Err`, already logged).
+/// miner panicked, an input panicked or did not commit (then `Err`, already logged).
 pub fn start(
     node: Node,
     opts: DriverOptions,
