@@ -701,7 +701,8 @@ struct Watched {
     peers: usize,
 }
 
-async fn watched(s: &Shared) -> Watched {
+/// `None` when the node did not answer (busy): look again at the next check.
+async fn watched(s: &Shared) -> Option<Watched> {
     let links = s
         .links
         .lock()
@@ -711,7 +712,6 @@ async fn watched(s: &Shared) -> Watched {
                 .collect()
         })
         .unwrap_or_default();
-    // A busy node is looked at again at the next check.
     let (outbox, peers) = s
         .call(|node, now| {
             let ob = node.outbox();
@@ -733,12 +733,12 @@ async fn watched(s: &Shared) -> Watched {
             )
         })
         .await
-        .unwrap_or_default();
-    Watched {
+        .ok()?;
+    Some(Watched {
         links,
         outbox,
         peers,
-    }
+    })
 }
 
 /// `GET /api/events`: server-sent events so that a page redraws when something happens
@@ -758,7 +758,7 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
     };
     let rx = s.events.subscribe();
     let tick = tokio::time::interval(EVENT_CHECK);
-    let seen = watched(&s).await;
+    let seen = watched(&s).await.unwrap_or_default();
     let start = (
         rx,
         s,
@@ -789,7 +789,7 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
                         Err(RecvError::Closed) => return None,
                     },
                     _ = tick.tick() => {
-                        let now = watched(&s).await;
+                        let Some(now) = watched(&s).await else { continue };
                         let t = now_ms();
                         if now.outbox != seen.outbox {
                             queue.push_back(Event::default().event("outbox").data("{}"));
