@@ -523,7 +523,7 @@ fn run_skywave(
         tokio::spawn(fb);
         let done = loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if sb.node().chain().tip().hash == target {
+            if sb.summary().tip == target {
                 break Instant::now();
             }
             if w.b_start.elapsed() > timeout {
@@ -532,7 +532,7 @@ fn run_skywave(
                 return Err(format!(
                     "B not at A's tip after {} s (B height {})",
                     timeout.as_secs(),
-                    sb.node().chain().tip().height
+                    sb.summary().height
                 ));
             }
         };
@@ -540,7 +540,7 @@ fn run_skywave(
         if variant == Variant::Outbox {
             notes.push(format!("A's outbox held {owed} items"));
         }
-        if let Some(s) = sa.node().packet_stats(1) {
+        if let Ok(Some(s)) = sa.call(|n, _| n.packet_stats(1)).await {
             if s.repaired > 0 {
                 notes.push(format!("A repaired {} fragments", s.repaired));
             }

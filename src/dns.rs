@@ -284,25 +284,22 @@ pub async fn seed(shared: Arc<Shared>, names: Vec<String>, port: u16, how: Resol
                 Err(e) => warn!("DNS seed {e}"),
             }
         }
-        let taken = match shared.try_node() {
-            Ok(mut n) => {
-                let now = shared.now_ms();
-                n.add_addresses(now, &found, AddrSource::Dns, told_by)
-            }
+        let count = found.len();
+        let taken = match shared
+            .call_wait(move |n, now| n.add_addresses(now, &found, AddrSource::Dns, told_by))
+            .await
+        {
+            Ok(t) => t,
             Err(_) => return,
         };
-        info!(
-            "DNS seeds: {} address(es) resolved, {taken} new in the address book",
-            found.len()
-        );
-        shared.wake.notify_one();
+        info!("DNS seeds: {count} address(es) resolved, {taken} new in the address book");
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
             if shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let short = match shared.try_node() {
-                Ok(n) => n.short_of_peers(),
+            let short = match shared.call_wait(|n, _| n.short_of_peers()).await {
+                Ok(s) => s,
                 Err(_) => return,
             };
             if backoff.tick(CHECK_EVERY, short) {

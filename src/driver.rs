@@ -1,14 +1,16 @@
-//! The tokio driver: the only place with time and I/O. It owns the node (behind a mutex
-//! that the API and the miner also take briefly), runs the link tasks, feeds the node
-//! what they report with the current time, and carries out what the node asks.
+//! The tokio driver: the only place with time and I/O. Its task owns the node: it runs
+//! the link tasks, feeds the node what they report with the current time, and carries out
+//! what the node asks. The API, the miner and DNS seeding ask the node through a bounded
+//! queue of requests ([`Shared::call`], [`REQUEST_QUEUE`]); nobody else touches it.
 //!
-//! Each input to the node runs in one store transaction (see [`NodeGuard`]), committed
-//! before anything the input queued is handed to a link: nothing is sent that is not
-//! durable. Link events that queued up while the node was busy are fed as one input,
-//! sharing one commit (`INPUT_BATCH`).
+//! Each input to the node (link events, a timeout, requests) runs in one store
+//! transaction, committed before anything the input queued is handed to a link and
+//! before a request hears its answer: nothing is sent or reported that is not durable.
+//! Link events, and requests, that queued up while the node was busy are fed as one
+//! input, sharing one commit (`INPUT_BATCH`).
 //!
 //! It fails loudly: a link task that panics or ends, a miner thread that panics, a
-//! poisoned node mutex or a store write that fails ends [`start`]'s future with an
+//! request that panics or a store write that fails ends [`start`]'s future with an
 //! error, and `skywave run` exits non-zero so that a supervisor (systemd's
 //! `Restart=on-failure`) starts it afresh from what the store holds.
 
@@ -21,10 +23,9 @@ use crate::node::{Dest, Node, NodeEvent, Transmit};
 use anyhow::anyhow;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::{broadcast, mpsc, Notify};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tracing::{debug, error, info, warn};
 
 /// Commands queued in each link task's channel; the driver's backlog for the link (in
@@ -211,10 +212,70 @@ impl LinkStatus {
     }
 }
 
-/// State shared by the driver, the API and the miner.
+/// Requests waiting for the node's owner (the API, the miner, DNS seeding). When full,
+/// the API answers 503 at once; the miner and the driver's own helpers wait.
+pub const REQUEST_QUEUE: usize = 64;
+
+/// Work for the node, run by its owner as one input; what it returns is the reply,
+/// handed back only once the input has committed.
+type Job = Box<dyn FnOnce(&mut Node, u64) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// Why a request to the node got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// [`REQUEST_QUEUE`] requests are already waiting.
+    Busy,
+    /// The node stopped (or failed) before answering.
+    Stopped,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unanswered::Busy => write!(
+                f,
+                "the node is busy ({REQUEST_QUEUE} requests waiting); try again"
+            ),
+            Unanswered::Stopped => write!(f, "the node is stopping"),
+        }
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// What anyone may read without asking the node: published by its owner after every
+/// input.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Network name.
+    pub network: &'static str,
+    /// Best chain height.
+    pub height: u64,
+    /// Best block hash.
+    pub tip: crate::chain::Hash,
+    /// Height of the best known header chain.
+    pub header_height: u64,
+}
+
+impl Summary {
+    fn of(n: &Node) -> Summary {
+        let c = n.chain();
+        Summary {
+            network: c.params().name,
+            height: c.tip().height,
+            tip: c.tip().hash,
+            header_height: c.best_header().height,
+        }
+    }
+}
+
+/// State shared by the driver, the API and the miner. The node itself is not here: the
+/// driver's task owns it, and everyone else asks through [`Shared::call`].
 pub struct Shared {
-    node: Mutex<Node>,
-    /// Wakes the driver after someone else changed the node (API submit, mined block).
+    requests: mpsc::Sender<Job>,
+    summary: watch::Sender<Summary>,
+    /// Wakes the driver (to stop, or to record a fault).
     pub wake: Notify,
     /// Links and their state.
     pub links: Mutex<Vec<LinkStatus>>,
@@ -234,33 +295,64 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Lock the node for one input.
-    ///
-    /// # Panics
-    ///
-    /// If a thread panicked while holding the lock. The node's memory may then disagree
-    /// with its store (a handler stopped half way), so nothing may go on with it: the
-    /// fault is recorded, the driver stops with an error, and this caller panics too.
-    pub fn node(&self) -> NodeGuard<'_> {
-        match self.try_node() {
-            Ok(n) => n,
-            Err(e) => panic!("{e}"),
-        }
+    fn job<T: Send + 'static>(
+        f: impl FnOnce(&mut Node, u64) -> T + Send + 'static,
+    ) -> (Job, oneshot::Receiver<T>) {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |n, now| {
+            let v = f(n, now);
+            Box::new(move || {
+                let _ = tx.send(v);
+            })
+        });
+        (job, rx)
     }
 
-    /// Lock the node for one input, or the fault that made it unusable.
-    pub fn try_node(&self) -> anyhow::Result<NodeGuard<'_>> {
-        match self.node.lock() {
-            Ok(node) => {
-                node.chain().store().begin_input();
-                Ok(NodeGuard { shared: self, node })
-            }
-            Err(_) => {
-                let why = "node state poisoned: a thread panicked while changing it";
-                self.fail(why.to_string());
-                Err(anyhow!("{why}"))
-            }
-        }
+    /// Ask the node: `f` runs on its owner as one input (its writes commit before the
+    /// answer comes back), given the core's time. Keep `f` short (take what is needed
+    /// and build answers outside): the node does nothing else meanwhile. Refused at once
+    /// when [`REQUEST_QUEUE`] requests are waiting (the API answers 503).
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, u64) -> T + Send + 'static,
+    ) -> Result<T, Unanswered> {
+        let (job, rx) = Self::job(f);
+        self.requests.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Unanswered::Busy,
+            mpsc::error::TrySendError::Closed(_) => Unanswered::Stopped,
+        })?;
+        rx.await.map_err(|_| Unanswered::Stopped)
+    }
+
+    /// [`Shared::call`], waiting for room in the queue instead of being refused.
+    pub async fn call_wait<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, u64) -> T + Send + 'static,
+    ) -> Result<T, Unanswered> {
+        let (job, rx) = Self::job(f);
+        self.requests
+            .send(job)
+            .await
+            .map_err(|_| Unanswered::Stopped)?;
+        rx.await.map_err(|_| Unanswered::Stopped)
+    }
+
+    /// [`Shared::call_wait`] from a thread outside the runtime (the miner). Must not be
+    /// called from async code.
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, u64) -> T + Send + 'static,
+    ) -> Result<T, Unanswered> {
+        let (job, rx) = Self::job(f);
+        self.requests
+            .blocking_send(job)
+            .map_err(|_| Unanswered::Stopped)?;
+        rx.blocking_recv().map_err(|_| Unanswered::Stopped)
+    }
+
+    /// Tip, header height and network as of the last input, without asking the node.
+    pub fn summary(&self) -> Summary {
+        self.summary.borrow().clone()
     }
 
     /// Record a fatal fault and wake the driver, which then stops with it.
@@ -280,57 +372,65 @@ impl Shared {
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
-
-    /// Lock the node with its wall clock brought up to date, and the core's time.
-    fn node_now(&self) -> anyhow::Result<(NodeGuard<'_>, u64)> {
-        let mut n = self.try_node()?;
-        let now = self.clock.now_ms();
-        n.set_wall_clock(now, self.clock.wall_ms());
-        n.set_air_clock(now, self.clock.wall_ms().saturating_mul(self.clock.scale()));
-        Ok((n, now))
-    }
 }
 
-/// The node, locked for one input (link events, a timeout, an API call, a mined block).
-/// The store writes made through it commit in one transaction when it is dropped, before
-/// the driver hands what the input queued to the links. If a write failed (whatever the
-/// code that made it did with the error) or the commit fails, the input is rolled back
-/// and the driver stops (see [`Shared::fail`]): the node's memory may be ahead of its
-/// store, so nothing may go on with it.
-pub struct NodeGuard<'a> {
-    shared: &'a Shared,
-    node: MutexGuard<'a, Node>,
-}
-
-impl Deref for NodeGuard<'_> {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
-impl DerefMut for NodeGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Node {
-        &mut self.node
-    }
-}
-
-impl Drop for NodeGuard<'_> {
-    fn drop(&mut self) {
-        let store = self.node.chain().store();
-        if std::thread::panicking() {
-            // Half an input: the mutex is poisoned as this guard goes, and that stops
-            // the driver; none of it may become durable.
+/// Run one input on the node (link events, a timeout, a request, a mined block): its
+/// store writes commit in one transaction before the driver hands what it queued to the
+/// links. If a write failed (whatever the code that made it did with the error), the
+/// commit fails, or `f` panicked, the input is rolled back and the driver stops: the
+/// node's memory may be ahead of its store, so nothing may go on with it.
+fn input<T>(
+    shared: &Shared,
+    node: &mut Node,
+    f: impl FnOnce(&mut Node, u64) -> T,
+) -> anyhow::Result<T> {
+    let now = shared.clock.now_ms();
+    node.set_wall_clock(now, shared.clock.wall_ms());
+    node.set_air_clock(
+        now,
+        shared.clock.wall_ms().saturating_mul(shared.clock.scale()),
+    );
+    node.chain().store().begin_input();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(node, now)));
+    let store = node.chain().store();
+    match r {
+        Ok(v) => match store.end_input() {
+            Ok(()) => {
+                let now = Summary::of(node);
+                shared.summary.send_if_modified(|s| {
+                    let changed = s.tip != now.tip || s.header_height != now.header_height;
+                    *s = now;
+                    changed
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                let why = format!(
+                    "store failure, stopping so that the node's memory and its store \
+                     cannot disagree: {e}"
+                );
+                shared.fail(why.clone());
+                Err(anyhow!(why))
+            }
+        },
+        Err(p) => {
+            // Half an input: none of it may become durable.
             store.abandon_input();
-            return;
-        }
-        if let Err(e) = store.end_input() {
-            self.shared.fail(format!(
-                "store failure, stopping so that the node's memory and its store cannot \
-                 disagree: {e}"
-            ));
+            let why = format!(
+                "node state poisoned: a panic while changing it ({})",
+                panic_text(p.as_ref())
+            );
+            shared.fail(why.clone());
+            Err(anyhow!(why))
         }
     }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Options for [`start`].
@@ -353,7 +453,7 @@ pub type LinkSpawner = Box<dyn FnOnce(LinkContext) -> tokio::task::JoinHandle<()
 
 /// Start the driver. Returns the shared state and a future that runs until [`stop`] is
 /// called (then `Ok`) or something fatal happens: a link task panicked or ended, the
-/// miner panicked, the node's mutex was poisoned (then `Err`, already logged).
+/// miner panicked, an input panicked or did not commit (then `Err`, already logged).
 pub fn start(
     node: Node,
     opts: DriverOptions,
@@ -374,8 +474,11 @@ pub fn start_with_clock(
     impl std::future::Future<Output = anyhow::Result<()>>,
 ) {
     let (events_tx, _) = broadcast::channel(1024);
+    let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (summary, _) = watch::channel(Summary::of(&node));
     let shared = Arc::new(Shared {
-        node: Mutex::new(node),
+        requests,
+        summary,
         wake: Notify::new(),
         links: Mutex::new(Vec::new()),
         events: events_tx,
@@ -386,7 +489,7 @@ pub fn start_with_clock(
         fault: OnceLock::new(),
         clock,
     });
-    let fut = drive(shared.clone(), opts);
+    let fut = drive(shared.clone(), node, requests_rx, opts);
     (shared, fut)
 }
 
@@ -617,8 +720,13 @@ fn task_end(what: &str, r: Result<(), tokio::task::JoinError>) -> String {
     }
 }
 
-async fn drive(shared: Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
-    let r = drive_inner(&shared, opts).await;
+async fn drive(
+    shared: Arc<Shared>,
+    node: Node,
+    requests: mpsc::Receiver<Job>,
+    opts: DriverOptions,
+) -> anyhow::Result<()> {
+    let r = drive_inner(&shared, node, requests, opts).await;
     // Whatever ended the loop, the miner must see it.
     shared.stopping.store(true, Ordering::SeqCst);
     if let Err(e) = &r {
@@ -628,7 +736,12 @@ async fn drive(shared: Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
     r
 }
 
-async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Result<()> {
+async fn drive_inner(
+    shared: &Arc<Shared>,
+    mut node: Node,
+    mut requests: mpsc::Receiver<Job>,
+    opts: DriverOptions,
+) -> anyhow::Result<()> {
     let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
     // Link tasks, forwarders and the miner report here when they end.
     let (dead_tx, mut dead_rx) = mpsc::unbounded_channel::<(Option<LinkId>, String)>();
@@ -648,7 +761,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     // Peers learned by exchange are dialled on a link of their own, when the node
     // speaks TCP at all.
     let tcp = opts.links.iter().any(|u| u.is_tcp());
-    let pex = tcp && shared.try_node()?.config().peers.peer_exchange;
+    let pex = tcp && node.config().peers.peer_exchange;
     let named: Vec<(String, Option<LinkUrl>)> = if pex {
         named
             .into_iter()
@@ -658,9 +771,10 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         named
     };
     let mut pex_link = None;
-    let network = shared.try_node()?.chain().params().name.to_string();
+    let network = node.chain().params().name.to_string();
     // TCP links (only those) hold the node key: it is their Noise static key.
-    let node_key = || -> anyhow::Result<_> { Ok(shared.try_node()?.config().node_key.clone()) };
+    let key = node.config().node_key.clone();
+    let node_key = || -> anyhow::Result<_> { Ok(key.clone()) };
     let noise = || -> anyhow::Result<_> { Ok(link::tcp::Security::noise(node_key()?)) };
     let mut beacons: Vec<link::aprs::Beacon> = Vec::new();
     for (i, (name, url)) in named.into_iter().enumerate() {
@@ -754,42 +868,53 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
         if let Some(f) = shared.fault() {
             break Err(anyhow!("{f}"));
         }
-        if let Err(e) = flush(shared, &link_cmds, &mut peer_link, pex_link, &mut held) {
+        if let Err(e) = flush(
+            shared,
+            &mut node,
+            &link_cmds,
+            &mut peer_link,
+            pex_link,
+            &mut held,
+        ) {
             break Err(e);
         }
         if !on_demand.is_empty() {
-            if let Err(e) = ask_for_sessions(shared, &link_cmds, &on_demand, &mut last_connect) {
+            if let Err(e) =
+                ask_for_sessions(shared, &mut node, &link_cmds, &on_demand, &mut last_connect)
+            {
                 break Err(e);
             }
         }
-        if let Err(e) = send_beacons(shared, &link_cmds, &mut beacons) {
+        if let Err(e) = send_beacons(shared, &mut node, &link_cmds, &mut beacons) {
             break Err(e);
         }
         if shared.stopping.load(Ordering::SeqCst) {
             break Ok(());
         }
-        let deadline = match shared.try_node() {
-            Ok(n) => n.poll_timeout().min(link::aprs::next_due(&beacons)),
-            Err(e) => break Err(e),
-        };
+        let deadline = node.poll_timeout().min(link::aprs::next_due(&beacons));
         let wait = shared
             .clock
             .real(deadline.saturating_sub(shared.now_ms()).min(60_000));
         let sleep = tokio::time::sleep(wait);
         let r = tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(ev) => on_link_events(shared, &link_cmds, ev, &mut ev_rx, &mut peer_link, &mut held),
+                Some(ev) => on_link_events(shared, &mut node, &link_cmds, ev, &mut ev_rx, &mut peer_link, &mut held),
                 None => {
                     // No links at all: run on timers alone.
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shared.wake.notified() => {}
+                    let job = tokio::select! {
+                        _ = tokio::time::sleep(wait) => None,
+                        _ = shared.wake.notified() => None,
+                        Some(job) = requests.recv() => Some(job),
+                    };
+                    match job {
+                        Some(job) => on_requests(shared, &mut node, job, &mut requests),
+                        None => timeout(shared, &mut node),
                     }
-                    timeout(shared)
                 }
             },
-            _ = sleep => timeout(shared),
+            _ = sleep => timeout(shared, &mut node),
             _ = shared.wake.notified() => Ok(()),
+            Some(job) = requests.recv() => on_requests(shared, &mut node, job, &mut requests),
             Some((dead_link, why)) = dead_rx.recv() => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     Ok(())
@@ -797,7 +922,7 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
                     // What the link said before it ended (its Down reason) goes to the
                     // log first.
                     while let Ok(ev) = ev_rx.try_recv() {
-                        let _ = on_link_events(shared, &link_cmds, ev, &mut ev_rx, &mut peer_link, &mut held);
+                        let _ = on_link_events(shared, &mut node, &link_cmds, ev, &mut ev_rx, &mut peer_link, &mut held);
                     }
                     // A link that ended names its cause ("cannot listen on ...: Address
                     // already in use"), not only that it ended.
@@ -824,15 +949,40 @@ async fn drive_inner(shared: &Arc<Shared>, opts: DriverOptions) -> anyhow::Resul
     for t in &tasks {
         t.abort();
     }
+    // Whoever waits for the node (the miner, a handler) hears that it stopped.
+    drop(requests);
     if let Some(m) = miner {
         let _ = tokio::task::spawn_blocking(move || m.join()).await;
     }
     outcome
 }
 
-fn timeout(shared: &Shared) -> anyhow::Result<()> {
-    let (mut n, now) = shared.node_now()?;
-    n.handle_timeout(now);
+fn timeout(shared: &Shared, node: &mut Node) -> anyhow::Result<()> {
+    input(shared, node, |n, now| n.handle_timeout(now))
+}
+
+/// Run `first` and the requests queued behind it, up to [`INPUT_BATCH`], as one input;
+/// their answers go out once it has committed. If it did not, they are dropped unsent
+/// (their callers hear [`Unanswered::Stopped`]) and the driver stops.
+fn on_requests(
+    shared: &Shared,
+    node: &mut Node,
+    first: Job,
+    more: &mut mpsc::Receiver<Job>,
+) -> anyhow::Result<()> {
+    let replies = input(shared, node, |n, now| {
+        let mut replies = vec![first(n, now)];
+        while replies.len() < INPUT_BATCH {
+            match more.try_recv() {
+                Ok(job) => replies.push(job(n, now)),
+                Err(_) => break,
+            }
+        }
+        replies
+    })?;
+    for r in replies {
+        r();
+    }
     Ok(())
 }
 
@@ -849,32 +999,33 @@ fn sane(mut caps: LinkCaps) -> LinkCaps {
 /// committed.
 fn on_link_events(
     shared: &Shared,
+    node: &mut Node,
     link_cmds: &HashMap<LinkId, LinkQueue>,
     first: LinkEvent,
     more: &mut mpsc::Receiver<LinkEvent>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     held: &mut Vec<Transmit>,
 ) -> anyhow::Result<()> {
-    let (mut n, _) = shared.node_now()?;
-    let (mut events, mut bytes) = (0, 0);
-    let mut next = Some(first);
-    while let Some(ev) = next.take() {
-        if let LinkEvent::Up { link, caps } | LinkEvent::Caps { link, caps } = &ev {
-            if let Some(q) = link_cmds.get(link) {
-                q.set_sessions(caps.connection_oriented);
+    input(shared, node, |n, _| {
+        let (mut events, mut bytes) = (0, 0);
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            if let LinkEvent::Up { link, caps } | LinkEvent::Caps { link, caps } = &ev {
+                if let Some(q) = link_cmds.get(link) {
+                    q.set_sessions(caps.connection_oriented);
+                }
+            }
+            on_link_event(shared, n, ev, peer_link);
+            events += 1;
+            while let Some(t) = n.poll_transmit() {
+                bytes += t.bytes.len();
+                held.push(t);
+            }
+            if events < INPUT_BATCH && bytes < INPUT_BATCH_BYTES {
+                next = more.try_recv().ok();
             }
         }
-        on_link_event(shared, &mut n, ev, peer_link);
-        events += 1;
-        while let Some(t) = n.poll_transmit() {
-            bytes += t.bytes.len();
-            held.push(t);
-        }
-        if events < INPUT_BATCH && bytes < INPUT_BATCH_BYTES {
-            next = more.try_recv().ok();
-        }
-    }
-    Ok(())
+    })
 }
 
 fn on_link_event(
@@ -1001,6 +1152,7 @@ fn on_dial(shared: &Shared, link: LinkId, state: DialState) {
 /// per `CONNECT_EVERY_MS` (a dial costs air time; the link retries failed dials itself).
 fn ask_for_sessions(
     shared: &Shared,
+    node: &mut Node,
     link_cmds: &HashMap<LinkId, LinkQueue>,
     on_demand: &[LinkId],
     last: &mut Option<u64>,
@@ -1009,7 +1161,7 @@ fn ask_for_sessions(
     if last.is_some_and(|t| now.saturating_sub(t) < CONNECT_EVERY_MS) {
         return Ok(());
     }
-    let waiting = shared.try_node()?.outbox_waiting();
+    let waiting = input(shared, node, |n, _| n.outbox_waiting())?;
     if waiting == 0 {
         return Ok(());
     }
@@ -1029,15 +1181,16 @@ fn ask_for_sessions(
 /// Hand the APRS presence beacons that are due to their KISS links.
 fn send_beacons(
     shared: &Shared,
+    node: &mut Node,
     link_cmds: &HashMap<LinkId, LinkQueue>,
     beacons: &mut [link::aprs::Beacon],
 ) -> anyhow::Result<()> {
     let now = shared.now_ms();
-    // Most turns of the loop have none due: no need to take the node's lock.
+    // Most turns of the loop have none due: no input needed.
     if link::aprs::next_due(beacons) > now {
         return Ok(());
     }
-    let due = link::aprs::due(beacons, now, &mut *shared.try_node()?);
+    let due = input(shared, node, |n, _| link::aprs::due(beacons, now, n))?;
     for (id, info) in due {
         debug!(link = id, "APRS presence beacon");
         if let Some(q) = link_cmds.get(&id) {
@@ -1050,6 +1203,7 @@ fn send_beacons(
 /// Hand everything the node has queued to the links' queues. Never waits on a link.
 fn flush(
     shared: &Shared,
+    node: &mut Node,
     link_cmds: &HashMap<LinkId, LinkQueue>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     pex_link: Option<LinkId>,
@@ -1057,39 +1211,48 @@ fn flush(
 ) -> anyhow::Result<()> {
     let mut evicted: Vec<PeerId> = Vec::new();
     loop {
-        flush_once(shared, link_cmds, peer_link, pex_link, held, &mut evicted)?;
+        flush_once(
+            shared,
+            node,
+            link_cmds,
+            peer_link,
+            pex_link,
+            held,
+            &mut evicted,
+        )?;
         if evicted.is_empty() {
             return Ok(());
         }
         // Closed for not reading: counted against the peer as the link does when its own
         // queue for the peer overflows, and what that queues (the disconnect) goes out
         // in the next round.
-        let (mut n, now) = shared.node_now()?;
-        for peer in evicted.drain(..) {
-            n.peer_garbage(
-                now,
-                peer,
-                format!("over {LINK_BACKLOG_BYTES} bytes held for it: peer does not read"),
-            );
-        }
+        input(shared, node, |n, now| {
+            for peer in evicted.drain(..) {
+                n.peer_garbage(
+                    now,
+                    peer,
+                    format!("over {LINK_BACKLOG_BYTES} bytes held for it: peer does not read"),
+                );
+            }
+        })?;
     }
 }
 
 fn flush_once(
     shared: &Shared,
+    node: &mut Node,
     link_cmds: &HashMap<LinkId, LinkQueue>,
     peer_link: &mut HashMap<PeerId, LinkId>,
     pex_link: Option<LinkId>,
     held: &mut Vec<Transmit>,
     evicted: &mut Vec<PeerId>,
 ) -> anyhow::Result<()> {
-    let (transmits, events) = {
-        let mut node = shared.try_node()?;
-        if let Some(f) = shared.fault() {
-            // An input failed after the loop last looked (an API call, the miner): what
-            // the node queued may not be durable.
-            return Err(anyhow!("{f}"));
-        }
+    if let Some(f) = shared.fault() {
+        // A fault was recorded after the loop last looked: what the node queued may not
+        // be durable.
+        return Err(anyhow!("{f}"));
+    }
+    let (transmits, events) = input(shared, node, |node, _| {
         let mut t = std::mem::take(held);
         while let Some(x) = node.poll_transmit() {
             t.push(x);
@@ -1099,7 +1262,7 @@ fn flush_once(
             e.push(x);
         }
         (t, e)
-    };
+    })?;
     let mut push = |link: Option<LinkId>, cmd: LinkCommand| {
         if let Some((l, q)) = link.and_then(|l| link_cmds.get(&l).map(|q| (l, q))) {
             match q.push(l, cmd) {
@@ -1168,12 +1331,14 @@ fn flush_once(
 /// must not stall the event loop.
 fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
     const BATCH: u64 = 100_000;
-    let pacing = shared.node().chain().params().mine_pacing_ms;
+    let Ok(pacing) = shared.call_blocking(|n, _| n.chain().params().mine_pacing_ms) else {
+        return;
+    };
     let mut last_found = 0u64;
     while !shared.stopping.load(Ordering::SeqCst) {
         if until
             .as_ref()
-            .is_some_and(|h| shared.node().chain().tip().height >= h.load(Ordering::SeqCst))
+            .is_some_and(|h| shared.summary().height >= h.load(Ordering::SeqCst))
         {
             std::thread::sleep(std::time::Duration::from_millis(200));
             continue;
@@ -1186,20 +1351,19 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
                 continue;
             }
         }
-        let (mut block, tip) = {
-            let node = shared.node();
-            let chain = node.chain();
-            // A block's time is consensus: the wall clock, steps and all.
-            (
-                chain.block_template(to, shared.clock.wall_ms() / 1000),
-                chain.tip().hash,
-            )
+        // A block's time is consensus: the wall clock, steps and all.
+        let time = shared.clock.wall_ms() / 1000;
+        let Ok((mut block, tip)) = shared.call_blocking(move |n, _| {
+            let chain = n.chain();
+            (chain.block_template(to, time), chain.tip().hash)
+        }) else {
+            return;
         };
         let found = loop {
             if pow::mine(&mut block.header, BATCH) {
                 break true;
             }
-            if shared.stopping.load(Ordering::SeqCst) || shared.node().chain().tip().hash != tip {
+            if shared.stopping.load(Ordering::SeqCst) || shared.summary().tip != tip {
                 break false;
             }
         };
@@ -1207,16 +1371,14 @@ fn mine_loop(shared: Arc<Shared>, to: Address, until: Option<Arc<AtomicU64>>) {
             continue;
         }
         let height = block.header.height;
-        let res = match shared.node_now() {
-            Ok((mut n, now)) => n.submit_block(now, block),
-            Err(_) => return,
+        let Ok(res) = shared.call_blocking(move |n, now| n.submit_block(now, block)) else {
+            return;
         };
         match res {
             Ok(_) => info!(height, "mined a block"),
             Err(e) => warn!(height, "mined block refused: {e}"),
         }
         last_found = shared.now_ms();
-        shared.wake.notify_one();
     }
 }
 

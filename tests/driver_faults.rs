@@ -96,13 +96,15 @@ fn idle_link() -> LinkSpawner {
 async fn a_poisoned_node_stops_the_driver_instead_of_limping_on() {
     let (shared, fut) = driver::start(node(1), opts(vec![("idle".into(), idle_link())]));
     let driver = tokio::spawn(fut);
-    // A handler panics while it holds the node.
-    let s: Arc<Shared> = shared.clone();
-    let _ = std::thread::spawn(move || {
-        let _n = s.node();
-        panic!("handler bug while holding the node");
-    })
-    .join();
+    // A request panics half way through changing the node.
+    let asked = shared
+        .call(|_: &mut Node, _| -> () { panic!("handler bug while changing the node") })
+        .await;
+    assert_eq!(
+        asked,
+        Err(driver::Unanswered::Stopped),
+        "no answer from half an input"
+    );
     let r = tokio::time::timeout(Duration::from_secs(20), driver)
         .await
         .expect("the driver kept running on a poisoned node")
@@ -300,12 +302,17 @@ async fn wall_clock_steps_neither_drop_healthy_sessions_nor_freeze_timeouts() {
     );
     let da = tokio::spawn(fut_a);
     let db = tokio::spawn(fut_b);
-    let ready = |s: &Shared| {
-        let now = s.now_ms();
-        s.node().peers(now).iter().filter(|p| p.ready).count()
+    let ready = |s: Arc<Shared>| async move {
+        s.call(|n, now| n.peers(now).iter().filter(|p| p.ready).count())
+            .await
+            .expect("the node answers")
     };
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!((ready(&a), ready(&b)), (1, 1), "handshake");
+    assert_eq!(
+        (ready(a.clone()).await, ready(b.clone()).await),
+        (1, 1),
+        "handshake"
+    );
 
     // NTP steps A's clock two hours forward. Pings keep the session alive.
     step.store(2 * HOUR_MS, Ordering::SeqCst);
@@ -316,7 +323,7 @@ async fn wall_clock_steps_neither_drop_healthy_sessions_nor_freeze_timeouts() {
         0,
         "a forward step dropped a healthy session"
     );
-    assert_eq!(ready(&a), 1);
+    assert_eq!(ready(a.clone()).await, 1);
 
     // Then four hours back (two behind the truth), and B goes silent towards A: A must
     // still drop it after its silence timeout, not once the clock has caught up.
@@ -328,7 +335,7 @@ async fn wall_clock_steps_neither_drop_healthy_sessions_nor_freeze_timeouts() {
         pipe_a.disconnects.load(Ordering::SeqCst) >= 1,
         "timers froze after a backward step: a silent peer was kept"
     );
-    assert_eq!(ready(&a), 0);
+    assert_eq!(ready(a.clone()).await, 0);
 
     driver::stop(&a);
     driver::stop(&b);
@@ -388,6 +395,34 @@ async fn a_failing_store_write_stops_the_driver_with_a_clear_error() {
         "{msg}"
     );
     assert!(shared.stopping.load(Ordering::SeqCst));
-    // Nothing of the failed input stayed behind: the block is not on the chain.
-    assert_eq!(shared.node().chain().tip().height, 0);
+    // Nobody was told of the failed input's block.
+    assert_eq!(shared.summary().height, 0);
+}
+
+/// A request's answer waits for its input to commit: when the commit fails (the disk
+/// refuses the block's main-chain row), the caller hears that the node stopped, never
+/// that the block was taken.
+#[tokio::test]
+async fn a_request_whose_input_does_not_commit_gets_no_answer() {
+    use skywave::chain::pow;
+    let n = node(1);
+    n.chain()
+        .store()
+        .conn()
+        .execute_batch(
+            "CREATE TRIGGER disk_full BEFORE INSERT ON main_chain
+             BEGIN SELECT RAISE(ABORT, 'disk full (injected)'); END;",
+        )
+        .expect("fault injection");
+    let to = skywave::chain::Address([9; 32]);
+    let mut block = n.chain().block_template(to, driver::wall_ms() / 1000);
+    while !pow::mine(&mut block.header, 1_000_000) {}
+    let (shared, fut) = driver::start(n, opts(Vec::new()));
+    let driver = tokio::spawn(fut);
+    let asked = shared
+        .call(move |n, now| n.submit_block(now, block).is_ok())
+        .await;
+    assert_eq!(asked, Err(driver::Unanswered::Stopped));
+    let r = ends(async { driver.await.expect("the driver itself does not panic") }).await;
+    assert!(format!("{:#}", r.expect_err("a failed commit is an error")).contains("disk full"));
 }

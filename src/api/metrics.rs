@@ -4,7 +4,7 @@
 //! over the sessions open now (the node forgets a session's counters when it closes), so
 //! it is a gauge, not a counter.
 
-use crate::driver::{now_ms, Shared};
+use crate::driver::{Shared, Unanswered};
 use crate::link::LinkId;
 use crate::outbox::State as ItemState;
 use std::collections::BTreeMap;
@@ -60,13 +60,49 @@ struct LinkFigures {
     msgs_out: u64,
 }
 
+/// What the figures need from the node, taken in one request.
+struct Snapshot {
+    network: &'static str,
+    height: u64,
+    header_height: u64,
+    mempool: usize,
+    peers: Vec<crate::node::PeerSummary>,
+    packet: BTreeMap<LinkId, crate::node::PacketStats>,
+    outbox: crate::node::OutboxView,
+    bans: usize,
+    misbehaviour: Vec<(&'static str, u64)>,
+    commits: u64,
+}
+
 /// Render every figure.
-pub fn render(s: &Shared) -> String {
+pub async fn render(s: &Shared) -> Result<String, Unanswered> {
     let links = s.links.lock().map(|l| l.clone()).unwrap_or_default();
-    let now = now_ms();
-    let node = s.node();
-    let chain = node.chain();
-    let network = chain.params().name;
+    let ids: Vec<LinkId> = links.iter().map(|l| l.id).collect();
+    let snap = s
+        .call(move |node, now| {
+            let chain = node.chain();
+            Snapshot {
+                network: chain.params().name,
+                height: chain.tip().height,
+                header_height: chain.best_header().height,
+                mempool: chain.mempool_len(),
+                peers: node.peers(now),
+                packet: ids
+                    .iter()
+                    .filter_map(|id| Some((*id, node.packet_stats(*id)?)))
+                    .collect(),
+                outbox: node.outbox(),
+                bans: node.bans(now).len(),
+                misbehaviour: node
+                    .misbehaviour_counts()
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect(),
+                commits: chain.store().commits(),
+            }
+        })
+        .await?;
+    let network = snap.network;
     let mut o = Out::default();
 
     o.family(
@@ -79,27 +115,22 @@ pub fn render(s: &Shared) -> String {
         &[("network", network), ("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    o.single(
-        "height",
-        "gauge",
-        "Height of the best chain.",
-        chain.tip().height,
-    );
+    o.single("height", "gauge", "Height of the best chain.", snap.height);
     o.single(
         "header_height",
         "gauge",
         "Height of the best known header chain (ahead of height while syncing).",
-        chain.best_header().height,
+        snap.header_height,
     );
     o.single(
         "mempool_transactions",
         "gauge",
         "Transactions waiting in the mempool.",
-        chain.mempool_len(),
+        snap.mempool,
     );
 
     let mut per_link: BTreeMap<LinkId, LinkFigures> = BTreeMap::new();
-    for p in node.peers(now) {
+    for p in &snap.peers {
         let f = per_link.entry(p.link).or_default();
         f.peers += 1;
         f.ready += u64::from(p.ready);
@@ -161,7 +192,7 @@ pub fn render(s: &Shared) -> String {
     // goes down and comes back, as counters may be.
     let radio: Vec<_> = links
         .iter()
-        .filter_map(|l| node.packet_stats(l.id).map(|p| (l, p)))
+        .filter_map(|l| snap.packet.get(&l.id).map(|p| (l, p)))
         .collect();
     o.family(
         "radio_air_seconds_total",
@@ -231,7 +262,7 @@ pub fn render(s: &Shared) -> String {
         );
     }
 
-    let ob = node.outbox();
+    let ob = &snap.outbox;
     o.family("outbox_items", "gauge", "Outbox items by state.");
     for (state, name) in [
         (ItemState::Pending, "pending"),
@@ -275,30 +306,29 @@ pub fn render(s: &Shared) -> String {
         "bans",
         "gauge",
         "Bans in force (addresses, subnets, callsigns).",
-        node.bans(now).len(),
+        snap.bans,
     );
     o.family(
         "misbehaviour_by_reason_total",
         "counter",
         "Peers disconnected for misbehaviour since start, by reject code.",
     );
-    for (reason, n) in node.misbehaviour_counts() {
+    for (reason, n) in &snap.misbehaviour {
         o.sample("misbehaviour_by_reason_total", &[("reason", reason)], n);
     }
     o.single(
         "store_commits_total",
         "counter",
         "Store commits that wrote something since start (one WAL fsync each).",
-        chain.store().commits(),
+        snap.commits,
     );
-    drop(node);
     o.single(
         "misbehaviour_total",
         "counter",
         "Peers disconnected for misbehaviour since start (all reasons).",
         s.misbehaviours.load(Ordering::Relaxed),
     );
-    o.0
+    Ok(o.0)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The HTTP API (axum), loopback by default. Handlers take the node lock briefly and wake
-//! the driver after a change so that what the node queued goes out at once.
+//! The HTTP API (axum), loopback by default. Handlers ask the node through the driver
+//! ([`Shared::call`]), take what they need and build their answers outside; a node with
+//! [`crate::driver::REQUEST_QUEUE`] requests waiting answers 503 at once.
 //!
 //! Addresses in requests and answers are in their checksummed text form (`rsky1...` on
 //! regtest, see [`Address::to_text`]); amounts are integers in base units, with a
@@ -12,7 +13,7 @@ pub use auth::{ApiAuth, COOKIE_FILE};
 
 use crate::chain::types::format_amount;
 use crate::chain::{Address, Block, Coinbase, Hash, Sig, Transaction};
-use crate::driver::{now_ms, Shared};
+use crate::driver::{now_ms, Shared, Unanswered};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -83,15 +84,15 @@ fn page(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
-async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
-    (
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&s),
+        metrics::render(&s).await?,
     )
-        .into_response()
+        .into_response())
 }
 
 /// An error answer: status code and a JSON `{"error": ...}` body.
@@ -100,6 +101,12 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Unanswered> for ApiError {
+    fn from(e: Unanswered) -> ApiError {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
 }
 
@@ -123,15 +130,20 @@ async fn health() -> Json<Value> {
 /// least one link is up. `not_ready` says in words which of these is missing.
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let started = s.links_started.load(Ordering::SeqCst);
-    let (store_ok, height, header_height) = {
-        let node = s.node();
-        let chain = node.chain();
-        let ok = chain
-            .store()
-            .conn()
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .is_ok();
-        (ok, chain.tip().height, chain.best_header().height)
+    let (store_ok, height, header_height) = match s
+        .call(|n, _| {
+            let chain = n.chain();
+            let ok = chain
+                .store()
+                .conn()
+                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_ok();
+            (ok, chain.tip().height, chain.best_header().height)
+        })
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let (links, links_up, down) = s
         .links
@@ -182,19 +194,19 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn peers(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let peers = s.node().peers(now_ms());
-    Json(json!({ "count": peers.len(), "peers": peers }))
+async fn peers(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let peers = s.call(|n, now| n.peers(now)).await?;
+    Ok(Json(json!({ "count": peers.len(), "peers": peers })))
 }
 
-async fn peer_addrs(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let addrs = s.node().address_book(now_ms());
-    Json(json!({ "count": addrs.len(), "addrs": addrs }))
+async fn peer_addrs(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let addrs = s.call(|n, now| n.address_book(now)).await?;
+    Ok(Json(json!({ "count": addrs.len(), "addrs": addrs })))
 }
 
-async fn bans_list(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let bans = s.node().bans(now_ms());
-    Json(json!({ "count": bans.len(), "bans": bans }))
+async fn bans_list(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let bans = s.call(|n, now| n.bans(now)).await?;
+    Ok(Json(json!({ "count": bans.len(), "bans": bans })))
 }
 
 /// `POST /api/bans` body.
@@ -221,13 +233,9 @@ async fn bans_add(
     if !(hours > 0.0 && hours <= max_h as f64) {
         return Err(bad(format!("hours must be above 0 and at most {max_h}")));
     }
-    let res = s.node().ban(
-        now_ms(),
-        &req.key,
-        (hours * 3_600_000.0) as u64,
-        &req.reason,
-    );
-    s.wake.notify_one();
+    let res = s
+        .call(move |n, now| n.ban(now, &req.key, (hours * 3_600_000.0) as u64, &req.reason))
+        .await?;
     res.map(|b| Json(json!(b))).map_err(bad)
 }
 
@@ -236,7 +244,8 @@ async fn bans_remove(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    match s.node().unban(&key) {
+    let k = key.clone();
+    match s.call(move |n, _| n.unban(&k)).await? {
         Ok(true) => Ok(Json(json!({ "key": key, "removed": true }))),
         Ok(false) => Err(not_found(format!("no ban on '{key}'"))),
         Err(e) => Err(bad(e)),
@@ -279,12 +288,26 @@ pub struct Status {
     pub version: String,
 }
 
-async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
+async fn status(State(s): State<Arc<Shared>>) -> Result<Json<Status>, ApiError> {
     let links = s.links.lock().map(|l| l.clone()).unwrap_or_default();
-    let node = s.node();
+    let misbehaviours = s.misbehaviours.load(Ordering::Relaxed);
+    // Small (a few peers and links): built on the node's side in one go.
+    let status = s
+        .call(move |n, now| status_of(n, now, links, misbehaviours))
+        .await?;
+    Ok(Json(status))
+}
+
+fn status_of(
+    node: &crate::node::Node,
+    now: u64,
+    links: Vec<crate::driver::LinkStatus>,
+    misbehaviours: u64,
+) -> Status {
     let chain = node.chain();
     let tip = chain.tip();
-    Json(Status {
+    let peers = node.peers(now);
+    Status {
         network: chain.params().name.to_string(),
         network_id: hex::encode(chain.params().network_id()),
         height: tip.height,
@@ -294,7 +317,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
         mempool: chain.mempool_len(),
         callsign: node.config().callsign.clone(),
         node_id: hex::encode(node.node_id()),
-        peers: node.peers(now_ms()),
+        sync: sync_estimate(node, &peers),
+        peers,
         radio: links
             .iter()
             .filter_map(|l| {
@@ -309,10 +333,9 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<Status> {
             })
             .collect(),
         links,
-        misbehaviours: s.misbehaviours.load(Ordering::Relaxed),
+        misbehaviours,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        sync: sync_estimate(&node, &node.peers(now_ms())),
-    })
+    }
 }
 
 /// How far the chain is from the best height known (the best header, or a peer's tip
@@ -448,21 +471,34 @@ async fn block(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = s.node();
-    let chain = node.chain();
-    let hash = if let Ok(h) = id.parse::<u64>() {
-        chain
-            .main_hash_at(h)
-            .ok_or_else(|| not_found(format!("no block at height {h}")))?
-    } else {
-        Hash::from_hex(&id).map_err(|_| bad("expected a height or a 64-hex-digit block hash"))?
+    let by_height = id.parse::<u64>().ok();
+    let by_hash = match by_height {
+        Some(_) => None,
+        None => Some(
+            Hash::from_hex(&id)
+                .map_err(|_| bad("expected a height or a 64-hex-digit block hash"))?,
+        ),
     };
-    let b = chain
-        .block(&hash)
-        .map_err(|e| internal(e.to_string()))?
-        .ok_or_else(|| not_found(format!("no block {hash}")))?;
-    let network = chain.params().name;
-    Ok(Json(block_json(&b, chain.is_on_main_chain(&hash), network)))
+    let (b, main, network) = s
+        .call(move |n, _| -> Result<_, ApiError> {
+            let chain = n.chain();
+            let hash = match (by_hash, by_height) {
+                (Some(h), _) => h,
+                (None, h) => {
+                    let h = h.unwrap_or(0);
+                    chain
+                        .main_hash_at(h)
+                        .ok_or_else(|| not_found(format!("no block at height {h}")))?
+                }
+            };
+            let b = chain
+                .block(&hash)
+                .map_err(|e| internal(e.to_string()))?
+                .ok_or_else(|| not_found(format!("no block {hash}")))?;
+            Ok((b, chain.is_on_main_chain(&hash), chain.params().name))
+        })
+        .await??;
+    Ok(Json(block_json(&b, main, network)))
 }
 
 async fn tx_get(
@@ -470,13 +506,20 @@ async fn tx_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = Hash::from_hex(&id).map_err(|_| bad("expected a 64-hex-digit transaction id"))?;
-    let node = s.node();
-    let chain = node.chain();
-    let network = chain.params().name;
-    match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
+    let (found, network, tip) = s
+        .call(move |n, _| {
+            let chain = n.chain();
+            (
+                chain.find_tx(&id).map_err(|e| internal(e.to_string())),
+                chain.params().name,
+                chain.tip().height,
+            )
+        })
+        .await?;
+    match found? {
         Some((tx, Some((block, height)))) => Ok(Json(json!({
             "tx": tx_json(&tx, network), "status": "confirmed", "block": block, "height": height,
-            "confirmations": chain.tip().height.saturating_sub(height) + 1,
+            "confirmations": tip.saturating_sub(height) + 1,
         }))),
         Some((tx, None)) => Ok(Json(
             json!({ "tx": tx_json(&tx, network), "status": "mempool" }),
@@ -493,68 +536,71 @@ async fn tx_post(
     body: Result<Json<TxBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body.map_err(|e| bad(format!("not a transaction: {e}")))?;
-    let res = {
-        let mut node = s.node();
-        let tx = body.into_tx(node.chain().params().name).map_err(bad)?;
-        let id = tx.id();
-        let chain = node.chain();
-        match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
-            Some((_, Some((block, height)))) => {
-                let confirmations = chain.tip().height.saturating_sub(height) + 1;
-                return Ok(Json(json!({
-                    "id": id, "status": "confirmed", "block": block, "height": height,
-                    "confirmations": confirmations,
-                })));
+    let tx = body.into_tx(s.summary().network).map_err(bad)?;
+    let id = tx.id();
+    let res = s
+        .call(move |node, now| -> Result<_, ApiError> {
+            let chain = node.chain();
+            match chain.find_tx(&id).map_err(|e| internal(e.to_string()))? {
+                Some((_, Some((block, height)))) => {
+                    let confirmations = chain.tip().height.saturating_sub(height) + 1;
+                    Ok(Err(json!({
+                        "id": id, "status": "confirmed", "block": block, "height": height,
+                        "confirmations": confirmations,
+                    })))
+                }
+                Some((_, None)) => Ok(Err(json!({ "id": id, "status": "mempool" }))),
+                None => Ok(Ok(node.submit_tx(now, tx))),
             }
-            Some((_, None)) => return Ok(Json(json!({ "id": id, "status": "mempool" }))),
-            None => node.submit_tx(now_ms(), tx),
-        }
+        })
+        .await??;
+    // Already held: where it is, not `accepted`.
+    let res = match res {
+        Ok(r) => r,
+        Err(known) => return Ok(Json(known)),
     };
-    s.wake.notify_one();
     match res {
         Ok(id) => Ok(Json(json!({ "id": id, "status": "accepted" }))),
         Err(e) => Err(bad(format!("transaction refused: {e}"))),
     }
 }
 
-async fn mempool(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let node = s.node();
-    let network = node.chain().params().name;
-    let txs = node.chain().mempool_txs();
-    Json(json!({
+async fn mempool(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let (network, txs) = s
+        .call(|n, _| (n.chain().params().name, n.chain().mempool_txs()))
+        .await?;
+    Ok(Json(json!({
         "count": txs.len(),
         "txs": txs.iter().map(|t| tx_json(t, network)).collect::<Vec<_>>(),
-    }))
+    })))
 }
 
 async fn account(
     State(s): State<Arc<Shared>>,
     Path(addr): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = s.node();
-    let network = node.chain().params().name;
+    let network = s.summary().network;
     let a = Address::parse(&addr, network).map_err(|e| bad(e.to_string()))?;
-    let acct = node.chain().account(&a);
+    let (acct, next_nonce) = s
+        .call(move |n, _| (n.chain().account(&a), n.chain().next_nonce(&a)))
+        .await?;
     Ok(Json(json!({
         "address": a.to_text(network),
         "balance": acct.balance,
         "balance_text": format_amount(acct.balance),
         "nonce": acct.nonce,
-        "next_nonce": node.chain().next_nonce(&a),
+        "next_nonce": next_nonce,
     })))
 }
 
 /// `GET /api/outbox`: the node's view, each item with `dest_name`, its destination as
 /// an operator knows it: the callsign the peer gave at its last handshake (the node
 /// records it), else the start of its node id (`dest` keeps the whole id).
-async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<Value> {
-    let node = s.node();
-    let view = node.outbox();
-    let known: std::collections::HashMap<String, String> = node
-        .chain()
-        .store()
-        .peers()
-        .unwrap_or_default()
+async fn outbox_list(State(s): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let (view, peers) = s
+        .call(|n, _| (n.outbox(), n.chain().store().peers().unwrap_or_default()))
+        .await?;
+    let known: std::collections::HashMap<String, String> = peers
         .into_iter()
         .filter_map(|(row, _, call)| Some((row.strip_prefix("node:")?.to_string(), call)))
         .collect();
@@ -570,7 +616,7 @@ async fn outbox_list(State(s): State<Arc<Shared>>) -> Json<Value> {
             it["dest_name"] = json!(name);
         }
     }
-    Json(v)
+    Ok(Json(v))
 }
 
 /// `POST /api/outbox/{id}/hold|release|drop|retry`.
@@ -586,8 +632,7 @@ async fn outbox_cmd(
             "no outbox command '{cmd}' (hold, release, drop, retry)"
         ))
     })?;
-    let res = s.node().outbox_command(now_ms(), id, c);
-    s.wake.notify_one();
+    let res = s.call(move |n, now| n.outbox_command(now, id, c)).await?;
     match res {
         Ok(()) => Ok(Json(json!({ "id": id, "done": cmd }))),
         Err(e) if e.starts_with("no outbox item") => Err(not_found(e)),
@@ -656,7 +701,8 @@ struct Watched {
     peers: usize,
 }
 
-fn watched(s: &Shared) -> Watched {
+/// `None` when the node did not answer (busy): look again at the next check.
+async fn watched(s: &Shared) -> Option<Watched> {
     let links = s
         .links
         .lock()
@@ -666,25 +712,33 @@ fn watched(s: &Shared) -> Watched {
                 .collect()
         })
         .unwrap_or_default();
-    let node = s.node();
-    let ob = node.outbox();
-    let held = ob
-        .items
-        .iter()
-        .filter(|i| i.state == crate::outbox::State::Held)
-        .count();
-    Watched {
+    let (outbox, peers) = s
+        .call(|node, now| {
+            let ob = node.outbox();
+            let held = ob
+                .items
+                .iter()
+                .filter(|i| i.state == crate::outbox::State::Held)
+                .count();
+            (
+                (
+                    ob.items.len(),
+                    held,
+                    ob.totals.enqueued,
+                    ob.totals.delivered,
+                    ob.totals.dropped,
+                    ob.stats.pushes,
+                ),
+                node.peers(now).len(),
+            )
+        })
+        .await
+        .ok()?;
+    Some(Watched {
         links,
-        outbox: (
-            ob.items.len(),
-            held,
-            ob.totals.enqueued,
-            ob.totals.delivered,
-            ob.totals.dropped,
-            ob.stats.pushes,
-        ),
-        peers: node.peers(now_ms()).len(),
-    }
+        outbox,
+        peers,
+    })
 }
 
 /// `GET /api/events`: server-sent events so that a page redraws when something happens
@@ -704,7 +758,7 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
     };
     let rx = s.events.subscribe();
     let tick = tokio::time::interval(EVENT_CHECK);
-    let seen = watched(&s);
+    let seen = watched(&s).await.unwrap_or_default();
     let start = (
         rx,
         s,
@@ -735,7 +789,7 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
                         Err(RecvError::Closed) => return None,
                     },
                     _ = tick.tick() => {
-                        let now = watched(&s);
+                        let Some(now) = watched(&s).await else { continue };
                         let t = now_ms();
                         if now.outbox != seen.outbox {
                             queue.push_back(Event::default().event("outbox").data("{}"));
@@ -778,7 +832,7 @@ async fn mine(
     body: Result<Json<MineRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body.map_err(|e| bad(format!("expected {{\"blocks\", \"to\"}}: {e}")))?;
-    let network = s.node().chain().params().name;
+    let network = s.summary().network;
     if network != "regtest" {
         return Err(not_found(format!(
             "mining on demand exists only on regtest (this node is on {network})"
@@ -788,24 +842,25 @@ async fn mine(
         return Err(bad(format!("blocks must be 1 to {MAX_MINE_BLOCKS}")));
     }
     let to = Address::parse(&req.to, network).map_err(|e| bad(format!("to: {e}")))?;
-    // Hashing must not stall the runtime; the node lock is held only to take a template
-    // and to submit.
+    // Hashing must not stall the runtime; the node is asked only for a template and to
+    // take the block.
     let shared = s.clone();
     let mined = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
         let mut mined = Vec::new();
         for _ in 0..req.blocks {
+            let time = crate::driver::wall_ms() / 1000;
             let mut block = shared
-                .node()
-                .chain()
-                .block_template(to, crate::driver::wall_ms() / 1000);
+                .call_blocking(move |n, _| n.chain().block_template(to, time))
+                .map_err(ApiError::from)?;
             while !crate::chain::pow::mine(&mut block.header, 100_000) {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return Err(internal("the node is stopping"));
                 }
             }
             let (hash, height, txs) = (block.hash(), block.header.height, block.txs.len());
-            let res = shared.node().submit_block(now_ms(), block);
-            shared.wake.notify_one();
+            let res = shared
+                .call_blocking(move |n, now| n.submit_block(now, block))
+                .map_err(ApiError::from)?;
             res.map_err(|e| internal(format!("mined block {height} refused: {e}")))?;
             mined.push(json!({ "height": height, "hash": hash, "txs": txs }));
         }
@@ -813,7 +868,7 @@ async fn mine(
     })
     .await
     .map_err(|e| internal(format!("the miner failed: {e}")))??;
-    let height = s.node().chain().tip().height;
+    let height = s.call(|n, _| n.chain().tip().height).await?;
     Ok(Json(json!({ "mined": mined, "height": height })))
 }
 
@@ -837,9 +892,9 @@ mod tests {
     use crate::node::{Node, NodeConfig};
     use crate::store::Store;
 
-    fn shared() -> Arc<Shared> {
+    fn node() -> Node {
         let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
-        let node = Node::new(
+        Node::new(
             chain,
             NodeConfig {
                 node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
@@ -848,7 +903,11 @@ mod tests {
                 user_agent: "test".into(),
                 peers: Default::default(),
             },
-        );
+        )
+    }
+
+    /// A node whose driver runs (it answers the handlers' requests), with no links.
+    fn shared() -> Arc<Shared> {
         let opts = DriverOptions {
             links: Vec::new(),
             mine_to: None,
@@ -856,17 +915,17 @@ mod tests {
             custom_links: Vec::new(),
             mine_until_height: None,
         };
-        // The driver future is never run: links are not started.
-        driver::start(node, opts).0
+        let (s, fut) = driver::start(node(), opts);
+        tokio::spawn(fut);
+        s
     }
 
     #[tokio::test]
     async fn ready_only_once_links_are_started_and_one_is_up() {
         let s = shared();
+        // The driver starts its links (none here) before it answers.
         let r = ready(State(s.clone())).await;
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        s.links_started.store(true, Ordering::SeqCst);
-        let r = ready(State(s.clone())).await;
+        assert!(s.links_started.load(Ordering::SeqCst));
         assert_eq!(
             r.status(),
             StatusCode::SERVICE_UNAVAILABLE,
@@ -917,8 +976,7 @@ mod tests {
 
     #[test]
     fn sync_estimate_names_its_target_and_the_rate_it_assumes() {
-        let s = shared();
-        let mut node = s.node();
+        let mut node = node();
         let in_sync = sync_estimate(&node, &[]);
         assert_eq!(in_sync["blocks_left"], 0);
         assert_eq!(in_sync["target_from"], "best header");
@@ -949,6 +1007,40 @@ mod tests {
         assert_eq!(v["seconds_left"], (50 * avg).div_ceil(150));
     }
 
+    /// With [`crate::driver::REQUEST_QUEUE`] requests waiting, a handler answers 503 at
+    /// once instead of queueing behind them.
+    #[tokio::test]
+    async fn a_full_request_queue_answers_503_at_once() {
+        use futures_util::FutureExt;
+        let opts = DriverOptions {
+            links: Vec::new(),
+            mine_to: None,
+            callsign: "N0CALL-1".into(),
+            custom_links: Vec::new(),
+            mine_until_height: None,
+        };
+        // The driver is not run: nothing leaves the queue.
+        let (s, _driver) = driver::start(node(), opts);
+        for _ in 0..crate::driver::REQUEST_QUEUE {
+            let s = s.clone();
+            tokio::spawn(async move { s.call(|_, _| ()).await });
+        }
+        // Each spawned task queues its request when first run.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let answer = peers(State(s.clone()))
+            .now_or_never()
+            .expect("a busy node's handler waits");
+        match answer {
+            Err(ApiError(code, msg)) => {
+                assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(msg.contains("busy"), "{msg}");
+            }
+            Ok(_) => panic!("answered from a node that never ran"),
+        }
+    }
+
     #[tokio::test]
     async fn bans_round_trip_through_the_handlers() {
         let s = shared();
@@ -968,7 +1060,10 @@ mod tests {
             reason: String::new(),
         };
         assert!(bans_add(State(s.clone()), Ok(Json(bad_req))).await.is_err());
-        assert_eq!(bans_list(State(s.clone())).await.0["count"], 1);
+        assert_eq!(
+            bans_list(State(s.clone())).await.ok().unwrap().0["count"],
+            1
+        );
         let gone = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;
         assert!(gone.is_ok());
         let again = bans_remove(State(s.clone()), Path("2001:db8::/32".into())).await;

@@ -4,7 +4,7 @@
 
 use crate::chain::types::format_amount;
 use crate::chain::{params, Chain, Transaction};
-use crate::driver::{self, now_ms, DriverOptions, LinkSpawner, Shared};
+use crate::driver::{self, DriverOptions, LinkSpawner, Shared};
 use crate::lab::{DirewolfOpts, DirewolfPair};
 use crate::link::kiss::{KissLinkConfig, KissTransport};
 use crate::link::simtnc::SimChannel;
@@ -209,33 +209,44 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
             }
             bail!("demo did not converge in time");
         }
-        let spendable = nodes[last].node().chain().spendable_balance(&miner_addr);
+        let (spendable, nonce) = nodes[last]
+            .call_wait(move |n, _| {
+                let c = n.chain();
+                (c.spendable_balance(&miner_addr), c.next_nonce(&miner_addr))
+            })
+            .await?;
         if tx_id.is_none() && spendable > 1_000_000 + params.min_relay_fee {
             let to = crate::keys::address(&crate::keys::generate());
-            let tx = {
-                let node = nodes[last].node();
-                let nonce = node.chain().next_nonce(&miner_addr);
-                Transaction::sign(net, &miner, to, DEMO_AMOUNT, params.min_relay_fee, nonce)
-            };
+            let tx = Transaction::sign(net, &miner, to, DEMO_AMOUNT, params.min_relay_fee, nonce);
             let id = nodes[last]
-                .node()
-                .submit_tx(now_ms(), tx)
+                .call_wait(move |n, now| n.submit_tx(now, tx))
+                .await?
                 .context("demo tx refused")?;
-            nodes[last].wake.notify_one();
             tx_id = Some(id);
             tx_to = Some(to);
         }
-        let tips: Vec<_> = nodes.iter().map(|s| s.node().chain().tip()).collect();
-        let agree = tips.iter().all(|t| t.hash == tips[0].hash);
-        let confirmed = tx_id.is_some_and(|id| {
-            nodes
-                .iter()
-                .all(|s| matches!(s.node().chain().find_tx(&id), Ok(Some((_, Some(_))))))
-        });
+        let tips: Vec<_> = nodes.iter().map(|s| s.summary()).collect();
+        let agree = tips.iter().all(|t| t.tip == tips[0].tip);
+        let mut confirmed = tx_id.is_some();
+        if let Some(id) = tx_id {
+            for s in &nodes {
+                let here = s
+                    .call_wait(move |n, _| matches!(n.chain().find_tx(&id), Ok(Some((_, Some(_))))))
+                    .await?;
+                confirmed &= here;
+            }
+        }
         if agree && confirmed && tips[0].height >= blocks {
             break;
         }
-        let in_pool = tx_id.is_some_and(|id| nodes[0].node().chain().mempool_get(&id).is_some());
+        let in_pool = match tx_id {
+            Some(id) => {
+                nodes[0]
+                    .call_wait(move |n, _| n.chain().mempool_get(&id).is_some())
+                    .await?
+            }
+            None => false,
+        };
         if in_pool && tips[0].height >= limit.load(Ordering::SeqCst) {
             limit.fetch_add(1, Ordering::SeqCst);
         }
@@ -243,9 +254,9 @@ async fn demo(n: usize, blocks: u64, simulated: bool, as_json: bool) -> Result<(
     let secs = start.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for (i, s) in nodes.iter().enumerate() {
-        let node = s.node();
-        let tip = node.chain().tip();
-        let peers = node.peers(now_ms());
+        let (tip, peers) = s
+            .call_wait(|n, now| (n.chain().tip(), n.peers(now)))
+            .await?;
         let out: u64 = peers.iter().map(|p| p.stats.bytes_out).sum();
         let inb: u64 = peers.iter().map(|p| p.stats.bytes_in).sum();
         rows.push(json!({"node": i + 1, "callsign": format!("N0CALL-{}", i + 1), "height": tip.height, "tip": tip.hash,

@@ -726,16 +726,12 @@ fn banner(
     log: Option<&Path>,
     mining: bool,
 ) {
-    let (network, height, tip, headers) = {
-        let n = shared.node();
-        let c = n.chain();
-        (
-            c.params().name.to_string(),
-            c.tip().height,
-            c.tip().hash,
-            c.best_header().height,
-        )
-    };
+    let driver::Summary {
+        network,
+        height,
+        tip,
+        header_height: headers,
+    } = shared.summary();
     tracing::info!("skywave {} on {network}", env!("CARGO_PKG_VERSION"));
     tracing::info!("callsign {callsign}, data directory {}", dir.display());
     if links.is_empty() {
@@ -769,10 +765,8 @@ async fn log_tips(shared: std::sync::Arc<driver::Shared>) {
                 from,
                 ..
             }) => {
-                let headers = {
-                    let Ok(n) = shared.try_node() else { return };
-                    n.chain().best_header().height.max(tip.height)
-                };
+                // The best header as of the input that made this tip, or later.
+                let headers = shared.summary().header_height.max(tip.height);
                 let time = driver::utc_text(tip.time.saturating_mul(1000));
                 let progress = if headers == 0 {
                     100.0
