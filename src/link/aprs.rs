@@ -441,6 +441,33 @@ fn message(b: &[u8]) -> Option<Aprs> {
 mod tests {
     use super::*;
 
+    const T: u64 = 1_700_000_000_000;
+    const RADIO: LinkId = 3;
+
+    /// A regtest node whose KISS link `RADIO` came up at `T`, with this duty-cycle cap.
+    fn node_on_kiss(duty_cycle_pct: u8) -> crate::node::Node {
+        use crate::chain::{params, Chain};
+        use crate::node::{Node, NodeConfig, PeerPolicy};
+        use crate::store::Store;
+        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
+        let mut n = Node::new(
+            chain,
+            NodeConfig {
+                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+                callsign: "N0CALL-1".into(),
+                seed: 1,
+                user_agent: "aprs-test".into(),
+                peers: PeerPolicy {
+                    duty_cycle_pct,
+                    ..PeerPolicy::default()
+                },
+            },
+        );
+        let kiss = crate::link::kiss::KissLinkConfig::parse_url("kiss+tcp://t:1").unwrap();
+        n.link_up(T, RADIO, kiss.caps());
+        n
+    }
+
     fn presence() -> Presence {
         Presence {
             network: "regtest".into(),
@@ -472,24 +499,7 @@ mod tests {
 
     #[test]
     fn beacons_come_on_time_with_the_tip_and_wait_for_the_links_own_traffic() {
-        use crate::chain::{params, Chain};
-        use crate::node::{Node, NodeConfig, PeerPolicy};
-        use crate::store::Store;
-        const T: u64 = 1_700_000_000_000;
-        const RADIO: LinkId = 3;
-        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
-        let mut n = Node::new(
-            chain,
-            NodeConfig {
-                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-                callsign: "N0CALL-1".into(),
-                seed: 1,
-                user_agent: "aprs-test".into(),
-                peers: PeerPolicy::default(),
-            },
-        );
-        let kiss = crate::link::kiss::KissLinkConfig::parse_url("kiss+tcp://t:1").unwrap();
-        n.link_up(T, RADIO, kiss.caps());
+        let mut n = node_on_kiss(crate::node::PeerPolicy::default().duty_cycle_pct);
         let mut b = [Beacon::new(RADIO, 30, T), Beacon::new(9, 30, T)];
         assert!(due(&mut b, T, &mut n).is_empty());
         assert_eq!(next_due(&b), T + FIRST_BEACON_MS);
@@ -516,27 +526,7 @@ mod tests {
 
     #[test]
     fn a_beacon_waits_while_the_duty_cycle_budget_is_spent() {
-        use crate::chain::{params, Chain};
-        use crate::node::{Node, NodeConfig, PeerPolicy};
-        use crate::store::Store;
-        const T: u64 = 1_700_000_000_000;
-        const RADIO: LinkId = 3;
-        let chain = Chain::open(params::regtest(), Store::open_in_memory().unwrap()).unwrap();
-        let mut n = Node::new(
-            chain,
-            NodeConfig {
-                node_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
-                callsign: "N0CALL-1".into(),
-                seed: 1,
-                user_agent: "aprs-test".into(),
-                peers: PeerPolicy {
-                    duty_cycle_pct: 1,
-                    ..PeerPolicy::default()
-                },
-            },
-        );
-        let kiss = crate::link::kiss::KissLinkConfig::parse_url("kiss+tcp://t:1").unwrap();
-        n.link_up(T, RADIO, kiss.caps());
+        let mut n = node_on_kiss(1);
         // Spend the budget (the core's own traffic would, on a busy channel).
         let mut b = [Beacon::new(RADIO, 30, T)];
         let at = T + FIRST_BEACON_MS;

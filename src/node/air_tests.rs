@@ -265,10 +265,8 @@ fn hidden_stations_started_together_all_meet_within_a_minute() {
     }
 }
 
-/// Both stations hold the same funded history, so a payment is valid at both; station 0
-/// accepts one. Its id.
-fn fund_both_and_pay(air: &mut Air) -> Hash {
-    let net = params::regtest().network_id();
+/// Every station holds the same block funding [`key`]: the shared history. The key.
+fn fund_everyone(air: &mut Air) -> ed25519_dalek::SigningKey {
     let k = key();
     let from = crate::keys::address(&k);
     let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
@@ -276,6 +274,14 @@ fn fund_both_and_pay(air: &mut Air) -> Hash {
     for n in &mut air.nodes {
         n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
     }
+    k
+}
+
+/// Both stations hold the same funded history, so a payment is valid at both; station 0
+/// accepts one. Its id.
+fn fund_both_and_pay(air: &mut Air) -> Hash {
+    let net = params::regtest().network_id();
+    let k = fund_everyone(air);
     let tx = Transaction::sign(net, &k, Address([3; 32]), 5, 1000, 0);
     air.nodes[0].submit_tx(air.now, tx).unwrap()
 }
@@ -446,13 +452,7 @@ fn a_beacon_waiting_behind_the_one_it_answers_greets_for_us() {
     // (about 140 bytes, a second of air at 1200 baud, before the blocks).
     for seed in SEEDS {
         let mut air = Air::new(2, seed, 0);
-        let k = key();
-        let from = crate::keys::address(&k);
-        let mut b = air.nodes[0].chain().block_template(from, air.now / 1000);
-        while !pow::mine(&mut b.header, 1_000_000) {}
-        for n in &mut air.nodes {
-            n.chain.submit_block(b.clone(), air.now / 1000).unwrap();
-        }
+        fund_everyone(&mut air);
         // The newcomer is off the air until it starts.
         air.channel_mut().set_hears(0, 1, false);
         air.nodes[1]

@@ -487,6 +487,12 @@ impl Node {
             l.turn_due = false;
             l.heard_more
         });
+        // Our beacon waiting in the TNC behind the burst we just heard (see below).
+        let behind = self
+            .packet_links
+            .get(&link)
+            .and_then(|l| l.beacon_behind())
+            .filter(|_| after_burst);
         let on_link: Vec<PeerId> = self
             .peers
             .iter()
@@ -507,14 +513,6 @@ impl Node {
                 .packet_links
                 .get(&link)
                 .is_some_and(|l| l.hello_queued(id));
-            let behind = self
-                .packet_links
-                .get(&link)
-                .and_then(|l| l.beacon_behind())
-                .filter(|_| after_burst);
-            let Some(p) = self.peers.get_mut(&id) else {
-                continue;
-            };
             if let Some(beacon) = behind.filter(|_| p.hello_due && !queued) {
                 // Our beacon waits in the TNC behind the burst we just heard, and airs
                 // first: it greets the station, and our proof names its nonce.
