@@ -360,7 +360,7 @@ fn first_transfer_slots(air: &Air, station: usize, kind: u8, cfg: &ChannelConfig
 #[test]
 fn js8_stations_configured_with_each_other_and_started_together_meet_in_few_slots() {
     // As `js8_stations_started_in_the_same_second_fall_out_of_step`, but each link is
-    // configured with the other station (JS8Call's `peer=`), so both greet at link-up,
+    // configured with the other station (JS8Call's `peer=`), so both would greet at once,
     // and at turbo speed a 32-byte packet spans seven 6-s slots (one JS8 message), as
     // in the JS8Call emulator's test of the same case.
     let caps = LinkCaps {
@@ -396,13 +396,17 @@ fn js8_stations_configured_with_each_other_and_started_together_meet_in_few_slot
             took.map(|t| t / 1000),
             needed / 1000
         );
-        if took.is_none_or(|t| t > 2 * needed) {
+        // The station whose callsign sorts later yields its first slot (see
+        // `PacketLink::yield_first`): nothing collides. Without it, 5 of these 16 seeds
+        // lost both greetings at least once (one took 1985 s).
+        if took.is_none_or(|t| t > 2 * needed) || stats.collisions + stats.deaf > 0 {
             failed.push(seed);
         }
     }
     assert!(
         failed.is_empty(),
-        "seeds {failed:?}: no handshake and payment within twice the air it needs"
+        "seeds {failed:?}: a collision, or no handshake and payment within twice the air \
+         it needs"
     );
 }
 

@@ -197,6 +197,9 @@ pub(super) struct PacketLink {
     edge_at: Option<u64>,
     /// Our bursts since we last heard another station (the contention window's exponent).
     unheard_bursts: u32,
+    /// Slotted channels: contention units added to the next random slot we draw, until
+    /// we hear anything (see `yield_first`).
+    yield_units: u64,
     /// More than one other station has a session here (set by the core): what one
     /// broadcasts, several react to at once.
     pub shared: bool,
@@ -281,6 +284,7 @@ impl PacketLink {
             gather_until: None,
             beacon: None,
             beacon_behind: None,
+            yield_units: 0,
             rng: Rng::new(seed),
         }
     }
@@ -340,6 +344,7 @@ impl PacketLink {
         self.access_at = None;
         self.edge_at = None;
         self.unheard_bursts = 0;
+        self.yield_units = 0;
         self.answer_until = self.hold_until + self.caps.slot_ms;
         over
     }
@@ -464,7 +469,7 @@ impl PacketLink {
                 // Once only: a window of up to 32 units made the JS8 emulator's block
                 // test a quarter slower (194 s against 153 s) and won no seed more.
                 let window = CONTENTION_SLOTS << self.unheard_bursts.min(1);
-                let k = self.rng.below(window);
+                let k = std::mem::take(&mut self.yield_units) + self.rng.below(window);
                 let at = self.slot_edge_after(now) + k * unit;
                 *self.access_at.insert(at)
             }
@@ -474,6 +479,18 @@ impl PacketLink {
         }
         self.access_at = None;
         true
+    }
+
+    /// Slotted channel: our first burst draws its slot from after the window another
+    /// station draws from, unless we hear it first. Two stations configured with each
+    /// other and started together both greet at once, deaf while they transmit, and a
+    /// shared window makes them collide one time in four (a whole greeting lost each
+    /// time, minutes of air at JS8's speeds); the station whose callsign sorts later
+    /// yields (see `Node::peer_connected`), so neither greeting is lost when both are there.
+    pub fn yield_first(&mut self) {
+        if self.slotted() && self.unheard_bursts == 0 {
+            self.yield_units = CONTENTION_SLOTS;
+        }
     }
 
     /// Slotted channel: is it the moment to hand a new burst over, just before the next

@@ -88,6 +88,12 @@ impl Node {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.hello_due = true;
             }
+            if outbound && callsign_order(&self.cfg.callsign, &self.peers[&peer].remote).is_gt() {
+                // A station named by the operator, not heard yet: it greets us too.
+                if let Some(l) = self.packet_links.get_mut(&link) {
+                    l.yield_first();
+                }
+            }
             return;
         }
         let hello = self.hello(nonce);
@@ -702,6 +708,16 @@ impl Node {
 }
 
 /// A reject code as `/metrics` labels it.
+/// Which of two stations yields on a channel they meet on: by base callsign (the part
+/// before the SSID, which not every mode carries: JS8Call names stations without it),
+/// then by the whole, so both stations reach opposite answers.
+fn callsign_order(ours: &str, theirs: &str) -> std::cmp::Ordering {
+    let base = |c: &str| c.split('-').next().unwrap_or(c).to_ascii_uppercase();
+    base(ours)
+        .cmp(&base(theirs))
+        .then_with(|| ours.to_ascii_uppercase().cmp(&theirs.to_ascii_uppercase()))
+}
+
 fn reject_code_name(code: RejectCode) -> &'static str {
     match code {
         RejectCode::Malformed => "malformed",
