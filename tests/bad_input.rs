@@ -10,7 +10,7 @@ use skywave::wire::stream::frame;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::hostile::{bad_pow_block, framed, handshake, hello};
+use support::hostile::{bad_pow_block, framed, framed_to, handshake, hello};
 use support::{wait_for, TestNode};
 
 /// Send `bytes`, then read until the node closes the connection. Returns what it sent us.
@@ -19,11 +19,11 @@ fn send_and_expect_close(port: u16, bytes: &[u8]) -> Vec<u8> {
     read_until_close(s, bytes)
 }
 
-/// Finish a handshake as a stranger holding its key, send `bytes`, then read until the
-/// node closes the connection.
-fn send_after_handshake(port: u16, net: [u8; 4], bytes: &[u8]) -> Vec<u8> {
-    let s = handshake(port, net).expect("handshake");
-    read_until_close(s, bytes)
+/// Finish a handshake as a stranger holding its key, send `msg` (tagged for the node),
+/// then read until the node closes the connection.
+fn send_after_handshake(port: u16, net: [u8; 4], msg: &Message) -> Vec<u8> {
+    let (s, node) = handshake(port, net).expect("handshake");
+    read_until_close(s, &framed_to(net, &node, 3, msg))
 }
 
 fn read_until_close(mut s: TcpStream, bytes: &[u8]) -> Vec<u8> {
@@ -68,8 +68,7 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
 
     // 3. A block with bad proof of work, after a proper handshake.
     let bad_block = bad_pow_block();
-    let msg = framed(net, 3, &Message::Block(bad_block));
-    let reply = send_after_handshake(a.port, net, &msg);
+    let reply = send_after_handshake(a.port, net, &Message::Block(bad_block));
     assert!(
         !reply.is_empty(),
         "node proves itself and rejects before closing"
@@ -79,7 +78,7 @@ fn hostile_input_is_refused_and_the_node_keeps_serving() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let mut tx = Transaction::sign(net, &key, Address([2; 32]), 10, 1000, 0);
     tx.sig.0[0] ^= 0x55;
-    send_after_handshake(a.port, net, &framed(net, 3, &Message::Tx(tx)));
+    send_after_handshake(a.port, net, &Message::Tx(tx));
 
     // 5. A handshake from another network.
     let main = params::main().network_id();

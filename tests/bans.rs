@@ -10,7 +10,7 @@ use skywave::wire::message::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::hostile::{bad_pow_block, framed, handshake};
+use support::hostile::{bad_pow_block, framed_to, handshake};
 use support::{http, wait_for, TestNode};
 
 /// Connect, send `bytes`, and read for up to `wait`. Returns what the node sent and
@@ -43,8 +43,8 @@ fn exchange_on(mut s: TcpStream, bytes: &[u8], wait: Duration) -> (Vec<u8>, bool
 /// whether it closed the connection).
 fn bad_block_session(port: u16) -> (Vec<u8>, bool) {
     let net = params::regtest().network_id();
-    let s = handshake(port, net).expect("handshake");
-    let msg = framed(net, 3, &Message::Block(bad_pow_block()));
+    let (s, node) = handshake(port, net).expect("handshake");
+    let msg = framed_to(net, &node, 3, &Message::Block(bad_pow_block()));
     exchange_on(s, &msg, Duration::from_secs(10))
 }
 

@@ -254,7 +254,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
     use skywave::chain::params;
     use skywave::wire::message::{GetHeaders, Message};
     use std::io::Write;
-    use support::hostile::{framed, handshake_on};
+    use support::hostile::{framed_to, handshake_on};
 
     let mut a = TestNode::init_plain("a", "N0CALL-1");
     a.ok(&["mine", "--blocks", "1000"]);
@@ -269,7 +269,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
         .expect("connect");
     let mut s: std::net::TcpStream = sock.into();
     s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    handshake_on(&mut s, net).expect("handshake");
+    let node = handshake_on(&mut s, net).expect("handshake");
     let ask = Message::GetHeaders(GetHeaders {
         locator: vec![params::regtest().genesis_hash()],
         stop: None,
@@ -278,7 +278,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped_and_the_node_carries_on() {
     let mut out = Vec::new();
     // Under the message-rate burst, so that only the byte bound can end the session.
     for i in 0..1000u64 {
-        out.extend(framed(net, i + 2, &ask));
+        out.extend(framed_to(net, &node, i + 2, &ask));
     }
     let _ = s.write_all(&out);
     let dropped = wait_for(Duration::from_secs(60), || {

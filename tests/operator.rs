@@ -385,7 +385,7 @@ fn a_callsign_ban_drops_the_station_on_tcp_at_once_and_refuses_it_after() {
     a.start(&[]);
     let net = params::regtest().network_id();
     // A station that proves its node id and greets as N0EVIL.
-    let mut s = handshake(a.port, net).expect("handshake");
+    let (mut s, _) = handshake(a.port, net).expect("handshake");
     // Its session is up: the node lists the station by the callsign of its Hello.
     let up = wait_for(Duration::from_secs(20), || {
         let v = a.status();

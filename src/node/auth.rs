@@ -12,6 +12,7 @@
 //! on amateur radio.
 
 use crate::chain::Sig;
+use crate::wire::envelope::{self, TAG_LEN};
 use crate::wire::message::Auth;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
@@ -75,6 +76,74 @@ pub fn prove(signer: &SigningKey, network_key: Option<&[u8; 32]>, t: &Transcript
         sig: Sig(signer.sign(&t.bytes()).to_bytes()),
         mac: network_key.map(|k| t.mac(k)),
     }
+}
+
+/// The key two nodes share for session tags: X25519 between one's node key and the
+/// other's id (each mapped from Ed25519 as for Noise, ADR 0011), hashed with the network
+/// and both ids. Only the holders of the two node keys can compute it, so a station that
+/// relays both handshakes (and holds a proven session with each side under the other's
+/// id) cannot add a message either side believes. It is the same for every session of
+/// the pair: a tag proves who wrote the message, and a replayed message only says again
+/// what its writer said (see docs/THREAT-MODEL.md). `None` for an id that is not a
+/// point, or whose exchange gives nothing (small order).
+pub fn pair_key(ours: &SigningKey, theirs: &[u8; 32], network: [u8; 4]) -> Option<[u8; 32]> {
+    let their_key = VerifyingKey::from_bytes(theirs).ok()?;
+    let shared = their_key
+        .to_montgomery()
+        .mul_clamped(ours.to_scalar_bytes())
+        .to_bytes();
+    if shared == [0u8; 32] {
+        return None;
+    }
+    let our_id = ours.verifying_key().to_bytes();
+    let (lo, hi) = if our_id <= *theirs {
+        (our_id, *theirs)
+    } else {
+        (*theirs, our_id)
+    };
+    let mut h = blake3::Hasher::new_derive_key("skywave 2026-12-02 session tag key v1");
+    h.update(&shared);
+    h.update(&network);
+    h.update(&lo);
+    h.update(&hi);
+    Some(*h.finalize().as_bytes())
+}
+
+/// The session tag for an envelope from `from` to `to` (the bytes before its tags, see
+/// `wire::envelope::tag_prefix`): keyed BLAKE3 under their pair key, cut to 8 bytes. Both
+/// ids in order, so a message cannot be reflected back to its writer as the other's.
+pub fn tag(key: &[u8; 32], from: &[u8; 32], to: &[u8; 32], prefix: &[u8]) -> [u8; TAG_LEN] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"skywave-tag-v1");
+    h.update(from);
+    h.update(to);
+    h.update(prefix);
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&h.finalize().as_bytes()[..TAG_LEN]);
+    t
+}
+
+/// Does `tags` hold the tag `expected`? (Compared without an early exit.)
+pub fn has_tag(tags: &[[u8; TAG_LEN]], expected: &[u8; TAG_LEN]) -> bool {
+    tags.iter().fold(false, |found, t| {
+        let diff = t.iter().zip(expected).fold(0u8, |d, (a, b)| d | (a ^ b));
+        found | (diff == 0)
+    })
+}
+
+/// The untagged envelope `untagged` sealed with one tag, for the node with id `to`, by
+/// the holder of `ours` (a test or tool that speaks raw envelopes to a node after the
+/// handshake). `None` if `to` is not a usable id.
+pub fn seal_for(
+    ours: &SigningKey,
+    to: &[u8; 32],
+    network: [u8; 4],
+    untagged: &[u8],
+) -> Option<Vec<u8>> {
+    let key = pair_key(ours, to, network)?;
+    let prefix = envelope::tag_prefix(untagged);
+    let t = tag(&key, &ours.verifying_key().to_bytes(), to, &prefix);
+    Some(envelope::seal(prefix, &[t]))
 }
 
 /// Why a proof was not accepted.

@@ -4,6 +4,7 @@
 //! and sends only what the test crafts.
 
 use super::radio_tests::{key, Air, LINK};
+use super::auth;
 use super::*;
 use crate::chain::params;
 use crate::wire::envelope;
@@ -15,15 +16,34 @@ fn net() -> [u8; 4] {
     params::regtest().network_id()
 }
 
-/// `msg` in an envelope, with a message id of the attacker's choosing.
-fn env(msg: &Message) -> Vec<u8> {
-    envelope::encode(net(), 0xA77A_0000, msg)
+/// `msg` in an envelope from station `from` to the victim (station 0), with a message id
+/// of the attacker's choosing. The attacker holds its own node key (it proved it in the
+/// handshake), so it tags what it sends like any node: the attack reaches the checks
+/// behind the tag.
+fn env(from: usize, msg: &Message) -> Vec<u8> {
+    env_to(from, 0, msg)
 }
 
-/// `msg` as one packet (WHOLE, however long) that ends the sender's burst (so the node
-/// does not hold for it).
-fn packet(msg: &Message) -> Vec<u8> {
-    let mut p = frag::split(0xA77A, &env(msg), envelope::MAX_MESSAGE_LEN + 1)
+/// [`env`] to station `to`.
+fn env_to(from: usize, to: usize, msg: &Message) -> Vec<u8> {
+    let bytes = envelope::encode(net(), 0xA77A_0000, msg);
+    if matches!(msg, Message::Hello(_) | Message::Auth(_)) {
+        return bytes;
+    }
+    let key = |i: usize| super::radio_tests::station_config(i, 0).node_key;
+    let victim = key(to).verifying_key().to_bytes();
+    auth::seal_for(&key(from), &victim, net(), &bytes).expect("station ids are points")
+}
+
+/// `msg` from station `from` to the victim (0) as one packet (WHOLE, however long) that
+/// ends the sender's burst (so the node does not hold for it).
+fn packet(from: usize, msg: &Message) -> Vec<u8> {
+    packet_to(from, 0, msg)
+}
+
+/// [`packet`] to station `to`.
+fn packet_to(from: usize, to: usize, msg: &Message) -> Vec<u8> {
+    let mut p = frag::split(0xA77A, &env_to(from, to, msg), envelope::MAX_MESSAGE_LEN + 1)
         .expect("split")
         .remove(0);
     frag::set_over(&mut p, false);
@@ -120,7 +140,7 @@ fn a_block_hash_announced_as_a_tx_does_not_stall_the_block_on_tcp() {
     connect(&mut air, 0, 2);
     shuttle(&mut air, &[]);
     let now = air.now;
-    air.nodes[0].handle_frame(now, pid(2), &env(&as_txs(&blocks)));
+    air.nodes[0].handle_frame(now, pid(2), &env(2, &as_txs(&blocks)));
     // The honest peer comes; no time passes, so no request can time out.
     connect(&mut air, 0, 1);
     shuttle(&mut air, &[2]);
@@ -151,7 +171,7 @@ fn a_block_hash_announced_as_a_tx_does_not_stall_the_block_on_radio() {
     // The attack is heard before 0's announcements, and repeated every two seconds for
     // up to half an hour.
     for _ in 0..900 {
-        air.deliver(2, 1, &packet(&as_txs(&blocks)));
+        air.deliver(2, 1, &packet_to(2, 1, &as_txs(&blocks)));
         air.run_for(2_000);
         if air.nodes[1].chain().tip().height == 10 {
             break;
@@ -178,7 +198,7 @@ fn transaction_requests_per_peer_are_capped() {
         let ids: Vec<Hash> = (0..limits::MAX_INV as u32)
             .map(|i| Hash::digest(&(round * 1000 + i).to_le_bytes()))
             .collect();
-        air.nodes[0].handle_frame(now, pid(1), &env(&as_txs(&ids)));
+        air.nodes[0].handle_frame(now, pid(1), &env(1, &as_txs(&ids)));
         while let Some(t) = air.nodes[0].poll_transmit() {
             if let Ok(e) = envelope::decode(&t.bytes) {
                 if let Message::GetData(items) = e.message {
@@ -215,7 +235,7 @@ fn getblocktxn_with_repeated_indexes_is_refused_and_counted() {
         block: tip,
         indexes: vec![0; 1000],
     });
-    air.nodes[0].handle_frame(now, pid(1), &env(&ask));
+    air.nodes[0].handle_frame(now, pid(1), &env(1, &ask));
     let sent: usize = std::iter::from_fn(|| air.nodes[0].poll_transmit())
         .map(|t| t.bytes.len())
         .sum();
@@ -237,7 +257,7 @@ fn getblocktxn_with_repeated_indexes_is_refused_and_counted() {
         indexes: vec![4, 0, 2],
     });
     let now = air2.now;
-    air2.nodes[0].handle_frame(now, pid(1), &env(&ask));
+    air2.nodes[0].handle_frame(now, pid(1), &env(1, &ask));
     let answer = std::iter::from_fn(|| air2.nodes[0].poll_transmit())
         .filter_map(|t| envelope::decode(&t.bytes).ok())
         .find_map(|e| match e.message {
@@ -298,7 +318,7 @@ fn nacks_of_everything_repair_at_most_a_few_times_the_transfer_and_count() {
         kind: InvKind::Block,
         hash: tip,
     }]);
-    air.deliver(1, 0, &packet(&ask));
+    air.deliver(1, 0, &packet(1, &ask));
     let block = run_alone(&mut air, peer, 120_000);
     let (&tid, &frags) = block
         .iter()
@@ -330,7 +350,7 @@ fn nacks_of_everything_repair_at_most_a_few_times_the_transfer_and_count() {
 fn control_bytes_queued_for_one_station_are_capped() {
     let mut air = served_then_silent(29, 1);
     let tip = air.nodes[0].chain().tip().hash;
-    let ask = packet(&Message::GetBlockTxn(GetBlockTxn {
+    let ask = packet(1, &Message::GetBlockTxn(GetBlockTxn {
         block: tip,
         indexes: (0..20).collect(),
     }));
@@ -462,11 +482,11 @@ fn beacon(i: usize) -> Vec<u8> {
     let node = Node::new(chain, super::radio_tests::station_config(i, 0));
     let mut hello = node.hello(1000 + i as u64);
     hello.features |= crate::wire::message::features::BEACON;
-    packet(&Message::Hello(hello))
+    packet(i, &Message::Hello(hello))
 }
 
 /// The bytes of `f`, as station `from` of `air` would send them to the victim (0).
-fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
+fn frame_bytes(air: &Air, from: usize, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
     let chain = air.nodes[0].chain();
     let hash = |b: u8| {
         chain
@@ -495,7 +515,7 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
             p.truncate(usize::from(*len).max(4));
             p
         }
-        Frame::GetBlockTxn { b, indexes } => packet(&Message::GetBlockTxn(GetBlockTxn {
+        Frame::GetBlockTxn { b, indexes } => packet(from, &Message::GetBlockTxn(GetBlockTxn {
             block: hash(*b),
             indexes: indexes.clone(),
         })),
@@ -511,14 +531,14 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
                     hash: hash(b.wrapping_add(k % 4)),
                 })
                 .collect();
-            packet(&Message::GetData(items))
+            packet(from, &Message::GetData(items))
         }
         Frame::InvTx { b, seed, n } => {
             let ids: Vec<Hash> = (0..*n)
                 .map(|k| Hash::digest(&[*seed, k as u8, (k >> 8) as u8]))
                 .chain(std::iter::once(hash(*b)))
                 .collect();
-            packet(&as_txs(&ids))
+            packet(from, &as_txs(&ids))
         }
         Frame::Compact { b, keep } => {
             let block = chain.block(&hash(*b)).ok()??;
@@ -527,7 +547,7 @@ fn frame_bytes(air: &Air, f: &Frame, beacon: &[u8]) -> Option<Vec<u8>> {
             };
             let n = usize::from(*keep) % (c.short_ids.len() + 3);
             c.short_ids = c.short_ids.iter().copied().cycle().take(n).collect();
-            packet(&Message::CompactBlock(c))
+            packet(from, &Message::CompactBlock(c))
         }
         Frame::Beacon => beacon.to_vec(),
         Frame::Raw(b) => b.clone(),
@@ -553,7 +573,7 @@ proptest! {
             match f {
                 Frame::Wait(s) => air.run_for(u64::from(*s) * 1000),
                 _ => {
-                    if let Some(b) = frame_bytes(&air, f, &beacons[*station]) {
+                    if let Some(b) = frame_bytes(&air, from, f, &beacons[*station]) {
                         air.deliver(from, 0, &b);
                     }
                 }

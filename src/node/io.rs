@@ -3,7 +3,7 @@
 //! NACKs, turn-taking, pacing); encoding and routing what is sent.
 
 use super::{
-    outbox, packet, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
+    auth, outbox, packet, Dest, Node, Priority, Transmit, BEACON_INTERVAL_MS, DISCOVERY_FAST_TRIES,
     DISCOVERY_FIRST_MS, DISCOVERY_INTERVAL_MS, EARLY_BYTES, KNOWN_CAP, MAX_BLOCKS_PER_GETDATA,
     MAX_QUEUED_TRANSMITS, SLOTTED_QUICK_TRIES,
 };
@@ -204,6 +204,9 @@ impl Node {
                 ),
                 None,
             );
+            return;
+        }
+        if !self.tag_checked(peer, bytes, &env) {
             return;
         }
         let msg_id = env.msg_id;
@@ -622,6 +625,11 @@ impl Node {
     /// Hand an encoded envelope to the peer's link: straight out on stream links, through
     /// the packet layer (fragmented, paced) on packet links.
     pub(super) fn route(&mut self, peer: PeerId, bytes: Vec<u8>, msg: &Message) {
+        let bytes = if is_handshake(msg) {
+            bytes
+        } else {
+            self.seal(peer, bytes)
+        };
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -647,6 +655,109 @@ impl Node {
         }
     }
 
+    /// The key for session tags with `peer` and its id, once a `Hello` of its is held
+    /// (its proven one, or the one waiting for its proof).
+    fn tag_key(&mut self, peer: PeerId) -> Option<([u8; 32], [u8; 32])> {
+        let p = self.peers.get(&peer)?;
+        let id = p.hello.as_ref().or(p.pending_hello.as_ref())?.node_id;
+        if let Some((made_for, key)) = p.tag_key {
+            if made_for == id {
+                return Some((id, key));
+            }
+        }
+        let key = auth::pair_key(&self.cfg.node_key, &id, self.network)?;
+        self.peers.get_mut(&peer)?.tag_key = Some((id, key));
+        Some((id, key))
+    }
+
+    /// The untagged envelope `bytes` with a session tag for `peer` (unchanged while we
+    /// hold no `Hello` of its: only the handshake goes before that).
+    fn seal(&mut self, peer: PeerId, bytes: Vec<u8>) -> Vec<u8> {
+        let Some((id, key)) = self.tag_key(peer) else {
+            return bytes;
+        };
+        let prefix = envelope::tag_prefix(&bytes);
+        let t = auth::tag(&key, &self.node_id(), &id, &prefix);
+        envelope::seal(prefix, &[t])
+    }
+
+    /// The untagged envelope `bytes`, for every station with a session on broadcast
+    /// link `link`, with a tag for each whose `Hello` we hold (proven ones first, at
+    /// most `MAX_TAGS`; the rest take what they hear as from a station that does not
+    /// know them yet).
+    pub(super) fn seal_broadcast(&mut self, link: LinkId, bytes: Vec<u8>) -> Vec<u8> {
+        let mut stations: Vec<(bool, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link == link && !p.closing)
+            .map(|(&id, p)| (p.hello.is_none(), id))
+            .collect();
+        stations.sort_unstable();
+        let prefix = envelope::tag_prefix(&bytes);
+        let ours = self.node_id();
+        let mut tags = Vec::new();
+        for (_, peer) in stations {
+            if tags.len() == envelope::MAX_TAGS {
+                break;
+            }
+            if let Some((id, key)) = self.tag_key(peer) {
+                tags.push(auth::tag(&key, &ours, &id, &prefix));
+            }
+        }
+        if tags.is_empty() {
+            return bytes;
+        }
+        envelope::seal(prefix, &tags)
+    }
+
+    /// Is a message from a peer whose id is proven (`Some(id)`) what it claims to be? A
+    /// handshake message needs no tag (it proves itself); anything else must carry one
+    /// made with the key only that peer and we hold. Untagged: dropped, not counted
+    /// against the peer (a broadcast handed over before it knew us can arrive after its
+    /// proof). A tag that does not verify is counted: it is not the peer's.
+    fn tag_checked(&mut self, peer: PeerId, bytes: &[u8], env: &Envelope) -> bool {
+        if is_handshake(&env.message) {
+            return true;
+        }
+        if self.peers.get(&peer).is_none_or(|p| p.hello.is_none()) {
+            // Not proven yet: kept or refused by the handshake rules, and checked when
+            // its proof comes (early messages are handled again then).
+            return true;
+        }
+        let Some((id, key)) = self.tag_key(peer) else {
+            return false;
+        };
+        if env.tags.is_empty() {
+            debug!(peer, kind = env.message.name(), "message without a session tag dropped");
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.stats.untagged_dropped += 1;
+            }
+            return false;
+        }
+        let prefix = &bytes[..env.tagged_len.min(bytes.len())];
+        let expected = auth::tag(&key, &id, &self.node_id(), prefix);
+        if auth::has_tag(&env.tags, &expected) {
+            return true;
+        }
+        if env.tags.len() > 1 {
+            // A broadcast that names other stations but not us (it was made before the
+            // sender held our Hello).
+            debug!(peer, kind = env.message.name(), "broadcast without our session tag dropped");
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.stats.untagged_dropped += 1;
+            }
+            return false;
+        }
+        let name = env.message.name();
+        self.misbehave(
+            peer,
+            RejectCode::Protocol,
+            format!("'{name}' with a session tag that does not verify: not from the node that proved its id"),
+            None,
+        );
+        false
+    }
+
     /// Size of `msg` as an envelope (the id's varint width aside).
     pub(super) fn encode_len(&self, msg: &Message) -> usize {
         envelope::encode(self.network, self.next_msg_id, msg).len()
@@ -657,6 +768,11 @@ impl Node {
         self.next_msg_id = self.next_msg_id.wrapping_add(1);
         envelope::encode(self.network, id, msg)
     }
+}
+
+/// The handshake messages, which prove themselves and go without a session tag.
+fn is_handshake(msg: &Message) -> bool {
+    matches!(msg, Message::Hello(_) | Message::Auth(_))
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.

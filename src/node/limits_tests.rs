@@ -26,6 +26,14 @@ fn node(id: u8, policy: PeerPolicy) -> Node {
     n
 }
 
+/// `bytes` (an untagged envelope) as node `from` (of [`node`]) sends it to `to` once
+/// they have met: with their session tag.
+fn tagged(from: u8, to: &Node, bytes: &[u8]) -> Vec<u8> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[from; 32]);
+    auth::seal_for(&key, &to.node_id(), params::regtest().network_id(), bytes)
+        .expect("node ids are points")
+}
+
 fn keyed(k: &str) -> PeerPolicy {
     PeerPolicy {
         network_key: Some(network_key(k, params::regtest().network_id()).expect("kdf")),
@@ -125,7 +133,7 @@ fn a_flooding_peer_is_cut_off_within_the_burst_allowance() {
     let (ea, _) = handshake(&mut a, &mut b);
     assert!(ready(&ea));
     let net = params::regtest().network_id();
-    let ping = envelope::encode(net, 99, &Message::Ping(7));
+    let ping = tagged(2, &a, &envelope::encode(net, 99, &Message::Ping(7)));
     // A burst of ten seconds' worth (500) passes, plus what refills while it lasts (one
     // message a millisecond here, 50/s back); the flood beyond it does not.
     let cut = flood(&mut a, &ping).expect("flood never cut off");
@@ -178,13 +186,17 @@ fn blocks_asked_for_again_or_sent_unasked_are_still_charged() {
     );
     assert!(b.chain().has_block(&hash), "B did not sync the block");
     let net = params::regtest().network_id();
-    let again = envelope::encode(
-        net,
-        99,
-        &Message::GetData(vec![InvItem {
-            kind: InvKind::Block,
-            hash,
-        }]),
+    let again = tagged(
+        2,
+        &a,
+        &envelope::encode(
+            net,
+            99,
+            &Message::GetData(vec![InvItem {
+                kind: InvKind::Block,
+                hash,
+            }]),
+        ),
     );
     let cut = flood(&mut a, &again).expect("repeated requests never cut off");
     assert!((500..=530).contains(&cut), "cut off after {cut} requests");
@@ -192,7 +204,7 @@ fn blocks_asked_for_again_or_sent_unasked_are_still_charged() {
     let (mut a, mut b) = (node(1, policy_msgs(50)), node(2, PeerPolicy::default()));
     a.set_wall_clock(T, wall);
     handshake(&mut a, &mut b);
-    let unasked = envelope::encode(net, 99, &Message::Block(block));
+    let unasked = tagged(2, &a, &envelope::encode(net, 99, &Message::Block(block)));
     let cut = flood(&mut a, &unasked).expect("unasked blocks never cut off");
     assert!((500..=530).contains(&cut), "cut off after {cut} blocks");
 }
@@ -369,6 +381,96 @@ fn a_network_key_proof_relayed_to_another_node_is_refused() {
     assert!(misbehaved(&ev, "does not verify"), "{ev:?}");
 }
 
+/// M reaches A and B, which do not reach each other, and relays both handshakes
+/// verbatim: each `Hello` and each proof to the other side. Both proofs are genuine, so
+/// A and B each hold a proven session with M under the other's id. What M writes itself
+/// (an `Ack` of what A owes B, untagged or tagged with its own key) A refuses: the session
+/// tag is made with a key only A and B hold. What B writes and M passes on, A takes.
+#[test]
+fn a_relay_of_both_handshakes_cannot_add_a_message() {
+    let net = params::regtest().network_id();
+    let mut a = node(1, PeerPolicy::default());
+    let mut b = node(2, PeerPolicy::default());
+    // Wall time a minute after genesis, so the blocks' times are valid.
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    b.set_wall_clock(T, wall);
+    // B met A once, so A owes B the block it mines.
+    let _ = handshake(&mut a, &mut b);
+    a.peer_disconnected(T, 1);
+    b.peer_disconnected(T, 2);
+    mine_one(&mut a);
+    let item = owed(&a, b.node_id()).pop().expect("A owes B the block");
+    // M connects to both (peer 9 on each side) and passes on the handshake only,
+    // holding back everything else each side sends.
+    a.peer_connected(T, 9, LINK, "10.0.0.66:4000".into(), false);
+    b.peer_connected(T, 9, LINK, "10.0.0.66:4001".into(), false);
+    let mut held: Vec<(bool, Vec<u8>)> = Vec::new();
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let from_a: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        let from_b: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        if from_a.is_empty() && from_b.is_empty() {
+            break;
+        }
+        for (to_b, t) in from_a
+            .into_iter()
+            .map(|t| (true, t))
+            .chain(from_b.into_iter().map(|t| (false, t)))
+        {
+            let handshake = envelope::decode(&t.bytes)
+                .is_ok_and(|e| matches!(e.message, Message::Hello(_) | Message::Auth(_)));
+            match (handshake, to_b) {
+                (true, true) => b.handle_frame(T, 9, &t.bytes),
+                (true, false) => a.handle_frame(T, 9, &t.bytes),
+                (false, _) => held.push((to_b, t.bytes)),
+            }
+        }
+        ea.extend(std::iter::from_fn(|| a.poll_event()));
+        eb.extend(std::iter::from_fn(|| b.poll_event()));
+    }
+    assert!(ready(&ea) && ready(&eb), "the relay opened no session: {ea:?} {eb:?}");
+    // A pushed B its block on this session; M acks it as B, without a tag.
+    let ack = |id: u64| envelope::encode(net, 5, &Message::Ack(vec![id]));
+    a.handle_frame(T, 9, &ack(item.msg_id()));
+    assert_eq!(owed(&a, b.node_id()).len(), 1, "M's untagged ack delivered the item");
+    // M passes on what it held: B gets the block and acks it, and A takes B's ack.
+    let relay = |a: &mut Node, b: &mut Node, held: &mut Vec<(bool, Vec<u8>)>| {
+        for _ in 0..10 {
+            for (to_b, bytes) in std::mem::take(held) {
+                if to_b {
+                    b.handle_frame(T, 9, &bytes);
+                } else {
+                    a.handle_frame(T, 9, &bytes);
+                }
+            }
+            held.extend(std::iter::from_fn(|| a.poll_transmit()).map(|t| (true, t.bytes)));
+            held.extend(std::iter::from_fn(|| b.poll_transmit()).map(|t| (false, t.bytes)));
+            if held.is_empty() {
+                break;
+            }
+        }
+    };
+    relay(&mut a, &mut b, &mut held);
+    assert_eq!(b.chain().tip().hash, a.chain().tip().hash, "B did not get the block");
+    assert!(
+        owed(&a, b.node_id()).is_empty(),
+        "B's own ack, passed on, did not deliver the item"
+    );
+    // A second block: M holds A's push and acks it with a tag made with its own key.
+    mine_one(&mut a);
+    let item = owed(&a, b.node_id()).pop().expect("A owes B the second block");
+    held.extend(std::iter::from_fn(|| a.poll_transmit()).map(|t| (true, t.bytes)));
+    assert!(!held.is_empty(), "A sent B nothing of its second block");
+    while a.poll_event().is_some() {}
+    a.handle_frame(T, 9, &tagged(66, &a, &ack(item.msg_id())));
+    let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(misbehaved(&ev, "session tag that does not verify"), "{ev:?}");
+    let still = owed(&a, b.node_id());
+    assert_eq!(still.len(), 1, "M's tagged ack delivered what A owes B");
+    assert_eq!(still[0].state, crate::outbox::State::Pending);
+}
+
 /// A keyed node proves itself only to a `Hello` that passed its checks: a proof sent to
 /// any greeting was what let a stranger collect proofs to relay.
 #[test]
@@ -438,7 +540,11 @@ fn an_ack_delivers_only_what_was_sent_on_that_session() {
     a.handle_frame(
         T,
         1,
-        &envelope::encode(net, 99, &Message::Ack(vec![item.msg_id()])),
+        &tagged(
+            3,
+            &a,
+            &envelope::encode(net, 99, &Message::Ack(vec![item.msg_id()])),
+        ),
     );
     let still = owed(&a, v.node_id());
     assert_eq!(still.len(), 1, "an unsent item was acked away");

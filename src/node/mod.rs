@@ -219,6 +219,9 @@ pub struct PeerStats {
     pub msgs_in: u64,
     /// Messages sent.
     pub msgs_out: u64,
+    /// Messages after the handshake without a session tag for us, dropped (sent before
+    /// the peer knew our id, or not by the peer at all).
+    pub untagged_dropped: u64,
 }
 
 /// Figures of a packet (radio) link, as estimated by the core.
@@ -340,6 +343,8 @@ struct Peer {
     /// Envelopes heard from it before its `Hello` (broadcast links), with their bytes.
     early: Vec<Vec<u8>>,
     early_bytes: usize,
+    /// The key for session tags with it, and the id it was made for (see `auth::pair_key`).
+    tag_key: Option<([u8; 32], [u8; 32])>,
 }
 
 impl Peer {

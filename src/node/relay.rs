@@ -313,6 +313,7 @@ impl Node {
                 continue;
             };
             let bytes = self.encode(&msg);
+            let bytes = self.seal_broadcast(link, bytes);
             let now = self.now;
             if let Some(l) = self.packet_links.get_mut(&link) {
                 l.enqueue(now, Dest::Broadcast(link), &bytes, Priority::Control);

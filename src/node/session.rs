@@ -80,6 +80,7 @@ impl Node {
                 asked_at: None,
                 early: Vec::new(),
                 early_bytes: 0,
+                tag_key: None,
             },
         );
         if self.packet_links.contains_key(&link) {
@@ -707,7 +708,6 @@ impl Node {
     }
 }
 
-/// A reject code as `/metrics` labels it.
 /// Which of two stations yields on a channel they meet on: by base callsign (the part
 /// before the SSID, which not every mode carries: JS8Call names stations without it),
 /// then by the whole, so both stations reach opposite answers.
@@ -718,6 +718,7 @@ fn callsign_order(ours: &str, theirs: &str) -> std::cmp::Ordering {
         .then_with(|| ours.to_ascii_uppercase().cmp(&theirs.to_ascii_uppercase()))
 }
 
+/// A reject code as `/metrics` labels it.
 fn reject_code_name(code: RejectCode) -> &'static str {
     match code {
         RejectCode::Malformed => "malformed",

@@ -2,15 +2,27 @@
 //! message is believed. Layout (docs/PROTOCOL.md, "Envelope"):
 //!
 //! ```text
-//! version u8 | network [u8; 4] | kind u8 | msg_id varint u64 | body (postcard) | crc32 u32 LE
+//! version 1: version u8 | network [u8; 4] | kind u8 | msg_id varint u64 | body (postcard) | crc32 u32 LE
+//! version 2: version u8 | network [u8; 4] | kind u8 | msg_id varint u64 | body (postcard)
+//!            | tag [u8; 8] × n | n u8 | crc32 u32 LE
 //! ```
+//!
+//! Version 2 carries session tags: one per station it is meant for, each a MAC by the key
+//! that station and the sender share (see `node::auth::tag`), over every byte before the
+//! tags. Tags authenticate; nothing is encrypted.
 
 use super::message::Message;
 use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Envelope format version in the first byte of every message.
+/// Envelope format version in the first byte of every untagged message.
 pub const ENVELOPE_VERSION: u8 = 1;
+/// Envelope format version of a message that carries session tags.
+pub const TAGGED_VERSION: u8 = 2;
+/// Bytes of one session tag.
+pub const TAG_LEN: usize = 8;
+/// Most tags one envelope carries (a broadcast to that many stations).
+pub const MAX_TAGS: usize = 16;
 
 /// Largest envelope accepted, CRC included. Every message within the limits of
 /// `message::limits` encodes to less than this.
@@ -34,7 +46,7 @@ pub const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 /// A decoded, checked message with its envelope fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// Envelope version (always [`ENVELOPE_VERSION`] once decoded).
+    /// Envelope version: [`ENVELOPE_VERSION`], or [`TAGGED_VERSION`] with `tags`.
     pub version: u8,
     /// Network id: first four bytes of the genesis hash.
     pub network: [u8; 4],
@@ -42,6 +54,10 @@ pub struct Envelope {
     pub msg_id: u64,
     /// The message.
     pub message: Message,
+    /// Session tags (version 2), one per station the sender meant it for.
+    pub tags: Vec<[u8; TAG_LEN]>,
+    /// How many leading bytes of the envelope the tags cover.
+    pub tagged_len: usize,
 }
 
 /// Why bytes were refused. Each variant's message says exactly what was wrong, so a log
@@ -72,9 +88,12 @@ pub enum WireError {
         /// CRC in the trailer.
         got: u32,
     },
-    /// Envelope version byte other than [`ENVELOPE_VERSION`].
-    #[error("unsupported envelope version {0} (this node speaks {ENVELOPE_VERSION})")]
+    /// Envelope version byte other than [`ENVELOPE_VERSION`] and [`TAGGED_VERSION`].
+    #[error("unsupported envelope version {0} (this node speaks {ENVELOPE_VERSION} and {TAGGED_VERSION})")]
     UnsupportedVersion(u8),
+    /// A version-2 envelope whose tag count is 0, above [`MAX_TAGS`], or longer than it.
+    #[error("bad session tags: count {0}")]
+    BadTags(usize),
     /// Kind byte that names no message.
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
@@ -162,6 +181,30 @@ pub fn encode(network: [u8; 4], msg_id: u64, msg: &Message) -> Vec<u8> {
     out
 }
 
+/// The bytes session tags cover for the untagged envelope `untagged` (from [`encode`]):
+/// the same without its CRC, marked version 2. Pass them, with the tags made over them,
+/// to [`seal`].
+pub fn tag_prefix(untagged: &[u8]) -> Vec<u8> {
+    let mut out = untagged[..untagged.len().saturating_sub(CRC_LEN)].to_vec();
+    if let Some(v) = out.first_mut() {
+        *v = TAGGED_VERSION;
+    }
+    out
+}
+
+/// A version-2 envelope: `prefix` (from [`tag_prefix`]), the tags (1 to [`MAX_TAGS`];
+/// more are cut), their count and the CRC over all of it.
+pub fn seal(mut prefix: Vec<u8>, tags: &[[u8; TAG_LEN]]) -> Vec<u8> {
+    let tags = &tags[..tags.len().min(MAX_TAGS)];
+    for t in tags {
+        prefix.extend_from_slice(t);
+    }
+    prefix.push(tags.len() as u8);
+    let crc = CRC32.checksum(&prefix);
+    prefix.extend_from_slice(&crc.to_le_bytes());
+    prefix
+}
+
 fn append<T: Serialize>(out: Vec<u8>, value: &T) -> Vec<u8> {
     // Serializing these plain structs into a Vec has no failure path: no maps of unknown
     // length, no custom errors, and a Vec never runs out of room.
@@ -191,9 +234,28 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         return Err(WireError::BadCrc { expected, got });
     }
     let version = signed[0];
-    if version != ENVELOPE_VERSION {
-        return Err(WireError::UnsupportedVersion(version));
-    }
+    let (signed, tags) = match version {
+        ENVELOPE_VERSION => (signed, Vec::new()),
+        TAGGED_VERSION => {
+            let n = usize::from(signed[signed.len() - 1]);
+            // Room for tags after the header and a one-byte msg_id, before the count.
+            let room = signed.len().saturating_sub(MSG_ID_AT + 1 + 1);
+            if n == 0 || n > MAX_TAGS || n * TAG_LEN > room {
+                return Err(WireError::BadTags(n));
+            }
+            let at = signed.len() - 1 - n * TAG_LEN;
+            let tags = signed[at..signed.len() - 1]
+                .chunks_exact(TAG_LEN)
+                .map(|c| {
+                    let mut t = [0u8; TAG_LEN];
+                    t.copy_from_slice(c);
+                    t
+                })
+                .collect();
+            (&signed[..at], tags)
+        }
+        v => return Err(WireError::UnsupportedVersion(v)),
+    };
     let network = [signed[1], signed[2], signed[3], signed[4]];
     let kind = signed[5];
     if Message::kind_name(kind).is_none() {
@@ -232,6 +294,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         network,
         msg_id,
         message,
+        tags,
+        tagged_len: signed.len(),
     })
 }
 
@@ -260,17 +324,17 @@ fn body_as<T: DeserializeOwned + Serialize>(kind: u8, body: &[u8]) -> Result<T, 
 }
 
 /// The network id of an envelope without checking anything else, to drop foreign
-/// traffic cheaply (e.g. on a shared radio channel). `None` if `bytes` cannot be a
-/// version-1 envelope.
+/// traffic cheaply (e.g. on a shared radio channel). `None` if `bytes` cannot be an
+/// envelope of a version this node speaks.
 pub fn peek_network(bytes: &[u8]) -> Option<[u8; 4]> {
-    if bytes.len() < MIN_MESSAGE_LEN || bytes[0] != ENVELOPE_VERSION {
+    if bytes.len() < MIN_MESSAGE_LEN || !matches!(bytes[0], ENVELOPE_VERSION | TAGGED_VERSION) {
         return None;
     }
     Some([bytes[1], bytes[2], bytes[3], bytes[4]])
 }
 
 /// The kind byte of an envelope without checking anything else (e.g. to tell keep-alives
-/// from payload on a link). `None` if `bytes` cannot be a version-1 envelope.
+/// from payload on a link). `None` if `bytes` cannot be an envelope.
 pub fn peek_kind(bytes: &[u8]) -> Option<u8> {
     peek_network(bytes)?;
     bytes.get(MSG_ID_AT - 1).copied()
@@ -374,8 +438,8 @@ mod tests {
             b
         };
         let mut b = good.clone();
-        b[0] = 2;
-        assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(2)));
+        b[0] = 3;
+        assert_eq!(decode(&reseal(b)), Err(WireError::UnsupportedVersion(3)));
         let mut b = good.clone();
         b[5] = 19;
         assert_eq!(decode(&reseal(b)), Err(WireError::UnknownKind(19)));
@@ -529,19 +593,45 @@ mod tests {
         let b = encode(NET, 1, &Message::Pong(1));
         assert_eq!(peek_network(&b), Some(NET));
         assert_eq!(peek_network(&b[..5]), None);
-        let mut v2 = b.clone();
-        v2[0] = 2;
-        assert_eq!(peek_network(&v2), None);
+        let mut v3 = b.clone();
+        v3[0] = 3;
+        assert_eq!(peek_network(&v3), None);
+    }
+
+    #[test]
+    fn tag_counts_outside_the_envelope_are_refused() {
+        let b = encode([1, 2, 3, 4], 7, &Message::Ping(9));
+        let sealed = seal(tag_prefix(&b), &[[1; TAG_LEN]]);
+        assert!(decode(&sealed).is_ok());
+        // A count of 0, of more than MAX_TAGS, and of more tags than the bytes hold.
+        for n in [0u8, MAX_TAGS as u8 + 1, 3] {
+            let mut bad = sealed[..sealed.len() - CRC_LEN].to_vec();
+            *bad.last_mut().unwrap() = n;
+            let crc = CRC32.checksum(&bad);
+            bad.extend_from_slice(&crc.to_le_bytes());
+            assert_eq!(decode(&bad), Err(WireError::BadTags(n.into())), "count {n}");
+        }
     }
 
     proptest! {
         #[test]
-        fn round_trip(msg in arb_message(), net in any::<[u8; 4]>(), id in any::<u64>()) {
+        fn round_trip(msg in arb_message(), net in any::<[u8; 4]>(), id in any::<u64>(), n_tags in 1..=MAX_TAGS) {
             let b = encode(net, id, &msg);
             prop_assert!(b.len() <= MAX_MESSAGE_LEN);
             prop_assert_eq!(peek_network(&b), Some(net));
             let env = decode(&b).unwrap();
-            prop_assert_eq!(env, Envelope { version: ENVELOPE_VERSION, network: net, msg_id: id, message: msg });
+            let untagged = b.len() - CRC_LEN;
+            prop_assert_eq!(env, Envelope { version: ENVELOPE_VERSION, network: net, msg_id: id, message: msg.clone(), tags: vec![], tagged_len: untagged });
+            // The same with tags: the same message, the tags as sealed, covering the
+            // bytes before them.
+            let tags: Vec<[u8; TAG_LEN]> = (0..n_tags).map(|i| [i as u8 ^ 0x5a; TAG_LEN]).collect();
+            let prefix = tag_prefix(&b);
+            let covered = prefix.len();
+            let sealed = seal(prefix, &tags);
+            prop_assert_eq!(sealed.len(), b.len() + 1 + TAG_LEN * n_tags);
+            prop_assert_eq!(peek_network(&sealed), Some(net));
+            let env = decode(&sealed).unwrap();
+            prop_assert_eq!(env, Envelope { version: TAGGED_VERSION, network: net, msg_id: id, message: msg, tags, tagged_len: covered });
         }
 
         #[test]

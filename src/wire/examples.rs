@@ -25,7 +25,7 @@ const HELLO_LISTING: &str = "\
 d00dfeed                    # network id
 01                          # kind 1 = Hello
 ac02                        # msg_id 300 (varint: 0x2c|0x80, 0x02)
-02                          # version 2 (varint u16)
+03                          # version 3 (varint u16)
 d00dfeed                    # network ([u8; 4], raw)
 d209                        # height 1234 (varint u64)
 abababababababababababababababababababababababababababababababab
@@ -38,7 +38,7 @@ abababababababababababababababababababababababababababababababab
 ef9bafcdf8acd19101          # nonce 0x0123456789abcdef (varint u64)
 0d 736b79776176652f302e312e30
                             # user_agent: length 13, \"skywave/0.1.0\"
-924e623a                    # CRC-32 0x3a624e92, little-endian
+ec3f1eff                    # CRC-32 0xff1e3fec, little-endian
 ";
 
 /// The bytes of a listing: everything before `#` on each line, hex.

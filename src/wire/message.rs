@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build. Version 2: every session is proven with a
 /// signed [`Auth`] (version 1 sent it only on networks with a key, and without a
-/// signature); version-1 nodes are refused with a `Version` reject that says so.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// signature). Version 3: every message after the handshake carries a session tag
+/// (envelope version 2). Other versions are refused with a `Version` reject that says so.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Limits checked on every decoded message (before any work is done with it).
 pub mod limits {

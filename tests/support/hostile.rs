@@ -34,14 +34,17 @@ pub fn hello(network: [u8; 4]) -> Message {
 /// Connect to a node on `port` and finish the handshake as a well-formed stranger: our
 /// `Hello`, the node's `Hello`, and our signed proof answering its nonce. Whatever the
 /// test writes next reaches the node's checks beyond the handshake.
-pub fn handshake(port: u16, network: [u8; 4]) -> std::io::Result<TcpStream> {
+/// Returns the stream and the node's id (what it sends next needs a session tag for it:
+/// [`framed_to`]).
+pub fn handshake(port: u16, network: [u8; 4]) -> std::io::Result<(TcpStream, [u8; 32])> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    handshake_on(&mut s, network)?;
-    Ok(s)
+    let node = handshake_on(&mut s, network)?;
+    Ok((s, node))
 }
 
-/// [`handshake`] on a connection the caller opened (with its own socket options).
-pub fn handshake_on(s: &mut TcpStream, network: [u8; 4]) -> std::io::Result<()> {
+/// [`handshake`] on a connection the caller opened (with its own socket options); the
+/// node's id.
+pub fn handshake_on(s: &mut TcpStream, network: [u8; 4]) -> std::io::Result<[u8; 32]> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(&framed(network, 1, &hello(network)))?;
     let mut dec = StreamDecoder::new();
@@ -61,7 +64,7 @@ pub fn handshake_on(s: &mut TcpStream, network: [u8; 4]) -> std::io::Result<()> 
                 };
                 let proof = auth::prove(&hostile_key(), None, &t);
                 s.write_all(&framed(network, 2, &Message::Auth(proof)))?;
-                return Ok(());
+                return Ok(h.node_id);
             }
         }
         let n = s.read(&mut buf)?;
@@ -73,9 +76,17 @@ pub fn handshake_on(s: &mut TcpStream, network: [u8; 4]) -> std::io::Result<()> 
     Err(std::io::Error::other("no Hello from the node"))
 }
 
-/// `m` in an envelope, length-prefixed for a TCP stream.
+/// `m` in an envelope, length-prefixed for a TCP stream (untagged: a handshake message,
+/// or one sent before a handshake).
 pub fn framed(network: [u8; 4], id: u64, m: &Message) -> Vec<u8> {
     frame(&envelope::encode(network, id, m))
+}
+
+/// `m` as the hostile peer sends it after its handshake with the node whose id is
+/// `node`: with their session tag, so that it reaches the node's checks behind the tag.
+pub fn framed_to(network: [u8; 4], node: &[u8; 32], id: u64, m: &Message) -> Vec<u8> {
+    let bytes = envelope::encode(network, id, m);
+    frame(&auth::seal_for(&hostile_key(), node, network, &bytes).expect("the node's id is a point"))
 }
 
 /// A regtest block at height 1 whose proof of work is wrong (everything else is valid).
