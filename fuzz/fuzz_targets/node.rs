@@ -278,8 +278,9 @@ impl Harness {
         chain.main_hash_at(h).unwrap_or(Hash::ZERO)
     }
 
-    /// A valid envelope around raw `body` bytes of `kind`.
-    fn seal(&mut self, kind: u8, body: &[u8]) -> Vec<u8> {
+    /// A valid envelope around raw `body` bytes of `kind`, tagged by `slot` as a peer
+    /// tags what it sends after the handshake (the node checks the tag before the body).
+    fn raw(&mut self, slot: usize, kind: u8, body: &[u8]) -> Vec<u8> {
         let mut b = vec![ENVELOPE_VERSION];
         b.extend_from_slice(&self.network);
         b.push(kind);
@@ -288,13 +289,22 @@ impl Harness {
         b.extend_from_slice(body);
         let crc = CRC32.checksum(&b);
         b.extend_from_slice(&crc.to_le_bytes());
-        b
+        self.tagged(slot, kind, b)
     }
 
-    fn encode(&mut self, msg: &Message) -> Vec<u8> {
+    fn encode(&mut self, slot: usize, msg: &Message) -> Vec<u8> {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
-        envelope::encode(self.network, id, msg)
+        let b = envelope::encode(self.network, id, msg);
+        self.tagged(slot, msg.kind(), b)
+    }
+
+    /// `b` with `slot`'s session tag for the node, unless it is a handshake message.
+    fn tagged(&self, slot: usize, kind: u8, b: Vec<u8>) -> Vec<u8> {
+        if matches!(kind, 1 | 16) {
+            return b;
+        }
+        auth::seal_for(&slot_key(slot), &self.node.node_id(), self.network, &b).unwrap_or(b)
     }
 
     fn frame(&mut self, slot: usize, bytes: &[u8]) {
@@ -416,7 +426,7 @@ impl Harness {
             nonce: 1000 + slot as u64,
             user_agent: "fuzz-peer".into(),
         });
-        let b = self.encode(&msg);
+        let b = self.encode(slot, &msg);
         self.send(slot, &b);
         self.slots[slot].owes_proof = true;
         self.slots[slot].proved_for = None;
@@ -443,7 +453,7 @@ impl Harness {
             nonce: 1000 + slot as u64,
         };
         let proof = Message::Auth(auth::prove(&slot_key(slot), None, &t));
-        let b = self.encode(&proof);
+        let b = self.encode(slot, &proof);
         self.send(slot, &b);
     }
 
@@ -486,7 +496,7 @@ impl Harness {
                 let len = take_len(data)?;
                 let (body, rest) = data.split_at(len.min(data.len()));
                 *data = rest;
-                let b = self.seal(kind % 20, body);
+                let b = self.raw(slot, kind % 20, body);
                 self.send(slot, &b);
             }
             2 => {
@@ -508,7 +518,7 @@ impl Harness {
                 let i = usize::from(take(data)?);
                 let blocks = &self.slots[slot].blocks;
                 if let Some(b) = blocks.get(i % blocks.len().max(1)).cloned() {
-                    let bytes = self.encode(&Message::Block(b));
+                    let bytes = self.encode(slot, &Message::Block(b));
                     self.send(slot, &bytes);
                 }
             }
@@ -528,7 +538,7 @@ impl Harness {
                     let end = (i + n / 2).min(blocks.len());
                     Message::Headers(blocks[i..end].iter().map(|b| b.header.clone()).collect())
                 };
-                let bytes = self.encode(&msg);
+                let bytes = self.encode(slot, &msg);
                 self.send(slot, &bytes);
             }
             7 => {
@@ -587,7 +597,7 @@ impl Harness {
                     coinbase: b.coinbase,
                     short_ids,
                 });
-                let bytes = self.encode(&msg);
+                let bytes = self.encode(slot, &msg);
                 self.send(slot, &bytes);
             }
             12 => {
@@ -600,7 +610,7 @@ impl Harness {
                     block: self.main_hash(h),
                     indexes,
                 });
-                let bytes = self.encode(&msg);
+                let bytes = self.encode(slot, &msg);
                 self.send(slot, &bytes);
             }
             13 => {
@@ -609,7 +619,7 @@ impl Harness {
                 let (body, rest) = data.split_at(len.min(data.len()));
                 *data = rest;
                 let drop = take(data)?;
-                let b = self.seal(kind % 20, body);
+                let b = self.raw(slot, kind % 20, body);
                 let tid = self.next_transfer;
                 self.next_transfer += 1;
                 let Ok(packets) = frag::split(tid, &b, 64) else {
@@ -634,7 +644,7 @@ impl Harness {
                         hash: self.main_hash(h.wrapping_add(k)),
                     })
                     .collect();
-                let bytes = self.encode(&Message::GetData(items));
+                let bytes = self.encode(slot, &Message::GetData(items));
                 self.send(slot, &bytes);
             }
             _ => {
@@ -647,7 +657,7 @@ impl Harness {
                         hash,
                     })
                     .collect();
-                let bytes = self.encode(&Message::Inv(items));
+                let bytes = self.encode(slot, &Message::Inv(items));
                 self.send(slot, &bytes);
             }
         }
