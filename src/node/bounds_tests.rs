@@ -3,8 +3,8 @@
 //! node in virtual time; the attacker is a real node for its handshake, then goes silent
 //! and sends only what the test crafts.
 
-use super::radio_tests::{key, Air, LINK};
 use super::auth;
+use super::radio_tests::{key, Air, LINK};
 use super::*;
 use crate::chain::params;
 use crate::wire::envelope;
@@ -43,9 +43,13 @@ fn packet(from: usize, msg: &Message) -> Vec<u8> {
 
 /// [`packet`] to station `to`.
 fn packet_to(from: usize, to: usize, msg: &Message) -> Vec<u8> {
-    let mut p = frag::split(0xA77A, &env_to(from, to, msg), envelope::MAX_MESSAGE_LEN + 1)
-        .expect("split")
-        .remove(0);
+    let mut p = frag::split(
+        0xA77A,
+        &env_to(from, to, msg),
+        envelope::MAX_MESSAGE_LEN + 1,
+    )
+    .expect("split")
+    .remove(0);
     frag::set_over(&mut p, false);
     p
 }
@@ -350,10 +354,13 @@ fn nacks_of_everything_repair_at_most_a_few_times_the_transfer_and_count() {
 fn control_bytes_queued_for_one_station_are_capped() {
     let mut air = served_then_silent(29, 1);
     let tip = air.nodes[0].chain().tip().hash;
-    let ask = packet(1, &Message::GetBlockTxn(GetBlockTxn {
-        block: tip,
-        indexes: (0..20).collect(),
-    }));
+    let ask = packet(
+        1,
+        &Message::GetBlockTxn(GetBlockTxn {
+            block: tip,
+            indexes: (0..20).collect(),
+        }),
+    );
     for _ in 0..200 {
         air.deliver(1, 0, &ask);
         let u = air.nodes[0].usage();
@@ -515,10 +522,13 @@ fn frame_bytes(air: &Air, from: usize, f: &Frame, beacon: &[u8]) -> Option<Vec<u
             p.truncate(usize::from(*len).max(4));
             p
         }
-        Frame::GetBlockTxn { b, indexes } => packet(from, &Message::GetBlockTxn(GetBlockTxn {
-            block: hash(*b),
-            indexes: indexes.clone(),
-        })),
+        Frame::GetBlockTxn { b, indexes } => packet(
+            from,
+            &Message::GetBlockTxn(GetBlockTxn {
+                block: hash(*b),
+                indexes: indexes.clone(),
+            }),
+        ),
         Frame::GetData { b, n, compact } => {
             let kind = if *compact {
                 InvKind::CompactBlock

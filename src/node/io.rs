@@ -728,7 +728,11 @@ impl Node {
             return false;
         };
         if env.tags.is_empty() {
-            debug!(peer, kind = env.message.name(), "message without a session tag dropped");
+            debug!(
+                peer,
+                kind = env.message.name(),
+                "message without a session tag dropped"
+            );
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.stats.untagged_dropped += 1;
             }
@@ -742,7 +746,11 @@ impl Node {
         if env.tags.len() > 1 {
             // A broadcast that names other stations but not us (it was made before the
             // sender held our Hello).
-            debug!(peer, kind = env.message.name(), "broadcast without our session tag dropped");
+            debug!(
+                peer,
+                kind = env.message.name(),
+                "broadcast without our session tag dropped"
+            );
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.stats.untagged_dropped += 1;
             }

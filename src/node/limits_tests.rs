@@ -429,11 +429,18 @@ fn a_relay_of_both_handshakes_cannot_add_a_message() {
         ea.extend(std::iter::from_fn(|| a.poll_event()));
         eb.extend(std::iter::from_fn(|| b.poll_event()));
     }
-    assert!(ready(&ea) && ready(&eb), "the relay opened no session: {ea:?} {eb:?}");
+    assert!(
+        ready(&ea) && ready(&eb),
+        "the relay opened no session: {ea:?} {eb:?}"
+    );
     // A pushed B its block on this session; M acks it as B, without a tag.
     let ack = |id: u64| envelope::encode(net, 5, &Message::Ack(vec![id]));
     a.handle_frame(T, 9, &ack(item.msg_id()));
-    assert_eq!(owed(&a, b.node_id()).len(), 1, "M's untagged ack delivered the item");
+    assert_eq!(
+        owed(&a, b.node_id()).len(),
+        1,
+        "M's untagged ack delivered the item"
+    );
     // M passes on what it held: B gets the block and acks it, and A takes B's ack.
     let relay = |a: &mut Node, b: &mut Node, held: &mut Vec<(bool, Vec<u8>)>| {
         for _ in 0..10 {
@@ -452,20 +459,29 @@ fn a_relay_of_both_handshakes_cannot_add_a_message() {
         }
     };
     relay(&mut a, &mut b, &mut held);
-    assert_eq!(b.chain().tip().hash, a.chain().tip().hash, "B did not get the block");
+    assert_eq!(
+        b.chain().tip().hash,
+        a.chain().tip().hash,
+        "B did not get the block"
+    );
     assert!(
         owed(&a, b.node_id()).is_empty(),
         "B's own ack, passed on, did not deliver the item"
     );
     // A second block: M holds A's push and acks it with a tag made with its own key.
     mine_one(&mut a);
-    let item = owed(&a, b.node_id()).pop().expect("A owes B the second block");
+    let item = owed(&a, b.node_id())
+        .pop()
+        .expect("A owes B the second block");
     held.extend(std::iter::from_fn(|| a.poll_transmit()).map(|t| (true, t.bytes)));
     assert!(!held.is_empty(), "A sent B nothing of its second block");
     while a.poll_event().is_some() {}
     a.handle_frame(T, 9, &tagged(66, &a, &ack(item.msg_id())));
     let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
-    assert!(misbehaved(&ev, "session tag that does not verify"), "{ev:?}");
+    assert!(
+        misbehaved(&ev, "session tag that does not verify"),
+        "{ev:?}"
+    );
     let still = owed(&a, b.node_id());
     assert_eq!(still.len(), 1, "M's tagged ack delivered what A owes B");
     assert_eq!(still[0].state, crate::outbox::State::Pending);
