@@ -270,6 +270,12 @@ fn the_page_follows_mined_blocks_by_events() {
     });
     assert_eq!(s["live"], "events", "{s}");
     assert_eq!(s["first"], before.to_string(), "the page was reloaded: {s}");
+    // On the phone's screen no column is hidden (the tables scroll sideways): a link's
+    // traffic and air time, a transaction's place.
+    let text = s["text"].as_str().unwrap_or("");
+    for column in ["In / out", "Air time", "Where"] {
+        assert!(text.contains(column), "no '{column}' on a phone: {text}");
+    }
     let shot: PathBuf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     b.screenshot(&shot);
     println!("screenshot: {}", shot.display());

@@ -129,7 +129,17 @@ async fn health() -> Json<Value> {
 /// Readiness: the store answers, the chain is loaded, the link tasks were started and at
 /// least one link is up. `not_ready` says in words which of these is missing.
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
-    let started = s.links_started.load(Ordering::SeqCst);
+    if !s.links_started.load(Ordering::SeqCst) {
+        // The driver answers requests only once its links are started: asking it now
+        // would leave a probe waiting instead of telling it why the node is not ready.
+        let sum = s.summary();
+        let body = json!({
+            "ready": false, "not_ready": ["the links are not started yet"],
+            "store": null, "chain": true, "links_started": false, "links": 0,
+            "links_up": 0, "height": sum.height, "header_height": sum.header_height,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let (store_ok, height, header_height) = match s
         .call(|n, _| {
             let chain = n.chain();
@@ -170,9 +180,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     if !store_ok {
         not_ready.push("the store does not answer".to_string());
     }
-    if !started {
-        not_ready.push("the links are not started yet".to_string());
-    } else if links == 0 {
+    if links == 0 {
         not_ready.push("no links are configured".to_string());
     } else if links_up == 0 {
         not_ready.push(format!("no link is up ({})", down.join("; ")));
@@ -183,7 +191,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     let ready = not_ready.is_empty();
     let body = json!({
         "ready": ready, "not_ready": not_ready, "store": store_ok, "chain": true,
-        "links_started": started, "links": links, "links_up": links_up,
+        "links_started": true, "links": links, "links_up": links_up,
         "height": height, "header_height": header_height,
     });
     let code = if ready {
@@ -920,17 +928,46 @@ mod tests {
         s
     }
 
+    async fn not_ready(r: Response) -> (StatusCode, Value) {
+        let code = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (
+            code,
+            serde_json::from_slice::<Value>(&body).unwrap()["not_ready"].clone(),
+        )
+    }
+
+    /// Before the driver has started its links (it answers nobody until then), `ready`
+    /// says so at once instead of leaving the probe waiting.
+    #[tokio::test]
+    async fn ready_says_at_once_that_the_links_are_not_started() {
+        use futures_util::FutureExt;
+        let opts = DriverOptions {
+            links: Vec::new(),
+            mine_to: None,
+            callsign: "N0CALL-1".into(),
+            custom_links: Vec::new(),
+            mine_until_height: None,
+        };
+        // The driver is not run: its links are never started.
+        let (s, _driver) = driver::start(node(), opts);
+        let r = ready(State(s))
+            .now_or_never()
+            .expect("ready answers without the driver");
+        let (code, why) = not_ready(r).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(why, json!(["the links are not started yet"]));
+    }
+
     #[tokio::test]
     async fn ready_only_once_links_are_started_and_one_is_up() {
         let s = shared();
         // The driver starts its links (none here) before it answers.
-        let r = ready(State(s.clone())).await;
+        s.call(|_, _| ()).await.unwrap();
         assert!(s.links_started.load(Ordering::SeqCst));
-        assert_eq!(
-            r.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no links at all"
-        );
+        let (code, why) = not_ready(ready(State(s.clone())).await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "no links at all");
+        assert_eq!(why, json!(["no links are configured"]));
         s.links.lock().unwrap().push(crate::driver::LinkStatus {
             id: 1,
             url: "tcp://127.0.0.1:1".into(),
@@ -942,8 +979,12 @@ mod tests {
             next_retry: None,
             since_ms: 0,
         });
-        let r = ready(State(s.clone())).await;
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "link down");
+        let (code, why) = not_ready(ready(State(s.clone())).await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "link down");
+        assert_eq!(
+            why,
+            json!(["no link is up (tcp://127.0.0.1:1 is down: cannot connect)"])
+        );
         s.links.lock().unwrap()[0].up = true;
         let r = ready(State(s.clone())).await;
         assert_eq!(r.status(), StatusCode::OK);

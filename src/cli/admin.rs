@@ -259,8 +259,10 @@ pub fn store_guard(dir: &Path) -> Result<()> {
     match len {
         Ok(0) if keys => bail!(
             "{} is empty, but this data directory has keys: the chain is gone. \
-             Restore the file from a backup, or remove it and start again to sync from peers",
-            store.display()
+             Restore the file from a backup, or start a fresh one with \
+             `skywave --data-dir {} reindex` to sync from peers",
+            store.display(),
+            dir.display()
         ),
         Err(_) if keys => bail!(
             "{} is missing, but this data directory has keys. Restore the file from a \
