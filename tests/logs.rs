@@ -45,5 +45,24 @@ fn the_banner_and_update_tip_lines_go_to_stderr_and_the_log_file() {
         !file.contains("\u{1b}["),
         "no terminal colours in the file:\n{file}"
     );
+    // Blocks mined back to back: each line's progress is of the best header known when
+    // that tip was made (read later, a tip mined here showed 80 % of the next one).
+    n.ok(&["mine", "--blocks", "20"]);
+    let h = n.height().unwrap_or(0);
+    let done = wait_for(Duration::from_secs(60), || {
+        n.log_text()
+            .contains(&format!("UpdateTip: height={h} "))
+            .then_some(())
+    });
+    assert!(done.is_some(), "no UpdateTip for {h}:\n{}", n.log_text());
+    let log = n.log_text();
+    let behind: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("(mined here)") && !l.contains("progress=100.0%"))
+        .collect();
+    assert!(
+        behind.is_empty(),
+        "a block mined here below 100 %: {behind:#?}"
+    );
     n.stop();
 }

@@ -763,10 +763,9 @@ async fn log_tips(shared: std::sync::Arc<driver::Shared>) {
                 tip,
                 disconnected,
                 from,
+                header_height: headers,
                 ..
             }) => {
-                // The best header as of the input that made this tip, or later.
-                let headers = shared.summary().header_height.max(tip.height);
                 let time = driver::utc_text(tip.time.saturating_mul(1000));
                 let progress = if headers == 0 {
                     100.0

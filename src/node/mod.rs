@@ -198,6 +198,8 @@ pub enum NodeEvent {
         disconnected: usize,
         /// The peer the block came from (None: mined or submitted locally).
         from: Option<PeerId>,
+        /// Height of the best header known at that moment (sync progress).
+        header_height: u64,
     },
     /// A transaction entered the mempool.
     TxAccepted {

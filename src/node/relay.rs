@@ -231,6 +231,7 @@ impl Node {
                 connected: connected.len(),
                 disconnected: disconnected.len(),
                 from,
+                header_height: self.chain.best_header().height.max(tip.height),
             });
             self.announce(
                 from,
