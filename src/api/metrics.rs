@@ -72,6 +72,7 @@ struct Snapshot {
     bans: usize,
     misbehaviour: Vec<(&'static str, u64)>,
     commits: u64,
+    traffic: BTreeMap<LinkId, crate::node::PeerStats>,
 }
 
 /// Render every figure.
@@ -99,6 +100,7 @@ pub async fn render(s: &Shared) -> Result<String, Unanswered> {
                     .map(|(k, v)| (*k, *v))
                     .collect(),
                 commits: chain.store().commits(),
+                traffic: node.link_traffic(),
             }
         })
         .await?;
@@ -184,6 +186,37 @@ pub async fn render(s: &Shared) -> Result<String, Unanswered> {
         o.family(name, "gauge", help);
         for l in &links {
             let v = per_link.get(&l.id).map(pick).unwrap_or(0);
+            o.sample(name, &[("link", &l.id.to_string()), ("url", &l.url)], v);
+        }
+    }
+
+    type Total = fn(&crate::node::PeerStats) -> u64;
+    let totals: [(&str, &str, Total); 4] = [
+        (
+            "link_bytes_in_total",
+            "Envelope bytes received on the link since the node started.",
+            |t| t.bytes_in,
+        ),
+        (
+            "link_bytes_out_total",
+            "Envelope bytes sent on the link since the node started.",
+            |t| t.bytes_out,
+        ),
+        (
+            "link_messages_in_total",
+            "Messages received on the link since the node started.",
+            |t| t.msgs_in,
+        ),
+        (
+            "link_messages_out_total",
+            "Messages sent on the link since the node started.",
+            |t| t.msgs_out,
+        ),
+    ];
+    for (name, help, pick) in totals {
+        o.family(name, "counter", help);
+        for l in &links {
+            let v = snap.traffic.get(&l.id).map(pick).unwrap_or(0);
             o.sample(name, &[("link", &l.id.to_string()), ("url", &l.url)], v);
         }
     }

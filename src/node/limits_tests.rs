@@ -124,6 +124,29 @@ fn without_a_key_nothing_changes() {
 }
 
 #[test]
+fn a_links_traffic_counts_the_sessions_that_closed() {
+    let (mut a, mut b) = (
+        node(1, PeerPolicy::default()),
+        node(2, PeerPolicy::default()),
+    );
+    let (ea, _) = handshake(&mut a, &mut b);
+    assert!(ready(&ea));
+    let open = a.link_traffic()[&LINK].clone();
+    assert!(open.msgs_in >= 2 && open.bytes_out > 0, "{open:?}");
+    a.peer_disconnected(T, 1);
+    let closed = a.link_traffic()[&LINK].clone();
+    assert_eq!(
+        (
+            closed.bytes_in,
+            closed.bytes_out,
+            closed.msgs_in,
+            closed.msgs_out
+        ),
+        (open.bytes_in, open.bytes_out, open.msgs_in, open.msgs_out)
+    );
+}
+
+#[test]
 fn a_flooding_peer_is_cut_off_within_the_burst_allowance() {
     let policy = PeerPolicy {
         msgs_per_sec: 50,

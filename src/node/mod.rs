@@ -226,6 +226,16 @@ pub struct PeerStats {
     pub untagged_dropped: u64,
 }
 
+impl PeerStats {
+    fn add(&mut self, o: &PeerStats) {
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.msgs_in += o.msgs_in;
+        self.msgs_out += o.msgs_out;
+        self.untagged_dropped += o.untagged_dropped;
+    }
+}
+
 /// Figures of a packet (radio) link, as estimated by the core.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PacketStats {
@@ -445,6 +455,8 @@ pub struct Node {
     addrs: pex::AddrBook,
     /// Misbehaviours since start by reason code (`RejectCode::name`), for `/metrics`.
     misbehaviour_counts: BTreeMap<&'static str, u64>,
+    /// Traffic of the sessions closed so far, per link (one entry per configured link).
+    closed_traffic: BTreeMap<LinkId, PeerStats>,
 }
 
 impl Node {
@@ -491,6 +503,7 @@ impl Node {
             beacon_nonces: VecDeque::new(),
             addrs: Default::default(),
             misbehaviour_counts: BTreeMap::new(),
+            closed_traffic: BTreeMap::new(),
         };
         node.load_bans();
         node
@@ -514,6 +527,15 @@ impl Node {
     /// A handshake nonce (ChaCha20, see `nonces`).
     fn nonce(&mut self) -> u64 {
         rand::RngCore::next_u64(&mut self.nonces)
+    }
+
+    /// Traffic per link since the node started: the sessions closed and those open now.
+    pub fn link_traffic(&self) -> BTreeMap<LinkId, PeerStats> {
+        let mut out = self.closed_traffic.clone();
+        for p in self.peers.values() {
+            out.entry(p.link).or_default().add(&p.stats);
+        }
+        out
     }
 
     /// Give back the chain (and its store), e.g. to rebuild the node after a simulated

@@ -154,6 +154,7 @@ impl Node {
             if let Some(l) = self.packet_links.get_mut(&p.link) {
                 l.forget_peer(peer);
             }
+            self.closed_traffic.entry(p.link).or_default().add(&p.stats);
         }
         self.outbox_peer_gone(peer);
         self.pex_gone(peer);
