@@ -398,3 +398,34 @@ pub fn apply_block<V: AccountView>(
     view.set(block.coinbase.to, miner);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::types::Sig;
+
+    /// Whatever the split among threads, the first bad signature in block order is the
+    /// one reported.
+    #[test]
+    fn the_first_bad_signature_is_found_in_block_order() {
+        let net = [1, 2, 3, 4];
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let good: Vec<Transaction> = (0..40)
+            .map(|n| Transaction::sign(net, &key, Address([2; 32]), 1, 1000, n))
+            .collect();
+        let with_bad = |bad: &[usize]| {
+            let mut txs = good.clone();
+            for &i in bad {
+                txs[i].sig = Sig([0; 64]);
+            }
+            first_bad_signature(&txs, net)
+        };
+        assert_eq!(with_bad(&[]), None);
+        for i in [0, 9, 10, 19, 20, 29, 30, 39] {
+            assert_eq!(with_bad(&[i]), Some(i));
+        }
+        assert_eq!(with_bad(&[35, 25, 5]), Some(5));
+        assert_eq!(with_bad(&[39, 21]), Some(21));
+        assert_eq!(first_bad_signature(&good[..3], [0; 4]), Some(0));
+    }
+}

@@ -7,6 +7,7 @@ use super::{
     NARROW_TX_MAX,
 };
 use crate::chain::validate::ValidationError;
+use crate::chain::MempoolReject;
 use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome, VerifiedTx};
 use crate::net::PeerId;
 use crate::wire::message::{limits, InvItem, InvKind, Message, Reject, RejectCode};
@@ -186,6 +187,13 @@ impl Node {
                 );
             }
             Ok(TxOutcome::Duplicate) => {}
+            // Ahead of a nonce still on its way (pushes and answers to requests can cross):
+            // the sender sees no ack and retries. A `Reject` each would be a flood of our
+            // own to the peer's limit in a fast relay (issue 14's bench: dropped by A).
+            Err(ChainError::TxRefused {
+                reason: MempoolReject::NonceGap { .. },
+                ..
+            }) => debug!(peer, %id, "tx ahead of its sender's next nonce: not taken yet"),
             // A well-signed transaction can fail policy or state checks without any fault
             // of the peer (it may have seen a block we have not): refuse it, keep the peer.
             Err(e) => {
