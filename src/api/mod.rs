@@ -546,7 +546,7 @@ async fn tx_post(
     let network_id = NetworkParams::by_name(network)
         .map(|p| p.network_id())
         .ok_or_else(|| internal(format!("unknown network {network}")))?;
-    let tx = tx.verified(network_id).map_err(|_| {
+    let tx = tx.verified(network_id).ok_or_else(|| {
         let e = ChainError::InvalidTx {
             id,
             reason: ValidationError::BadSignature(id),

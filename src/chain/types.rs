@@ -276,15 +276,12 @@ impl Transaction {
         vk.verify_strict(&msg, &sig).is_ok()
     }
 
-    /// This transaction with its signature checked for `network`, or itself back when
-    /// the signature is bad. Lets a caller verify off the node's thread (the API's
-    /// handlers) so that the chain does not verify it a second time.
-    pub fn verified(self, network: [u8; 4]) -> Result<VerifiedTx, Transaction> {
-        if self.verify(network) {
-            Ok(VerifiedTx { tx: self, network })
-        } else {
-            Err(self)
-        }
+    /// This transaction with its signature checked for `network`; `None` when the
+    /// signature is bad. Lets a caller verify off the node's thread (the API's handlers)
+    /// so that the chain does not verify it a second time.
+    pub fn verified(self, network: [u8; 4]) -> Option<VerifiedTx> {
+        self.verify(network)
+            .then_some(VerifiedTx { tx: self, network })
     }
 
     /// Transaction id: BLAKE3 over from | to | amount | fee | nonce | sig. The signature is

@@ -190,8 +190,8 @@ impl Chain {
             return Ok(TxOutcome::Duplicate);
         }
         match tx.verified(self.network_id) {
-            Ok(v) => self.submit_checked(v.into_inner(), id, now),
-            Err(_) => Err(ChainError::InvalidTx {
+            Some(v) => self.submit_checked(v.into_inner(), id, now),
+            None => Err(ChainError::InvalidTx {
                 id,
                 reason: ValidationError::BadSignature(id),
             }),
