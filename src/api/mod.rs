@@ -11,8 +11,10 @@ pub mod metrics;
 
 pub use auth::{ApiAuth, COOKIE_FILE};
 
+use crate::chain::params::NetworkParams;
 use crate::chain::types::format_amount;
-use crate::chain::{Address, Block, Coinbase, Hash, Sig, Transaction};
+use crate::chain::validate::ValidationError;
+use crate::chain::{Address, Block, ChainError, Coinbase, Hash, Sig, Transaction};
 use crate::driver::{now_ms, Shared, Unanswered};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -544,8 +546,21 @@ async fn tx_post(
     body: Result<Json<TxBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body.map_err(|e| bad(format!("not a transaction: {e}")))?;
-    let tx = body.into_tx(s.summary().network).map_err(bad)?;
+    let network = s.summary().network;
+    let tx = body.into_tx(network).map_err(bad)?;
     let id = tx.id();
+    // The signature is checked here, on the API's threads, so that the node's own thread
+    // (one for everything) does not spend its time on it.
+    let network_id = NetworkParams::by_name(network)
+        .map(|p| p.network_id())
+        .ok_or_else(|| internal(format!("unknown network {network}")))?;
+    let tx = tx.verified(network_id).ok_or_else(|| {
+        let e = ChainError::InvalidTx {
+            id,
+            reason: ValidationError::BadSignature(id),
+        };
+        bad(format!("transaction refused: {e}"))
+    })?;
     let res = s
         .call(move |node, now| -> Result<_, ApiError> {
             let chain = node.chain();
@@ -558,7 +573,7 @@ async fn tx_post(
                     })))
                 }
                 Some((_, None)) => Ok(Err(json!({ "id": id, "status": "mempool" }))),
-                None => Ok(Ok(node.submit_tx(now, tx))),
+                None => Ok(Ok(node.submit_verified_tx(now, tx))),
             }
         })
         .await??;

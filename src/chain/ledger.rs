@@ -45,6 +45,9 @@ pub const PRESYNC_TTL_SECS: u64 = 60 * 60;
 /// A header chain this many blocks (of the tip's difficulty) short of the tip's work is
 /// still stored: a fork near the tip is worth keeping, a cheap one from far back is not.
 pub const PRESYNC_MARGIN_BLOCKS: u128 = 144;
+/// Rows the index is sized for up front when it loads (a damaged count cannot make it
+/// reserve without bound; past this it grows as it must).
+const MAX_INDEX_RESERVE: usize = 10_000_000;
 
 /// Where a chain ends: hash, height, cumulative work and block time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,27 +304,27 @@ impl Chain {
     }
 
     fn load(&mut self) -> Result<(), ChainError> {
-        let rows = self.store.load_index()?;
         let ghash = self.params.genesis_hash();
-        self.index.reserve(rows.len());
-        for r in rows {
+        // Sized once: growing by doubling would hold the old and the new copy at once.
+        let rows = usize::try_from(self.store.index_len()?).unwrap_or(usize::MAX);
+        self.index.reserve(rows.min(MAX_INDEX_RESERVE));
+        let store = &self.store;
+        let (index, next_seq) = (&mut self.index, &mut self.next_seq);
+        store.for_each_index_row(|r| -> Result<(), ChainError> {
             let connectable = r.status == BlockStatus::HaveBody
-                && (r.hash == ghash
-                    || self
-                        .index
-                        .get(&r.header.prev)
-                        .is_some_and(|p| p.connectable));
-            if r.hash != ghash && !self.index.contains_key(&r.header.prev) {
+                && (r.hash == ghash || index.get(&r.header.prev).is_some_and(|p| p.connectable));
+            if r.hash != ghash && !index.contains_key(&r.header.prev) {
                 return Err(internal(format!("block {} has no parent in store", r.hash)));
             }
-            self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
+            *next_seq = (*next_seq).max(r.seq.saturating_add(1));
             let mut node = Node::new(r.hash, r.header, r.work, r.seq, r.status);
             node.has_body = r.has_body;
             node.connectable = connectable;
-            self.index
+            index
                 .insert(node)
                 .ok_or_else(|| internal("block index full"))?;
-        }
+            Ok(())
+        })?;
         let main = self.store.load_main_chain()?;
         if main.first() != Some(&ghash) {
             return Err(internal("main chain does not start at genesis"));

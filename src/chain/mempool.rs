@@ -353,6 +353,45 @@ impl Mempool {
         }
     }
 
+    /// Re-check `sender`'s pending chain against its confirmed account after a block
+    /// spent from it: what no longer chains on (a nonce now used, or funds the block
+    /// spent) goes, with its successors; the rest keeps its place. Returns the ids
+    /// dropped. The same outcome as [`Mempool::rebuild`] for this sender, at the cost
+    /// of its own chain instead of the whole pool.
+    pub fn revalidate_sender(&mut self, sender: &Address, confirmed: Account) -> Vec<Hash> {
+        let Some(chain) = self.by_sender.get(sender) else {
+            return Vec::new();
+        };
+        let mut drop = Vec::new();
+        let mut expected = confirmed.nonce;
+        let mut needed = 0u64;
+        let mut broken = false;
+        for (&nonce, id) in chain {
+            let Some(e) = self.entries.get(id) else {
+                continue;
+            };
+            if nonce < confirmed.nonce {
+                drop.push(*id);
+                continue;
+            }
+            if !broken {
+                match needed.checked_add(e.tx.amount.saturating_add(e.tx.fee)) {
+                    Some(n) if nonce == expected && n <= confirmed.balance => {
+                        needed = n;
+                        expected = expected.saturating_add(1);
+                        continue;
+                    }
+                    _ => broken = true,
+                }
+            }
+            drop.push(*id);
+        }
+        for id in &drop {
+            self.remove(id);
+        }
+        drop
+    }
+
     /// Pick transactions for a block: highest fee first among each sender's next
     /// nonce, within `max_txs` and `max_bytes` (postcard sizes).
     pub fn select(&self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {

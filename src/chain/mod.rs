@@ -14,5 +14,5 @@ pub mod validate;
 pub use ledger::{Account, BlockOutcome, Chain, ChainError, TipInfo, TxOutcome};
 pub use mempool::{MempoolLimits, MempoolReject};
 pub use params::NetworkParams;
-pub use types::{Address, Block, Coinbase, Hash, Header, Sig, Transaction};
+pub use types::{Address, Block, Coinbase, Hash, Header, Sig, Transaction, VerifiedTx};
 pub use validate::ValidationError;

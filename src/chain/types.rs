@@ -167,6 +167,31 @@ impl Header {
     }
 }
 
+/// A transaction whose signature [`Transaction::verified`] checked, and for which
+/// network: the only way to make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTx {
+    tx: Transaction,
+    network: [u8; 4],
+}
+
+impl VerifiedTx {
+    /// The transaction.
+    pub fn tx(&self) -> &Transaction {
+        &self.tx
+    }
+
+    /// The network its signature was checked for.
+    pub fn network(&self) -> [u8; 4] {
+        self.network
+    }
+
+    /// The transaction, for a caller that will not need the proof again.
+    pub fn into_inner(self) -> Transaction {
+        self.tx
+    }
+}
+
 /// Domain separation for transaction signatures.
 pub const TX_SIGN_DOMAIN: &[u8] = b"skywave/tx/v1";
 /// Domain separation for coinbase ids.
@@ -249,6 +274,14 @@ impl Transaction {
             self.nonce,
         );
         vk.verify_strict(&msg, &sig).is_ok()
+    }
+
+    /// This transaction with its signature checked for `network`; `None` when the
+    /// signature is bad. Lets a caller verify off the node's thread (the API's handlers)
+    /// so that the chain does not verify it a second time.
+    pub fn verified(self, network: [u8; 4]) -> Option<VerifiedTx> {
+        self.verify(network)
+            .then_some(VerifiedTx { tx: self, network })
     }
 
     /// Transaction id: BLAKE3 over from | to | amount | fee | nonce | sig. The signature is

@@ -10,6 +10,7 @@ use super::pow;
 use super::state::{AccountView, Overlay};
 use super::types::{Address, Block, Hash, Header, Transaction};
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 /// The only block version this build accepts.
 pub const BLOCK_VERSION: u32 = 1;
@@ -254,12 +255,55 @@ pub fn check_body(
             return Err(ValidationError::DuplicateTx(*id));
         }
     }
-    for (tx, id) in block.txs.iter().zip(&ids[1..]) {
-        if !tx.verify(network) {
-            return Err(ValidationError::BadSignature(*id));
-        }
+    match first_bad_signature(&block.txs, network) {
+        Some(i) => Err(ValidationError::BadSignature(ids[1 + i])),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Blocks with fewer transactions have their signatures checked on the calling thread:
+/// starting threads would cost more than it saves.
+const PARALLEL_VERIFY_MIN: usize = 16;
+/// Threads that check one block's signatures, at most.
+const MAX_VERIFY_THREADS: usize = 4;
+
+/// Position of the first transaction, in block order, whose signature is bad. A large
+/// block's are checked on as many threads as there are cores (up to
+/// [`MAX_VERIFY_THREADS`]): signatures are most of the CPU a block costs (issue 14).
+/// The answer does not depend on the split.
+fn first_bad_signature(txs: &[Transaction], network: [u8; 4]) -> Option<usize> {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_VERIFY_THREADS))
+    });
+    let bad_in = move |c: &[Transaction]| c.iter().position(|t| !t.verify(network));
+    if cores <= 1 || txs.len() < PARALLEL_VERIFY_MIN {
+        return bad_in(txs);
+    }
+    let chunk = txs.len().div_ceil(cores);
+    std::thread::scope(|s| {
+        let mut chunks = txs.chunks(chunk).enumerate();
+        let first = chunks.next();
+        let others: Vec<_> = chunks
+            .map(|(i, c)| {
+                let job = move || bad_in(c).map(|p| i * chunk + p);
+                // A thread that cannot start leaves its share to this one.
+                std::thread::Builder::new()
+                    .spawn_scoped(s, job)
+                    .map_err(|_| job)
+            })
+            .collect();
+        let mine = first.and_then(|(_, c)| bad_in(c));
+        let theirs = others.into_iter().map(|o| match o {
+            Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            Err(job) => job(),
+        });
+        // In block order (every thread joined): the first chunk with a bad signature
+        // holds the first one.
+        std::iter::once(mine)
+            .chain(theirs)
+            .fold(None, |first, r| first.or(r))
+    })
 }
 
 /// Apply one transaction's account rules; returns its fee. `immature` is the part of
@@ -353,4 +397,35 @@ pub fn apply_block<V: AccountView>(
         .ok_or(ValidationError::BalanceOverflow(block.coinbase.id()))?;
     view.set(block.coinbase.to, miner);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::types::Sig;
+
+    /// Whatever the split among threads, the first bad signature in block order is the
+    /// one reported.
+    #[test]
+    fn the_first_bad_signature_is_found_in_block_order() {
+        let net = [1, 2, 3, 4];
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let good: Vec<Transaction> = (0..40)
+            .map(|n| Transaction::sign(net, &key, Address([2; 32]), 1, 1000, n))
+            .collect();
+        let with_bad = |bad: &[usize]| {
+            let mut txs = good.clone();
+            for &i in bad {
+                txs[i].sig = Sig([0; 64]);
+            }
+            first_bad_signature(&txs, net)
+        };
+        assert_eq!(with_bad(&[]), None);
+        for i in [0, 9, 10, 19, 20, 29, 30, 39] {
+            assert_eq!(with_bad(&[i]), Some(i));
+        }
+        assert_eq!(with_bad(&[35, 25, 5]), Some(5));
+        assert_eq!(with_bad(&[39, 21]), Some(21));
+        assert_eq!(first_bad_signature(&good[..3], [0; 4]), Some(0));
+    }
 }

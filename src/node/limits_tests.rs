@@ -700,3 +700,76 @@ fn a_keyed_network_is_still_readable_by_any_listener() {
         "{kinds:?}"
     );
 }
+
+/// Relayed transactions are charged by what they turn out to be (issue 14): new, valid
+/// ones are given back to the sender's message limit, so relaying faster than the limit
+/// is no flood; the same transactions again (duplicates) are charged like any message.
+#[test]
+fn valid_relayed_transactions_are_refunded_and_duplicates_are_charged() {
+    use crate::chain::{merkle, pow, Address, Transaction};
+    let (mut a, mut b) = (node(1, policy_msgs(50)), node(2, PeerPolicy::default()));
+    let net = params::regtest().network_id();
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    b.set_wall_clock(T, wall);
+    // A funder (paid by block 1) pays 30 senders in block 2: 30 x 25 (the per-sender
+    // limit) = 750 transactions, past the 500 messages of the burst allowance.
+    let key = |i: u8| ed25519_dalek::SigningKey::from_bytes(&[i; 32]);
+    let addr = |i: u8| Address(key(i).verifying_key().to_bytes());
+    let senders: Vec<u8> = (11..41).collect();
+    for (h, txs) in [
+        (1, Vec::new()),
+        (
+            2,
+            senders
+                .iter()
+                .enumerate()
+                .map(|(n, &s)| {
+                    Transaction::sign(net, &key(10), addr(s), 1_000_000, 1_000, n as u64)
+                })
+                .collect::<Vec<_>>(),
+        ),
+    ] {
+        let time = wall / 1000 - 10 + h;
+        let mut block = a.chain().block_template(addr(10), time);
+        block.coinbase.amount += txs.iter().map(|t| t.fee).sum::<u64>();
+        block.txs = txs;
+        block.header.merkle_root = merkle::root(&block.leaf_ids());
+        while !pow::mine(&mut block.header, 1_000_000) {}
+        a.submit_block(T, block).expect("block");
+    }
+    let (ea, _) = handshake(&mut a, &mut b);
+    assert!(ready(&ea));
+    let frames: Vec<Vec<u8>> = (0..25u64)
+        .flat_map(|nonce| {
+            senders.iter().map(move |&s| {
+                let tx = Transaction::sign(net, &key(s), addr(1), 1, 1_000, nonce);
+                envelope::encode(net, 0, &Message::Tx(tx))
+            })
+        })
+        .collect();
+    for (i, f) in frames.iter().enumerate() {
+        a.handle_frame(T + i as u64, 1, f);
+        let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+        assert!(
+            !misbehaved(&ev, "flooding"),
+            "cut off after {i} valid transactions"
+        );
+        while a.poll_transmit().is_some() {}
+    }
+    assert_eq!(a.chain().mempool_len(), frames.len());
+    let start = T + frames.len() as u64;
+    let cut = frames
+        .iter()
+        .cycle()
+        .enumerate()
+        .take(2_000)
+        .find_map(|(i, f)| {
+            a.handle_frame(start + i as u64, 1, f);
+            let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+            while a.poll_transmit().is_some() {}
+            misbehaved(&ev, "flooding").then_some(i + 1)
+        });
+    let cut = cut.expect("duplicates never cut off");
+    assert!((400..=560).contains(&cut), "cut off after {cut} duplicates");
+}

@@ -44,7 +44,7 @@ pub use packet::{
 pub use peers::{points, BanTarget, BanView, PeerKey, PeerPolicy, MAX_BAN_MS};
 pub use pex::{AddrInfo, AddrSource};
 
-use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction};
+use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction, VerifiedTx};
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::message::{Hello, Message};
@@ -816,7 +816,17 @@ impl Node {
     pub fn submit_tx(&mut self, now: u64, tx: Transaction) -> Result<Hash, ChainError> {
         self.now = now;
         let id = tx.id();
-        let res = self.submit_tx_inner(now, tx, id);
+        let res = self.submit_tx_inner(now, Err(tx), id);
+        self.pump(now);
+        res
+    }
+
+    /// [`Node::submit_tx`] for a transaction whose signature the caller checked (the
+    /// API does, on its own threads, so that the node's thread does not).
+    pub fn submit_verified_tx(&mut self, now: u64, tx: VerifiedTx) -> Result<Hash, ChainError> {
+        self.now = now;
+        let id = tx.tx().id();
+        let res = self.submit_tx_inner(now, Ok(tx), id);
         self.pump(now);
         res
     }

@@ -122,6 +122,16 @@ impl Bucket {
             / 1000
     }
 
+    /// Give back `n` units taken for something that proved not to count (up to the
+    /// bucket's capacity).
+    pub fn give(&mut self, now: u64, n: u64) {
+        self.refill(now);
+        self.milli = self
+            .milli
+            .saturating_add(n.saturating_mul(1000))
+            .min(self.cap.saturating_mul(1000));
+    }
+
     /// Take `n` units if the bucket holds them.
     pub fn take(&mut self, now: u64, n: u64) -> bool {
         self.refill(now);

@@ -6,19 +6,28 @@ use super::{
     compact, is_narrow, truncate, Dest, Node, NodeEvent, Priority, Request, MAX_BLOCKS_PER_GETDATA,
     NARROW_TX_MAX,
 };
-use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome};
+use crate::chain::validate::ValidationError;
+use crate::chain::MempoolReject;
+use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome, VerifiedTx};
 use crate::net::PeerId;
 use crate::wire::message::{limits, InvItem, InvKind, Message, Reject, RejectCode};
 use tracing::{debug, info, warn};
 
 impl Node {
+    /// A local transaction: `Ok` when its signature was checked already, `Err` when
+    /// the chain is to check it.
     pub(super) fn submit_tx_inner(
         &mut self,
         now: u64,
-        tx: Transaction,
+        tx: Result<VerifiedTx, Transaction>,
         id: Hash,
     ) -> Result<Hash, ChainError> {
-        match self.chain.submit_tx(tx, self.wall_s(now))? {
+        let wall = self.wall_s(now);
+        let outcome = match tx {
+            Ok(v) => self.chain.submit_verified_tx(v, wall)?,
+            Err(t) => self.chain.submit_tx(t, wall)?,
+        };
+        match outcome {
             TxOutcome::Accepted => {
                 self.outbox_tx_accepted(now, id, None)?;
                 self.events
@@ -131,22 +140,37 @@ impl Node {
 
     pub(super) fn on_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
         let id = tx.id();
+        // Charged to the peer's message limit when it came: unasked, on a stream link
+        // (see `sync_traffic`; on packet links each fragment is charged instead).
+        let charged = !self.in_flight.tx_from(&id, peer)
+            && self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| !self.packet_links.contains_key(&p.link));
         self.in_flight.remove_tx(&id);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(id);
         }
-        if !tx.verify(self.network) {
-            self.misbehave(
-                peer,
-                RejectCode::Invalid,
-                format!("transaction {id}: bad signature"),
-                Some(id),
-            );
-            return;
-        }
+        // The chain checks the signature, once (issue 14: it was checked here too).
         match self.chain.submit_tx(tx, self.wall_s(now)) {
+            Err(ChainError::InvalidTx {
+                reason: ValidationError::BadSignature(_),
+                ..
+            }) => {
+                self.misbehave(
+                    peer,
+                    RejectCode::Invalid,
+                    format!("transaction {id}: bad signature"),
+                    Some(id),
+                );
+            }
             Ok(TxOutcome::Accepted) => {
                 debug!(peer, %id, "tx accepted");
+                // New and valid, so relaying it was no flood: its message is refunded.
+                // Duplicates, refused and badly signed transactions stay charged.
+                if let Some(p) = self.peers.get_mut(&peer).filter(|_| charged) {
+                    p.msg_bucket.give(now, 1);
+                }
                 if let Err(e) = self.outbox_tx_accepted(now, id, Some(peer)) {
                     warn!(%id, "cannot queue relayed tx in the outbox: {e}");
                 }
@@ -163,6 +187,13 @@ impl Node {
                 );
             }
             Ok(TxOutcome::Duplicate) => {}
+            // Ahead of a nonce still on its way (pushes and answers to requests can cross):
+            // the sender sees no ack and retries. A `Reject` each would be a flood of our
+            // own to the peer's limit in a fast relay (issue 14's bench: dropped by A).
+            Err(ChainError::TxRefused {
+                reason: MempoolReject::NonceGap { .. },
+                ..
+            }) => debug!(peer, %id, "tx ahead of its sender's next nonce: not taken yet"),
             // A well-signed transaction can fail policy or state checks without any fault
             // of the peer (it may have seen a block we have not): refuse it, keep the peer.
             Err(e) => {

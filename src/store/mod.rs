@@ -636,30 +636,43 @@ impl Store {
         }))
     }
 
-    /// The whole block index, in insertion order (parents before children).
-    pub fn load_index(&self) -> Result<Vec<IndexRow>> {
-        let mut st = self.conn.prepare(
-            "SELECT hash, header, work, status,
+    /// The whole block index (parents before children), one row at a time into `f`:
+    /// never all of it in memory at once beside the index being built (start-up peak).
+    pub fn for_each_index_row<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(IndexRow) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT hash, header, work, status,
                     EXISTS (SELECT 1 FROM bodies WHERE bodies.hash = blocks.hash), seq
              FROM blocks ORDER BY height, seq",
-        )?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let hash = hash_of(&r.get::<_, Vec<u8>>(0)?)?;
-            let header: Header = dec(&r.get::<_, Vec<u8>>(1)?, "header")?;
-            if header.hash() != hash {
-                return Err(StoreError::Corrupt(format!("header of block {hash}")));
-            }
-            out.push(IndexRow {
-                hash,
-                header,
-                work: work_of(&r.get::<_, Vec<u8>>(2)?)?,
-                status: BlockStatus::from_i64(r.get(3)?)?,
-                has_body: r.get(4)?,
-                seq: r.get::<_, i64>(5)? as u64,
-            });
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = st.query([]).map_err(StoreError::from)?;
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            f(index_row(r)?)?;
         }
+        Ok(())
+    }
+
+    /// Rows in the block index (to size it before loading).
+    pub fn index_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The whole block index, collected (tests).
+    #[cfg(test)]
+    pub fn load_index(&self) -> Result<Vec<IndexRow>> {
+        let mut out = Vec::new();
+        self.for_each_index_row(|r| {
+            out.push(r);
+            Ok::<(), StoreError>(())
+        })?;
         Ok(out)
     }
 
@@ -849,6 +862,22 @@ impl Store {
             Ok(())
         })
     }
+}
+
+fn index_row(r: &rusqlite::Row<'_>) -> Result<IndexRow> {
+    let hash = hash_of(&r.get::<_, Vec<u8>>(0)?)?;
+    let header: Header = dec(&r.get::<_, Vec<u8>>(1)?, "header")?;
+    if header.hash() != hash {
+        return Err(StoreError::Corrupt(format!("header of block {hash}")));
+    }
+    Ok(IndexRow {
+        hash,
+        header,
+        work: work_of(&r.get::<_, Vec<u8>>(2)?)?,
+        status: BlockStatus::from_i64(r.get(3)?)?,
+        has_body: r.get(4)?,
+        seq: r.get::<_, i64>(5)? as u64,
+    })
 }
 
 #[cfg(test)]

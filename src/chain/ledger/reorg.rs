@@ -2,8 +2,9 @@
 //! and disconnecting blocks against the account state, and invalid subtrees.
 
 use super::{immature_in, internal, Chain, ChainError};
+use crate::chain::state::Account;
 use crate::chain::state::{apply_changes, Overlay};
-use crate::chain::types::{Hash, Transaction};
+use crate::chain::types::{Address, Hash, Transaction};
 use crate::chain::validate::{self, ValidationError};
 use crate::store::{BlockStatus, ConnectWrite, DisconnectWrite};
 use std::cmp::Reverse;
@@ -112,6 +113,11 @@ impl Chain {
         let mut failures = Vec::new();
         let mut returned: Vec<Transaction> = Vec::new();
         let mut changed = false;
+        let mut disconnected = false;
+        // Senders of the transactions connected: the only accounts a connect makes
+        // poorer, so the only mempool chains it can break.
+        let mut spent = Vec::new();
+        let next_before = self.next_height();
         loop {
             let tip = self.tip();
             let Some(&(work, _, best)) = self.candidates.last() else {
@@ -134,9 +140,10 @@ impl Chain {
             path.reverse();
             while self.tip_hash() != cur {
                 returned.extend(self.disconnect_tip()?);
+                disconnected = true;
             }
             for h in path {
-                match self.connect(h)? {
+                match self.connect(h, &mut spent)? {
                     Ok(()) => {}
                     Err(reason) => {
                         tracing::warn!(block = %h, "invalid block: {reason}");
@@ -156,19 +163,58 @@ impl Chain {
                     self.candidates.insert((n.work, Reverse(n.seq), t.hash));
                 }
             }
-            let before = self.mempool.ids();
-            let snapshot: HashMap<Hash, Transaction> =
-                returned.iter().map(|t| (t.id(), t.clone())).collect();
-            self.rebuild_mempool(returned);
-            let after = self.mempool.ids();
-            let added: Vec<&Transaction> = after
-                .difference(&before)
-                .filter_map(|id| snapshot.get(id))
-                .collect();
-            let removed: Vec<Hash> = before.difference(&after).copied().collect();
-            self.store.update_mempool(&added, &removed)?;
+            // Blocks only connected (no reorg) and no coinbase newly locked by the
+            // maturity rule starting: only the senders' chains can have broken (issue
+            // 14: the whole pool was rebuilt on every tip change).
+            let maturity_starts = self.params.maturity_active(self.next_height())
+                != self.params.maturity_active(next_before);
+            if disconnected || maturity_starts {
+                self.rebuild_mempool_stored(returned)?;
+            } else {
+                spent.sort_unstable();
+                spent.dedup();
+                let mut removed = Vec::new();
+                for a in &spent {
+                    let acc = self.mempool_account(a);
+                    removed.extend(self.mempool.revalidate_sender(a, acc));
+                }
+                self.store.update_mempool(&[], &removed)?;
+            }
         }
         Ok(failures)
+    }
+
+    /// Height of the block that would extend the tip (as the mempool sees it).
+    fn next_height(&self) -> u64 {
+        (self.main.len() as u64).max(1)
+    }
+
+    /// What the mempool may spend from `a`: its confirmed account without the coinbase
+    /// funds the next block may not spend yet.
+    fn mempool_account(&self, a: &Address) -> Account {
+        let mut acc = self.accounts.get(a).copied().unwrap_or_default();
+        let window = &self.recent_coinbases;
+        acc.balance =
+            acc.balance
+                .saturating_sub(immature_in(&self.params, window, a, self.next_height()));
+        acc
+    }
+
+    /// Rebuild the whole mempool, `first` offered first, and write the difference to
+    /// the store.
+    fn rebuild_mempool_stored(&mut self, first: Vec<Transaction>) -> Result<(), ChainError> {
+        let before = self.mempool.ids();
+        let snapshot: HashMap<Hash, Transaction> =
+            first.iter().map(|t| (t.id(), t.clone())).collect();
+        self.rebuild_mempool(first);
+        let after = self.mempool.ids();
+        let added: Vec<&Transaction> = after
+            .difference(&before)
+            .filter_map(|id| snapshot.get(id))
+            .collect();
+        let removed: Vec<Hash> = before.difference(&after).copied().collect();
+        self.store.update_mempool(&added, &removed)?;
+        Ok(())
     }
 
     pub(super) fn rebuild_mempool(&mut self, first: Vec<Transaction>) {
@@ -193,7 +239,12 @@ impl Chain {
 
     /// Connect the block `h` (child of the tip). The outer error is a store failure;
     /// the inner one a consensus failure.
-    fn connect(&mut self, h: Hash) -> Result<Result<(), ValidationError>, ChainError> {
+    /// The senders of its transactions are pushed onto `spent`.
+    fn connect(
+        &mut self,
+        h: Hash,
+        spent: &mut Vec<Address>,
+    ) -> Result<Result<(), ValidationError>, ChainError> {
         let block = self
             .store
             .get_block(&h)?
@@ -236,6 +287,7 @@ impl Chain {
         for id in &tx_ids {
             self.mempool.remove(id);
         }
+        spent.extend(block.txs.iter().map(|t| t.from));
         Ok(Ok(()))
     }
 

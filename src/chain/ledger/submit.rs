@@ -3,7 +3,7 @@
 
 use super::{internal, BlockOutcome, Chain, ChainError, TxOutcome};
 use crate::chain::merkle;
-use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction};
+use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction, VerifiedTx};
 use crate::chain::validate::{self, ValidationError};
 use crate::store::BlockStatus;
 
@@ -182,22 +182,58 @@ impl Chain {
         Ok(true)
     }
 
-    /// Submit a transaction to the mempool. On `Ok` the mempool change is durable.
-    pub fn submit_tx(&mut self, tx: Transaction, _now: u64) -> Result<TxOutcome, ChainError> {
+    /// Submit a transaction to the mempool. On `Ok` the mempool change is durable. Its
+    /// signature is checked here, once: a bad one is `InvalidTx` with `BadSignature`.
+    pub fn submit_tx(&mut self, tx: Transaction, now: u64) -> Result<TxOutcome, ChainError> {
         let id = tx.id();
-        if self.mempool.contains(&id) || self.store.tx_block(&id)?.is_some() {
+        if self.has_tx(&id)? {
             return Ok(TxOutcome::Duplicate);
         }
+        match tx.verified(self.network_id) {
+            Some(v) => self.submit_checked(v.into_inner(), id, now),
+            None => Err(ChainError::InvalidTx {
+                id,
+                reason: ValidationError::BadSignature(id),
+            }),
+        }
+    }
+
+    /// [`Chain::submit_tx`] for a transaction whose signature was checked already (off
+    /// the node's thread), for this network; one checked for another is refused as
+    /// badly signed, as it would be here.
+    pub fn submit_verified_tx(
+        &mut self,
+        tx: VerifiedTx,
+        now: u64,
+    ) -> Result<TxOutcome, ChainError> {
+        let id = tx.tx().id();
+        if tx.network() != self.network_id {
+            return Err(ChainError::InvalidTx {
+                id,
+                reason: ValidationError::BadSignature(id),
+            });
+        }
+        if self.has_tx(&id)? {
+            return Ok(TxOutcome::Duplicate);
+        }
+        self.submit_checked(tx.into_inner(), id, now)
+    }
+
+    fn has_tx(&self, id: &Hash) -> Result<bool, ChainError> {
+        Ok(self.mempool.contains(id) || self.store.tx_block(id)?.is_some())
+    }
+
+    // The rest of `submit_tx`, on a transaction whose signature is good.
+    fn submit_checked(
+        &mut self,
+        tx: Transaction,
+        id: Hash,
+        _now: u64,
+    ) -> Result<TxOutcome, ChainError> {
         if tx.amount.checked_add(tx.fee).is_none() {
             return Err(ChainError::InvalidTx {
                 id,
                 reason: ValidationError::AmountOverflow(id),
-            });
-        }
-        if !tx.verify(self.network_id) {
-            return Err(ChainError::InvalidTx {
-                id,
-                reason: ValidationError::BadSignature(id),
             });
         }
         let mut acc = self.account(&tx.from);

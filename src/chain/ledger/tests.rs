@@ -822,6 +822,37 @@ fn mempool_revalidated_after_conflicting_block() {
     assert_eq!(c.mempool_txs(), vec![next]);
 }
 
+/// A block that touches none of its senders leaves the mempool as it was, arrival order
+/// included (issue 14: it was rebuilt on every tip change, which renumbered it by sender).
+#[test]
+fn a_block_keeps_the_mempool_order_of_senders_it_does_not_touch() {
+    let mut c = new_chain();
+    for miner in [3, 9, 1] {
+        mine_tip(&mut c, miner);
+    }
+    // Equal fees: the older goes first. Sent by the greater address first, so that
+    // numbering by sender would swap them.
+    let (hi, lo) = if addr(3) > addr(9) { (3, 9) } else { (9, 3) };
+    let first = tx(&c, hi, 2, 5, 1000, 0);
+    let second = tx(&c, lo, 2, 5, 1000, 0);
+    c.submit_tx(first.clone(), T0).unwrap();
+    c.submit_tx(second.clone(), T0).unwrap();
+    let tip = c.tip();
+    let b = block_on(
+        &c,
+        tip.hash,
+        4,
+        vec![tx(&c, 1, 5, 1, 1000, 0)],
+        tip.time + 1,
+    );
+    assert!(matches!(
+        c.submit_block(b, T0).unwrap(),
+        BlockOutcome::Connected { .. }
+    ));
+    let t = c.block_template(addr(4), c.tip().time + 1);
+    assert_eq!(t.txs, vec![first, second]);
+}
+
 #[test]
 fn template_respects_limits_and_is_valid() {
     let mut p = params::regtest();
