@@ -120,7 +120,6 @@ impl OutboxState {
             .flat_map(|d| self.ob.ids_for_dest(d))
             .collect()
     }
-
 }
 
 /// Earliest expiry of an item that can still expire (u64::MAX: none).

@@ -405,11 +405,14 @@ impl Outbox {
         new: Hash,
         replaceable: impl Fn(&Hash) -> bool,
     ) -> Result<Option<u64>, StoreError> {
-        let old = self.ids_for_dest(dest).filter_map(|id| self.items.get(&id)).find(|it| {
-            it.state == State::Pending
-                && it.attempts == 0
-                && matches!(it.item, OutItem::Block(h) if replaceable(&h))
-        });
+        let old = self
+            .ids_for_dest(dest)
+            .filter_map(|id| self.items.get(&id))
+            .find(|it| {
+                it.state == State::Pending
+                    && it.attempts == 0
+                    && matches!(it.item, OutItem::Block(h) if replaceable(&h))
+            });
         let Some(old) = old.map(|it| (it.id, it.item)) else {
             return Ok(None);
         };
@@ -540,11 +543,7 @@ impl Outbox {
 }
 
 /// Remove `v` from `key`'s set, and the set once empty.
-fn remove_key<K: std::hash::Hash + Eq, V: Ord>(
-    map: &mut HashMap<K, BTreeSet<V>>,
-    key: &K,
-    v: &V,
-) {
+fn remove_key<K: std::hash::Hash + Eq, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, v: &V) {
     if let Some(set) = map.get_mut(key) {
         set.remove(v);
         if set.is_empty() {
