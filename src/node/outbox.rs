@@ -74,11 +74,6 @@ pub(super) struct OutboxState {
     early_pushed: BTreeMap<PeerId, BTreeSet<u64>>,
     pub(super) wake: u64,
     stats: OutboxStats,
-    /// Ids of the items for each destination (a superset: an id whose item is gone is
-    /// dropped when next met), so that a peer's due items and wake-up are found without
-    /// walking every other peer's items (a gateway holds thousands for a peer that is
-    /// out of reach for hours).
-    by_dest: BTreeMap<Dest, BTreeSet<u64>>,
     /// No pending or held item expires before this (a lower bound): the expiry walk over
     /// every item runs only when one may be due.
     expiry_floor: u64,
@@ -105,10 +100,6 @@ impl OutboxState {
             .collect();
         let known = rows.iter().map(|(k, _)| *k).collect();
         let known_seen = rows.into_iter().collect();
-        let mut by_dest: BTreeMap<Dest, BTreeSet<u64>> = BTreeMap::new();
-        for it in ob.items() {
-            by_dest.entry(it.dest).or_default().insert(it.id);
-        }
         let expiry_floor = earliest_expiry(&ob);
         OutboxState {
             ob,
@@ -118,39 +109,16 @@ impl OutboxState {
             early_pushed: BTreeMap::new(),
             wake: u64::MAX,
             stats: OutboxStats::default(),
-            by_dest,
             expiry_floor,
         }
     }
 
-    /// Ids of the items for `node_id` or for any peer, by id (items since removed are
-    /// dropped from the index here).
-    fn ids_for(&mut self, node_id: [u8; 32]) -> Vec<u64> {
-        let mut out = Vec::new();
-        for d in [Dest::Peer(node_id), Dest::Any] {
-            let Some(set) = self.by_dest.get_mut(&d) else {
-                continue;
-            };
-            set.retain(|id| self.ob.get(*id).is_some());
-            out.extend(set.iter().copied());
-            if set.is_empty() {
-                self.by_dest.remove(&d);
-            }
-        }
-        out
-    }
-
-    /// Like `ob.due_for`, from this destination's items only (same items, same order).
-    fn due_for(&mut self, node_id: [u8; 32], now: u64) -> Vec<u64> {
-        let mut v: Vec<(u8, u64)> = self
-            .ids_for(node_id)
+    /// Ids of the items for `node_id`, then of those for any peer, each by id.
+    fn ids_for(&self, node_id: [u8; 32]) -> Vec<u64> {
+        [Dest::Peer(node_id), Dest::Any]
             .into_iter()
-            .filter_map(|id| self.ob.get(id))
-            .filter(|it| it.state == State::Pending && it.next_attempt_ms <= now)
-            .map(|it| (it.priority, it.id))
-            .collect();
-        v.sort_unstable();
-        v.into_iter().map(|(_, id)| id).collect()
+            .flat_map(|d| self.ob.ids_for_dest(d))
+            .collect()
     }
 }
 
@@ -302,11 +270,7 @@ impl Node {
     /// Items waiting to be sent (pending: neither held, delivered nor expired). Links
     /// that open sessions on demand dial when this is above zero.
     pub fn outbox_waiting(&self) -> usize {
-        self.outbox
-            .ob
-            .items()
-            .filter(|it| it.state == State::Pending)
-            .count()
+        self.outbox.ob.pending()
     }
 
     /// The raw outbox (for the simulator's invariants).
@@ -553,31 +517,32 @@ impl Node {
     /// lost) can never be delivered usefully, and peers refuse it without an ack: its
     /// items expire now instead of being pushed until the expiry, days later.
     pub(super) fn outbox_settle_txs(&mut self, now: u64) {
-        let stale: Vec<(u64, Hash, Option<Payload>)> = self
-            .outbox
-            .ob
-            .items()
-            .filter(|it| it.state == State::Pending)
-            .filter_map(|it| match it.item {
-                OutItem::Tx(h) if self.chain.mempool_get(&h).is_none() => {
-                    Some((it.id, h, it.payload.clone()))
+        // One look per transaction, not per item (a gateway holds one per peer), in the
+        // order of their first pending item: readmitting changes the mempool, so the
+        // order must replay.
+        let mut stale: Vec<(u64, Hash, Option<Payload>)> = Vec::new();
+        for (hash, ids) in self.outbox.ob.tx_items() {
+            let first = ids
+                .iter()
+                .filter_map(|id| self.outbox.ob.get(*id))
+                .find(|it| it.state == State::Pending);
+            if let Some(it) = first {
+                if self.chain.mempool_get(hash).is_none() {
+                    stale.push((it.id, *hash, it.payload.clone()));
                 }
-                _ => None,
-            })
-            .collect();
-        let mut verdicts: BTreeMap<Hash, Option<String>> = BTreeMap::new();
-        for (id, hash, payload) in stale {
-            let refused = match verdicts.get(&hash) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = self.readmit_tx(now, hash, payload.as_deref());
-                    verdicts.insert(hash, v.clone());
-                    v
-                }
-            };
-            let Some(why) = refused else {
+            }
+        }
+        stale.sort_unstable_by_key(|(id, _, _)| *id);
+        let mut refused: Vec<(u64, Hash, String)> = Vec::new();
+        for (_, hash, payload) in stale {
+            let Some(why) = self.readmit_tx(now, hash, payload.as_deref()) else {
                 continue;
             };
+            let ids = self.outbox.ob.tx_items_of(&hash);
+            refused.extend(ids.map(|id| (id, hash, why.clone())));
+        }
+        refused.sort_unstable_by_key(|(id, _, _)| *id);
+        for (id, hash, why) in refused {
             match self.outbox.ob.expire_now(self.chain.store_mut(), id) {
                 Ok(true) => {
                     warn!(id, %hash, "outbox item expired: the chain refuses its transaction ({why})")
@@ -681,8 +646,8 @@ impl Node {
                 let on_main: Vec<Hash> = self
                     .outbox
                     .ob
-                    .items()
-                    .filter(|it| it.dest == dest)
+                    .ids_for_dest(dest)
+                    .filter_map(|id| self.outbox.ob.get(id))
                     .filter_map(|it| match it.item {
                         OutItem::Block(h) if main(&h) => Some(h),
                         _ => None,
@@ -706,7 +671,6 @@ impl Node {
             )? {
                 Enqueued::Added(id) => {
                     debug!(id, ?item, "outbox item queued");
-                    self.outbox.by_dest.entry(dest).or_default().insert(id);
                     if let Some(it) = self.outbox.ob.get(id) {
                         self.outbox.expiry_floor = self.outbox.expiry_floor.min(it.expires_ms);
                     }
@@ -856,8 +820,7 @@ impl Node {
                 continue;
             }
             let node_id = s.node_id;
-            let candidates = self.outbox.due_for(node_id, now);
-            if candidates.is_empty() {
+            if self.outbox.ob.due_iter(&node_id, now).next().is_none() {
                 continue;
             }
             // What this session's link may carry: no blocks where the operator keeps them
@@ -881,15 +844,13 @@ impl Node {
                 .values()
                 .flat_map(|s| s.inflight.keys().copied())
                 .collect();
-            let due: Vec<u64> = candidates
-                .into_iter()
-                .filter(|id| !busy.contains(id))
-                .filter(|id| {
-                    self.outbox
-                        .ob
-                        .get(*id)
-                        .is_some_and(|it| fits(it) && (overdue || it.attempts == 0))
-                })
+            let due: Vec<u64> = self
+                .outbox
+                .ob
+                .due_iter(&node_id, now)
+                .filter(|it| !busy.contains(&it.id))
+                .filter(|it| fits(it) && (overdue || it.attempts == 0))
+                .map(|it| it.id)
                 .take(free)
                 .collect();
             if due.is_empty() {

@@ -9,7 +9,7 @@ use crate::rng::Rng;
 use crate::store::{Store, StoreError};
 use crate::wire::message::ACK_REQUESTED_MIN_ID;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Items held in total (pending, held and expired).
@@ -208,7 +208,14 @@ impl RetryPolicy {
 pub struct Outbox {
     items: BTreeMap<u64, Item>,
     by_key: HashMap<(Dest, OutItem), u64>,
-    per_dest: HashMap<Dest, usize>,
+    /// Each destination's items as (priority, id), the order they are sent in: a node
+    /// with many peers finds one peer's items without walking the others' (a gateway
+    /// holds thousands for a peer out of reach), and the next due ones without sorting.
+    by_dest: HashMap<Dest, BTreeSet<(u8, u64)>>,
+    /// Ids of the items carrying each transaction (one per destination).
+    by_tx: HashMap<Hash, BTreeSet<u64>>,
+    /// Items in state `Pending`.
+    pending: usize,
     /// Items refused for lack of room since start (logged each time).
     pub refused: u64,
 }
@@ -231,20 +238,82 @@ impl Outbox {
 
     fn index(&mut self, it: Item) {
         self.by_key.insert((it.dest, it.item), it.id);
-        *self.per_dest.entry(it.dest).or_default() += 1;
+        self.by_dest
+            .entry(it.dest)
+            .or_default()
+            .insert((it.priority, it.id));
+        if let OutItem::Tx(h) = it.item {
+            self.by_tx.entry(h).or_default().insert(it.id);
+        }
+        if it.state == State::Pending {
+            self.pending += 1;
+        }
         self.items.insert(it.id, it);
     }
 
     fn unindex(&mut self, id: u64) -> Option<Item> {
         let it = self.items.remove(&id)?;
         self.by_key.remove(&(it.dest, it.item));
-        if let Some(n) = self.per_dest.get_mut(&it.dest) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_dest.remove(&it.dest);
-            }
+        remove_key(&mut self.by_dest, &it.dest, &(it.priority, id));
+        if let OutItem::Tx(h) = it.item {
+            remove_key(&mut self.by_tx, &h, &id);
+        }
+        if it.state == State::Pending {
+            self.pending -= 1;
         }
         Some(it)
+    }
+
+    /// Set an item's state, keeping the count of pending items.
+    fn set_state(pending: &mut usize, it: &mut Item, state: State) {
+        if it.state == State::Pending {
+            *pending -= 1;
+        }
+        if state == State::Pending {
+            *pending += 1;
+        }
+        it.state = state;
+    }
+
+    /// Items waiting to be sent (state `Pending`).
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Ids of the items for `dest`, in send order (priority, then id).
+    pub fn ids_for_dest(&self, dest: Dest) -> impl Iterator<Item = u64> + '_ {
+        self.by_dest
+            .get(&dest)
+            .into_iter()
+            .flatten()
+            .map(|&(_, id)| id)
+    }
+
+    /// Pending items due at `now` for `node_id` (its own or `Any`), in send order,
+    /// lazily: a caller that takes a window's worth stops there.
+    pub fn due_iter(&self, node_id: &[u8; 32], now: u64) -> impl Iterator<Item = &Item> + '_ {
+        let set = |d: Dest| self.by_dest.get(&d).into_iter().flatten().copied();
+        let mut own = set(Dest::Peer(*node_id)).peekable();
+        let mut any = set(Dest::Any).peekable();
+        // Both sets are in send order: merge them.
+        std::iter::from_fn(move || match (own.peek(), any.peek()) {
+            (Some(a), Some(b)) if b < a => any.next(),
+            (Some(_), _) => own.next(),
+            (None, _) => any.next(),
+        })
+        .filter_map(|(_, id)| self.items.get(&id))
+        .filter(move |it| it.state == State::Pending && it.next_attempt_ms <= now)
+    }
+
+    /// The transactions with items in the table, each with the ids of its items, by id
+    /// (the transactions in no set order).
+    pub fn tx_items(&self) -> impl Iterator<Item = (&Hash, &BTreeSet<u64>)> {
+        self.by_tx.iter()
+    }
+
+    /// Ids of the items carrying transaction `hash`, by id.
+    pub fn tx_items_of(&self, hash: &Hash) -> impl Iterator<Item = u64> + '_ {
+        self.by_tx.get(hash).into_iter().flatten().copied()
     }
 
     /// Items in the table.
@@ -297,7 +366,7 @@ impl Outbox {
         };
         let reason = if self.items.len() >= room {
             Some(format!("outbox full ({} items)", self.items.len()))
-        } else if self.per_dest.get(&dest).copied().unwrap_or(0) >= MAX_PER_DEST {
+        } else if self.by_dest.get(&dest).map_or(0, BTreeSet::len) >= MAX_PER_DEST {
             Some(format!(
                 "outbox full for this destination ({MAX_PER_DEST} items)"
             ))
@@ -336,12 +405,14 @@ impl Outbox {
         new: Hash,
         replaceable: impl Fn(&Hash) -> bool,
     ) -> Result<Option<u64>, StoreError> {
-        let old = self.items.values().find(|it| {
-            it.dest == dest
-                && it.state == State::Pending
-                && it.attempts == 0
-                && matches!(it.item, OutItem::Block(h) if replaceable(&h))
-        });
+        let old = self
+            .ids_for_dest(dest)
+            .filter_map(|id| self.items.get(&id))
+            .find(|it| {
+                it.state == State::Pending
+                    && it.attempts == 0
+                    && matches!(it.item, OutItem::Block(h) if replaceable(&h))
+            });
         let Some(old) = old.map(|it| (it.id, it.item)) else {
             return Ok(None);
         };
@@ -383,9 +454,11 @@ impl Outbox {
 
     /// Make pending items for `dest` due at `now` (in memory: a lost write only delays).
     pub fn due_now(&mut self, dest: Dest, now: u64) {
-        for it in self.items.values_mut() {
-            if it.dest == dest && it.state == State::Pending {
-                it.next_attempt_ms = it.next_attempt_ms.min(now);
+        for (_, id) in self.by_dest.get(&dest).into_iter().flatten() {
+            if let Some(it) = self.items.get_mut(id) {
+                if it.state == State::Pending {
+                    it.next_attempt_ms = it.next_attempt_ms.min(now);
+                }
             }
         }
     }
@@ -400,7 +473,7 @@ impl Outbox {
             .collect();
         for id in &ids {
             if let Some(it) = self.items.get_mut(id) {
-                it.state = State::Expired;
+                Self::set_state(&mut self.pending, it, State::Expired);
                 store.outbox_update(it)?;
             }
         }
@@ -416,7 +489,7 @@ impl Outbox {
         if it.state != State::Pending {
             return Ok(false);
         }
-        it.state = State::Expired;
+        Self::set_state(&mut self.pending, it, State::Expired);
         store.outbox_update(it)?;
         Ok(true)
     }
@@ -442,20 +515,20 @@ impl Outbox {
                 if it.state == State::Expired {
                     return Ok(Err(format!("item {id} is expired: retry or drop it")));
                 }
-                it.state = State::Held;
+                Self::set_state(&mut self.pending, it, State::Held);
             }
             Command::Release => {
                 if it.state != State::Held {
                     return Ok(Err(format!("item {id} is not held")));
                 }
-                it.state = State::Pending;
+                Self::set_state(&mut self.pending, it, State::Pending);
                 it.next_attempt_ms = now;
             }
             Command::Retry => {
                 if it.state == State::Expired {
                     it.expires_ms = now.saturating_add(EXPIRY_MS);
                 }
-                it.state = State::Pending;
+                Self::set_state(&mut self.pending, it, State::Pending);
                 it.next_attempt_ms = now;
             }
         }
@@ -465,18 +538,17 @@ impl Outbox {
 
     /// Pending items due at `now` for `node_id` (its own or `Any`), in send order.
     pub fn due_for(&self, node_id: &[u8; 32], now: u64) -> Vec<u64> {
-        let mut v: Vec<(u8, u64)> = self
-            .items
-            .values()
-            .filter(|it| {
-                it.state == State::Pending
-                    && it.next_attempt_ms <= now
-                    && (it.dest == Dest::Peer(*node_id) || it.dest == Dest::Any)
-            })
-            .map(|it| (it.priority, it.id))
-            .collect();
-        v.sort_unstable();
-        v.into_iter().map(|(_, id)| id).collect()
+        self.due_iter(node_id, now).map(|it| it.id).collect()
+    }
+}
+
+/// Remove `v` from `key`'s set, and the set once empty.
+fn remove_key<K: std::hash::Hash + Eq, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, v: &V) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(v);
+        if set.is_empty() {
+            map.remove(key);
+        }
     }
 }
 

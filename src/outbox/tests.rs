@@ -180,3 +180,110 @@ fn items_of_one_transaction_share_their_payload() {
     let five = of(OutItem::Tx(h(5)));
     assert!(!Arc::ptr_eq(&five[0], &four[0]));
 }
+
+/// The indexes kept beside the items (per destination in send order, per transaction,
+/// the count of pending items) answer as a walk over every item would, through a seeded
+/// mix of queuing, attempts, deliveries, expiries, retargets and operator commands.
+#[test]
+fn the_indexes_agree_with_a_walk_over_every_item() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let mut rng = Rng::new(7);
+    let dests = [Dest::Peer([1; 32]), Dest::Peer([2; 32]), Dest::Any];
+    for step in 0..600u64 {
+        let now = step * 10;
+        let ids: Vec<u64> = ob.items().map(|it| it.id).collect();
+        let pick = |rng: &mut Rng| {
+            ids.get(rng.below(ids.len().max(1) as u64) as usize)
+                .copied()
+        };
+        match rng.below(8) {
+            0..=2 => {
+                let dest = dests[rng.below(3) as usize];
+                let n = rng.below(40) as u8;
+                let item = if rng.below(4) == 0 {
+                    OutItem::Block(h(n))
+                } else {
+                    OutItem::Tx(h(n))
+                };
+                ob.enqueue(&mut store, now, dest, item, None).unwrap();
+            }
+            3 => {
+                if let Some(id) = pick(&mut rng) {
+                    ob.attempted(&mut store, id, now + rng.below(500)).unwrap();
+                }
+            }
+            4 => {
+                if let Some(id) = pick(&mut rng) {
+                    ob.delivered(&mut store, id).unwrap();
+                }
+            }
+            5 => {
+                if let Some(id) = pick(&mut rng) {
+                    ob.expire_now(&mut store, id).unwrap();
+                }
+            }
+            6 => {
+                let dest = dests[rng.below(3) as usize];
+                let new = h(100 + rng.below(50) as u8);
+                ob.coalesce_block(&mut store, dest, new, |_| true).unwrap();
+            }
+            _ => {
+                if let Some(id) = pick(&mut rng) {
+                    let cmd = [
+                        Command::Hold,
+                        Command::Release,
+                        Command::Retry,
+                        Command::Drop,
+                    ][rng.below(4) as usize];
+                    let _ = ob.command(&mut store, now, id, cmd).unwrap();
+                }
+            }
+        }
+        let pending = ob.items().filter(|it| it.state == State::Pending).count();
+        assert_eq!(ob.pending(), pending, "step {step}");
+        for node in [[1u8; 32], [2; 32], [3; 32]] {
+            let mut walk: Vec<(u8, u64)> = ob
+                .items()
+                .filter(|it| {
+                    it.state == State::Pending
+                        && it.next_attempt_ms <= now
+                        && (it.dest == Dest::Peer(node) || it.dest == Dest::Any)
+                })
+                .map(|it| (it.priority, it.id))
+                .collect();
+            walk.sort_unstable();
+            let walk: Vec<u64> = walk.into_iter().map(|(_, id)| id).collect();
+            assert_eq!(ob.due_for(&node, now), walk, "step {step}");
+        }
+        for dest in dests {
+            let mut walk: Vec<u64> = ob
+                .items()
+                .filter(|it| it.dest == dest)
+                .map(|it| it.id)
+                .collect();
+            let mut index: Vec<u64> = ob.ids_for_dest(dest).collect();
+            walk.sort_unstable();
+            index.sort_unstable();
+            assert_eq!(index, walk, "step {step}");
+        }
+        for n in 0..40u8 {
+            let walk: Vec<u64> = ob
+                .items()
+                .filter(|it| it.item == OutItem::Tx(h(n)))
+                .map(|it| it.id)
+                .collect();
+            assert_eq!(
+                ob.tx_items_of(&h(n)).collect::<Vec<_>>(),
+                walk,
+                "step {step}"
+            );
+        }
+    }
+    let again = Outbox::load(&store).unwrap();
+    assert_eq!(again.pending(), ob.pending());
+    assert_eq!(
+        again.due_for(&[1; 32], u64::MAX),
+        ob.due_for(&[1; 32], u64::MAX)
+    );
+}
