@@ -123,6 +123,72 @@ fn without_a_key_nothing_changes() {
     assert!(ready(&ea) && ready(&eb));
 }
 
+/// A transaction that comes ahead of its sender's next nonce (a push and the answer to a
+/// request crossed) is held until the one before it comes, not lost: the peer announces
+/// each transaction once.
+#[test]
+fn a_transaction_ahead_of_its_nonce_waits_for_the_one_before() {
+    let net = params::regtest().network_id();
+    let (mut a, mut b) = (
+        node(1, PeerPolicy::default()),
+        node(2, PeerPolicy::default()),
+    );
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    // A coin for `payer`, matured by a second block (regtest: 1).
+    let payer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let mut block = a.chain().block_template(
+        crate::chain::Address(payer.verifying_key().to_bytes()),
+        wall / 1000,
+    );
+    while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
+    a.submit_block(T, block).expect("coinbase block");
+    mine_one(&mut a);
+    let (ea, _) = handshake(&mut a, &mut b);
+    assert!(ready(&ea));
+    let pay = |nonce| {
+        Transaction::sign(
+            net,
+            &payer,
+            crate::chain::Address([3; 32]),
+            1000,
+            1000,
+            nonce,
+        )
+    };
+    let (first, second) = (pay(0), pay(1));
+    a.handle_frame(
+        T,
+        1,
+        &tagged(
+            2,
+            &a,
+            &envelope::encode(net, 9, &Message::Tx(second.clone())),
+        ),
+    );
+    assert!(
+        a.chain().mempool_get(&second.id()).is_none(),
+        "taken across a gap"
+    );
+    a.handle_frame(
+        T,
+        1,
+        &tagged(
+            2,
+            &a,
+            &envelope::encode(net, 10, &Message::Tx(first.clone())),
+        ),
+    );
+    assert!(
+        a.chain().mempool_get(&first.id()).is_some(),
+        "the first was refused"
+    );
+    assert!(
+        a.chain().mempool_get(&second.id()).is_some(),
+        "the one that came ahead of its nonce was lost"
+    );
+}
+
 #[test]
 fn a_links_traffic_counts_the_sessions_that_closed() {
     let (mut a, mut b) = (
