@@ -189,6 +189,40 @@ fn a_transaction_ahead_of_its_nonce_waits_for_the_one_before() {
     );
 }
 
+/// A block pushed to a peer and acknowledged raises the height the peer list shows for
+/// it (it showed the height of its `Hello` for the whole session).
+#[test]
+fn a_pushed_block_acked_raises_the_peers_height() {
+    let (mut a, mut b) = (
+        node(1, PeerPolicy::default()),
+        node(2, PeerPolicy::default()),
+    );
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    b.set_wall_clock(T, wall);
+    let (ea, _) = handshake(&mut a, &mut b);
+    assert!(ready(&ea));
+    mine_one(&mut a);
+    for _ in 0..10 {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            b.handle_frame(T, 2, &t.bytes);
+            moved = true;
+        }
+        while let Some(t) = b.poll_transmit() {
+            a.handle_frame(T, 1, &t.bytes);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(b.chain().tip().height, 1, "B did not get the block");
+    assert!(owed(&a, b.node_id()).is_empty(), "B did not ack the push");
+    let shown = a.peers(T).into_iter().find(|p| p.ready).map(|p| p.height);
+    assert_eq!(shown, Some(1), "A still lists B at its Hello's height");
+}
+
 #[test]
 fn a_links_traffic_counts_the_sessions_that_closed() {
     let (mut a, mut b) = (
@@ -813,6 +847,7 @@ fn valid_relayed_transactions_are_refunded_and_duplicates_are_charged() {
                 envelope::encode(net, 0, &Message::Tx(tx))
             })
         })
+        .map(|f| tagged(2, &a, &f))
         .collect();
     for (i, f) in frames.iter().enumerate() {
         a.handle_frame(T + i as u64, 1, f);

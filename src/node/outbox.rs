@@ -706,6 +706,11 @@ impl Node {
             .collect();
         if self.chain.is_on_main_chain(&hash) {
             let height = self.chain.header(&hash).map(|h| h.height).unwrap_or(0);
+            // It holds the block, so its tip is at least that high: the peer list shows
+            // it (the peer says no more than its `Hello` did).
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.saw_tip(height, hash);
+            }
             let raised = self.outbox.sessions.get_mut(&peer).is_some_and(|s| {
                 if s.tip_height.is_none_or(|t| height > t) {
                     s.tip_height = Some(height);
