@@ -11,6 +11,7 @@ use crate::rng::Rng;
 use crate::store::{SharedHistory, Store};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Delay before a dropped session is dialled again.
 const REDIAL_MS: u64 = 30_000;
@@ -148,6 +149,35 @@ impl SimRadio {
 }
 
 /// The simulated network.
+/// The simulated clock for log lines (start, now), in ms: `skywave sim` stamps them with
+/// simulated time (see `cli::init_logging`). Display only; nothing in the simulation
+/// reads it.
+pub static LOG_CLOCK: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// Log timestamps in simulated time since the simulation's start (`+H:MM:SS.mmm`).
+pub struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let ms = LOG_CLOCK
+            .1
+            .load(Ordering::Relaxed)
+            .saturating_sub(LOG_CLOCK.0.load(Ordering::Relaxed));
+        w.write_str(&sim_stamp(ms))
+    }
+}
+
+/// `ms` of simulated time as a log stamp.
+fn sim_stamp(ms: u64) -> String {
+    format!(
+        "sim +{}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 pub struct Sim {
     /// The nodes, by index.
     pub nodes: Vec<Node>,
@@ -218,6 +248,8 @@ impl Sim {
         }
         // Start after genesis so block timestamps are plausible.
         let now = params.genesis.header.time * 1000 + 60_000;
+        LOG_CLOCK.0.store(now, Ordering::Relaxed);
+        LOG_CLOCK.1.store(now, Ordering::Relaxed);
         Ok(Sim {
             nodes,
             links: Vec::new(),
@@ -759,6 +791,7 @@ impl Sim {
                 return;
             }
             self.now = next;
+            LOG_CLOCK.1.store(next, Ordering::Relaxed);
             self.handled += 1;
             if next_radio <= next_timer.min(next_msg).min(next_change) {
                 for r in 0..self.radios.len() {
@@ -1119,5 +1152,14 @@ mod settle_tests {
         assert_eq!(it.state, State::Expired, "{it:?}");
         assert!(it.attempts <= 2, "pushed {} times", it.attempts);
         assert_eq!(sim.nodes[0].outbox_waiting(), 0);
+    }
+}
+
+#[cfg(test)]
+mod log_clock_tests {
+    #[test]
+    fn log_lines_are_stamped_with_the_time_since_the_simulation_began() {
+        assert_eq!(super::sim_stamp(3_723_004), "sim +1:02:03.004");
+        assert_eq!(super::sim_stamp(0), "sim +0:00:00.000");
     }
 }

@@ -298,6 +298,19 @@ pub fn init_logging(filter: &str, file: Option<logfile::RotatingFile>) {
         .try_init();
 }
 
+/// Logging for `skywave sim`: stderr, each line stamped with the simulated time.
+fn init_sim_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_timer(crate::sim::SimTime)
+        .try_init();
+}
+
 /// Run the parsed command line.
 pub fn main(cli: Cli) -> Result<()> {
     let dir = cli
@@ -340,6 +353,8 @@ pub fn main(cli: Cli) -> Result<()> {
             }
             None => init_logging(&filter, None),
         }
+    } else if matches!(cli.cmd, Cmd::Sim { .. }) {
+        init_sim_logging(&filter);
     } else {
         init_logging(&filter, None);
     }

@@ -82,11 +82,18 @@ impl Scenario {
 
     /// One line on what the topology is, for newcomers.
     pub fn describe(&self) -> String {
+        let islands = self.nodes.div_ceil(ISLAND);
+        let shape = match (islands, self.nodes % ISLAND) {
+            (1, _) => format!("one island of {} nodes", self.nodes),
+            (n, 0) => format!("{n} islands of {ISLAND} nodes"),
+            (n, r) => format!("{n} islands of {ISLAND} nodes (the last of {r})"),
+        };
+        let islands_text = format!("{shape} on 1200 bit/s VHF radio (2 % loss), each around a gateway; the gateways are chained by an internet path that is up for 15-30 minutes, then down for 1.5-2.5 hours, so each island mines its own fork for hours and the forks must be reconciled");
         let what = match self.topology {
             Topology::Line => "a chain of 1200 bit/s radio links (1 % loss), each node talking only to its neighbours",
             Topology::Star => "every node on a fast TCP link to node 0",
             Topology::Mesh => "a ring of 9600 bit/s links with 2 % loss plus random shortcuts",
-            Topology::Islands => "islands of 5 nodes on 1200 bit/s VHF radio (2 % loss) around a gateway; the gateways are chained by an internet path that is up for 15-30 minutes, then down for 1.5-2.5 hours, so each island mines its own fork for hours and the forks must be reconciled",
+            Topology::Islands => islands_text.as_str(),
         };
         format!(
             "{} nodes: {what}. After the shared start-up funds, {:.1} h of activity ({:.2} payments per node per hour, {:.1} blocks per hour, {:.1} node crashes per hour), then a heal: every link up and clean until the network agrees.",
@@ -752,6 +759,26 @@ fn main_chain_txs(sim: &Sim) -> BTreeMap<Hash, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_islands_are_described_as_the_node_count_makes_them() {
+        let text = |n| Scenario::new(1, n, Topology::Islands, 1.0).describe();
+        assert!(
+            text(4).contains("4 nodes: one island of 4 nodes"),
+            "{}",
+            text(4)
+        );
+        assert!(
+            text(1000).contains("200 islands of 5 nodes on"),
+            "{}",
+            text(1000)
+        );
+        assert!(
+            text(12).contains("3 islands of 5 nodes (the last of 2)"),
+            "{}",
+            text(12)
+        );
+    }
 
     fn check(r: &Report) {
         eprintln!("{r}");
