@@ -1653,4 +1653,76 @@ mod tests {
             "an ACK frees the repair copy"
         );
     }
+
+    /// Two stations that lack different symbols of a coded broadcast ask for a count each;
+    /// the sender queues new repair symbols once for both (what the worse one needs, not
+    /// the sum), and each station decodes from what it got plus those.
+    #[test]
+    fn requests_for_more_symbols_are_served_once_for_every_station() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let msg: Vec<u8> = (0..8000u32).map(|i| (i * 7) as u8).collect();
+        assert!(l.enqueue_coded(0, 1, &msg, &[5, 6]));
+        let mut out = Vec::new();
+        let mut t = 0;
+        while l.queued() > 0 {
+            t += 60_000;
+            l.release(t, &mut out);
+        }
+        let sent: Vec<Vec<u8>> = out.iter().map(|(_, p)| p.clone()).collect();
+        let count = fountain::parse_symbol(&sent[0]).unwrap().count as usize;
+        assert!(sent.len() > count, "repair symbols follow the source symbols");
+        // Station 5 loses every fourth frame, station 6 every third from the second.
+        let mut a = Reassembler::default();
+        let mut b = Reassembler::default();
+        for (i, p) in sent.iter().enumerate() {
+            if i % 4 != 0 {
+                assert_eq!(a.insert(1, 9, p), Ok(None));
+            }
+            if i % 3 != 1 {
+                assert_eq!(b.insert(1, 9, p), Ok(None));
+            }
+        }
+        let (ra, rb) = (a.nack(9, 1).unwrap(), b.nack(9, 1).unwrap());
+        let (ma, mb) = (
+            fountain::parse_more(&ra).unwrap(),
+            fountain::parse_more(&rb).unwrap(),
+        );
+        assert!(ma.need > 0 && mb.need > ma.need, "{ma:?} {mb:?}");
+        assert_eq!(l.coded(t, 5, &ra), Ok(None));
+        assert_eq!(l.coded(t, 6, &rb), Ok(None));
+        let fresh = l.queued() as u32;
+        // The loss each reported: a quarter and a third of what aired.
+        let (la, lb) = (l.reported_loss(5).unwrap(), l.reported_loss(6).unwrap());
+        assert!((200_000..300_000).contains(&la), "{la}");
+        assert!((280_000..400_000).contains(&lb), "{lb}");
+        let (na, nb) = (symbols_for(ma.need, la), symbols_for(mb.need, lb));
+        assert!(
+            fresh >= nb && fresh < na + nb,
+            "{fresh} symbols for requests of {na} and {nb}"
+        );
+        let mut again = Vec::new();
+        l.release(t + 60_000, &mut again);
+        assert!(again.iter().all(|(d, _)| *d == Dest::Broadcast(1)));
+        let mut got = (None, None);
+        for (_, p) in &again {
+            got.0 = a.insert(2, 9, p).unwrap().or(got.0);
+            got.1 = b.insert(2, 9, p).unwrap().or(got.1);
+        }
+        assert_eq!(got.0.as_deref(), Some(&msg[..]));
+        assert_eq!(got.1.as_deref(), Some(&msg[..]));
+    }
+
+    /// The repair a coded burst carries follows the loss reported: none reported is a
+    /// small margin, a third lost is about half as much again.
+    #[test]
+    fn repair_follows_the_loss_reported() {
+        assert_eq!(symbols_for(33, 0), 33);
+        let low = symbols_for(33, PRIOR_LOSS_PPM);
+        let ten = symbols_for(33, 100_000);
+        let third = symbols_for(33, 333_000);
+        assert!(33 < low && low < ten && ten < third, "{low} {ten} {third}");
+        assert!((38..44).contains(&ten), "{ten}");
+        assert!((55..65).contains(&third), "{third}");
+        assert_eq!(symbols_for(0, 100_000), 0);
+    }
 }
