@@ -657,3 +657,31 @@ fn coded_broadcast_figures() {
         );
     }
 }
+
+#[test]
+fn with_one_other_station_a_block_goes_the_plain_way() {
+    // Coding pays where one burst serves several stations; with one, the header, the
+    // request and the NACK repair stay as they were.
+    for seed in 1..4 {
+        let Some((_, _, took)) = block_to_all(2, seed, 100_000, true) else {
+            continue;
+        };
+        assert!(took.is_some(), "seed {seed}: the block did not arrive");
+    }
+    let mut air = Air::new(2, 1, 0);
+    fund_everyone(&mut air);
+    air.run_for(30_000);
+    let tip = mine_private(&mut air, 0, 20);
+    air.run_for(120_000);
+    assert_eq!(air.nodes[1].chain().tip().hash, tip);
+    let coded = air
+        .sent_log
+        .iter()
+        .filter(|(_, d)| d.starts_with("symbol") || d == "more")
+        .count();
+    assert_eq!(coded, 0, "coded packets between two stations");
+    assert!(air
+        .sent_log
+        .iter()
+        .any(|(s, d)| *s == 0 && d.starts_with("fragment")));
+}

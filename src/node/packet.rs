@@ -1670,7 +1670,10 @@ mod tests {
         }
         let sent: Vec<Vec<u8>> = out.iter().map(|(_, p)| p.clone()).collect();
         let count = fountain::parse_symbol(&sent[0]).unwrap().count as usize;
-        assert!(sent.len() > count, "repair symbols follow the source symbols");
+        assert!(
+            sent.len() > count,
+            "repair symbols follow the source symbols"
+        );
         // Station 5 loses every fourth frame, station 6 every third from the second.
         let mut a = Reassembler::default();
         let mut b = Reassembler::default();
