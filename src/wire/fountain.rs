@@ -30,8 +30,9 @@ use super::frag::FragError;
 pub const TAG_SYMBOL: u8 = 0x04;
 /// Tag of a request for more symbols.
 pub const TAG_MORE: u8 = 0x05;
-/// Source symbols per coded transfer at most: decoding costs `count x missing` symbol
-/// operations, and a larger message goes as plain fragments.
+/// Source symbols per coded transfer at most (64 KB at 256-byte frames): decoding costs
+/// about `count x missing` symbol operations, and a larger message goes as plain
+/// fragments.
 pub const MAX_SYMBOLS: u32 = 256;
 /// Highest symbol index accepted (repair symbols are numbered on from `count`).
 pub const MAX_INDEX: u32 = 1 << 20;
@@ -172,8 +173,7 @@ pub fn parse_symbol(bytes: &[u8]) -> Result<Symbol<'_>, FragError> {
     let count = get_varint(&mut rest)?;
     let len = get_varint(&mut rest)?;
     let chunk = rest.len() as u64;
-    if count < 2
-        || count > MAX_SYMBOLS
+    if !(2..=MAX_SYMBOLS).contains(&count)
         || index >= MAX_INDEX
         || chunk == 0
         || u64::from(len) > u64::from(count) * chunk
@@ -235,7 +235,7 @@ impl Encoder {
         let header = 1 + 5 + 3 + 2 + 5;
         let chunk = mtu.checked_sub(header).filter(|c| *c > 0)?;
         let count = message.len().div_ceil(chunk);
-        if count < 2 || count > MAX_SYMBOLS as usize {
+        if !(2..=MAX_SYMBOLS as usize).contains(&count) {
             return None;
         }
         // Equal symbols as short as the count allows: less padding in the last one.
