@@ -11,6 +11,9 @@ use crate::chain::Hash;
 use crate::net::{LinkId, PeerId};
 use crate::wire::message::{features, Message};
 
+/// Frames a block must fill before it goes coded.
+const MIN_CODED_FRAMES: usize = 4;
+
 impl Node {
     /// Broadcast block `hash` coded on `link` if it is a shared turn-taking channel with
     /// at least two other stations in session, all reading coded transfers. True if it
@@ -40,7 +43,24 @@ impl Node {
         let Ok(Some(block)) = self.chain.block(hash) else {
             return false;
         };
+        // Stations that hold every transaction of the block get it cheaper as a compact
+        // block (a frame or two each, on request).
+        let all_known = block.txs.iter().all(|tx| {
+            let id = tx.id();
+            stations
+                .iter()
+                .all(|s| self.peers.get(s).is_some_and(|p| p.known.contains(&id)))
+        });
+        if all_known {
+            return false;
+        }
         let bytes = self.encode(&Message::Block(block));
+        let mtu = self.packet_links.get(&link).map_or(0, |l| l.caps.mtu);
+        if bytes.len() < MIN_CODED_FRAMES * mtu {
+            // A block of a few frames costs little either way, and the plain path's
+            // compact blocks serve stations that hold some of its transactions.
+            return false;
+        }
         let now = self.now;
         self.packet_links
             .get_mut(&link)
