@@ -983,6 +983,46 @@ mod tests {
         assert_eq!(r.buffered_bytes(), 0);
     }
 
+    /// A coded transfer whose symbols disagree is refused, repair symbols beyond what
+    /// decoding needs are not kept, and its first symbols name nothing until it decodes.
+    #[test]
+    fn coded_symbols_are_checked_and_bounded() {
+        let msg: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        let e = fountain::Encoder::new(5, &msg, 200).expect("codes");
+        let n = e.count();
+        let mut r = Reassembler::default();
+        // Only repair symbols, far more than needed: at most count + SPARE_REPAIRS kept.
+        for i in 0..n - 1 {
+            assert_eq!(r.insert(0, 1, &e.packet(n + 10 + i)), Ok(None));
+        }
+        let before = r.buffered_bytes();
+        let other = fountain::Encoder::new(5, &msg[..1500], 200).expect("codes");
+        assert_eq!(
+            r.insert(0, 1, &other.packet(n + 99)),
+            Err(FragError::Inconsistent)
+        );
+        assert_eq!(r.buffered_bytes(), before);
+        let got = r.insert(0, 1, &e.packet(3)).expect("fits");
+        assert_eq!(got.as_deref(), Some(&msg[..]), "count symbols decode");
+        assert_eq!(r.insert(0, 1, &e.packet(4)), Ok(None), "late duplicate");
+        assert_eq!(r.buffered_bytes(), 0);
+        // A transfer that cannot decode keeps at most count + SPARE_REPAIRS symbols.
+        let mut r = Reassembler::default();
+        let big = fountain::Encoder::new(6, &[7u8; 3000], 120).expect("codes");
+        let mut bad = big.packet(big.count());
+        let last = bad.len() - 1;
+        for i in 0..3 * big.count() {
+            bad = big.packet(big.count() + i);
+            bad[last] ^= 1;
+            if i % 2 == 0 {
+                // Half of them made inconsistent with the rest: different chunk.
+                bad.pop();
+            }
+            let _ = r.insert(0, 2, &bad);
+        }
+        assert!(r.buffered_bytes() <= (big.count() as usize + SPARE_REPAIRS) * 200 + 200);
+    }
+
     #[test]
     fn varints() {
         for v in [0, 1, 127, 128, 16383, 16384, u32::MAX] {
