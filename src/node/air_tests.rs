@@ -633,10 +633,15 @@ fn a_block_broadcast_coded_reaches_every_station_for_less_air() {
 #[test]
 #[ignore]
 fn coded_broadcast_figures() {
+    // AIR_LOSS_PPM sets another loss (100 000 by default).
+    let loss = std::env::var("AIR_LOSS_PPM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     for (label, coding) in [("coded", true), ("plain", false)] {
         let (mut bytes, mut air_ms, mut took, mut done, mut runs) = (0, 0, 0, 0, 0);
         for seed in 1..=8 {
-            let Some((b, a, t)) = block_to_all(6, seed, 100_000, coding) else {
+            let Some((b, a, t)) = block_to_all(6, seed, loss, coding) else {
                 continue;
             };
             runs += 1;
