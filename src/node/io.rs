@@ -128,6 +128,8 @@ impl Node {
             Ok(frag::Packet::Whole(_)) | Ok(frag::Packet::Fragment(_)) => {
                 l.reasm.insert(now, peer, bytes)
             }
+            // Coded broadcast transfers (node/fountain.rs).
+            Err(frag::FragError::UnknownTag(_)) => l.coded(now, peer, bytes),
             Err(e) => Err(e),
         };
         if let Some(more) = over {

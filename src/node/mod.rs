@@ -25,6 +25,7 @@
 
 pub mod auth;
 mod compact;
+mod fountain;
 mod inflight;
 mod io;
 mod packet;

@@ -26,6 +26,7 @@
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::envelope;
+use crate::wire::fountain;
 use crate::wire::frag::{self, Reassembler, ReassemblerConfig};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -127,8 +128,41 @@ pub enum Priority {
     Bulk,
 }
 
+/// Loss assumed for a station that has not reported any (parts per million).
+const PRIOR_LOSS_PPM: u32 = 50_000;
+/// Standard deviations of margin in the symbols a coded burst carries for its worst
+/// station: each station then decodes from the first burst about nine times in ten, and
+/// the rest ask for a few symbols more, which serve them all at once.
+const CODED_MARGIN_SD: f64 = 1.3;
+
+/// Symbols to send so that a station losing `loss_ppm` of frames receives `need` of them,
+/// with `CODED_MARGIN_SD` of margin (the count received is binomial).
+pub(super) fn symbols_for(need: u32, loss_ppm: u32) -> u32 {
+    let p = f64::from(loss_ppm.min(800_000)) / 1e6;
+    let mut n = need;
+    while n < need.saturating_mul(8).max(need + 8) {
+        let nf = f64::from(n);
+        if nf * (1.0 - p) - CODED_MARGIN_SD * (nf * p * (1.0 - p)).sqrt() >= f64::from(need) {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A coded broadcast transfer (`wire::fountain`) kept for more repair symbols.
+struct CodedSent {
+    enc: fountain::Encoder,
+    dest: Dest,
+    /// Index of the next repair symbol.
+    next: u32,
+    /// Symbols queued so far.
+    queued: u32,
+}
+
 struct SentTransfer {
     frags: Vec<Vec<u8>>,
+    coded: Option<CodedSent>,
     at: u64,
     bytes: usize,
     /// Bytes repaired so far, per peer that asked (a broadcast's by many).
@@ -203,6 +237,11 @@ pub(super) struct PacketLink {
     /// More than one other station has a session here (set by the core): what one
     /// broadcasts, several react to at once.
     pub shared: bool,
+    /// Broadcast blocks go out coded where every station reads it (switched off only to
+    /// measure against the plain path).
+    pub coding: bool,
+    /// Frame loss of each station, as it reported it asking for symbols (ppm).
+    loss: BTreeMap<PeerId, u32>,
     /// Wall clock minus `now`, for the slot boundaries (JS8Call keeps UTC slots).
     pub wall_offset_ms: i64,
     /// Until then we are answering a burst we heard: no random wait.
@@ -279,6 +318,8 @@ impl PacketLink {
             edge_at: None,
             unheard_bursts: 0,
             shared: false,
+            coding: true,
+            loss: BTreeMap::new(),
             wall_offset_ms: 0,
             answer_until: 0,
             gather_until: None,
@@ -636,10 +677,10 @@ impl PacketLink {
     /// stall time of the last one: that one may still be queued in the TNC behind the
     /// sender's burst, and a second copy would have the same fragments sent twice.
     pub fn may_nack(&self, now: u64, peer: PeerId, tid: u32) -> bool {
-        let queued = self.control.iter().any(|(d, p)| {
-            *d == Dest::Peer(peer)
-                && matches!(frag::parse(p), Ok(frag::Packet::Nack(n)) if n.transfer_id == tid)
-        });
+        let queued = self
+            .control
+            .iter()
+            .any(|(d, p)| *d == Dest::Peer(peer) && nack_tid(p) == Some(tid));
         queued
             || self
                 .last_nack
@@ -650,10 +691,8 @@ impl PacketLink {
     /// Queue a NACK for transfer `tid` of `peer`, replacing one still waiting here.
     pub fn queue_nack(&mut self, now: u64, peer: PeerId, tid: u32, nack: Vec<u8>) {
         let before = self.control.len();
-        self.control.retain(|(d, p)| {
-            !(*d == Dest::Peer(peer)
-                && matches!(frag::parse(p), Ok(frag::Packet::Nack(n)) if n.transfer_id == tid))
-        });
+        self.control
+            .retain(|(d, p)| !(*d == Dest::Peer(peer) && nack_tid(p) == Some(tid)));
         if self.control.len() != before {
             self.recount_queued();
         }
@@ -736,6 +775,7 @@ impl PacketLink {
                     (p, tid),
                     SentTransfer {
                         frags: packets.clone(),
+                        coded: None,
                         at: now,
                         bytes,
                         repaired: BTreeMap::new(),
@@ -942,6 +982,146 @@ impl PacketLink {
         outcome
     }
 
+    /// Queue `envelope` as one coded broadcast transfer (`wire::fountain`) to every
+    /// station on the link: its source symbols and as many repair symbols as the worst
+    /// of `stations` needs by the loss it reported. False (nothing queued) if it does not
+    /// code (one packet, too many symbols) or the queue is full.
+    pub fn enqueue_coded(
+        &mut self,
+        now: u64,
+        link: LinkId,
+        envelope: &[u8],
+        stations: &[PeerId],
+    ) -> bool {
+        if self.queued_bytes + envelope.len() > QUEUE_BYTES {
+            return false;
+        }
+        let tid = self.next_transfer;
+        let Some(enc) = fountain::Encoder::new(tid, envelope, self.caps.mtu) else {
+            return false;
+        };
+        self.next_transfer = self.next_transfer.checked_add(1).unwrap_or(1);
+        let worst = stations
+            .iter()
+            .map(|p| self.loss.get(p).copied().unwrap_or(PRIOR_LOSS_PPM))
+            .max()
+            .unwrap_or(PRIOR_LOSS_PPM);
+        let count = enc.count();
+        let total = symbols_for(count, worst);
+        self.gather(now);
+        let dest = Dest::Broadcast(link);
+        for i in 0..total {
+            let p = enc.packet(i);
+            self.queued_bytes += p.len();
+            self.bulk.push_back((dest, p));
+        }
+        let bytes = count as usize * enc.chunk();
+        self.sent.insert(
+            (BROADCAST_KEY, tid),
+            SentTransfer {
+                frags: Vec::new(),
+                coded: Some(CodedSent {
+                    enc,
+                    dest,
+                    next: total,
+                    queued: total,
+                }),
+                at: now,
+                bytes,
+                repaired: BTreeMap::new(),
+            },
+        );
+        self.sent_bytes += bytes;
+        self.trim_sent(now);
+        true
+    }
+
+    /// A packet of a coded transfer (`wire::fountain`): a symbol for the reassembler (the
+    /// message once it decodes), or a station's request for more symbols of ours.
+    pub fn coded(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, frag::FragError> {
+        match bytes.first().map(|t| t & 0x3F) {
+            Some(fountain::TAG_SYMBOL) => self.reasm.insert(now, peer, bytes),
+            Some(fountain::TAG_MORE) => {
+                let more = fountain::parse_more(bytes)?;
+                match self.more_symbols(now, peer, more) {
+                    Repair::OverBudget => Err(frag::FragError::RepairBudget),
+                    Repair::Done | Repair::NotHeld => Ok(None),
+                }
+            }
+            other => Err(frag::FragError::UnknownTag(other.unwrap_or(0))),
+        }
+    }
+
+    /// `peer` lacks `more.need` symbols of a coded transfer of ours: note the loss it
+    /// reports, and queue new repair symbols for every station (those queued and not yet
+    /// on the air count: what several stations ask in one round goes once).
+    fn more_symbols(&mut self, now: u64, peer: PeerId, more: fountain::More) -> Repair {
+        let key = (BROADCAST_KEY, more.transfer_id);
+        let tid = more.transfer_id;
+        // Repair symbols of this transfer still waiting here.
+        let waiting = self
+            .control
+            .iter()
+            .chain(self.bulk.iter())
+            .filter(|(_, p)| fountain::parse_symbol(p).is_ok_and(|s| s.transfer_id == tid))
+            .count() as u32;
+        let Some(t) = self.sent.get_mut(&key) else {
+            return Repair::NotHeld;
+        };
+        let Some(c) = t.coded.as_mut() else {
+            return Repair::NotHeld;
+        };
+        let aired = c.queued.saturating_sub(waiting).max(1);
+        let lost = 1.0 - f64::from(more.got.min(aired)) / f64::from(aired);
+        let seen = (lost * 1e6) as u32;
+        let est = match self.loss.get(&peer) {
+            Some(&old) => (old + seen) / 2,
+            None => seen,
+        };
+        if self.loss.len() < 1024 || self.loss.contains_key(&peer) {
+            self.loss.insert(peer, est);
+        }
+        let need = more.need.min(c.enc.count());
+        if need == 0 {
+            return Repair::Done;
+        }
+        let fresh = symbols_for(need, est).saturating_sub(waiting);
+        let budget =
+            (REPAIR_FACTOR * t.bytes).saturating_sub(t.repaired.get(&peer).copied().unwrap_or(0));
+        let mut spent = 0;
+        let mut outcome = Repair::Done;
+        let mut packets = Vec::new();
+        for _ in 0..fresh {
+            let p = c.enc.packet(c.next);
+            if spent + p.len() > budget {
+                outcome = Repair::OverBudget;
+                break;
+            }
+            spent += p.len();
+            c.next = c.next.saturating_add(1).min(fountain::MAX_INDEX - 1);
+            c.queued += 1;
+            packets.push(p);
+        }
+        let dest = c.dest;
+        *t.repaired.entry(peer).or_default() += spent;
+        for p in packets {
+            self.repaired += 1;
+            self.enqueue_raw(now, dest, p);
+        }
+        outcome
+    }
+
+    /// Frame loss of `peer` as it reported it (ppm), if it did.
+    #[cfg(test)]
+    pub fn reported_loss(&self, peer: PeerId) -> Option<u32> {
+        self.loss.get(&peer).copied()
+    }
+
     /// Count a NACK round for a transfer; false once the receiver gives up, and then the
     /// partial transfer is dropped, so that it is not asked for again and again (the
     /// message itself is asked for again by the timers of whatever needed it).
@@ -980,6 +1160,7 @@ impl PacketLink {
         }
         self.nack_rounds.retain(|(p, _), _| *p != peer);
         self.last_nack.retain(|(p, _), _| *p != peer);
+        self.loss.remove(&peer);
         let before = self.control.len() + self.bulk.len();
         self.control.retain(|(d, _)| *d != Dest::Peer(peer));
         self.bulk.retain(|(d, _)| *d != Dest::Peer(peer));
@@ -998,12 +1179,14 @@ impl PacketLink {
             let Dest::Peer(peer) = *d else {
                 return true;
             };
-            let Ok(frag::Packet::Nack(n)) = frag::parse(p) else {
+            let Some(tid) = nack_tid(p) else {
                 return true;
             };
-            match reasm.missing(peer, n.transfer_id) {
+            match reasm.missing(peer, tid) {
                 Some(m) if !m.is_empty() => {
-                    let fresh = frag::encode_nack(n.transfer_id, &m);
+                    let Some(fresh) = reasm.nack(peer, tid) else {
+                        return true;
+                    };
                     if *p != fresh {
                         *p = fresh;
                         changed = true;
@@ -1175,6 +1358,14 @@ impl PacketLink {
     /// Packets waiting for air time.
     pub fn queued(&self) -> usize {
         self.control.len() + self.bulk.len()
+    }
+}
+
+/// The transfer a NACK or MORE packet asks about.
+fn nack_tid(p: &[u8]) -> Option<u32> {
+    match frag::parse(p) {
+        Ok(frag::Packet::Nack(n)) => Some(n.transfer_id),
+        _ => fountain::parse_more(p).ok().map(|m| m.transfer_id),
     }
 }
 
@@ -1461,5 +1652,80 @@ mod tests {
             Repair::NotHeld,
             "an ACK frees the repair copy"
         );
+    }
+
+    /// Two stations that lack different symbols of a coded broadcast ask for a count each;
+    /// the sender queues new repair symbols once for both (what the worse one needs, not
+    /// the sum), and each station decodes from what it got plus those.
+    #[test]
+    fn requests_for_more_symbols_are_served_once_for_every_station() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let msg: Vec<u8> = (0..8000u32).map(|i| (i * 7) as u8).collect();
+        assert!(l.enqueue_coded(0, 1, &msg, &[5, 6]));
+        let mut out = Vec::new();
+        let mut t = 0;
+        while l.queued() > 0 {
+            t += 60_000;
+            l.release(t, &mut out);
+        }
+        let sent: Vec<Vec<u8>> = out.iter().map(|(_, p)| p.clone()).collect();
+        let count = fountain::parse_symbol(&sent[0]).unwrap().count as usize;
+        assert!(
+            sent.len() > count,
+            "repair symbols follow the source symbols"
+        );
+        // Station 5 loses every fourth frame, station 6 every third from the second.
+        let mut a = Reassembler::default();
+        let mut b = Reassembler::default();
+        for (i, p) in sent.iter().enumerate() {
+            if i % 4 != 0 {
+                assert_eq!(a.insert(1, 9, p), Ok(None));
+            }
+            if i % 3 != 1 {
+                assert_eq!(b.insert(1, 9, p), Ok(None));
+            }
+        }
+        let (ra, rb) = (a.nack(9, 1).unwrap(), b.nack(9, 1).unwrap());
+        let (ma, mb) = (
+            fountain::parse_more(&ra).unwrap(),
+            fountain::parse_more(&rb).unwrap(),
+        );
+        assert!(ma.need > 0 && mb.need > ma.need, "{ma:?} {mb:?}");
+        assert_eq!(l.coded(t, 5, &ra), Ok(None));
+        assert_eq!(l.coded(t, 6, &rb), Ok(None));
+        let fresh = l.queued() as u32;
+        // The loss each reported: a quarter and a third of what aired.
+        let (la, lb) = (l.reported_loss(5).unwrap(), l.reported_loss(6).unwrap());
+        assert!((200_000..300_000).contains(&la), "{la}");
+        assert!((280_000..400_000).contains(&lb), "{lb}");
+        let (na, nb) = (symbols_for(ma.need, la), symbols_for(mb.need, lb));
+        assert!(
+            fresh >= nb && fresh < na + nb,
+            "{fresh} symbols for requests of {na} and {nb}"
+        );
+        let mut again = Vec::new();
+        l.release(t + 60_000, &mut again);
+        assert!(again.iter().all(|(d, _)| *d == Dest::Broadcast(1)));
+        let mut got = (None, None);
+        for (_, p) in &again {
+            got.0 = a.insert(2, 9, p).unwrap().or(got.0);
+            got.1 = b.insert(2, 9, p).unwrap().or(got.1);
+        }
+        assert_eq!(got.0.as_deref(), Some(&msg[..]));
+        assert_eq!(got.1.as_deref(), Some(&msg[..]));
+    }
+
+    /// The repair a coded burst carries follows the loss reported: none reported is a
+    /// small margin, a third lost is about half as much again.
+    #[test]
+    fn repair_follows_the_loss_reported() {
+        assert_eq!(symbols_for(33, 0), 33);
+        let low = symbols_for(33, PRIOR_LOSS_PPM);
+        let ten = symbols_for(33, 100_000);
+        let third = symbols_for(33, 333_000);
+        assert!(33 < low && low < ten && ten < third, "{low} {ten} {third}");
+        assert!((38..44).contains(&ten), "{ten}");
+        assert!((55..65).contains(&third), "{third}");
+        assert_eq!(symbols_for(0, 100_000), 0);
     }
 }

@@ -67,7 +67,24 @@ pub(super) fn describe(bytes: &[u8]) -> String {
             format!("fragment t{} {}/{}{kind}", f.transfer_id, f.index, f.count)
         }
         Ok(crate::wire::frag::Packet::Nack(_)) => "nack".into(),
-        Err(_) => "bad".into(),
+        Err(_) => {
+            use crate::wire::fountain;
+            if let Ok(s) = fountain::parse_symbol(bytes) {
+                let kind = if s.index == 0 {
+                    s.payload
+                        .get(5)
+                        .map(|k| format!(" kind {k}"))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                format!("symbol t{} {}/{}{kind}", s.transfer_id, s.index, s.count)
+            } else if fountain::parse_more(bytes).is_ok() {
+                "more".into()
+            } else {
+                "bad".into()
+            }
+        }
     }
 }
 

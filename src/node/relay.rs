@@ -393,6 +393,9 @@ impl Node {
             }
         }
         for (link, narrow) in broadcast_links {
+            if !narrow && item.kind != InvKind::Tx && self.broadcast_block_coded(link, &item.hash) {
+                continue;
+            }
             let Some(msg) = announcement(true, narrow) else {
                 continue;
             };

@@ -640,7 +640,7 @@ impl Node {
             work: tip.work,
             node_id: self.node_id,
             callsign: self.cfg.callsign.clone(),
-            features: features::FULL_BLOCKS,
+            features: features::FULL_BLOCKS | features::CODED,
             nonce,
             user_agent: self.cfg.user_agent.clone(),
         }

@@ -39,6 +39,8 @@ use std::ops::Range;
 
 use thiserror::Error;
 
+use super::fountain;
+
 /// Tag of a message sent in one packet.
 pub const TAG_WHOLE: u8 = 0x00;
 /// Tag of one fragment of a multi-packet transfer.
@@ -90,6 +92,9 @@ pub enum FragError {
     /// The buffer budget cannot hold this transfer even after evictions.
     #[error("reassembly budget exhausted")]
     OverBudget,
+    /// A station asked for more repair than the transfer allows.
+    #[error("more repair asked than allowed")]
+    RepairBudget,
     /// MTU too small to carry a fragment header and one payload byte.
     #[error("mtu {0} too small")]
     MtuTooSmall(usize),
@@ -436,7 +441,22 @@ struct Transfer {
     /// Budget charged, including bookkeeping.
     cost: usize,
     last_ms: u64,
+    /// A coded transfer (`fountain`): `parts` holds its source symbols.
+    coded: Option<Coded>,
 }
+
+#[derive(Debug)]
+struct Coded {
+    /// Message length.
+    len: usize,
+    /// Repair symbols held, by index.
+    repairs: Vec<(u32, Vec<u8>)>,
+    /// Distinct symbols heard (what the sender reads our loss from).
+    heard: u32,
+}
+
+/// Repair symbols held beyond what decoding needs (a rank-deficient set needs one more).
+const SPARE_REPAIRS: usize = 2;
 
 type Key = (u64, u32);
 
@@ -497,6 +517,12 @@ impl Reassembler {
         peer: u64,
         bytes: &[u8],
     ) -> Result<Option<Vec<u8>>, FragError> {
+        if bytes
+            .first()
+            .is_some_and(|t| t & !FLAGS == fountain::TAG_SYMBOL)
+        {
+            return self.insert_symbol(now_ms, peer, bytes);
+        }
         let frag = match parse(bytes)? {
             Packet::Whole(m) if m.len() > self.cfg.max_message => {
                 return Err(FragError::TooLarge(m.len()))
@@ -515,7 +541,9 @@ impl Reassembler {
         let len = frag.payload.len();
         let is_last = frag.index + 1 == frag.count;
         let (mut chunk, mut last_len) = match self.transfers.get(&key) {
-            Some(t) if t.count != frag.count => return Err(FragError::Inconsistent),
+            Some(t) if t.count != frag.count || t.coded.is_some() => {
+                return Err(FragError::Inconsistent)
+            }
             Some(t) if t.parts.contains_key(&frag.index) => return Ok(None),
             Some(t) => (t.chunk, t.last_len),
             None => (None, None),
@@ -562,6 +590,7 @@ impl Reassembler {
                     parts: BTreeMap::new(),
                     cost: TRANSFER_COST,
                     last_ms: now_ms,
+                    coded: None,
                 },
             );
             *self.per_peer.entry(peer).or_insert(0) += 1;
@@ -617,14 +646,144 @@ impl Reassembler {
         let Some(t) = self.transfers.get(&(peer, transfer_id)) else {
             return Vec::new();
         };
+        if t.coded.is_some() {
+            // Any symbol still to come stands in for any lost one: wait for them.
+            return Vec::new();
+        }
         let top = t.parts.keys().next_back().copied().unwrap_or(0);
         (0..top).filter(|i| !t.parts.contains_key(i)).collect()
     }
 
-    /// A NACK packet for a transfer (empty = ACK), if the transfer is known.
+    /// A NACK packet for a transfer (empty = ACK), if the transfer is known; for a coded
+    /// transfer, a MORE packet asking for as many symbols as it lacks.
     pub fn nack(&self, peer: u64, transfer_id: u32) -> Option<Vec<u8>> {
+        if let Some(t) = self.transfers.get(&(peer, transfer_id)) {
+            if let Some(c) = &t.coded {
+                let have = t.parts.len() + c.repairs.len();
+                // Enough symbols that did not decode: one more is needed.
+                let need = (t.count as usize).saturating_sub(have).max(1);
+                return Some(fountain::encode_more(fountain::More {
+                    transfer_id,
+                    need: need as u32,
+                    got: c.heard,
+                }));
+            }
+        }
         self.missing(peer, transfer_id)
             .map(|m| encode_nack(transfer_id, &m))
+    }
+
+    /// Is this incomplete transfer a coded one?
+    pub fn is_coded(&self, peer: u64, transfer_id: u32) -> bool {
+        self.transfers
+            .get(&(peer, transfer_id))
+            .is_some_and(|t| t.coded.is_some())
+    }
+
+    /// Feeds one SYMBOL packet of a coded transfer; the message once it decodes.
+    fn insert_symbol(
+        &mut self,
+        now_ms: u64,
+        peer: u64,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, FragError> {
+        let s = fountain::parse_symbol(bytes)?;
+        if s.count > self.cfg.max_fragments.min(MAX_FRAGMENTS) {
+            return Err(FragError::TooManyFragments(s.count));
+        }
+        if s.len as usize > self.cfg.max_message {
+            return Err(FragError::TooLarge(s.len as usize));
+        }
+        let key = (peer, s.transfer_id);
+        if self.completed.contains_key(&key) {
+            return Ok(None);
+        }
+        let chunk = s.payload.len();
+        let repair = s.index >= s.count;
+        match self.transfers.get_mut(&key) {
+            Some(t) => {
+                let Some(c) = t.coded.as_mut() else {
+                    return Err(FragError::Inconsistent);
+                };
+                if t.count != s.count || c.len != s.len as usize || t.chunk != Some(chunk) {
+                    return Err(FragError::Inconsistent);
+                }
+                let dup = if repair {
+                    c.repairs.iter().any(|(i, _)| *i == s.index)
+                } else {
+                    t.parts.contains_key(&s.index)
+                };
+                if dup {
+                    return Ok(None);
+                }
+                c.heard = c.heard.saturating_add(1);
+                t.last_ms = now_ms;
+                if repair && c.repairs.len() + t.parts.len() >= t.count as usize + SPARE_REPAIRS {
+                    // Enough held already (it failed on a rare dependent set and waits
+                    // for a source symbol): no more memory for it.
+                    return Ok(None);
+                }
+            }
+            None => {
+                if self.transfers_for(peer) >= self.cfg.max_transfers_per_peer {
+                    if let Some(victim) = self.oldest(|k| k.0 == peer) {
+                        self.remove(victim);
+                    }
+                }
+                if self.cfg.max_transfers_per_peer == 0 {
+                    return Err(FragError::OverBudget);
+                }
+                self.transfers.insert(
+                    key,
+                    Transfer {
+                        count: s.count,
+                        chunk: Some(chunk),
+                        last_len: None,
+                        parts: BTreeMap::new(),
+                        cost: TRANSFER_COST,
+                        last_ms: now_ms,
+                        coded: Some(Coded {
+                            len: s.len as usize,
+                            repairs: Vec::new(),
+                            heard: 1,
+                        }),
+                    },
+                );
+                *self.per_peer.entry(peer).or_insert(0) += 1;
+                self.total += TRANSFER_COST;
+            }
+        }
+        let cost = chunk + FRAGMENT_COST;
+        while self.total + cost > self.cfg.max_total_bytes {
+            match self.oldest(|k| *k != key) {
+                Some(victim) => {
+                    self.remove(victim);
+                }
+                None => return self.reject(key, FragError::OverBudget),
+            }
+        }
+        let Some(t) = self.transfers.get_mut(&key) else {
+            return Err(FragError::OverBudget);
+        };
+        let Some(c) = t.coded.as_mut() else {
+            return Err(FragError::Inconsistent);
+        };
+        if repair {
+            c.repairs.push((s.index, s.payload.to_vec()));
+        } else {
+            t.parts.insert(s.index, s.payload.to_vec());
+        }
+        t.cost += cost;
+        self.total += cost;
+        if t.parts.len() + c.repairs.len() < t.count as usize {
+            return Ok(None);
+        }
+        let Some(msg) = fountain::decode(t.count, c.len, &t.parts, &c.repairs) else {
+            return Ok(None);
+        };
+        self.remove(key);
+        self.remember_completed(key, now_ms);
+        Ok(Some(msg))
     }
 
     /// Incomplete transfers that have received nothing for `idle_ms`: the receiver's
@@ -822,6 +981,46 @@ mod tests {
         assert_eq!(r.expire(129), 0);
         assert_eq!(r.expire(130), 1);
         assert_eq!(r.buffered_bytes(), 0);
+    }
+
+    /// A coded transfer whose symbols disagree is refused, repair symbols beyond what
+    /// decoding needs are not kept, and its first symbols name nothing until it decodes.
+    #[test]
+    fn coded_symbols_are_checked_and_bounded() {
+        let msg: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        let e = fountain::Encoder::new(5, &msg, 200).expect("codes");
+        let n = e.count();
+        let mut r = Reassembler::default();
+        // Only repair symbols, far more than needed: at most count + SPARE_REPAIRS kept.
+        for i in 0..n - 1 {
+            assert_eq!(r.insert(0, 1, &e.packet(n + 10 + i)), Ok(None));
+        }
+        let before = r.buffered_bytes();
+        let other = fountain::Encoder::new(5, &msg[..1500], 200).expect("codes");
+        assert_eq!(
+            r.insert(0, 1, &other.packet(n + 99)),
+            Err(FragError::Inconsistent)
+        );
+        assert_eq!(r.buffered_bytes(), before);
+        let got = r.insert(0, 1, &e.packet(3)).expect("fits");
+        assert_eq!(got.as_deref(), Some(&msg[..]), "count symbols decode");
+        assert_eq!(r.insert(0, 1, &e.packet(4)), Ok(None), "late duplicate");
+        assert_eq!(r.buffered_bytes(), 0);
+        // A transfer that cannot decode keeps at most count + SPARE_REPAIRS symbols.
+        let mut r = Reassembler::default();
+        let big = fountain::Encoder::new(6, &[7u8; 3000], 120).expect("codes");
+        let mut bad = big.packet(big.count());
+        let last = bad.len() - 1;
+        for i in 0..3 * big.count() {
+            bad = big.packet(big.count() + i);
+            bad[last] ^= 1;
+            if i % 2 == 0 {
+                // Half of them made inconsistent with the rest: different chunk.
+                bad.pop();
+            }
+            let _ = r.insert(0, 2, &bad);
+        }
+        assert!(r.buffered_bytes() <= (big.count() as usize + SPARE_REPAIRS) * 200 + 200);
     }
 
     #[test]

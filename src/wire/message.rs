@@ -53,6 +53,10 @@ pub mod features {
     /// that greeted the sender and has heard only its beacons since (its greeting was
     /// lost, to a hidden station keying up at the same moment) greets it again.
     pub const BEACON: u64 = 1 << 2;
+    /// Reads coded broadcast transfers (packet tags `0x04` and `0x05`, ADR 0014): a
+    /// station sends them on a channel only where every station it has a session with
+    /// sets this bit.
+    pub const CODED: u64 = 1 << 3;
 }
 
 /// What an inventory entry names.

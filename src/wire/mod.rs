@@ -3,6 +3,7 @@
 
 pub mod ax25;
 pub mod envelope;
+pub mod fountain;
 pub mod frag;
 pub mod js8text;
 pub mod kiss;
