@@ -55,6 +55,8 @@ impl Node {
             return false;
         }
         let bytes = self.encode(&Message::Block(block));
+        // Tagged for every station here, as any broadcast (docs/adr/0015).
+        let bytes = self.seal_broadcast(link, bytes);
         let mtu = self.packet_links.get(&link).map_or(0, |l| l.caps.mtu);
         if bytes.len() < MIN_CODED_FRAMES * mtu {
             // A block of a few frames costs little either way, and the plain path's
