@@ -24,7 +24,7 @@
 //!
 //! OVER and MORE flags (bits 0x80 and 0x40 of the tag) apply as to every packet.
 
-use super::frag::FragError;
+use super::frag::{get_varint, put_varint, FragError};
 
 /// Tag of a coded symbol (source or repair).
 pub const TAG_SYMBOL: u8 = 0x04;
@@ -103,33 +103,6 @@ pub fn coefficient(index: u32, i: u32) -> u8 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^= x >> 31;
     (x % 255) as u8 + 1
-}
-
-fn put_varint(mut v: u32, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(input: &mut &[u8]) -> Result<u32, FragError> {
-    let mut v: u32 = 0;
-    for i in 0..5 {
-        let (&b, rest) = input.split_first().ok_or(FragError::Truncated)?;
-        *input = rest;
-        if i == 4 && b > 0x0F {
-            return Err(FragError::BadVarint);
-        }
-        v |= u32::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            if i > 0 && b == 0 {
-                return Err(FragError::BadVarint);
-            }
-            return Ok(v);
-        }
-    }
-    Err(FragError::BadVarint)
 }
 
 /// A parsed SYMBOL packet, borrowing its payload.

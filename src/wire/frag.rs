@@ -100,7 +100,7 @@ pub enum FragError {
     MtuTooSmall(usize),
 }
 
-fn put_varint(mut v: u32, out: &mut Vec<u8>) {
+pub(super) fn put_varint(mut v: u32, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -118,7 +118,7 @@ fn varint_len(v: u32) -> usize {
     }
 }
 
-fn get_varint(input: &mut &[u8]) -> Result<u32, FragError> {
+pub(super) fn get_varint(input: &mut &[u8]) -> Result<u32, FragError> {
     let mut v: u32 = 0;
     for i in 0..5 {
         let (&b, rest) = input.split_first().ok_or(FragError::Truncated)?;
@@ -490,6 +490,20 @@ impl Reassembler {
         self.total
     }
 
+    /// Make room for one more transfer from `peer`: its oldest goes when it holds its
+    /// share already.
+    fn room_for_transfer(&mut self, peer: u64) -> Result<(), FragError> {
+        if self.transfers_for(peer) >= self.cfg.max_transfers_per_peer {
+            if let Some(victim) = self.oldest(|k| k.0 == peer) {
+                self.remove(victim);
+            }
+        }
+        if self.cfg.max_transfers_per_peer == 0 {
+            return Err(FragError::OverBudget);
+        }
+        Ok(())
+    }
+
     /// Incomplete transfers held for `peer`.
     pub fn transfers_for(&self, peer: u64) -> usize {
         self.per_peer.get(&peer).copied().unwrap_or(0)
@@ -573,14 +587,7 @@ impl Reassembler {
         }
         let cost = len + FRAGMENT_COST;
         if !self.transfers.contains_key(&key) {
-            if self.transfers_for(peer) >= self.cfg.max_transfers_per_peer {
-                if let Some(victim) = self.oldest(|k| k.0 == peer) {
-                    self.remove(victim);
-                }
-            }
-            if self.cfg.max_transfers_per_peer == 0 {
-                return Err(FragError::OverBudget);
-            }
+            self.room_for_transfer(peer)?;
             self.transfers.insert(
                 key,
                 Transfer {
@@ -725,14 +732,7 @@ impl Reassembler {
                 }
             }
             None => {
-                if self.transfers_for(peer) >= self.cfg.max_transfers_per_peer {
-                    if let Some(victim) = self.oldest(|k| k.0 == peer) {
-                        self.remove(victim);
-                    }
-                }
-                if self.cfg.max_transfers_per_peer == 0 {
-                    return Err(FragError::OverBudget);
-                }
+                self.room_for_transfer(peer)?;
                 self.transfers.insert(
                     key,
                     Transfer {
