@@ -415,6 +415,11 @@ impl Chain {
         self.mempool.get(id).cloned()
     }
 
+    /// The mempool's bounds.
+    pub fn mempool_limits(&self) -> crate::chain::MempoolLimits {
+        self.mempool.limits()
+    }
+
     /// Number of mempool transactions.
     pub fn mempool_len(&self) -> usize {
         self.mempool.len()

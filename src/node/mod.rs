@@ -26,6 +26,7 @@
 pub mod auth;
 mod compact;
 mod fountain;
+mod gap;
 mod inflight;
 mod io;
 mod packet;
@@ -105,11 +106,6 @@ const SLOTTED_QUICK_TRIES: u32 = 2;
 /// Envelopes kept per station heard before its `Hello` (lost, or still to come): replayed
 /// once the handshake completes, so a lost greeting does not cost the whole burst.
 const EARLY_BYTES: usize = 64 * 1024;
-/// Transactions held ahead of their sender's next nonce (see `Node::hold_gap_tx`): at most
-/// this many in all, this many from one peer, and for this long.
-const GAP_TXS: usize = 1024;
-const GAP_TXS_PER_PEER: usize = 256;
-const GAP_TTL_MS: u64 = 10 * 60 * 1000;
 /// Air time of blocks pushed unasked, in one turn, to a half-duplex peer that is behind.
 const PUSH_AIR_MS: u64 = 50_000;
 /// Headers of a push beyond the blocks sent whole.
@@ -463,9 +459,8 @@ pub struct Node {
     misbehaviour_counts: BTreeMap<&'static str, u64>,
     /// Traffic of the sessions closed so far, per link (one entry per configured link).
     closed_traffic: BTreeMap<LinkId, PeerStats>,
-    /// Relayed transactions ahead of their sender's next nonce, by (sender, nonce): the
-    /// peer they came from and when.
-    gap_txs: BTreeMap<(crate::chain::Address, u64), (Transaction, PeerId, u64)>,
+    /// Relayed transactions ahead of their sender's next nonce.
+    gap_txs: gap::GapTxs,
 }
 
 impl Node {
@@ -513,7 +508,7 @@ impl Node {
             addrs: Default::default(),
             misbehaviour_counts: BTreeMap::new(),
             closed_traffic: BTreeMap::new(),
-            gap_txs: BTreeMap::new(),
+            gap_txs: gap::GapTxs::default(),
         };
         node.load_bans();
         node

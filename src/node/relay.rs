@@ -6,7 +6,6 @@ use super::{
     compact, is_narrow, truncate, Dest, Node, NodeEvent, Priority, Request, MAX_BLOCKS_PER_GETDATA,
     NARROW_TX_MAX,
 };
-use super::{GAP_TTL_MS, GAP_TXS, GAP_TXS_PER_PEER};
 use crate::chain::validate::ValidationError;
 use crate::chain::MempoolReject;
 use crate::chain::{BlockOutcome, ChainError, Hash, Transaction, TxOutcome, VerifiedTx};
@@ -152,6 +151,13 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.learn(id);
         }
+        self.take_tx(now, peer, tx, charged);
+    }
+
+    /// Offer a peer's transaction to the chain; `charged` when its message was charged to
+    /// the peer's limit (it came unasked).
+    fn take_tx(&mut self, now: u64, peer: PeerId, tx: Transaction, charged: bool) {
+        let id = tx.id();
         // The chain checks the signature, once (issue 14: it was checked here too).
         let held = tx.clone();
         let sender = tx.from;
@@ -195,11 +201,11 @@ impl Node {
             // held until the gap fills. A `Reject` each would be a flood of our own to the
             // peer's limit in a fast relay (issue 14's bench: dropped by A).
             Err(ChainError::TxRefused {
-                reason: MempoolReject::NonceGap { .. },
+                reason: MempoolReject::NonceGap { expected, got },
                 ..
             }) => {
                 debug!(peer, %id, "tx ahead of its sender's next nonce: held");
-                self.hold_gap_tx(now, peer, held);
+                self.hold_gap_tx(now, peer, held, got.saturating_sub(expected), charged);
             }
             // A well-signed transaction can fail policy or state checks without any fault
             // of the peer (it may have seen a block we have not): refuse it, keep the peer.
@@ -218,41 +224,25 @@ impl Node {
     }
 
     /// Keep a relayed transaction that came ahead of its sender's next nonce until the
-    /// gap fills: a push and the answer to a request can cross, and the peer announces
-    /// each transaction to us once (it was lost for good before: issue 14's relay bench
-    /// ended with 2 260 of 5 000 missing on the receiving side). Bounded in all and per
-    /// peer, and forgotten after `GAP_TTL_MS`; a full pool keeps what it holds.
-    fn hold_gap_tx(&mut self, now: u64, peer: PeerId, tx: Transaction) {
-        self.gap_txs
-            .retain(|_, (_, _, at)| now.saturating_sub(*at) < GAP_TTL_MS);
-        let from_peer = self.gap_txs.values().filter(|(_, p, _)| *p == peer).count();
-        if self.gap_txs.len() >= GAP_TXS || from_peer >= GAP_TXS_PER_PEER {
-            debug!(peer, "transactions held for a nonce gap: full");
-            return;
+    /// gap fills (see [`super::gap`]).
+    fn hold_gap_tx(&mut self, now: u64, peer: PeerId, tx: Transaction, ahead: u64, charged: bool) {
+        let max_ahead = self.chain.mempool_limits().max_per_sender as u64;
+        if let Err(why) = self.gap_txs.hold(now, peer, tx, ahead, max_ahead, charged) {
+            debug!(peer, ?why, "transaction ahead of its nonce not held");
         }
-        self.gap_txs
-            .entry((tx.from, tx.nonce))
-            .or_insert((tx, peer, now));
     }
 
     /// A transaction of `sender` was taken: the next one held for it goes in, as if it
     /// came now from the peer that sent it (which takes the one after, and so on).
     fn release_gap_txs(&mut self, now: u64, sender: crate::chain::Address) {
-        let next = self
-            .gap_txs
-            .range((sender, 0)..=(sender, u64::MAX))
-            .next()
-            .map(|(k, _)| *k);
-        let Some(key) = next else {
-            return;
-        };
-        let Some((tx, peer, _)) = self.gap_txs.remove(&key) else {
+        let next = self.chain.next_nonce(&sender);
+        let Some(h) = self.gap_txs.take_next(sender, next) else {
             return;
         };
         // From a peer that has gone, it goes with it: the peer's outbox pushes it again
         // on its next session.
-        if self.peers.contains_key(&peer) {
-            self.on_tx(now, peer, tx);
+        if self.peers.contains_key(&h.peer) {
+            self.take_tx(now, h.peer, h.tx, h.charged);
         }
     }
 
@@ -304,9 +294,7 @@ impl Node {
             // Outbox transactions the new tip made invalid stop being pushed.
             self.outbox_settle_txs(self.now);
             // A block may have carried the nonce a held transaction waited for.
-            let mut senders: Vec<_> = self.gap_txs.keys().map(|(s, _)| *s).collect();
-            senders.dedup();
-            for s in senders {
+            for s in self.gap_txs.senders() {
                 self.release_gap_txs(self.now, s);
             }
             self.events.push_back(NodeEvent::TipChanged {
