@@ -262,6 +262,110 @@ fn hundreds_of_transactions_ahead_of_their_nonces_all_wait_for_the_ones_before()
     );
 }
 
+/// Node `a` funded with a matured coin for `payer`, then `n` senders with a payment
+/// each, mined (the payer can have 25 pending at a time).
+fn fund_senders(a: &mut Node, n: u8) -> Vec<ed25519_dalek::SigningKey> {
+    let net = params::regtest().network_id();
+    let wall = (a.chain().tip().time + 60) * 1000;
+    a.set_wall_clock(T, wall);
+    let payer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let mut block = a.chain().block_template(
+        crate::chain::Address(payer.verifying_key().to_bytes()),
+        wall / 1000,
+    );
+    while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
+    a.submit_block(T, block).expect("coinbase block");
+    mine_one(a);
+    let senders: Vec<_> = (0..n)
+        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i.wrapping_add(100); 32]))
+        .collect();
+    for (k, chunk) in senders.chunks(25).enumerate() {
+        for (i, s) in chunk.iter().enumerate() {
+            let to = crate::chain::Address(s.verifying_key().to_bytes());
+            let nonce = (k * 25 + i) as u64;
+            let fund = Transaction::sign(net, &payer, to, 1_000_000, 1000, nonce);
+            a.submit_tx(T, fund).expect("funding payment");
+        }
+        mine_one(a);
+    }
+    assert_eq!(a.chain().mempool_len(), 0, "the funding was not mined");
+    senders
+}
+
+/// Issue 14's relay bench in virtual time: 5 000 transactions posted to A at 2 000 a
+/// second, more than A's outbox holds for B (2 000), so the rest are announced.
+/// With both sides at a strict 10 messages a second (bursts of 100), every one reaches B and neither
+/// drops the other as a flood (one `Inv` per transaction, and one `GetData` back, did).
+#[test]
+fn thousands_of_transactions_a_second_reach_the_peer_without_a_flood() {
+    let net = params::regtest().network_id();
+    let (mut a, mut b) = (node(1, policy_msgs(10)), node(2, policy_msgs(10)));
+    let senders = fund_senders(&mut a, 200);
+    b.set_wall_clock(T, (a.chain().tip().time + 60) * 1000);
+    let (ea, eb) = handshake(&mut a, &mut b);
+    assert!(ready(&ea) && ready(&eb));
+    let mut now = T;
+    // B syncs the funding blocks first.
+    let mut events = Vec::new();
+    let mut step = |a: &mut Node, b: &mut Node, now: u64| {
+        for n in [&mut *a, &mut *b] {
+            if n.poll_timeout() <= now {
+                n.handle_timeout(now);
+            }
+        }
+        loop {
+            let mut moved = false;
+            while let Some(t) = a.poll_transmit() {
+                b.handle_frame(now, 2, &t.bytes);
+                moved = true;
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_frame(now, 1, &t.bytes);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        events.extend(std::iter::from_fn(|| a.poll_event()));
+        events.extend(std::iter::from_fn(|| b.poll_event()));
+    };
+    for _ in 0..100 {
+        now += 10;
+        step(&mut a, &mut b, now);
+    }
+    assert_eq!(
+        b.chain().tip().hash,
+        a.chain().tip().hash,
+        "B did not sync: {events:?}"
+    );
+    let txs: Vec<Transaction> = (0..25)
+        .flat_map(|nonce| {
+            senders.iter().map(move |s| {
+                Transaction::sign(net, s, crate::chain::Address([3; 32]), 10, 1000, nonce)
+            })
+        })
+        .collect();
+    for (i, tx) in txs.iter().enumerate() {
+        now += (i % 2) as u64;
+        a.submit_tx(now, tx.clone()).expect("accepted at A");
+        step(&mut a, &mut b, now);
+    }
+    for _ in 0..6_000 {
+        if b.chain().mempool_len() == txs.len() {
+            break;
+        }
+        now += 10;
+        step(&mut a, &mut b, now);
+    }
+    let flood: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::Misbehaviour { .. }))
+        .collect();
+    assert!(flood.is_empty(), "{flood:?}");
+    assert_eq!(b.chain().mempool_len(), txs.len(), "B lacks some");
+}
+
 /// A block pushed to a peer and acknowledged raises the height the peer list shows for
 /// it (it showed the height of its `Hello` for the whole session).
 #[test]

@@ -3,8 +3,8 @@
 //! header on packet links, whole on narrow ones, once per broadcast channel).
 
 use super::{
-    compact, is_narrow, truncate, Dest, Node, NodeEvent, Priority, Request, MAX_BLOCKS_PER_GETDATA,
-    NARROW_TX_MAX,
+    compact, is_narrow, truncate, Dest, Node, NodeEvent, Priority, Request, INV_GATHER_MS,
+    MAX_BLOCKS_PER_GETDATA, NARROW_TX_MAX,
 };
 use crate::chain::validate::ValidationError;
 use crate::chain::MempoolReject;
@@ -314,6 +314,36 @@ impl Node {
         }
     }
 
+    /// Send every peer the transaction announcements gathered for it.
+    pub(super) fn flush_invs(&mut self) {
+        self.inv_due = u64::MAX;
+        let due: Vec<(PeerId, Vec<Hash>)> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| !p.inv_txs.is_empty())
+            .map(|(&id, p)| (id, std::mem::take(&mut p.inv_txs)))
+            .collect();
+        for (peer, items) in due {
+            self.send_tx_inv(peer, items);
+        }
+    }
+
+    /// One `Inv` of the transactions in `ids` still worth announcing (a block may have
+    /// taken some meanwhile).
+    fn send_tx_inv(&mut self, peer: PeerId, ids: Vec<Hash>) {
+        let items: Vec<InvItem> = ids
+            .into_iter()
+            .filter(|h| self.chain.mempool_get(h).is_some())
+            .map(|hash| InvItem {
+                kind: InvKind::Tx,
+                hash,
+            })
+            .collect();
+        if !items.is_empty() {
+            self.send(peer, Message::Inv(items));
+        }
+    }
+
     /// Announce an item to every ready peer that does not already know it.
     pub(super) fn announce(&mut self, except: Option<PeerId>, item: InvItem) {
         // Whatever came in on a broadcast channel was heard by every station on it;
@@ -376,6 +406,19 @@ impl Node {
                 continue;
             }
             let packet = self.packet_links.contains_key(&link);
+            let fast = self.links.get(&link).is_some_and(|c| {
+                c.bitrate_bps == 0 || c.bitrate_bps >= crate::outbox::SLOW_LINK_BPS
+            });
+            if item.kind == InvKind::Tx && fast && !packet {
+                p.inv_txs.push(item.hash);
+                if p.inv_txs.len() >= limits::MAX_INV {
+                    let items = std::mem::take(&mut p.inv_txs);
+                    self.send_tx_inv(id, items);
+                } else {
+                    self.inv_due = self.inv_due.min(self.now + INV_GATHER_MS);
+                }
+                continue;
+            }
             if let Some(msg) = announcement(packet, narrow) {
                 self.send(id, msg);
             }

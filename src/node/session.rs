@@ -66,6 +66,7 @@ impl Node {
                 headers_max: limits::MAX_HEADERS as u16,
                 known: HashSet::new(),
                 known_order: VecDeque::new(),
+                inv_txs: Vec::new(),
                 lacks: HashSet::new(),
                 stats: PeerStats::default(),
                 msg_bucket,
