@@ -46,6 +46,9 @@ pub struct OutboxStats {
     pub ack_msgs: u64,
     /// Pushes received that were already in the seen-set.
     pub dup_pushes: u64,
+    /// Items the outbox had no room for (the destination's share was full): they went
+    /// by announcement only.
+    pub refused: u64,
 }
 
 struct Session {
@@ -75,6 +78,8 @@ pub(super) struct OutboxState {
     early_pushed: BTreeMap<PeerId, BTreeSet<u64>>,
     pub(super) wake: u64,
     stats: OutboxStats,
+    /// Destinations whose share is full, warned about once until an item fits again.
+    full: BTreeSet<Dest>,
     /// No pending or held item expires before this (a lower bound): the expiry walk over
     /// every item runs only when one may be due.
     expiry_floor: u64,
@@ -110,6 +115,7 @@ impl OutboxState {
             early_pushed: BTreeMap::new(),
             wake: u64::MAX,
             stats: OutboxStats::default(),
+            full: BTreeSet::new(),
             expiry_floor,
         }
     }
@@ -685,13 +691,22 @@ impl Node {
             )? {
                 Enqueued::Added(id) => {
                     debug!(id, ?item, "outbox item queued");
+                    if self.outbox.full.remove(&dest) {
+                        info!(?dest, "outbox has room for this destination again");
+                    }
                     if let Some(it) = self.outbox.ob.get(id) {
                         self.outbox.expiry_floor = self.outbox.expiry_floor.min(it.expires_ms);
                     }
                 }
                 Enqueued::Exists(_) => {}
+                // Once per episode: a relay past the share refuses thousands in a row.
                 Enqueued::Refused(reason) => {
-                    warn!(?item, ?dest, "outbox refused an item: {reason}");
+                    self.outbox.stats.refused += 1;
+                    if self.outbox.full.insert(dest) {
+                        warn!(?item, ?dest, "outbox refused an item: {reason}; until it has room, what this destination is owed goes by announcement only");
+                    } else {
+                        debug!(?item, ?dest, "outbox refused an item: {reason}");
+                    }
                 }
             }
         }
