@@ -7,6 +7,7 @@ pub mod merkle;
 pub mod orphans;
 pub mod params;
 pub mod pow;
+pub mod sigcache;
 pub mod state;
 pub mod types;
 pub mod validate;

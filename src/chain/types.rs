@@ -259,8 +259,14 @@ impl Transaction {
         }
     }
 
-    /// Strict Ed25519 verification (rejects malleable signatures and weak keys).
+    /// Strict Ed25519 verification (rejects malleable signatures and weak keys), once:
+    /// a good signature is remembered (see [`super::sigcache`]).
     pub fn verify(&self, network: [u8; 4]) -> bool {
+        super::sigcache::verify(self, network)
+    }
+
+    /// [`Transaction::verify`] without the cache.
+    pub fn verify_uncached(&self, network: [u8; 4]) -> bool {
         let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&self.from.0) else {
             return false;
         };

@@ -271,7 +271,7 @@ const MAX_VERIFY_THREADS: usize = 4;
 /// block's are checked on as many threads as there are cores (up to
 /// [`MAX_VERIFY_THREADS`]): signatures are most of the CPU a block costs (issue 14).
 /// The answer does not depend on the split.
-fn first_bad_signature(txs: &[Transaction], network: [u8; 4]) -> Option<usize> {
+pub(crate) fn first_bad_signature(txs: &[Transaction], network: [u8; 4]) -> Option<usize> {
     static CORES: OnceLock<usize> = OnceLock::new();
     let cores = *CORES.get_or_init(|| {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_VERIFY_THREADS))

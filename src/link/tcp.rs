@@ -21,6 +21,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+/// A frame whose block signatures were checked on a blocking thread, so the node's
+/// thread finds them known good (issue 14: a sync of full blocks waited on them there).
+/// Small frames go straight on.
+async fn prevalidated(bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.len() < PREVALIDATE_MIN {
+        return bytes;
+    }
+    let back = bytes.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::chain::sigcache::prevalidate(&bytes);
+        bytes
+    })
+    .await
+    .unwrap_or(back)
+}
+
+/// Frames below this are not worth a blocking thread: a block of a few transactions.
+const PREVALIDATE_MIN: usize = 2048;
+
 /// Envelope bytes queued for one connection before it counts as a peer that does not
 /// read and is dropped. Counted in bytes, not envelopes: a 50-byte `GetHeaders` is
 /// answered with about 90 KB, so a count of envelopes let one silent reader pin tens of
@@ -499,6 +518,7 @@ async fn run_conn(
                                 return garbage(why).await;
                             }
                         }
+                        let bytes = prevalidated(bytes).await;
                         if reader_events
                             .send(LinkEvent::Frame { peer, bytes })
                             .await
