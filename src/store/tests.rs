@@ -388,3 +388,47 @@ fn outbox_payloads_move_to_one_row_per_transaction_on_upgrade() {
     assert_eq!(payloads(&s), 0, "no payload outlives its items");
     assert_eq!(s.outbox_load().unwrap().len(), 1);
 }
+
+/// Stores sharing a history hold a transaction's bytes once, however many mempools and
+/// outbox items carry it, and each reads it back.
+#[test]
+fn stores_sharing_a_history_hold_relayed_transactions_once() {
+    use crate::chain::{params, Transaction};
+    use crate::outbox::{Dest, Item, OutItem, State};
+    let shared = SharedHistory::default();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let net = params::regtest().network_id();
+    let tx = Transaction::sign(net, &key, crate::keys::address(&key), 1, 1000, 0);
+    let bytes = enc(&tx).unwrap();
+    let mut stores: Vec<Store> = (0..3)
+        .map(|_| Store::open_in_memory_shared(&shared).unwrap())
+        .collect();
+    let empty = shared.bytes();
+    for (i, s) in stores.iter_mut().enumerate() {
+        s.update_mempool(&[&tx], &[]).unwrap();
+        for peer in 0..2u8 {
+            s.outbox_insert(&Item {
+                id: 0,
+                dest: Dest::Peer([peer + 10 * i as u8; 32]),
+                item: OutItem::Tx(tx.id()),
+                payload: Some(bytes.clone().into()),
+                priority: 1,
+                created_ms: 0,
+                attempts: 0,
+                next_attempt_ms: 0,
+                expires_ms: 1,
+                state: State::Pending,
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(shared.bytes() - empty, bytes.len() as u64 + 32, "held once");
+    for s in &stores {
+        assert_eq!(s.load_mempool().unwrap(), vec![tx.clone()]);
+        let items = s.outbox_load().unwrap();
+        assert_eq!(items.len(), 2);
+        for it in items {
+            assert_eq!(it.payload.as_deref(), Some(&bytes[..]));
+        }
+    }
+}
