@@ -424,6 +424,14 @@ fn stores_sharing_a_history_hold_relayed_transactions_once() {
     }
     assert_eq!(shared.bytes() - empty, bytes.len() as u64 + 32, "held once");
     for s in &stores {
+        // The node's own tables hold the digest only.
+        for table in [
+            "SELECT length(tx) FROM mempool",
+            "SELECT length(payload) FROM outbox_payloads",
+        ] {
+            let len: i64 = s.conn().query_row(table, [], |r| r.get(0)).unwrap();
+            assert_eq!(len, 32, "{table}");
+        }
         assert_eq!(s.load_mempool().unwrap(), vec![tx.clone()]);
         let items = s.outbox_load().unwrap();
         assert_eq!(items.len(), 2);
