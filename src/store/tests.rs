@@ -440,3 +440,48 @@ fn stores_sharing_a_history_hold_relayed_transactions_once() {
         }
     }
 }
+
+/// A store of schema 5 keeps every account on upgrade, now in a table keyed by address
+/// alone.
+#[test]
+fn accounts_keep_their_values_when_keyed_by_address_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let rows: Vec<([u8; 32], i64, i64)> = (0..50u8)
+        .map(|i| ([i; 32], i64::from(i) * 1000 - 1, i64::from(i) % 7))
+        .collect();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..5] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        for (a, b, n) in &rows {
+            tx.execute(
+                "INSERT INTO accounts(address, balance, nonce) VALUES (?1, ?2, ?3)",
+                params![&a[..], b, n],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let mut got: Vec<([u8; 32], i64, i64)> = s
+        .load_accounts()
+        .unwrap()
+        .into_iter()
+        .map(|(a, acc)| (a.0, acc.balance as i64, acc.nonce as i64))
+        .collect();
+    got.sort();
+    assert_eq!(got, rows);
+    let rowid: bool = s
+        .conn()
+        .query_row(
+            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'accounts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!rowid, "accounts still a rowid table");
+}
