@@ -2,6 +2,7 @@
 //! end-to-end acks and the seen-set on the receiving side, retries and proofs of
 //! delivery. `mod.rs` only calls the hooks here (see docs/OUTBOX.md).
 
+use super::rtt::Rtt;
 use super::Node;
 use crate::chain::{BlockOutcome, Chain, ChainError, Hash, MempoolReject, Transaction, TxOutcome};
 use crate::net::{LinkCaps, PeerId};
@@ -28,6 +29,15 @@ const NODE_ROW: &str = "node:";
 /// Shortest wait between outbox wake-ups, so an item that cannot be sent yet does not
 /// spin the driver.
 const MIN_WAKE_MS: u64 = 100;
+/// Most doublings of a push's timeout, for its own attempts and the session's timeouts
+/// together.
+const MAX_DOUBLINGS: u32 = 5;
+/// Longest turnaround allowed for in a push's timeout, after its doublings (as Linux's
+/// TCP): an item the peer could not take at first (a block it cannot connect yet) is
+/// tried again within minutes once it can.
+const MAX_RTO_MS: u64 = 120_000;
+/// Items per session remembered as sent after their deadline passed.
+const MAX_LATE: usize = 1024;
 /// Typical pushed item size, for the slow-link retry base (a regtest block or a tx).
 const TYPICAL_ITEM_BYTES: usize = 300;
 
@@ -56,6 +66,18 @@ struct Session {
     policy: RetryPolicy,
     /// Items sent on this session and not acked, with their retry deadline.
     inflight: BTreeMap<u64, u64>,
+    /// Items sent on this session whose deadline passed unacked (at most `MAX_LATE`,
+    /// the newest): their ack may still come, and delivers them. Ignoring it made every
+    /// item whose ack was slower than its timer go again, and again.
+    late: BTreeSet<u64>,
+    /// Of those sent once, when their ack could come at the earliest (sent, plus the air
+    /// time of what went out with and before them): an ack's delay past it is a sample
+    /// of `turnaround` (Karn's rule: never from an item sent again).
+    sent: BTreeMap<u64, u64>,
+    /// Turnaround of pushes on this session, from their acks: on a slow half-duplex link
+    /// the ack waits behind both stations' traffic, seconds to minutes, which no fixed
+    /// schedule fits (a retry sent before the ack returns only repeats the item).
+    turnaround: Rtt,
     /// Items whose block went out unasked on this session (see `push_to_behind`): its
     /// ack delivers them too.
     pushed: BTreeSet<u64>,
@@ -268,6 +290,8 @@ impl Node {
             self.outbox.expiry_floor = earliest_expiry(&self.outbox.ob);
             for s in self.outbox.sessions.values_mut() {
                 s.inflight.remove(&id);
+                s.late.remove(&id);
+                s.sent.remove(&id);
             }
             self.outbox_pump(now);
         }
@@ -313,6 +337,9 @@ impl Node {
                 node_id,
                 policy: RetryPolicy::for_link(&caps, TYPICAL_ITEM_BYTES),
                 inflight: BTreeMap::new(),
+                late: BTreeSet::new(),
+                sent: BTreeMap::new(),
+                turnaround: Rtt::default(),
                 pushed,
                 tip_height: None,
                 acks: Vec::new(),
@@ -445,8 +472,14 @@ impl Node {
         };
         for msg_id in ids {
             let Some(id) = item_id(msg_id) else { continue };
+            let once = self.outbox.ob.get(id).is_some_and(|it| it.attempts == 1);
             let sent_here = self.outbox.sessions.get_mut(&peer).is_some_and(|s| {
-                let inflight = s.inflight.remove(&id).is_some();
+                let inflight = s.inflight.remove(&id).is_some() | s.late.remove(&id);
+                if let Some(t) = s.sent.remove(&id) {
+                    if inflight && once {
+                        s.turnaround.sample(now.saturating_sub(t));
+                    }
+                }
                 s.pushed.remove(&id) || inflight
             });
             let ok = sent_here
@@ -774,6 +807,8 @@ impl Node {
         for id in done {
             if let Some(s) = self.outbox.sessions.get_mut(&peer) {
                 s.inflight.remove(&id);
+                s.late.remove(&id);
+                s.sent.remove(&id);
             }
             match self.outbox.ob.delivered(self.chain.store_mut(), id) {
                 Ok(Some(_)) => self.outbox.stats.proven += 1,
@@ -855,7 +890,29 @@ impl Node {
                 continue;
             };
             if overdue {
-                s.inflight.retain(|_, deadline| *deadline > now);
+                let Session {
+                    inflight,
+                    late,
+                    sent,
+                    ..
+                } = s;
+                let before = late.len();
+                inflight.retain(|id, deadline| {
+                    let on_time = *deadline > now;
+                    if !on_time {
+                        late.insert(*id);
+                    }
+                    on_time
+                });
+                if late.len() > before {
+                    // Karn: acks slower than the timer are never sampled, so the timer
+                    // stays doubled for every push until one sent once is acked in time.
+                    s.turnaround.timed_out();
+                }
+                while late.len() > MAX_LATE {
+                    late.pop_first();
+                }
+                sent.retain(|id, _| inflight.contains_key(id) || late.contains(id));
             }
             if !ready {
                 continue;
@@ -953,18 +1010,31 @@ impl Node {
                 self.chain.header(&h).map(|hd| Message::Headers(vec![hd]))
             }
         };
-        let Some(policy) = self.outbox.sessions.get(&peer).map(|s| s.policy) else {
+        let Some((policy, measured, backoff)) = self.outbox.sessions.get(&peer).map(|s| {
+            let t = &s.turnaround;
+            // The session's doublings are added to the item's below, once.
+            (s.policy, t.srtt().map(|_| t.rto() >> t.backoff), t.backoff)
+        }) else {
             return;
         };
         let mut delay = policy.delay_ms(it.attempts + 1, &mut self.rng);
+        let air = self.link_air_ahead(peer, now) + batch_air;
         if let (Some(c), Some(p)) = (self.peer_caps(peer), self.peers.get(&peer)) {
             if c.bitrate_bps > 0 {
                 // On a link with a bit rate the ack comes in the peer's next turn: wait
-                // for our queue, this item and the measured turnaround (doubling per
-                // attempt), not a fixed schedule sized for the worst case.
-                let rto = p.rtt.rto() << it.attempts.min(5);
-                let air = self.link_air_ahead(peer, now) + batch_air;
-                delay = delay.min(air + rto + self.rng.below(rto / 2 + 1));
+                // for our queue, this item and the turnaround (doubling per attempt), not
+                // a fixed schedule sized for the worst case. The turnaround is the one
+                // measured from this session's acks once there is one (it holds the
+                // peer's traffic ahead of its ack, which the policy cannot know), else
+                // the peer's request turnaround, capped by the policy.
+                let base = measured.unwrap_or_else(|| p.rtt.rto());
+                let rto = (base << (backoff + it.attempts).min(MAX_DOUBLINGS)).min(MAX_RTO_MS);
+                let timeout = air + rto + self.rng.below(rto / 2 + 1);
+                delay = if measured.is_some() || backoff > 0 {
+                    timeout
+                } else {
+                    delay.min(timeout)
+                };
             }
         }
         let next = now + delay;
@@ -1008,6 +1078,12 @@ impl Node {
         }
         if let Some(s) = self.outbox.sessions.get_mut(&peer) {
             s.inflight.insert(id, next);
+            s.late.remove(&id);
+            if it.attempts == 0 {
+                s.sent.insert(id, now + air);
+            } else {
+                s.sent.remove(&id);
+            }
         }
     }
 

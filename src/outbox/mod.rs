@@ -207,13 +207,14 @@ impl RetryPolicy {
 #[derive(Default)]
 pub struct Outbox {
     items: BTreeMap<u64, Item>,
-    by_key: HashMap<(Dest, OutItem), u64>,
     /// Each destination's items as (priority, id), the order they are sent in: a node
     /// with many peers finds one peer's items without walking the others' (a gateway
     /// holds thousands for a peer out of reach), and the next due ones without sorting.
     by_dest: HashMap<Dest, BTreeSet<(u8, u64)>>,
-    /// Ids of the items carrying each transaction (one per destination).
-    by_tx: HashMap<Hash, BTreeSet<u64>>,
+    /// Ids of the items carrying each transaction or block (one per destination), in
+    /// order: an item is found by what it carries and then its destination, without an
+    /// index entry per item (a gateway holds thousands; simulations, millions).
+    by_item: HashMap<OutItem, Vec<u64>>,
     /// Items in state `Pending`.
     pending: usize,
     /// Items refused for lack of room since start (logged each time).
@@ -237,14 +238,14 @@ impl Outbox {
     }
 
     fn index(&mut self, it: Item) {
-        self.by_key.insert((it.dest, it.item), it.id);
+        let ids = self.by_item.entry(it.item).or_default();
+        if let Err(at) = ids.binary_search(&it.id) {
+            ids.insert(at, it.id);
+        }
         self.by_dest
             .entry(it.dest)
             .or_default()
             .insert((it.priority, it.id));
-        if let OutItem::Tx(h) = it.item {
-            self.by_tx.entry(h).or_default().insert(it.id);
-        }
         if it.state == State::Pending {
             self.pending += 1;
         }
@@ -253,15 +254,22 @@ impl Outbox {
 
     fn unindex(&mut self, id: u64) -> Option<Item> {
         let it = self.items.remove(&id)?;
-        self.by_key.remove(&(it.dest, it.item));
+        self.drop_from_item(it.item, id);
         remove_key(&mut self.by_dest, &it.dest, &(it.priority, id));
-        if let OutItem::Tx(h) = it.item {
-            remove_key(&mut self.by_tx, &h, &id);
-        }
         if it.state == State::Pending {
             self.pending -= 1;
         }
         Some(it)
+    }
+
+    /// Remove `id` from the ids of the items carrying `item`.
+    fn drop_from_item(&mut self, item: OutItem, id: u64) {
+        if let Some(ids) = self.by_item.get_mut(&item) {
+            ids.retain(|&x| x != id);
+            if ids.is_empty() {
+                self.by_item.remove(&item);
+            }
+        }
     }
 
     /// Set an item's state, keeping the count of pending items.
@@ -307,13 +315,20 @@ impl Outbox {
 
     /// The transactions with items in the table, each with the ids of its items, by id
     /// (the transactions in no set order).
-    pub fn tx_items(&self) -> impl Iterator<Item = (&Hash, &BTreeSet<u64>)> {
-        self.by_tx.iter()
+    pub fn tx_items(&self) -> impl Iterator<Item = (&Hash, &[u64])> {
+        self.by_item.iter().filter_map(|(k, ids)| match k {
+            OutItem::Tx(h) => Some((h, ids.as_slice())),
+            OutItem::Block(_) => None,
+        })
     }
 
     /// Ids of the items carrying transaction `hash`, by id.
     pub fn tx_items_of(&self, hash: &Hash) -> impl Iterator<Item = u64> + '_ {
-        self.by_tx.get(hash).into_iter().flatten().copied()
+        self.by_item
+            .get(&OutItem::Tx(*hash))
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// Items in the table.
@@ -338,9 +353,11 @@ impl Outbox {
 
     /// The item for `(dest, item)`, if queued.
     pub fn find(&self, dest: Dest, item: OutItem) -> Option<&Item> {
-        self.by_key
-            .get(&(dest, item))
-            .and_then(|id| self.items.get(id))
+        self.by_item
+            .get(&item)?
+            .iter()
+            .filter_map(|id| self.items.get(id))
+            .find(|it| it.dest == dest)
     }
 
     /// Queue `item` for `dest`; durable when `Added` is returned.
@@ -352,8 +369,8 @@ impl Outbox {
         item: OutItem,
         payload: Option<Payload>,
     ) -> Result<Enqueued, StoreError> {
-        if let Some(&id) = self.by_key.get(&(dest, item)) {
-            return Ok(Enqueued::Exists(id));
+        if let Some(it) = self.find(dest, item) {
+            return Ok(Enqueued::Exists(it.id));
         }
         let priority = match item {
             OutItem::Block(_) => PRIO_BLOCK,
@@ -416,12 +433,15 @@ impl Outbox {
         let Some(old) = old.map(|it| (it.id, it.item)) else {
             return Ok(None);
         };
-        if self.by_key.contains_key(&(dest, OutItem::Block(new))) {
+        if self.find(dest, OutItem::Block(new)).is_some() {
             return Ok(None);
         }
         store.outbox_retarget(old.0, &new.0)?;
-        self.by_key.remove(&(dest, old.1));
-        self.by_key.insert((dest, OutItem::Block(new)), old.0);
+        self.drop_from_item(old.1, old.0);
+        let ids = self.by_item.entry(OutItem::Block(new)).or_default();
+        if let Err(at) = ids.binary_search(&old.0) {
+            ids.insert(at, old.0);
+        }
         if let Some(it) = self.items.get_mut(&old.0) {
             it.item = OutItem::Block(new);
         }

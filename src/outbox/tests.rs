@@ -279,6 +279,19 @@ fn the_indexes_agree_with_a_walk_over_every_item() {
                 "step {step}"
             );
         }
+        // Every item is found by what it carries and where it goes, blocks retargeted
+        // by a newer tip included, and nothing else is.
+        for dest in dests {
+            for n in (0..40u8).chain(100..150) {
+                for item in [OutItem::Tx(h(n)), OutItem::Block(h(n))] {
+                    let walk = ob
+                        .items()
+                        .find(|it| it.dest == dest && it.item == item)
+                        .map(|it| it.id);
+                    assert_eq!(ob.find(dest, item).map(|it| it.id), walk, "step {step}");
+                }
+            }
+        }
     }
     let again = Outbox::load(&store).unwrap();
     assert_eq!(again.pending(), ob.pending());

@@ -4,7 +4,7 @@
 //! seen-set. Row by row, so one damaged row loses that row only; what could not be read
 //! is reported, never silently dropped.
 
-use super::outbox::{outbox_row, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT};
+use super::outbox::{outbox_row, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4};
 use super::{params, BanRow, Result, Store};
 use crate::chain::types::Transaction;
 use rusqlite::{Connection, OptionalExtension};
@@ -92,7 +92,17 @@ impl Store {
         // One transaction; each row its own savepoint inside it, so that a row that
         // cannot be written is left out alone (and reported) rather than failing all.
         self.conn.execute_batch("BEGIN")?;
-        out.outbox = rows(old, "outbox", OUTBOX_SELECT, &mut out, |r| {
+        // A store that could not be opened as one was not migrated: its rows hold their
+        // payloads.
+        let version: i64 = old
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap_or(0);
+        let select = if version >= 5 {
+            OUTBOX_SELECT
+        } else {
+            OUTBOX_SELECT_V4
+        };
+        out.outbox = rows(old, "outbox", select, &mut out, |r| {
             self.outbox_restore(&outbox_row(r)?).map(drop)
         });
         // Ids are never reused, even those of items delivered and gone: peers remember

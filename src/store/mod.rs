@@ -202,9 +202,10 @@ fn put_body(
     Ok(())
 }
 
-/// Block bodies, undo records and which blocks hold each transaction, kept once for many
-/// in-memory stores (the nodes of a simulation) instead of once per node: every node
-/// holds the same history, so per-node copies make memory grow with nodes × history.
+/// Block bodies, undo records, the transactions of mempools and outboxes, and which
+/// blocks hold each transaction, kept once for many in-memory stores (the nodes of a
+/// simulation) instead of once per node: every node holds the same history and relays
+/// the same transactions, so per-node copies make memory grow with nodes × history.
 ///
 /// Bytes are stored by their BLAKE3 digest, which the node's own tables hold in their
 /// place: a node reads back exactly what it wrote, whatever another node wrote. Nothing
@@ -719,7 +720,11 @@ impl Store {
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push(dec(&r.get::<_, Vec<u8>>(0)?, "mempool tx")?);
+            let b = r.get::<_, Vec<u8>>(0)?;
+            out.push(match &self.shared {
+                Some(s) => dec(&s.get(&b)?, "mempool tx")?,
+                None => dec(&b, "mempool tx")?,
+            });
         }
         Ok(out)
     }
@@ -846,6 +851,7 @@ impl Store {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
+        let shared = self.shared.clone();
         self.write(|tx| {
             {
                 let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
@@ -856,7 +862,13 @@ impl Store {
                     "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
                 )?;
                 for t in add {
-                    ins.execute(params![&t.id().0[..], enc(*t)?])?;
+                    // In a simulation every node holds the same transactions: once, by
+                    // digest.
+                    let bytes = enc(*t)?;
+                    match &shared {
+                        Some(s) => ins.execute(params![&t.id().0[..], &s.put(&bytes)[..]])?,
+                        None => ins.execute(params![&t.id().0[..], bytes])?,
+                    };
                 }
             }
             Ok(())

@@ -11,17 +11,18 @@ pub(super) const DROPPED: &str = "outbox.dropped";
 
 fn bump(tx: &rusqlite::Connection, key: &str) -> Result<()> {
     let old: Option<Vec<u8>> = tx
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?;
     let n = old
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(u64::from_le_bytes)
         .unwrap_or(0);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, &(n + 1).to_le_bytes()[..]],
-    )?;
+    )?
+    .execute(params![key, &(n + 1).to_le_bytes()[..]])?;
     Ok(())
 }
 
@@ -35,8 +36,14 @@ fn state_code(s: State) -> i64 {
 }
 
 /// The outbox columns [`outbox_row`] reads, oldest item first.
-pub(super) const OUTBOX_SELECT: &str = "SELECT id, dest, kind, hash, payload, priority, created_ms,
-    attempts, next_attempt_ms, expires_ms, state FROM outbox ORDER BY id";
+pub(super) const OUTBOX_SELECT: &str = "SELECT o.id, o.dest, o.kind, o.hash, p.payload,
+    o.priority, o.created_ms, o.attempts, o.next_attempt_ms, o.expires_ms, o.state
+    FROM outbox o LEFT JOIN outbox_payloads p ON o.kind = 1 AND p.hash = o.hash ORDER BY o.id";
+
+/// [`OUTBOX_SELECT`] for a store of schema 4 or older (each row held its payload), which
+/// `reindex` may have to read without migrating it.
+pub(super) const OUTBOX_SELECT_V4: &str = "SELECT id, dest, kind, hash, payload, priority,
+    created_ms, attempts, next_attempt_ms, expires_ms, state FROM outbox ORDER BY id";
 
 /// One row of [`OUTBOX_SELECT`].
 pub(super) fn outbox_row(r: &rusqlite::Row<'_>) -> Result<Item> {
@@ -77,7 +84,11 @@ impl Store {
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push(outbox_row(r)?);
+            let mut it = outbox_row(r)?;
+            if let (Some(s), Some(key)) = (&self.shared, &it.payload) {
+                it.payload = Some(s.get(key)?);
+            }
+            out.push(it);
         }
         Ok(out)
     }
@@ -103,25 +114,41 @@ impl Store {
             Dest::Any => None,
             Dest::Peer(n) => Some(&n[..]),
         };
+        // In a simulation the payload is held once for every node, by digest.
+        let key;
+        let payload = match (&self.shared, it.payload.as_deref()) {
+            (Some(s), Some(p)) => {
+                key = s.put(p);
+                Some(&key[..])
+            }
+            (_, p) => p,
+        };
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO outbox(dest, kind, hash, payload, priority, created_ms, attempts,
+            if kind == 1 {
+                tx.prepare_cached(
+                    "INSERT INTO outbox_payloads(hash, payload, refs) VALUES (?1, ?2, 1)
+                     ON CONFLICT(hash) DO UPDATE
+                     SET refs = refs + 1, payload = coalesce(payload, excluded.payload)",
+                )?
+                .execute(params![&hash.0[..], payload])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO outbox(dest, kind, hash, priority, created_ms, attempts,
                                     next_attempt_ms, expires_ms, state, id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    dest,
-                    kind,
-                    &hash.0[..],
-                    it.payload.as_deref(),
-                    it.priority as i64,
-                    it.created_ms as i64,
-                    it.attempts as i64,
-                    it.next_attempt_ms as i64,
-                    it.expires_ms as i64,
-                    state_code(it.state),
-                    keep_id.then_some(it.id as i64),
-                ],
-            )?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                dest,
+                kind,
+                &hash.0[..],
+                it.priority as i64,
+                it.created_ms as i64,
+                it.attempts as i64,
+                it.next_attempt_ms as i64,
+                it.expires_ms as i64,
+                state_code(it.state),
+                keep_id.then_some(it.id as i64),
+            ])?;
             let id = tx.last_insert_rowid() as u64;
             if !keep_id {
                 bump(tx, ENQUEUED)?;
@@ -133,17 +160,17 @@ impl Store {
     /// Save an item's schedule and state.
     pub fn outbox_update(&mut self, it: &Item) -> Result<()> {
         self.write(|c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, expires_ms = ?4, state = ?5
                  WHERE id = ?1",
-                params![
-                    it.id as i64,
-                    it.attempts as i64,
-                    it.next_attempt_ms as i64,
-                    it.expires_ms as i64,
-                    state_code(it.state),
-                ],
-            )?;
+            )?
+            .execute(params![
+                it.id as i64,
+                it.attempts as i64,
+                it.next_attempt_ms as i64,
+                it.expires_ms as i64,
+                state_code(it.state),
+            ])?;
             Ok(())
         })
     }
@@ -151,9 +178,20 @@ impl Store {
     /// Remove an item, counting it as delivered (`true`) or dropped by the operator.
     pub fn outbox_remove(&mut self, id: u64, delivered: bool) -> Result<()> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM outbox WHERE id = ?1", [id as i64])? == 1 {
-                bump(tx, if delivered { DELIVERED } else { DROPPED })?;
+            let gone: Option<(i64, Vec<u8>)> = tx
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING kind, hash")?
+                .query_row([id as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((kind, hash)) = gone else {
+                return Ok(());
+            };
+            if kind == 1 {
+                tx.prepare_cached("UPDATE outbox_payloads SET refs = refs - 1 WHERE hash = ?1")?
+                    .execute([&hash])?;
+                tx.prepare_cached("DELETE FROM outbox_payloads WHERE hash = ?1 AND refs <= 0")?
+                    .execute([&hash])?;
             }
+            bump(tx, if delivered { DELIVERED } else { DROPPED })?;
             Ok(())
         })
     }
@@ -179,11 +217,8 @@ impl Store {
     pub fn seen_contains(&self, sender: &[u8; 32], msg_id: u64, hash: &[u8; 32]) -> Result<bool> {
         let got: Option<Vec<u8>> = self
             .conn
-            .query_row(
-                "SELECT hash FROM seen WHERE sender = ?1 AND msg_id = ?2",
-                params![&sender[..], msg_id as i64],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT hash FROM seen WHERE sender = ?1 AND msg_id = ?2")?
+            .query_row(params![&sender[..], msg_id as i64], |r| r.get(0))
             .optional()?;
         Ok(got.is_some_and(|h| h.as_slice() == &hash[..]))
     }
@@ -197,15 +232,13 @@ impl Store {
         cap: u64,
     ) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
                  ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash",
-                params![&sender[..], msg_id as i64, &hash[..]],
-            )?;
-            tx.execute(
-                "DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1",
-                [cap as i64],
-            )?;
+            )?
+            .execute(params![&sender[..], msg_id as i64, &hash[..]])?;
+            tx.prepare_cached("DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1")?
+                .execute([cap as i64])?;
             Ok(())
         })
     }

@@ -87,6 +87,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO bodies(hash, body) SELECT hash, body FROM blocks WHERE body IS NOT NULL;
      ALTER TABLE blocks DROP COLUMN body;",
+    // 5: a transaction's payload once, not once per outbox item (a gateway queues each
+    // transaction for every peer): `refs` counts the tx items naming it.
+    "CREATE TABLE outbox_payloads (
+         hash    BLOB PRIMARY KEY,    -- txid
+         payload BLOB,                -- postcard Transaction
+         refs    INTEGER NOT NULL     -- outbox rows of kind 1 with this hash
+     ) WITHOUT ROWID;
+     INSERT INTO outbox_payloads(hash, payload, refs)
+         SELECT hash, max(payload), count(*) FROM outbox WHERE kind = 1 GROUP BY hash;
+     ALTER TABLE outbox DROP COLUMN payload;",
+    // 6: accounts keyed by address alone: a rowid table kept each address twice (row
+    // and primary-key index), and every node holds every account.
+    "CREATE TABLE accounts_by_address (
+         address BLOB PRIMARY KEY,
+         balance INTEGER NOT NULL,   -- u64 bits
+         nonce   INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO accounts_by_address(address, balance, nonce)
+         SELECT address, balance, nonce FROM accounts;
+     DROP TABLE accounts;
+     ALTER TABLE accounts_by_address RENAME TO accounts;",
 ];
 
 /// Schema version this build writes.

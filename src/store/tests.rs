@@ -293,3 +293,195 @@ fn stores_sharing_a_history_each_follow_their_own_main_chain() {
     }
     assert!(shared.bytes() > 0);
 }
+
+/// A store of schema 4 (each outbox row held its payload) keeps every outbox item on
+/// upgrade, with its payload, now held once per transaction; the payload goes with the
+/// last item that names it.
+#[test]
+fn outbox_payloads_move_to_one_row_per_transaction_on_upgrade() {
+    use crate::outbox::{Dest, OutItem, State};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (t, u, b) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..4] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        // Transaction t for two peers, u for any peer, block b for one peer; ids as a
+        // node that delivered items before would have them.
+        let row = "INSERT INTO outbox(id, dest, kind, hash, payload, priority, created_ms,
+                   attempts, next_attempt_ms, expires_ms, state)
+                   VALUES (?1, ?2, ?3, ?4, ?5, 1, 10, ?6, 20, 30, ?7)";
+        let p = |id: i64, dest: Option<&[u8]>, kind: i64, hash: &[u8], pl: Option<&[u8]>, state| {
+            tx.execute(row, params![id, dest, kind, hash, pl, id % 3, state])
+                .unwrap();
+        };
+        p(4, Some(&[7; 32]), 1, &t, Some(b"tee"), 0);
+        p(7, Some(&[8; 32]), 1, &t, Some(b"tee"), 1);
+        p(9, None, 1, &u, Some(b"you"), 3);
+        p(12, Some(&[7; 32]), 0, &b, None, 0);
+        tx.commit().unwrap();
+    }
+    let mut s = Store::open(&path).unwrap();
+    let got: Vec<_> = s
+        .outbox_load()
+        .unwrap()
+        .into_iter()
+        .map(|it| (it.id, it.dest, it.item, it.payload, it.attempts, it.state))
+        .collect();
+    let pl = |b: &[u8]| Some(std::sync::Arc::<[u8]>::from(b));
+    assert_eq!(
+        got,
+        vec![
+            (
+                4,
+                Dest::Peer([7; 32]),
+                OutItem::Tx(Hash(t)),
+                pl(b"tee"),
+                1,
+                State::Pending
+            ),
+            (
+                7,
+                Dest::Peer([8; 32]),
+                OutItem::Tx(Hash(t)),
+                pl(b"tee"),
+                1,
+                State::Held
+            ),
+            (
+                9,
+                Dest::Any,
+                OutItem::Tx(Hash(u)),
+                pl(b"you"),
+                0,
+                State::Expired
+            ),
+            (
+                12,
+                Dest::Peer([7; 32]),
+                OutItem::Block(Hash(b)),
+                None,
+                0,
+                State::Pending
+            ),
+        ]
+    );
+    let payloads = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("SELECT count(*) FROM outbox_payloads", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(payloads(&s), 2, "one payload per transaction");
+    s.outbox_remove(4, true).unwrap();
+    assert_eq!(payloads(&s), 2, "item 7 still carries t");
+    assert_eq!(
+        s.outbox_load().unwrap()[0].payload,
+        pl(b"tee"),
+        "item 7 keeps its payload"
+    );
+    s.outbox_remove(7, true).unwrap();
+    s.outbox_remove(9, false).unwrap();
+    assert_eq!(payloads(&s), 0, "no payload outlives its items");
+    assert_eq!(s.outbox_load().unwrap().len(), 1);
+}
+
+/// Stores sharing a history hold a transaction's bytes once, however many mempools and
+/// outbox items carry it, and each reads it back.
+#[test]
+fn stores_sharing_a_history_hold_relayed_transactions_once() {
+    use crate::chain::{params, Transaction};
+    use crate::outbox::{Dest, Item, OutItem, State};
+    let shared = SharedHistory::default();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let net = params::regtest().network_id();
+    let tx = Transaction::sign(net, &key, crate::keys::address(&key), 1, 1000, 0);
+    let bytes = enc(&tx).unwrap();
+    let mut stores: Vec<Store> = (0..3)
+        .map(|_| Store::open_in_memory_shared(&shared).unwrap())
+        .collect();
+    let empty = shared.bytes();
+    for (i, s) in stores.iter_mut().enumerate() {
+        s.update_mempool(&[&tx], &[]).unwrap();
+        for peer in 0..2u8 {
+            s.outbox_insert(&Item {
+                id: 0,
+                dest: Dest::Peer([peer + 10 * i as u8; 32]),
+                item: OutItem::Tx(tx.id()),
+                payload: Some(bytes.clone().into()),
+                priority: 1,
+                created_ms: 0,
+                attempts: 0,
+                next_attempt_ms: 0,
+                expires_ms: 1,
+                state: State::Pending,
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(shared.bytes() - empty, bytes.len() as u64 + 32, "held once");
+    for s in &stores {
+        // The node's own tables hold the digest only.
+        for table in [
+            "SELECT length(tx) FROM mempool",
+            "SELECT length(payload) FROM outbox_payloads",
+        ] {
+            let len: i64 = s.conn().query_row(table, [], |r| r.get(0)).unwrap();
+            assert_eq!(len, 32, "{table}");
+        }
+        assert_eq!(s.load_mempool().unwrap(), vec![tx.clone()]);
+        let items = s.outbox_load().unwrap();
+        assert_eq!(items.len(), 2);
+        for it in items {
+            assert_eq!(it.payload.as_deref(), Some(&bytes[..]));
+        }
+    }
+}
+
+/// A store of schema 5 keeps every account on upgrade, now in a table keyed by address
+/// alone.
+#[test]
+fn accounts_keep_their_values_when_keyed_by_address_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let rows: Vec<([u8; 32], i64, i64)> = (0..50u8)
+        .map(|i| ([i; 32], i64::from(i) * 1000 - 1, i64::from(i) % 7))
+        .collect();
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &schema::MIGRATIONS[..5] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        for (a, b, n) in &rows {
+            tx.execute(
+                "INSERT INTO accounts(address, balance, nonce) VALUES (?1, ?2, ?3)",
+                params![&a[..], b, n],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let mut got: Vec<([u8; 32], i64, i64)> = s
+        .load_accounts()
+        .unwrap()
+        .into_iter()
+        .map(|(a, acc)| (a.0, acc.balance as i64, acc.nonce as i64))
+        .collect();
+    got.sort();
+    assert_eq!(got, rows);
+    let rowid: bool = s
+        .conn()
+        .query_row(
+            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'accounts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!rowid, "accounts still a rowid table");
+}
