@@ -803,6 +803,11 @@ impl Reassembler {
             .any(|((p, _), t)| *p == peer && now_ms.saturating_sub(t.last_ms) < within_ms)
     }
 
+    /// Is an incomplete transfer `transfer_id` from `peer` held?
+    pub fn holds(&self, peer: u64, transfer_id: u32) -> bool {
+        self.transfers.contains_key(&(peer, transfer_id))
+    }
+
     /// Restart a transfer's idle clock (after asking for its missing fragments).
     pub fn touch(&mut self, peer: u64, transfer_id: u32, now_ms: u64) {
         if let Some(t) = self.transfers.get_mut(&(peer, transfer_id)) {
@@ -810,9 +815,21 @@ impl Reassembler {
         }
     }
 
-    /// Drop one incomplete transfer (the receiver gave up asking for its gaps).
+    /// Drop one incomplete transfer (the receiver gave up asking for its gaps). It is
+    /// remembered as finished: a fragment of it still on its way (a repair the sender
+    /// answered our last NACK with) would otherwise start it afresh, lacking everything,
+    /// and the next NACK would ask for all of it under the old id.
     pub fn abandon(&mut self, peer: u64, transfer_id: u32) {
-        self.remove((peer, transfer_id));
+        if let Some(t) = self.remove((peer, transfer_id)) {
+            self.remember_completed((peer, transfer_id), t.last_ms);
+        }
+    }
+
+    /// Symbols or fragments a held incomplete transfer still lacks.
+    pub fn outstanding(&self, peer: u64, transfer_id: u32) -> Option<usize> {
+        let t = self.transfers.get(&(peer, transfer_id))?;
+        let have = t.parts.len() + t.coded.as_ref().map_or(0, |c| c.repairs.len());
+        Some((t.count as usize).saturating_sub(have))
     }
 
     /// Forget everything held for `peer` (its session ended).
@@ -895,6 +912,20 @@ impl Reassembler {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A fragment of a transfer given up on (a repair still on its way) does not start it
+    /// afresh: its NACK would ask for the whole message again under the old id.
+    #[test]
+    fn a_fragment_of_an_abandoned_transfer_is_ignored() {
+        let frags = split(6, &[1u8; 1000], 256).unwrap();
+        let mut r = Reassembler::default();
+        assert_eq!(r.insert(0, 2, &frags[0]), Ok(None));
+        r.abandon(2, 6);
+        assert_eq!(r.insert(1, 2, &frags[1]), Ok(None));
+        assert!(!r.holds(2, 6), "the abandoned transfer started again");
+        assert_eq!(r.transfer_count(), 0);
+        assert_eq!(r.stalled(u64::MAX / 2, 0), Vec::new());
+    }
 
     #[test]
     fn small_message_costs_one_byte() {
