@@ -95,6 +95,10 @@ pub enum FragError {
     /// A station asked for more repair than the transfer allows.
     #[error("more repair asked than allowed")]
     RepairBudget,
+    /// A coded transfer's symbols failed to decode more often than honest loss makes
+    /// them (see `MAX_FAILED_DECODES`).
+    #[error("coded symbols that do not decode")]
+    Undecodable,
     /// MTU too small to carry a fragment header and one payload byte.
     #[error("mtu {0} too small")]
     MtuTooSmall(usize),
@@ -453,10 +457,19 @@ struct Coded {
     repairs: Vec<(u32, Vec<u8>)>,
     /// Distinct symbols heard (what the sender reads our loss from).
     heard: u32,
+    /// Decode attempts that failed with enough symbols held.
+    failed: u32,
 }
 
 /// Repair symbols held beyond what decoding needs (a rank-deficient set needs one more).
 const SPARE_REPAIRS: usize = 2;
+/// Failed decodes of one coded transfer before it is refused. With honest symbols a
+/// decode from `count` of them fails about one time in 256 and from each one more about
+/// 256 times less often; a station can pick repair indices whose coefficients are
+/// dependent (about one index in 255 fits) and make every attempt fail, each up to
+/// `count x missing x (missing + chunk)` byte operations (some 33 M at 256 symbols of
+/// 250 bytes), once per symbol it sends.
+const MAX_FAILED_DECODES: u32 = 4;
 
 type Key = (u64, u32);
 
@@ -746,6 +759,7 @@ impl Reassembler {
                             len: s.len as usize,
                             repairs: Vec::new(),
                             heard: 1,
+                            failed: 0,
                         }),
                     },
                 );
@@ -779,6 +793,12 @@ impl Reassembler {
             return Ok(None);
         }
         let Some(msg) = fountain::decode(t.count, c.len, &t.parts, &c.repairs) else {
+            c.failed = c.failed.saturating_add(1);
+            if c.failed > MAX_FAILED_DECODES {
+                self.remove(key);
+                self.remember_completed(key, now_ms);
+                return Err(FragError::Undecodable);
+            }
             return Ok(None);
         };
         self.remove(key);
