@@ -196,8 +196,6 @@ pub(super) struct PacketLink {
     backlog_until: u64,
     /// Air released in the current burst (half duplex).
     burst_air: u64,
-    /// NACK rounds per transfer without progress, and what it lacked at the last one.
-    nack_rounds: BTreeMap<(PeerId, u32), (u32, usize)>,
     /// When we last asked for fragments of a transfer.
     last_nack: BTreeMap<(PeerId, u32), u64>,
     /// When the next beacon is due.
@@ -309,7 +307,6 @@ impl PacketLink {
             queued_bytes: 0,
             backlog_until: now,
             burst_air: 0,
-            nack_rounds: BTreeMap::new(),
             last_nack: BTreeMap::new(),
             next_beacon: now + first_beacon_in,
             alone_beacons: 0,
@@ -1196,24 +1193,11 @@ impl PacketLink {
     /// frame or two per turn, each turn a round at 10 % loss, and a transfer dropped while
     /// it was still arriving was asked for whole again.
     pub fn nack_round(&mut self, peer: PeerId, tid: u32) -> bool {
-        if self.nack_rounds.len() >= 1024 {
-            let reasm = &self.reasm;
-            self.nack_rounds.retain(|(p, t), _| reasm.holds(*p, *t));
-        }
-        let left = self.reasm.outstanding(peer, tid).unwrap_or(usize::MAX);
-        let (n, before) = self
-            .nack_rounds
-            .entry((peer, tid))
-            .or_insert((0, usize::MAX));
-        if left < *before {
-            *n = 0;
-            *before = left;
-        }
-        *n += 1;
-        if *n <= MAX_NACK_ROUNDS {
+        // The count lives with the partial transfer (`Reassembler::nack_round`), so it
+        // goes when the transfer does, without a sweep.
+        if self.reasm.nack_round(peer, tid) <= MAX_NACK_ROUNDS {
             return true;
         }
-        self.nack_rounds.remove(&(peer, tid));
         self.reasm.abandon(peer, tid);
         false
     }
@@ -1235,7 +1219,6 @@ impl PacketLink {
         for t in self.sent.values_mut() {
             t.repaired.remove(&peer);
         }
-        self.nack_rounds.retain(|(p, _), _| *p != peer);
         self.last_nack.retain(|(p, _), _| *p != peer);
         self.loss.remove(&peer);
         let before = self.control.len() + self.bulk.len();

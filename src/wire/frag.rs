@@ -445,6 +445,10 @@ struct Transfer {
     /// Budget charged, including bookkeeping.
     cost: usize,
     last_ms: u64,
+    /// NACK rounds since the last one that found fewer parts lacking, and how many
+    /// lacked then (see [`Reassembler::nack_round`]).
+    nack_rounds: u32,
+    nack_lacking: usize,
     /// A coded transfer (`fountain`): `parts` holds its source symbols.
     coded: Option<Coded>,
 }
@@ -610,6 +614,8 @@ impl Reassembler {
                     parts: BTreeMap::new(),
                     cost: TRANSFER_COST,
                     last_ms: now_ms,
+                    nack_rounds: 0,
+                    nack_lacking: usize::MAX,
                     coded: None,
                 },
             );
@@ -755,6 +761,8 @@ impl Reassembler {
                         parts: BTreeMap::new(),
                         cost: TRANSFER_COST,
                         last_ms: now_ms,
+                        nack_rounds: 0,
+                        nack_lacking: usize::MAX,
                         coded: Some(Coded {
                             len: s.len as usize,
                             repairs: Vec::new(),
@@ -845,11 +853,21 @@ impl Reassembler {
         }
     }
 
-    /// Symbols or fragments a held incomplete transfer still lacks.
-    pub fn outstanding(&self, peer: u64, transfer_id: u32) -> Option<usize> {
-        let t = self.transfers.get(&(peer, transfer_id))?;
+    /// Count a NACK round for a held incomplete transfer: the rounds since one found it
+    /// lacking fewer parts than the round before (that one counted as the first). 0 if
+    /// the transfer is not held.
+    pub fn nack_round(&mut self, peer: u64, transfer_id: u32) -> u32 {
+        let Some(t) = self.transfers.get_mut(&(peer, transfer_id)) else {
+            return 0;
+        };
         let have = t.parts.len() + t.coded.as_ref().map_or(0, |c| c.repairs.len());
-        Some((t.count as usize).saturating_sub(have))
+        let lacking = (t.count as usize).saturating_sub(have);
+        if lacking < t.nack_lacking {
+            t.nack_lacking = lacking;
+            t.nack_rounds = 0;
+        }
+        t.nack_rounds = t.nack_rounds.saturating_add(1);
+        t.nack_rounds
     }
 
     /// Forget everything held for `peer` (its session ended).
@@ -932,6 +950,21 @@ impl Reassembler {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// NACK rounds are counted on the transfer itself: from the last round that found it
+    /// lacking less, and not at all for a transfer not held.
+    #[test]
+    fn nack_rounds_count_from_the_last_progress() {
+        let frags = split(6, &[1u8; 1000], 256).unwrap();
+        let mut r = Reassembler::default();
+        assert_eq!(r.nack_round(2, 6), 0);
+        assert_eq!(r.insert(0, 2, &frags[0]), Ok(None));
+        assert_eq!(r.nack_round(2, 6), 1);
+        assert_eq!(r.nack_round(2, 6), 2);
+        assert_eq!(r.insert(0, 2, &frags[1]), Ok(None));
+        assert_eq!(r.nack_round(2, 6), 1, "a fragment came since");
+        assert_eq!(r.nack_round(2, 7), 0);
+    }
 
     /// A fragment of a transfer given up on (a repair still on its way) does not start it
     /// afresh: its NACK would ask for the whole message again under the old id.
