@@ -8,6 +8,7 @@
 use skywave::chain::{params, Address, Hash, Header, Sig, Transaction};
 use skywave::wire::ax25::{encode_ui, Callsign, BROADCAST};
 use skywave::wire::envelope::encode;
+use skywave::wire::fountain::{encode_more, More};
 use skywave::wire::frag::{encode_nack, split};
 use skywave::wire::js8text;
 use skywave::wire::kiss::{encode_data, tx_delay};
@@ -144,6 +145,18 @@ fn main() {
     rec(0x80 | 0x04, &[1, 0, 2, 0xAA, 0xBB], &mut f);
     rec(0x80 | 0x04, &[1, 1, 2, 0xCC], &mut f);
     write("frag", "transfers_and_nacks", &f);
+
+    // coded: records `ctrl len bytes` (see fuzz_targets/coded.rs).
+    let mut c = Vec::new();
+    let message: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+    let mut honest = vec![1, 20, 0b0000_0101];
+    honest.extend(&message);
+    rec(0x40 | 0x04, &honest, &mut c); // coded at MTU 37, indices 0 and 2 mod 8 lost
+    rec(0x80 | 0x05, &[2, 4, 1, 3, 9, 9, 9, 9], &mut c); // a made-up SYMBOL
+    let more = More { transfer_id: 1, need: 3, got: 9 };
+    rec(0x05, &encode_more(more), &mut c);
+    rec(0xC0, &[4, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9], &mut c);
+    write("coded", "honest_and_made_up", &c);
 
     // node: op = action << 1 | slot on the TCP link (see fuzz_targets/node.rs).
     let op = |action: u8, slot: u8| action << 1 | slot;

@@ -5,6 +5,7 @@ use crate::link::aprs;
 use crate::link::kiss::{open_transport, KissLinkConfig};
 use crate::link::LinkUrl;
 use crate::wire::ax25::{self, Ax25Error, Callsign, FrameKind};
+use crate::wire::fountain;
 use crate::wire::frag::{self, Packet};
 use crate::wire::kiss::{KissCommand, KissDecoder};
 use crate::wire::message::{InvItem, InvKind, Message};
@@ -246,6 +247,26 @@ fn addresses(frame: &[u8]) -> Result<(Vec<Addr>, &[u8]), String> {
 
 /// What a skywave packet is, in a few words; `None` if it is not one.
 pub fn skywave_summary(info: &[u8]) -> Option<String> {
+    // Coded transfers (ADR 0014) have tags of their own, unknown to `frag::parse`.
+    if let Ok(s) = fountain::parse_symbol(info) {
+        let which = if s.index < s.count {
+            format!("source symbol {}/{}", u64::from(s.index) + 1, s.count)
+        } else {
+            format!("repair symbol {} (of {} source)", s.index, s.count)
+        };
+        return Some(format!(
+            "{which} of coded transfer {} ({} bytes, message {} bytes)",
+            s.transfer_id,
+            s.payload.len(),
+            s.len
+        ));
+    }
+    if let Ok(m) = fountain::parse_more(info) {
+        return Some(format!(
+            "more: transfer {} lacks {} symbols, {} heard",
+            m.transfer_id, m.need, m.got
+        ));
+    }
     match frag::parse(info).ok()? {
         Packet::Whole(msg) => envelope::decode(msg).ok().map(|e| message_summary(&e)),
         Packet::Fragment(f) => Some(format!(
@@ -415,6 +436,35 @@ mod tests {
             s.starts_with(&format!("fragment 3/{} of transfer 7", parts.len())),
             "{s}"
         );
+        // Coded transfers: source and repair symbols, and requests for more.
+        let e = fountain::Encoder::new(9, &[5u8; 300], 64).expect("coded");
+        let s = skywave_summary(&e.packet(1)).expect("symbol");
+        assert!(
+            s.starts_with(&format!(
+                "source symbol 2/{} of coded transfer 9",
+                e.count()
+            )),
+            "{s}"
+        );
+        let mut repair = e.packet(e.count() + 3);
+        frag::set_over(&mut repair, false);
+        let s = skywave_summary(&repair).expect("repair symbol");
+        assert!(
+            s.starts_with(&format!(
+                "repair symbol {} (of {} source)",
+                e.count() + 3,
+                e.count()
+            )),
+            "{s}"
+        );
+        let more = fountain::encode_more(fountain::More {
+            transfer_id: 9,
+            need: 2,
+            got: 4,
+        });
+        let s = skywave_summary(&more).expect("more");
+        assert_eq!(s, "more: transfer 9 lacks 2 symbols, 4 heard");
+        assert_eq!(skywave_summary(&[fountain::TAG_SYMBOL, 1, 2]), None);
         assert_eq!(skywave_summary(b"!4903.50N/07201.75W-"), None);
         assert_eq!(skywave_summary(&[frag::TAG_WHOLE, 1, 2, 3]), None);
     }

@@ -162,6 +162,8 @@ struct CodedSent {
 
 struct SentTransfer {
     frags: Vec<Vec<u8>>,
+    /// The block a directed transfer carries (see [`PacketLink::block_queued`]).
+    block: Option<crate::chain::Hash>,
     coded: Option<CodedSent>,
     at: u64,
     bytes: usize,
@@ -194,7 +196,6 @@ pub(super) struct PacketLink {
     backlog_until: u64,
     /// Air released in the current burst (half duplex).
     burst_air: u64,
-    nack_rounds: BTreeMap<(PeerId, u32), u32>,
     /// When we last asked for fragments of a transfer.
     last_nack: BTreeMap<(PeerId, u32), u64>,
     /// When the next beacon is due.
@@ -223,6 +224,11 @@ pub(super) struct PacketLink {
     pub turn_due: bool,
     /// The last burst we heard end said it has more to send (OVER|MORE).
     pub heard_more: bool,
+    /// When the burst we are hearing (or heard last) began.
+    heard_burst_from: u64,
+    /// Bursts heard ending in OVER|MORE with a fragment: (its transfer, when, the burst's
+    /// length). The transfer goes on in the sender's next burst (see `receiving_from`).
+    more_heard: VecDeque<(u32, u64, u64)>,
     /// After our own burst, the channel is left to the others until then.
     quiet_until: u64,
     /// Channels without carrier sense: the slot chosen for our next transmission.
@@ -301,7 +307,6 @@ impl PacketLink {
             queued_bytes: 0,
             backlog_until: now,
             burst_air: 0,
-            nack_rounds: BTreeMap::new(),
             last_nack: BTreeMap::new(),
             next_beacon: now + first_beacon_in,
             alone_beacons: 0,
@@ -313,6 +318,8 @@ impl PacketLink {
             heard_at: 0,
             turn_due: false,
             heard_more: false,
+            heard_burst_from: 0,
+            more_heard: VecDeque::new(),
             quiet_until: 0,
             access_at: None,
             edge_at: None,
@@ -367,10 +374,21 @@ impl PacketLink {
         } else {
             self.quiet_until = 0;
         }
+        if now >= self.hold_until {
+            // The previous burst ended (its OVER, or silence): this packet begins one.
+            self.heard_burst_from = now.saturating_sub(air);
+        }
         self.heard_at = now;
         self.turn_due = true;
         if let Some(more) = over {
             self.heard_more = more;
+            if let (true, Ok(frag::Packet::Fragment(f))) = (more, frag::parse(packet)) {
+                if self.more_heard.len() >= 16 {
+                    self.more_heard.pop_front();
+                }
+                let len = now.saturating_sub(self.heard_burst_from);
+                self.more_heard.push_back((f.transfer_id, now, len));
+            }
         }
         self.hold_until = if over.is_some() {
             now
@@ -706,8 +724,19 @@ impl PacketLink {
     /// Has `peer` a transfer to us under way (heard from within `within_ms`)? Its
     /// missing parts will be asked for by NACK; asking for the same message again
     /// would send it twice.
+    ///
+    /// A transfer whose fragment ended a burst cut with OVER|MORE is under way longer: its
+    /// sender goes on after our turn, and once its duty-cycle budget is spent only when it
+    /// has earned the air again (at 50 %, as long again as the burst it cut). A NACK for
+    /// it before then names fragments still in the sender's queue or on the air, costs a
+    /// round (after eight the receiver gives up and asks for the whole message again),
+    /// and repairs what crosses it.
     pub fn receiving_from(&self, now: u64, peer: PeerId, within_ms: u64) -> bool {
         self.reasm.active_within(peer, now, within_ms)
+            || self.more_heard.iter().any(|&(tid, at, len)| {
+                now < at.saturating_add(len).saturating_add(within_ms)
+                    && self.reasm.holds(peer, tid)
+            })
     }
 
     /// A frame the driver sends on this link outside the core (an APRS beacon) of `len`
@@ -749,6 +778,20 @@ impl PacketLink {
         if prio == Priority::Bulk && self.queued_bytes + envelope.len() > QUEUE_BYTES {
             return false;
         }
+        let block = match dest {
+            Dest::Peer(_) => envelope::peek_block_hash(envelope),
+            Dest::Broadcast(_) => None,
+        };
+        if let (Dest::Peer(p), Some(h)) = (dest, block) {
+            // A station whose request waited in its TNC behind another station's long
+            // burst asks again before our answer reaches it, and its requests may all go
+            // out in one key-up. The block still queued for it answers them all: a copy
+            // per request spent our duty-cycle budget with five stations on the channel.
+            // (A push asking for an end-to-end ack still goes: the outbox waits for it.)
+            if !asks_ack(envelope) && self.block_queued(p, &h) {
+                return true;
+            }
+        }
         let tid = self.next_transfer;
         self.next_transfer = self.next_transfer.checked_add(1).unwrap_or(1);
         let Ok(packets) = frag::split(tid, envelope, self.caps.mtu) else {
@@ -775,6 +818,7 @@ impl PacketLink {
                     (p, tid),
                     SentTransfer {
                         frags: packets.clone(),
+                        block,
                         coded: None,
                         at: now,
                         bytes,
@@ -800,6 +844,25 @@ impl PacketLink {
             }
         }
         true
+    }
+
+    /// Is a transfer carrying block `hash` to `peer` still (partly) waiting in our queue?
+    fn block_queued(&self, peer: PeerId, hash: &crate::chain::Hash) -> bool {
+        let tids: Vec<u32> = self
+            .sent
+            .range((peer, 0)..=(peer, u32::MAX))
+            .filter(|(_, t)| t.block.as_ref() == Some(hash))
+            .map(|((_, tid), _)| *tid)
+            .collect();
+        !tids.is_empty()
+            && self
+                .control
+                .iter()
+                .chain(self.bulk.iter())
+                .any(|(d, p)| {
+                    *d == Dest::Peer(peer)
+                        && matches!(frag::parse(p), Ok(frag::Packet::Fragment(f)) if tids.contains(&f.transfer_id))
+                })
     }
 
     /// Transfers in the control queue that carry a `Hello` to a destination `to` accepts,
@@ -1020,6 +1083,7 @@ impl PacketLink {
             (BROADCAST_KEY, tid),
             SentTransfer {
                 frags: Vec::new(),
+                block: None,
                 coded: Some(CodedSent {
                     enc,
                     dest,
@@ -1124,19 +1188,16 @@ impl PacketLink {
 
     /// Count a NACK round for a transfer; false once the receiver gives up, and then the
     /// partial transfer is dropped, so that it is not asked for again and again (the
-    /// message itself is asked for again by the timers of whatever needed it).
+    /// message itself is asked for again by the timers of whatever needed it). Only rounds
+    /// that brought nothing count: a sender whose duty-cycle budget is spent goes on a
+    /// frame or two per turn, each turn a round at 10 % loss, and a transfer dropped while
+    /// it was still arriving was asked for whole again.
     pub fn nack_round(&mut self, peer: PeerId, tid: u32) -> bool {
-        if self.nack_rounds.len() >= 1024 {
-            let reasm = &self.reasm;
-            self.nack_rounds
-                .retain(|(p, t), _| reasm.missing(*p, *t).is_some());
-        }
-        let n = self.nack_rounds.entry((peer, tid)).or_insert(0);
-        *n += 1;
-        if *n <= MAX_NACK_ROUNDS {
+        // The count lives with the partial transfer (`Reassembler::nack_round`), so it
+        // goes when the transfer does, without a sweep.
+        if self.reasm.nack_round(peer, tid) <= MAX_NACK_ROUNDS {
             return true;
         }
-        self.nack_rounds.remove(&(peer, tid));
         self.reasm.abandon(peer, tid);
         false
     }
@@ -1158,7 +1219,6 @@ impl PacketLink {
         for t in self.sent.values_mut() {
             t.repaired.remove(&peer);
         }
-        self.nack_rounds.retain(|(p, _), _| *p != peer);
         self.last_nack.retain(|(p, _), _| *p != peer);
         self.loss.remove(&peer);
         let before = self.control.len() + self.bulk.len();
@@ -1369,6 +1429,19 @@ fn nack_tid(p: &[u8]) -> Option<u32> {
     }
 }
 
+/// Does this envelope ask for an end-to-end `Ack` (a pushed `Tx` or `Block`)?
+fn asks_ack(envelope: &[u8]) -> bool {
+    // msg_id: an LEB128 varint after version, network and kind.
+    let mut id: u64 = 0;
+    for (i, b) in envelope.iter().skip(6).take(10).enumerate() {
+        id |= u64::from(b & 0x7F).checked_shl(7 * i as u32).unwrap_or(0);
+        if b & 0x80 == 0 {
+            return id >= crate::wire::message::ACK_REQUESTED_MIN_ID;
+        }
+    }
+    false
+}
+
 /// Is this packet a whole `Hello` or a transfer's first fragment of one?
 fn is_hello_start(p: &[u8]) -> bool {
     let is_hello = |m: &[u8]| envelope::peek_kind(m) == Some(1);
@@ -1549,8 +1622,85 @@ mod tests {
         }
         assert!(l.reasm.missing(9, 4).is_some());
         assert!(!l.nack_round(9, 4), "gave up");
-        assert!(l.reasm.missing(9, 4).is_none(), "partial transfer dropped");
+        assert!(!l.reasm.holds(9, 4), "partial transfer dropped");
         assert!(l.reasm.stalled(u64::MAX / 2, 0).is_empty());
+    }
+
+    /// A station that asks for a block again while our answer still waits in our queue
+    /// (its request sat in its TNC behind another station's burst) gets it once; a push
+    /// asking for an end-to-end ack still goes, and once the answer has left, a new
+    /// request is answered.
+    #[test]
+    fn a_block_asked_for_again_while_queued_goes_once() {
+        let caps = LinkCaps { mtu: 64, ..radio() };
+        let mut l = PacketLink::new(caps, 0, 0, 100, 1);
+        let net = crate::chain::params::regtest().network_id();
+        let block = crate::chain::params::regtest().genesis;
+        let msg = crate::wire::Message::Block(block);
+        let answer = |id| envelope::encode(net, id, &msg);
+        assert!(l.enqueue(0, Dest::Peer(5), &answer(1), Priority::Bulk));
+        let one = l.queued();
+        assert!(one > 1, "a transfer of {one} packets");
+        assert!(l.enqueue(0, Dest::Peer(5), &answer(2), Priority::Bulk));
+        assert_eq!(l.queued(), one, "the second request queued a second copy");
+        // Another station, or another message, is another transfer.
+        assert!(l.enqueue(0, Dest::Peer(6), &answer(3), Priority::Bulk));
+        assert_eq!(l.queued(), 2 * one);
+        let push = answer(crate::wire::message::ACK_REQUESTED_MIN_ID + 1);
+        assert!(l.enqueue(0, Dest::Peer(5), &push, Priority::Bulk));
+        assert_eq!(l.queued(), 3 * one);
+        let mut out = Vec::new();
+        let mut t = 0;
+        while l.queued() > 0 {
+            t += 60_000;
+            l.release(t, &mut out);
+        }
+        assert!(l.enqueue(t, Dest::Peer(5), &answer(4), Priority::Bulk));
+        assert_eq!(l.queued(), one);
+    }
+
+    /// A transfer whose fragment ended a burst cut with OVER|MORE is under way until the
+    /// sender could have earned its next burst (as long again, at a 50 % duty cycle), not
+    /// only a stall time: a NACK before then names what is still to come.
+    #[test]
+    fn a_transfer_cut_with_more_is_under_way_until_its_sender_goes_on() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let mut frags = frag::split(3, &[7u8; 4000], 256).unwrap();
+        let stall = l.stall_ms();
+        // A burst of eight fragments, cut: the last carries OVER|MORE.
+        frag::set_over(&mut frags[7], true);
+        let mut t = 10_000;
+        for f in &frags[..8] {
+            t += l.airtime_ms(f.len());
+            l.heard(t, f);
+            l.reasm.insert(t, 9, f).unwrap();
+        }
+        let burst = 8 * l.airtime_ms(256);
+        assert!(burst > 2 * stall, "a burst of {burst} ms");
+        // The stall path asks `receiving_from` before a NACK.
+        assert!(l.receiving_from(t + 2 * stall, 9, stall));
+        assert!(l.receiving_from(t + burst, 9, stall));
+        assert!(!l.receiving_from(t + burst + stall + 1, 9, stall));
+        // Another station has nothing under way.
+        assert!(!l.receiving_from(t + 2 * stall, 8, stall));
+    }
+
+    /// NACK rounds that bring fragments do not count towards giving up: a sender whose
+    /// duty-cycle budget is spent answers a frame or two per round.
+    #[test]
+    fn nack_rounds_that_bring_fragments_do_not_count() {
+        let mut l = PacketLink::new(radio(), 0, 0, 100, 1);
+        let frags = frag::split(4, &[5u8; 6000], 256).unwrap();
+        assert!(frags.len() > 2 * MAX_NACK_ROUNDS as usize);
+        assert!(l.reasm.insert(0, 9, &frags[0]).unwrap().is_none());
+        for f in &frags[1..2 * MAX_NACK_ROUNDS as usize] {
+            assert!(l.nack_round(9, 4), "gave up while fragments came");
+            assert!(l.reasm.insert(1, 9, f).unwrap().is_none());
+        }
+        for _ in 0..MAX_NACK_ROUNDS {
+            assert!(l.nack_round(9, 4));
+        }
+        assert!(!l.nack_round(9, 4), "eight rounds that brought nothing");
     }
 
     /// A NACK made while the sender's burst was still on the air is brought up to date

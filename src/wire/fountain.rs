@@ -378,6 +378,44 @@ mod tests {
         assert_eq!(parse_symbol(&e.packet(1)).map(|s| s.len), Ok(5));
     }
 
+    /// Repair symbols chosen so that their coefficients for source symbols 0 and 1 are
+    /// in the same ratio never solve those two, whatever else comes: each attempt costs
+    /// a full elimination. The reassembler gives up on such a transfer after a few.
+    #[test]
+    fn symbols_picked_to_never_decode_are_refused_after_a_few_attempts() {
+        use crate::wire::frag::{FragError, Reassembler};
+        let e = Encoder::new(1, &[7u8; 40], 10 + 16).expect("four symbols");
+        assert_eq!(e.count(), 4);
+        let ratio = |x: u32| mul(coefficient(x, 0), inv(coefficient(x, 1)));
+        let bad: Vec<u32> = (4..MAX_INDEX)
+            .filter(|&x| ratio(x) == ratio(4))
+            .take(6)
+            .collect();
+        assert_eq!(bad.len(), 6);
+        let mut r = Reassembler::default();
+        let mut results = Vec::new();
+        for &x in &bad {
+            results.push(r.insert(0, 3, &e.packet(x)));
+        }
+        for i in [2, 3] {
+            results.push(r.insert(0, 3, &e.packet(i)));
+        }
+        // Three attempts with the repairs (from four held to the spare two), two with the
+        // sources: the fifth failure refuses the transfer.
+        assert!(results[..7].iter().all(|x| *x == Ok(None)), "{results:?}");
+        assert_eq!(results[7], Err(FragError::Undecodable));
+        assert_eq!(r.transfer_count(), 0);
+        assert_eq!(
+            r.insert(0, 3, &e.packet(0)),
+            Ok(None),
+            "ignored from now on"
+        );
+        // Honest symbols of another transfer still decode.
+        let good = Encoder::new(2, &[9u8; 40], 26).expect("four symbols");
+        let got: Vec<_> = (0..4).map(|i| r.insert(0, 3, &good.packet(i))).collect();
+        assert_eq!(got[3], Ok(Some(vec![9u8; 40])));
+    }
+
     proptest! {
         /// Any `count` symbols of a transfer, source or repair, almost always rebuild it;
         /// two more always did in these runs.

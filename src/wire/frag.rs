@@ -95,6 +95,10 @@ pub enum FragError {
     /// A station asked for more repair than the transfer allows.
     #[error("more repair asked than allowed")]
     RepairBudget,
+    /// A coded transfer's symbols failed to decode more often than honest loss makes
+    /// them (see `MAX_FAILED_DECODES`).
+    #[error("coded symbols that do not decode")]
+    Undecodable,
     /// MTU too small to carry a fragment header and one payload byte.
     #[error("mtu {0} too small")]
     MtuTooSmall(usize),
@@ -441,6 +445,10 @@ struct Transfer {
     /// Budget charged, including bookkeeping.
     cost: usize,
     last_ms: u64,
+    /// NACK rounds since the last one that found fewer parts lacking, and how many
+    /// lacked then (see [`Reassembler::nack_round`]).
+    nack_rounds: u32,
+    nack_lacking: usize,
     /// A coded transfer (`fountain`): `parts` holds its source symbols.
     coded: Option<Coded>,
 }
@@ -453,10 +461,19 @@ struct Coded {
     repairs: Vec<(u32, Vec<u8>)>,
     /// Distinct symbols heard (what the sender reads our loss from).
     heard: u32,
+    /// Decode attempts that failed with enough symbols held.
+    failed: u32,
 }
 
 /// Repair symbols held beyond what decoding needs (a rank-deficient set needs one more).
 const SPARE_REPAIRS: usize = 2;
+/// Failed decodes of one coded transfer before it is refused. With honest symbols a
+/// decode from `count` of them fails about one time in 256 and from each one more about
+/// 256 times less often; a station can pick repair indices whose coefficients are
+/// dependent (about one index in 255 fits) and make every attempt fail, each up to
+/// `count x missing x (missing + chunk)` byte operations (some 33 M at 256 symbols of
+/// 250 bytes), once per symbol it sends.
+const MAX_FAILED_DECODES: u32 = 4;
 
 type Key = (u64, u32);
 
@@ -597,6 +614,8 @@ impl Reassembler {
                     parts: BTreeMap::new(),
                     cost: TRANSFER_COST,
                     last_ms: now_ms,
+                    nack_rounds: 0,
+                    nack_lacking: usize::MAX,
                     coded: None,
                 },
             );
@@ -742,10 +761,13 @@ impl Reassembler {
                         parts: BTreeMap::new(),
                         cost: TRANSFER_COST,
                         last_ms: now_ms,
+                        nack_rounds: 0,
+                        nack_lacking: usize::MAX,
                         coded: Some(Coded {
                             len: s.len as usize,
                             repairs: Vec::new(),
                             heard: 1,
+                            failed: 0,
                         }),
                     },
                 );
@@ -779,6 +801,12 @@ impl Reassembler {
             return Ok(None);
         }
         let Some(msg) = fountain::decode(t.count, c.len, &t.parts, &c.repairs) else {
+            c.failed = c.failed.saturating_add(1);
+            if c.failed > MAX_FAILED_DECODES {
+                self.remove(key);
+                self.remember_completed(key, now_ms);
+                return Err(FragError::Undecodable);
+            }
             return Ok(None);
         };
         self.remove(key);
@@ -803,6 +831,11 @@ impl Reassembler {
             .any(|((p, _), t)| *p == peer && now_ms.saturating_sub(t.last_ms) < within_ms)
     }
 
+    /// Is an incomplete transfer `transfer_id` from `peer` held?
+    pub fn holds(&self, peer: u64, transfer_id: u32) -> bool {
+        self.transfers.contains_key(&(peer, transfer_id))
+    }
+
     /// Restart a transfer's idle clock (after asking for its missing fragments).
     pub fn touch(&mut self, peer: u64, transfer_id: u32, now_ms: u64) {
         if let Some(t) = self.transfers.get_mut(&(peer, transfer_id)) {
@@ -810,9 +843,31 @@ impl Reassembler {
         }
     }
 
-    /// Drop one incomplete transfer (the receiver gave up asking for its gaps).
+    /// Drop one incomplete transfer (the receiver gave up asking for its gaps). It is
+    /// remembered as finished: a fragment of it still on its way (a repair the sender
+    /// answered our last NACK with) would otherwise start it afresh, lacking everything,
+    /// and the next NACK would ask for all of it under the old id.
     pub fn abandon(&mut self, peer: u64, transfer_id: u32) {
-        self.remove((peer, transfer_id));
+        if let Some(t) = self.remove((peer, transfer_id)) {
+            self.remember_completed((peer, transfer_id), t.last_ms);
+        }
+    }
+
+    /// Count a NACK round for a held incomplete transfer: the rounds since one found it
+    /// lacking fewer parts than the round before (that one counted as the first). 0 if
+    /// the transfer is not held.
+    pub fn nack_round(&mut self, peer: u64, transfer_id: u32) -> u32 {
+        let Some(t) = self.transfers.get_mut(&(peer, transfer_id)) else {
+            return 0;
+        };
+        let have = t.parts.len() + t.coded.as_ref().map_or(0, |c| c.repairs.len());
+        let lacking = (t.count as usize).saturating_sub(have);
+        if lacking < t.nack_lacking {
+            t.nack_lacking = lacking;
+            t.nack_rounds = 0;
+        }
+        t.nack_rounds = t.nack_rounds.saturating_add(1);
+        t.nack_rounds
     }
 
     /// Forget everything held for `peer` (its session ended).
@@ -895,6 +950,35 @@ impl Reassembler {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// NACK rounds are counted on the transfer itself: from the last round that found it
+    /// lacking less, and not at all for a transfer not held.
+    #[test]
+    fn nack_rounds_count_from_the_last_progress() {
+        let frags = split(6, &[1u8; 1000], 256).unwrap();
+        let mut r = Reassembler::default();
+        assert_eq!(r.nack_round(2, 6), 0);
+        assert_eq!(r.insert(0, 2, &frags[0]), Ok(None));
+        assert_eq!(r.nack_round(2, 6), 1);
+        assert_eq!(r.nack_round(2, 6), 2);
+        assert_eq!(r.insert(0, 2, &frags[1]), Ok(None));
+        assert_eq!(r.nack_round(2, 6), 1, "a fragment came since");
+        assert_eq!(r.nack_round(2, 7), 0);
+    }
+
+    /// A fragment of a transfer given up on (a repair still on its way) does not start it
+    /// afresh: its NACK would ask for the whole message again under the old id.
+    #[test]
+    fn a_fragment_of_an_abandoned_transfer_is_ignored() {
+        let frags = split(6, &[1u8; 1000], 256).unwrap();
+        let mut r = Reassembler::default();
+        assert_eq!(r.insert(0, 2, &frags[0]), Ok(None));
+        r.abandon(2, 6);
+        assert_eq!(r.insert(1, 2, &frags[1]), Ok(None));
+        assert!(!r.holds(2, 6), "the abandoned transfer started again");
+        assert_eq!(r.transfer_count(), 0);
+        assert_eq!(r.stalled(u64::MAX / 2, 0), Vec::new());
+    }
 
     #[test]
     fn small_message_costs_one_byte() {
