@@ -24,6 +24,19 @@ struct Gens {
     old: HashSet<[u8; 32]>,
 }
 
+impl Gens {
+    fn contains(&self, k: &[u8; 32]) -> bool {
+        self.new.contains(k) || self.old.contains(k)
+    }
+
+    fn insert(&mut self, k: [u8; 32]) {
+        if self.new.len() >= GENERATION {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.new.insert(k);
+    }
+}
+
 fn cache() -> &'static Mutex<Gens> {
     static CACHE: OnceLock<Mutex<Gens>> = OnceLock::new();
     CACHE.get_or_init(Mutex::default)
@@ -42,32 +55,53 @@ pub fn verify(tx: &Transaction, network: [u8; 4]) -> bool {
     let k = key(network, tx);
     {
         let g = cache().lock().unwrap_or_else(|p| p.into_inner());
-        if g.new.contains(&k) || g.old.contains(&k) {
+        if g.contains(&k) {
             return true;
         }
     }
     if !tx.verify_uncached(network) {
         return false;
     }
-    let mut g = cache().lock().unwrap_or_else(|p| p.into_inner());
-    if g.new.len() >= GENERATION {
-        g.old = std::mem::take(&mut g.new);
-    }
-    g.new.insert(k);
+    cache().lock().unwrap_or_else(|p| p.into_inner()).insert(k);
     true
 }
 
 /// Check the signatures of a block in an envelope as it comes in, off the node's thread,
 /// so that they are known good when the node connects it. Anything else, or anything
 /// that does not decode, is left to the node (which answers it): this only warms the
-/// cache, and stops at the first bad signature (the node scores the peer for it).
+/// cache, and stops at the first bad signature (the node scores the peer for it). Only a
+/// block of a known network whose header carries its proof of work and commits to these
+/// transactions is checked: made-up blocks must not buy signature checks for the price
+/// of a frame.
 pub fn prevalidate(frame: &[u8]) {
     let Ok(env) = crate::wire::envelope::decode(frame) else {
         return;
     };
-    if let crate::wire::message::Message::Block(b) = &env.message {
-        super::validate::first_bad_signature(&b.txs, env.network);
+    let crate::wire::message::Message::Block(b) = &env.message else {
+        return;
+    };
+    let Some(params) = network(env.network) else {
+        return;
+    };
+    if !super::pow::check_pow(params, &b.header)
+        || super::merkle::root(&b.leaf_ids()) != b.header.merkle_root
+    {
+        return;
     }
+    super::validate::first_bad_signature(&b.txs, env.network);
+}
+
+/// The built-in network with this id.
+fn network(id: [u8; 4]) -> Option<&'static super::NetworkParams> {
+    static NETS: OnceLock<Vec<super::NetworkParams>> = OnceLock::new();
+    NETS.get_or_init(|| {
+        super::NetworkParams::names()
+            .iter()
+            .filter_map(|n| super::NetworkParams::by_name(n))
+            .collect()
+    })
+    .iter()
+    .find(|p| p.network_id() == id)
 }
 
 #[cfg(test)]
@@ -91,27 +125,70 @@ mod tests {
         assert!(!verify(&bad_sig, [1; 4]));
     }
 
+    /// A block as it comes off the socket: its signatures are known good afterwards only
+    /// if it carries its proof of work and commits to them.
+    #[test]
+    fn only_a_mined_block_that_commits_to_its_transactions_is_checked_ahead() {
+        use crate::chain::{params, Block};
+        use crate::wire::{envelope, message::Message};
+        let net = params::regtest();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[44; 32]);
+        let txs: Vec<Transaction> = (0..3)
+            .map(|n| Transaction::sign(net.network_id(), &key, Address([6; 32]), 9, 1, n))
+            .collect();
+        let mut block = net.genesis.clone();
+        block.txs = txs.clone();
+        block.header.merkle_root = crate::chain::merkle::root(&block.leaf_ids());
+        let frame = |b: &Block| envelope::encode(net.network_id(), 1, &Message::Block(b.clone()));
+        let known = |t: &Transaction| {
+            let k = super::key(net.network_id(), t);
+            cache()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&k)
+        };
+        // Not committed to: the header's root is the genesis's.
+        let mut loose = block.clone();
+        loose.header = net.genesis.header.clone();
+        while !crate::chain::pow::mine(&mut loose.header, 1_000_000) {}
+        prevalidate(&frame(&loose));
+        assert!(
+            !known(&txs[0]),
+            "checked for a header that does not commit to them"
+        );
+        // No proof of work (regtest's limit is easy: look for a nonce that misses it).
+        let mut unmined = block.clone();
+        while crate::chain::pow::check_pow(&net, &unmined.header) {
+            unmined.header.nonce += 1;
+        }
+        prevalidate(&frame(&unmined));
+        assert!(
+            !known(&txs[1]),
+            "checked for a block without its proof of work"
+        );
+        while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
+        prevalidate(&frame(&block));
+        assert!(
+            txs.iter().all(known),
+            "a mined block's signatures were not checked"
+        );
+    }
+
     #[test]
     fn the_cache_is_bounded_by_two_generations() {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
-        let first = Transaction::sign([5; 4], &key, Address([2; 32]), 5, 1, 0);
-        assert!(verify(&first, [5; 4]));
-        // Fill two generations with other keys (cheap: inserted directly).
-        {
-            let mut g = cache().lock().unwrap_or_else(|p| p.into_inner());
-            for i in 0..2 * GENERATION as u64 {
-                if g.new.len() >= GENERATION {
-                    g.old = std::mem::take(&mut g.new);
-                }
-                let mut k = [0xee; 32];
-                k[..8].copy_from_slice(&i.to_le_bytes());
-                g.new.insert(k);
-            }
+        // Its own generations: the process's cache serves the other tests meanwhile.
+        let mut g = Gens::default();
+        let first = [1; 32];
+        g.insert(first);
+        for i in 0..2 * GENERATION as u64 {
+            let mut k = [0xee; 32];
+            k[..8].copy_from_slice(&i.to_le_bytes());
+            g.insert(k);
             assert!(g.new.len() + g.old.len() <= 2 * GENERATION);
-            assert!(!g.new.contains(&super::key([5; 4], &first)));
-            assert!(!g.old.contains(&super::key([5; 4], &first)));
+            if i + 2 < GENERATION as u64 {
+                assert!(g.contains(&first), "forgotten too soon, after {i}");
+            }
         }
-        // Forgotten, so checked again, and still good.
-        assert!(verify(&first, [5; 4]));
+        assert!(!g.contains(&first), "never forgotten");
     }
 }
