@@ -335,8 +335,7 @@ struct Peer {
     ping: Option<(u64, u64)>,
     headers_asked_at: Option<u64>,
     headers_max: u16,
-    known: HashSet<Hash>,
-    known_order: VecDeque<Hash>,
+    known: Known,
     /// Transactions to announce to it in the next `Inv` (fast links; see `INV_GATHER_MS`).
     inv_txs: Vec<Hash>,
     /// Blocks it answered `NotFound` for (it is on another fork): not asked of it again.
@@ -393,11 +392,39 @@ impl Peer {
     }
 
     fn learn(&mut self, h: Hash) {
-        if self.known.insert(h) {
-            self.known_order.push_back(h);
-            if self.known_order.len() > KNOWN_CAP {
-                if let Some(old) = self.known_order.pop_front() {
-                    self.known.remove(&old);
+        self.known.insert(&h);
+    }
+}
+
+/// The last [`KNOWN_CAP`] blocks and transactions a peer is known to hold, by the first 8
+/// bytes of their hashes: a quarter of the memory (a gateway keeps one per peer, and
+/// in the 1000-node simulation these were 125 MB). A false match needs a second preimage
+/// of 64 bits of BLAKE3 (or of a proof-of-work hash), and would only spare an
+/// announcement: the outbox delivers what a peer is owed whatever this says.
+#[derive(Default)]
+struct Known {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Known {
+    fn key(h: &Hash) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.0[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn contains(&self, h: &Hash) -> bool {
+        self.set.contains(&Self::key(h))
+    }
+
+    fn insert(&mut self, h: &Hash) {
+        let k = Self::key(h);
+        if self.set.insert(k) {
+            self.order.push_back(k);
+            if self.order.len() > KNOWN_CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
                 }
             }
         }
