@@ -58,8 +58,8 @@ impl Node {
     /// Is this envelope from `peer` part of a sync rather than traffic the peer chose to
     /// send: an answer to a request of ours that is still open, an ack of our pushes, or a
     /// request for blocks that we hold and it lacks (as far as we know)? A sync at any
-    /// speed carries one of each per block, so charging them to the peer's message limit made every fast sync
-    /// a "flood" on both sides (issue 14). Anything else is charged: unasked blocks,
+    /// speed carries one of each per block, so charging them to the peer's message limit
+    /// made every fast sync a "flood" on both sides (issue 14). Anything else is charged: unasked blocks,
     /// headers and transactions, repeated requests for what we already sent it, requests
     /// for what we lack, and every other message.
     fn sync_traffic(&self, peer: PeerId, env: &Envelope) -> bool {

@@ -133,17 +133,7 @@ fn a_transaction_ahead_of_its_nonce_waits_for_the_one_before() {
         node(1, PeerPolicy::default()),
         node(2, PeerPolicy::default()),
     );
-    let wall = (a.chain().tip().time + 60) * 1000;
-    a.set_wall_clock(T, wall);
-    // A coin for `payer`, matured by a second block (regtest: 1).
-    let payer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
-    let mut block = a.chain().block_template(
-        crate::chain::Address(payer.verifying_key().to_bytes()),
-        wall / 1000,
-    );
-    while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
-    a.submit_block(T, block).expect("coinbase block");
-    mine_one(&mut a);
+    let payer = fund_payer(&mut a);
     let (ea, _) = handshake(&mut a, &mut b);
     assert!(ready(&ea));
     let pay = |nonce| {
@@ -200,26 +190,7 @@ fn hundreds_of_transactions_ahead_of_their_nonces_all_wait_for_the_ones_before()
         node(1, PeerPolicy::default()),
         node(2, PeerPolicy::default()),
     );
-    let wall = (a.chain().tip().time + 60) * 1000;
-    a.set_wall_clock(T, wall);
-    let payer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
-    let mut block = a.chain().block_template(
-        crate::chain::Address(payer.verifying_key().to_bytes()),
-        wall / 1000,
-    );
-    while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
-    a.submit_block(T, block).expect("coinbase block");
-    mine_one(&mut a);
-    let senders: Vec<_> = (0..12u8)
-        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[100 + i; 32]))
-        .collect();
-    for (n, s) in senders.iter().enumerate() {
-        let to = crate::chain::Address(s.verifying_key().to_bytes());
-        let fund = Transaction::sign(net, &payer, to, 1_000_000, 1000, n as u64);
-        a.submit_tx(T, fund).expect("funding payment");
-    }
-    mine_one(&mut a);
-    assert_eq!(a.chain().mempool_len(), 0, "the funding was not mined");
+    let senders = fund_senders(&mut a, 12);
     let (ea, _) = handshake(&mut a, &mut b);
     assert!(ready(&ea));
     let pay = |s: &ed25519_dalek::SigningKey, nonce| {
@@ -262,10 +233,8 @@ fn hundreds_of_transactions_ahead_of_their_nonces_all_wait_for_the_ones_before()
     );
 }
 
-/// Node `a` funded with a matured coin for `payer`, then `n` senders with a payment
-/// each, mined (the payer can have 25 pending at a time).
-fn fund_senders(a: &mut Node, n: u8) -> Vec<ed25519_dalek::SigningKey> {
-    let net = params::regtest().network_id();
+/// A key whose coin node `a` holds, mined and matured by a second block (regtest: 1).
+fn fund_payer(a: &mut Node) -> ed25519_dalek::SigningKey {
     let wall = (a.chain().tip().time + 60) * 1000;
     a.set_wall_clock(T, wall);
     let payer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
@@ -276,6 +245,14 @@ fn fund_senders(a: &mut Node, n: u8) -> Vec<ed25519_dalek::SigningKey> {
     while !crate::chain::pow::mine(&mut block.header, 1_000_000) {}
     a.submit_block(T, block).expect("coinbase block");
     mine_one(a);
+    payer
+}
+
+/// Node `a` funded with [`fund_payer`]'s coin, then `n` senders with a payment each,
+/// mined (the payer can have 25 pending at a time).
+fn fund_senders(a: &mut Node, n: u8) -> Vec<ed25519_dalek::SigningKey> {
+    let net = params::regtest().network_id();
+    let payer = fund_payer(a);
     let senders: Vec<_> = (0..n)
         .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i.wrapping_add(100); 32]))
         .collect();

@@ -8,7 +8,6 @@ use crate::chain::{BlockOutcome, Chain, ChainError, Hash, MempoolReject, Transac
 use crate::net::{LinkCaps, PeerId};
 use crate::outbox::{
     item_id, Command, Dest, Enqueued, Item, OutItem, Outbox, Payload, RetryPolicy, State, Totals,
-    SLOW_LINK_BPS,
 };
 use crate::wire::envelope;
 use crate::wire::message::{limits, InvItem, InvKind, Message, ACK_REQUESTED_MIN_ID};
@@ -839,9 +838,7 @@ impl Node {
             // (see `take_turn`): never a key-up of its own.
             return;
         }
-        let fast = self
-            .peer_caps(peer)
-            .is_some_and(|c| c.bitrate_bps == 0 || c.bitrate_bps >= SLOW_LINK_BPS);
+        let fast = self.peer_caps(peer).is_some_and(crate::outbox::is_fast);
         let Some(s) = self.outbox.sessions.get_mut(&peer) else {
             return;
         };

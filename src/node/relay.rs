@@ -406,9 +406,7 @@ impl Node {
                 continue;
             }
             let packet = self.packet_links.contains_key(&link);
-            let fast = self.links.get(&link).is_some_and(|c| {
-                c.bitrate_bps == 0 || c.bitrate_bps >= crate::outbox::SLOW_LINK_BPS
-            });
+            let fast = self.links.get(&link).is_some_and(crate::outbox::is_fast);
             if item.kind == InvKind::Tx && fast && !packet {
                 p.inv_txs.push(item.hash);
                 if p.inv_txs.len() >= limits::MAX_INV {

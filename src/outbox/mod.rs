@@ -149,11 +149,16 @@ pub struct RetryPolicy {
 /// the retry base grows with the time a message takes on air.
 pub const SLOW_LINK_BPS: u64 = 100_000;
 
+/// A link with no bit rate (TCP) or one at least [`SLOW_LINK_BPS`].
+pub fn is_fast(caps: &LinkCaps) -> bool {
+    caps.bitrate_bps == 0 || caps.bitrate_bps >= SLOW_LINK_BPS
+}
+
 impl RetryPolicy {
     /// Policy for a link with `caps`, sending items of about `item_bytes`.
     pub fn for_link(caps: &LinkCaps, item_bytes: usize) -> RetryPolicy {
         let bps = caps.bitrate_bps;
-        if bps == 0 || bps >= SLOW_LINK_BPS {
+        if is_fast(caps) {
             return RetryPolicy {
                 base_ms: 2_000,
                 cap_ms: 5 * 60_000,
