@@ -9,6 +9,7 @@ use super::state::Account;
 use super::types::{Address, Hash, Transaction};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Size limits of the mempool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,8 @@ pub enum MempoolReject {
 
 #[derive(Clone, Debug)]
 struct Entry {
-    tx: Transaction,
+    /// Shared with whoever else holds the same transaction (see `Store::share_tx`).
+    tx: Arc<Transaction>,
     size: usize,
     seq: u64,
 }
@@ -101,7 +103,9 @@ struct Entry {
 pub struct Mempool {
     limits: MempoolLimits,
     entries: HashMap<Hash, Entry>,
-    by_sender: HashMap<Address, BTreeMap<u64, Hash>>,
+    /// One ordered map for all senders, not a map per sender: most senders have one or
+    /// two pending, and a tree of their own cost a whole node (about 500 bytes) each.
+    by_sender: BTreeMap<(Address, u64), Hash>,
     // Ascending fee; among equal fees the newest sorts first, so it is evicted first.
     by_fee: BTreeSet<(u64, Reverse<u64>, Hash)>,
     bytes: usize,
@@ -150,12 +154,20 @@ impl Mempool {
 
     /// A held transaction.
     pub fn get(&self, id: &Hash) -> Option<&Transaction> {
-        self.entries.get(id).map(|e| &e.tx)
+        self.entries.get(id).map(|e| e.tx.as_ref())
     }
 
     /// Number of pending transactions of `sender`.
     pub fn pending_count(&self, sender: &Address) -> usize {
-        self.by_sender.get(sender).map_or(0, BTreeMap::len)
+        self.chain_of(sender, 0).count()
+    }
+
+    /// `sender`'s pending transactions from nonce `from` on, as (nonce, id) in nonce
+    /// order.
+    fn chain_of(&self, sender: &Address, from: u64) -> impl Iterator<Item = (u64, &Hash)> {
+        self.by_sender
+            .range((*sender, from)..=(*sender, u64::MAX))
+            .map(|((_, n), id)| (*n, id))
     }
 
     /// All ids.
@@ -180,7 +192,7 @@ impl Mempool {
     /// confirmed account. Returns the ids evicted to make room.
     pub fn add(
         &mut self,
-        tx: Transaction,
+        tx: Arc<Transaction>,
         id: Hash,
         confirmed: Account,
         min_fee: u64,
@@ -201,13 +213,12 @@ impl Mempool {
                 got: tx.nonce,
             });
         }
-        let chain = self.by_sender.get(&tx.from);
-        if let Some(existing) = chain.and_then(|c| c.get(&tx.nonce)) {
+        if let Some(existing) = self.by_sender.get(&(tx.from, tx.nonce)) {
             return Err(MempoolReject::Conflict {
                 existing: *existing,
             });
         }
-        let pending = chain.map_or(0, BTreeMap::len);
+        let pending = self.pending_count(&tx.from);
         let expected = confirmed.nonce.saturating_add(pending as u64);
         if tx.nonce != expected {
             return Err(MempoolReject::NonceGap {
@@ -221,7 +232,7 @@ impl Mempool {
             });
         }
         let mut needed = cost;
-        for pid in chain.into_iter().flat_map(|c| c.values()) {
+        for (_, pid) in self.chain_of(&tx.from, 0) {
             if let Some(e) = self.entries.get(pid) {
                 needed = needed
                     .checked_add(e.tx.amount.saturating_add(e.tx.fee))
@@ -242,10 +253,7 @@ impl Mempool {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_sender
-            .entry(tx.from)
-            .or_default()
-            .insert(tx.nonce, id);
+        self.by_sender.insert((tx.from, tx.nonce), id);
         self.by_fee.insert((tx.fee, Reverse(seq), id));
         self.bytes += size;
         self.entries.insert(id, Entry { tx, size, seq });
@@ -276,13 +284,11 @@ impl Mempool {
             }
             victims.push(*id);
             // Later nonces of that sender go too: they would no longer chain.
-            if let Some(c) = self.by_sender.get(&e.tx.from) {
-                for (_, sid) in c.range(e.tx.nonce..) {
-                    if gone.insert(*sid) {
-                        if let Some(se) = self.entries.get(sid) {
-                            count -= 1;
-                            bytes -= se.size;
-                        }
+            for (_, sid) in self.chain_of(&e.tx.from, e.tx.nonce) {
+                if gone.insert(*sid) {
+                    if let Some(se) = self.entries.get(sid) {
+                        count -= 1;
+                        bytes -= se.size;
                     }
                 }
             }
@@ -291,16 +297,11 @@ impl Mempool {
     }
 
     /// Remove one transaction (leaves later nonces of its sender in place).
-    pub fn remove(&mut self, id: &Hash) -> Option<Transaction> {
+    pub fn remove(&mut self, id: &Hash) -> Option<Arc<Transaction>> {
         let e = self.entries.remove(id)?;
         self.bytes -= e.size;
         self.by_fee.remove(&(e.tx.fee, Reverse(e.seq), *id));
-        if let Some(c) = self.by_sender.get_mut(&e.tx.from) {
-            c.remove(&e.tx.nonce);
-            if c.is_empty() {
-                self.by_sender.remove(&e.tx.from);
-            }
-        }
+        self.by_sender.remove(&(e.tx.from, e.tx.nonce));
         Some(e.tx)
     }
 
@@ -310,10 +311,9 @@ impl Mempool {
             return Vec::new();
         };
         let ids: Vec<Hash> = self
-            .by_sender
-            .get(&e.tx.from)
-            .map(|c| c.range(e.tx.nonce..).map(|(_, h)| *h).collect())
-            .unwrap_or_default();
+            .chain_of(&e.tx.from, e.tx.nonce)
+            .map(|(_, h)| *h)
+            .collect();
         for h in &ids {
             self.remove(h);
         }
@@ -325,11 +325,11 @@ impl Mempool {
     /// dropped. Signatures are not re-checked: everything here was verified on entry.
     pub fn rebuild(
         &mut self,
-        first: Vec<Transaction>,
+        first: Vec<Arc<Transaction>>,
         account: impl Fn(&Address) -> Account,
         min_fee: u64,
     ) {
-        let mut old: Vec<(u64, Transaction)> = first
+        let mut old: Vec<(u64, Arc<Transaction>)> = first
             .into_iter()
             .map(|t| (0, t))
             .chain(
@@ -359,14 +359,11 @@ impl Mempool {
     /// dropped. The same outcome as [`Mempool::rebuild`] for this sender, at the cost
     /// of its own chain instead of the whole pool.
     pub fn revalidate_sender(&mut self, sender: &Address, confirmed: Account) -> Vec<Hash> {
-        let Some(chain) = self.by_sender.get(sender) else {
-            return Vec::new();
-        };
         let mut drop = Vec::new();
         let mut expected = confirmed.nonce;
         let mut needed = 0u64;
         let mut broken = false;
-        for (&nonce, id) in chain {
+        for (nonce, id) in self.chain_of(sender, 0) {
             let Some(e) = self.entries.get(id) else {
                 continue;
             };
@@ -396,11 +393,15 @@ impl Mempool {
     /// nonce, within `max_txs` and `max_bytes` (postcard sizes).
     pub fn select(&self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
         let mut heap = BinaryHeap::new();
-        for c in self.by_sender.values() {
-            if let Some((_, id)) = c.iter().next() {
-                if let Some(e) = self.entries.get(id) {
-                    heap.push((e.tx.fee, Reverse(e.seq), *id));
-                }
+        let mut last: Option<&Address> = None;
+        for ((from, _), id) in &self.by_sender {
+            // Each sender's lowest nonce: the first of its run in the map.
+            if last == Some(from) {
+                continue;
+            }
+            last = Some(from);
+            if let Some(e) = self.entries.get(id) {
+                heap.push((e.tx.fee, Reverse(e.seq), *id));
             }
         }
         let mut out = Vec::new();
@@ -417,12 +418,14 @@ impl Mempool {
                 continue;
             }
             bytes += e.size;
-            out.push(e.tx.clone());
-            if let Some(c) = self.by_sender.get(&e.tx.from) {
-                if let Some((_, next)) = c.range(e.tx.nonce.saturating_add(1)..).next() {
-                    if let Some(ne) = self.entries.get(next) {
-                        heap.push((ne.tx.fee, Reverse(ne.seq), *next));
-                    }
+            out.push(Transaction::clone(&e.tx));
+            let next =
+                e.tx.nonce
+                    .checked_add(1)
+                    .and_then(|n| self.chain_of(&e.tx.from, n).next());
+            if let Some((_, next)) = next {
+                if let Some(ne) = self.entries.get(next) {
+                    heap.push((ne.tx.fee, Reverse(ne.seq), *next));
                 }
             }
         }

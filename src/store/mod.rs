@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 pub use bans::BanRow;
 pub use carry::{old_mempool, Carried};
@@ -219,6 +219,11 @@ struct SharedInner {
     blobs: HashMap<[u8; 32], Arc<[u8]>>,
     /// Transaction id -> blocks that hold it (on any fork), in the order first connected.
     tx_blocks: HashMap<Hash, Vec<Hash>>,
+    /// Decoded transactions held by some node's mempool, by id: a payment reaches every
+    /// simulated node, and a thousand copies of it were most of a large run's memory.
+    txs: HashMap<Hash, Weak<Transaction>>,
+    /// Size of `txs` after its last sweep of dropped entries.
+    txs_swept: usize,
 }
 
 impl SharedHistory {
@@ -258,6 +263,25 @@ impl SharedHistory {
 
     fn tx_blocks(&self, txid: &Hash) -> Vec<Hash> {
         self.lock().tx_blocks.get(txid).cloned().unwrap_or_default()
+    }
+
+    /// The one decoded copy of transaction `id` that the nodes share.
+    fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<Transaction> {
+        let mut inner = self.lock();
+        if let Some(held) = inner.txs.get(id).and_then(Weak::upgrade) {
+            // The id commits to every field, so only a hash collision could differ.
+            if *held == tx {
+                return held;
+            }
+        }
+        let tx = Arc::new(tx);
+        inner.txs.insert(*id, Arc::downgrade(&tx));
+        // Sweep dropped transactions once the map has doubled since the last sweep.
+        if inner.txs.len() > 2 * inner.txs_swept + 1024 {
+            inner.txs.retain(|_, w| w.strong_count() > 0);
+            inner.txs_swept = inner.txs.len();
+        }
+        tx
     }
 
     /// Bytes held (blobs and the transaction map), for the simulator's figures.
@@ -347,6 +371,15 @@ impl Store {
         };
         schema::migrate(&mut store.conn)?;
         Ok(store)
+    }
+
+    /// `tx` (whose id is `id`) as the mempool holds it: one copy per simulation when
+    /// the history is shared (see [`SharedHistory`]), else its own.
+    pub fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<Transaction> {
+        match &self.shared {
+            Some(s) => s.share_tx(tx, id),
+            None => Arc::new(tx),
+        }
     }
 
     /// The underlying connection, for tables owned by other modules (add their schema

@@ -224,6 +224,14 @@ impl Chain {
         let next = (self.main.len() as u64).max(1);
         // The mempool sees only what the next block may spend: immature coinbase funds
         // are left out of the balance it checks spends against.
+        let store = &self.store;
+        let first = first
+            .into_iter()
+            .map(|t| {
+                let id = t.id();
+                store.share_tx(t, &id)
+            })
+            .collect();
         self.mempool.rebuild(
             first,
             |a| {

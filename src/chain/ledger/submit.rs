@@ -6,6 +6,7 @@ use crate::chain::merkle;
 use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction, VerifiedTx};
 use crate::chain::validate::{self, ValidationError};
 use crate::store::BlockStatus;
+use std::sync::Arc;
 
 impl Chain {
     /// Submit a block from anywhere (peer, miner, API). On `Ok` everything it changed is
@@ -238,9 +239,10 @@ impl Chain {
         }
         let mut acc = self.account(&tx.from);
         acc.balance = self.spendable_balance(&tx.from);
+        let tx = self.store.share_tx(tx, &id);
         let evicted = self
             .mempool
-            .add(tx.clone(), id, acc, self.params.min_relay_fee)
+            .add(Arc::clone(&tx), id, acc, self.params.min_relay_fee)
             .map_err(|reason| ChainError::TxRefused { id, reason })?;
         if let Err(e) = self.store.update_mempool(&[&tx], &evicted) {
             self.mempool.remove_with_successors(&id);
