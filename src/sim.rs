@@ -154,6 +154,10 @@ impl SimRadio {
 /// reads it.
 pub static LOG_CLOCK: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
 
+/// The simulated node whose input is being handled, for log lines (`n17`): among a
+/// thousand nodes a line is useless without it. Display only, like [`LOG_CLOCK`].
+pub static LOG_NODE: AtomicU64 = AtomicU64::new(u64::MAX);
+
 /// Log timestamps in simulated time since the simulation's start (`+H:MM:SS.mmm`).
 pub struct SimTime;
 
@@ -163,7 +167,11 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
             .1
             .load(Ordering::Relaxed)
             .saturating_sub(LOG_CLOCK.0.load(Ordering::Relaxed));
-        w.write_str(&sim_stamp(ms))
+        w.write_str(&sim_stamp(ms))?;
+        match LOG_NODE.load(Ordering::Relaxed) {
+            u64::MAX => Ok(()),
+            n => write!(w, " n{n}"),
+        }
     }
 }
 
@@ -572,6 +580,7 @@ impl Sim {
     /// A node that is about to be called: its output is drained and its timer read
     /// again at the next flush.
     fn node_mut(&mut self, i: usize) -> &mut Node {
+        LOG_NODE.store(i as u64, Ordering::Relaxed);
         self.touch(i);
         &mut self.nodes[i]
     }

@@ -444,6 +444,24 @@ struct Request {
     retry: bool,
 }
 
+/// How many times its expected air time and turnaround a request may wait while its peer
+/// goes on talking (see [`Request::given_up_at`]).
+const REQUEST_PATIENCE: u64 = 4;
+
+impl Request {
+    /// When the request counts as lost however busy its peer and our own queue are.
+    /// Hearing the peer moves the deadline on (its burst may be bringing the answer), and
+    /// a request does not time out while our own turn is still queued; on a channel where
+    /// the peer talks every minute (a new block's header) and we always have something
+    /// to send, neither ever stops, and a lost answer was never asked for again: island
+    /// nodes of the simulator sat 100 blocks behind their gateway for hours.
+    fn given_up_at(&self, rto: u64) -> u64 {
+        self.sent_at
+            .saturating_add(REQUEST_PATIENCE.saturating_mul(self.air.saturating_add(rto)))
+            .saturating_add(BLOCK_TIMEOUT_MS)
+    }
+}
+
 /// The sans-IO node.
 pub struct Node {
     chain: Chain,
@@ -752,9 +770,10 @@ impl Node {
         }
         // Requests that took too long go back to the pool, and the peer's next
         // requests wait longer (its link may be down or the channel busy).
-        let expired = self
-            .in_flight
-            .expired(|r| r.deadline <= now && self.answer_overdue(r.peer, now));
+        let expired = self.in_flight.expired(|r| {
+            let rto = self.peers.get(&r.peer).map_or(0, |p| p.rtt.rto());
+            (r.deadline <= now && self.answer_overdue(r.peer, now)) || now >= r.given_up_at(rto)
+        });
         for (h, peer, block) in expired {
             if block {
                 self.in_flight.remove_block(&h);
