@@ -485,3 +485,34 @@ fn accounts_keep_their_values_when_keyed_by_address_alone() {
         .unwrap();
     assert!(!rowid, "accounts still a rowid table");
 }
+
+/// A simulated node's store, fresh or copied, holds no lookaside memory (48 KB a
+/// connection, paid once per node); an ordinary store keeps SQLite's default.
+#[test]
+fn stores_of_simulated_nodes_hold_no_lookaside_memory() {
+    fn lookaside_high(s: &Store) -> i32 {
+        let (mut cur, mut high) = (0, 0);
+        // SAFETY: an open handle owned by the store, and two valid out-pointers.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                s.conn().handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_LOOKASIDE_USED,
+                &mut cur,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        high
+    }
+    let shared = SharedHistory::default();
+    let mut fresh = Store::open_in_memory_shared(&shared).unwrap();
+    fresh.set_meta("k", b"v").unwrap();
+    let copy = fresh.copy_shared().unwrap().unwrap();
+    assert_eq!(copy.get_meta("k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(lookaside_high(&fresh), 0);
+    assert_eq!(lookaside_high(&copy), 0);
+    let mut plain = Store::open_in_memory().unwrap();
+    plain.set_meta("k", b"v").unwrap();
+    assert!(lookaside_high(&plain) > 0, "the measure measures");
+}
