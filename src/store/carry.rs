@@ -4,8 +4,10 @@
 //! seen-set. Row by row, so one damaged row loses that row only; what could not be read
 //! is reported, never silently dropped.
 
-use super::outbox::{outbox_row, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4};
-use super::{params, BanRow, Result, Store};
+use super::outbox::{
+    outbox_row, seen_put, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4,
+};
+use super::{BanRow, Result, Store};
 use crate::chain::types::Transaction;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -170,23 +172,16 @@ impl Store {
                 self.upsert_peer(&addr, seen.max(0) as u64, &info)
             },
         );
-        out.seen = rows(
-            old,
-            "seen",
-            "SELECT sender, msg_id, hash FROM seen ORDER BY seq",
-            &mut out,
-            |r| {
-                let (sender, msg_id, hash): (Vec<u8>, i64, Vec<u8>) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?);
-                self.write(|c| {
-                    c.execute(
-                        "INSERT OR IGNORE INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)",
-                        params![sender, msg_id, hash],
-                    )?;
-                    Ok(())
-                })
-            },
-        );
+        let seen_select = if version >= 7 {
+            "SELECT p.node, s.msg_id, s.hash FROM seen s JOIN seen_senders p ON p.id = s.sender
+             ORDER BY s.seq"
+        } else {
+            "SELECT sender, msg_id, hash FROM seen ORDER BY seq"
+        };
+        out.seen = rows(old, "seen", seen_select, &mut out, |r| {
+            let (sender, msg_id, hash): (Vec<u8>, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            self.write(|c| seen_put(c, &sender, msg_id as u64, &hash, false))
+        });
         // Row failures were reported above, not to be reported again by a later input.
         self.failed.take();
         self.conn.execute_batch("COMMIT")?;

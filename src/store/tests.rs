@@ -516,3 +516,133 @@ fn stores_of_simulated_nodes_hold_no_lookaside_memory() {
     plain.set_meta("k", b"v").unwrap();
     assert!(lookaside_high(&plain) > 0, "the measure measures");
 }
+
+/// A database at schema `v` (no store opened it since), for upgrade tests.
+fn schema_at(path: &Path, v: usize) -> Connection {
+    let mut conn = Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for sql in &schema::MIGRATIONS[..v] {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.pragma_update(None, "user_version", v as i64).unwrap();
+    tx.commit().unwrap();
+    conn
+}
+
+/// Seen entries of schema 6 rows, in the order remembered: (sender, msg_id, hash).
+fn old_seen_rows() -> Vec<([u8; 32], u64, [u8; 32])> {
+    (0..30u8)
+        .map(|i| ([i % 3; 32], u64::from(i) * 7, [i; 32]))
+        .collect()
+}
+
+fn put_old_seen(conn: &Connection, rows: &[([u8; 32], u64, [u8; 32])]) {
+    for (sender, msg_id, hash) in rows {
+        conn.execute(
+            "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)",
+            params![&sender[..], *msg_id as i64, &hash[..]],
+        )
+        .unwrap();
+    }
+}
+
+/// A store of schema 6 keeps its seen-set on upgrade, each sender named once, and still
+/// forgets the oldest entries first.
+#[test]
+fn the_seen_set_keeps_its_entries_and_order_when_senders_are_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let rows = old_seen_rows();
+    put_old_seen(&schema_at(&path, 6), &rows);
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.seen_len().unwrap(), 30);
+    for (sender, msg_id, hash) in &rows {
+        assert!(s.seen_contains(sender, *msg_id, hash).unwrap());
+        assert!(!s.seen_contains(sender, *msg_id, &[99; 32]).unwrap());
+        assert!(!s.seen_contains(sender, *msg_id + 1, hash).unwrap());
+    }
+    let senders: i64 = s
+        .conn()
+        .query_row("SELECT count(*) FROM seen_senders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(senders, 3);
+    // One more entry, keeping 25: the six oldest go.
+    s.seen_insert(&[7; 32], 1, &[7; 32], 25).unwrap();
+    assert_eq!(s.seen_len().unwrap(), 25);
+    for (i, (sender, msg_id, hash)) in rows.iter().enumerate() {
+        assert_eq!(
+            s.seen_contains(sender, *msg_id, hash).unwrap(),
+            i >= 6,
+            "{i}"
+        );
+    }
+    assert!(s.seen_contains(&[7; 32], 1, &[7; 32]).unwrap());
+}
+
+/// `reindex` carries the seen-set of a store of schema 6 as of one of this schema.
+#[test]
+fn the_seen_set_is_carried_from_old_and_new_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = old_seen_rows();
+    let old6 = schema_at(&dir.path().join("old6.db"), 6);
+    put_old_seen(&old6, &rows);
+    let mut now = Store::open(&dir.path().join("now.db")).unwrap();
+    for (sender, msg_id, hash) in &rows {
+        now.seen_insert(sender, *msg_id, hash, 1000).unwrap();
+    }
+    for old in [&old6, now.conn()] {
+        let mut fresh = Store::open_in_memory().unwrap();
+        let carried = fresh.carry_from(old).unwrap();
+        assert_eq!(carried.seen, 30, "{:?}", carried.problems);
+        for (sender, msg_id, hash) in &rows {
+            assert!(fresh.seen_contains(sender, *msg_id, hash).unwrap());
+        }
+    }
+}
+
+/// A sender none of whose messages is remembered any more is forgotten too, when a new
+/// one comes: the senders' table is bounded by the seen-set.
+#[test]
+fn senders_forgotten_by_the_seen_set_leave_its_table() {
+    let mut s = Store::open_in_memory().unwrap();
+    for sender in 0..10u8 {
+        for m in 0..3 {
+            s.seen_insert(&[sender; 32], m, &[m as u8; 32], 4).unwrap();
+        }
+    }
+    let senders: Vec<Vec<u8>> = s
+        .conn()
+        .prepare("SELECT node FROM seen_senders ORDER BY node")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
+    // Sender 7 still had an entry when 9 came (and pushed it out).
+    assert_eq!(senders, vec![vec![7; 32], vec![8; 32], vec![9; 32]]);
+    assert!(s.seen_contains(&[9; 32], 2, &[2; 32]).unwrap());
+    assert!(s.seen_contains(&[8; 32], 2, &[2; 32]).unwrap());
+    assert!(!s.seen_contains(&[8; 32], 0, &[0; 32]).unwrap());
+}
+
+/// What a seen entry costs in a simulated node's database: the seen-set is the largest
+/// table of a node that has run for hours.
+#[test]
+fn a_seen_entry_costs_under_70_bytes() {
+    let shared = SharedHistory::default();
+    let mut s = Store::open_in_memory_shared(&shared).unwrap();
+    let pages = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pages(&s);
+    let n = 4000u64;
+    for i in 0..n {
+        let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
+        s.seen_insert(&[(i % 8) as u8; 32], 1000 + i / 8, &hash, 50_000)
+            .unwrap();
+    }
+    let per_entry = (pages(&s) - before) as f64 * 1024.0 / n as f64;
+    assert!(per_entry < 70.0, "{per_entry:.0} bytes an entry");
+}
