@@ -192,10 +192,17 @@ impl Store {
 /// The transactions of `old`'s mempool that can be read; the rest are problems in `out`.
 pub fn old_mempool(old: &Connection, out: &mut Carried) -> Vec<Transaction> {
     let mut txs = Vec::new();
+    let version: i64 = old
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap_or(0);
     rows(
         old,
         "mempool",
-        "SELECT tx FROM mempool ORDER BY rowid",
+        if version >= 8 {
+            "SELECT tx FROM mempool ORDER BY seq"
+        } else {
+            "SELECT tx FROM mempool ORDER BY rowid"
+        },
         out,
         |r| {
             txs.push(super::dec(&r.get::<_, Vec<u8>>(0)?, "mempool tx")?);

@@ -217,6 +217,8 @@ pub struct SharedHistory(Arc<Mutex<SharedInner>>);
 #[derive(Default)]
 struct SharedInner {
     blobs: HashMap<[u8; 32], Arc<[u8]>>,
+    /// Transaction id -> the digest of its bytes in `blobs` (the mempools').
+    txs: HashMap<Hash, [u8; 32]>,
     /// Transaction id -> blocks that hold it (on any fork), in the order first connected.
     tx_blocks: HashMap<Hash, Vec<Hash>>,
 }
@@ -246,6 +248,24 @@ impl SharedHistory {
             .ok_or_else(|| StoreError::Corrupt("shared history lacks a stored blob".into()))
     }
 
+    /// Keep a transaction's bytes, found again by its id (which covers every field, so
+    /// one id has one encoding).
+    fn put_tx(&self, txid: &Hash, bytes: &[u8]) {
+        let key = self.put(bytes);
+        self.lock().txs.entry(*txid).or_insert(key);
+    }
+
+    /// The bytes of a transaction kept by [`SharedHistory::put_tx`].
+    fn tx(&self, txid: &Hash) -> Result<Arc<[u8]>> {
+        let key = self.lock().txs.get(txid).copied();
+        match key {
+            Some(key) => self.get(&key),
+            None => Err(StoreError::Corrupt(format!(
+                "shared history lacks transaction {txid}"
+            ))),
+        }
+    }
+
     fn note_txs(&self, block: &Hash, txids: &[Hash]) {
         let mut inner = self.lock();
         for id in txids {
@@ -265,7 +285,7 @@ impl SharedHistory {
         let inner = self.lock();
         let blobs: usize = inner.blobs.values().map(|b| b.len() + 32).sum();
         let txs: usize = inner.tx_blocks.values().map(|v| 32 + 32 * v.len()).sum();
-        (blobs + txs) as u64
+        (blobs + txs + 64 * inner.txs.len()) as u64
     }
 }
 
@@ -301,6 +321,8 @@ pub struct Store {
     failed: Cell<Option<String>>,
     /// Commits that made writes durable since the store was opened.
     commits: Cell<u64>,
+    /// The last mempool `seq` handed out; None until the first insert reads it.
+    mempool_seq: Cell<Option<i64>>,
 }
 
 impl Store {
@@ -364,6 +386,7 @@ impl Store {
             dirty: Cell::new(false),
             failed: Cell::new(None),
             commits: Cell::new(0),
+            mempool_seq: Cell::new(None),
         };
         schema::migrate(&mut store.conn)?;
         Ok(store)
@@ -736,14 +759,17 @@ impl Store {
 
     /// The stored mempool, in the order it was added.
     pub fn load_mempool(&self) -> Result<Vec<Transaction>> {
-        let mut st = self.conn.prepare("SELECT tx FROM mempool ORDER BY rowid")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT txid, tx FROM mempool ORDER BY seq")?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let b = r.get::<_, Vec<u8>>(0)?;
-            out.push(match &self.shared {
-                Some(s) => dec(&s.get(&b)?, "mempool tx")?,
-                None => dec(&b, "mempool tx")?,
+            let b = r.get::<_, Option<Vec<u8>>>(1)?;
+            out.push(match (&self.shared, b) {
+                (_, Some(b)) => dec(&b, "mempool tx")?,
+                (Some(s), None) => dec(&s.tx(&hash_of(&r.get::<_, Vec<u8>>(0)?)?)?, "mempool tx")?,
+                (None, None) => return Err(StoreError::Corrupt("mempool tx without bytes".into())),
             });
         }
         Ok(out)
@@ -872,6 +898,15 @@ impl Store {
             return Ok(());
         }
         let shared = self.shared.clone();
+        let mut seq = match self.mempool_seq.get() {
+            Some(s) => s,
+            // Once per store: the table has no index on `seq`.
+            None => self
+                .conn
+                .query_row("SELECT coalesce(max(seq), 0) FROM mempool", [], |r| {
+                    r.get(0)
+                })?,
+        };
         self.write(|tx| {
             {
                 let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
@@ -879,20 +914,28 @@ impl Store {
                     del.execute([&id.0[..]])?;
                 }
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
+                    "INSERT INTO mempool(txid, seq, tx) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(txid) DO NOTHING",
                 )?;
                 for t in add {
-                    // In a simulation every node holds the same transactions: once, by
-                    // digest.
                     let bytes = enc(*t)?;
+                    let id = t.id();
+                    seq += 1;
+                    // In a simulation every node holds the same transactions: once, by id.
                     match &shared {
-                        Some(s) => ins.execute(params![&t.id().0[..], &s.put(&bytes)[..]])?,
-                        None => ins.execute(params![&t.id().0[..], bytes])?,
+                        Some(s) => {
+                            s.put_tx(&id, &bytes);
+                            ins.execute(params![&id.0[..], seq, None::<&[u8]>])?
+                        }
+                        None => ins.execute(params![&id.0[..], seq, bytes])?,
                     };
                 }
             }
             Ok(())
-        })
+        })?;
+        // Not advanced by a failed write (its rows are gone); gaps are harmless.
+        self.mempool_seq.set(Some(seq));
+        Ok(())
     }
 }
 

@@ -127,6 +127,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
          SELECT s.seq, p.id, s.msg_id, s.hash FROM seen s JOIN seen_senders p ON p.node = s.sender;
      DROP TABLE seen;
      ALTER TABLE seen_by_sender RENAME TO seen;",
+    // 8: the mempool keyed by txid alone (a rowid table held each txid twice), in the
+    // order added; `tx` is NULL in a store whose transactions a shared history holds.
+    "CREATE TABLE mempool_by_txid (
+         txid BLOB PRIMARY KEY,
+         seq  INTEGER NOT NULL,       -- order added
+         tx   BLOB                    -- postcard Transaction
+     ) WITHOUT ROWID;
+     INSERT INTO mempool_by_txid(txid, seq, tx) SELECT txid, rowid, tx FROM mempool;
+     DROP TABLE mempool;
+     ALTER TABLE mempool_by_txid RENAME TO mempool;",
 ];
 
 /// Schema version this build writes.

@@ -422,16 +422,26 @@ fn stores_sharing_a_history_hold_relayed_transactions_once() {
             .unwrap();
         }
     }
-    assert_eq!(shared.bytes() - empty, bytes.len() as u64 + 32, "held once");
+    // The bytes and their digest, and the id that finds them.
+    assert_eq!(
+        shared.bytes() - empty,
+        bytes.len() as u64 + 32 + 64,
+        "held once"
+    );
     for s in &stores {
-        // The node's own tables hold the digest only.
-        for table in [
-            "SELECT length(tx) FROM mempool",
-            "SELECT length(payload) FROM outbox_payloads",
-        ] {
-            let len: i64 = s.conn().query_row(table, [], |r| r.get(0)).unwrap();
-            assert_eq!(len, 32, "{table}");
-        }
+        // The node's own tables hold the digest, or (the mempool) the id alone.
+        let len: i64 = s
+            .conn()
+            .query_row("SELECT length(payload) FROM outbox_payloads", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(len, 32);
+        let tx_col: Option<Vec<u8>> = s
+            .conn()
+            .query_row("SELECT tx FROM mempool", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tx_col, None);
         assert_eq!(s.load_mempool().unwrap(), vec![tx.clone()]);
         let items = s.outbox_load().unwrap();
         assert_eq!(items.len(), 2);
@@ -645,4 +655,76 @@ fn a_seen_entry_costs_under_70_bytes() {
     }
     let per_entry = (pages(&s) - before) as f64 * 1024.0 / n as f64;
     assert!(per_entry < 70.0, "{per_entry:.0} bytes an entry");
+}
+
+fn signed_txs(n: u64) -> Vec<crate::chain::Transaction> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let net = crate::chain::params::regtest().network_id();
+    (0..n)
+        .map(|i| crate::chain::Transaction::sign(net, &key, crate::keys::address(&key), 1, 1000, i))
+        .collect()
+}
+
+/// A store of schema 7 keeps its mempool on upgrade, in the order it was added (not the
+/// order of the ids that now key it), and adds after it.
+#[test]
+fn the_mempool_keeps_its_order_when_keyed_by_txid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let txs = signed_txs(12);
+    {
+        let conn = schema_at(&path, 7);
+        for t in &txs[..10] {
+            conn.execute(
+                "INSERT INTO mempool(txid, tx) VALUES (?1, ?2)",
+                params![&t.id().0[..], enc(t).unwrap()],
+            )
+            .unwrap();
+        }
+    }
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.load_mempool().unwrap(), txs[..10].to_vec());
+    s.update_mempool(&[&txs[10], &txs[11]], &[txs[3].id()])
+        .unwrap();
+    let mut want = txs.clone();
+    want.remove(3);
+    assert_eq!(s.load_mempool().unwrap(), want);
+    drop(s);
+    // Reopened, it goes on after the last one.
+    let mut s = Store::open(&path).unwrap();
+    s.update_mempool(&[&txs[3]], &[]).unwrap();
+    want.push(txs[3].clone());
+    assert_eq!(s.load_mempool().unwrap(), want);
+    let mut carried = Carried::default();
+    assert_eq!(old_mempool(s.conn(), &mut carried), want);
+    let rowid: bool = s
+        .conn()
+        .query_row(
+            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'mempool'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!rowid, "mempool still a rowid table");
+}
+
+/// What a mempool transaction costs in a simulated node's database (every node holds
+/// every pending payment when a split network heals).
+#[test]
+fn a_shared_mempool_transaction_costs_under_50_bytes() {
+    let shared = SharedHistory::default();
+    let mut s = Store::open_in_memory_shared(&shared).unwrap();
+    let pages = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pages(&s);
+    let txs = signed_txs(2000);
+    for t in &txs {
+        s.update_mempool(&[t], &[]).unwrap();
+    }
+    let per_tx = (pages(&s) - before) as f64 * 1024.0 / txs.len() as f64;
+    assert!(per_tx < 50.0, "{per_tx:.0} bytes a transaction");
+    assert_eq!(s.load_mempool().unwrap(), txs);
 }
