@@ -342,11 +342,13 @@ impl Store {
     /// An in-memory database for one of many simulated nodes: block bodies, undo records
     /// and the transaction index live once in `shared`, and the database uses small
     /// pages (most of its tables hold a few rows, and an in-memory page is never
-    /// evicted).
+    /// evicted) and gives the pages it frees back at each commit (`auto_vacuum`: an
+    /// in-memory database would keep them as its own, so every node would hold the
+    /// high-water mark of its mempool and outbox).
     pub fn open_in_memory_shared(shared: &SharedHistory) -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         without_lookaside(&conn);
-        conn.execute_batch("PRAGMA page_size=1024;")?;
+        conn.execute_batch("PRAGMA page_size=1024; PRAGMA auto_vacuum=FULL;")?;
         Self::init(conn, false, Some(shared.clone()))
     }
 
@@ -359,7 +361,7 @@ impl Store {
         };
         let mut conn = Connection::open_in_memory()?;
         without_lookaside(&conn);
-        conn.execute_batch("PRAGMA page_size=1024;")?;
+        conn.execute_batch("PRAGMA page_size=1024; PRAGMA auto_vacuum=FULL;")?;
         rusqlite::backup::Backup::new(&self.conn, &mut conn)?.run_to_completion(
             i32::MAX,
             std::time::Duration::ZERO,

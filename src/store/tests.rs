@@ -728,3 +728,30 @@ fn a_shared_mempool_transaction_costs_under_50_bytes() {
     assert!(per_tx < 50.0, "{per_tx:.0} bytes a transaction");
     assert_eq!(s.load_mempool().unwrap(), txs);
 }
+
+/// A simulated node's store, fresh or copied, gives back the pages it frees: a thousand
+/// nodes would otherwise each keep the high-water mark of their mempool and outbox.
+#[test]
+fn stores_of_simulated_nodes_give_freed_pages_back() {
+    let shared = SharedHistory::default();
+    let template = Store::open_in_memory_shared(&shared).unwrap();
+    let txs = signed_txs(500);
+    let ids: Vec<Hash> = txs.iter().map(|t| t.id()).collect();
+    let all: Vec<&crate::chain::Transaction> = txs.iter().collect();
+    for mut s in [
+        Store::open_in_memory_shared(&shared).unwrap(),
+        template.copy_shared().unwrap().unwrap(),
+    ] {
+        let count = |s: &Store, what: &str| -> i64 {
+            s.conn()
+                .query_row(&format!("PRAGMA {what}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = count(&s, "page_count");
+        s.update_mempool(&all, &[]).unwrap();
+        assert!(count(&s, "page_count") > before + 10);
+        s.update_mempool(&[], &ids).unwrap();
+        assert_eq!(count(&s, "freelist_count"), 0);
+        assert!(count(&s, "page_count") <= before + 1);
+    }
+}
