@@ -681,6 +681,8 @@ fn the_mempool_keeps_its_order_when_keyed_by_txid() {
             )
             .unwrap();
         }
+        // `reindex` reads an old store as it is.
+        assert_eq!(old_mempool(&conn, &mut Carried::default()), txs[..10]);
     }
     let mut s = Store::open(&path).unwrap();
     assert_eq!(s.load_mempool().unwrap(), txs[..10].to_vec());
