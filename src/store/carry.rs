@@ -4,8 +4,10 @@
 //! seen-set. Row by row, so one damaged row loses that row only; what could not be read
 //! is reported, never silently dropped.
 
-use super::outbox::{outbox_row, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4};
-use super::{params, BanRow, Result, Store};
+use super::outbox::{
+    outbox_row, seen_put, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4,
+};
+use super::{BanRow, Result, Store};
 use crate::chain::types::Transaction;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -170,23 +172,16 @@ impl Store {
                 self.upsert_peer(&addr, seen.max(0) as u64, &info)
             },
         );
-        out.seen = rows(
-            old,
-            "seen",
-            "SELECT sender, msg_id, hash FROM seen ORDER BY seq",
-            &mut out,
-            |r| {
-                let (sender, msg_id, hash): (Vec<u8>, i64, Vec<u8>) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?);
-                self.write(|c| {
-                    c.execute(
-                        "INSERT OR IGNORE INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)",
-                        params![sender, msg_id, hash],
-                    )?;
-                    Ok(())
-                })
-            },
-        );
+        let seen_select = if version >= 7 {
+            "SELECT p.node, s.msg_id, s.hash FROM seen s JOIN seen_senders p ON p.id = s.sender
+             ORDER BY s.seq"
+        } else {
+            "SELECT sender, msg_id, hash FROM seen ORDER BY seq"
+        };
+        out.seen = rows(old, "seen", seen_select, &mut out, |r| {
+            let (sender, msg_id, hash): (Vec<u8>, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            self.write(|c| seen_put(c, &sender, msg_id as u64, &hash, false))
+        });
         // Row failures were reported above, not to be reported again by a later input.
         self.failed.take();
         self.conn.execute_batch("COMMIT")?;
@@ -197,10 +192,17 @@ impl Store {
 /// The transactions of `old`'s mempool that can be read; the rest are problems in `out`.
 pub fn old_mempool(old: &Connection, out: &mut Carried) -> Vec<Transaction> {
     let mut txs = Vec::new();
+    let version: i64 = old
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap_or(0);
     rows(
         old,
         "mempool",
-        "SELECT tx FROM mempool ORDER BY rowid",
+        if version >= 8 {
+            "SELECT tx FROM mempool ORDER BY seq"
+        } else {
+            "SELECT tx FROM mempool ORDER BY rowid"
+        },
         out,
         |r| {
             txs.push(super::dec(&r.get::<_, Vec<u8>>(0)?, "mempool tx")?);

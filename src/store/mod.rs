@@ -217,6 +217,8 @@ pub struct SharedHistory(Arc<Mutex<SharedInner>>);
 #[derive(Default)]
 struct SharedInner {
     blobs: HashMap<[u8; 32], Arc<[u8]>>,
+    /// Transaction id -> the digest of its bytes in `blobs` (the mempools').
+    txs: HashMap<Hash, [u8; 32]>,
     /// Transaction id -> blocks that hold it (on any fork), in the order first connected.
     tx_blocks: HashMap<Hash, Vec<Hash>>,
     /// Decoded transactions held by some node's mempool, by id: a payment reaches every
@@ -249,6 +251,24 @@ impl SharedHistory {
             .get(&key)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt("shared history lacks a stored blob".into()))
+    }
+
+    /// Keep a transaction's bytes, found again by its id (which covers every field, so
+    /// one id has one encoding).
+    fn put_tx(&self, txid: &Hash, bytes: &[u8]) {
+        let key = self.put(bytes);
+        self.lock().txs.entry(*txid).or_insert(key);
+    }
+
+    /// The bytes of a transaction kept by [`SharedHistory::put_tx`].
+    fn tx(&self, txid: &Hash) -> Result<Arc<[u8]>> {
+        let key = self.lock().txs.get(txid).copied();
+        match key {
+            Some(key) => self.get(&key),
+            None => Err(StoreError::Corrupt(format!(
+                "shared history lacks transaction {txid}"
+            ))),
+        }
     }
 
     fn note_txs(&self, block: &Hash, txids: &[Hash]) {
@@ -289,7 +309,25 @@ impl SharedHistory {
         let inner = self.lock();
         let blobs: usize = inner.blobs.values().map(|b| b.len() + 32).sum();
         let txs: usize = inner.tx_blocks.values().map(|v| 32 + 32 * v.len()).sum();
-        (blobs + txs) as u64
+        (blobs + txs + 64 * inner.txs.len()) as u64
+    }
+}
+
+/// Turn off the connection's lookaside allocator: 48 KB that each connection holds from
+/// its opening, which a simulation of a thousand nodes pays a thousand times for little
+/// speed. Only before the connection has run anything (it is refused while lookaside
+/// memory is in use, and the connection then keeps it: harmless).
+fn without_lookaside(conn: &Connection) {
+    // SAFETY: the handle is open and owned by `conn`; SQLITE_DBCONFIG_LOOKASIDE takes a
+    // buffer pointer and two ints, and a null buffer with no slots means "none".
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            0 as std::ffi::c_int,
+            0 as std::ffi::c_int,
+        );
     }
 }
 
@@ -307,6 +345,8 @@ pub struct Store {
     failed: Cell<Option<String>>,
     /// Commits that made writes durable since the store was opened.
     commits: Cell<u64>,
+    /// The last mempool `seq` handed out; None until the first insert reads it.
+    mempool_seq: Cell<Option<i64>>,
 }
 
 impl Store {
@@ -326,10 +366,13 @@ impl Store {
     /// An in-memory database for one of many simulated nodes: block bodies, undo records
     /// and the transaction index live once in `shared`, and the database uses small
     /// pages (most of its tables hold a few rows, and an in-memory page is never
-    /// evicted).
+    /// evicted) and gives the pages it frees back at each commit (`auto_vacuum`: an
+    /// in-memory database would keep them as its own, so every node would hold the
+    /// high-water mark of its mempool and outbox).
     pub fn open_in_memory_shared(shared: &SharedHistory) -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch("PRAGMA page_size=1024;")?;
+        without_lookaside(&conn);
+        conn.execute_batch("PRAGMA page_size=1024; PRAGMA auto_vacuum=FULL;")?;
         Self::init(conn, false, Some(shared.clone()))
     }
 
@@ -341,7 +384,8 @@ impl Store {
             return Ok(None);
         };
         let mut conn = Connection::open_in_memory()?;
-        conn.execute_batch("PRAGMA page_size=1024;")?;
+        without_lookaside(&conn);
+        conn.execute_batch("PRAGMA page_size=1024; PRAGMA auto_vacuum=FULL;")?;
         rusqlite::backup::Backup::new(&self.conn, &mut conn)?.run_to_completion(
             i32::MAX,
             std::time::Duration::ZERO,
@@ -368,6 +412,7 @@ impl Store {
             dirty: Cell::new(false),
             failed: Cell::new(None),
             commits: Cell::new(0),
+            mempool_seq: Cell::new(None),
         };
         schema::migrate(&mut store.conn)?;
         Ok(store)
@@ -749,14 +794,17 @@ impl Store {
 
     /// The stored mempool, in the order it was added.
     pub fn load_mempool(&self) -> Result<Vec<Transaction>> {
-        let mut st = self.conn.prepare("SELECT tx FROM mempool ORDER BY rowid")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT txid, tx FROM mempool ORDER BY seq")?;
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let b = r.get::<_, Vec<u8>>(0)?;
-            out.push(match &self.shared {
-                Some(s) => dec(&s.get(&b)?, "mempool tx")?,
-                None => dec(&b, "mempool tx")?,
+            let b = r.get::<_, Option<Vec<u8>>>(1)?;
+            out.push(match (&self.shared, b) {
+                (_, Some(b)) => dec(&b, "mempool tx")?,
+                (Some(s), None) => dec(&s.tx(&hash_of(&r.get::<_, Vec<u8>>(0)?)?)?, "mempool tx")?,
+                (None, None) => return Err(StoreError::Corrupt("mempool tx without bytes".into())),
             });
         }
         Ok(out)
@@ -885,6 +933,15 @@ impl Store {
             return Ok(());
         }
         let shared = self.shared.clone();
+        let mut seq = match self.mempool_seq.get() {
+            Some(s) => s,
+            // Once per store: the table has no index on `seq`.
+            None => self
+                .conn
+                .query_row("SELECT coalesce(max(seq), 0) FROM mempool", [], |r| {
+                    r.get(0)
+                })?,
+        };
         self.write(|tx| {
             {
                 let mut del = tx.prepare_cached("DELETE FROM mempool WHERE txid = ?1")?;
@@ -892,20 +949,28 @@ impl Store {
                     del.execute([&id.0[..]])?;
                 }
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO mempool(txid, tx) VALUES (?1, ?2) ON CONFLICT(txid) DO NOTHING",
+                    "INSERT INTO mempool(txid, seq, tx) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(txid) DO NOTHING",
                 )?;
                 for t in add {
-                    // In a simulation every node holds the same transactions: once, by
-                    // digest.
                     let bytes = enc(*t)?;
+                    let id = t.id();
+                    seq += 1;
+                    // In a simulation every node holds the same transactions: once, by id.
                     match &shared {
-                        Some(s) => ins.execute(params![&t.id().0[..], &s.put(&bytes)[..]])?,
-                        None => ins.execute(params![&t.id().0[..], bytes])?,
+                        Some(s) => {
+                            s.put_tx(&id, &bytes);
+                            ins.execute(params![&id.0[..], seq, None::<&[u8]>])?
+                        }
+                        None => ins.execute(params![&id.0[..], seq, bytes])?,
                     };
                 }
             }
             Ok(())
-        })
+        })?;
+        // Not advanced by a failed write (its rows are gone); gaps are harmless.
+        self.mempool_seq.set(Some(seq));
+        Ok(())
     }
 }
 

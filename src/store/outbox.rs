@@ -77,6 +77,45 @@ pub(super) fn outbox_row(r: &rusqlite::Row<'_>) -> Result<Item> {
     })
 }
 
+/// Remember one seen entry (replacing the hash of an entry already there, or keeping it
+/// when `replace` is false), naming its sender by reference.
+pub(super) fn seen_put(
+    tx: &rusqlite::Connection,
+    sender: &[u8],
+    msg_id: u64,
+    hash: &[u8],
+    replace: bool,
+) -> Result<()> {
+    let known: Option<i64> = tx
+        .prepare_cached("SELECT id FROM seen_senders WHERE node = ?1")?
+        .query_row([sender], |r| r.get(0))
+        .optional()?;
+    let id = match known {
+        Some(id) => id,
+        None => {
+            // Senders none of whose messages are remembered any more go first: the table
+            // stays no larger than the seen-set, however many senders come and go.
+            tx.prepare_cached(
+                "DELETE FROM seen_senders
+                 WHERE NOT EXISTS (SELECT 1 FROM seen WHERE seen.sender = seen_senders.id)",
+            )?
+            .execute([])?;
+            tx.prepare_cached("INSERT INTO seen_senders(node) VALUES (?1)")?
+                .execute([sender])?;
+            tx.last_insert_rowid()
+        }
+    };
+    let sql = if replace {
+        "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
+         ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash"
+    } else {
+        "INSERT OR IGNORE INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)"
+    };
+    tx.prepare_cached(sql)?
+        .execute(params![id, msg_id as i64, hash])?;
+    Ok(())
+}
+
 impl Store {
     /// Every outbox row, oldest first.
     pub fn outbox_load(&self) -> Result<Vec<Item>> {
@@ -217,7 +256,10 @@ impl Store {
     pub fn seen_contains(&self, sender: &[u8; 32], msg_id: u64, hash: &[u8; 32]) -> Result<bool> {
         let got: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT hash FROM seen WHERE sender = ?1 AND msg_id = ?2")?
+            .prepare_cached(
+                "SELECT s.hash FROM seen s JOIN seen_senders p ON p.id = s.sender
+                 WHERE p.node = ?1 AND s.msg_id = ?2",
+            )?
             .query_row(params![&sender[..], msg_id as i64], |r| r.get(0))
             .optional()?;
         Ok(got.is_some_and(|h| h.as_slice() == &hash[..]))
@@ -232,11 +274,7 @@ impl Store {
         cap: u64,
     ) -> Result<()> {
         self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(sender, msg_id) DO UPDATE SET hash = excluded.hash",
-            )?
-            .execute(params![&sender[..], msg_id as i64, &hash[..]])?;
+            seen_put(tx, sender, msg_id, hash, true)?;
             tx.prepare_cached("DELETE FROM seen WHERE seq <= (SELECT max(seq) FROM seen) - ?1")?
                 .execute([cap as i64])?;
             Ok(())

@@ -108,6 +108,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
          SELECT address, balance, nonce FROM accounts;
      DROP TABLE accounts;
      ALTER TABLE accounts_by_address RENAME TO accounts;",
+    // 7: the seen-set names each sender once, in a table of its own: an entry (of up to
+    // 50 000 a node remembers) held the sender's 32-byte node id twice, in its row and
+    // in the unique index.
+    "CREATE TABLE seen_senders (
+         id   INTEGER PRIMARY KEY,
+         node BLOB NOT NULL UNIQUE    -- sender node_id
+     );
+     CREATE TABLE seen_by_sender (
+         seq    INTEGER PRIMARY KEY,  -- order remembered: the oldest is forgotten first
+         sender INTEGER NOT NULL,     -- seen_senders.id
+         msg_id INTEGER NOT NULL,
+         hash   BLOB NOT NULL,        -- what that message carried
+         UNIQUE(sender, msg_id)
+     );
+     INSERT INTO seen_senders(node) SELECT DISTINCT sender FROM seen ORDER BY sender;
+     INSERT INTO seen_by_sender(seq, sender, msg_id, hash)
+         SELECT s.seq, p.id, s.msg_id, s.hash FROM seen s JOIN seen_senders p ON p.node = s.sender;
+     DROP TABLE seen;
+     ALTER TABLE seen_by_sender RENAME TO seen;",
+    // 8: the mempool keyed by txid alone (a rowid table held each txid twice), in the
+    // order added; `tx` is NULL in a store whose transactions a shared history holds.
+    "CREATE TABLE mempool_by_txid (
+         txid BLOB PRIMARY KEY,
+         seq  INTEGER NOT NULL,       -- order added
+         tx   BLOB                    -- postcard Transaction
+     ) WITHOUT ROWID;
+     INSERT INTO mempool_by_txid(txid, seq, tx) SELECT txid, rowid, tx FROM mempool;
+     DROP TABLE mempool;
+     ALTER TABLE mempool_by_txid RENAME TO mempool;",
 ];
 
 /// Schema version this build writes.

@@ -422,16 +422,26 @@ fn stores_sharing_a_history_hold_relayed_transactions_once() {
             .unwrap();
         }
     }
-    assert_eq!(shared.bytes() - empty, bytes.len() as u64 + 32, "held once");
+    // The bytes and their digest, and the id that finds them.
+    assert_eq!(
+        shared.bytes() - empty,
+        bytes.len() as u64 + 32 + 64,
+        "held once"
+    );
     for s in &stores {
-        // The node's own tables hold the digest only.
-        for table in [
-            "SELECT length(tx) FROM mempool",
-            "SELECT length(payload) FROM outbox_payloads",
-        ] {
-            let len: i64 = s.conn().query_row(table, [], |r| r.get(0)).unwrap();
-            assert_eq!(len, 32, "{table}");
-        }
+        // The node's own tables hold the digest, or (the mempool) the id alone.
+        let len: i64 = s
+            .conn()
+            .query_row("SELECT length(payload) FROM outbox_payloads", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(len, 32);
+        let tx_col: Option<Vec<u8>> = s
+            .conn()
+            .query_row("SELECT tx FROM mempool", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tx_col, None);
         assert_eq!(s.load_mempool().unwrap(), vec![tx.clone()]);
         let items = s.outbox_load().unwrap();
         assert_eq!(items.len(), 2);
@@ -484,4 +494,266 @@ fn accounts_keep_their_values_when_keyed_by_address_alone() {
         )
         .unwrap();
     assert!(!rowid, "accounts still a rowid table");
+}
+
+/// A simulated node's store, fresh or copied, holds no lookaside memory (48 KB a
+/// connection, paid once per node); an ordinary store keeps SQLite's default.
+#[test]
+fn stores_of_simulated_nodes_hold_no_lookaside_memory() {
+    fn lookaside_high(s: &Store) -> i32 {
+        let (mut cur, mut high) = (0, 0);
+        // SAFETY: an open handle owned by the store, and two valid out-pointers.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                s.conn().handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_LOOKASIDE_USED,
+                &mut cur,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        high
+    }
+    let shared = SharedHistory::default();
+    let mut fresh = Store::open_in_memory_shared(&shared).unwrap();
+    fresh.set_meta("k", b"v").unwrap();
+    let copy = fresh.copy_shared().unwrap().unwrap();
+    assert_eq!(copy.get_meta("k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(lookaside_high(&fresh), 0);
+    assert_eq!(lookaside_high(&copy), 0);
+    let mut plain = Store::open_in_memory().unwrap();
+    plain.set_meta("k", b"v").unwrap();
+    assert!(lookaside_high(&plain) > 0, "the measure measures");
+}
+
+/// A database at schema `v` (no store opened it since), for upgrade tests.
+fn schema_at(path: &Path, v: usize) -> Connection {
+    let mut conn = Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for sql in &schema::MIGRATIONS[..v] {
+        tx.execute_batch(sql).unwrap();
+    }
+    tx.pragma_update(None, "user_version", v as i64).unwrap();
+    tx.commit().unwrap();
+    conn
+}
+
+/// Seen entries of schema 6 rows, in the order remembered: (sender, msg_id, hash).
+fn old_seen_rows() -> Vec<([u8; 32], u64, [u8; 32])> {
+    (0..30u8)
+        .map(|i| ([i % 3; 32], u64::from(i) * 7, [i; 32]))
+        .collect()
+}
+
+fn put_old_seen(conn: &Connection, rows: &[([u8; 32], u64, [u8; 32])]) {
+    for (sender, msg_id, hash) in rows {
+        conn.execute(
+            "INSERT INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)",
+            params![&sender[..], *msg_id as i64, &hash[..]],
+        )
+        .unwrap();
+    }
+}
+
+/// A store of schema 6 keeps its seen-set on upgrade, each sender named once, and still
+/// forgets the oldest entries first.
+#[test]
+fn the_seen_set_keeps_its_entries_and_order_when_senders_are_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let rows = old_seen_rows();
+    put_old_seen(&schema_at(&path, 6), &rows);
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.seen_len().unwrap(), 30);
+    for (sender, msg_id, hash) in &rows {
+        assert!(s.seen_contains(sender, *msg_id, hash).unwrap());
+        assert!(!s.seen_contains(sender, *msg_id, &[99; 32]).unwrap());
+        assert!(!s.seen_contains(sender, *msg_id + 1, hash).unwrap());
+    }
+    let senders: i64 = s
+        .conn()
+        .query_row("SELECT count(*) FROM seen_senders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(senders, 3);
+    // One more entry, keeping 25: the six oldest go.
+    s.seen_insert(&[7; 32], 1, &[7; 32], 25).unwrap();
+    assert_eq!(s.seen_len().unwrap(), 25);
+    for (i, (sender, msg_id, hash)) in rows.iter().enumerate() {
+        assert_eq!(
+            s.seen_contains(sender, *msg_id, hash).unwrap(),
+            i >= 6,
+            "{i}"
+        );
+    }
+    assert!(s.seen_contains(&[7; 32], 1, &[7; 32]).unwrap());
+}
+
+/// `reindex` carries the seen-set of a store of schema 6 as of one of this schema.
+#[test]
+fn the_seen_set_is_carried_from_old_and_new_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = old_seen_rows();
+    let old6 = schema_at(&dir.path().join("old6.db"), 6);
+    put_old_seen(&old6, &rows);
+    let mut now = Store::open(&dir.path().join("now.db")).unwrap();
+    for (sender, msg_id, hash) in &rows {
+        now.seen_insert(sender, *msg_id, hash, 1000).unwrap();
+    }
+    for old in [&old6, now.conn()] {
+        let mut fresh = Store::open_in_memory().unwrap();
+        let carried = fresh.carry_from(old).unwrap();
+        assert_eq!(carried.seen, 30, "{:?}", carried.problems);
+        for (sender, msg_id, hash) in &rows {
+            assert!(fresh.seen_contains(sender, *msg_id, hash).unwrap());
+        }
+    }
+}
+
+/// A sender none of whose messages is remembered any more is forgotten too, when a new
+/// one comes: the senders' table is bounded by the seen-set.
+#[test]
+fn senders_forgotten_by_the_seen_set_leave_its_table() {
+    let mut s = Store::open_in_memory().unwrap();
+    for sender in 0..10u8 {
+        for m in 0..3 {
+            s.seen_insert(&[sender; 32], m, &[m as u8; 32], 4).unwrap();
+        }
+    }
+    let senders: Vec<Vec<u8>> = s
+        .conn()
+        .prepare("SELECT node FROM seen_senders ORDER BY node")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
+    // Sender 7 still had an entry when 9 came (and pushed it out).
+    assert_eq!(senders, vec![vec![7; 32], vec![8; 32], vec![9; 32]]);
+    assert!(s.seen_contains(&[9; 32], 2, &[2; 32]).unwrap());
+    assert!(s.seen_contains(&[8; 32], 2, &[2; 32]).unwrap());
+    assert!(!s.seen_contains(&[8; 32], 0, &[0; 32]).unwrap());
+}
+
+/// What a seen entry costs in a simulated node's database: the seen-set is the largest
+/// table of a node that has run for hours.
+#[test]
+fn a_seen_entry_costs_under_70_bytes() {
+    let shared = SharedHistory::default();
+    let mut s = Store::open_in_memory_shared(&shared).unwrap();
+    let pages = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pages(&s);
+    let n = 4000u64;
+    for i in 0..n {
+        let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
+        s.seen_insert(&[(i % 8) as u8; 32], 1000 + i / 8, &hash, 50_000)
+            .unwrap();
+    }
+    let per_entry = (pages(&s) - before) as f64 * 1024.0 / n as f64;
+    assert!(per_entry < 70.0, "{per_entry:.0} bytes an entry");
+}
+
+fn signed_txs(n: u64) -> Vec<crate::chain::Transaction> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let net = crate::chain::params::regtest().network_id();
+    (0..n)
+        .map(|i| crate::chain::Transaction::sign(net, &key, crate::keys::address(&key), 1, 1000, i))
+        .collect()
+}
+
+/// A store of schema 7 keeps its mempool on upgrade, in the order it was added (not the
+/// order of the ids that now key it), and adds after it.
+#[test]
+fn the_mempool_keeps_its_order_when_keyed_by_txid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let txs = signed_txs(12);
+    {
+        let conn = schema_at(&path, 7);
+        for t in &txs[..10] {
+            conn.execute(
+                "INSERT INTO mempool(txid, tx) VALUES (?1, ?2)",
+                params![&t.id().0[..], enc(t).unwrap()],
+            )
+            .unwrap();
+        }
+        // `reindex` reads an old store as it is.
+        assert_eq!(old_mempool(&conn, &mut Carried::default()), txs[..10]);
+    }
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.load_mempool().unwrap(), txs[..10].to_vec());
+    s.update_mempool(&[&txs[10], &txs[11]], &[txs[3].id()])
+        .unwrap();
+    let mut want = txs.clone();
+    want.remove(3);
+    assert_eq!(s.load_mempool().unwrap(), want);
+    drop(s);
+    // Reopened, it goes on after the last one.
+    let mut s = Store::open(&path).unwrap();
+    s.update_mempool(&[&txs[3]], &[]).unwrap();
+    want.push(txs[3].clone());
+    assert_eq!(s.load_mempool().unwrap(), want);
+    let mut carried = Carried::default();
+    assert_eq!(old_mempool(s.conn(), &mut carried), want);
+    let rowid: bool = s
+        .conn()
+        .query_row(
+            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'mempool'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!rowid, "mempool still a rowid table");
+}
+
+/// What a mempool transaction costs in a simulated node's database (every node holds
+/// every pending payment when a split network heals).
+#[test]
+fn a_shared_mempool_transaction_costs_under_50_bytes() {
+    let shared = SharedHistory::default();
+    let mut s = Store::open_in_memory_shared(&shared).unwrap();
+    let pages = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = pages(&s);
+    let txs = signed_txs(2000);
+    for t in &txs {
+        s.update_mempool(&[t], &[]).unwrap();
+    }
+    let per_tx = (pages(&s) - before) as f64 * 1024.0 / txs.len() as f64;
+    assert!(per_tx < 50.0, "{per_tx:.0} bytes a transaction");
+    assert_eq!(s.load_mempool().unwrap(), txs);
+}
+
+/// A simulated node's store, fresh or copied, gives back the pages it frees: a thousand
+/// nodes would otherwise each keep the high-water mark of their mempool and outbox.
+#[test]
+fn stores_of_simulated_nodes_give_freed_pages_back() {
+    let shared = SharedHistory::default();
+    let template = Store::open_in_memory_shared(&shared).unwrap();
+    let txs = signed_txs(500);
+    let ids: Vec<Hash> = txs.iter().map(|t| t.id()).collect();
+    let all: Vec<&crate::chain::Transaction> = txs.iter().collect();
+    for mut s in [
+        Store::open_in_memory_shared(&shared).unwrap(),
+        template.copy_shared().unwrap().unwrap(),
+    ] {
+        let count = |s: &Store, what: &str| -> i64 {
+            s.conn()
+                .query_row(&format!("PRAGMA {what}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = count(&s, "page_count");
+        s.update_mempool(&all, &[]).unwrap();
+        assert!(count(&s, "page_count") > before + 10);
+        s.update_mempool(&[], &ids).unwrap();
+        assert_eq!(count(&s, "freelist_count"), 0);
+        assert!(count(&s, "page_count") <= before + 1);
+    }
 }
