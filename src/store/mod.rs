@@ -223,9 +223,9 @@ struct SharedInner {
     tx_blocks: HashMap<Hash, Vec<Hash>>,
     /// Decoded transactions held by some node's mempool, by id: a payment reaches every
     /// simulated node, and a thousand copies of it were most of a large run's memory.
-    txs: HashMap<Hash, Weak<Transaction>>,
-    /// Size of `txs` after its last sweep of dropped entries.
-    txs_swept: usize,
+    decoded: HashMap<Hash, Weak<Transaction>>,
+    /// Size of `decoded` after its last sweep of dropped entries.
+    decoded_swept: usize,
 }
 
 impl SharedHistory {
@@ -288,18 +288,18 @@ impl SharedHistory {
     /// The one decoded copy of transaction `id` that the nodes share.
     fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<Transaction> {
         let mut inner = self.lock();
-        if let Some(held) = inner.txs.get(id).and_then(Weak::upgrade) {
+        if let Some(held) = inner.decoded.get(id).and_then(Weak::upgrade) {
             // The id commits to every field, so only a hash collision could differ.
             if *held == tx {
                 return held;
             }
         }
         let tx = Arc::new(tx);
-        inner.txs.insert(*id, Arc::downgrade(&tx));
+        inner.decoded.insert(*id, Arc::downgrade(&tx));
         // Sweep dropped transactions once the map has doubled since the last sweep.
-        if inner.txs.len() > 2 * inner.txs_swept + 1024 {
-            inner.txs.retain(|_, w| w.strong_count() > 0);
-            inner.txs_swept = inner.txs.len();
+        if inner.decoded.len() > 2 * inner.decoded_swept + 1024 {
+            inner.decoded.retain(|_, w| w.strong_count() > 0);
+            inner.decoded_swept = inner.decoded.len();
         }
         tx
     }
