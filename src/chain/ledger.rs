@@ -415,6 +415,14 @@ impl Chain {
         self.mempool.get(id).cloned()
     }
 
+    /// The mempool transaction that comes before `id` in its sender's chain (the same
+    /// sender, the nonce before), if it is pending too.
+    pub fn mempool_before(&self, id: &Hash) -> Option<Hash> {
+        let tx = self.mempool.get(id)?;
+        let prev = tx.nonce.checked_sub(1)?;
+        self.mempool.id_at(&tx.from, prev).copied()
+    }
+
     /// The mempool's bounds.
     pub fn mempool_limits(&self) -> crate::chain::MempoolLimits {
         self.mempool.limits()

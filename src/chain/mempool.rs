@@ -157,6 +157,11 @@ impl Mempool {
         self.entries.get(id).map(|e| e.tx.as_ref())
     }
 
+    /// The pending transaction of `sender` with `nonce`, by id.
+    pub fn id_at(&self, sender: &Address, nonce: u64) -> Option<&Hash> {
+        self.by_sender.get(&(*sender, nonce))
+    }
+
     /// Number of pending transactions of `sender`.
     pub fn pending_count(&self, sender: &Address) -> usize {
         self.chain_of(sender, 0).count()

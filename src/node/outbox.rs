@@ -943,12 +943,28 @@ impl Node {
                 .values()
                 .flat_map(|s| s.inflight.keys().copied())
                 .collect();
+            // A payment goes after its sender's payment before it, when that one is owed
+            // to this peer too and not on its way: ahead of its nonce the peer only holds
+            // it for a while and never acks it, and a window full of such pushes (a reorg
+            // queues the returned payments after their successors) let nothing through.
+            let waits = |it: &Item| match it.item {
+                OutItem::Tx(h) => self.chain.mempool_before(&h).is_some_and(|prev| {
+                    [Dest::Peer(node_id), Dest::Any].iter().any(|d| {
+                        self.outbox
+                            .ob
+                            .find(*d, OutItem::Tx(prev))
+                            .is_some_and(|p| p.state == State::Pending && !busy.contains(&p.id))
+                    })
+                }),
+                OutItem::Block(_) => false,
+            };
             let due: Vec<u64> = self
                 .outbox
                 .ob
                 .due_iter(&node_id, now)
                 .filter(|it| !busy.contains(&it.id))
                 .filter(|it| fits(it) && (overdue || it.attempts == 0))
+                .filter(|it| !waits(it))
                 .map(|it| it.id)
                 .take(free)
                 .collect();
