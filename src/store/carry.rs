@@ -96,9 +96,7 @@ impl Store {
         self.conn.execute_batch("BEGIN")?;
         // A store that could not be opened as one was not migrated: its rows hold their
         // payloads.
-        let version: i64 = old
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap_or(0);
+        let version = old_version(old);
         let select = if version >= 5 {
             OUTBOX_SELECT
         } else {
@@ -189,16 +187,19 @@ impl Store {
     }
 }
 
+/// The schema version of `old`; 0 if it cannot be read (an unmigrated store).
+fn old_version(old: &Connection) -> i64 {
+    old.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
 /// The transactions of `old`'s mempool that can be read; the rest are problems in `out`.
 pub fn old_mempool(old: &Connection, out: &mut Carried) -> Vec<Transaction> {
     let mut txs = Vec::new();
-    let version: i64 = old
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap_or(0);
     rows(
         old,
         "mempool",
-        if version >= 8 {
+        if old_version(old) >= 8 {
             "SELECT tx FROM mempool ORDER BY seq"
         } else {
             "SELECT tx FROM mempool ORDER BY rowid"

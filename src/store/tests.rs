@@ -485,15 +485,10 @@ fn accounts_keep_their_values_when_keyed_by_address_alone() {
         .collect();
     got.sort();
     assert_eq!(got, rows);
-    let rowid: bool = s
-        .conn()
-        .query_row(
-            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'accounts'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(!rowid, "accounts still a rowid table");
+    assert!(
+        !is_rowid_table(&s, "accounts"),
+        "accounts still a rowid table"
+    );
 }
 
 /// A simulated node's store, fresh or copied, holds no lookaside memory (48 KB a
@@ -699,15 +694,10 @@ fn the_mempool_keeps_its_order_when_keyed_by_txid() {
     assert_eq!(s.load_mempool().unwrap(), want);
     let mut carried = Carried::default();
     assert_eq!(old_mempool(s.conn(), &mut carried), want);
-    let rowid: bool = s
-        .conn()
-        .query_row(
-            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'mempool'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(!rowid, "mempool still a rowid table");
+    assert!(
+        !is_rowid_table(&s, "mempool"),
+        "mempool still a rowid table"
+    );
 }
 
 /// What a mempool transaction costs in a simulated node's database (every node holds
@@ -756,4 +746,15 @@ fn stores_of_simulated_nodes_give_freed_pages_back() {
         assert_eq!(count(&s, "freelist_count"), 0);
         assert!(count(&s, "page_count") <= before + 1);
     }
+}
+
+/// Is `table` of `s` a rowid table (not `WITHOUT ROWID`)?
+fn is_rowid_table(s: &Store, table: &str) -> bool {
+    s.conn()
+        .query_row(
+            "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
