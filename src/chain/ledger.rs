@@ -30,6 +30,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 
 pub use super::state::Account;
+use super::state::Accounts;
 
 mod index;
 
@@ -185,7 +186,7 @@ pub struct Chain {
     index: BlockIndex,
     // The active chain by height, as positions in `index`.
     main: Vec<u32>,
-    accounts: HashMap<Address, Account>,
+    accounts: Accounts,
     mempool: Mempool,
     orphans: OrphanPool,
     // Connectable blocks that may beat the tip, ordered by (work, first seen).
@@ -279,7 +280,7 @@ impl Chain {
             store,
             index: BlockIndex::default(),
             main: Vec::new(),
-            accounts: HashMap::new(),
+            accounts: Accounts::new(),
             mempool: Mempool::new(limits),
             orphans: OrphanPool::default(),
             candidates: BTreeSet::new(),
@@ -464,7 +465,7 @@ impl Chain {
     }
 
     /// All confirmed accounts at the tip.
-    pub fn accounts(&self) -> &HashMap<Address, Account> {
+    pub fn accounts(&self) -> &Accounts {
         &self.accounts
     }
 

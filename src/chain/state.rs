@@ -2,7 +2,7 @@
 
 use super::types::Address;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One account's confirmed state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -34,9 +34,21 @@ pub trait AccountView {
     fn get(&self, a: &Address) -> Account;
 }
 
+/// Confirmed accounts at the tip, in address order. A B-tree, not a hash map: built from
+/// the store's address-ordered rows its nodes are full, where a hash table rounds up to a
+/// power of two (a thousand accounts cost 100 KB of table, twice the B-tree; every
+/// simulated node holds every account).
+pub type Accounts = BTreeMap<Address, Account>;
+
 impl AccountView for HashMap<Address, Account> {
     fn get(&self, a: &Address) -> Account {
         HashMap::get(self, a).copied().unwrap_or_default()
+    }
+}
+
+impl AccountView for Accounts {
+    fn get(&self, a: &Address) -> Account {
+        BTreeMap::get(self, a).copied().unwrap_or_default()
     }
 }
 
@@ -86,7 +98,7 @@ impl<'a, V: AccountView> Overlay<'a, V> {
 }
 
 /// Write `changes` into `accounts`, dropping accounts that became empty.
-pub fn apply_changes(accounts: &mut HashMap<Address, Account>, changes: &[(Address, Account)]) {
+pub fn apply_changes(accounts: &mut Accounts, changes: &[(Address, Account)]) {
     for (a, acc) in changes {
         if acc.is_empty() {
             accounts.remove(a);

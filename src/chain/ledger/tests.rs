@@ -887,7 +887,7 @@ mod prop {
 
     struct Built {
         block: Block,
-        state: HashMap<Address, Account>,
+        state: crate::chain::state::Accounts,
         valid: bool,
         work: u128,
     }
@@ -899,7 +899,7 @@ mod prop {
         let mut all = vec![Built {
             work: pow::work(g.header.bits),
             block: g,
-            state: HashMap::new(),
+            state: Default::default(),
             valid: true,
         }];
         for &(pick, miner, send, corrupt) in steps {
