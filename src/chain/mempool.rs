@@ -8,7 +8,9 @@
 use super::state::Account;
 use super::types::{Address, Hash, Transaction};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use hashbrown::HashTable;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 /// Size limits of the mempool.
@@ -92,22 +94,37 @@ pub enum MempoolReject {
 
 #[derive(Clone, Debug)]
 struct Entry {
+    id: Hash,
     /// Shared with whoever else holds the same transaction (see `Store::share_tx`).
     tx: Arc<Transaction>,
-    size: usize,
     seq: u64,
+    size: u32,
 }
 
+/// Slot of an entry in [`Mempool::slots`].
+type Slot = u32;
+
 /// Pending transactions, indexed by id, by sender and nonce, and by fee.
+///
+/// Entries live in slots; the indexes name them by a 4-byte slot, not by their 32-byte
+/// id. A simulation holds a million (node, transaction) pairs after islands heal, and
+/// ids in three indexes were two thirds of the mempool's bytes.
 #[derive(Clone, Debug, Default)]
 pub struct Mempool {
     limits: MempoolLimits,
-    entries: HashMap<Hash, Entry>,
+    /// Entries; a removed one leaves `None`, reused first (`free`).
+    slots: Vec<Option<Entry>>,
+    free: Vec<Slot>,
+    /// Slots by id (hashed with `hasher`, keyed per process, so ids ground to collide
+    /// do not pile up in one bucket).
+    by_id: HashTable<Slot>,
+    hasher: RandomState,
     /// One ordered map for all senders, not a map per sender: most senders have one or
     /// two pending, and a tree of their own cost a whole node (about 500 bytes) each.
-    by_sender: BTreeMap<(Address, u64), Hash>,
+    by_sender: BTreeMap<(Address, u64), Slot>,
     // Ascending fee; among equal fees the newest sorts first, so it is evicted first.
-    by_fee: BTreeSet<(u64, Reverse<u64>, Hash)>,
+    by_fee: BTreeSet<(u64, Reverse<u64>, Slot)>,
+    len: usize,
     bytes: usize,
     next_seq: u64,
 }
@@ -134,12 +151,12 @@ impl Mempool {
 
     /// Number of transactions.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// True if empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Total encoded bytes held.
@@ -147,19 +164,40 @@ impl Mempool {
         self.bytes
     }
 
+    fn at(&self, slot: Slot) -> Option<&Entry> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn slot_of(&self, id: &Hash) -> Option<Slot> {
+        let slots = &self.slots;
+        self.by_id
+            .find(self.hasher.hash_one(id), |&s| {
+                slots
+                    .get(s as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.id == *id)
+            })
+            .copied()
+    }
+
+    fn entry(&self, id: &Hash) -> Option<&Entry> {
+        self.slot_of(id).and_then(|s| self.at(s))
+    }
+
     /// True if held.
     pub fn contains(&self, id: &Hash) -> bool {
-        self.entries.contains_key(id)
+        self.slot_of(id).is_some()
     }
 
     /// A held transaction.
     pub fn get(&self, id: &Hash) -> Option<&Transaction> {
-        self.entries.get(id).map(|e| e.tx.as_ref())
+        self.entry(id).map(|e| e.tx.as_ref())
     }
 
     /// The pending transaction of `sender` with `nonce`, by id.
     pub fn id_at(&self, sender: &Address, nonce: u64) -> Option<&Hash> {
-        self.by_sender.get(&(*sender, nonce))
+        let slot = *self.by_sender.get(&(*sender, nonce))?;
+        self.at(slot).map(|e| &e.id)
     }
 
     /// Number of pending transactions of `sender`.
@@ -167,29 +205,28 @@ impl Mempool {
         self.chain_of(sender, 0).count()
     }
 
-    /// `sender`'s pending transactions from nonce `from` on, as (nonce, id) in nonce
-    /// order.
-    fn chain_of(&self, sender: &Address, from: u64) -> impl Iterator<Item = (u64, &Hash)> {
+    /// `sender`'s pending transactions from nonce `from` on, in nonce order.
+    fn chain_of(&self, sender: &Address, from: u64) -> impl Iterator<Item = &Entry> {
         self.by_sender
             .range((*sender, from)..=(*sender, u64::MAX))
-            .map(|((_, n), id)| (*n, id))
+            .filter_map(|(_, &s)| self.at(s))
     }
 
     /// All ids.
     pub fn ids(&self) -> HashSet<Hash> {
-        self.entries.keys().copied().collect()
+        self.slots.iter().flatten().map(|e| e.id).collect()
     }
 
     /// Transactions, highest fee first (oldest first among equal fees).
     pub fn by_fee_desc(&self) -> Vec<&Transaction> {
-        let mut v: Vec<(&u64, u64, &Hash)> = self
+        let mut v: Vec<(u64, u64, Slot)> = self
             .by_fee
             .iter()
-            .map(|(f, Reverse(s), id)| (f, *s, id))
+            .map(|&(f, Reverse(s), slot)| (f, s, slot))
             .collect();
-        v.sort_by(|a, b| b.0.cmp(a.0).then(a.1.cmp(&b.1)));
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         v.into_iter()
-            .filter_map(|(_, _, id)| self.get(id))
+            .filter_map(|(_, _, slot)| self.at(slot).map(|e| e.tx.as_ref()))
             .collect()
     }
 
@@ -218,7 +255,7 @@ impl Mempool {
                 got: tx.nonce,
             });
         }
-        if let Some(existing) = self.by_sender.get(&(tx.from, tx.nonce)) {
+        if let Some(existing) = self.id_at(&tx.from, tx.nonce) {
             return Err(MempoolReject::Conflict {
                 existing: *existing,
             });
@@ -237,12 +274,10 @@ impl Mempool {
             });
         }
         let mut needed = cost;
-        for (_, pid) in self.chain_of(&tx.from, 0) {
-            if let Some(e) = self.entries.get(pid) {
-                needed = needed
-                    .checked_add(e.tx.amount.saturating_add(e.tx.fee))
-                    .ok_or(MempoolReject::Overflow)?;
-            }
+        for e in self.chain_of(&tx.from, 0) {
+            needed = needed
+                .checked_add(e.tx.amount.saturating_add(e.tx.fee))
+                .ok_or(MempoolReject::Overflow)?;
         }
         if needed > confirmed.balance {
             return Err(MempoolReject::InsufficientFunds {
@@ -258,43 +293,72 @@ impl Mempool {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_sender.insert((tx.from, tx.nonce), id);
-        self.by_fee.insert((tx.fee, Reverse(seq), id));
+        let entry = Entry {
+            id,
+            seq,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            tx,
+        };
+        let (fee, key) = (entry.tx.fee, (entry.tx.from, entry.tx.nonce));
+        let slot = match self.free.pop() {
+            Some(s) => {
+                if let Some(free) = self.slots.get_mut(s as usize) {
+                    *free = Some(entry);
+                }
+                s
+            }
+            None => {
+                // Grow by a quarter, not double: the slots are most of the mempool's
+                // bytes, and a doubled vector is half empty after each growth.
+                if self.slots.len() == self.slots.capacity() {
+                    self.slots.reserve_exact((self.slots.len() / 4).max(16));
+                }
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as Slot
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_id.insert_unique(hasher.hash_one(id), slot, |&s| {
+            slots
+                .get(s as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |e| hasher.hash_one(e.id))
+        });
+        self.by_sender.insert(key, slot);
+        self.by_fee.insert((fee, Reverse(seq), slot));
         self.bytes += size;
-        self.entries.insert(id, Entry { tx, size, seq });
+        self.len += 1;
         Ok(evicted)
     }
 
     /// Lowest-fee transactions to drop so that `tx` fits; refuses if that would mean
     /// dropping one that pays as much, or one of the sender's own.
     fn plan_eviction(&self, tx: &Transaction, size: usize) -> Result<Vec<Hash>, MempoolReject> {
-        let mut count = self.entries.len() + 1;
+        let mut count = self.len + 1;
         let mut bytes = self.bytes.saturating_add(size);
         let mut victims = Vec::new();
         let mut gone: HashSet<Hash> = HashSet::new();
         let mut it = self.by_fee.iter();
         while count > self.limits.max_txs || bytes > self.limits.max_bytes {
-            let Some((fee, _, id)) = it.next() else {
+            let Some(&(fee, _, slot)) = it.next() else {
                 return Err(MempoolReject::Full { lowest: 0 });
             };
-            if gone.contains(id) {
-                continue;
-            }
-            let Some(e) = self.entries.get(id) else {
+            let Some(e) = self.at(slot) else {
                 continue;
             };
-            if *fee >= tx.fee || e.tx.from == tx.from {
+            if gone.contains(&e.id) {
+                continue;
+            }
+            if fee >= tx.fee || e.tx.from == tx.from {
                 let lowest = self.by_fee.first().map_or(0, |f| f.0);
                 return Err(MempoolReject::Full { lowest });
             }
-            victims.push(*id);
+            victims.push(e.id);
             // Later nonces of that sender go too: they would no longer chain.
-            for (_, sid) in self.chain_of(&e.tx.from, e.tx.nonce) {
-                if gone.insert(*sid) {
-                    if let Some(se) = self.entries.get(sid) {
-                        count -= 1;
-                        bytes -= se.size;
-                    }
+            for se in self.chain_of(&e.tx.from, e.tx.nonce) {
+                if gone.insert(se.id) {
+                    count -= 1;
+                    bytes -= se.size as usize;
                 }
             }
         }
@@ -303,22 +367,28 @@ impl Mempool {
 
     /// Remove one transaction (leaves later nonces of its sender in place).
     pub fn remove(&mut self, id: &Hash) -> Option<Arc<Transaction>> {
-        let e = self.entries.remove(id)?;
-        self.bytes -= e.size;
-        self.by_fee.remove(&(e.tx.fee, Reverse(e.seq), *id));
+        let slot = self.slot_of(id)?;
+        let e = self.slots.get_mut(slot as usize)?.take()?;
+        if let Ok(found) = self
+            .by_id
+            .find_entry(self.hasher.hash_one(id), |&s| s == slot)
+        {
+            found.remove();
+        }
+        self.free.push(slot);
+        self.len -= 1;
+        self.bytes -= e.size as usize;
+        self.by_fee.remove(&(e.tx.fee, Reverse(e.seq), slot));
         self.by_sender.remove(&(e.tx.from, e.tx.nonce));
         Some(e.tx)
     }
 
     /// Remove a transaction and its sender's later nonces; returns the removed ids.
     pub fn remove_with_successors(&mut self, id: &Hash) -> Vec<Hash> {
-        let Some(e) = self.entries.get(id) else {
+        let Some(e) = self.entry(id) else {
             return Vec::new();
         };
-        let ids: Vec<Hash> = self
-            .chain_of(&e.tx.from, e.tx.nonce)
-            .map(|(_, h)| *h)
-            .collect();
+        let ids: Vec<Hash> = self.chain_of(&e.tx.from, e.tx.nonce).map(|e| e.id).collect();
         for h in &ids {
             self.remove(h);
         }
@@ -338,19 +408,24 @@ impl Mempool {
             .into_iter()
             .map(|t| (0, t))
             .chain(
-                self.entries
-                    .drain()
-                    .map(|(_, e)| (e.seq.saturating_add(1), e.tx)),
+                std::mem::take(&mut self.slots)
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (e.seq.saturating_add(1), e.tx)),
             )
             .collect();
+        // Fresh slots: the rebuilt mempool takes only the room it needs.
+        self.free.clear();
+        self.by_id.clear();
         self.by_sender.clear();
         self.by_fee.clear();
         self.bytes = 0;
+        self.len = 0;
         // Per sender in nonce order so chains re-form; offered txs win ties.
         old.sort_by_key(|(order, t)| (t.from, t.nonce, *order));
         for (_, tx) in old {
             let id = tx.id();
-            if self.entries.contains_key(&id) {
+            if self.contains(&id) {
                 continue;
             }
             let acc = account(&tx.from);
@@ -368,12 +443,10 @@ impl Mempool {
         let mut expected = confirmed.nonce;
         let mut needed = 0u64;
         let mut broken = false;
-        for (nonce, id) in self.chain_of(sender, 0) {
-            let Some(e) = self.entries.get(id) else {
-                continue;
-            };
+        for e in self.chain_of(sender, 0) {
+            let nonce = e.tx.nonce;
             if nonce < confirmed.nonce {
-                drop.push(*id);
+                drop.push(e.id);
                 continue;
             }
             if !broken {
@@ -386,7 +459,7 @@ impl Mempool {
                     _ => broken = true,
                 }
             }
-            drop.push(*id);
+            drop.push(e.id);
         }
         for id in &drop {
             self.remove(id);
@@ -399,41 +472,113 @@ impl Mempool {
     pub fn select(&self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
         let mut heap = BinaryHeap::new();
         let mut last: Option<&Address> = None;
-        for ((from, _), id) in &self.by_sender {
+        for ((from, _), &slot) in &self.by_sender {
             // Each sender's lowest nonce: the first of its run in the map.
             if last == Some(from) {
                 continue;
             }
             last = Some(from);
-            if let Some(e) = self.entries.get(id) {
-                heap.push((e.tx.fee, Reverse(e.seq), *id));
+            if let Some(e) = self.at(slot) {
+                heap.push((e.tx.fee, Reverse(e.seq), slot));
             }
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        while let Some((_, _, id)) = heap.pop() {
+        while let Some((_, _, slot)) = heap.pop() {
             if out.len() >= max_txs {
                 break;
             }
-            let Some(e) = self.entries.get(&id) else {
+            let Some(e) = self.at(slot) else {
                 continue;
             };
-            if bytes.saturating_add(e.size) > max_bytes {
+            if bytes.saturating_add(e.size as usize) > max_bytes {
                 // Skip this sender's chain; smaller txs of others may still fit.
                 continue;
             }
-            bytes += e.size;
+            bytes += e.size as usize;
             out.push(Transaction::clone(&e.tx));
-            let next =
-                e.tx.nonce
-                    .checked_add(1)
-                    .and_then(|n| self.chain_of(&e.tx.from, n).next());
-            if let Some((_, next)) = next {
-                if let Some(ne) = self.entries.get(next) {
-                    heap.push((ne.tx.fee, Reverse(ne.seq), *next));
+            let next = e.tx.nonce.checked_add(1).and_then(|n| {
+                self.by_sender
+                    .range((e.tx.from, n)..=(e.tx.from, u64::MAX))
+                    .next()
+            });
+            if let Some((_, &next)) = next {
+                if let Some(ne) = self.at(next) {
+                    heap.push((ne.tx.fee, Reverse(ne.seq), next));
                 }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn tx(sender: u8, nonce: u64, fee: u64) -> Arc<Transaction> {
+        Arc::new(Transaction {
+            from: Address([sender; 32]),
+            to: Address([0xEE; 32]),
+            amount: 1,
+            fee,
+            nonce,
+            sig: crate::chain::types::Sig([0; 64]),
+        })
+    }
+
+    /// What a mempool must hold after each step, checked through every way of looking
+    /// in: by id, by (sender, nonce), by fee, and the block template.
+    fn check(m: &Mempool, model: &BTreeMap<Hash, Arc<Transaction>>) {
+        assert_eq!(m.len(), model.len());
+        assert_eq!(m.ids(), model.keys().copied().collect::<HashSet<_>>());
+        assert_eq!(m.by_fee_desc().len(), model.len());
+        let bytes: usize = model.values().map(|t| tx_size(t)).sum();
+        assert_eq!(m.bytes(), bytes);
+        for (id, t) in model {
+            assert_eq!(m.get(id), Some(t.as_ref()));
+            assert_eq!(m.id_at(&t.from, t.nonce), Some(id));
+        }
+        let picked = m.select(usize::MAX, usize::MAX);
+        assert_eq!(picked.len(), model.len(), "every chain is selectable in full");
+    }
+
+    proptest! {
+        /// Adds, removals and evictions in any order, slots reused: the mempool agrees
+        /// with a plain map of what it accepted minus what it gave up.
+        #[test]
+        fn lookups_agree_with_what_was_accepted_and_removed(
+            ops in proptest::collection::vec((0u8..6, 1u64..5, any::<bool>(), any::<u8>()), 1..120)
+        ) {
+            let limits = MempoolLimits { max_txs: 7, max_bytes: usize::MAX, max_per_sender: 4 };
+            let mut m = Mempool::new(limits);
+            let mut model: BTreeMap<Hash, Arc<Transaction>> = BTreeMap::new();
+            let rich = Account { balance: 1_000, nonce: 0 };
+            for (sender, fee, add, pick) in ops {
+                if add {
+                    let nonce = m.pending_count(&Address([sender; 32])) as u64;
+                    let t = tx(sender, nonce, fee);
+                    let id = t.id();
+                    if let Ok(evicted) = m.add(Arc::clone(&t), id, rich, 1) {
+                        for e in evicted {
+                            prop_assert!(model.remove(&e).is_some());
+                        }
+                        model.insert(id, t);
+                    }
+                } else if !model.is_empty() {
+                    let id = *model.keys().nth(pick as usize % model.len()).unwrap_or(&Hash([0; 32]));
+                    let gone = m.remove_with_successors(&id);
+                    prop_assert!(gone.contains(&id));
+                    for g in gone {
+                        prop_assert!(model.remove(&g).is_some());
+                    }
+                }
+                check(&m, &model);
+            }
+            m.rebuild(Vec::new(), |_| rich, 1);
+            check(&m, &model);
+        }
     }
 }
