@@ -608,3 +608,35 @@ proptest! {
         }
     }
 }
+
+/// A peer's known inventory keeps exactly the newest [`KNOWN_CAP`] ids, however many it
+/// is told: the oldest go first, a repeat does not count twice, and what is kept is found.
+#[test]
+fn known_inventory_keeps_the_newest_ids_up_to_its_cap() {
+    let id = |i: u64| {
+        let mut h = [0u8; 32];
+        h[..8].copy_from_slice(&i.to_le_bytes());
+        h[8] = 0xAB;
+        Hash(h)
+    };
+    let mut k = Known::default();
+    let extra = 1000u64;
+    for i in 0..KNOWN_CAP as u64 + extra {
+        k.insert(&id(i));
+        // A repeat of something just learnt changes nothing.
+        k.insert(&id(i));
+        assert!(k.contains(&id(i)));
+    }
+    assert_eq!(k.ring.len(), KNOWN_CAP);
+    assert_eq!(k.by_key.len(), KNOWN_CAP);
+    for i in 0..extra {
+        assert!(!k.contains(&id(i)), "id {i} should be forgotten");
+    }
+    for i in extra..KNOWN_CAP as u64 + extra {
+        assert!(k.contains(&id(i)), "id {i} should be known");
+    }
+    // The next one pushes out the oldest kept.
+    k.insert(&id(u64::MAX));
+    assert!(!k.contains(&id(extra)));
+    assert!(k.contains(&id(extra + 1)));
+}
