@@ -865,6 +865,19 @@ impl Sim {
     }
 }
 
+/// Give the allocator's free pages back to the system. A heal frees hundreds of
+/// megabytes of outbox items within minutes, and glibc keeps freed pages inside its heap,
+/// where later allocations rarely fit them: the resident size then grows by what was
+/// freed (measured an hour into the 1000-node heal: 404 MB free in the heap beside
+/// 908 MB in use).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of its own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub mod channel;
 pub mod scenario;
 

@@ -559,6 +559,7 @@ pub fn run_with(sc: &Scenario, progress: &mut dyn FnMut(&Progress)) -> Result<Re
             sim.restart(i)?;
         }
         sim.run_for(step);
+        crate::sim::release_freed_memory();
     }
     // Heal: links up and clean; node 0 mines now and then so every payment gets in.
     let heal_start = sim.now();
@@ -570,6 +571,7 @@ pub fn run_with(sc: &Scenario, progress: &mut dyn FnMut(&Progress)) -> Result<Re
             tell(&sim, true, progress);
         }
         sim.run_for(step);
+        crate::sim::release_freed_memory();
         let one_tip = sim.converged();
         if tips_ms.is_none() && one_tip {
             tips_ms = Some(sim.now() - heal_start);
