@@ -794,8 +794,11 @@ fn put_old_outbox(conn: &Connection) -> Vec<(u64, crate::outbox::Dest, crate::ou
         }
     }
     // Items up to 20 were queued, the rest delivered: their ids stay used.
-    conn.execute("UPDATE sqlite_sequence SET seq = 20 WHERE name = 'outbox'", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE sqlite_sequence SET seq = 20 WHERE name = 'outbox'",
+        [],
+    )
+    .unwrap();
     rows
 }
 
