@@ -87,6 +87,14 @@ pub(super) fn outbox_row(r: &rusqlite::Row<'_>) -> Result<Item> {
     })
 }
 
+/// Bytes of a pushed message's hash that the seen-set keeps (schema 10).
+const SEEN_HASH_BYTES: usize = 8;
+
+/// What the seen-set keeps of `hash`.
+fn seen_hash(hash: &[u8]) -> &[u8] {
+    &hash[..hash.len().min(SEEN_HASH_BYTES)]
+}
+
 /// Remember one seen entry (replacing the hash of an entry already there, or keeping it
 /// when `replace` is false), naming its sender by reference.
 pub(super) fn seen_put(
@@ -122,7 +130,7 @@ pub(super) fn seen_put(
         "INSERT OR IGNORE INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)"
     };
     tx.prepare_cached(sql)?
-        .execute(params![id, msg_id as i64, hash])?;
+        .execute(params![id, msg_id as i64, seen_hash(hash)])?;
     Ok(())
 }
 
@@ -283,8 +291,9 @@ impl Store {
         })
     }
 
-    /// Has `sender` already pushed `hash` to us under `msg_id`? (The hash guards against a
-    /// sender whose ids restarted, e.g. after its store was wiped.)
+    /// Has `sender` already pushed `hash` to us under `msg_id`? (The hash, of which the
+    /// first 8 bytes are kept, guards against a sender whose ids restarted, e.g. after
+    /// its store was wiped.)
     pub fn seen_contains(&self, sender: &[u8; 32], msg_id: u64, hash: &[u8; 32]) -> Result<bool> {
         let got: Option<Vec<u8>> = self
             .conn
@@ -294,7 +303,7 @@ impl Store {
             )?
             .query_row(params![&sender[..], msg_id as i64], |r| r.get(0))
             .optional()?;
-        Ok(got.is_some_and(|h| h.as_slice() == &hash[..]))
+        Ok(got.is_some_and(|h| h.as_slice() == seen_hash(hash)))
     }
 
     /// Remember a pushed message as applied; keeps the newest `cap` entries.

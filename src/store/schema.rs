@@ -167,6 +167,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
          FROM outbox o LEFT JOIN outbox_dests d ON d.node = o.dest ORDER BY o.id;
      DROP TABLE outbox;
      ALTER TABLE outbox_by_dest RENAME TO outbox;",
+    // 10: the seen-set keeps the first 8 bytes of what each message carried, not 32:
+    // they only tell a sender's new message from an old one under a reused id, which 64
+    // bits do as well, and a node remembers up to 50 000 entries.
+    "CREATE TABLE seen_short (
+         seq    INTEGER PRIMARY KEY,  -- order remembered: the oldest is forgotten first
+         sender INTEGER NOT NULL,     -- seen_senders.id
+         msg_id INTEGER NOT NULL,
+         hash   BLOB NOT NULL,        -- first 8 bytes of what that message carried
+         UNIQUE(sender, msg_id)
+     );
+     INSERT INTO seen_short(seq, sender, msg_id, hash)
+         SELECT seq, sender, msg_id, substr(hash, 1, 8) FROM seen ORDER BY seq;
+     DROP TABLE seen;
+     ALTER TABLE seen_short RENAME TO seen;",
 ];
 
 /// Schema version this build writes.

@@ -633,7 +633,7 @@ fn senders_forgotten_by_the_seen_set_leave_its_table() {
 /// What a seen entry costs in a simulated node's database: the seen-set is the largest
 /// table of a node that has run for hours.
 #[test]
-fn a_seen_entry_costs_under_70_bytes() {
+fn a_seen_entry_costs_under_45_bytes() {
     let shared = SharedHistory::default();
     let mut s = Store::open_in_memory_shared(&shared).unwrap();
     let pages = |s: &Store| -> i64 {
@@ -649,7 +649,7 @@ fn a_seen_entry_costs_under_70_bytes() {
             .unwrap();
     }
     let per_entry = (pages(&s) - before) as f64 * 1024.0 / n as f64;
-    assert!(per_entry < 70.0, "{per_entry:.0} bytes an entry");
+    assert!(per_entry < 45.0, "{per_entry:.0} bytes an entry");
 }
 
 fn signed_txs(n: u64) -> Vec<crate::chain::Transaction> {
