@@ -1128,6 +1128,33 @@ mod flap_tests {
 }
 
 #[cfg(test)]
+mod payload_tests {
+    use super::*;
+    use crate::chain::{params, Transaction};
+
+    /// A payment queued by several simulated nodes is held once in memory for all their
+    /// outboxes, as their stores hold it once (a thousand nodes each queued a copy).
+    #[test]
+    fn simulated_nodes_share_an_outbox_payload() {
+        let p = params::regtest();
+        let mut sim = Sim::new(&p, 2, 5).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        sim.mine(0, crate::keys::address(&key)).unwrap();
+        sim.connect(0, 1, LinkSpec::vhf_1200(20_000));
+        sim.run_for(120_000);
+        let tx = Transaction::sign(p.network_id(), &key, Address([9; 32]), 1, 1000, 0);
+        sim.submit_tx(0, tx.clone()).unwrap();
+        sim.submit_tx(1, tx).unwrap();
+        let payload = |i: usize| {
+            let items = sim.nodes[i].outbox_items();
+            assert_eq!(items.len(), 1, "node {i}: {items:?}");
+            items[0].payload.clone().unwrap()
+        };
+        assert!(std::sync::Arc::ptr_eq(&payload(0), &payload(1)));
+    }
+}
+
+#[cfg(test)]
 mod settle_tests {
     use super::*;
     use crate::chain::{params, Transaction};

@@ -305,7 +305,7 @@ impl Node {
 
     /// The raw outbox (for the simulator's invariants).
     pub fn outbox_items(&self) -> Vec<Item> {
-        self.outbox.ob.items().cloned().collect()
+        self.outbox.ob.items().collect()
     }
 
     // ----- hooks called from mod.rs -----
@@ -542,8 +542,8 @@ impl Node {
         let Some(tx) = self.chain.mempool_get(&id) else {
             return Ok(());
         };
-        let payload = crate::store::enc(&tx)?;
-        self.enqueue_for_peers(now, OutItem::Tx(id), Some(payload.into()), from)?;
+        let payload = self.chain.store().share_bytes(crate::store::enc(&tx)?);
+        self.enqueue_for_peers(now, OutItem::Tx(id), Some(payload), from)?;
         self.outbox_pump(now);
         Ok(())
     }
@@ -994,7 +994,7 @@ impl Node {
     }
 
     fn push_item(&mut self, now: u64, peer: PeerId, id: u64, batch_air: u64) {
-        let Some(it) = self.outbox.ob.get(id).cloned() else {
+        let Some(it) = self.outbox.ob.get(id) else {
             return;
         };
         if self.heard_where_peer_is(peer, &it.item.hash()) {
@@ -1198,7 +1198,7 @@ impl Node {
                 if it.state == State::Pending
                     && it.next_attempt_ms < wake
                     && !s.inflight.contains_key(&it.id)
-                    && !self.carried_by_block(it, blocks_ok)
+                    && !self.carried_by_block(&it, blocks_ok)
                 {
                     wake = it.next_attempt_ms;
                 }

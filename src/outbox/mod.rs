@@ -9,7 +9,7 @@ use crate::rng::Rng;
 use crate::store::{Store, StoreError};
 use crate::wire::message::ACK_REQUESTED_MIN_ID;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Items held in total (pending, held and expired).
@@ -70,7 +70,8 @@ pub enum State {
     Expired,
 }
 
-/// One outbox entry.
+/// One outbox entry, as [`Outbox`] hands it out (a copy: it keeps items in a compact
+/// form of its own).
 #[derive(Clone, Debug)]
 pub struct Item {
     /// Stable id; the envelope `msg_id` of every attempt is derived from it.
@@ -209,83 +210,260 @@ impl RetryPolicy {
 }
 
 /// The outbox: items in memory, written through to the store.
+///
+/// A gateway holds thousands of items for peers out of reach (a simulation, a million
+/// across its nodes), so each is kept small: its destination and what it carries (with
+/// the transaction's payload) are indexes into tables holding each of them once, and
+/// the items themselves lie in one vector sorted by id.
 #[derive(Default)]
 pub struct Outbox {
-    items: BTreeMap<u64, Item>,
-    /// Each destination's items as (priority, id), the order they are sent in: a node
-    /// with many peers finds one peer's items without walking the others' (a gateway
-    /// holds thousands for a peer out of reach), and the next due ones without sorting.
-    by_dest: HashMap<Dest, BTreeSet<(u8, u64)>>,
-    /// Ids of the items carrying each transaction or block (one per destination), in
-    /// order: an item is found by what it carries and then its destination, without an
-    /// index entry per item (a gateway holds thousands; simulations, millions).
-    by_item: HashMap<OutItem, Vec<u64>>,
+    /// Items by id. Ids only grow, so new items are appended; a removed one leaves a hole
+    /// (`dest == GONE`) until holes are half the vector. A B-tree fed increasing keys
+    /// leaves its nodes about half empty.
+    slots: Vec<Slot>,
+    /// Holes in `slots`.
+    holes: usize,
+    /// Destinations with items, by index (`Slot::dest`); freed entries are reused.
+    dests: Vec<DestItems>,
+    dest_ix: HashMap<Dest, u32>,
+    free_dests: Vec<u32>,
+    /// Transactions and blocks that items carry, by index (`Slot::what`); freed entries
+    /// are reused.
+    carried: Vec<Carried>,
+    carried_ix: HashMap<OutItem, u32>,
+    free_carried: Vec<u32>,
     /// Items in state `Pending`.
     pending: usize,
     /// Items refused for lack of room since start (logged each time).
     pub refused: u64,
 }
 
+/// An item as held in memory (see [`Item`] for the fields).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: u64,
+    created_ms: u64,
+    next_attempt_ms: u64,
+    expires_ms: u64,
+    attempts: u32,
+    /// Index in `Outbox::dests`, or `GONE`.
+    dest: u32,
+    /// Index in `Outbox::carried`.
+    what: u32,
+    priority: u8,
+    state: State,
+}
+
+/// `Slot::dest` of a removed item.
+const GONE: u32 = u32::MAX;
+
+/// One destination's items.
+#[derive(Debug)]
+struct DestItems {
+    dest: Dest,
+    /// (priority, id), the order they are sent in: a node with many peers finds one
+    /// peer's items without walking the others' (a gateway holds thousands for a peer out
+    /// of reach), and the next due ones without sorting.
+    queue: Vec<(u8, u64)>,
+}
+
+/// One transaction or block that items carry.
+#[derive(Debug)]
+struct Carried {
+    item: OutItem,
+    /// The transaction's bytes, once for all its items.
+    payload: Option<Payload>,
+    /// Ids of the items carrying it (one per destination), in order: an item is found by
+    /// what it carries and then its destination.
+    ids: Vec<u64>,
+}
+
 impl Outbox {
     /// Load the items saved in `store`.
     pub fn load(store: &Store) -> Result<Outbox, StoreError> {
         let mut ob = Outbox::default();
-        // The rows of one transaction (one per peer) share its payload again.
-        let mut shared: HashMap<OutItem, Payload> = HashMap::new();
-        for mut it in store.outbox_load()? {
-            if let Some(p) = it.payload.take() {
-                let one = shared.entry(it.item).or_insert(p);
-                it.payload = Some(Arc::clone(one));
-            }
+        for it in store.outbox_load()? {
             ob.index(it);
         }
         Ok(ob)
     }
 
-    fn index(&mut self, it: Item) {
-        let ids = self.by_item.entry(it.item).or_default();
-        if let Err(at) = ids.binary_search(&it.id) {
-            ids.insert(at, it.id);
+    /// Position in `slots` of live item `id`.
+    fn pos(&self, id: u64) -> Option<usize> {
+        let i = self.slots.binary_search_by_key(&id, |s| s.id).ok()?;
+        (self.slots[i].dest != GONE).then_some(i)
+    }
+
+    /// The item held in `s`, as the API shows it.
+    fn expand(&self, s: &Slot) -> Item {
+        let c = &self.carried[s.what as usize];
+        Item {
+            id: s.id,
+            dest: self.dests[s.dest as usize].dest,
+            item: c.item,
+            payload: c.payload.clone(),
+            priority: s.priority,
+            created_ms: s.created_ms,
+            attempts: s.attempts,
+            next_attempt_ms: s.next_attempt_ms,
+            expires_ms: s.expires_ms,
+            state: s.state,
         }
-        self.by_dest
-            .entry(it.dest)
-            .or_default()
-            .insert((it.priority, it.id));
+    }
+
+    /// Index of `dest` in `dests`, added if new.
+    fn dest_index(&mut self, dest: Dest) -> u32 {
+        if let Some(&d) = self.dest_ix.get(&dest) {
+            return d;
+        }
+        let entry = DestItems {
+            dest,
+            queue: Vec::new(),
+        };
+        let d = match self.free_dests.pop() {
+            Some(d) => {
+                self.dests[d as usize] = entry;
+                d
+            }
+            None => {
+                self.dests.push(entry);
+                (self.dests.len() - 1) as u32
+            }
+        };
+        self.dest_ix.insert(dest, d);
+        d
+    }
+
+    /// Index of `item` in `carried`, added if new; `payload` is kept if it had none.
+    fn carried_index(&mut self, item: OutItem, payload: Option<Payload>) -> u32 {
+        if let Some(&w) = self.carried_ix.get(&item) {
+            let c = &mut self.carried[w as usize];
+            if c.payload.is_none() {
+                c.payload = payload;
+            }
+            return w;
+        }
+        let entry = Carried {
+            item,
+            payload,
+            ids: Vec::new(),
+        };
+        let w = match self.free_carried.pop() {
+            Some(w) => {
+                self.carried[w as usize] = entry;
+                w
+            }
+            None => {
+                self.carried.push(entry);
+                (self.carried.len() - 1) as u32
+            }
+        };
+        self.carried_ix.insert(item, w);
+        w
+    }
+
+    /// Add `id` to the items carrying `carried[w]`.
+    fn carry(&mut self, w: u32, id: u64) {
+        let ids = &mut self.carried[w as usize].ids;
+        if let Err(at) = ids.binary_search(&id) {
+            ids.insert(at, id);
+        }
+    }
+
+    /// Remove `id` from the items carrying `carried[w]`, and the entry once none does.
+    fn uncarry(&mut self, w: u32, id: u64) {
+        let c = &mut self.carried[w as usize];
+        if let Ok(at) = c.ids.binary_search(&id) {
+            c.ids.remove(at);
+        }
+        if c.ids.is_empty() {
+            c.ids = Vec::new();
+            c.payload = None;
+            self.carried_ix.remove(&c.item);
+            self.free_carried.push(w);
+        }
+    }
+
+    fn index(&mut self, it: Item) {
+        if self.pos(it.id).is_some() {
+            self.unindex(it.id);
+        }
+        let what = self.carried_index(it.item, it.payload);
+        self.carry(what, it.id);
+        let dest = self.dest_index(it.dest);
+        let queue = &mut self.dests[dest as usize].queue;
+        if let Err(at) = queue.binary_search(&(it.priority, it.id)) {
+            queue.insert(at, (it.priority, it.id));
+        }
         if it.state == State::Pending {
             self.pending += 1;
         }
-        self.items.insert(it.id, it);
+        let slot = Slot {
+            id: it.id,
+            created_ms: it.created_ms,
+            next_attempt_ms: it.next_attempt_ms,
+            expires_ms: it.expires_ms,
+            attempts: it.attempts,
+            dest,
+            what,
+            priority: it.priority,
+            state: it.state,
+        };
+        match self.slots.last() {
+            Some(last) if last.id >= it.id => {
+                match self.slots.binary_search_by_key(&it.id, |s| s.id) {
+                    // A hole: `pos` found no live item.
+                    Ok(i) => {
+                        self.slots[i] = slot;
+                        self.holes -= 1;
+                    }
+                    Err(i) => self.slots.insert(i, slot),
+                }
+            }
+            _ => self.slots.push(slot),
+        }
     }
 
     fn unindex(&mut self, id: u64) -> Option<Item> {
-        let it = self.items.remove(&id)?;
-        self.drop_from_item(it.item, id);
-        remove_key(&mut self.by_dest, &it.dest, &(it.priority, id));
-        if it.state == State::Pending {
+        let i = self.pos(id)?;
+        let s = self.slots[i];
+        let it = self.expand(&s);
+        self.slots[i].dest = GONE;
+        self.holes += 1;
+        self.uncarry(s.what, id);
+        let d = &mut self.dests[s.dest as usize];
+        if let Ok(at) = d.queue.binary_search(&(s.priority, id)) {
+            d.queue.remove(at);
+        }
+        if d.queue.is_empty() {
+            d.queue = Vec::new();
+            self.dest_ix.remove(&d.dest);
+            self.free_dests.push(s.dest);
+        }
+        if s.state == State::Pending {
             self.pending -= 1;
+        }
+        if self.holes > 64 && self.holes * 2 > self.slots.len() {
+            self.slots.retain(|s| s.dest != GONE);
+            self.holes = 0;
+            // A gateway's outbox shrinks by thousands after a link comes back.
+            if self.slots.capacity() > 2 * self.slots.len() {
+                self.slots
+                    .shrink_to(self.slots.len() + self.slots.len() / 2);
+            }
         }
         Some(it)
     }
 
-    /// Remove `id` from the ids of the items carrying `item`.
-    fn drop_from_item(&mut self, item: OutItem, id: u64) {
-        if let Some(ids) = self.by_item.get_mut(&item) {
-            ids.retain(|&x| x != id);
-            if ids.is_empty() {
-                self.by_item.remove(&item);
-            }
-        }
-    }
-
     /// Set an item's state, keeping the count of pending items.
-    fn set_state(pending: &mut usize, it: &mut Item, state: State) {
-        if it.state == State::Pending {
+    fn set_state(pending: &mut usize, s: &mut Slot, state: State) {
+        if s.state == State::Pending {
             *pending -= 1;
         }
         if state == State::Pending {
             *pending += 1;
         }
-        it.state = state;
+        s.state = state;
     }
 
     /// Items waiting to be sent (state `Pending`).
@@ -293,76 +471,89 @@ impl Outbox {
         self.pending
     }
 
+    /// The queue of `dest`'s items, in send order.
+    fn queue(&self, dest: Dest) -> &[(u8, u64)] {
+        self.dest_ix
+            .get(&dest)
+            .map_or(&[], |&d| &self.dests[d as usize].queue[..])
+    }
+
     /// Ids of the items for `dest`, in send order (priority, then id).
     pub fn ids_for_dest(&self, dest: Dest) -> impl Iterator<Item = u64> + '_ {
-        self.by_dest
-            .get(&dest)
-            .into_iter()
-            .flatten()
-            .map(|&(_, id)| id)
+        self.queue(dest).iter().map(|&(_, id)| id)
     }
 
     /// Pending items due at `now` for `node_id` (its own or `Any`), in send order,
     /// lazily: a caller that takes a window's worth stops there.
-    pub fn due_iter(&self, node_id: &[u8; 32], now: u64) -> impl Iterator<Item = &Item> + '_ {
-        let set = |d: Dest| self.by_dest.get(&d).into_iter().flatten().copied();
-        let mut own = set(Dest::Peer(*node_id)).peekable();
-        let mut any = set(Dest::Any).peekable();
-        // Both sets are in send order: merge them.
+    pub fn due_iter(&self, node_id: &[u8; 32], now: u64) -> impl Iterator<Item = Item> + '_ {
+        let mut own = self.queue(Dest::Peer(*node_id)).iter().copied().peekable();
+        let mut any = self.queue(Dest::Any).iter().copied().peekable();
+        // Both queues are in send order: merge them.
         std::iter::from_fn(move || match (own.peek(), any.peek()) {
             (Some(a), Some(b)) if b < a => any.next(),
             (Some(_), _) => own.next(),
             (None, _) => any.next(),
         })
-        .filter_map(|(_, id)| self.items.get(&id))
-        .filter(move |it| it.state == State::Pending && it.next_attempt_ms <= now)
+        .filter_map(|(_, id)| self.pos(id).map(|i| &self.slots[i]))
+        .filter(move |s| s.state == State::Pending && s.next_attempt_ms <= now)
+        .map(|s| self.expand(s))
     }
 
     /// The transactions with items in the table, each with the ids of its items, by id
     /// (the transactions in no set order).
     pub fn tx_items(&self) -> impl Iterator<Item = (&Hash, &[u64])> {
-        self.by_item.iter().filter_map(|(k, ids)| match k {
-            OutItem::Tx(h) => Some((h, ids.as_slice())),
+        self.carried_ix.iter().filter_map(|(k, &w)| match k {
+            OutItem::Tx(h) => Some((h, self.carried[w as usize].ids.as_slice())),
             OutItem::Block(_) => None,
         })
     }
 
     /// Ids of the items carrying transaction `hash`, by id.
     pub fn tx_items_of(&self, hash: &Hash) -> impl Iterator<Item = u64> + '_ {
-        self.by_item
+        self.carried_ix
             .get(&OutItem::Tx(*hash))
             .into_iter()
-            .flatten()
-            .copied()
+            .flat_map(|&w| self.carried[w as usize].ids.iter().copied())
     }
 
     /// Items in the table.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.slots.len() - self.holes
     }
 
     /// No items.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// All items, by id.
-    pub fn items(&self) -> impl Iterator<Item = &Item> {
-        self.items.values()
+    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.dest != GONE)
+            .map(|s| self.expand(s))
     }
 
     /// One item.
-    pub fn get(&self, id: u64) -> Option<&Item> {
-        self.items.get(&id)
+    pub fn get(&self, id: u64) -> Option<Item> {
+        self.pos(id).map(|i| self.expand(&self.slots[i]))
+    }
+
+    /// Position in `slots` of the item for `(dest, item)`, if queued.
+    fn find_pos(&self, dest: Dest, item: OutItem) -> Option<usize> {
+        let w = *self.carried_ix.get(&item)?;
+        let d = *self.dest_ix.get(&dest)?;
+        self.carried[w as usize]
+            .ids
+            .iter()
+            .filter_map(|id| self.pos(*id))
+            .find(|&i| self.slots[i].dest == d)
     }
 
     /// The item for `(dest, item)`, if queued.
-    pub fn find(&self, dest: Dest, item: OutItem) -> Option<&Item> {
-        self.by_item
-            .get(&item)?
-            .iter()
-            .filter_map(|id| self.items.get(id))
-            .find(|it| it.dest == dest)
+    pub fn find(&self, dest: Dest, item: OutItem) -> Option<Item> {
+        self.find_pos(dest, item)
+            .map(|i| self.expand(&self.slots[i]))
     }
 
     /// Queue `item` for `dest`; durable when `Added` is returned.
@@ -374,8 +565,8 @@ impl Outbox {
         item: OutItem,
         payload: Option<Payload>,
     ) -> Result<Enqueued, StoreError> {
-        if let Some(it) = self.find(dest, item) {
-            return Ok(Enqueued::Exists(it.id));
+        if let Some(i) = self.find_pos(dest, item) {
+            return Ok(Enqueued::Exists(self.slots[i].id));
         }
         let priority = match item {
             OutItem::Block(_) => PRIO_BLOCK,
@@ -386,9 +577,9 @@ impl Outbox {
         } else {
             MAX_ITEMS - BLOCK_RESERVE
         };
-        let reason = if self.items.len() >= room {
-            Some(format!("outbox full ({} items)", self.items.len()))
-        } else if self.by_dest.get(&dest).map_or(0, BTreeSet::len) >= MAX_PER_DEST {
+        let reason = if self.len() >= room {
+            Some(format!("outbox full ({} items)", self.len()))
+        } else if self.queue(dest).len() >= MAX_PER_DEST {
             Some(format!(
                 "outbox full for this destination ({MAX_PER_DEST} items)"
             ))
@@ -399,6 +590,12 @@ impl Outbox {
             self.refused += 1;
             return Ok(Enqueued::Refused(r));
         }
+        // The payload the outbox already holds for this transaction, if any: one copy.
+        let payload = self
+            .carried_ix
+            .get(&item)
+            .and_then(|&w| self.carried[w as usize].payload.clone())
+            .or(payload);
         let mut it = Item {
             id: 0,
             dest,
@@ -428,34 +625,35 @@ impl Outbox {
         replaceable: impl Fn(&Hash) -> bool,
     ) -> Result<Option<u64>, StoreError> {
         let old = self
-            .ids_for_dest(dest)
-            .filter_map(|id| self.items.get(&id))
-            .find(|it| {
-                it.state == State::Pending
-                    && it.attempts == 0
-                    && matches!(it.item, OutItem::Block(h) if replaceable(&h))
+            .queue(dest)
+            .iter()
+            .filter_map(|&(_, id)| self.pos(id))
+            .map(|i| self.slots[i])
+            .find(|s| {
+                s.state == State::Pending
+                    && s.attempts == 0
+                    && matches!(self.carried[s.what as usize].item, OutItem::Block(h) if replaceable(&h))
             });
-        let Some(old) = old.map(|it| (it.id, it.item)) else {
+        let Some(old) = old else {
             return Ok(None);
         };
-        if self.find(dest, OutItem::Block(new)).is_some() {
+        if self.find_pos(dest, OutItem::Block(new)).is_some() {
             return Ok(None);
         }
-        store.outbox_retarget(old.0, &new.0)?;
-        self.drop_from_item(old.1, old.0);
-        let ids = self.by_item.entry(OutItem::Block(new)).or_default();
-        if let Err(at) = ids.binary_search(&old.0) {
-            ids.insert(at, old.0);
+        store.outbox_retarget(old.id, &new.0)?;
+        // The new entry first: freeing the old one may hand its index to the next.
+        let what = self.carried_index(OutItem::Block(new), None);
+        self.carry(what, old.id);
+        self.uncarry(old.what, old.id);
+        if let Some(i) = self.pos(old.id) {
+            self.slots[i].what = what;
         }
-        if let Some(it) = self.items.get_mut(&old.0) {
-            it.item = OutItem::Block(new);
-        }
-        Ok(Some(old.0))
+        Ok(Some(old.id))
     }
 
     /// The item was acknowledged or proven held: remove it, count it delivered.
     pub fn delivered(&mut self, store: &mut Store, id: u64) -> Result<Option<Item>, StoreError> {
-        if !self.items.contains_key(&id) {
+        if self.pos(id).is_none() {
             return Ok(None);
         }
         store.outbox_remove(id, true)?;
@@ -469,20 +667,25 @@ impl Outbox {
         id: u64,
         next_ms: u64,
     ) -> Result<(), StoreError> {
-        if let Some(it) = self.items.get_mut(&id) {
-            it.attempts = it.attempts.saturating_add(1);
-            it.next_attempt_ms = next_ms;
-            store.outbox_update(it)?;
+        if let Some(i) = self.pos(id) {
+            let s = &mut self.slots[i];
+            s.attempts = s.attempts.saturating_add(1);
+            s.next_attempt_ms = next_ms;
+            store.outbox_update(&self.expand(&self.slots[i]))?;
         }
         Ok(())
     }
 
     /// Make pending items for `dest` due at `now` (in memory: a lost write only delays).
     pub fn due_now(&mut self, dest: Dest, now: u64) {
-        for (_, id) in self.by_dest.get(&dest).into_iter().flatten() {
-            if let Some(it) = self.items.get_mut(id) {
-                if it.state == State::Pending {
-                    it.next_attempt_ms = it.next_attempt_ms.min(now);
+        let Some(&d) = self.dest_ix.get(&dest) else {
+            return;
+        };
+        for &(_, id) in &self.dests[d as usize].queue {
+            if let Ok(i) = self.slots.binary_search_by_key(&id, |s| s.id) {
+                let s = &mut self.slots[i];
+                if s.dest != GONE && s.state == State::Pending {
+                    s.next_attempt_ms = s.next_attempt_ms.min(now);
                 }
             }
         }
@@ -490,16 +693,16 @@ impl Outbox {
 
     /// Mark items past their expiry as expired; returns them for the log.
     pub fn expire(&mut self, store: &mut Store, now: u64) -> Result<Vec<u64>, StoreError> {
-        let ids: Vec<u64> = self
-            .items
-            .values()
-            .filter(|it| matches!(it.state, State::Pending | State::Held) && it.expires_ms <= now)
-            .map(|it| it.id)
-            .collect();
-        for id in &ids {
-            if let Some(it) = self.items.get_mut(id) {
-                Self::set_state(&mut self.pending, it, State::Expired);
-                store.outbox_update(it)?;
+        let mut ids = Vec::new();
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if s.dest != GONE
+                && matches!(s.state, State::Pending | State::Held)
+                && s.expires_ms <= now
+            {
+                Self::set_state(&mut self.pending, s, State::Expired);
+                ids.push(s.id);
+                store.outbox_update(&self.expand(&self.slots[i]))?;
             }
         }
         Ok(ids)
@@ -508,14 +711,14 @@ impl Outbox {
     /// Expire one pending item now: its payload can no longer be delivered usefully. It
     /// stays listed until an operator drops or retries it. True if it was pending.
     pub fn expire_now(&mut self, store: &mut Store, id: u64) -> Result<bool, StoreError> {
-        let Some(it) = self.items.get_mut(&id) else {
+        let Some(i) = self.pos(id) else {
             return Ok(false);
         };
-        if it.state != State::Pending {
+        if self.slots[i].state != State::Pending {
             return Ok(false);
         }
-        Self::set_state(&mut self.pending, it, State::Expired);
-        store.outbox_update(it)?;
+        Self::set_state(&mut self.pending, &mut self.slots[i], State::Expired);
+        store.outbox_update(&self.expand(&self.slots[i]))?;
         Ok(true)
     }
 
@@ -527,9 +730,10 @@ impl Outbox {
         id: u64,
         cmd: Command,
     ) -> Result<Result<(), String>, StoreError> {
-        let Some(it) = self.items.get_mut(&id) else {
+        let Some(i) = self.pos(id) else {
             return Ok(Err(format!("no outbox item {id}")));
         };
+        let s = &mut self.slots[i];
         match cmd {
             Command::Drop => {
                 store.outbox_remove(id, false)?;
@@ -537,43 +741,33 @@ impl Outbox {
                 return Ok(Ok(()));
             }
             Command::Hold => {
-                if it.state == State::Expired {
+                if s.state == State::Expired {
                     return Ok(Err(format!("item {id} is expired: retry or drop it")));
                 }
-                Self::set_state(&mut self.pending, it, State::Held);
+                Self::set_state(&mut self.pending, s, State::Held);
             }
             Command::Release => {
-                if it.state != State::Held {
+                if s.state != State::Held {
                     return Ok(Err(format!("item {id} is not held")));
                 }
-                Self::set_state(&mut self.pending, it, State::Pending);
-                it.next_attempt_ms = now;
+                Self::set_state(&mut self.pending, s, State::Pending);
+                s.next_attempt_ms = now;
             }
             Command::Retry => {
-                if it.state == State::Expired {
-                    it.expires_ms = now.saturating_add(EXPIRY_MS);
+                if s.state == State::Expired {
+                    s.expires_ms = now.saturating_add(EXPIRY_MS);
                 }
-                Self::set_state(&mut self.pending, it, State::Pending);
-                it.next_attempt_ms = now;
+                Self::set_state(&mut self.pending, s, State::Pending);
+                s.next_attempt_ms = now;
             }
         }
-        store.outbox_update(it)?;
+        store.outbox_update(&self.expand(&self.slots[i]))?;
         Ok(Ok(()))
     }
 
     /// Pending items due at `now` for `node_id` (its own or `Any`), in send order.
     pub fn due_for(&self, node_id: &[u8; 32], now: u64) -> Vec<u64> {
         self.due_iter(node_id, now).map(|it| it.id).collect()
-    }
-}
-
-/// Remove `v` from `key`'s set, and the set once empty.
-fn remove_key<K: std::hash::Hash + Eq, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, key: &K, v: &V) {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(v);
-        if set.is_empty() {
-            map.remove(key);
-        }
     }
 }
 

@@ -300,3 +300,54 @@ fn the_indexes_agree_with_a_walk_over_every_item() {
         ob.due_for(&[1; 32], u64::MAX)
     );
 }
+
+/// Hundreds of items delivered at once (a gateway's link is back) leave the rest as they
+/// were: listed in order, found by id and by what they carry, the same after a reload,
+/// and new items go after them.
+#[test]
+fn items_left_after_many_deliveries_are_found_as_before() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut ob = Outbox::default();
+    let dests = [Dest::Peer([1; 32]), Dest::Peer([2; 32]), Dest::Any];
+    let item = |n: u32| {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        OutItem::Tx(Hash(b))
+    };
+    let mut queued = Vec::new();
+    for n in 0..600u32 {
+        let dest = dests[n as usize % 3];
+        let Enqueued::Added(id) = ob.enqueue(&mut store, 0, dest, item(n), None).unwrap() else {
+            panic!("not added")
+        };
+        queued.push((id, dest, item(n)));
+    }
+    for (i, (id, _, _)) in queued.iter().enumerate() {
+        if i % 6 != 0 {
+            assert!(ob.delivered(&mut store, *id).unwrap().is_some());
+        }
+    }
+    let left: Vec<_> = queued.iter().step_by(6).copied().collect();
+    let ids: Vec<u64> = left.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(ob.items().map(|it| it.id).collect::<Vec<_>>(), ids);
+    assert_eq!(ob.len(), 100);
+    assert_eq!(ob.pending(), 100);
+    for (id, dest, what) in &left {
+        let it = ob.get(*id).unwrap();
+        assert_eq!((it.dest, it.item), (*dest, *what));
+        assert_eq!(ob.find(*dest, *what).map(|it| it.id), Some(*id));
+    }
+    for (id, _, _) in queued.iter().skip(1).step_by(6) {
+        assert!(ob.get(*id).is_none());
+    }
+    let again = Outbox::load(&store).unwrap();
+    assert_eq!(again.items().map(|it| it.id).collect::<Vec<_>>(), ids);
+    let Enqueued::Added(new) = ob
+        .enqueue(&mut store, 0, dests[0], item(9999), None)
+        .unwrap()
+    else {
+        panic!("not added")
+    };
+    assert_eq!(ob.items().last().map(|it| it.id), Some(new));
+    assert_eq!(ob.ids_for_dest(dests[0]).last(), Some(new));
+}

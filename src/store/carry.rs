@@ -6,6 +6,7 @@
 
 use super::outbox::{
     outbox_row, seen_put, DELIVERED, DROPPED, ENQUEUED, OUTBOX_SELECT, OUTBOX_SELECT_V4,
+    OUTBOX_SELECT_V8,
 };
 use super::{BanRow, Result, Store};
 use crate::chain::types::Transaction;
@@ -94,11 +95,13 @@ impl Store {
         // One transaction; each row its own savepoint inside it, so that a row that
         // cannot be written is left out alone (and reported) rather than failing all.
         self.conn.execute_batch("BEGIN")?;
-        // A store that could not be opened as one was not migrated: its rows hold their
-        // payloads.
+        // A store that could not be opened as one was not migrated: its rows may hold
+        // their payloads, or their destinations' node ids.
         let version = old_version(old);
-        let select = if version >= 5 {
+        let select = if version >= 9 {
             OUTBOX_SELECT
+        } else if version >= 5 {
+            OUTBOX_SELECT_V8
         } else {
             OUTBOX_SELECT_V4
         };

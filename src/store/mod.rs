@@ -241,6 +241,12 @@ impl SharedHistory {
         key
     }
 
+    /// Keep `bytes`, returning the one copy held.
+    fn intern(&self, bytes: Vec<u8>) -> Arc<[u8]> {
+        let key = *blake3::hash(&bytes).as_bytes();
+        Arc::clone(self.lock().blobs.entry(key).or_insert_with(|| bytes.into()))
+    }
+
     /// The bytes named by a stored digest.
     fn get(&self, key: &[u8]) -> Result<Arc<[u8]>> {
         let key: [u8; 32] = key
@@ -424,6 +430,15 @@ impl Store {
         match &self.shared {
             Some(s) => s.share_tx(tx, id),
             None => Arc::new(tx),
+        }
+    }
+
+    /// Encoded bytes (an outbox payload) as one copy per simulation when the history is
+    /// shared (the outbox's rows name them there anyway), else their own.
+    pub fn share_bytes(&self, bytes: Vec<u8>) -> Arc<[u8]> {
+        match &self.shared {
+            Some(s) => s.intern(bytes),
+            None => bytes.into(),
         }
     }
 

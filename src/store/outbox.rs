@@ -35,8 +35,18 @@ fn state_code(s: State) -> i64 {
     }
 }
 
-/// The outbox columns [`outbox_row`] reads, oldest item first.
-pub(super) const OUTBOX_SELECT: &str = "SELECT o.id, o.dest, o.kind, o.hash, p.payload,
+/// The outbox columns [`outbox_row`] reads, oldest item first. A destination that
+/// names no row of `outbox_dests` reads as an empty node id (refused as corrupt), not as
+/// "any peer".
+pub(super) const OUTBOX_SELECT: &str = "SELECT o.id,
+    CASE WHEN o.dest IS NULL THEN NULL ELSE coalesce(d.node, x'') END, o.kind, o.hash,
+    p.payload, o.priority, o.created_ms, o.attempts, o.next_attempt_ms, o.expires_ms, o.state
+    FROM outbox o LEFT JOIN outbox_dests d ON d.id = o.dest
+    LEFT JOIN outbox_payloads p ON o.kind = 1 AND p.hash = o.hash ORDER BY o.id";
+
+/// [`OUTBOX_SELECT`] for a store of schema 5 to 8 (each row held its destination's node
+/// id), which `reindex` may have to read without migrating it.
+pub(super) const OUTBOX_SELECT_V8: &str = "SELECT o.id, o.dest, o.kind, o.hash, p.payload,
     o.priority, o.created_ms, o.attempts, o.next_attempt_ms, o.expires_ms, o.state
     FROM outbox o LEFT JOIN outbox_payloads p ON o.kind = 1 AND p.hash = o.hash ORDER BY o.id";
 
@@ -77,6 +87,14 @@ pub(super) fn outbox_row(r: &rusqlite::Row<'_>) -> Result<Item> {
     })
 }
 
+/// Bytes of a pushed message's hash that the seen-set keeps (schema 10).
+const SEEN_HASH_BYTES: usize = 8;
+
+/// What the seen-set keeps of `hash`.
+fn seen_hash(hash: &[u8]) -> &[u8] {
+    &hash[..hash.len().min(SEEN_HASH_BYTES)]
+}
+
 /// Remember one seen entry (replacing the hash of an entry already there, or keeping it
 /// when `replace` is false), naming its sender by reference.
 pub(super) fn seen_put(
@@ -112,8 +130,29 @@ pub(super) fn seen_put(
         "INSERT OR IGNORE INTO seen(sender, msg_id, hash) VALUES (?1, ?2, ?3)"
     };
     tx.prepare_cached(sql)?
-        .execute(params![id, msg_id as i64, hash])?;
+        .execute(params![id, msg_id as i64, seen_hash(hash)])?;
     Ok(())
+}
+
+/// The `outbox_dests` id of peer `node`, added if new.
+fn dest_id(tx: &rusqlite::Connection, node: &[u8]) -> Result<i64> {
+    let known: Option<i64> = tx
+        .prepare_cached("SELECT id FROM outbox_dests WHERE node = ?1")?
+        .query_row([node], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    // Destinations no item goes to any more go first: the table stays no larger than
+    // the peers owed something, however many come and go.
+    tx.prepare_cached(
+        "DELETE FROM outbox_dests
+         WHERE id NOT IN (SELECT dest FROM outbox WHERE dest IS NOT NULL)",
+    )?
+    .execute([])?;
+    tx.prepare_cached("INSERT INTO outbox_dests(node) VALUES (?1)")?
+        .execute([node])?;
+    Ok(tx.last_insert_rowid())
 }
 
 impl Store {
@@ -163,6 +202,7 @@ impl Store {
             (_, p) => p,
         };
         self.write(|tx| {
+            let dest = dest.map(|n| dest_id(tx, n)).transpose()?;
             if kind == 1 {
                 tx.prepare_cached(
                     "INSERT INTO outbox_payloads(hash, payload, refs) VALUES (?1, ?2, 1)
@@ -251,8 +291,9 @@ impl Store {
         })
     }
 
-    /// Has `sender` already pushed `hash` to us under `msg_id`? (The hash guards against a
-    /// sender whose ids restarted, e.g. after its store was wiped.)
+    /// Has `sender` already pushed `hash` to us under `msg_id`? (The hash, of which the
+    /// first 8 bytes are kept, guards against a sender whose ids restarted, e.g. after
+    /// its store was wiped.)
     pub fn seen_contains(&self, sender: &[u8; 32], msg_id: u64, hash: &[u8; 32]) -> Result<bool> {
         let got: Option<Vec<u8>> = self
             .conn
@@ -262,7 +303,7 @@ impl Store {
             )?
             .query_row(params![&sender[..], msg_id as i64], |r| r.get(0))
             .optional()?;
-        Ok(got.is_some_and(|h| h.as_slice() == &hash[..]))
+        Ok(got.is_some_and(|h| h.as_slice() == seen_hash(hash)))
     }
 
     /// Remember a pushed message as applied; keeps the newest `cap` entries.

@@ -137,6 +137,50 @@ pub(super) const MIGRATIONS: &[&str] = &[
      INSERT INTO mempool_by_txid(txid, seq, tx) SELECT txid, rowid, tx FROM mempool;
      DROP TABLE mempool;
      ALTER TABLE mempool_by_txid RENAME TO mempool;",
+    // 9: the outbox names each destination once, in a table of its own: a gateway's
+    // thousands of items for one peer each held its 32-byte node id. The rows keep their
+    // ids, and the last id handed out is carried over: ids are never reused.
+    "CREATE TABLE outbox_dests (
+         id   INTEGER PRIMARY KEY,
+         node BLOB NOT NULL UNIQUE    -- peer node_id
+     );
+     CREATE TABLE outbox_by_dest (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: it is the msg_id
+         dest            INTEGER,             -- outbox_dests.id; NULL: any peer
+         kind            INTEGER NOT NULL,    -- 0 block, 1 tx
+         hash            BLOB NOT NULL,
+         priority        INTEGER NOT NULL,    -- lower goes first
+         created_ms      INTEGER NOT NULL,
+         attempts        INTEGER NOT NULL,
+         next_attempt_ms INTEGER NOT NULL,
+         expires_ms      INTEGER NOT NULL,
+         state           INTEGER NOT NULL     -- 0 pending, 1 held, 3 expired
+     );
+     INSERT INTO outbox_dests(node)
+         SELECT DISTINCT dest FROM outbox WHERE dest IS NOT NULL ORDER BY dest;
+     INSERT INTO sqlite_sequence(name, seq)
+         SELECT 'outbox_by_dest', seq FROM sqlite_sequence WHERE name = 'outbox';
+     INSERT INTO outbox_by_dest(id, dest, kind, hash, priority, created_ms, attempts,
+                                next_attempt_ms, expires_ms, state)
+         SELECT o.id, d.id, o.kind, o.hash, o.priority, o.created_ms, o.attempts,
+                o.next_attempt_ms, o.expires_ms, o.state
+         FROM outbox o LEFT JOIN outbox_dests d ON d.node = o.dest ORDER BY o.id;
+     DROP TABLE outbox;
+     ALTER TABLE outbox_by_dest RENAME TO outbox;",
+    // 10: the seen-set keeps the first 8 bytes of what each message carried, not 32:
+    // they only tell a sender's new message from an old one under a reused id, which 64
+    // bits do as well, and a node remembers up to 50 000 entries.
+    "CREATE TABLE seen_short (
+         seq    INTEGER PRIMARY KEY,  -- order remembered: the oldest is forgotten first
+         sender INTEGER NOT NULL,     -- seen_senders.id
+         msg_id INTEGER NOT NULL,
+         hash   BLOB NOT NULL,        -- first 8 bytes of what that message carried
+         UNIQUE(sender, msg_id)
+     );
+     INSERT INTO seen_short(seq, sender, msg_id, hash)
+         SELECT seq, sender, msg_id, substr(hash, 1, 8) FROM seen ORDER BY seq;
+     DROP TABLE seen;
+     ALTER TABLE seen_short RENAME TO seen;",
 ];
 
 /// Schema version this build writes.
