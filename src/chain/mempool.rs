@@ -6,7 +6,7 @@
 //! prefix of a sender's chain is therefore valid in a block.
 
 use super::state::Account;
-use super::types::{Address, Hash, Transaction};
+use super::types::{Address, Hash, HeldTx, Transaction};
 use std::cmp::Reverse;
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -94,9 +94,9 @@ pub enum MempoolReject {
 
 #[derive(Clone, Debug)]
 struct Entry {
-    id: Hash,
-    /// Shared with whoever else holds the same transaction (see `Store::share_tx`).
-    tx: Arc<Transaction>,
+    /// Shared with whoever else holds the same transaction (see `Store::share_tx`); it
+    /// carries the id.
+    tx: Arc<HeldTx>,
     seq: u64,
     size: u32,
 }
@@ -175,7 +175,7 @@ impl Mempool {
                 slots
                     .get(s as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|e| e.id == *id)
+                    .is_some_and(|e| e.tx.id == *id)
             })
             .copied()
     }
@@ -191,13 +191,13 @@ impl Mempool {
 
     /// A held transaction.
     pub fn get(&self, id: &Hash) -> Option<&Transaction> {
-        self.entry(id).map(|e| e.tx.as_ref())
+        self.entry(id).map(|e| &e.tx.tx)
     }
 
     /// The pending transaction of `sender` with `nonce`, by id.
     pub fn id_at(&self, sender: &Address, nonce: u64) -> Option<&Hash> {
         let slot = *self.by_sender.get(&(*sender, nonce))?;
-        self.at(slot).map(|e| &e.id)
+        self.at(slot).map(|e| &e.tx.id)
     }
 
     /// Number of pending transactions of `sender`.
@@ -214,7 +214,7 @@ impl Mempool {
 
     /// All ids.
     pub fn ids(&self) -> HashSet<Hash> {
-        self.slots.iter().flatten().map(|e| e.id).collect()
+        self.slots.iter().flatten().map(|e| e.tx.id).collect()
     }
 
     /// Transactions, highest fee first (oldest first among equal fees).
@@ -226,7 +226,7 @@ impl Mempool {
             .collect();
         v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         v.into_iter()
-            .filter_map(|(_, _, slot)| self.at(slot).map(|e| e.tx.as_ref()))
+            .filter_map(|(_, _, slot)| self.at(slot).map(|e| &e.tx.tx))
             .collect()
     }
 
@@ -234,8 +234,7 @@ impl Mempool {
     /// confirmed account. Returns the ids evicted to make room.
     pub fn add(
         &mut self,
-        tx: Arc<Transaction>,
-        id: Hash,
+        tx: Arc<HeldTx>,
         confirmed: Account,
         min_fee: u64,
     ) -> Result<Vec<Hash>, MempoolReject> {
@@ -293,8 +292,8 @@ impl Mempool {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let id = tx.id;
         let entry = Entry {
-            id,
             seq,
             size: u32::try_from(size).unwrap_or(u32::MAX),
             tx,
@@ -322,7 +321,7 @@ impl Mempool {
             slots
                 .get(s as usize)
                 .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one(e.id))
+                .map_or(0, |e| hasher.hash_one(e.tx.id))
         });
         self.by_sender.insert(key, slot);
         self.by_fee.insert((fee, Reverse(seq), slot));
@@ -346,17 +345,17 @@ impl Mempool {
             let Some(e) = self.at(slot) else {
                 continue;
             };
-            if gone.contains(&e.id) {
+            if gone.contains(&e.tx.id) {
                 continue;
             }
             if fee >= tx.fee || e.tx.from == tx.from {
                 let lowest = self.by_fee.first().map_or(0, |f| f.0);
                 return Err(MempoolReject::Full { lowest });
             }
-            victims.push(e.id);
+            victims.push(e.tx.id);
             // Later nonces of that sender go too: they would no longer chain.
             for se in self.chain_of(&e.tx.from, e.tx.nonce) {
-                if gone.insert(se.id) {
+                if gone.insert(se.tx.id) {
                     count -= 1;
                     bytes -= se.size as usize;
                 }
@@ -366,7 +365,7 @@ impl Mempool {
     }
 
     /// Remove one transaction (leaves later nonces of its sender in place).
-    pub fn remove(&mut self, id: &Hash) -> Option<Arc<Transaction>> {
+    pub fn remove(&mut self, id: &Hash) -> Option<Arc<HeldTx>> {
         let slot = self.slot_of(id)?;
         let e = self.slots.get_mut(slot as usize)?.take()?;
         if let Ok(found) = self
@@ -388,7 +387,7 @@ impl Mempool {
         let Some(e) = self.entry(id) else {
             return Vec::new();
         };
-        let ids: Vec<Hash> = self.chain_of(&e.tx.from, e.tx.nonce).map(|e| e.id).collect();
+        let ids: Vec<Hash> = self.chain_of(&e.tx.from, e.tx.nonce).map(|e| e.tx.id).collect();
         for h in &ids {
             self.remove(h);
         }
@@ -400,11 +399,11 @@ impl Mempool {
     /// dropped. Signatures are not re-checked: everything here was verified on entry.
     pub fn rebuild(
         &mut self,
-        first: Vec<Arc<Transaction>>,
+        first: Vec<Arc<HeldTx>>,
         account: impl Fn(&Address) -> Account,
         min_fee: u64,
     ) {
-        let mut old: Vec<(u64, Arc<Transaction>)> = first
+        let mut old: Vec<(u64, Arc<HeldTx>)> = first
             .into_iter()
             .map(|t| (0, t))
             .chain(
@@ -424,12 +423,11 @@ impl Mempool {
         // Per sender in nonce order so chains re-form; offered txs win ties.
         old.sort_by_key(|(order, t)| (t.from, t.nonce, *order));
         for (_, tx) in old {
-            let id = tx.id();
-            if self.contains(&id) {
+            if self.contains(&tx.id) {
                 continue;
             }
             let acc = account(&tx.from);
-            let _ = self.add(tx, id, acc, min_fee);
+            let _ = self.add(tx, acc, min_fee);
         }
     }
 
@@ -446,7 +444,7 @@ impl Mempool {
         for e in self.chain_of(sender, 0) {
             let nonce = e.tx.nonce;
             if nonce < confirmed.nonce {
-                drop.push(e.id);
+                drop.push(e.tx.id);
                 continue;
             }
             if !broken {
@@ -459,7 +457,7 @@ impl Mempool {
                     _ => broken = true,
                 }
             }
-            drop.push(e.id);
+            drop.push(e.tx.id);
         }
         for id in &drop {
             self.remove(id);
@@ -518,27 +516,28 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn tx(sender: u8, nonce: u64, fee: u64) -> Arc<Transaction> {
-        Arc::new(Transaction {
+    fn tx(sender: u8, nonce: u64, fee: u64) -> Arc<HeldTx> {
+        let tx = Transaction {
             from: Address([sender; 32]),
             to: Address([0xEE; 32]),
             amount: 1,
             fee,
             nonce,
             sig: crate::chain::types::Sig([0; 64]),
-        })
+        };
+        Arc::new(HeldTx { id: tx.id(), tx })
     }
 
     /// What a mempool must hold after each step, checked through every way of looking
     /// in: by id, by (sender, nonce), by fee, and the block template.
-    fn check(m: &Mempool, model: &BTreeMap<Hash, Arc<Transaction>>) {
+    fn check(m: &Mempool, model: &BTreeMap<Hash, Arc<HeldTx>>) {
         assert_eq!(m.len(), model.len());
         assert_eq!(m.ids(), model.keys().copied().collect::<HashSet<_>>());
         assert_eq!(m.by_fee_desc().len(), model.len());
-        let bytes: usize = model.values().map(|t| tx_size(t)).sum();
+        let bytes: usize = model.values().map(|t| tx_size(&t.tx)).sum();
         assert_eq!(m.bytes(), bytes);
         for (id, t) in model {
-            assert_eq!(m.get(id), Some(t.as_ref()));
+            assert_eq!(m.get(id), Some(&t.tx));
             assert_eq!(m.id_at(&t.from, t.nonce), Some(id));
         }
         let picked = m.select(usize::MAX, usize::MAX);
@@ -554,14 +553,14 @@ mod tests {
         ) {
             let limits = MempoolLimits { max_txs: 7, max_bytes: usize::MAX, max_per_sender: 4 };
             let mut m = Mempool::new(limits);
-            let mut model: BTreeMap<Hash, Arc<Transaction>> = BTreeMap::new();
+            let mut model: BTreeMap<Hash, Arc<HeldTx>> = BTreeMap::new();
             let rich = Account { balance: 1_000, nonce: 0 };
             for (sender, fee, add, pick) in ops {
                 if add {
                     let nonce = m.pending_count(&Address([sender; 32])) as u64;
                     let t = tx(sender, nonce, fee);
-                    let id = t.id();
-                    if let Ok(evicted) = m.add(Arc::clone(&t), id, rich, 1) {
+                    let id = t.id;
+                    if let Ok(evicted) = m.add(Arc::clone(&t), rich, 1) {
                         for e in evicted {
                             prop_assert!(model.remove(&e).is_some());
                         }

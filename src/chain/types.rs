@@ -197,6 +197,24 @@ pub const TX_SIGN_DOMAIN: &[u8] = b"skywave/tx/v1";
 /// Domain separation for coinbase ids.
 pub const COINBASE_DOMAIN: &[u8] = b"skywave/coinbase/v1";
 
+/// A transaction with its id, as a mempool holds it. In a simulation every node's mempool
+/// shares one (see `Store::share_tx`), so the id is kept once per process, not once per
+/// node: a million (node, transaction) pairs after islands heal.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeldTx {
+    /// [`Transaction::id`] of `tx`.
+    pub id: Hash,
+    /// The transaction.
+    pub tx: Transaction,
+}
+
+impl std::ops::Deref for HeldTx {
+    type Target = Transaction;
+    fn deref(&self) -> &Transaction {
+        &self.tx
+    }
+}
+
 /// A signed transfer between accounts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {

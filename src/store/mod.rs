@@ -19,7 +19,7 @@ mod outbox;
 mod schema;
 
 use crate::chain::state::{Account, Undo};
-use crate::chain::types::{Address, Block, Coinbase, Hash, Header, Transaction};
+use crate::chain::types::{Address, Block, Coinbase, Hash, Header, HeldTx, Transaction};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -223,7 +223,7 @@ struct SharedInner {
     tx_blocks: HashMap<Hash, Vec<Hash>>,
     /// Decoded transactions held by some node's mempool, by id: a payment reaches every
     /// simulated node, and a thousand copies of it were most of a large run's memory.
-    decoded: HashMap<Hash, Weak<Transaction>>,
+    decoded: HashMap<Hash, Weak<HeldTx>>,
     /// Size of `decoded` after its last sweep of dropped entries.
     decoded_swept: usize,
 }
@@ -292,15 +292,15 @@ impl SharedHistory {
     }
 
     /// The one decoded copy of transaction `id` that the nodes share.
-    fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<Transaction> {
+    fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<HeldTx> {
         let mut inner = self.lock();
         if let Some(held) = inner.decoded.get(id).and_then(Weak::upgrade) {
             // The id commits to every field, so only a hash collision could differ.
-            if *held == tx {
+            if held.tx == tx {
                 return held;
             }
         }
-        let tx = Arc::new(tx);
+        let tx = Arc::new(HeldTx { id: *id, tx });
         inner.decoded.insert(*id, Arc::downgrade(&tx));
         // Sweep dropped transactions once the map has doubled since the last sweep.
         if inner.decoded.len() > 2 * inner.decoded_swept + 1024 {
@@ -426,10 +426,10 @@ impl Store {
 
     /// `tx` (whose id is `id`) as the mempool holds it: one copy per simulation when
     /// the history is shared (see [`SharedHistory`]), else its own.
-    pub fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<Transaction> {
+    pub fn share_tx(&self, tx: Transaction, id: &Hash) -> Arc<HeldTx> {
         match &self.shared {
             Some(s) => s.share_tx(tx, id),
-            None => Arc::new(tx),
+            None => Arc::new(HeldTx { id: *id, tx }),
         }
     }
 

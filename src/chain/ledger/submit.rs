@@ -242,7 +242,7 @@ impl Chain {
         let tx = self.store.share_tx(tx, &id);
         let evicted = self
             .mempool
-            .add(Arc::clone(&tx), id, acc, self.params.min_relay_fee)
+            .add(Arc::clone(&tx), acc, self.params.min_relay_fee)
             .map_err(|reason| ChainError::TxRefused { id, reason })?;
         if let Err(e) = self.store.update_mempool(&[&tx], &evicted) {
             self.mempool.remove_with_successors(&id);
