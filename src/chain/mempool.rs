@@ -7,8 +7,8 @@
 
 use super::state::Account;
 use super::types::{Address, Hash, HeldTx, Transaction};
-use std::cmp::Reverse;
 use hashbrown::HashTable;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -387,7 +387,10 @@ impl Mempool {
         let Some(e) = self.entry(id) else {
             return Vec::new();
         };
-        let ids: Vec<Hash> = self.chain_of(&e.tx.from, e.tx.nonce).map(|e| e.tx.id).collect();
+        let ids: Vec<Hash> = self
+            .chain_of(&e.tx.from, e.tx.nonce)
+            .map(|e| e.tx.id)
+            .collect();
         for h in &ids {
             self.remove(h);
         }
@@ -541,7 +544,11 @@ mod tests {
             assert_eq!(m.id_at(&t.from, t.nonce), Some(id));
         }
         let picked = m.select(usize::MAX, usize::MAX);
-        assert_eq!(picked.len(), model.len(), "every chain is selectable in full");
+        assert_eq!(
+            picked.len(),
+            model.len(),
+            "every chain is selectable in full"
+        );
     }
 
     proptest! {

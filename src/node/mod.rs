@@ -50,8 +50,8 @@ use crate::chain::{BlockOutcome, Chain, ChainError, Hash, TipInfo, Transaction, 
 use crate::net::{LinkCaps, LinkId, PeerId};
 use crate::rng::Rng;
 use crate::wire::message::{Hello, Message};
-use serde::Serialize;
 use hashbrown::HashTable;
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use tracing::debug;
@@ -430,7 +430,9 @@ impl Known {
     fn find(&self, k: u64) -> Option<u16> {
         let ring = &self.ring;
         self.by_key
-            .find(self.hasher.hash_one(k), |&p| ring.get(p as usize) == Some(&k))
+            .find(self.hasher.hash_one(k), |&p| {
+                ring.get(p as usize) == Some(&k)
+            })
             .copied()
     }
 
@@ -466,9 +468,10 @@ impl Known {
             pos
         };
         let (ring, hasher) = (&self.ring, &self.hasher);
-        self.by_key.insert_unique(hasher.hash_one(k), pos as u16, |&p| {
-            ring.get(p as usize).map_or(0, |&k| hasher.hash_one(k))
-        });
+        self.by_key
+            .insert_unique(hasher.hash_one(k), pos as u16, |&p| {
+                ring.get(p as usize).map_or(0, |&k| hasher.hash_one(k))
+            });
     }
 }
 
