@@ -278,6 +278,20 @@ struct Carried {
     ids: Vec<u64>,
 }
 
+/// Put `entry` in a freed place of `table`, or at its end; its index.
+fn place<T>(table: &mut Vec<T>, free: &mut Vec<u32>, entry: T) -> u32 {
+    match free.pop() {
+        Some(i) => {
+            table[i as usize] = entry;
+            i
+        }
+        None => {
+            table.push(entry);
+            (table.len() - 1) as u32
+        }
+    }
+}
+
 impl Outbox {
     /// Load the items saved in `store`.
     pub fn load(store: &Store) -> Result<Outbox, StoreError> {
@@ -320,16 +334,7 @@ impl Outbox {
             dest,
             queue: Vec::new(),
         };
-        let d = match self.free_dests.pop() {
-            Some(d) => {
-                self.dests[d as usize] = entry;
-                d
-            }
-            None => {
-                self.dests.push(entry);
-                (self.dests.len() - 1) as u32
-            }
-        };
+        let d = place(&mut self.dests, &mut self.free_dests, entry);
         self.dest_ix.insert(dest, d);
         d
     }
@@ -348,16 +353,7 @@ impl Outbox {
             payload,
             ids: Vec::new(),
         };
-        let w = match self.free_carried.pop() {
-            Some(w) => {
-                self.carried[w as usize] = entry;
-                w
-            }
-            None => {
-                self.carried.push(entry);
-                (self.carried.len() - 1) as u32
-            }
-        };
+        let w = place(&mut self.carried, &mut self.free_carried, entry);
         self.carried_ix.insert(item, w);
         w
     }

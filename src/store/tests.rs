@@ -636,19 +636,14 @@ fn senders_forgotten_by_the_seen_set_leave_its_table() {
 fn a_seen_entry_costs_under_45_bytes() {
     let shared = SharedHistory::default();
     let mut s = Store::open_in_memory_shared(&shared).unwrap();
-    let pages = |s: &Store| -> i64 {
-        s.conn()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .unwrap()
-    };
-    let before = pages(&s);
+    let before = page_count(&s);
     let n = 4000u64;
     for i in 0..n {
         let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
         s.seen_insert(&[(i % 8) as u8; 32], 1000 + i / 8, &hash, 50_000)
             .unwrap();
     }
-    let per_entry = (pages(&s) - before) as f64 * 1024.0 / n as f64;
+    let per_entry = (page_count(&s) - before) as f64 * 1024.0 / n as f64;
     assert!(per_entry < 45.0, "{per_entry:.0} bytes an entry");
 }
 
@@ -706,17 +701,12 @@ fn the_mempool_keeps_its_order_when_keyed_by_txid() {
 fn a_shared_mempool_transaction_costs_under_50_bytes() {
     let shared = SharedHistory::default();
     let mut s = Store::open_in_memory_shared(&shared).unwrap();
-    let pages = |s: &Store| -> i64 {
-        s.conn()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .unwrap()
-    };
-    let before = pages(&s);
+    let before = page_count(&s);
     let txs = signed_txs(2000);
     for t in &txs {
         s.update_mempool(&[t], &[]).unwrap();
     }
-    let per_tx = (pages(&s) - before) as f64 * 1024.0 / txs.len() as f64;
+    let per_tx = (page_count(&s) - before) as f64 * 1024.0 / txs.len() as f64;
     assert!(per_tx < 50.0, "{per_tx:.0} bytes a transaction");
     assert_eq!(s.load_mempool().unwrap(), txs);
 }
@@ -878,12 +868,7 @@ fn an_outbox_item_costs_under_90_bytes() {
     use crate::outbox::{Dest, Item, OutItem, State};
     let shared = SharedHistory::default();
     let mut s = Store::open_in_memory_shared(&shared).unwrap();
-    let pages = |s: &Store| -> i64 {
-        s.conn()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .unwrap()
-    };
-    let before = pages(&s);
+    let before = page_count(&s);
     let n = 4000u64;
     for i in 0..n {
         // Four peers, each transaction owed to all of them, times as a running node's.
@@ -903,6 +888,13 @@ fn an_outbox_item_costs_under_90_bytes() {
         })
         .unwrap();
     }
-    let per_item = (pages(&s) - before) as f64 * 1024.0 / n as f64;
+    let per_item = (page_count(&s) - before) as f64 * 1024.0 / n as f64;
     assert!(per_item < 90.0, "{per_item:.0} bytes an item");
+}
+
+/// Pages in a store's database.
+fn page_count(s: &Store) -> i64 {
+    s.conn()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap()
 }
